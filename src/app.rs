@@ -1,0 +1,280 @@
+//! Wiring: load zones, build the snapshot, bind listeners, spawn the DNS,
+//! health and admin tasks, reload on SIGHUP, shut down on one token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, ConfigErrors, LoadOptions};
+use crate::dns::{self, Engine, EngineOptions, ServedZone, Snapshot};
+use crate::health::HealthTable;
+use crate::metrics::Metrics;
+use crate::model::Config;
+
+/// Everything `serve` needs, after merging flags and the settings file.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Zone files or folders.
+    pub zones: Vec<PathBuf>,
+    /// DNS listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Admin API address, if enabled.
+    pub admin: Option<SocketAddr>,
+    /// Token for mutating admin calls.
+    pub admin_token: Option<String>,
+    /// Health state file, if enabled.
+    pub state_file: Option<PathBuf>,
+    /// EDNS payload size.
+    pub udp_payload: u16,
+    /// Idle timeout of DNS-over-TCP connections.
+    pub tcp_idle: Duration,
+    /// UDP sockets per address.
+    pub udp_workers: usize,
+    /// Reload when zone files change.
+    pub watch: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            zones: vec![PathBuf::from("zones")],
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 9153))),
+            admin_token: None,
+            state_file: Some(PathBuf::from("gslb-state.json")),
+            udp_payload: dns::DEFAULT_UDP_PAYLOAD,
+            tcp_idle: Duration::from_secs(10),
+            udp_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            watch: false,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The zones do not load.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// A listener could not be bound.
+    #[error("{0}")]
+    Bind(std::io::Error),
+}
+
+/// State shared by the tasks and the admin API.
+pub struct Shared {
+    /// Settings the server runs with.
+    pub settings: Settings,
+    /// The DNS engine (holds the served snapshot).
+    pub engine: Arc<Engine>,
+    /// The loaded configuration (for status and reload diffs).
+    pub config: ArcSwap<Config>,
+    /// Health cells.
+    pub health: Arc<HealthTable>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Serialises reloads (held across the file reads, hence tokio's).
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// A running server.
+pub struct Server {
+    /// Bound DNS addresses (port 0 resolved).
+    pub dns_addrs: Vec<SocketAddr>,
+    /// Bound admin address.
+    pub admin_addr: Option<SocketAddr>,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// What changed in a reload.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReloadSummary {
+    /// Zones now served.
+    pub zones: usize,
+    /// Zones added.
+    pub zones_added: Vec<String>,
+    /// Zones removed.
+    pub zones_removed: Vec<String>,
+    /// Zones whose content changed.
+    pub zones_changed: Vec<String>,
+}
+
+fn build_snapshot(config: &Config, health: &HealthTable, metrics: &Metrics) -> Snapshot {
+    let cells = health.cells_for(config);
+    Snapshot::new(
+        config
+            .zones
+            .iter()
+            .zip(cells)
+            .map(|(z, h)| ServedZone::new(z.clone(), h, &metrics.dns))
+            .collect(),
+    )
+}
+
+fn load(settings: &Settings) -> Result<Config, ConfigErrors> {
+    config::load(&settings.zones, LoadOptions::default())
+}
+
+impl Server {
+    /// Load the zones, bind every listener and start serving.
+    pub async fn start(settings: Settings) -> Result<Server, AppError> {
+        let metrics = Metrics::new();
+        let config = match load(&settings) {
+            Ok(c) => c,
+            Err(e) => {
+                metrics.reloads.with_label_values(&["error"]).inc();
+                return Err(e.into());
+            }
+        };
+        for z in &config.zones {
+            tracing::info!(zone = %z.name, records = z.record_count, services = z.services.len(), regions = z.regions.len(), file = %z.file.display(), "loaded zone {}", z.name);
+        }
+        metrics.reloads.with_label_values(&["success"]).inc();
+        metrics.last_reload.set(unix_now());
+        let health = Arc::new(HealthTable::default());
+        let snapshot = build_snapshot(&config, &health, &metrics);
+        let opts = EngineOptions {
+            udp_payload: settings.udp_payload,
+            ..EngineOptions::default()
+        };
+        let engine = Arc::new(Engine::new(snapshot, opts, metrics.dns.clone(), Arc::default()));
+        let listeners = dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle).map_err(AppError::Bind)?;
+        let dns_addrs = listeners.addrs();
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            settings,
+            engine: engine.clone(),
+            config: ArcSwap::from_pointee(config),
+            health,
+            metrics,
+            reload_lock: tokio::sync::Mutex::new(()),
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(dns::serve(listeners, engine, shutdown.clone()));
+        #[cfg(unix)]
+        tasks.spawn(sighup_reloads(shared.clone(), shutdown.clone()));
+        Ok(Server {
+            dns_addrs,
+            admin_addr: None,
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Ask every task to stop.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// The token that stops the server.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Wait for every task to finish (after [`Server::shutdown`]).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Reload the zones (see [`Shared::reload`]).
+    pub async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
+        self.shared.reload().await
+    }
+}
+
+impl Shared {
+    /// Load every zone file into a new snapshot; on any error keep serving the
+    /// old one and return every problem; otherwise swap atomically.
+    pub async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
+        let _serial = self.reload_lock.lock().await;
+        let settings = self.settings.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&settings))
+            .await
+            .expect("zone loading does not panic");
+        let new = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["error"]).inc();
+                for err in &e.0 {
+                    tracing::error!(error = %err, "reload rejected: {err}");
+                }
+                tracing::warn!(problems = e.0.len(), "reload failed; still serving the previous zones");
+                return Err(e);
+            }
+        };
+        let old = self.config.load_full();
+        let summary = diff(&old, &new);
+        let snapshot = build_snapshot(&new, &self.health, &self.metrics);
+        self.engine.store(snapshot);
+        self.config.store(Arc::new(new));
+        self.metrics.reloads.with_label_values(&["success"]).inc();
+        self.metrics.last_reload.set(unix_now());
+        tracing::info!(
+            zones = summary.zones,
+            added = ?summary.zones_added,
+            removed = ?summary.zones_removed,
+            changed = ?summary.zones_changed,
+            "reloaded zones"
+        );
+        Ok(summary)
+    }
+}
+
+fn diff(old: &Config, new: &Config) -> ReloadSummary {
+    let name = |z: &crate::model::Zone| dns::zone_label(z);
+    let mut s = ReloadSummary {
+        zones: new.zones.len(),
+        ..ReloadSummary::default()
+    };
+    for z in &new.zones {
+        match old.zones.iter().find(|o| o.apex == z.apex) {
+            None => s.zones_added.push(name(z)),
+            Some(o) if o.file != z.file || o.record_count != z.record_count || o.services != z.services || o.regions != z.regions => {
+                s.zones_changed.push(name(z))
+            }
+            Some(_) => {}
+        }
+    }
+    for o in &old.zones {
+        if !new.zones.iter().any(|z| z.apex == o.apex) {
+            s.zones_removed.push(name(o));
+        }
+    }
+    s
+}
+
+#[cfg(unix)]
+async fn sighup_reloads(shared: Arc<Shared>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the admin API only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            s = hup.recv() => if s.is_none() { return },
+            () = shutdown.cancelled() => return,
+        }
+        tracing::info!("SIGHUP: reloading zones");
+        let _ = shared.reload().await;
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,181 @@
+//! The zone file format, as serde reads it. Field docs here are the zone
+//! reference; the README repeats them with examples.
+//!
+//! Every struct denies unknown fields so a typo (`wieght`) is an error naming
+//! the line, not a silently ignored setting. Fields that need a check serde
+//! cannot do keep their `Spanned` position for the message.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One zone file: `[zone]`, `[[record]]`, `[check.NAME]`, `[region.NAME]`, `[service.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ZoneFile {
+    /// The zone header (SOA and apex NS).
+    pub zone: ZoneSpec,
+    /// Static records.
+    #[serde(default)]
+    pub record: Vec<RecordSpec>,
+    /// Health checks, by name.
+    #[serde(default)]
+    pub check: BTreeMap<Spanned<String>, CheckSpec>,
+    /// Regions, by name.
+    #[serde(default)]
+    pub region: BTreeMap<Spanned<String>, RegionSpec>,
+    /// Health-aware names, by owner name relative to the zone.
+    #[serde(default)]
+    pub service: BTreeMap<Spanned<String>, ServiceSpec>,
+}
+
+/// `[zone]`: the apex and what the SOA is generated from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ZoneSpec {
+    /// Apex name, e.g. `gslb.example.com.` (the trailing dot is optional here).
+    pub name: Spanned<String>,
+    /// Default TTL of static records and of the SOA and apex NS (default 300).
+    pub ttl: Option<Spanned<i64>>,
+    /// Authoritative name servers: the apex NS set; the first is the SOA MNAME.
+    pub nameservers: Spanned<Vec<Spanned<String>>>,
+    /// Mailbox of the zone's administrator, as a name (`hostmaster.example.com.`)
+    /// or an address (`hostmaster@example.com`): the SOA RNAME.
+    pub hostmaster: Spanned<String>,
+    /// SOA serial; when absent gslb manages it (see the README).
+    pub serial: Option<Spanned<i64>>,
+    /// SOA refresh in seconds (default 3600).
+    pub refresh: Option<Spanned<i64>>,
+    /// SOA retry in seconds (default 600).
+    pub retry: Option<Spanned<i64>>,
+    /// SOA expire in seconds (default 604800).
+    pub expire: Option<Spanned<i64>>,
+    /// SOA minimum: how long resolvers cache NXDOMAIN and NODATA (default 60).
+    pub negative_ttl: Option<Spanned<i64>>,
+}
+
+/// `[[record]]`: one static resource record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RecordSpec {
+    /// Owner, relative to the zone (`www`), `@` for the apex, `*.foo` for a
+    /// wildcard, or absolute with a trailing dot.
+    pub name: Spanned<String>,
+    /// Record type: A, AAAA, CNAME, MX, NS, PTR, SRV, TXT or CAA.
+    #[serde(rename = "type")]
+    pub rtype: Spanned<String>,
+    /// The data, in zone-file presentation form except TXT (the raw text).
+    pub value: Spanned<String>,
+    /// TTL in seconds (default: the zone's `ttl`).
+    pub ttl: Option<Spanned<i64>>,
+}
+
+/// Accepted HTTP statuses: `200`, `"200-399"`, or a list of those.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    /// One code.
+    Code(i64),
+    /// A range `lo-hi`, or one code as a string.
+    Range(String),
+}
+
+/// `expect-status`: one item or a list.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum StatusList {
+    /// A single code or range.
+    One(StatusSpec),
+    /// Several.
+    Many(Vec<StatusSpec>),
+}
+
+/// `recheck`: a duration, or `false` to disable fast confirmation.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RecheckSpec {
+    /// `false` disables fast confirmation (`true` keeps the default).
+    Enabled(bool),
+    /// Delay of the re-probe, e.g. `"200ms"`.
+    Delay(String),
+}
+
+/// `[check.NAME]`: how endpoints are probed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CheckSpec {
+    /// `"http"`, `"https"` or `"tcp"`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// Port (default 80 for http, 443 for https; required for tcp).
+    pub port: Option<Spanned<i64>>,
+    /// HTTP method: GET (default) or HEAD.
+    pub method: Option<Spanned<String>>,
+    /// Request path (default `/`).
+    pub path: Option<Spanned<String>>,
+    /// Host header and TLS server name (default: the endpoint address).
+    pub host: Option<Spanned<String>>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Accepted statuses (default `"200-399"`).
+    pub expect_status: Option<Spanned<StatusList>>,
+    /// Substring required in the first 5120 bytes of the body.
+    pub expect_body: Option<Spanned<String>>,
+    /// Verify the server's certificate (default true).
+    pub tls_verify: Option<bool>,
+    /// PEM file of CA certificates to trust instead of the web roots,
+    /// relative to the zone file.
+    pub ca_file: Option<Spanned<String>>,
+    /// Probe `ADDR:PORT` instead of each endpoint's own address.
+    pub target: Option<Spanned<String>>,
+    /// Time between probes of one endpoint (default `"5s"`, at least `"100ms"`).
+    pub interval: Option<Spanned<String>>,
+    /// Bound on one probe (default `"2s"`, at most `interval`).
+    pub timeout: Option<Spanned<String>>,
+    /// Fast confirmation delay (default `"200ms"`; `false` disables it).
+    pub recheck: Option<Spanned<RecheckSpec>>,
+    /// Consecutive failures before an up endpoint is marked down (default 3).
+    pub fall: Option<Spanned<i64>>,
+    /// Consecutive successes before a down endpoint is marked up (default 2).
+    pub rise: Option<Spanned<i64>>,
+}
+
+/// `[region.NAME]`: where a service runs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RegionSpec {
+    /// IPv4 and IPv6 addresses of the region's endpoints.
+    pub endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Instead of endpoints: answer with a CNAME to this host name.
+    pub cname: Option<Spanned<String>>,
+    /// Name of the `[check.NAME]` probing the endpoints; none: always up.
+    pub check: Option<Spanned<String>>,
+    /// Region is up while at least this many endpoints are up (default 1).
+    pub min_healthy: Option<Spanned<i64>>,
+}
+
+/// `[service.NAME]`: a health-aware name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceSpec {
+    /// `"failover"` (default), `"weighted"` or `"all-healthy"`.
+    pub policy: Option<Spanned<String>>,
+    /// Regions in priority order.
+    pub regions: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Weighted policy: region name to weight (0 = standby).
+    pub weights: Option<Spanned<BTreeMap<String, Spanned<i64>>>>,
+    /// TTL of the answers (default 30).
+    pub ttl: Option<Spanned<i64>>,
+    /// TTL while degraded (default: min(ttl, 10)).
+    pub degraded_ttl: Option<Spanned<i64>>,
+    /// Weighted policy: distinct regions per answer (default 1).
+    pub answers: Option<Spanned<i64>>,
+    /// Cap on addresses per answer (default 8).
+    pub max_records: Option<Spanned<i64>>,
+    /// `"fail-open"` (default), `"last-resort"`, `"nodata"` or `"servfail"`.
+    pub when_all_down: Option<Spanned<String>>,
+    /// Region answered when all are down and `when-all-down = "last-resort"`.
+    pub last_resort: Option<Spanned<String>>,
+}

@@ -1,0 +1,623 @@
+//! The answer engine: request bytes in, response bytes out, the way NSD and
+//! Knot answer (RFC 1034 §4.3.2 lookup, RFC 2308 negative answers, RFC 6891
+//! EDNS, RFC 8482 minimal ANY). UDP and TCP both call [`Engine::respond`].
+//!
+//! hickory-proto parses requests and encodes responses (names, compression,
+//! record data); this module owns the semantics: which zone, which records in
+//! which section, which flags.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Message, Metadata, OpCode, Query, ResponseCode, emit_message_parts};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncoder;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use crate::health::{Epoch, ZoneHealth};
+use crate::metrics::{AnswerCounter, DnsMetrics, ZoneCounters};
+use crate::model::{Node, RegionTarget, Service, Zone};
+use crate::policy::{self, HealthView, Outcome};
+
+/// Our EDNS UDP payload size (DNS flag day 2020).
+pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
+/// Longest CNAME chain followed inside a zone.
+const MAX_CNAME_CHAIN: usize = 12;
+
+/// The transport a request came over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: answers are limited to the client's payload size.
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
+impl Transport {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// One served zone with its health cells.
+pub struct ServedZone {
+    /// Static data, services and regions.
+    pub zone: Arc<Zone>,
+    /// Health of its regions, indexed by `Region::index`.
+    pub health: Arc<ZoneHealth>,
+    /// Query counters of the zone.
+    pub counters: Arc<ZoneCounters>,
+    /// Answer counters by service index, then `Region::index`.
+    pub answer_counters: Vec<Vec<Arc<AnswerCounter>>>,
+}
+
+impl ServedZone {
+    /// Serve `zone` with these health cells, counting into `metrics`.
+    pub fn new(zone: Arc<Zone>, health: Arc<ZoneHealth>, metrics: &DnsMetrics) -> Self {
+        let zname = zone_label(&zone);
+        let answer_counters = zone
+            .services
+            .iter()
+            .map(|svc| {
+                let mut by_region: Vec<Arc<AnswerCounter>> = Vec::with_capacity(zone.regions.len());
+                for r in zone.regions.values() {
+                    by_region.push(metrics.answer(&zname, &svc.key, &r.name));
+                }
+                by_region
+            })
+            .collect();
+        ServedZone {
+            counters: metrics.zone(&zname),
+            zone,
+            health,
+            answer_counters,
+        }
+    }
+}
+
+/// A zone's name as logs and metrics show it: lower case, no trailing dot.
+pub fn zone_label(zone: &Zone) -> String {
+    let s = zone.apex.to_string();
+    s.strip_suffix('.').filter(|x| !x.is_empty()).unwrap_or(&s).to_string()
+}
+
+/// Everything the DNS path reads: swapped whole on reload.
+#[derive(Default)]
+pub struct Snapshot {
+    zones: HashMap<LowerName, ServedZone>,
+    /// Fewest and most labels of any apex, to bound the zone search.
+    min_labels: u8,
+    max_labels: u8,
+}
+
+impl Snapshot {
+    /// A snapshot serving these zones.
+    pub fn new(zones: Vec<ServedZone>) -> Self {
+        let min_labels = zones.iter().map(|z| z.zone.apex.num_labels()).min().unwrap_or(0);
+        let max_labels = zones.iter().map(|z| z.zone.apex.num_labels()).max().unwrap_or(0);
+        Snapshot {
+            zones: zones.into_iter().map(|z| (z.zone.apex.clone(), z)).collect(),
+            min_labels,
+            max_labels,
+        }
+    }
+
+    /// The zones served.
+    pub fn zones(&self) -> impl Iterator<Item = &ServedZone> {
+        self.zones.values()
+    }
+
+    /// The deepest zone containing `name`.
+    fn find_zone(&self, name: &LowerName) -> Option<&ServedZone> {
+        let mut n = name.clone();
+        loop {
+            let labels = n.num_labels();
+            if labels < self.min_labels {
+                return None;
+            }
+            if labels <= self.max_labels {
+                if let Some(z) = self.zones.get(&n) {
+                    return Some(z);
+                }
+            }
+            if n.is_root() {
+                return None;
+            }
+            n = n.base_name();
+        }
+    }
+}
+
+/// Settings of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// EDNS payload size we advertise and the cap on UDP answers.
+    pub udp_payload: u16,
+    /// Answer `version.bind`/`version.server` CH TXT with the version.
+    pub version: Option<String>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            udp_payload: DEFAULT_UDP_PAYLOAD,
+            version: Some(format!("gslb {}", env!("CARGO_PKG_VERSION"))),
+        }
+    }
+}
+
+/// Answers queries from the current snapshot.
+pub struct Engine {
+    snapshot: ArcSwap<Snapshot>,
+    opts: EngineOptions,
+    metrics: DnsMetrics,
+    /// Bumped on every health change (for answer caches).
+    pub epoch: Arc<Epoch>,
+}
+
+thread_local! {
+    /// Per-thread RNG for weighted picks and shuffles: no shared state on the hot path.
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+}
+
+/// The sections of a response being built.
+#[derive(Default)]
+struct Reply<'s> {
+    rcode: ResponseCode,
+    aa: bool,
+    answers: Vec<Record>,
+    authority: Vec<Record>,
+    additional: Vec<Record>,
+    /// A referral whose glue must fit, or the answer is truncated (RFC 9471).
+    glue_required: bool,
+    /// Zone answered from, for metrics.
+    zone: Option<&'s ServedZone>,
+}
+
+impl Engine {
+    /// An engine serving `snapshot`.
+    pub fn new(snapshot: Snapshot, opts: EngineOptions, metrics: DnsMetrics, epoch: Arc<Epoch>) -> Self {
+        Engine {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            opts,
+            metrics,
+            epoch,
+        }
+    }
+
+    /// Replace the snapshot; queries in flight finish on the old one.
+    pub fn store(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Answer one request. Writes the response into `out` and returns true,
+    /// or returns false when the request gets no answer at all (too short to
+    /// have a header, or itself a response).
+    pub fn respond(&self, req: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        if req.len() < 12 || req[2] & 0x80 != 0 {
+            // No header to answer, or a response: answering would invite loops.
+            self.metrics.dropped(transport);
+            return false;
+        }
+        let msg = match Message::from_vec(req) {
+            Ok(m) => m,
+            Err(_) => {
+                self.formerr_raw(req, out);
+                self.metrics.query_no_zone(RecordType::Unknown(0), ResponseCode::FormErr, transport);
+                return true;
+            }
+        };
+        let mut meta = Metadata::response_from_request(&msg.metadata);
+        let edns_req = msg.edns.as_ref();
+        let mut edns = edns_req.map(|e| {
+            let mut r = Edns::new();
+            r.set_max_payload(self.opts.udp_payload.max(512));
+            r.set_version(0);
+            r.set_dnssec_ok(e.flags().dnssec_ok);
+            r
+        });
+        let limit = match transport {
+            Transport::Tcp => u16::MAX as usize,
+            Transport::Udp => match edns_req {
+                Some(e) => usize::from(e.max_payload().clamp(512, self.opts.udp_payload.max(512))),
+                None => 512,
+            },
+        };
+        let query = msg.queries.first();
+        let qtype = query.map(|q| q.query_type()).unwrap_or(RecordType::Unknown(0));
+        let snap = self.snapshot.load();
+        let reply = if msg.metadata.op_code != OpCode::Query {
+            Reply::rcode(ResponseCode::NotImp)
+        } else if msg.queries.len() != 1 {
+            Reply::rcode(ResponseCode::FormErr)
+        } else if edns_req.is_some_and(|e| e.version() > 0) {
+            Reply::rcode(ResponseCode::BADVERS)
+        } else {
+            let q = query.expect("one query");
+            self.answer(&snap, q, transport)
+        };
+        meta.authoritative = reply.aa;
+        meta.response_code = reply.rcode;
+        if reply.rcode.high() > 0 && edns.is_none() {
+            // Extended rcodes need an OPT to carry them; only BADVERS is
+            // extended, and it is only sent in reply to an OPT.
+            edns = Some(Edns::new());
+        }
+        encode(&meta, msg.queries.first(), &reply, edns.as_ref(), limit, out);
+        match reply.zone {
+            Some(z) => z.counters.query(qtype, reply.rcode, transport),
+            None => self.metrics.query_no_zone(qtype, reply.rcode, transport),
+        }
+        true
+    }
+
+    /// FORMERR for a request whose header parsed but the rest did not.
+    fn formerr_raw(&self, req: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&req[..12]);
+        // QR=1, keep opcode and RD; clear AA, TC; RA=0, Z=0, RCODE=FORMERR; no sections.
+        out[2] = 0x80 | (req[2] & 0x79);
+        out[3] = ResponseCode::FormErr.low();
+        out[4..12].fill(0);
+    }
+
+    fn answer<'s>(&self, snap: &'s Snapshot, q: &Query, transport: Transport) -> Reply<'s> {
+        let qtype = q.query_type();
+        match q.query_class() {
+            DNSClass::IN => {}
+            DNSClass::CH => return self.chaos(q),
+            _ => return Reply::rcode(ResponseCode::Refused),
+        }
+        match qtype {
+            RecordType::OPT => return Reply::rcode(ResponseCode::FormErr),
+            RecordType::AXFR | RecordType::IXFR => return Reply::rcode(ResponseCode::Refused),
+            RecordType::TSIG | RecordType::Unknown(249) | RecordType::Unknown(253) | RecordType::Unknown(254) => {
+                return Reply::rcode(ResponseCode::NotImp);
+            }
+            _ => {}
+        }
+        let lname = LowerName::new(q.name());
+        let Some(served) = snap.find_zone(&lname) else {
+            return Reply::rcode(ResponseCode::Refused);
+        };
+        let mut reply = Reply {
+            aa: true,
+            zone: Some(served),
+            ..Reply::default()
+        };
+        let mut chain: Vec<LowerName> = Vec::new();
+        let mut qname = q.name().clone();
+        let mut lname = lname;
+        loop {
+            match lookup(served, &qname, &lname, qtype, transport, &mut reply) {
+                Step::Done => break,
+                Step::Follow(target) => {
+                    chain.push(lname);
+                    let lt = LowerName::new(&target);
+                    if !served.zone.apex.zone_of(&lt) || chain.contains(&lt) || chain.len() >= MAX_CNAME_CHAIN {
+                        // Out of zone (the resolver follows it), or a loop: stop here.
+                        break;
+                    }
+                    qname = target;
+                    lname = lt;
+                }
+            }
+        }
+        reply
+    }
+
+    fn chaos(&self, q: &Query) -> Reply<'static> {
+        let name = q.name().to_lowercase().to_ascii();
+        let is_version = matches!(name.as_str(), "version.bind." | "version.server.");
+        match (&self.opts.version, q.query_type()) {
+            (Some(v), RecordType::TXT | RecordType::ANY) if is_version => {
+                let mut rec = Record::from_rdata(q.name().clone(), 0, RData::TXT(TXT::new(vec![v.clone()])));
+                rec.dns_class = DNSClass::CH;
+                Reply {
+                    aa: true,
+                    answers: vec![rec],
+                    ..Reply::default()
+                }
+            }
+            _ => Reply::rcode(ResponseCode::Refused),
+        }
+    }
+}
+
+impl Reply<'_> {
+    fn rcode(rcode: ResponseCode) -> Self {
+        Reply {
+            rcode,
+            ..Reply::default()
+        }
+    }
+}
+
+/// What to do after looking up one name.
+enum Step {
+    Done,
+    /// A CNAME was answered; look up its target in the same zone.
+    Follow(Name),
+}
+
+/// Look up `qname` in the zone and add what it yields to `reply`.
+fn lookup(served: &ServedZone, qname: &Name, lname: &LowerName, qtype: RecordType, transport: Transport, reply: &mut Reply<'_>) -> Step {
+    let zone = &served.zone;
+    let apex_labels = zone.apex.num_labels();
+    // Ancestors from just below the apex down to qname: a zone cut on the way
+    // means a referral; a missing name ends the walk at the closest encloser.
+    let mut ancestors: Vec<LowerName> = Vec::with_capacity(usize::from(lname.num_labels() - apex_labels));
+    let mut n = lname.clone();
+    while n.num_labels() > apex_labels {
+        let parent = n.base_name();
+        ancestors.push(n);
+        n = parent;
+    }
+    let mut encloser = zone.apex.clone();
+    let mut exact: Option<&Node> = if ancestors.is_empty() { zone.nodes.get(&zone.apex) } else { None };
+    for (i, anc) in ancestors.iter().rev().enumerate() {
+        let Some(node) = zone.nodes.get(anc) else {
+            break;
+        };
+        let is_qname = i + 1 == ancestors.len();
+        if node.cut && !(is_qname && qtype == RecordType::DS) {
+            referral(zone, node, reply);
+            return Step::Done;
+        }
+        encloser = anc.clone();
+        if is_qname {
+            exact = Some(node);
+        }
+    }
+    if let Some(node) = exact {
+        return answer_node(served, node, qname, qtype, transport, reply);
+    }
+    if zone.has_wildcards {
+        let wild = LowerName::new(&Name::from(encloser.clone()).prepend_label("*").expect("wildcard label fits"));
+        if let Some(node) = zone.nodes.get(&wild) {
+            return answer_node(served, node, qname, qtype, transport, reply);
+        }
+    }
+    reply.rcode = ResponseCode::NXDomain;
+    negative(zone, reply);
+    Step::Done
+}
+
+/// Answer from the node at (or synthesised for) `qname`.
+fn answer_node(served: &ServedZone, node: &Node, qname: &Name, qtype: RecordType, transport: Transport, reply: &mut Reply<'_>) -> Step {
+    let zone = &served.zone;
+    let at = |r: &Record| {
+        let mut r = r.clone();
+        r.name = qname.clone();
+        r
+    };
+    if let Some(cname) = node.rrset(RecordType::CNAME) {
+        let rec = &cname.records[0];
+        reply.answers.push(at(rec));
+        if qtype == RecordType::CNAME || qtype == RecordType::ANY {
+            return Step::Done;
+        }
+        return match &rec.data {
+            RData::CNAME(t) => Step::Follow(t.0.clone()),
+            _ => Step::Done,
+        };
+    }
+    // A service answers A and AAAA (or a CNAME when its pick is a cname region).
+    if let Some(si) = node.service {
+        let svc = &zone.services[si];
+        let wants_addr = matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY);
+        let may_alias = svc.regions.iter().any(|r| matches!(r.region.target, RegionTarget::Alias(_)))
+            || matches!(&svc.when_all_down, crate::model::WhenAllDown::LastResort(r) if matches!(r.target, RegionTarget::Alias(_)));
+        if wants_addr || may_alias {
+            match service_answer(served, si, svc, qname, qtype, reply) {
+                ServiceStep::Records => return Step::Done,
+                ServiceStep::Alias(target) => {
+                    if qtype == RecordType::CNAME || qtype == RecordType::ANY {
+                        return Step::Done;
+                    }
+                    return Step::Follow(target);
+                }
+                ServiceStep::ServFail => {
+                    reply.rcode = ResponseCode::ServFail;
+                    reply.aa = false;
+                    reply.answers.clear();
+                    return Step::Done;
+                }
+                ServiceStep::Nothing => {
+                    if qtype != RecordType::ANY {
+                        negative(zone, reply);
+                        return Step::Done;
+                    }
+                }
+            }
+        }
+    }
+    if qtype == RecordType::ANY {
+        // RFC 8482: over UDP, one RRset is enough; over TCP, all of them.
+        for set in &node.rrsets {
+            reply.answers.extend(set.records.iter().map(at));
+            if transport == Transport::Udp {
+                break;
+            }
+        }
+        if reply.answers.is_empty() {
+            negative(zone, reply);
+        }
+        return Step::Done;
+    }
+    match node.rrset(qtype) {
+        Some(set) => {
+            reply.answers.extend(set.records.iter().map(at));
+            additional_for(zone, &set.records, reply);
+        }
+        None => negative(zone, reply),
+    }
+    Step::Done
+}
+
+enum ServiceStep {
+    Records,
+    Alias(Name),
+    Nothing,
+    ServFail,
+}
+
+fn service_answer(served: &ServedZone, si: usize, svc: &Service, qname: &Name, qtype: RecordType, reply: &mut Reply<'_>) -> ServiceStep {
+    let view: &dyn HealthView = served.health.as_ref();
+    RNG.with(|rng| {
+        let rng = &mut *rng.borrow_mut();
+        let sel = policy::select(svc, view, rng);
+        match sel.outcome {
+            Outcome::ServFail => return ServiceStep::ServFail,
+            Outcome::NoData => return ServiceStep::Nothing,
+            Outcome::Answer => {}
+        }
+        let ttl = if sel.degraded { svc.degraded_ttl } else { svc.ttl };
+        for &p in &sel.picks {
+            served.answer_counters[si][policy::picked_region(svc, p).index].inc();
+        }
+        if let Some(&first) = sel.picks.first() {
+            if let RegionTarget::Alias(target) = &policy::picked_region(svc, first).target {
+                reply.answers.push(Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(target.clone()))));
+                return ServiceStep::Alias(target.clone());
+            }
+        }
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        let families: &[bool] = match qtype {
+            RecordType::A => &[false],
+            RecordType::AAAA => &[true],
+            _ => &[false, true],
+        };
+        for &v6 in families {
+            policy::addresses(svc, &sel, view, v6, rng, &mut addrs);
+            reply.answers.extend(addrs.iter().map(|a| {
+                let data = match a {
+                    IpAddr::V4(v4) => RData::A(A(*v4)),
+                    IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                };
+                Record::from_rdata(qname.clone(), ttl, data)
+            }));
+            if !reply.answers.is_empty() && qtype == RecordType::ANY {
+                break;
+            }
+        }
+        if reply.answers.is_empty() { ServiceStep::Nothing } else { ServiceStep::Records }
+    })
+}
+
+/// NOERROR/NXDOMAIN without data: the SOA in authority, its TTL capped at the
+/// negative TTL (RFC 2308 §3).
+fn negative(zone: &Zone, reply: &mut Reply<'_>) {
+    let mut soa = zone.soa.clone();
+    soa.ttl = zone.negative_ttl;
+    reply.authority.push(soa);
+}
+
+/// A referral to a child zone: its NS set in authority, glue in additional, AA clear.
+fn referral(zone: &Zone, cut: &Node, reply: &mut Reply<'_>) {
+    // AA belongs to the first owner: a CNAME chain into a delegation keeps it.
+    if reply.answers.is_empty() {
+        reply.aa = false;
+    }
+    if let Some(ns) = cut.rrset(RecordType::NS) {
+        reply.authority.extend(ns.records.iter().cloned());
+        let before = reply.additional.len();
+        additional_for(zone, &ns.records, reply);
+        reply.glue_required = reply.additional.len() > before;
+    }
+}
+
+/// A and AAAA of in-zone targets of NS, MX and SRV records.
+fn additional_for(zone: &Zone, records: &[Record], reply: &mut Reply<'_>) {
+    for r in records {
+        let target = match &r.data {
+            RData::NS(ns) => &ns.0,
+            RData::MX(mx) => &mx.exchange,
+            RData::SRV(srv) => &srv.target,
+            _ => continue,
+        };
+        let lt = LowerName::new(target);
+        if !zone.apex.zone_of(&lt) {
+            continue;
+        }
+        if let Some(node) = zone.nodes.get(&lt) {
+            for t in [RecordType::A, RecordType::AAAA] {
+                if let Some(set) = node.rrset(t) {
+                    for rec in &set.records {
+                        if !reply.additional.contains(rec) {
+                            reply.additional.push(rec.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Encode, fitting `limit`: first everything; then without the additional
+/// section (unless it is required glue); else TC with the question only.
+fn encode(meta: &Metadata, q: Option<&Query>, reply: &Reply<'_>, edns: Option<&Edns>, limit: usize, out: &mut Vec<u8>) {
+    let none: &[Record] = &[];
+    let attempts: [(&[Record], &[Record], &[Record], bool); 3] = [
+        (&reply.answers, &reply.authority, &reply.additional, false),
+        (&reply.answers, &reply.authority, none, false),
+        (none, none, none, true),
+    ];
+    for (i, (ans, auth, add, tc)) in attempts.into_iter().enumerate() {
+        if i == 1 && (reply.additional.is_empty() || reply.glue_required) {
+            continue;
+        }
+        let mut m = *meta;
+        m.truncation = tc;
+        out.clear();
+        let mut enc = BinEncoder::new(out);
+        let ok = emit_message_parts(&m, &mut q.into_iter(), &mut ans.iter(), &mut auth.iter(), &mut add.iter(), edns, None, &mut enc).is_ok();
+        if ok && out.len() <= limit {
+            return;
+        }
+    }
+    // Even the header and question did not fit (a 512-byte limit cannot be
+    // exceeded by one question): send what we have, truncated.
+    out.truncate(limit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formerr_raw_keeps_id_and_opcode() {
+        let engine = Engine::new(Snapshot::default(), EngineOptions::default(), DnsMetrics::disabled(), Arc::default());
+        let mut req = vec![0x12, 0x34, 0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 0];
+        req.extend_from_slice(&[0xff; 5]);
+        let mut out = Vec::new();
+        assert!(engine.respond(&req, Transport::Udp, &mut out));
+        assert_eq!(&out[..2], &[0x12, 0x34]);
+        assert_eq!(out[2], 0x81, "QR set, RD copied");
+        assert_eq!(out[3] & 0x0f, 1, "FORMERR");
+        assert_eq!(&out[4..12], &[0; 8]);
+    }
+
+    #[test]
+    fn short_or_response_packets_are_dropped() {
+        let engine = Engine::new(Snapshot::default(), EngineOptions::default(), DnsMetrics::disabled(), Arc::default());
+        let mut out = Vec::new();
+        assert!(!engine.respond(&[1, 2, 3], Transport::Udp, &mut out));
+        let resp = [0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(!engine.respond(&resp, Transport::Udp, &mut out));
+    }
+}

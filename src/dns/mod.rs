@@ -1,0 +1,11 @@
+//! Authoritative DNS: the answer engine and the UDP/TCP listeners feeding it.
+//!
+//! The engine reads one immutable [`Snapshot`] per query (an `ArcSwap`
+//! load) and the health cells' atomics; it never awaits, so listeners call it
+//! inline instead of spawning a task per query.
+
+mod engine;
+mod server;
+
+pub use engine::{DEFAULT_UDP_PAYLOAD, Engine, EngineOptions, ServedZone, Snapshot, Transport, zone_label};
+pub use server::{Listeners, bind, serve};

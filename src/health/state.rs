@@ -1,0 +1,286 @@
+//! Health state shared between the probers (writers) and the DNS path, metrics
+//! and status (readers).
+//!
+//! The verdicts readers need on every query are atomics: the DNS path loads a
+//! few `AtomicBool`s and `AtomicU8`s and never takes a lock or waits on a
+//! probe, and a verdict stored by a prober is seen by the very next query. The
+//! details only status pages read (last result, reason, counters) sit behind a
+//! `std::sync::Mutex` held for a field copy, never across an `.await`.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// An operator's override of the probes' verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Override {
+    /// Follow the probes.
+    #[default]
+    Auto,
+    /// Forced down (drained): no traffic whatever the probes say.
+    Down,
+    /// Forced up: traffic whatever the probes say.
+    Up,
+}
+
+impl Override {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Override::Down,
+            2 => Override::Up,
+            _ => Override::Auto,
+        }
+    }
+    fn to_u8(self) -> u8 {
+        match self {
+            Override::Auto => 0,
+            Override::Down => 1,
+            Override::Up => 2,
+        }
+    }
+    /// Name used in the API, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Override::Auto => "auto",
+            Override::Down => "down",
+            Override::Up => "up",
+        }
+    }
+    /// Value of the `gslb_region_override` gauge: 0 auto, 1 forced down, 2 forced up.
+    pub fn gauge(self) -> i64 {
+        i64::from(self.to_u8())
+    }
+}
+
+/// How a probe ended, as a metrics label and a short class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeOutcome {
+    /// Healthy.
+    Success,
+    /// No complete answer within the timeout.
+    Timeout,
+    /// Connection refused.
+    Refused,
+    /// Connection reset or closed early.
+    Reset,
+    /// Other connection error (unreachable, ...).
+    Connect,
+    /// Unexpected HTTP status.
+    Status,
+    /// Body did not contain the expected text.
+    Body,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// Malformed response.
+    Protocol,
+}
+
+impl ProbeOutcome {
+    /// Every outcome, for metrics initialisation.
+    pub const ALL: [ProbeOutcome; 9] = [
+        ProbeOutcome::Success,
+        ProbeOutcome::Timeout,
+        ProbeOutcome::Refused,
+        ProbeOutcome::Reset,
+        ProbeOutcome::Connect,
+        ProbeOutcome::Status,
+        ProbeOutcome::Body,
+        ProbeOutcome::Tls,
+        ProbeOutcome::Protocol,
+    ];
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeOutcome::Success => "success",
+            ProbeOutcome::Timeout => "timeout",
+            ProbeOutcome::Refused => "refused",
+            ProbeOutcome::Reset => "reset",
+            ProbeOutcome::Connect => "connect",
+            ProbeOutcome::Status => "status",
+            ProbeOutcome::Body => "body",
+            ProbeOutcome::Tls => "tls",
+            ProbeOutcome::Protocol => "protocol",
+        }
+    }
+}
+
+/// What status pages show of an endpoint beyond up/down.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EndpointDetail {
+    /// Outcome of the last probe.
+    pub last_outcome: Option<ProbeOutcome>,
+    /// Why the last probe failed ("status 503"), or "ok".
+    pub last_reason: Option<String>,
+    /// Duration of the last probe.
+    pub last_latency: Option<Duration>,
+    /// When the last probe ended.
+    pub last_probe: Option<SystemTime>,
+    /// Consecutive results that disagree with the current state (the run
+    /// toward `fall` or `rise`).
+    pub run: u32,
+    /// When the state last changed (or was restored).
+    pub since: Option<SystemTime>,
+    /// Probes sent.
+    pub probes: u64,
+    /// Probes that failed.
+    pub failures: u64,
+}
+
+/// One endpoint's health: the threshold machine's verdict and the override.
+#[derive(Debug)]
+pub struct EndpointCell {
+    /// The address answered in DNS.
+    pub addr: IpAddr,
+    /// Verdict of the probes (true while unprobed regions have no check).
+    up: AtomicBool,
+    overridden: AtomicU8,
+    detail: Mutex<EndpointDetail>,
+}
+
+impl EndpointCell {
+    /// A cell in the given state.
+    pub fn new(addr: IpAddr, up: bool) -> Self {
+        EndpointCell {
+            addr,
+            up: AtomicBool::new(up),
+            overridden: AtomicU8::new(0),
+            detail: Mutex::new(EndpointDetail {
+                since: Some(SystemTime::now()),
+                ..EndpointDetail::default()
+            }),
+        }
+    }
+    /// The probes' verdict.
+    pub fn probed_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+    /// Store the probes' verdict.
+    pub fn set_probed_up(&self, up: bool) {
+        self.up.store(up, Ordering::Release);
+    }
+    /// The override.
+    pub fn override_state(&self) -> Override {
+        Override::from_u8(self.overridden.load(Ordering::Acquire))
+    }
+    /// Set the override.
+    pub fn set_override(&self, o: Override) {
+        self.overridden.store(o.to_u8(), Ordering::Release);
+    }
+    /// Whether DNS answers this endpoint: the override, else the verdict.
+    pub fn is_up(&self) -> bool {
+        match self.override_state() {
+            Override::Auto => self.probed_up(),
+            Override::Down => false,
+            Override::Up => true,
+        }
+    }
+    /// A copy of the details.
+    pub fn detail(&self) -> EndpointDetail {
+        self.detail.lock().expect("detail lock poisoned").clone()
+    }
+    /// Change the details.
+    pub fn update_detail<R>(&self, f: impl FnOnce(&mut EndpointDetail) -> R) -> R {
+        f(&mut self.detail.lock().expect("detail lock poisoned"))
+    }
+}
+
+/// One region's health: its endpoints and the region override.
+#[derive(Debug)]
+pub struct RegionCell {
+    /// Zone apex (lower case, no trailing dot) for logs and the API.
+    pub zone: String,
+    /// Region name.
+    pub name: String,
+    /// Endpoints, in the order of the region's `endpoints`.
+    pub endpoints: Vec<Arc<EndpointCell>>,
+    /// The region is up while at least this many endpoints are.
+    pub min_healthy: usize,
+    overridden: AtomicU8,
+    since: Mutex<SystemTime>,
+}
+
+impl RegionCell {
+    /// A region of these endpoints.
+    pub fn new(zone: String, name: String, endpoints: Vec<Arc<EndpointCell>>, min_healthy: usize) -> Self {
+        RegionCell {
+            zone,
+            name,
+            endpoints,
+            min_healthy,
+            overridden: AtomicU8::new(0),
+            since: Mutex::new(SystemTime::now()),
+        }
+    }
+    /// The region override.
+    pub fn override_state(&self) -> Override {
+        Override::from_u8(self.overridden.load(Ordering::Acquire))
+    }
+    /// Set the region override.
+    pub fn set_override(&self, o: Override) {
+        self.overridden.store(o.to_u8(), Ordering::Release);
+    }
+    /// Whether the probes (and endpoint overrides) say the region is up,
+    /// ignoring the region override.
+    pub fn probed_up(&self) -> bool {
+        let up = self.endpoints.iter().filter(|e| e.is_up()).count();
+        // An alias region has no endpoints: it is up unless overridden or its
+        // check (modelled as one endpoint cell) says otherwise.
+        self.endpoints.is_empty() || up >= self.min_healthy
+    }
+    /// Whether DNS may answer from this region.
+    pub fn is_up(&self) -> bool {
+        match self.override_state() {
+            Override::Auto => self.probed_up(),
+            Override::Down => false,
+            Override::Up => true,
+        }
+    }
+    /// When the region's state last changed.
+    pub fn since(&self) -> SystemTime {
+        *self.since.lock().expect("since lock poisoned")
+    }
+    /// Record a region state change.
+    pub fn mark_changed(&self) {
+        *self.since.lock().expect("since lock poisoned") = SystemTime::now();
+    }
+}
+
+/// The health of one zone's regions, indexed like `Zone::regions`.
+#[derive(Debug, Default)]
+pub struct ZoneHealth {
+    /// Region cells by `Region::index`.
+    pub regions: Vec<Arc<RegionCell>>,
+}
+
+impl crate::policy::HealthView for ZoneHealth {
+    fn region_up(&self, region: usize) -> bool {
+        self.regions.get(region).is_none_or(|r| r.is_up())
+    }
+    fn endpoint_up(&self, region: usize, endpoint: usize) -> bool {
+        self.regions
+            .get(region)
+            .and_then(|r| r.endpoints.get(endpoint))
+            .is_none_or(|e| e.is_up())
+    }
+}
+
+/// A counter bumped on every verdict or override change, so caches of
+/// answers can tell they are stale.
+#[derive(Debug, Default)]
+pub struct Epoch(AtomicU64);
+
+impl Epoch {
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+    /// Note a change.
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,174 @@
+//! The `gslb` binary: parse the command line, run, map errors to exit codes.
+//!
+//! Exit codes (documented in the README): 0 success; 1 invalid configuration
+//! (`check` found problems, `serve` could not load its zones); 2 usage error;
+//! 3 runtime failure (a listener could not be bound, the admin API of the
+//! running server could not be reached or refused the request).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use gslb::app::{AppError, Server, Settings};
+use gslb::cli::{Cli, Command, ServeArgs};
+use gslb::config::server::ServerFile;
+
+const EXIT_CONFIG: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_RUNTIME: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check(args.paths),
+        Command::Serve(args) => serve(args),
+        other => {
+            eprintln!("gslb: {other:?} is not available yet");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn check(paths: Vec<PathBuf>) -> ExitCode {
+    let paths = if paths.is_empty() { vec![PathBuf::from("zones")] } else { paths };
+    match gslb::config::load(&paths, gslb::config::LoadOptions::default()) {
+        Ok(cfg) => {
+            for z in &cfg.zones {
+                println!(
+                    "{}: zone {} ok: {} records, {} services, {} regions",
+                    z.file.display(),
+                    z.name,
+                    z.record_count,
+                    z.services.len(),
+                    z.regions.len()
+                );
+            }
+            println!(
+                "ok: {} zones, {} records, {} services, {} regions",
+                cfg.zones.len(),
+                cfg.record_count(),
+                cfg.service_count(),
+                cfg.region_count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} problem(s) found", errs.0.len());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Merge the settings file and flags (flags win).
+fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
+    let file = match &args.config {
+        Some(p) => ServerFile::load(p).map_err(|e| e.to_string())?,
+        None => ServerFile::default(),
+    };
+    let mut s = Settings::default();
+    if let Some(z) = args.zones.clone().or(file.zones.clone()) {
+        s.zones = vec![z];
+    }
+    if !args.listen.is_empty() {
+        s.listen = args.listen.clone();
+    } else if let Some(l) = &file.listen {
+        s.listen = l.clone();
+    }
+    if let Some(a) = args.admin.clone().or(file.admin.clone()) {
+        s.admin = match a.as_str() {
+            "off" | "" => None,
+            a => Some(a.parse().map_err(|_| format!("admin address {a:?} is not ADDR:PORT"))?),
+        };
+    }
+    s.admin_token = std::env::var("GSLB_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(file.admin_token.clone());
+    if let Some(f) = args.state_file.clone().or(file.state_file.clone()) {
+        s.state_file = match f.as_str() {
+            "off" | "" => None,
+            f => Some(PathBuf::from(f)),
+        };
+    }
+    if let Some(p) = file.udp_payload {
+        s.udp_payload = p.clamp(512, 4096);
+    }
+    if let Some(t) = file.tcp_idle() {
+        s.tcp_idle = t;
+    }
+    if let Some(w) = args.udp_workers {
+        s.udp_workers = w.max(1);
+    }
+    s.watch = file.watch.unwrap_or(false);
+    let level = args.log_level.clone().or(file.log_level.clone()).unwrap_or_else(|| "info".into());
+    let format = args.log_format.clone().or(file.log_format.clone()).unwrap_or_else(|| "text".into());
+    Ok((s, level, format))
+}
+
+fn init_logging(level: &str, format: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().flatten_event(true).init(),
+        "text" => builder.init(),
+        other => return Err(format!("log format {other:?} is not text or json")),
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let (settings, level, format) = match settings(&args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("gslb: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = init_logging(&level, &format) {
+        eprintln!("gslb: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.udp_workers.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    rt.block_on(async move {
+        let server = match Server::start(settings).await {
+            Ok(s) => s,
+            Err(AppError::Config(e)) => {
+                for err in &e.0 {
+                    tracing::error!("{err}");
+                }
+                tracing::error!(problems = e.0.len(), "zones do not load; not serving");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        let token = server.shutdown_token();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            token.cancel();
+        });
+        server.wait().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

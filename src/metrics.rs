@@ -1,0 +1,376 @@
+//! Every metric gslb exports: names as constants, one `Registry`, handles
+//! created once.
+//!
+//! The DNS path counts into relaxed atomics in a fixed per-zone array
+//! ([`ZoneCounters`]) that the served zone holds directly: no label hashing,
+//! no lock, no allocation per query. A custom collector turns them into
+//! Prometheus counters at scrape time. Health metrics (a few per probe, not
+//! per query) use ordinary `prometheus` vectors.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::dns::Transport;
+
+/// DNS queries answered, by zone, qtype, rcode and proto.
+pub const DNS_QUERIES: &str = "gslb_dns_queries_total";
+/// Service answers, by zone, service and the region answered.
+pub const DNS_ANSWERS: &str = "gslb_dns_answers_total";
+/// Packets dropped without an answer (no header, or a response), by proto.
+pub const DNS_DROPPED: &str = "gslb_dns_dropped_total";
+/// Endpoint health (1 up, 0 down) by zone, region, endpoint.
+pub const ENDPOINT_UP: &str = "gslb_endpoint_up";
+/// Region health (1 up, 0 down) by zone, region.
+pub const REGION_UP: &str = "gslb_region_up";
+/// Region override: 0 auto, 1 forced down (drained), 2 forced up.
+pub const REGION_OVERRIDE: &str = "gslb_region_override";
+/// Endpoint override: 0 auto, 1 forced down, 2 forced up.
+pub const ENDPOINT_OVERRIDE: &str = "gslb_endpoint_override";
+/// Probe duration histogram by zone, region, endpoint, type.
+pub const PROBE_DURATION: &str = "gslb_probe_duration_seconds";
+/// Probe results by zone, region, endpoint, result.
+pub const PROBE_RESULTS: &str = "gslb_probe_results_total";
+/// Endpoint and region state transitions by zone, region, endpoint ("" for the region), to.
+pub const STATE_TRANSITIONS: &str = "gslb_state_transitions_total";
+/// Service degraded (1) or not (0), by zone, service.
+pub const SERVICE_DEGRADED: &str = "gslb_service_degraded";
+/// Reloads by result (success, error).
+pub const CONFIG_RELOADS: &str = "gslb_config_reloads_total";
+/// Unix time of the last successful load.
+pub const CONFIG_LAST_RELOAD: &str = "gslb_config_last_reload_success_timestamp_seconds";
+/// Build information (version label, value 1).
+pub const BUILD_INFO: &str = "gslb_build_info";
+/// Webhook events dropped because the queue was full, by zone.
+pub const WEBHOOK_DROPPED: &str = "gslb_webhook_events_dropped_total";
+/// Webhook deliveries by result (success, error).
+pub const WEBHOOK_DELIVERIES: &str = "gslb_webhook_deliveries_total";
+
+/// Buckets of the probe duration histogram: 1 ms to 10 s, tight where
+/// timeouts are usually set.
+pub const PROBE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+const QTYPES: [(RecordType, &str); 15] = [
+    (RecordType::A, "A"),
+    (RecordType::AAAA, "AAAA"),
+    (RecordType::CNAME, "CNAME"),
+    (RecordType::MX, "MX"),
+    (RecordType::NS, "NS"),
+    (RecordType::PTR, "PTR"),
+    (RecordType::SOA, "SOA"),
+    (RecordType::SRV, "SRV"),
+    (RecordType::TXT, "TXT"),
+    (RecordType::CAA, "CAA"),
+    (RecordType::ANY, "ANY"),
+    (RecordType::DS, "DS"),
+    (RecordType::HTTPS, "HTTPS"),
+    (RecordType::SVCB, "SVCB"),
+    (RecordType::DNSKEY, "DNSKEY"),
+];
+const QTYPE_SLOTS: usize = QTYPES.len() + 1;
+const RCODES: [(ResponseCode, &str); 7] = [
+    (ResponseCode::NoError, "NOERROR"),
+    (ResponseCode::FormErr, "FORMERR"),
+    (ResponseCode::ServFail, "SERVFAIL"),
+    (ResponseCode::NXDomain, "NXDOMAIN"),
+    (ResponseCode::NotImp, "NOTIMP"),
+    (ResponseCode::Refused, "REFUSED"),
+    (ResponseCode::BADVERS, "BADVERS"),
+];
+const RCODE_SLOTS: usize = RCODES.len() + 1;
+const PROTOS: [&str; 2] = ["udp", "tcp"];
+
+fn qtype_slot(t: RecordType) -> usize {
+    QTYPES.iter().position(|(q, _)| *q == t).unwrap_or(QTYPES.len())
+}
+fn rcode_slot(r: ResponseCode) -> usize {
+    RCODES.iter().position(|(c, _)| *c == r).unwrap_or(RCODES.len())
+}
+fn proto_slot(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+    }
+}
+
+/// Query counters of one zone (or of queries in no zone), kept across reloads.
+pub struct ZoneCounters {
+    zone: String,
+    queries: Box<[AtomicU64]>,
+}
+
+impl ZoneCounters {
+    fn new(zone: String) -> Self {
+        ZoneCounters {
+            zone,
+            queries: (0..QTYPE_SLOTS * RCODE_SLOTS * PROTOS.len()).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+    /// Count one answered query.
+    pub fn query(&self, qtype: RecordType, rcode: ResponseCode, transport: Transport) {
+        let i = (qtype_slot(qtype) * RCODE_SLOTS + rcode_slot(rcode)) * PROTOS.len() + proto_slot(transport);
+        self.queries[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers per (service, region) of one zone, kept across reloads.
+#[derive(Default)]
+pub struct AnswerCounter {
+    labels: [String; 3],
+    count: AtomicU64,
+}
+
+impl AnswerCounter {
+    /// Count one answer from this region.
+    pub fn inc(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The DNS path's counters: handed to the engine, read at scrape time.
+#[derive(Clone)]
+pub struct DnsMetrics {
+    inner: Arc<DnsInner>,
+}
+
+struct DnsInner {
+    /// Zone name to counters; only touched when a snapshot is built and at scrape.
+    zones: Mutex<HashMap<String, Arc<ZoneCounters>>>,
+    answers: Mutex<HashMap<[String; 3], Arc<AnswerCounter>>>,
+    no_zone: Arc<ZoneCounters>,
+    dropped: [AtomicU64; 2],
+}
+
+impl DnsMetrics {
+    /// Counters not attached to any registry (tests, `check`).
+    pub fn disabled() -> Self {
+        DnsMetrics {
+            inner: Arc::new(DnsInner {
+                zones: Mutex::default(),
+                answers: Mutex::default(),
+                no_zone: Arc::new(ZoneCounters::new(String::new())),
+                dropped: [AtomicU64::new(0), AtomicU64::new(0)],
+            }),
+        }
+    }
+
+    /// The counters of a zone (created on first use, then kept).
+    pub fn zone(&self, zone: &str) -> Arc<ZoneCounters> {
+        let mut zones = self.inner.zones.lock().expect("metrics lock poisoned");
+        zones
+            .entry(zone.to_string())
+            .or_insert_with(|| Arc::new(ZoneCounters::new(zone.to_string())))
+            .clone()
+    }
+
+    /// The counter of answers for (zone, service, region).
+    pub fn answer(&self, zone: &str, service: &str, region: &str) -> Arc<AnswerCounter> {
+        let key = [zone.to_string(), service.to_string(), region.to_string()];
+        let mut answers = self.inner.answers.lock().expect("metrics lock poisoned");
+        answers
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(AnswerCounter {
+                    labels: key,
+                    count: AtomicU64::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// Count a query answered for no served zone.
+    pub fn query_no_zone(&self, qtype: RecordType, rcode: ResponseCode, transport: Transport) {
+        self.inner.no_zone.query(qtype, rcode, transport);
+    }
+
+    /// Count a dropped packet.
+    pub fn dropped(&self, transport: Transport) {
+        self.inner.dropped[proto_slot(transport)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        let queries = IntCounterVec::new(
+            Opts::new(DNS_QUERIES, "DNS queries answered, by zone (empty: no served zone), qtype, rcode and transport."),
+            &["zone", "qtype", "rcode", "proto"],
+        )
+        .expect("valid metric");
+        let zones: Vec<Arc<ZoneCounters>> = {
+            let z = self.inner.zones.lock().expect("metrics lock poisoned");
+            z.values().cloned().chain(std::iter::once(self.inner.no_zone.clone())).collect()
+        };
+        for zc in zones {
+            for (qi, q) in QTYPES.iter().map(|(_, n)| *n).chain(std::iter::once("other")).enumerate() {
+                for (ri, r) in RCODES.iter().map(|(_, n)| *n).chain(std::iter::once("other")).enumerate() {
+                    for (pi, p) in PROTOS.iter().enumerate() {
+                        let v = zc.queries[(qi * RCODE_SLOTS + ri) * PROTOS.len() + pi].load(Ordering::Relaxed);
+                        if v > 0 {
+                            queries.with_label_values(&[zc.zone.as_str(), q, r, p]).inc_by(v);
+                        }
+                    }
+                }
+            }
+        }
+        let answers = IntCounterVec::new(
+            Opts::new(DNS_ANSWERS, "Service answers, by zone, service and the region that got the traffic."),
+            &["zone", "service", "region"],
+        )
+        .expect("valid metric");
+        for a in self.inner.answers.lock().expect("metrics lock poisoned").values() {
+            let [z, s, r] = &a.labels;
+            answers.with_label_values(&[z.as_str(), s.as_str(), r.as_str()]).inc_by(a.count.load(Ordering::Relaxed));
+        }
+        let dropped = IntCounterVec::new(
+            Opts::new(DNS_DROPPED, "Packets dropped without an answer (shorter than a header, or a response)."),
+            &["proto"],
+        )
+        .expect("valid metric");
+        for (i, p) in PROTOS.iter().enumerate() {
+            dropped.with_label_values(&[p]).inc_by(self.inner.dropped[i].load(Ordering::Relaxed));
+        }
+        let mut out = Vec::new();
+        out.extend(queries.collect());
+        out.extend(answers.collect());
+        out.extend(dropped.collect());
+        out
+    }
+}
+
+/// Renders the DNS counters at scrape time.
+struct DnsCollector {
+    dns: DnsMetrics,
+    descs: Vec<Desc>,
+}
+
+impl Collector for DnsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.dns.families()
+    }
+}
+
+/// Every metric handle, created once at start-up.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// DNS path counters.
+    pub dns: DnsMetrics,
+    /// `gslb_endpoint_up`.
+    pub endpoint_up: IntGaugeVec,
+    /// `gslb_region_up`.
+    pub region_up: IntGaugeVec,
+    /// `gslb_region_override`.
+    pub region_override: IntGaugeVec,
+    /// `gslb_endpoint_override`.
+    pub endpoint_override: IntGaugeVec,
+    /// `gslb_probe_duration_seconds`.
+    pub probe_duration: HistogramVec,
+    /// `gslb_probe_results_total`.
+    pub probe_results: IntCounterVec,
+    /// `gslb_state_transitions_total`.
+    pub transitions: IntCounterVec,
+    /// `gslb_service_degraded`.
+    pub service_degraded: IntGaugeVec,
+    /// `gslb_config_reloads_total`.
+    pub reloads: IntCounterVec,
+    /// `gslb_config_last_reload_success_timestamp_seconds`.
+    pub last_reload: IntGauge,
+    /// `gslb_webhook_events_dropped_total`.
+    pub webhook_dropped: IntCounterVec,
+    /// `gslb_webhook_deliveries_total`.
+    pub webhook_deliveries: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let dns = DnsMetrics::disabled();
+        let reg = |c: Box<dyn Collector>| registry.register(c).expect("metric names are unique");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let endpoint_up = gauge(ENDPOINT_UP, "Endpoint health as DNS uses it: 1 up, 0 down (overrides applied).", &["zone", "region", "endpoint"]);
+        let region_up = gauge(REGION_UP, "Region health as DNS uses it: 1 up, 0 down (overrides applied).", &["zone", "region"]);
+        let region_override = gauge(REGION_OVERRIDE, "Operator override of a region: 0 auto, 1 forced down (drained), 2 forced up.", &["zone", "region"]);
+        let endpoint_override = gauge(ENDPOINT_OVERRIDE, "Operator override of an endpoint: 0 auto, 1 forced down, 2 forced up.", &["zone", "region", "endpoint"]);
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new(PROBE_DURATION, "Duration of health probes, failed ones included.").buckets(PROBE_BUCKETS.to_vec()),
+            &["zone", "region", "endpoint", "type"],
+        )
+        .expect("valid metric");
+        reg(Box::new(probe_duration.clone()));
+        let probe_results = counter(PROBE_RESULTS, "Health probe results by outcome.", &["zone", "region", "endpoint", "result"]);
+        let transitions = counter(
+            STATE_TRANSITIONS,
+            "State transitions of endpoints (endpoint label set) and regions (endpoint label empty), by new state.",
+            &["zone", "region", "endpoint", "to"],
+        );
+        let service_degraded = gauge(SERVICE_DEGRADED, "1 while a service answers other than its fully healthy answer.", &["zone", "service"]);
+        let reloads = counter(CONFIG_RELOADS, "Zone loads and reloads by result.", &["result"]);
+        let last_reload = IntGauge::new(CONFIG_LAST_RELOAD, "Unix time of the last successful zone load.").expect("valid metric");
+        reg(Box::new(last_reload.clone()));
+        let webhook_dropped = counter(WEBHOOK_DROPPED, "Failover events dropped because the webhook queue was full.", &["zone"]);
+        let webhook_deliveries = counter(WEBHOOK_DELIVERIES, "Webhook deliveries by result.", &["result"]);
+        for r in ["success", "error"] {
+            reloads.with_label_values(&[r]);
+            webhook_deliveries.with_label_values(&[r]);
+        }
+        let build = GaugeVec::new(Opts::new(BUILD_INFO, "Build information; the value is always 1."), &["version"]).expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
+        reg(Box::new(build));
+        let descs = [DNS_QUERIES, DNS_ANSWERS, DNS_DROPPED]
+            .iter()
+            .map(|n| Desc::new(n.to_string(), "dns".into(), vec![], HashMap::new()).expect("valid desc"))
+            .collect();
+        reg(Box::new(DnsCollector { dns: dns.clone(), descs }));
+        Metrics {
+            registry,
+            dns,
+            endpoint_up,
+            region_up,
+            region_override,
+            endpoint_override,
+            probe_duration,
+            probe_results,
+            transitions,
+            service_degraded,
+            reloads,
+            last_reload,
+            webhook_dropped,
+            webhook_deliveries,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        buf
+    }
+}

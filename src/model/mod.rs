@@ -1,0 +1,239 @@
+//! Validated, immutable configuration: zones with their static records, and the
+//! checks, regions and services that make answers health-aware.
+//!
+//! Plain data built by `config` and read by `dns`, `policy` and `health`. It
+//! depends on nothing in this crate but uses hickory-proto's `Name`, `Record`
+//! and `RData` as the representation of DNS data: they are the wire encoding we
+//! serve, so keeping our own copy would only add a conversion.
+
+mod zone;
+
+pub use zone::{Node, RRset, Zone};
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+
+/// A position in a configuration file, for messages that name `file:line:column`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Origin {
+    /// The file the item was read from.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+/// The protocol a health check speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// TCP connect: the endpoint is up when the three-way handshake completes.
+    Tcp,
+    /// Plain HTTP request.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl CheckKind {
+    /// The name used in the zone file and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+        }
+    }
+}
+
+/// An inclusive range of acceptable HTTP status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatusRange {
+    /// Lowest accepted status.
+    pub lo: u16,
+    /// Highest accepted status.
+    pub hi: u16,
+}
+
+/// How to decide whether one endpoint is healthy, and how often.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Check {
+    /// Name of the `[check.NAME]` table.
+    pub name: String,
+    /// Protocol.
+    pub kind: CheckKind,
+    /// Port to connect to on every endpoint.
+    pub port: u16,
+    /// HTTP method (`GET` or `HEAD`).
+    pub method: String,
+    /// HTTP request path, starting with `/`.
+    pub path: String,
+    /// Host header and TLS SNI; the endpoint address when not set.
+    pub host: Option<String>,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Accepted HTTP status codes.
+    pub expect_status: Vec<StatusRange>,
+    /// Substring that must appear in the first 5120 bytes of the body.
+    pub expect_body: Option<String>,
+    /// Verify the server certificate (HTTPS).
+    pub tls_verify: bool,
+    /// Extra trust anchors (PEM) for HTTPS, instead of the built-in web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Connect here instead of `endpoint:port`.
+    pub target: Option<SocketAddr>,
+    /// Time between two probes of one endpoint.
+    pub interval: Duration,
+    /// Bound on one probe: connect, TLS, request and response.
+    pub timeout: Duration,
+    /// Delay of the fast re-probe after a result that would start a transition;
+    /// `None` disables fast confirmation.
+    pub recheck: Option<Duration>,
+    /// Consecutive failures that mark an up endpoint down.
+    pub fall: u32,
+    /// Consecutive successes that mark a down endpoint up.
+    pub rise: u32,
+}
+
+/// What a region answers with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegionTarget {
+    /// A and AAAA records of its healthy endpoints.
+    Endpoints(Vec<IpAddr>),
+    /// A CNAME to this name (a cloud load balancer, say).
+    Alias(Name),
+}
+
+/// A place where a service runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Name of the `[region.NAME]` table.
+    pub name: String,
+    /// Position in `Zone::regions` (name order): how health cells are indexed.
+    pub index: usize,
+    /// What the region answers with.
+    pub target: RegionTarget,
+    /// The check probing its endpoints; `None`: always up (unless drained).
+    pub check: Option<Arc<Check>>,
+    /// The region is up while at least this many endpoints are up.
+    pub min_healthy: usize,
+    /// Where it is defined.
+    pub origin: Origin,
+}
+
+impl Region {
+    /// The endpoint addresses (empty for an alias region).
+    pub fn endpoints(&self) -> &[IpAddr] {
+        match &self.target {
+            RegionTarget::Endpoints(e) => e,
+            RegionTarget::Alias(_) => &[],
+        }
+    }
+}
+
+/// How a service chooses among its regions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// The first region in the list that is up.
+    Failover,
+    /// `answers` distinct regions drawn by weight among the healthy ones;
+    /// weight 0 regions only when no weighted region is up.
+    Weighted {
+        /// Regions drawn per answer.
+        answers: usize,
+    },
+    /// Every healthy endpoint of every listed region.
+    AllHealthy,
+}
+
+impl Policy {
+    /// Name used in the zone file, logs and the status API.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Policy::Failover => "failover",
+            Policy::Weighted { .. } => "weighted",
+            Policy::AllHealthy => "all-healthy",
+        }
+    }
+}
+
+/// What a service answers when every one of its regions is down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WhenAllDown {
+    /// Answer as if every region were up (Route 53's behaviour).
+    FailOpen,
+    /// Answer with this region, up or not.
+    LastResort(Arc<Region>),
+    /// NOERROR with no records (and the SOA).
+    NoData,
+    /// SERVFAIL.
+    ServFail,
+}
+
+/// One region of a service with its weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRegion {
+    /// The region, shared with the zone.
+    pub region: Arc<Region>,
+    /// Weight for the weighted policy (1 for other policies).
+    pub weight: u32,
+}
+
+/// A health-aware name: its A/AAAA (or CNAME) answers follow region health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Key of the `[service.KEY]` table.
+    pub key: String,
+    /// Owner name (absolute).
+    pub name: Name,
+    /// Selection policy.
+    pub policy: Policy,
+    /// Regions in order (failover priority).
+    pub regions: Vec<ServiceRegion>,
+    /// TTL while the preferred answer is served.
+    pub ttl: u32,
+    /// TTL while the service is degraded, so resolvers come back sooner.
+    pub degraded_ttl: u32,
+    /// At most this many addresses per answer (per family).
+    pub max_records: usize,
+    /// Behaviour when every region is down.
+    pub when_all_down: WhenAllDown,
+    /// Where it is defined.
+    pub origin: Origin,
+}
+
+/// Everything loaded from the zones folder: what `serve` runs and `check` reports.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Zones by file order.
+    pub zones: Vec<Arc<Zone>>,
+}
+
+impl Config {
+    /// Number of static records across all zones.
+    pub fn record_count(&self) -> usize {
+        self.zones.iter().map(|z| z.record_count).sum()
+    }
+    /// Number of services across all zones.
+    pub fn service_count(&self) -> usize {
+        self.zones.iter().map(|z| z.services.len()).sum()
+    }
+    /// Number of regions across all zones.
+    pub fn region_count(&self) -> usize {
+        self.zones.iter().map(|z| z.regions.len()).sum()
+    }
+}
+
+/// Regions of a zone by name.
+pub type Regions = BTreeMap<String, Arc<Region>>;

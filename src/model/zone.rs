@@ -1,0 +1,72 @@
+//! A zone compiled for lookup: every owner name (and every empty non-terminal
+//! between it and the apex) is a key of one hash map, so the query path finds
+//! a node, a zone cut or a wildcard with a few hash lookups and no scan.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+
+use super::{Check, Origin, Region, Service};
+
+/// Records of one type at one name, with one TTL.
+#[derive(Clone, Debug)]
+pub struct RRset {
+    /// Record type.
+    pub rtype: RecordType,
+    /// The records, owner name as written in the zone file.
+    pub records: Vec<Record>,
+}
+
+/// Everything at one owner name.
+#[derive(Clone, Debug, Default)]
+pub struct Node {
+    /// Static RRsets, at most one per type.
+    pub rrsets: Vec<RRset>,
+    /// NS records here and this is not the apex: a delegation to a child zone.
+    pub cut: bool,
+    /// Index into `Zone::services` of the service answering at this name.
+    pub service: Option<usize>,
+}
+
+impl Node {
+    /// The static RRset of this type.
+    pub fn rrset(&self, rtype: RecordType) -> Option<&RRset> {
+        self.rrsets.iter().find(|s| s.rtype == rtype)
+    }
+    /// True for an empty non-terminal: a name that exists only because names
+    /// below it do.
+    pub fn is_empty_non_terminal(&self) -> bool {
+        self.rrsets.is_empty() && self.service.is_none()
+    }
+}
+
+/// One authoritative zone.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    /// Apex, as written in the file (absolute).
+    pub name: Name,
+    /// Apex, lower-cased, the key of the zone.
+    pub apex: LowerName,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// Where `[zone] name` is written.
+    pub origin: Origin,
+    /// The SOA record generated from the `[zone]` table.
+    pub soa: Record,
+    /// TTL of negative answers: min(SOA TTL, SOA minimum) (RFC 2308 §5).
+    pub negative_ttl: u32,
+    /// Owner names (and empty non-terminals) to their data.
+    pub nodes: HashMap<LowerName, Node>,
+    /// Whether any owner is a wildcard, to skip the wildcard step otherwise.
+    pub has_wildcards: bool,
+    /// Health checks by name.
+    pub checks: BTreeMap<String, Arc<Check>>,
+    /// Regions by name.
+    pub regions: BTreeMap<String, Arc<Region>>,
+    /// Services, indexed by `Node::service`.
+    pub services: Vec<Arc<Service>>,
+    /// Number of static records (SOA and NS included).
+    pub record_count: usize,
+}

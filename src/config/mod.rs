@@ -155,6 +155,8 @@ pub fn load_sources(sources: &[(PathBuf, String)], opts: LoadOptions) -> Result<
     if errors.is_empty() {
         Ok(Config { zones })
     } else {
+        // Report in reading order, file by file.
+        errors.sort_by(|a, b| (&a.origin.file, a.origin.line, a.origin.col).cmp(&(&b.origin.file, b.origin.line, b.origin.col)));
         Err(ConfigErrors(errors))
     }
 }
@@ -335,7 +337,8 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
     let rname = {
         let h = z.hostmaster.get_ref().trim();
         let h = match h.split_once('@') {
-            Some((local, domain)) => format!("{}.{}", local.replace('.', "\\."), domain),
+            // An address names an absolute mailbox: hostmaster@example.com.
+            Some((local, domain)) => format!("{}.{}.", local.replace('.', "\\."), domain.trim_end_matches('.')),
             None => h.to_string(),
         };
         match parse_name(&h, &zone_name) {
@@ -470,17 +473,17 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
     }
 
     // Checks, regions, services.
-    let mut checks = BTreeMap::new();
+    // Names defined but invalid are remembered so references to them do not
+    // add a second, misleading "unknown" error.
+    let mut checks = Defined::default();
     for (name, spec) in &file.check {
-        if let Some(c) = build_check(&mut cx, name, spec) {
-            checks.insert(name.get_ref().clone(), Arc::new(c));
-        }
+        let built = build_check(&mut cx, name, spec).map(Arc::new);
+        checks.insert(name.get_ref(), built);
     }
-    let mut regions = BTreeMap::new();
+    let mut regions = Defined::default();
     for (name, spec) in &file.region {
-        if let Some(r) = build_region(&mut cx, regions.len(), name, spec, &checks, &zone_name) {
-            regions.insert(name.get_ref().clone(), Arc::new(r));
-        }
+        let built = build_region(&mut cx, regions.valid.len(), name, spec, &checks, &zone_name).map(Arc::new);
+        regions.insert(name.get_ref(), built);
     }
     let mut services: Vec<Arc<Service>> = Vec::new();
     let mut service_at: HashMap<LowerName, Origin> = HashMap::new();
@@ -568,11 +571,53 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         soa,
         nodes,
         has_wildcards,
-        checks,
-        regions,
+        checks: checks.valid,
+        regions: regions.valid,
         services,
         record_count,
     })
+}
+
+/// Checks or regions of a zone: the valid ones, and the names of invalid ones.
+struct Defined<T> {
+    valid: BTreeMap<String, Arc<T>>,
+    invalid: std::collections::BTreeSet<String>,
+}
+
+impl<T> Default for Defined<T> {
+    fn default() -> Self {
+        Defined {
+            valid: BTreeMap::new(),
+            invalid: Default::default(),
+        }
+    }
+}
+
+impl<T> Defined<T> {
+    fn insert(&mut self, name: &str, built: Option<Arc<T>>) {
+        match built {
+            Some(v) => {
+                self.valid.insert(name.to_string(), v);
+            }
+            None => {
+                self.invalid.insert(name.to_string());
+            }
+        }
+    }
+
+    /// The item called `name`; `Err(None)` when it is defined but invalid
+    /// (already reported), `Err(Some(msg))` when it does not exist.
+    fn get(&self, what: &str, name: &str) -> Result<Arc<T>, Option<String>> {
+        if let Some(v) = self.valid.get(name) {
+            return Ok(v.clone());
+        }
+        if self.invalid.contains(name) {
+            return Err(None);
+        }
+        let known: Vec<&str> = self.valid.keys().chain(self.invalid.iter()).map(String::as_str).collect();
+        let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+        Err(Some(format!("unknown {what} {name:?} (defined: {known})")))
+    }
 }
 
 /// Per-name rules: CNAME alone and not at the apex, no duplicates, one TTL per RRset.
@@ -796,7 +841,7 @@ fn build_region(
     index: usize,
     name: &Spanned<String>,
     s: &RegionSpec,
-    checks: &BTreeMap<String, Arc<Check>>,
+    checks: &Defined<Check>,
     apex: &Name,
 ) -> Option<Region> {
     let before = cx.errors.len();
@@ -833,13 +878,15 @@ fn build_region(
     };
     let check = match &s.check {
         None => None,
-        Some(c) => match checks.get(c.get_ref()) {
-            Some(chk) => Some(chk.clone()),
-            None => {
-                let known: Vec<&str> = checks.keys().map(String::as_str).collect();
-                cx.err(c, format!("unknown check {:?} (defined: {})", c.get_ref(), if known.is_empty() { "none".to_string() } else { known.join(", ") }));
+        Some(c) => match checks.get("check", c.get_ref()) {
+            Ok(chk) => Some(chk),
+            Err(Some(msg)) => {
+                cx.err(c, msg);
                 None
             }
+            // An invalid check was reported already; the region is invalid
+            // too, and the zone is rejected for the check's error.
+            Err(None) => return None,
         },
     };
     if let (RegionTarget::Alias(_), Some(chk)) = (&target, &check) {
@@ -852,7 +899,14 @@ fn build_region(
         RegionTarget::Endpoints(e) => e.len().max(1),
         RegionTarget::Alias(_) => 1,
     };
-    let min_healthy = cx.int(&s.min_healthy, "min-healthy", 1, n_endpoints as i64, 1) as usize;
+    let min_healthy = match &s.min_healthy {
+        Some(m) if *m.get_ref() < 1 || *m.get_ref() > n_endpoints as i64 => {
+            cx.err(m, format!("min-healthy {} must be between 1 and the region's {n_endpoints} endpoint(s)", m.get_ref()));
+            1
+        }
+        Some(m) => *m.get_ref() as usize,
+        None => 1,
+    };
     if cx.errors.len() > before {
         return None;
     }
@@ -870,7 +924,7 @@ fn build_service(
     cx: &mut Ctx<'_, '_>,
     key: &Spanned<String>,
     s: &ServiceSpec,
-    regions: &BTreeMap<String, Arc<Region>>,
+    regions: &Defined<Region>,
     apex: &Name,
 ) -> Option<Service> {
     let before = cx.errors.len();
@@ -882,13 +936,14 @@ fn build_service(
         }
     };
     let lookup = |cx: &mut Ctx<'_, '_>, r: &str, at: Origin| -> Option<Arc<Region>> {
-        match regions.get(r) {
-            Some(reg) => Some(reg.clone()),
-            None => {
-                let known: Vec<&str> = regions.keys().map(String::as_str).collect();
-                cx.err_at(at, format!("unknown region {r:?} (defined: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") }));
+        match regions.get("region", r) {
+            Ok(reg) => Some(reg),
+            Err(Some(msg)) => {
+                cx.err_at(at, msg);
                 None
             }
+            // Invalid region: reported already, and the zone is rejected for it.
+            Err(None) => None,
         }
     };
     let policy_name = s.policy.as_ref().map(|p| p.get_ref().as_str()).unwrap_or("failover");

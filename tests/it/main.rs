@@ -1,0 +1,6 @@
+//! One integration test binary (as hickory does): a module per area.
+
+mod support;
+
+mod check;
+mod dns;

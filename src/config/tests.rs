@@ -1,0 +1,221 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::model::{Policy, RegionTarget, WhenAllDown};
+
+const HEAD: &str = r#"[zone]
+name = "z.example."
+nameservers = ["ns1.example.net."]
+hostmaster = "h.example.net."
+"#;
+
+fn load_one(text: &str) -> Result<Config, ConfigErrors> {
+    load_sources(&[(PathBuf::from("z.toml"), text.to_string())], LoadOptions { auto_serial: 7 })
+}
+
+fn errors(text: &str) -> Vec<String> {
+    load_one(text).expect_err("must fail").0.iter().map(|e| e.to_string()).collect()
+}
+
+#[test]
+fn defaults_fill_the_soa() {
+    let cfg = load_one(HEAD).unwrap();
+    let z = &cfg.zones[0];
+    let RData::SOA(soa) = &z.soa.data else { panic!() };
+    assert_eq!(soa.serial, 7, "auto serial when unset");
+    assert_eq!((soa.refresh, soa.retry, soa.expire, soa.minimum), (3600, 600, 604_800, 60));
+    assert_eq!(z.soa.ttl, DEFAULT_TTL);
+    assert_eq!(z.negative_ttl, 60);
+    assert_eq!(z.record_count, 2, "SOA and one NS");
+}
+
+#[test]
+fn negative_ttl_is_min_of_soa_ttl_and_minimum() {
+    let cfg = load_one(&HEAD.replace("[zone]", "[zone]\nttl = 30\nnegative-ttl = 900")).unwrap();
+    assert_eq!(cfg.zones[0].negative_ttl, 30);
+}
+
+#[test]
+fn unknown_keys_are_rejected_in_every_table() {
+    let region = "\n[region.r]\nendpoints = [\"192.0.2.1\"]\n";
+    let cases = [
+        HEAD.replace("[zone]", "[zone]\nbogus = 1"),
+        format!("{HEAD}\n[[record]]\nname = \"a\"\ntype = \"A\"\nvalue = \"192.0.2.1\"\nbogus = 1\n"),
+        format!("{HEAD}\n[check.c]\ntype = \"tcp\"\nport = 1\nbogus = 1\n"),
+        format!("{HEAD}\n[region.r]\nendpoints = [\"192.0.2.1\"]\nbogus = 1\n"),
+        format!("{HEAD}{region}\n[service.s]\nregions = [\"r\"]\nbogus = 1\n"),
+        format!("{HEAD}\n[bogus]\nx = 1\n"),
+    ];
+    for text in cases {
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("unknown field `bogus`"), "{errs:?}");
+        assert!(errs[0].starts_with("z.toml:"), "{errs:?}");
+    }
+}
+
+#[test]
+fn relative_absolute_apex_and_wildcard_names() {
+    let text = format!(
+        "{HEAD}\n[[record]]\nname = \"@\"\ntype = \"TXT\"\nvalue = \"apex\"\n\
+         [[record]]\nname = \"a.z.example.\"\ntype = \"A\"\nvalue = \"192.0.2.1\"\n\
+         [[record]]\nname = \"b\"\ntype = \"CNAME\"\nvalue = \"a\"\n\
+         [[record]]\nname = \"*.w\"\ntype = \"A\"\nvalue = \"192.0.2.2\"\n"
+    );
+    let cfg = load_one(&text).unwrap();
+    let z = &cfg.zones[0];
+    let key = |s: &str| LowerName::new(&Name::from_ascii(s).unwrap());
+    assert!(z.nodes[&key("z.example.")].rrset(RecordType::TXT).is_some());
+    assert!(z.nodes[&key("a.z.example.")].rrset(RecordType::A).is_some());
+    let cname = &z.nodes[&key("b.z.example.")].rrset(RecordType::CNAME).unwrap().records[0];
+    assert_eq!(cname.data.to_string(), "a.z.example.");
+    assert!(z.has_wildcards);
+    assert!(z.nodes[&key("w.z.example.")].is_empty_non_terminal(), "parent of a wildcard exists");
+}
+
+#[test]
+fn checks_regions_and_services_are_built() {
+    let text = format!(
+        r#"{HEAD}
+[check.web]
+type = "https"
+path = "/health"
+host = "api.example.com"
+expect-status = [200, "300-302"]
+expect-body = "ok"
+interval = "1s"
+timeout = "500ms"
+recheck = "100ms"
+fall = 3
+rise = 2
+
+[check.port]
+type = "tcp"
+port = 5432
+recheck = false
+
+[region.east]
+endpoints = ["192.0.2.10", "2001:db8::10"]
+check = "web"
+min-healthy = 2
+
+[region.west]
+endpoints = ["192.0.2.20"]
+check = "port"
+
+[region.cloud]
+cname = "lb.cloud.example.net."
+
+[service.api]
+policy = "failover"
+regions = ["east", "west", "cloud"]
+ttl = 20
+
+[service.www]
+policy = "weighted"
+weights = {{ east = 3, west = 1 }}
+answers = 2
+
+[service."@"]
+policy = "all-healthy"
+regions = ["east", "west"]
+max-records = 4
+when-all-down = "servfail"
+
+[service."*.edge"]
+regions = ["west"]
+last-resort = "east"
+"#
+    );
+    let cfg = load_one(&text).unwrap();
+    let z = &cfg.zones[0];
+    let web = &z.checks["web"];
+    assert_eq!(web.port, 443);
+    assert_eq!(web.expect_status, vec![StatusRange { lo: 200, hi: 200 }, StatusRange { lo: 300, hi: 302 }]);
+    assert_eq!(web.recheck, Some(Duration::from_millis(100)));
+    assert_eq!(z.checks["port"].recheck, None);
+    assert_eq!(z.regions["east"].min_healthy, 2);
+    assert_eq!(z.regions["cloud"].target, RegionTarget::Alias(Name::from_ascii("lb.cloud.example.net.").unwrap()));
+    let svc = |k: &str| z.services.iter().find(|s| s.key == k).unwrap();
+    assert_eq!(svc("api").policy, Policy::Failover);
+    assert_eq!(svc("api").degraded_ttl, 10);
+    assert_eq!(svc("www").policy, Policy::Weighted { answers: 2 });
+    assert_eq!(svc("www").degraded_ttl, 10);
+    let weights: Vec<(String, u32)> = svc("www").regions.iter().map(|r| (r.region.name.clone(), r.weight)).collect();
+    assert_eq!(weights, [("east".to_string(), 3), ("west".to_string(), 1)]);
+    assert_eq!(svc("@").name.to_ascii(), "z.example.");
+    assert_eq!(svc("@").when_all_down, WhenAllDown::ServFail);
+    assert!(matches!(&svc("*.edge").when_all_down, WhenAllDown::LastResort(r) if r.name == "east"));
+    // Regions are indexed in name order for the health cells.
+    let idx: Vec<(String, usize)> = z.regions.values().map(|r| (r.name.clone(), r.index)).collect();
+    assert_eq!(idx, [("cloud".to_string(), 0), ("east".to_string(), 1), ("west".to_string(), 2)]);
+}
+
+#[test]
+fn service_rules() {
+    let base = format!("{HEAD}\n[region.r]\nendpoints = [\"192.0.2.1\"]\n\n[region.c]\ncname = \"x.example.net.\"\n");
+    let cases = [
+        ("[service.s]\npolicy = \"all-healthy\"\nregions = [\"r\", \"c\"]\n", "cname region can only be answered alone"),
+        ("[service.\"@\"]\nregions = [\"c\"]\n", "no CNAME at the zone apex"),
+        ("[service.s]\nregions = [\"r\", \"r\"]\n", "listed twice"),
+        ("[service.s]\nregions = [\"r\"]\nweights = { r = 1 }\n", "not both"),
+        ("[service.s]\nregions = [\"r\"]\nanswers = 2\n", "weighted policy only"),
+        ("[service.s]\nregions = [\"r\"]\nttl = 5\ndegraded-ttl = 9\n", "above ttl"),
+        ("[service.s]\nregions = [\"r\"]\nwhen-all-down = \"last-resort\"\n", "needs `last-resort"),
+        ("[service.s]\nregions = [\"r\"]\nwhen-all-down = \"nodata\"\nlast-resort = \"r\"\n", "only used with"),
+        ("[service.s]\nregions = []\n", "regions is empty"),
+        ("[service.\"other.example.\"]\nregions = [\"r\"]\n", "outside the zone"),
+        ("[service.s]\nregions = [\"c\"]\n[[record]]\nname = \"s\"\ntype = \"TXT\"\nvalue = \"x\"\n", "allows no other data"),
+    ];
+    for (tail, want) in cases {
+        let errs = errors(&format!("{base}\n{tail}"));
+        assert!(errs.iter().any(|e| e.contains(want)), "{tail}: want {want:?}, got {errs:?}");
+    }
+    // A TXT beside a service that answers addresses is fine.
+    load_one(&format!("{base}\n[service.s]\nregions = [\"r\"]\n[[record]]\nname = \"s\"\ntype = \"TXT\"\nvalue = \"x\"\n")).unwrap();
+}
+
+#[test]
+fn check_rules() {
+    let cases = [
+        ("type = \"icmp\"", "unknown check type"),
+        ("type = \"tcp\"", "needs `port`"),
+        ("type = \"tcp\"\nport = 1\npath = \"/x\"", "applies to http and https"),
+        ("type = \"http\"\ninterval = \"50ms\"\ntimeout = \"10ms\"", "at least 100ms"),
+        ("type = \"http\"\ninterval = \"fast\"", "not a duration"),
+        ("type = \"http\"\nexpect-status = [\"200-1000\"]", "expect-status"),
+        ("type = \"http\"\nmethod = \"POST\"", "GET or HEAD"),
+        ("type = \"http\"\npath = \"health\"", "must start with /"),
+        ("type = \"http\"\nfall = 0", "fall 0 is out of range"),
+        ("type = \"http\"\ntarget = \"localhost:80\"", "not ADDR:PORT"),
+        ("type = \"https\"\nca-file = \"/nonexistent.pem\"", "does not exist"),
+    ];
+    for (body, want) in cases {
+        let errs = errors(&format!("{HEAD}\n[check.c]\n{body}\n"));
+        assert!(errs.iter().any(|e| e.contains(want)), "{body}: want {want:?}, got {errs:?}");
+    }
+}
+
+#[test]
+fn caa_mx_srv_values() {
+    let apex = Name::from_ascii("z.example.").unwrap();
+    let ok = |t: &str, v: &str| match records::parse_rdata(t, v, &apex) {
+        Ok(d) => d.to_string(),
+        Err(_) => panic!("{t} {v}"),
+    };
+    assert_eq!(ok("MX", "10 mail"), "10 mail.z.example.");
+    assert_eq!(ok("SRV", "1 2 3 sip.example.net."), "1 2 3 sip.example.net.");
+    assert!(ok("CAA", "128 iodef \"mailto:sec@example.com\"").contains("iodef"));
+    for (t, v) in [("MX", "x mail"), ("SRV", "1 2 sip"), ("CAA", "0 is-sue x"), ("CAA", "300 issue x")] {
+        assert!(records::parse_rdata(t, v, &apex).is_err(), "{t} {v}");
+    }
+}
+
+#[test]
+fn spans_become_line_and_column() {
+    let src = Source::new(std::path::Path::new("f"), "ab\ncdé\nx");
+    assert_eq!((src.origin(0).line, src.origin(0).col), (1, 1));
+    assert_eq!((src.origin(3).line, src.origin(3).col), (2, 1));
+    assert_eq!((src.origin(8).line, src.origin(8).col), (3, 1));
+    assert_eq!((src.origin(7).line, src.origin(7).col), (2, 4), "columns count characters, not bytes");
+}

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigErrors, LoadOptions};
 use crate::dns::{self, Engine, EngineOptions, ServedZone, Snapshot};
-use crate::health::HealthTable;
+use crate::health::{HealthTable, ProbeFactory, RealProbes};
 use crate::metrics::Metrics;
 use crate::model::Config;
 
@@ -107,8 +107,8 @@ pub struct ReloadSummary {
     pub zones_changed: Vec<String>,
 }
 
-fn build_snapshot(config: &Config, health: &HealthTable, metrics: &Metrics) -> Snapshot {
-    let cells = health.cells_for(config);
+fn build_snapshot(config: &Config, health: &Arc<HealthTable>, metrics: &Metrics) -> Snapshot {
+    let cells = health.apply(config);
     Snapshot::new(
         config
             .zones
@@ -126,6 +126,11 @@ fn load(settings: &Settings) -> Result<Config, ConfigErrors> {
 impl Server {
     /// Load the zones, bind every listener and start serving.
     pub async fn start(settings: Settings) -> Result<Server, AppError> {
+        Self::start_with_probes(settings, Arc::new(RealProbes::default())).await
+    }
+
+    /// Like [`Server::start`], probing with `probes` (tests use fakes).
+    pub async fn start_with_probes(settings: Settings, probes: Arc<dyn ProbeFactory>) -> Result<Server, AppError> {
         let metrics = Metrics::new();
         let config = match load(&settings) {
             Ok(c) => c,
@@ -139,16 +144,17 @@ impl Server {
         }
         metrics.reloads.with_label_values(&["success"]).inc();
         metrics.last_reload.set(unix_now());
-        let health = Arc::new(HealthTable::default());
+        // Bind before anything starts, so a busy port fails fast.
+        let listeners = dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle).map_err(AppError::Bind)?;
+        let dns_addrs = listeners.addrs();
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(HealthTable::new(metrics.clone(), probes, settings.state_file.clone(), shutdown.clone()));
         let snapshot = build_snapshot(&config, &health, &metrics);
         let opts = EngineOptions {
             udp_payload: settings.udp_payload,
             ..EngineOptions::default()
         };
-        let engine = Arc::new(Engine::new(snapshot, opts, metrics.dns.clone(), Arc::default()));
-        let listeners = dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle).map_err(AppError::Bind)?;
-        let dns_addrs = listeners.addrs();
-        let shutdown = CancellationToken::new();
+        let engine = Arc::new(Engine::new(snapshot, opts, metrics.dns.clone(), health.epoch.clone()));
         let shared = Arc::new(Shared {
             settings,
             engine: engine.clone(),
@@ -159,6 +165,15 @@ impl Server {
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(dns::serve(listeners, engine, shutdown.clone()));
+        tasks.spawn(shared.health.clone().persist_loop());
+        {
+            let health = shared.health.clone();
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                token.cancelled().await;
+                health.stop().await;
+            });
+        }
         #[cfg(unix)]
         tasks.spawn(sighup_reloads(shared.clone(), shutdown.clone()));
         Ok(Server {

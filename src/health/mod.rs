@@ -1,22 +1,47 @@
 //! Health: probes (HTTP, HTTPS, TCP), the fall/rise threshold machine, the
 //! per-endpoint scheduler, operator overrides and the state file.
 //!
-//! Health flows one way: probe tasks store verdicts in the shared cells
-//! ([`state`]) and readers (DNS, metrics, status) load them; no reader ever
-//! waits on a probe.
+//! Health flows one way: one probe task per checked endpoint stores verdicts
+//! in the shared cells ([`state`]) and readers (DNS, metrics, status) load
+//! them; no reader ever waits on a probe. Transitions are logged as one
+//! structured event each, counted, journaled for the status API and
+//! broadcast (webhooks, live page).
 
+mod persist;
+pub mod probe;
+mod scheduler;
 mod state;
+mod threshold;
 
+pub use persist::{StateFile, fingerprint};
+pub use probe::{CheckProber, EndpointProber, ProbeError, ProbeResult};
+pub use scheduler::{Probe, ProbeFactory, RealProbes};
 pub use state::{EndpointCell, EndpointDetail, Epoch, Override, ProbeOutcome, RegionCell, ZoneHealth};
+pub use threshold::Threshold;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use crate::model::{Check, Config, Zone};
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::model::{Check, Config, Region, RegionTarget, Zone};
+
+/// Transitions kept for the status API.
+pub const JOURNAL_LEN: usize = 256;
+/// Probes running at once across all endpoints. Each holds its permit at
+/// most one timeout, so a backlog drains within a timeout.
+pub const MAX_CONCURRENT_PROBES: usize = 4096;
 
 /// Identifies an endpoint across reloads: same zone, region, address and
-/// check settings means the same endpoint, whose state carries over.
+/// check settings means the same endpoint, whose state and threshold run
+/// carry over.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointKey {
     /// Zone label.
@@ -29,56 +54,453 @@ pub struct EndpointKey {
     pub check: Option<Check>,
 }
 
-/// All health cells, by key: reload reuses the cells of unchanged endpoints.
+/// One state change, as logged, journaled and sent to webhooks.
+#[derive(Clone, Debug, Serialize)]
+pub struct Transition {
+    /// When.
+    #[serde(with = "persist::unix_millis")]
+    pub time: SystemTime,
+    /// Zone label.
+    pub zone: String,
+    /// Region name.
+    pub region: String,
+    /// The endpoint, or `None` for a region transition.
+    pub endpoint: Option<IpAddr>,
+    /// Previous state: "up" or "down".
+    pub from: &'static str,
+    /// New state.
+    pub to: &'static str,
+    /// Why: the deciding probe's reason, or the override.
+    pub reason: String,
+}
+
+fn word(up: bool) -> &'static str {
+    if up { "up" } else { "down" }
+}
+
+struct EndpointEntry {
+    cell: Arc<EndpointCell>,
+    task: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
 #[derive(Default)]
+struct Inner {
+    endpoints: HashMap<EndpointKey, EndpointEntry>,
+    regions: HashMap<(String, String), Arc<RegionCell>>,
+    /// State read from the state file, applied to cells as they are created.
+    restored: Option<StateFile>,
+}
+
+/// All health cells and probe tasks, by key: reload reuses the cells (and
+/// keeps the tasks) of unchanged endpoints.
 pub struct HealthTable {
-    // std Mutex: only taken to build a snapshot or by the admin API, never
-    // across an `.await` and never by the DNS path.
-    inner: Mutex<HashMap<EndpointKey, Arc<EndpointCell>>>,
-    regions: Mutex<HashMap<(String, String), Arc<RegionCell>>>,
+    // std Mutex: taken to apply a config, record a transition or serve the
+    // admin API; never across an `.await`, never by the DNS path.
+    inner: Mutex<Inner>,
+    journal: Mutex<VecDeque<Transition>>,
+    events: broadcast::Sender<Transition>,
+    /// Bumped on every change of what DNS answers.
+    pub epoch: Arc<Epoch>,
+    metrics: Metrics,
+    probes: Arc<dyn ProbeFactory>,
+    permits: Arc<Semaphore>,
+    /// Wakes the state-file writer.
+    dirty: Arc<Notify>,
+    state_file: Option<PathBuf>,
+    shutdown: CancellationToken,
 }
 
 impl HealthTable {
-    /// Cells for every zone of `config`, reusing existing ones.
-    pub fn cells_for(&self, config: &Config) -> Vec<Arc<ZoneHealth>> {
-        config.zones.iter().map(|z| Arc::new(self.zone_cells(z))).collect()
+    /// A table probing with `probes`, persisting to `state_file`.
+    pub fn new(metrics: Metrics, probes: Arc<dyn ProbeFactory>, state_file: Option<PathBuf>, shutdown: CancellationToken) -> Self {
+        let restored = state_file.as_deref().and_then(|p| match StateFile::read(p) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(file = %p.display(), error = %e, "cannot read the state file; endpoints start up");
+                None
+            }
+        });
+        if let (Some(s), Some(p)) = (&restored, &state_file) {
+            tracing::info!(file = %p.display(), endpoints = s.endpoints.len(), regions = s.regions.len(), "restoring health state");
+        }
+        HealthTable {
+            inner: Mutex::new(Inner {
+                restored,
+                ..Inner::default()
+            }),
+            journal: Mutex::new(VecDeque::with_capacity(JOURNAL_LEN)),
+            events: broadcast::channel(1024).0,
+            epoch: Arc::default(),
+            metrics,
+            probes,
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+            dirty: Arc::default(),
+            state_file,
+            shutdown,
+        }
     }
 
-    fn zone_cells(&self, zone: &Zone) -> ZoneHealth {
-        let zname = crate::dns::zone_label(zone);
-        let mut eps = self.inner.lock().expect("health lock poisoned");
-        let mut regs = self.regions.lock().expect("health lock poisoned");
-        let mut regions = Vec::with_capacity(zone.regions.len());
-        for region in zone.regions.values() {
-            let endpoints: Vec<Arc<EndpointCell>> = region
-                .endpoints()
-                .iter()
-                .map(|&addr| {
+    /// A table for `gslb check` and tests: no probes, no state file.
+    pub fn detached() -> Self {
+        Self::new(Metrics::new(), Arc::new(RealProbes::default()), None, CancellationToken::new())
+    }
+
+    /// Subscribe to transitions.
+    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.events.subscribe()
+    }
+
+    /// The last transitions, oldest first.
+    pub fn journal(&self) -> Vec<Transition> {
+        self.journal.lock().expect("journal lock poisoned").iter().cloned().collect()
+    }
+
+    /// Make cells for every zone of `config`, reusing existing ones; start
+    /// probes for new checked endpoints and stop those of removed ones.
+    /// Must run inside the tokio runtime (it spawns the probe tasks).
+    pub fn apply(self: &Arc<Self>, config: &Config) -> Vec<Arc<ZoneHealth>> {
+        let mut inner = self.inner.lock().expect("health lock poisoned");
+        let mut seen_eps: HashMap<EndpointKey, ()> = HashMap::new();
+        let mut seen_regions: HashMap<(String, String), ()> = HashMap::new();
+        let mut out = Vec::with_capacity(config.zones.len());
+        for zone in &config.zones {
+            let zname = crate::dns::zone_label(zone);
+            let mut regions = Vec::with_capacity(zone.regions.len());
+            for region in zone.regions.values() {
+                let mut endpoints = Vec::new();
+                for addr in health_targets(region) {
                     let key = EndpointKey {
                         zone: zname.clone(),
                         region: region.name.clone(),
                         addr,
                         check: region.check.as_deref().cloned(),
                     };
-                    eps.entry(key).or_insert_with(|| Arc::new(EndpointCell::new(addr, true))).clone()
-                })
-                .collect();
-            let rkey = (zname.clone(), region.name.clone());
-            let cell = match regs.get(&rkey) {
-                Some(old) if old.endpoints.len() == endpoints.len()
-                    && old.endpoints.iter().zip(&endpoints).all(|(a, b)| Arc::ptr_eq(a, b))
-                    && old.min_healthy == region.min_healthy => old.clone(),
-                old => {
-                    let cell = RegionCell::new(zname.clone(), region.name.clone(), endpoints, region.min_healthy);
-                    if let Some(old) = old {
-                        cell.set_override(old.override_state());
-                    }
-                    Arc::new(cell)
+                    seen_eps.insert(key.clone(), ());
+                    let cell = match inner.endpoints.get(&key) {
+                        Some(e) => e.cell.clone(),
+                        None => {
+                            let cell = Arc::new(self.new_cell(&mut inner, &key));
+                            let task = region.check.as_ref().map(|check| self.spawn_probe(zone, region, check, &key, &cell));
+                            inner.endpoints.insert(key.clone(), EndpointEntry { cell: cell.clone(), task });
+                            cell
+                        }
+                    };
+                    endpoints.push(cell);
                 }
-            };
-            regs.insert(rkey, cell.clone());
-            regions.push(cell);
+                let rkey = (zname.clone(), region.name.clone());
+                seen_regions.insert(rkey.clone(), ());
+                let cell = match inner.regions.get(&rkey) {
+                    Some(old) if old.endpoints.len() == endpoints.len()
+                        && old.endpoints.iter().zip(&endpoints).all(|(a, b)| Arc::ptr_eq(a, b))
+                        && old.min_healthy == region.min_healthy => old.clone(),
+                    old => {
+                        let cell = RegionCell::new(zname.clone(), region.name.clone(), endpoints, region.min_healthy);
+                        match old {
+                            Some(old) => cell.inherit(old),
+                            None => {
+                                let restored = inner.restored.as_ref().and_then(|s| s.region_override(&zname, &region.name));
+                                if let Some(o) = restored {
+                                    cell.set_override(o);
+                                }
+                                cell.reset_last_up();
+                            }
+                        }
+                        Arc::new(cell)
+                    }
+                };
+                inner.regions.insert(rkey, cell.clone());
+                regions.push(cell);
+            }
+            out.push(Arc::new(ZoneHealth { regions }));
         }
-        ZoneHealth { regions }
+        // Stop what is gone, and drop its metric series.
+        let gone: Vec<EndpointKey> = inner.endpoints.keys().filter(|k| !seen_eps.contains_key(*k)).cloned().collect();
+        for key in gone {
+            if let Some(entry) = inner.endpoints.remove(&key) {
+                if let Some((cancel, _task)) = entry.task {
+                    cancel.cancel();
+                }
+                let ep = key.addr.to_string();
+                let _ = self.metrics.endpoint_up.remove_label_values(&[&key.zone, &key.region, &ep]);
+                let _ = self.metrics.endpoint_override.remove_label_values(&[&key.zone, &key.region, &ep]);
+                for kind in ["tcp", "http", "https"] {
+                    let _ = self.metrics.probe_duration.remove_label_values(&[&key.zone, &key.region, &ep, kind]);
+                }
+                for o in ProbeOutcome::ALL {
+                    let _ = self.metrics.probe_results.remove_label_values(&[&key.zone, &key.region, &ep, o.as_str()]);
+                }
+            }
+        }
+        let gone: Vec<(String, String)> = inner.regions.keys().filter(|k| !seen_regions.contains_key(*k)).cloned().collect();
+        for key in gone {
+            inner.regions.remove(&key);
+            let _ = self.metrics.region_up.remove_label_values(&[&key.0, &key.1]);
+            let _ = self.metrics.region_override.remove_label_values(&[&key.0, &key.1]);
+        }
+        // Restored state applies to the first load only.
+        inner.restored = None;
+        drop(inner);
+        // A config change (min-healthy, endpoints) may flip a region.
+        self.reconcile_regions(None, None, "configuration changed");
+        out
+    }
+
+    fn new_cell(&self, inner: &mut Inner, key: &EndpointKey) -> EndpointCell {
+        let restored = inner.restored.as_ref().and_then(|s| s.endpoint(key));
+        let cell = EndpointCell::new(key.addr, true);
+        if let Some(saved) = restored {
+            // A restart resumes the last verdict (when the check is unchanged)
+            // and the override, so a healthy region does not flap.
+            if let Some(up) = saved.up {
+                cell.set_probed_up(up);
+            }
+            cell.set_override(saved.overridden);
+            cell.update_detail(|d| d.since = Some(saved.since()));
+            cell.set_restored();
+        }
+        cell
+    }
+
+    fn spawn_probe(self: &Arc<Self>, zone: &Zone, region: &Region, check: &Arc<Check>, key: &EndpointKey, cell: &Arc<EndpointCell>) -> (CancellationToken, JoinHandle<()>) {
+        let cancel = self.shutdown.child_token();
+        let probe = self.probes.make(check, key.addr);
+        let ctx = scheduler::EndpointTask {
+            table: Arc::downgrade(self),
+            key: key.clone(),
+            zone_name: zone.name.to_string(),
+            cell: cell.clone(),
+            check: check.clone(),
+            permits: self.permits.clone(),
+            region_name: region.name.clone(),
+        };
+        let handle = tokio::spawn(scheduler::run(ctx, probe, cancel.clone()));
+        (cancel, handle)
+    }
+
+    /// Called by a probe task when its endpoint's verdict changed.
+    fn endpoint_changed(&self, key: &EndpointKey, cell: &EndpointCell, up: bool, consecutive: u32, reason: &str) {
+        let from = word(!up);
+        let to = word(up);
+        tracing::warn!(
+            zone = %key.zone, region = %key.region, endpoint = %key.addr, from, to, reason, consecutive,
+            "endpoint {} of {}/{} is {to}: {reason}", key.addr, key.zone, key.region
+        );
+        cell.update_detail(|d| d.since = Some(SystemTime::now()));
+        self.metrics.transitions.with_label_values(&[&key.zone, &key.region, &key.addr.to_string(), to]).inc();
+        self.record(Transition {
+            time: SystemTime::now(),
+            zone: key.zone.clone(),
+            region: key.region.clone(),
+            endpoint: Some(key.addr),
+            from,
+            to,
+            reason: reason.to_string(),
+        });
+        self.reconcile_regions(Some(&key.zone), Some(&key.region), reason);
+    }
+
+    /// Re-derive region states after an endpoint or override change; log,
+    /// count and journal each region that flipped.
+    fn reconcile_regions(&self, zone: Option<&str>, region: Option<&str>, reason: &str) {
+        let cells: Vec<Arc<RegionCell>> = {
+            let inner = self.inner.lock().expect("health lock poisoned");
+            inner
+                .regions
+                .iter()
+                .filter(|((z, r), _)| zone.is_none_or(|want| want == z) && region.is_none_or(|want| want == r))
+                .map(|(_, c)| c.clone())
+                .collect()
+        };
+        for cell in cells {
+            if let Some(up) = cell.reconcile() {
+                let healthy = cell.endpoints.iter().filter(|e| e.is_up()).count();
+                let why = match cell.override_state() {
+                    Override::Auto => format!("{healthy} of {} endpoints up (min-healthy {}); {reason}", cell.endpoints.len(), cell.min_healthy),
+                    o => format!("override {}", o.as_str()),
+                };
+                let (from, to) = (word(!up), word(up));
+                tracing::warn!(zone = %cell.zone, region = %cell.name, from, to, reason = %why, "region {}/{} is {to}: {why}", cell.zone, cell.name);
+                self.metrics.transitions.with_label_values(&[&cell.zone, &cell.name, "", to]).inc();
+                self.record(Transition {
+                    time: SystemTime::now(),
+                    zone: cell.zone.clone(),
+                    region: cell.name.clone(),
+                    endpoint: None,
+                    from,
+                    to,
+                    reason: why,
+                });
+            }
+        }
+        self.refresh_gauges();
+        self.epoch.bump();
+        self.dirty.notify_one();
+    }
+
+    fn record(&self, t: Transition) {
+        {
+            let mut j = self.journal.lock().expect("journal lock poisoned");
+            if j.len() == JOURNAL_LEN {
+                j.pop_front();
+            }
+            j.push_back(t.clone());
+        }
+        // No receivers is fine.
+        let _ = self.events.send(t);
+    }
+
+    /// Set the gauges from the cells (cheap: a few per region).
+    pub fn refresh_gauges(&self) {
+        let inner = self.inner.lock().expect("health lock poisoned");
+        for ((zone, region), cell) in &inner.regions {
+            self.metrics.region_up.with_label_values(&[zone, region]).set(i64::from(cell.is_up()));
+            self.metrics.region_override.with_label_values(&[zone, region]).set(cell.override_state().gauge());
+        }
+        for (key, entry) in &inner.endpoints {
+            let ep = key.addr.to_string();
+            self.metrics.endpoint_up.with_label_values(&[&key.zone, &key.region, &ep]).set(i64::from(entry.cell.is_up()));
+            self.metrics.endpoint_override.with_label_values(&[&key.zone, &key.region, &ep]).set(entry.cell.override_state().gauge());
+        }
+    }
+
+    /// Set an override on a region, or on one of its endpoints. `zone` may
+    /// be omitted when only one zone has a region of that name.
+    pub fn set_override(&self, zone: Option<&str>, region: &str, endpoint: Option<IpAddr>, o: Override) -> Result<OverrideTarget, OverrideError> {
+        let (zname, target) = {
+            let inner = self.inner.lock().expect("health lock poisoned");
+            let zone = zone.map(|z| z.trim_end_matches('.').to_ascii_lowercase());
+            let matches: Vec<&(String, String)> = inner
+                .regions
+                .keys()
+                .filter(|(z, r)| r == region && zone.as_deref().is_none_or(|want| want == z))
+                .collect();
+            let (zname, rname) = match matches.as_slice() {
+                [one] => (*one).clone(),
+                [] => return Err(OverrideError::UnknownRegion(region.to_string())),
+                many => return Err(OverrideError::Ambiguous(region.to_string(), many.iter().map(|(z, _)| z.clone()).collect())),
+            };
+            let cell = inner.regions[&(zname.clone(), rname.clone())].clone();
+            match endpoint {
+                None => {
+                    cell.set_override(o);
+                    (zname.clone(), OverrideTarget { zone: zname, region: rname, endpoint: None, state: o })
+                }
+                Some(addr) => {
+                    let ep = cell.endpoints.iter().find(|e| e.addr == addr).ok_or(OverrideError::UnknownEndpoint(addr, region.to_string()))?;
+                    ep.set_override(o);
+                    (zname.clone(), OverrideTarget { zone: zname, region: rname, endpoint: Some(addr), state: o })
+                }
+            }
+        };
+        tracing::info!(zone = %target.zone, region = %target.region, endpoint = ?target.endpoint, state = o.as_str(), "override set");
+        self.reconcile_regions(Some(&zname), Some(region), &format!("override {}", o.as_str()));
+        Ok(target)
+    }
+
+    /// Every region cell and endpoint cell, for status.
+    pub fn regions(&self) -> Vec<Arc<RegionCell>> {
+        self.inner.lock().expect("health lock poisoned").regions.values().cloned().collect()
+    }
+
+    /// True once every checked endpoint has finished at least one probe (or
+    /// had its state restored from the state file).
+    pub fn first_verdicts_known(&self) -> bool {
+        let inner = self.inner.lock().expect("health lock poisoned");
+        inner.endpoints.iter().all(|(k, e)| k.check.is_none() || e.cell.detail().last_probe.is_some() || e.cell.restored())
+    }
+
+    /// The current state in state-file form.
+    pub fn state(&self) -> StateFile {
+        let inner = self.inner.lock().expect("health lock poisoned");
+        StateFile::capture(inner.endpoints.iter().map(|(k, e)| (k, &e.cell)), inner.regions.values())
+    }
+
+    /// Write the state file whenever health changes (debounced), and once
+    /// more at shutdown. Returns when `shutdown` is cancelled.
+    pub async fn persist_loop(self: Arc<Self>) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = self.dirty.notified() => {}
+                () = self.shutdown.cancelled() => break,
+            }
+            // Let a burst of changes settle into one write.
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                () = self.shutdown.cancelled() => break,
+            }
+            self.write_state(&path).await;
+        }
+        self.write_state(&path).await;
+    }
+
+    async fn write_state(&self, path: &std::path::Path) {
+        let state = self.state();
+        let path = path.to_path_buf();
+        let res = tokio::task::spawn_blocking(move || state.write(&path).map_err(|e| (path, e))).await;
+        if let Ok(Err((path, e))) = res {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the state file");
+        }
+    }
+
+    /// Stop every probe task and wait for them.
+    pub async fn stop(&self) {
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut inner = self.inner.lock().expect("health lock poisoned");
+            inner
+                .endpoints
+                .values_mut()
+                .filter_map(|e| e.task.take())
+                .map(|(cancel, task)| {
+                    cancel.cancel();
+                    task
+                })
+                .collect()
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }
+
+/// What an override was applied to.
+#[derive(Clone, Debug, Serialize)]
+pub struct OverrideTarget {
+    /// Zone label.
+    pub zone: String,
+    /// Region.
+    pub region: String,
+    /// Endpoint, when one endpoint was overridden.
+    pub endpoint: Option<IpAddr>,
+    /// The override now in force.
+    pub state: Override,
+}
+
+/// Why an override could not be set.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum OverrideError {
+    /// No such region.
+    #[error("no region named {0:?}")]
+    UnknownRegion(String),
+    /// Several zones have a region of that name.
+    #[error("region {name:?} exists in several zones ({zones}); name the zone", name = .0, zones = .1.join(", "))]
+    Ambiguous(String, Vec<String>),
+    /// No such endpoint in the region.
+    #[error("region {1:?} has no endpoint {0}")]
+    UnknownEndpoint(IpAddr, String),
+}
+
+/// The addresses probed for a region: its endpoints, or for a cname region
+/// with a check, the check's target.
+pub fn health_targets(region: &Region) -> Vec<IpAddr> {
+    match (&region.target, &region.check) {
+        (RegionTarget::Endpoints(e), _) => e.clone(),
+        (RegionTarget::Alias(_), Some(c)) => c.target.map(|t| vec![t.ip()]).unwrap_or_default(),
+        (RegionTarget::Alias(_), None) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

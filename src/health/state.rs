@@ -139,6 +139,7 @@ pub struct EndpointCell {
     /// Verdict of the probes (true while unprobed regions have no check).
     up: AtomicBool,
     overridden: AtomicU8,
+    restored: AtomicBool,
     detail: Mutex<EndpointDetail>,
 }
 
@@ -149,11 +150,20 @@ impl EndpointCell {
             addr,
             up: AtomicBool::new(up),
             overridden: AtomicU8::new(0),
+            restored: AtomicBool::new(false),
             detail: Mutex::new(EndpointDetail {
                 since: Some(SystemTime::now()),
                 ..EndpointDetail::default()
             }),
         }
+    }
+    /// Whether the state came from the state file (a verdict is known).
+    pub fn restored(&self) -> bool {
+        self.restored.load(Ordering::Acquire)
+    }
+    /// Mark the state as restored from the state file.
+    pub fn set_restored(&self) {
+        self.restored.store(true, Ordering::Release);
     }
     /// The probes' verdict.
     pub fn probed_up(&self) -> bool {
@@ -201,7 +211,8 @@ pub struct RegionCell {
     /// The region is up while at least this many endpoints are.
     pub min_healthy: usize,
     overridden: AtomicU8,
-    since: Mutex<SystemTime>,
+    /// The state last logged, and since when: to detect region transitions.
+    last: Mutex<(bool, SystemTime)>,
 }
 
 impl RegionCell {
@@ -213,7 +224,7 @@ impl RegionCell {
             endpoints,
             min_healthy,
             overridden: AtomicU8::new(0),
-            since: Mutex::new(SystemTime::now()),
+            last: Mutex::new((true, SystemTime::now())),
         }
     }
     /// The region override.
@@ -242,11 +253,27 @@ impl RegionCell {
     }
     /// When the region's state last changed.
     pub fn since(&self) -> SystemTime {
-        *self.since.lock().expect("since lock poisoned")
+        self.last.lock().expect("region lock poisoned").1
     }
-    /// Record a region state change.
-    pub fn mark_changed(&self) {
-        *self.since.lock().expect("since lock poisoned") = SystemTime::now();
+    /// Take the current state as the known one (a new region).
+    pub fn reset_last_up(&self) {
+        self.last.lock().expect("region lock poisoned").0 = self.is_up();
+    }
+    /// Take over the override and known state of the cell this one replaces.
+    pub fn inherit(&self, old: &RegionCell) {
+        self.set_override(old.override_state());
+        *self.last.lock().expect("region lock poisoned") = *old.last.lock().expect("region lock poisoned");
+    }
+    /// Compare the current state with the known one; on a change, remember
+    /// it and return the new state.
+    pub fn reconcile(&self) -> Option<bool> {
+        let mut last = self.last.lock().expect("region lock poisoned");
+        let now = self.is_up();
+        if now == last.0 {
+            return None;
+        }
+        *last = (now, SystemTime::now());
+        Some(now)
     }
 }
 

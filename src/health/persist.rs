@@ -1,0 +1,169 @@
+//! The state file: last verdicts and operator overrides, so a restart
+//! resumes where it stopped instead of flapping. JSON, written atomically
+//! (temporary file, then rename) after changes settle.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{EndpointCell, EndpointKey, Override, RegionCell};
+use crate::model::Check;
+
+/// Format version of the file.
+const VERSION: u32 = 1;
+
+/// A stable fingerprint of a check's settings: the saved verdict of an
+/// endpoint is only trusted when it was reached with the same check.
+pub fn fingerprint(check: Option<&Check>) -> u64 {
+    // FNV-1a over the Debug form: stable within a gslb version, which is
+    // what a restart needs; after an upgrade at worst endpoints start up.
+    let text = format!("{check:?}");
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// One endpoint's saved state.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SavedEndpoint {
+    /// Zone label.
+    pub zone: String,
+    /// Region.
+    pub region: String,
+    /// Address.
+    pub addr: IpAddr,
+    /// Fingerprint of the check it was probed with.
+    pub check: u64,
+    /// The verdict (None when restoring for a different check).
+    pub up: Option<bool>,
+    /// Override.
+    #[serde(rename = "override", default)]
+    pub overridden: Override,
+    /// Unix milliseconds of the last change.
+    pub since_ms: u64,
+}
+
+impl SavedEndpoint {
+    /// When the state last changed.
+    pub fn since(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.since_ms)
+    }
+}
+
+/// One region's saved override.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SavedRegion {
+    /// Zone label.
+    pub zone: String,
+    /// Region.
+    pub region: String,
+    /// Override.
+    #[serde(rename = "override")]
+    pub overridden: Override,
+}
+
+/// The state file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct StateFile {
+    /// Format version.
+    pub version: u32,
+    /// Endpoints.
+    pub endpoints: Vec<SavedEndpoint>,
+    /// Regions with an override.
+    pub regions: Vec<SavedRegion>,
+}
+
+impl StateFile {
+    /// Read the file; `Ok(None)` when it does not exist.
+    pub fn read(path: &Path) -> std::io::Result<Option<StateFile>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let state: StateFile = serde_json::from_str(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if state.version != VERSION {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("state file version {} is not {VERSION}", state.version)));
+        }
+        Ok(Some(state))
+    }
+
+    /// Write atomically: a crash never leaves a half-written file.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(serde_json::to_string_pretty(self).expect("state serialises").as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Capture the current cells.
+    pub fn capture<'a>(endpoints: impl Iterator<Item = (&'a EndpointKey, &'a Arc<EndpointCell>)>, regions: impl Iterator<Item = &'a Arc<RegionCell>>) -> StateFile {
+        let mut eps: Vec<SavedEndpoint> = endpoints
+            .map(|(k, cell)| SavedEndpoint {
+                zone: k.zone.clone(),
+                region: k.region.clone(),
+                addr: k.addr,
+                check: fingerprint(k.check.as_ref()),
+                up: Some(cell.probed_up()),
+                overridden: cell.override_state(),
+                since_ms: cell.detail().since.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64).unwrap_or(0),
+            })
+            .collect();
+        eps.sort_by(|a, b| (&a.zone, &a.region, a.addr).cmp(&(&b.zone, &b.region, b.addr)));
+        let mut regions: Vec<SavedRegion> = regions
+            .filter(|r| r.override_state() != Override::Auto)
+            .map(|r| SavedRegion {
+                zone: r.zone.clone(),
+                region: r.name.clone(),
+                overridden: r.override_state(),
+            })
+            .collect();
+        regions.sort_by(|a, b| (&a.zone, &a.region).cmp(&(&b.zone, &b.region)));
+        StateFile {
+            version: VERSION,
+            endpoints: eps,
+            regions,
+        }
+    }
+
+    /// The saved state of an endpoint: the verdict only when the check is
+    /// unchanged, the override in any case.
+    pub fn endpoint(&self, key: &EndpointKey) -> Option<SavedEndpoint> {
+        let fp = fingerprint(key.check.as_ref());
+        self.endpoints.iter().find(|e| e.zone == key.zone && e.region == key.region && e.addr == key.addr).map(|e| {
+            let mut e = e.clone();
+            if e.check != fp {
+                e.up = None;
+            }
+            e
+        })
+    }
+
+    /// The saved override of a region.
+    pub fn region_override(&self, zone: &str, region: &str) -> Option<Override> {
+        self.regions.iter().find(|r| r.zone == zone && r.region == region).map(|r| r.overridden)
+    }
+
+    /// Index for quick checks in tests and tools.
+    pub fn by_endpoint(&self) -> HashMap<(String, String, IpAddr), &SavedEndpoint> {
+        self.endpoints.iter().map(|e| ((e.zone.clone(), e.region.clone(), e.addr), e)).collect()
+    }
+}
+
+/// Serialise a `SystemTime` as unix milliseconds.
+pub mod unix_millis {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use serde::Serializer;
+
+    /// Serialise.
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+    }
+}

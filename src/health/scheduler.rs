@@ -1,0 +1,163 @@
+//! One task per checked endpoint: probe on the check's interval (the first
+//! probe at a random offset within it, so 10,000 endpoints do not fire in
+//! the same millisecond), re-probe after `recheck` while a transition is
+//! under way, feed the threshold machine, store verdicts.
+//!
+//! A probe is bounded by its timeout and runs in its own task, so a slow or
+//! hung backend delays nobody else; a global semaphore bounds how many
+//! probes run at once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use rand::RngExt;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::probe::{CheckProber, ProbeResult};
+use super::{EndpointCell, EndpointKey, HealthTable, ProbeOutcome, Threshold};
+use crate::model::Check;
+
+/// Something that probes one endpoint.
+pub trait Probe: Send + Sync + 'static {
+    /// Run one probe; it must end within the check's timeout.
+    fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>>;
+}
+
+impl Probe for super::probe::EndpointProber {
+    fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>> {
+        Box::pin(super::probe::EndpointProber::probe(self))
+    }
+}
+
+/// Makes the probe of one endpoint (real probers, or fakes in tests).
+pub trait ProbeFactory: Send + Sync {
+    /// The probe of `addr` under `check`.
+    fn make(&self, check: &Arc<Check>, addr: IpAddr) -> Box<dyn Probe>;
+}
+
+/// Real HTTP/HTTPS/TCP probes; one `CheckProber` (TLS settings) per check.
+#[derive(Default)]
+pub struct RealProbes {
+    checks: Mutex<HashMap<Check, Arc<CheckProber>>>,
+}
+
+/// A probe that always fails: the check could not be set up (a bad CA file).
+struct Broken(String);
+
+impl Probe for Broken {
+    fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>> {
+        Box::pin(async move {
+            ProbeResult {
+                outcome: ProbeOutcome::Protocol,
+                reason: self.0.clone(),
+                latency: Duration::ZERO,
+            }
+        })
+    }
+}
+
+impl ProbeFactory for RealProbes {
+    fn make(&self, check: &Arc<Check>, addr: IpAddr) -> Box<dyn Probe> {
+        let prober = {
+            let mut checks = self.checks.lock().expect("probe cache lock poisoned");
+            match checks.get(check.as_ref()) {
+                Some(p) => Ok(p.clone()),
+                None => CheckProber::new(check.clone()).map(|p| {
+                    let p = Arc::new(p);
+                    checks.insert(check.as_ref().clone(), p.clone());
+                    p
+                }),
+            }
+        };
+        match prober.and_then(|p| p.for_endpoint(addr)) {
+            Ok(ep) => Box::new(ep),
+            Err(e) => {
+                tracing::error!(check = %check.name, endpoint = %addr, error = %e, "cannot set up the health check; the endpoint will fail every probe");
+                Box::new(Broken(format!("check misconfigured: {e}")))
+            }
+        }
+    }
+}
+
+/// What the probe task of one endpoint needs.
+pub(super) struct EndpointTask {
+    /// Weak: a removed table (tests, shutdown) ends its tasks.
+    pub table: Weak<HealthTable>,
+    pub key: EndpointKey,
+    pub zone_name: String,
+    pub cell: Arc<EndpointCell>,
+    pub check: Arc<Check>,
+    pub permits: Arc<Semaphore>,
+    pub region_name: String,
+}
+
+/// The probe loop of one endpoint, until cancelled.
+pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: CancellationToken) {
+    let check = task.check.clone();
+    let mut threshold = Threshold::new(task.cell.probed_up());
+    let ep = task.key.addr.to_string();
+    let kind = check.kind.as_str();
+    let (duration, results) = match task.table.upgrade() {
+        Some(t) => (
+            t.metrics.probe_duration.with_label_values(&[&task.key.zone, &task.region_name, &ep, kind]),
+            ProbeOutcome::ALL.map(|o| t.metrics.probe_results.with_label_values(&[&task.key.zone, &task.region_name, &ep, o.as_str()])),
+        ),
+        None => return,
+    };
+    // Spread first probes over the interval.
+    let offset = rand::rng().random_range(Duration::ZERO..check.interval.max(Duration::from_millis(1)));
+    let mut next = Instant::now() + offset;
+    tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, ?offset, "probing every {}", humantime::format_duration(check.interval));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = cancel.cancelled() => return,
+        }
+        let started = Instant::now();
+        let result = {
+            let _permit = tokio::select! {
+                p = task.permits.acquire() => p.expect("probe semaphore never closed"),
+                () = cancel.cancelled() => return,
+            };
+            tokio::select! {
+                r = probe.probe() => r,
+                () = cancel.cancelled() => return,
+            }
+        };
+        duration.observe(result.latency.as_secs_f64());
+        let slot = ProbeOutcome::ALL.iter().position(|o| *o == result.outcome).expect("every outcome is listed");
+        results[slot].inc();
+        let ok = result.ok();
+        let change = threshold.observe(ok, check.fall, check.rise);
+        task.cell.update_detail(|d| {
+            d.last_outcome = Some(result.outcome);
+            d.last_reason = Some(result.reason.clone());
+            d.last_latency = Some(result.latency);
+            d.last_probe = Some(SystemTime::now());
+            d.run = threshold.run();
+            d.probes += 1;
+            d.failures += u64::from(!ok);
+        });
+        if let Some(up) = change {
+            // Store first: the very next DNS query sees it.
+            task.cell.set_probed_up(up);
+            let Some(table) = task.table.upgrade() else { return };
+            let needed = if up { check.rise } else { check.fall };
+            table.endpoint_changed(&task.key, &task.cell, up, needed, &result.reason);
+        } else if !ok || threshold.pending() {
+            tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, reason = %result.reason, run = threshold.run(), "probe result toward a transition");
+        }
+        next = match (threshold.pending(), check.recheck) {
+            // Fast confirmation: settle a transition in (fall-1) x recheck.
+            (true, Some(recheck)) => Instant::now() + recheck,
+            // Keep the cadence from the probe's start; never schedule in the past.
+            _ => (started + check.interval).max(Instant::now()),
+        };
+    }
+}

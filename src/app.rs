@@ -49,7 +49,9 @@ impl Default for Settings {
             state_file: Some(PathBuf::from("gslb-state.json")),
             udp_payload: dns::DEFAULT_UDP_PAYLOAD,
             tcp_idle: Duration::from_secs(10),
-            udp_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            udp_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             watch: false,
         }
     }
@@ -130,7 +132,10 @@ impl Server {
     }
 
     /// Like [`Server::start`], probing with `probes` (tests use fakes).
-    pub async fn start_with_probes(settings: Settings, probes: Arc<dyn ProbeFactory>) -> Result<Server, AppError> {
+    pub async fn start_with_probes(
+        settings: Settings,
+        probes: Arc<dyn ProbeFactory>,
+    ) -> Result<Server, AppError> {
         let metrics = Metrics::new();
         let config = match load(&settings) {
             Ok(c) => c,
@@ -145,16 +150,36 @@ impl Server {
         metrics.reloads.with_label_values(&["success"]).inc();
         metrics.last_reload.set(unix_now());
         // Bind before anything starts, so a busy port fails fast.
-        let listeners = dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle).map_err(AppError::Bind)?;
+        let listeners = dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle)
+            .map_err(AppError::Bind)?;
         let dns_addrs = listeners.addrs();
+        let admin = match settings.admin {
+            Some(a) => Some(crate::admin::bind(a).await.map_err(|e| {
+                AppError::Bind(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {a} (admin API): {e}"),
+                ))
+            })?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
-        let health = Arc::new(HealthTable::new(metrics.clone(), probes, settings.state_file.clone(), shutdown.clone()));
+        let health = Arc::new(HealthTable::new(
+            metrics.clone(),
+            probes,
+            settings.state_file.clone(),
+            shutdown.clone(),
+        ));
         let snapshot = build_snapshot(&config, &health, &metrics);
         let opts = EngineOptions {
             udp_payload: settings.udp_payload,
             ..EngineOptions::default()
         };
-        let engine = Arc::new(Engine::new(snapshot, opts, metrics.dns.clone(), health.epoch.clone()));
+        let engine = Arc::new(Engine::new(
+            snapshot,
+            opts,
+            metrics.dns.clone(),
+            health.epoch.clone(),
+        ));
         let shared = Arc::new(Shared {
             settings,
             engine: engine.clone(),
@@ -166,6 +191,14 @@ impl Server {
         let mut tasks = JoinSet::new();
         tasks.spawn(dns::serve(listeners, engine, shutdown.clone()));
         tasks.spawn(shared.health.clone().persist_loop());
+        let admin_addr = match admin {
+            Some(l) => {
+                let addr = l.local_addr().ok();
+                tasks.spawn(crate::admin::serve(l, shared.clone(), shutdown.clone()));
+                addr
+            }
+            None => None,
+        };
         {
             let health = shared.health.clone();
             let token = shutdown.clone();
@@ -178,7 +211,7 @@ impl Server {
         tasks.spawn(sighup_reloads(shared.clone(), shutdown.clone()));
         Ok(Server {
             dns_addrs,
-            admin_addr: None,
+            admin_addr,
             shared,
             shutdown,
             tasks,
@@ -222,7 +255,10 @@ impl Shared {
                 for err in &e.0 {
                     tracing::error!(error = %err, "reload rejected: {err}");
                 }
-                tracing::warn!(problems = e.0.len(), "reload failed; still serving the previous zones");
+                tracing::warn!(
+                    problems = e.0.len(),
+                    "reload failed; still serving the previous zones"
+                );
                 return Err(e);
             }
         };
@@ -253,7 +289,12 @@ fn diff(old: &Config, new: &Config) -> ReloadSummary {
     for z in &new.zones {
         match old.zones.iter().find(|o| o.apex == z.apex) {
             None => s.zones_added.push(name(z)),
-            Some(o) if o.file != z.file || o.record_count != z.record_count || o.services != z.services || o.regions != z.regions => {
+            Some(o)
+                if o.file != z.file
+                    || o.record_count != z.record_count
+                    || o.services != z.services
+                    || o.regions != z.regions =>
+            {
                 s.zones_changed.push(name(z))
             }
             Some(_) => {}

@@ -75,10 +75,20 @@ pub struct CheckArgs {
 #[derive(Debug, Args, Clone)]
 pub struct AdminArgs {
     /// Admin API address of the running server.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9153", env = "GSLB_ADMIN")]
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:9153",
+        env = "GSLB_ADMIN"
+    )]
     pub admin: String,
     /// Bearer token for the admin API.
-    #[arg(long, value_name = "TOKEN", env = "GSLB_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "GSLB_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 }
 

@@ -30,7 +30,11 @@ fn main() -> ExitCode {
 }
 
 fn check(paths: Vec<PathBuf>) -> ExitCode {
-    let paths = if paths.is_empty() { vec![PathBuf::from("zones")] } else { paths };
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("zones")]
+    } else {
+        paths
+    };
     match gslb::config::load(&paths, gslb::config::LoadOptions::default()) {
         Ok(cfg) => {
             for z in &cfg.zones {
@@ -80,10 +84,16 @@ fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
     if let Some(a) = args.admin.clone().or(file.admin.clone()) {
         s.admin = match a.as_str() {
             "off" | "" => None,
-            a => Some(a.parse().map_err(|_| format!("admin address {a:?} is not ADDR:PORT"))?),
+            a => Some(
+                a.parse()
+                    .map_err(|_| format!("admin address {a:?} is not ADDR:PORT"))?,
+            ),
         };
     }
-    s.admin_token = std::env::var("GSLB_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(file.admin_token.clone());
+    s.admin_token = std::env::var("GSLB_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or(file.admin_token.clone());
     if let Some(f) = args.state_file.clone().or(file.state_file.clone()) {
         s.state_file = match f.as_str() {
             "off" | "" => None,
@@ -100,14 +110,25 @@ fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
         s.udp_workers = w.max(1);
     }
     s.watch = file.watch.unwrap_or(false);
-    let level = args.log_level.clone().or(file.log_level.clone()).unwrap_or_else(|| "info".into());
-    let format = args.log_format.clone().or(file.log_format.clone()).unwrap_or_else(|| "text".into());
+    let level = args
+        .log_level
+        .clone()
+        .or(file.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    let format = args
+        .log_format
+        .clone()
+        .or(file.log_format.clone())
+        .unwrap_or_else(|| "text".into());
     Ok((s, level, format))
 }
 
 fn init_logging(level: &str, format: &str) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| format!("log level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         "json" => builder.json().flatten_event(true).init(),
         "text" => builder.init(),

@@ -15,7 +15,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::dns::Transport;
 
@@ -89,10 +91,16 @@ const RCODE_SLOTS: usize = RCODES.len() + 1;
 const PROTOS: [&str; 2] = ["udp", "tcp"];
 
 fn qtype_slot(t: RecordType) -> usize {
-    QTYPES.iter().position(|(q, _)| *q == t).unwrap_or(QTYPES.len())
+    QTYPES
+        .iter()
+        .position(|(q, _)| *q == t)
+        .unwrap_or(QTYPES.len())
 }
 fn rcode_slot(r: ResponseCode) -> usize {
-    RCODES.iter().position(|(c, _)| *c == r).unwrap_or(RCODES.len())
+    RCODES
+        .iter()
+        .position(|(c, _)| *c == r)
+        .unwrap_or(RCODES.len())
 }
 fn proto_slot(t: Transport) -> usize {
     match t {
@@ -111,12 +119,15 @@ impl ZoneCounters {
     fn new(zone: String) -> Self {
         ZoneCounters {
             zone,
-            queries: (0..QTYPE_SLOTS * RCODE_SLOTS * PROTOS.len()).map(|_| AtomicU64::new(0)).collect(),
+            queries: (0..QTYPE_SLOTS * RCODE_SLOTS * PROTOS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
     /// Count one answered query.
     pub fn query(&self, qtype: RecordType, rcode: ResponseCode, transport: Transport) {
-        let i = (qtype_slot(qtype) * RCODE_SLOTS + rcode_slot(rcode)) * PROTOS.len() + proto_slot(transport);
+        let i = (qtype_slot(qtype) * RCODE_SLOTS + rcode_slot(rcode)) * PROTOS.len()
+            + proto_slot(transport);
         self.queries[i].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -204,36 +215,68 @@ impl DnsMetrics {
         .expect("valid metric");
         let zones: Vec<Arc<ZoneCounters>> = {
             let z = self.inner.zones.lock().expect("metrics lock poisoned");
-            z.values().cloned().chain(std::iter::once(self.inner.no_zone.clone())).collect()
+            z.values()
+                .cloned()
+                .chain(std::iter::once(self.inner.no_zone.clone()))
+                .collect()
         };
         for zc in zones {
-            for (qi, q) in QTYPES.iter().map(|(_, n)| *n).chain(std::iter::once("other")).enumerate() {
-                for (ri, r) in RCODES.iter().map(|(_, n)| *n).chain(std::iter::once("other")).enumerate() {
+            for (qi, q) in QTYPES
+                .iter()
+                .map(|(_, n)| *n)
+                .chain(std::iter::once("other"))
+                .enumerate()
+            {
+                for (ri, r) in RCODES
+                    .iter()
+                    .map(|(_, n)| *n)
+                    .chain(std::iter::once("other"))
+                    .enumerate()
+                {
                     for (pi, p) in PROTOS.iter().enumerate() {
-                        let v = zc.queries[(qi * RCODE_SLOTS + ri) * PROTOS.len() + pi].load(Ordering::Relaxed);
+                        let v = zc.queries[(qi * RCODE_SLOTS + ri) * PROTOS.len() + pi]
+                            .load(Ordering::Relaxed);
                         if v > 0 {
-                            queries.with_label_values(&[zc.zone.as_str(), q, r, p]).inc_by(v);
+                            queries
+                                .with_label_values(&[zc.zone.as_str(), q, r, p])
+                                .inc_by(v);
                         }
                     }
                 }
             }
         }
         let answers = IntCounterVec::new(
-            Opts::new(DNS_ANSWERS, "Service answers, by zone, service and the region that got the traffic."),
+            Opts::new(
+                DNS_ANSWERS,
+                "Service answers, by zone, service and the region that got the traffic.",
+            ),
             &["zone", "service", "region"],
         )
         .expect("valid metric");
-        for a in self.inner.answers.lock().expect("metrics lock poisoned").values() {
+        for a in self
+            .inner
+            .answers
+            .lock()
+            .expect("metrics lock poisoned")
+            .values()
+        {
             let [z, s, r] = &a.labels;
-            answers.with_label_values(&[z.as_str(), s.as_str(), r.as_str()]).inc_by(a.count.load(Ordering::Relaxed));
+            answers
+                .with_label_values(&[z.as_str(), s.as_str(), r.as_str()])
+                .inc_by(a.count.load(Ordering::Relaxed));
         }
         let dropped = IntCounterVec::new(
-            Opts::new(DNS_DROPPED, "Packets dropped without an answer (shorter than a header, or a response)."),
+            Opts::new(
+                DNS_DROPPED,
+                "Packets dropped without an answer (shorter than a header, or a response).",
+            ),
             &["proto"],
         )
         .expect("valid metric");
         for (i, p) in PROTOS.iter().enumerate() {
-            dropped.with_label_values(&[p]).inc_by(self.inner.dropped[i].load(Ordering::Relaxed));
+            dropped
+                .with_label_values(&[p])
+                .inc_by(self.inner.dropped[i].load(Ordering::Relaxed));
         }
         let mut out = Vec::new();
         out.extend(queries.collect());
@@ -313,40 +356,95 @@ impl Metrics {
             reg(Box::new(c.clone()));
             c
         };
-        let endpoint_up = gauge(ENDPOINT_UP, "Endpoint health as DNS uses it: 1 up, 0 down (overrides applied).", &["zone", "region", "endpoint"]);
-        let region_up = gauge(REGION_UP, "Region health as DNS uses it: 1 up, 0 down (overrides applied).", &["zone", "region"]);
-        let region_override = gauge(REGION_OVERRIDE, "Operator override of a region: 0 auto, 1 forced down (drained), 2 forced up.", &["zone", "region"]);
-        let endpoint_override = gauge(ENDPOINT_OVERRIDE, "Operator override of an endpoint: 0 auto, 1 forced down, 2 forced up.", &["zone", "region", "endpoint"]);
+        let endpoint_up = gauge(
+            ENDPOINT_UP,
+            "Endpoint health as DNS uses it: 1 up, 0 down (overrides applied).",
+            &["zone", "region", "endpoint"],
+        );
+        let region_up = gauge(
+            REGION_UP,
+            "Region health as DNS uses it: 1 up, 0 down (overrides applied).",
+            &["zone", "region"],
+        );
+        let region_override = gauge(
+            REGION_OVERRIDE,
+            "Operator override of a region: 0 auto, 1 forced down (drained), 2 forced up.",
+            &["zone", "region"],
+        );
+        let endpoint_override = gauge(
+            ENDPOINT_OVERRIDE,
+            "Operator override of an endpoint: 0 auto, 1 forced down, 2 forced up.",
+            &["zone", "region", "endpoint"],
+        );
         let probe_duration = HistogramVec::new(
-            HistogramOpts::new(PROBE_DURATION, "Duration of health probes, failed ones included.").buckets(PROBE_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                PROBE_DURATION,
+                "Duration of health probes, failed ones included.",
+            )
+            .buckets(PROBE_BUCKETS.to_vec()),
             &["zone", "region", "endpoint", "type"],
         )
         .expect("valid metric");
         reg(Box::new(probe_duration.clone()));
-        let probe_results = counter(PROBE_RESULTS, "Health probe results by outcome.", &["zone", "region", "endpoint", "result"]);
+        let probe_results = counter(
+            PROBE_RESULTS,
+            "Health probe results by outcome.",
+            &["zone", "region", "endpoint", "result"],
+        );
         let transitions = counter(
             STATE_TRANSITIONS,
             "State transitions of endpoints (endpoint label set) and regions (endpoint label empty), by new state.",
             &["zone", "region", "endpoint", "to"],
         );
-        let service_degraded = gauge(SERVICE_DEGRADED, "1 while a service answers other than its fully healthy answer.", &["zone", "service"]);
-        let reloads = counter(CONFIG_RELOADS, "Zone loads and reloads by result.", &["result"]);
-        let last_reload = IntGauge::new(CONFIG_LAST_RELOAD, "Unix time of the last successful zone load.").expect("valid metric");
+        let service_degraded = gauge(
+            SERVICE_DEGRADED,
+            "1 while a service answers other than its fully healthy answer.",
+            &["zone", "service"],
+        );
+        let reloads = counter(
+            CONFIG_RELOADS,
+            "Zone loads and reloads by result.",
+            &["result"],
+        );
+        let last_reload = IntGauge::new(
+            CONFIG_LAST_RELOAD,
+            "Unix time of the last successful zone load.",
+        )
+        .expect("valid metric");
         reg(Box::new(last_reload.clone()));
-        let webhook_dropped = counter(WEBHOOK_DROPPED, "Failover events dropped because the webhook queue was full.", &["zone"]);
-        let webhook_deliveries = counter(WEBHOOK_DELIVERIES, "Webhook deliveries by result.", &["result"]);
+        let webhook_dropped = counter(
+            WEBHOOK_DROPPED,
+            "Failover events dropped because the webhook queue was full.",
+            &["zone"],
+        );
+        let webhook_deliveries = counter(
+            WEBHOOK_DELIVERIES,
+            "Webhook deliveries by result.",
+            &["result"],
+        );
         for r in ["success", "error"] {
             reloads.with_label_values(&[r]);
             webhook_deliveries.with_label_values(&[r]);
         }
-        let build = GaugeVec::new(Opts::new(BUILD_INFO, "Build information; the value is always 1."), &["version"]).expect("valid metric");
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
+        let build = GaugeVec::new(
+            Opts::new(BUILD_INFO, "Build information; the value is always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
         reg(Box::new(build));
         let descs = [DNS_QUERIES, DNS_ANSWERS, DNS_DROPPED]
             .iter()
-            .map(|n| Desc::new(n.to_string(), "dns".into(), vec![], HashMap::new()).expect("valid desc"))
+            .map(|n| {
+                Desc::new(n.to_string(), "dns".into(), vec![], HashMap::new()).expect("valid desc")
+            })
             .collect();
-        reg(Box::new(DnsCollector { dns: dns.clone(), descs }));
+        reg(Box::new(DnsCollector {
+            dns: dns.clone(),
+            descs,
+        }));
         Metrics {
             registry,
             dns,

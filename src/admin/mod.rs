@@ -1,1 +1,291 @@
-//! The admin HTTP API: metrics, health and readiness, status, overrides, reload.
+//! The admin HTTP API, on its own listener (default 127.0.0.1:9153):
+//! Prometheus metrics, liveness and readiness, status JSON, the live status
+//! page, operator overrides and reload.
+//!
+//! Reading is open on the admin listener. Mutating calls need the bearer
+//! token (`admin-token` or `GSLB_ADMIN_TOKEN`); without a configured token
+//! they are allowed only when the listener is bound to loopback.
+
+mod status;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Shared;
+use crate::health::Override;
+
+pub use status::{ServiceStatus, Status, status};
+
+const PAGE: &str = include_str!("status.html");
+
+/// Bind the admin listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let l = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %l.local_addr()?, "admin API listening on http://{}", l.local_addr()?);
+    Ok(l)
+}
+
+/// Every route.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status_json))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/reload", post(reload))
+        .route(
+            "/api/v1/regions/{zone}/{region}/{action}",
+            post(region_override),
+        )
+        .route(
+            "/api/v1/regions/{zone}/{region}/endpoints/{endpoint}/{action}",
+            post(endpoint_override),
+        )
+        .with_state(shared)
+}
+
+/// Serve until `shutdown`.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let app = router(shared);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    status::refresh_service_gauges(&shared);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    // Zones loaded and listeners bound are true once the server runs; the
+    // first verdicts take up to one interval (or come from the state file).
+    if shared.health.first_verdicts_known() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first health verdicts\n",
+        )
+            .into_response()
+    }
+}
+
+async fn status_json(State(shared): State<Arc<Shared>>) -> Json<Status> {
+    Json(status(&shared))
+}
+
+/// Server-sent events: a `transition` event per state change, and a
+/// `status` event with the whole status at most every second while things
+/// change (and every 5 s regardless), for the live page.
+async fn events(
+    State(shared): State<Arc<Shared>>,
+) -> Sse<impl futures_core::Stream<Item = Result<Event, Infallible>>> {
+    let mut rx = shared.health.subscribe();
+    let stream = async_stream(move |tx| async move {
+        let first = serde_json::to_string(&status(&shared)).unwrap_or_default();
+        if tx
+            .send(Event::default().event("status").data(first))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let event = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(t) => Some(Event::default().event("transition").data(serde_json::to_string(&t).unwrap_or_default())),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                () = tokio::time::sleep(Duration::from_secs(5)) => None,
+            };
+            if let Some(e) = event {
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+            let s = serde_json::to_string(&status(&shared)).unwrap_or_default();
+            if tx
+                .send(Event::default().event("status").data(s))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A stream fed by a task through a small channel (no extra crate needed).
+fn async_stream<F, Fut>(f: F) -> impl futures_core::Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    ReceiverStream(rx)
+}
+
+struct ReceiverStream(tokio::sync::mpsc::Receiver<Event>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<Event, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|o| o.map(Ok))
+    }
+}
+
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let deny = |code: StatusCode, msg: &str| {
+        (
+            code,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": msg })),
+        )
+            .into_response()
+    };
+    match &shared.settings.admin_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            match given {
+                Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+                Some(_) => Err(deny(StatusCode::UNAUTHORIZED, "wrong bearer token")),
+                None => Err(deny(
+                    StatusCode::UNAUTHORIZED,
+                    "this call needs Authorization: Bearer TOKEN",
+                )),
+            }
+        }
+        None if shared.settings.admin.is_some_and(|a| a.ip().is_loopback()) => Ok(()),
+        None => Err(deny(
+            StatusCode::UNAUTHORIZED,
+            "no admin token is configured and the admin listener is not loopback-only: set admin-token or GSLB_ADMIN_TOKEN",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_action(action: &str) -> Option<Override> {
+    match action {
+        "drain" | "force-down" => Some(Override::Down),
+        "undrain" | "auto" => Some(Override::Auto),
+        "force-up" => Some(Override::Up),
+        _ => None,
+    }
+}
+
+fn apply_override(
+    shared: &Shared,
+    zone: &str,
+    region: &str,
+    endpoint: Option<IpAddr>,
+    action: &str,
+) -> Response {
+    let Some(o) = parse_action(action) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(
+                json!({ "error": format!("unknown action {action:?} (drain, undrain, force-up)") }),
+            ),
+        )
+            .into_response();
+    };
+    // `_` stands for "the zone that has this region".
+    let zone = (zone != "_").then_some(zone);
+    match shared.health.set_override(zone, region, endpoint, o) {
+        Ok(target) => (
+            StatusCode::OK,
+            Json(json!({ "ok": true, "target": target })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn region_override(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((zone, region, action)): Path<(String, String, String)>,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    apply_override(&shared, &zone, &region, None, &action)
+}
+
+async fn endpoint_override(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((zone, region, endpoint, action)): Path<(String, String, String, String)>,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let Ok(addr) = endpoint.parse::<IpAddr>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("{endpoint:?} is not an IP address") })),
+        )
+            .into_response();
+    };
+    apply_override(&shared, &zone, &region, Some(addr), &action)
+}
+
+async fn reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    match shared.reload().await {
+        Ok(summary) => (StatusCode::OK, Json(json!({ "ok": true, "summary": summary }))).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "ok": false, "errors": e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>() })),
+        )
+            .into_response(),
+    }
+}

@@ -133,7 +133,10 @@ pub fn load(paths: &[PathBuf], opts: LoadOptions) -> Result<Config, ConfigErrors
 }
 
 /// Validate zone files given as (path, text): the part of [`load`] after I/O.
-pub fn load_sources(sources: &[(PathBuf, String)], opts: LoadOptions) -> Result<Config, ConfigErrors> {
+pub fn load_sources(
+    sources: &[(PathBuf, String)],
+    opts: LoadOptions,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut zones: Vec<Arc<Zone>> = Vec::new();
     let mut claimed: HashMap<LowerName, Origin> = HashMap::new();
@@ -156,7 +159,13 @@ pub fn load_sources(sources: &[(PathBuf, String)], opts: LoadOptions) -> Result<
         Ok(Config { zones })
     } else {
         // Report in reading order, file by file.
-        errors.sort_by(|a, b| (&a.origin.file, a.origin.line, a.origin.col).cmp(&(&b.origin.file, b.origin.line, b.origin.col)));
+        errors.sort_by(|a, b| {
+            (&a.origin.file, a.origin.line, a.origin.col).cmp(&(
+                &b.origin.file,
+                b.origin.line,
+                b.origin.col,
+            ))
+        });
         Err(ConfigErrors(errors))
     }
 }
@@ -182,7 +191,10 @@ impl<'a> Source<'a> {
     fn origin(&self, offset: usize) -> Origin {
         let line = self.line_starts.partition_point(|&s| s <= offset);
         let start = self.line_starts[line - 1];
-        let col = self.text[start..offset.min(self.text.len())].chars().count() + 1;
+        let col = self.text[start..offset.min(self.text.len())]
+            .chars()
+            .count()
+            + 1;
         Origin {
             file: self.file.to_path_buf(),
             line,
@@ -223,7 +235,10 @@ impl Ctx<'_, '_> {
             None => default,
             Some(s) if (lo..=hi).contains(s.get_ref()) => *s.get_ref(),
             Some(s) => {
-                self.err(s, format!("{what} {} is out of range ({lo}..={hi})", s.get_ref()));
+                self.err(
+                    s,
+                    format!("{what} {} is out of range ({lo}..={hi})", s.get_ref()),
+                );
                 default
             }
         }
@@ -239,7 +254,13 @@ impl Ctx<'_, '_> {
             Some(s) => match humantime::parse_duration(s.get_ref()) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.err(s, format!("{what} {:?} is not a duration like \"5s\" or \"200ms\": {e}", s.get_ref()));
+                    self.err(
+                        s,
+                        format!(
+                            "{what} {:?} is not a duration like \"5s\" or \"200ms\": {e}",
+                            s.get_ref()
+                        ),
+                    );
                     default
                 }
             },
@@ -274,7 +295,9 @@ fn parse_owner(s: &str, apex: &Name) -> Result<Name, String> {
         return Err(format!("name {name} is outside the zone {apex}"));
     }
     if name.iter().skip(1).any(|l| l == b"*") {
-        return Err(format!("name {name}: `*` is only allowed as the leftmost label of a wildcard"));
+        return Err(format!(
+            "name {name}: `*` is only allowed as the leftmost label of a wildcard"
+        ));
     }
     Ok(name)
 }
@@ -322,7 +345,13 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
     let retry = cx.int(&z.retry, "retry", 0, MAX_TTL, 600) as i32;
     let expire = cx.int(&z.expire, "expire", 0, MAX_TTL, 604_800) as i32;
     let minimum = cx.int(&z.negative_ttl, "negative-ttl", 0, MAX_TTL, 60) as u32;
-    let serial = cx.int(&z.serial, "serial", 0, i64::from(u32::MAX), i64::from(opts.auto_serial)) as u32;
+    let serial = cx.int(
+        &z.serial,
+        "serial",
+        0,
+        i64::from(u32::MAX),
+        i64::from(opts.auto_serial),
+    ) as u32;
 
     let mut nameservers = Vec::new();
     for ns in z.nameservers.get_ref() {
@@ -338,7 +367,11 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         let h = z.hostmaster.get_ref().trim();
         let h = match h.split_once('@') {
             // An address names an absolute mailbox: hostmaster@example.com.
-            Some((local, domain)) => format!("{}.{}.", local.replace('.', "\\."), domain.trim_end_matches('.')),
+            Some((local, domain)) => format!(
+                "{}.{}.",
+                local.replace('.', "\\."),
+                domain.trim_end_matches('.')
+            ),
             None => h.to_string(),
         };
         match parse_name(&h, &zone_name) {
@@ -350,11 +383,16 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         }
     };
     let zone_origin = cx.src.at(&z.name);
-    let mname = nameservers.first().map(|n| n.0.clone()).unwrap_or_else(Name::root);
+    let mname = nameservers
+        .first()
+        .map(|n| n.0.clone())
+        .unwrap_or_else(Name::root);
     let soa = Record::from_rdata(
         zone_name.clone(),
         ttl,
-        RData::SOA(SOA::new(mname, rname, serial, refresh, retry, expire, minimum)),
+        RData::SOA(SOA::new(
+            mname, rname, serial, refresh, retry, expire, minimum,
+        )),
     );
 
     // Static records by owner and type, in file order.
@@ -406,12 +444,19 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
             }
         };
         if rdata.record_type() == RecordType::NS && LowerName::new(&owner) == apex {
-            cx.err(&r.rtype, "NS records at the apex come from `nameservers` in [zone]");
+            cx.err(
+                &r.rtype,
+                "NS records at the apex come from `nameservers` in [zone]",
+            );
             continue;
         }
         let rttl = cx.ttl(&r.ttl, ttl);
         let origin = cx.src.at(&r.name);
-        let ttl_origin = r.ttl.as_ref().map(|t| cx.src.at(t)).unwrap_or_else(|| origin.clone());
+        let ttl_origin = r
+            .ttl
+            .as_ref()
+            .map(|t| cx.src.at(t))
+            .unwrap_or_else(|| origin.clone());
         add(
             &owner,
             Entry {
@@ -447,7 +492,10 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         }
         if sets.contains_key(&RecordType::NS) && *key != apex && key.is_wildcard() {
             let e = &sets[&RecordType::NS][0];
-            cx.err_at(e.origin.clone(), format!("{}: a wildcard cannot be a delegation", e.record.name));
+            cx.err_at(
+                e.origin.clone(),
+                format!("{}: a wildcard cannot be a delegation", e.record.name),
+            );
         }
     }
     // Name servers inside the zone (or a delegated child) need an address.
@@ -464,11 +512,14 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         if !apex.zone_of(&key) {
             continue;
         }
-        let has_addr = data
-            .get(&key)
-            .is_some_and(|(_, s)| s.contains_key(&RecordType::A) || s.contains_key(&RecordType::AAAA));
+        let has_addr = data.get(&key).is_some_and(|(_, s)| {
+            s.contains_key(&RecordType::A) || s.contains_key(&RecordType::AAAA)
+        });
         if !has_addr {
-            cx.err_at(origin, format!("name server {ns} is inside the zone but has no A or AAAA record (glue)"));
+            cx.err_at(
+                origin,
+                format!("name server {ns} is inside the zone but has no A or AAAA record (glue)"),
+            );
         }
     }
 
@@ -482,7 +533,15 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
     }
     let mut regions = Defined::default();
     for (name, spec) in &file.region {
-        let built = build_region(&mut cx, regions.valid.len(), name, spec, &checks, &zone_name).map(Arc::new);
+        let built = build_region(
+            &mut cx,
+            regions.valid.len(),
+            name,
+            spec,
+            &checks,
+            &zone_name,
+        )
+        .map(Arc::new);
         regions.insert(name.get_ref(), built);
     }
     let mut services: Vec<Arc<Service>> = Vec::new();
@@ -493,17 +552,27 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         };
         let lname = LowerName::new(&s.name);
         if let Some(cut) = cuts.iter().find(|c| c.zone_of(&lname)) {
-            cx.err(key, format!("service {} is at or below the delegation {cut}", s.name));
+            cx.err(
+                key,
+                format!("service {} is at or below the delegation {cut}", s.name),
+            );
             continue;
         }
-        let has_alias = s.regions.iter().any(|r| matches!(r.region.target, RegionTarget::Alias(_)))
+        let has_alias = s
+            .regions
+            .iter()
+            .any(|r| matches!(r.region.target, RegionTarget::Alias(_)))
             || matches!(&s.when_all_down, WhenAllDown::LastResort(r) if matches!(r.target, RegionTarget::Alias(_)));
         if has_alias && lname == apex {
-            cx.err(key, "a service at the apex cannot use a cname region (no CNAME at the zone apex)");
+            cx.err(
+                key,
+                "a service at the apex cannot use a cname region (no CNAME at the zone apex)",
+            );
         }
         if let Some((_, sets)) = data.get(&lname) {
             for (t, entries) in sets {
-                let clash = has_alias || matches!(t, RecordType::A | RecordType::AAAA | RecordType::CNAME);
+                let clash =
+                    has_alias || matches!(t, RecordType::A | RecordType::AAAA | RecordType::CNAME);
                 if clash {
                     let why = if has_alias {
                         "it answers with a CNAME, which allows no other data at the name"
@@ -512,13 +581,24 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
                     };
                     cx.err_at(
                         entries[0].origin.clone(),
-                        format!("static {t} record at {} conflicts with [service.{}] at {} ({why})", s.name, key.get_ref(), s.origin),
+                        format!(
+                            "static {t} record at {} conflicts with [service.{}] at {} ({why})",
+                            s.name,
+                            key.get_ref(),
+                            s.origin
+                        ),
                     );
                 }
             }
         }
         if let Some(first) = service_at.insert(lname, s.origin.clone()) {
-            cx.err(key, format!("service name {} is already used by the service at {first}", s.name));
+            cx.err(
+                key,
+                format!(
+                    "service name {} is already used by the service at {first}",
+                    s.name
+                ),
+            );
             continue;
         }
         services.push(Arc::new(s));
@@ -614,8 +694,17 @@ impl<T> Defined<T> {
         if self.invalid.contains(name) {
             return Err(None);
         }
-        let known: Vec<&str> = self.valid.keys().chain(self.invalid.iter()).map(String::as_str).collect();
-        let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+        let known: Vec<&str> = self
+            .valid
+            .keys()
+            .chain(self.invalid.iter())
+            .map(String::as_str)
+            .collect();
+        let known = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        };
         Err(Some(format!("unknown {what} {name:?} (defined: {known})")))
     }
 }
@@ -630,7 +719,12 @@ fn check_rrsets(
         if let Some(cnames) = sets.get(&RecordType::CNAME) {
             let first = &cnames[0];
             if key == apex {
-                cx.err_at(first.origin.clone(), format!("CNAME at the zone apex {name} is not allowed (the apex has SOA and NS)"));
+                cx.err_at(
+                    first.origin.clone(),
+                    format!(
+                        "CNAME at the zone apex {name} is not allowed (the apex has SOA and NS)"
+                    ),
+                );
             } else if let Some((t, other)) = sets.iter().find(|(t, _)| **t != RecordType::CNAME) {
                 cx.err_at(
                     first.origin.clone(),
@@ -638,13 +732,26 @@ fn check_rrsets(
                 );
             }
             for extra in &cnames[1..] {
-                cx.err_at(extra.origin.clone(), format!("second CNAME at {name} (first at {}); a name has at most one", first.origin));
+                cx.err_at(
+                    extra.origin.clone(),
+                    format!(
+                        "second CNAME at {name} (first at {}); a name has at most one",
+                        first.origin
+                    ),
+                );
             }
         }
         for entries in sets.values() {
             for (i, e) in entries.iter().enumerate() {
                 if let Some(dup) = entries[..i].iter().find(|d| d.record.data == e.record.data) {
-                    cx.err_at(e.origin.clone(), format!("duplicate record {name} {} (same as at {})", e.record.record_type(), dup.origin));
+                    cx.err_at(
+                        e.origin.clone(),
+                        format!(
+                            "duplicate record {name} {} (same as at {})",
+                            e.record.record_type(),
+                            dup.origin
+                        ),
+                    );
                 } else if e.record.ttl != entries[0].record.ttl {
                     cx.err_at(
                         e.ttl_origin.clone(),
@@ -669,7 +776,10 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
         "http" => CheckKind::Http,
         "https" => CheckKind::Https,
         other => {
-            cx.err(&s.kind, format!("unknown check type {other:?} (expected \"http\", \"https\" or \"tcp\")"));
+            cx.err(
+                &s.kind,
+                format!("unknown check type {other:?} (expected \"http\", \"https\" or \"tcp\")"),
+            );
             return None;
         }
     };
@@ -678,7 +788,10 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
         CheckKind::Https => 443,
         CheckKind::Tcp => {
             if s.port.is_none() && s.target.is_none() {
-                cx.err(name, format!("check {}: a tcp check needs `port`", name.get_ref()));
+                cx.err(
+                    name,
+                    format!("check {}: a tcp check needs `port`", name.get_ref()),
+                );
             }
             0
         }
@@ -696,7 +809,10 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
         for (field, span) in http_only {
             if let Some(span) = span {
                 let origin = cx.src.origin(span.start);
-                cx.err_at(origin, format!("`{field}` applies to http and https checks, not tcp"));
+                cx.err_at(
+                    origin,
+                    format!("`{field}` applies to http and https checks, not tcp"),
+                );
             }
         }
     }
@@ -705,7 +821,10 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
         Some(m) => {
             let up = m.get_ref().to_ascii_uppercase();
             if up != "GET" && up != "HEAD" {
-                cx.err(m, format!("method {:?} is not supported (GET or HEAD)", m.get_ref()));
+                cx.err(
+                    m,
+                    format!("method {:?} is not supported (GET or HEAD)", m.get_ref()),
+                );
             }
             up
         }
@@ -738,6 +857,42 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
             out
         }
     };
+    if let (Some(b), "HEAD") = (&s.expect_body, method.as_str()) {
+        cx.err(
+            b,
+            "expect-body cannot be checked with method HEAD (a HEAD response has no body)",
+        );
+    }
+    if let Some(h) = &s.host {
+        let v = h.get_ref();
+        let valid = v.parse::<IpAddr>().is_ok()
+            || (Name::from_ascii(v).is_ok()
+                && !v.contains(':')
+                && !v.contains('/')
+                && !v.is_empty());
+        if !valid {
+            cx.err(
+                h,
+                format!(
+                    "host {v:?} is not a host name or address (no port or path: the port is `port`)"
+                ),
+            );
+        }
+    }
+    for (k, v) in &s.headers {
+        let name_ok = !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !name_ok || v.bytes().any(|b| b == b'\r' || b == b'\n') {
+            cx.err(
+                name,
+                format!(
+                    "check {}: header {k:?} is not a valid HTTP header",
+                    name.get_ref()
+                ),
+            );
+        }
+    }
     if let Some(b) = &s.expect_body {
         if b.get_ref().is_empty() || b.get_ref().len() > 5120 {
             cx.err(b, "expect-body must be 1 to 5120 bytes (only the first 5120 bytes of a body are read)");
@@ -770,8 +925,19 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
         }
     }
     if timeout.is_zero() || timeout > interval {
-        let at = s.timeout.as_ref().map(|t| cx.src.at(t)).unwrap_or_else(|| cx.src.at(name));
-        cx.err_at(at, format!("timeout {} must be above zero and at most the interval {}", humantime::format_duration(timeout), humantime::format_duration(interval)));
+        let at = s
+            .timeout
+            .as_ref()
+            .map(|t| cx.src.at(t))
+            .unwrap_or_else(|| cx.src.at(name));
+        cx.err_at(
+            at,
+            format!(
+                "timeout {} must be above zero and at most the interval {}",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ),
+        );
     }
     let recheck = match &s.recheck {
         None => Some(Duration::from_millis(200)),
@@ -804,7 +970,11 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
         method,
         path,
         host: s.host.as_ref().map(|h| h.get_ref().clone()),
-        headers: s.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        headers: s
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         expect_status,
         expect_body: s.expect_body.as_ref().map(|b| b.get_ref().clone()),
         tls_verify: s.tls_verify.unwrap_or(true),
@@ -847,20 +1017,37 @@ fn build_region(
     let before = cx.errors.len();
     let target = match (&s.endpoints, &s.cname) {
         (Some(_), Some(c)) => {
-            cx.err(c, format!("region {}: set either `endpoints` or `cname`, not both", name.get_ref()));
+            cx.err(
+                c,
+                format!(
+                    "region {}: set either `endpoints` or `cname`, not both",
+                    name.get_ref()
+                ),
+            );
             return None;
         }
         (None, None) => {
-            cx.err(name, format!("region {} needs `endpoints` (addresses) or `cname` (a host name)", name.get_ref()));
+            cx.err(
+                name,
+                format!(
+                    "region {} needs `endpoints` (addresses) or `cname` (a host name)",
+                    name.get_ref()
+                ),
+            );
             return None;
         }
         (Some(eps), None) => {
             let mut addrs: Vec<IpAddr> = Vec::new();
             for ep in eps.get_ref() {
                 match ep.get_ref().trim().parse::<IpAddr>() {
-                    Ok(a) if addrs.contains(&a) => cx.err(ep, format!("endpoint {a} is listed twice")),
+                    Ok(a) if addrs.contains(&a) => {
+                        cx.err(ep, format!("endpoint {a} is listed twice"))
+                    }
                     Ok(a) => addrs.push(a),
-                    Err(_) => cx.err(ep, format!("endpoint {:?} is not an IPv4 or IPv6 address", ep.get_ref())),
+                    Err(_) => cx.err(
+                        ep,
+                        format!("endpoint {:?} is not an IPv4 or IPv6 address", ep.get_ref()),
+                    ),
                 }
             }
             if eps.get_ref().is_empty() {
@@ -901,7 +1088,13 @@ fn build_region(
     };
     let min_healthy = match &s.min_healthy {
         Some(m) if *m.get_ref() < 1 || *m.get_ref() > n_endpoints as i64 => {
-            cx.err(m, format!("min-healthy {} must be between 1 and the region's {n_endpoints} endpoint(s)", m.get_ref()));
+            cx.err(
+                m,
+                format!(
+                    "min-healthy {} must be between 1 and the region's {n_endpoints} endpoint(s)",
+                    m.get_ref()
+                ),
+            );
             1
         }
         Some(m) => *m.get_ref() as usize,
@@ -946,20 +1139,30 @@ fn build_service(
             Err(None) => None,
         }
     };
-    let policy_name = s.policy.as_ref().map(|p| p.get_ref().as_str()).unwrap_or("failover");
+    let policy_name = s
+        .policy
+        .as_ref()
+        .map(|p| p.get_ref().as_str())
+        .unwrap_or("failover");
     let answers = cx.int(&s.answers, "answers", 1, 64, 1) as usize;
     let policy = match policy_name {
         "failover" => Policy::Failover,
         "weighted" => Policy::Weighted { answers },
         "all-healthy" => Policy::AllHealthy,
         other => {
-            let p = s.policy.as_ref().expect("policy is set when not the default");
+            let p = s
+                .policy
+                .as_ref()
+                .expect("policy is set when not the default");
             cx.err(p, format!("unknown policy {other:?} (expected \"failover\", \"weighted\" or \"all-healthy\")"));
             return None;
         }
     };
     if s.answers.is_some() && !matches!(policy, Policy::Weighted { .. }) {
-        cx.err(s.answers.as_ref().expect("checked"), "`answers` applies to the weighted policy only");
+        cx.err(
+            s.answers.as_ref().expect("checked"),
+            "`answers` applies to the weighted policy only",
+        );
     }
     let mut members: Vec<ServiceRegion> = Vec::new();
     let seen = |cx: &mut Ctx<'_, '_>, r: &Arc<Region>, at: Origin, members: &[ServiceRegion]| {
@@ -976,7 +1179,10 @@ fn build_service(
                 let at = cx.src.at(r);
                 if let Some(reg) = lookup(cx, r.get_ref(), at.clone()) {
                     if seen(cx, &reg, at, &members) {
-                        members.push(ServiceRegion { region: reg, weight: 1 });
+                        members.push(ServiceRegion {
+                            region: reg,
+                            weight: 1,
+                        });
                     }
                 }
             }
@@ -993,42 +1199,78 @@ fn build_service(
                 let weight = cx.int(&Some(w.clone()), "weight", 0, 1_000_000, 1) as u32;
                 if let Some(reg) = lookup(cx, r, at.clone()) {
                     if seen(cx, &reg, at, &members) {
-                        members.push(ServiceRegion { region: reg, weight });
+                        members.push(ServiceRegion {
+                            region: reg,
+                            weight,
+                        });
                     }
                 }
             }
             if weights.get_ref().is_empty() {
                 cx.err(weights, "weights is empty");
             } else if members.iter().all(|m| m.weight == 0) && cx.errors.len() == before {
-                cx.err(weights, "every weight is 0: at least one region needs a positive weight");
+                cx.err(
+                    weights,
+                    "every weight is 0: at least one region needs a positive weight",
+                );
             }
         }
         (Some(list), Some(_)) => {
-            cx.err(list, "set `regions` or `weights`, not both (weights also lists the regions)");
+            cx.err(
+                list,
+                "set `regions` or `weights`, not both (weights also lists the regions)",
+            );
         }
-        (None, None) => cx.err(key, format!("service {} needs `regions` (or `weights` for the weighted policy)", key.get_ref())),
+        (None, None) => cx.err(
+            key,
+            format!(
+                "service {} needs `regions` (or `weights` for the weighted policy)",
+                key.get_ref()
+            ),
+        ),
     }
-    let aliases = members.iter().filter(|m| matches!(m.region.target, RegionTarget::Alias(_))).count();
-    if aliases > 0 && (matches!(policy, Policy::AllHealthy) || matches!(policy, Policy::Weighted { answers } if answers > 1)) {
+    let aliases = members
+        .iter()
+        .filter(|m| matches!(m.region.target, RegionTarget::Alias(_)))
+        .count();
+    if aliases > 0
+        && (matches!(policy, Policy::AllHealthy)
+            || matches!(policy, Policy::Weighted { answers } if answers > 1))
+    {
         cx.err(key, format!("service {}: a cname region can only be answered alone (failover, or weighted with answers = 1)", key.get_ref()));
     }
     if let Policy::Weighted { answers } = policy {
         if answers > members.len() && !members.is_empty() {
-            cx.err(s.answers.as_ref().expect("answers > 1 is set"), format!("answers = {answers} but the service has {} regions", members.len()));
+            cx.err(
+                s.answers.as_ref().expect("answers > 1 is set"),
+                format!(
+                    "answers = {answers} but the service has {} regions",
+                    members.len()
+                ),
+            );
         }
     }
     let ttl = cx.ttl(&s.ttl, DEFAULT_SERVICE_TTL);
     let degraded_ttl = cx.ttl(&s.degraded_ttl, ttl.min(DEFAULT_DEGRADED_TTL));
     if degraded_ttl > ttl {
-        cx.err(s.degraded_ttl.as_ref().expect("set when above ttl"), format!("degraded-ttl {degraded_ttl} is above ttl {ttl}"));
+        cx.err(
+            s.degraded_ttl.as_ref().expect("set when above ttl"),
+            format!("degraded-ttl {degraded_ttl} is above ttl {ttl}"),
+        );
     }
     let max_records = cx.int(&s.max_records, "max-records", 1, 64, 8) as usize;
-    let mode = s.when_all_down.as_ref().map(|m| m.get_ref().as_str()).unwrap_or("fail-open");
+    let mode = s
+        .when_all_down
+        .as_ref()
+        .map(|m| m.get_ref().as_str())
+        .unwrap_or("fail-open");
     let when_all_down = match (mode, &s.last_resort) {
         ("fail-open", None) => WhenAllDown::FailOpen,
         ("nodata", None) => WhenAllDown::NoData,
         ("servfail", None) => WhenAllDown::ServFail,
-        ("last-resort" | "fail-open", Some(r)) if s.when_all_down.is_none() || mode == "last-resort" => {
+        ("last-resort" | "fail-open", Some(r))
+            if s.when_all_down.is_none() || mode == "last-resort" =>
+        {
             let at = cx.src.at(r);
             match lookup(cx, r.get_ref(), at) {
                 Some(reg) => WhenAllDown::LastResort(reg),
@@ -1036,11 +1278,19 @@ fn build_service(
             }
         }
         ("last-resort", None) => {
-            cx.err(s.when_all_down.as_ref().expect("set"), "when-all-down = \"last-resort\" needs `last-resort = \"REGION\"`");
+            cx.err(
+                s.when_all_down.as_ref().expect("set"),
+                "when-all-down = \"last-resort\" needs `last-resort = \"REGION\"`",
+            );
             WhenAllDown::FailOpen
         }
         (_, Some(r)) if matches!(mode, "fail-open" | "nodata" | "servfail") => {
-            cx.err(r, format!("`last-resort` is only used with when-all-down = \"last-resort\", not {mode:?}"));
+            cx.err(
+                r,
+                format!(
+                    "`last-resort` is only used with when-all-down = \"last-resort\", not {mode:?}"
+                ),
+            );
             WhenAllDown::FailOpen
         }
         (other, _) => {

@@ -30,10 +30,17 @@ fn int<T: std::str::FromStr>(field: &str, what: &str, rtype: &str) -> Result<T, 
         .map_err(|_| value_err(format!("{rtype} {what} {field:?} is not a valid number")))
 }
 
-fn fields<'a>(value: &'a str, n: usize, rtype: &str, form: &str) -> Result<Vec<&'a str>, RDataError> {
+fn fields<'a>(
+    value: &'a str,
+    n: usize,
+    rtype: &str,
+    form: &str,
+) -> Result<Vec<&'a str>, RDataError> {
     let f: Vec<&str> = value.split_whitespace().collect();
     if f.len() != n {
-        return Err(value_err(format!("{rtype} value {value:?} must be {form:?}")));
+        return Err(value_err(format!(
+            "{rtype} value {value:?} must be {form:?}"
+        )));
     }
     Ok(f)
 }
@@ -46,21 +53,29 @@ fn name(value: &str, apex: &Name, rtype: &str) -> Result<Name, RDataError> {
 pub fn parse_rdata(rtype: &str, value: &str, apex: &Name) -> Result<RData, RDataError> {
     let v = value.trim();
     Ok(match rtype {
-        "A" => RData::A(A(v
-            .parse::<Ipv4Addr>()
-            .map_err(|_| value_err(format!("A value {value:?} is not an IPv4 address")))?)),
-        "AAAA" => RData::AAAA(AAAA(v
-            .parse::<Ipv6Addr>()
-            .map_err(|_| value_err(format!("AAAA value {value:?} is not an IPv6 address")))?)),
+        "A" => RData::A(A(v.parse::<Ipv4Addr>().map_err(|_| {
+            value_err(format!("A value {value:?} is not an IPv4 address"))
+        })?)),
+        "AAAA" => RData::AAAA(AAAA(v.parse::<Ipv6Addr>().map_err(|_| {
+            value_err(format!("AAAA value {value:?} is not an IPv6 address"))
+        })?)),
         "CNAME" => RData::CNAME(CNAME(name(v, apex, rtype)?)),
         "NS" => RData::NS(NS(name(v, apex, rtype)?)),
         "PTR" => RData::PTR(PTR(name(v, apex, rtype)?)),
         "MX" => {
             let f = fields(v, 2, rtype, "PREFERENCE EXCHANGE, e.g. 10 mail")?;
-            RData::MX(MX::new(int(f[0], "preference", rtype)?, name(f[1], apex, rtype)?))
+            RData::MX(MX::new(
+                int(f[0], "preference", rtype)?,
+                name(f[1], apex, rtype)?,
+            ))
         }
         "SRV" => {
-            let f = fields(v, 4, rtype, "PRIORITY WEIGHT PORT TARGET, e.g. 10 5 5060 sip")?;
+            let f = fields(
+                v,
+                4,
+                rtype,
+                "PRIORITY WEIGHT PORT TARGET, e.g. 10 5 5060 sip",
+            )?;
             RData::SRV(SRV::new(
                 int(f[0], "priority", rtype)?,
                 int(f[1], "weight", rtype)?,
@@ -105,7 +120,9 @@ fn caa(v: &str) -> Result<RData, RDataError> {
     };
     let flags: u8 = int(flags, "flags", "CAA")?;
     if tag.is_empty() || tag.len() > 15 || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(value_err(format!("CAA tag {tag:?} must be 1 to 15 letters or digits")));
+        return Err(value_err(format!(
+            "CAA tag {tag:?} must be 1 to 15 letters or digits"
+        )));
     }
     let val = val.trim();
     let val = val

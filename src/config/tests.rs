@@ -10,20 +10,33 @@ hostmaster = "h.example.net."
 "#;
 
 fn load_one(text: &str) -> Result<Config, ConfigErrors> {
-    load_sources(&[(PathBuf::from("z.toml"), text.to_string())], LoadOptions { auto_serial: 7 })
+    load_sources(
+        &[(PathBuf::from("z.toml"), text.to_string())],
+        LoadOptions { auto_serial: 7 },
+    )
 }
 
 fn errors(text: &str) -> Vec<String> {
-    load_one(text).expect_err("must fail").0.iter().map(|e| e.to_string()).collect()
+    load_one(text)
+        .expect_err("must fail")
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
 }
 
 #[test]
 fn defaults_fill_the_soa() {
     let cfg = load_one(HEAD).unwrap();
     let z = &cfg.zones[0];
-    let RData::SOA(soa) = &z.soa.data else { panic!() };
+    let RData::SOA(soa) = &z.soa.data else {
+        panic!()
+    };
     assert_eq!(soa.serial, 7, "auto serial when unset");
-    assert_eq!((soa.refresh, soa.retry, soa.expire, soa.minimum), (3600, 600, 604_800, 60));
+    assert_eq!(
+        (soa.refresh, soa.retry, soa.expire, soa.minimum),
+        (3600, 600, 604_800, 60)
+    );
     assert_eq!(z.soa.ttl, DEFAULT_TTL);
     assert_eq!(z.negative_ttl, 60);
     assert_eq!(z.record_count, 2, "SOA and one NS");
@@ -40,7 +53,9 @@ fn unknown_keys_are_rejected_in_every_table() {
     let region = "\n[region.r]\nendpoints = [\"192.0.2.1\"]\n";
     let cases = [
         HEAD.replace("[zone]", "[zone]\nbogus = 1"),
-        format!("{HEAD}\n[[record]]\nname = \"a\"\ntype = \"A\"\nvalue = \"192.0.2.1\"\nbogus = 1\n"),
+        format!(
+            "{HEAD}\n[[record]]\nname = \"a\"\ntype = \"A\"\nvalue = \"192.0.2.1\"\nbogus = 1\n"
+        ),
         format!("{HEAD}\n[check.c]\ntype = \"tcp\"\nport = 1\nbogus = 1\n"),
         format!("{HEAD}\n[region.r]\nendpoints = [\"192.0.2.1\"]\nbogus = 1\n"),
         format!("{HEAD}{region}\n[service.s]\nregions = [\"r\"]\nbogus = 1\n"),
@@ -67,10 +82,16 @@ fn relative_absolute_apex_and_wildcard_names() {
     let key = |s: &str| LowerName::new(&Name::from_ascii(s).unwrap());
     assert!(z.nodes[&key("z.example.")].rrset(RecordType::TXT).is_some());
     assert!(z.nodes[&key("a.z.example.")].rrset(RecordType::A).is_some());
-    let cname = &z.nodes[&key("b.z.example.")].rrset(RecordType::CNAME).unwrap().records[0];
+    let cname = &z.nodes[&key("b.z.example.")]
+        .rrset(RecordType::CNAME)
+        .unwrap()
+        .records[0];
     assert_eq!(cname.data.to_string(), "a.z.example.");
     assert!(z.has_wildcards);
-    assert!(z.nodes[&key("w.z.example.")].is_empty_non_terminal(), "parent of a wildcard exists");
+    assert!(
+        z.nodes[&key("w.z.example.")].is_empty_non_terminal(),
+        "parent of a wildcard exists"
+    );
 }
 
 #[test]
@@ -131,45 +152,101 @@ last-resort = "east"
     let z = &cfg.zones[0];
     let web = &z.checks["web"];
     assert_eq!(web.port, 443);
-    assert_eq!(web.expect_status, vec![StatusRange { lo: 200, hi: 200 }, StatusRange { lo: 300, hi: 302 }]);
+    assert_eq!(
+        web.expect_status,
+        vec![
+            StatusRange { lo: 200, hi: 200 },
+            StatusRange { lo: 300, hi: 302 }
+        ]
+    );
     assert_eq!(web.recheck, Some(Duration::from_millis(100)));
     assert_eq!(z.checks["port"].recheck, None);
     assert_eq!(z.regions["east"].min_healthy, 2);
-    assert_eq!(z.regions["cloud"].target, RegionTarget::Alias(Name::from_ascii("lb.cloud.example.net.").unwrap()));
+    assert_eq!(
+        z.regions["cloud"].target,
+        RegionTarget::Alias(Name::from_ascii("lb.cloud.example.net.").unwrap())
+    );
     let svc = |k: &str| z.services.iter().find(|s| s.key == k).unwrap();
     assert_eq!(svc("api").policy, Policy::Failover);
     assert_eq!(svc("api").degraded_ttl, 10);
     assert_eq!(svc("www").policy, Policy::Weighted { answers: 2 });
     assert_eq!(svc("www").degraded_ttl, 10);
-    let weights: Vec<(String, u32)> = svc("www").regions.iter().map(|r| (r.region.name.clone(), r.weight)).collect();
+    let weights: Vec<(String, u32)> = svc("www")
+        .regions
+        .iter()
+        .map(|r| (r.region.name.clone(), r.weight))
+        .collect();
     assert_eq!(weights, [("east".to_string(), 3), ("west".to_string(), 1)]);
     assert_eq!(svc("@").name.to_ascii(), "z.example.");
     assert_eq!(svc("@").when_all_down, WhenAllDown::ServFail);
     assert!(matches!(&svc("*.edge").when_all_down, WhenAllDown::LastResort(r) if r.name == "east"));
     // Regions are indexed in name order for the health cells.
-    let idx: Vec<(String, usize)> = z.regions.values().map(|r| (r.name.clone(), r.index)).collect();
-    assert_eq!(idx, [("cloud".to_string(), 0), ("east".to_string(), 1), ("west".to_string(), 2)]);
+    let idx: Vec<(String, usize)> = z
+        .regions
+        .values()
+        .map(|r| (r.name.clone(), r.index))
+        .collect();
+    assert_eq!(
+        idx,
+        [
+            ("cloud".to_string(), 0),
+            ("east".to_string(), 1),
+            ("west".to_string(), 2)
+        ]
+    );
 }
 
 #[test]
 fn service_rules() {
-    let base = format!("{HEAD}\n[region.r]\nendpoints = [\"192.0.2.1\"]\n\n[region.c]\ncname = \"x.example.net.\"\n");
+    let base = format!(
+        "{HEAD}\n[region.r]\nendpoints = [\"192.0.2.1\"]\n\n[region.c]\ncname = \"x.example.net.\"\n"
+    );
     let cases = [
-        ("[service.s]\npolicy = \"all-healthy\"\nregions = [\"r\", \"c\"]\n", "cname region can only be answered alone"),
-        ("[service.\"@\"]\nregions = [\"c\"]\n", "no CNAME at the zone apex"),
+        (
+            "[service.s]\npolicy = \"all-healthy\"\nregions = [\"r\", \"c\"]\n",
+            "cname region can only be answered alone",
+        ),
+        (
+            "[service.\"@\"]\nregions = [\"c\"]\n",
+            "no CNAME at the zone apex",
+        ),
         ("[service.s]\nregions = [\"r\", \"r\"]\n", "listed twice"),
-        ("[service.s]\nregions = [\"r\"]\nweights = { r = 1 }\n", "not both"),
-        ("[service.s]\nregions = [\"r\"]\nanswers = 2\n", "weighted policy only"),
-        ("[service.s]\nregions = [\"r\"]\nttl = 5\ndegraded-ttl = 9\n", "above ttl"),
-        ("[service.s]\nregions = [\"r\"]\nwhen-all-down = \"last-resort\"\n", "needs `last-resort"),
-        ("[service.s]\nregions = [\"r\"]\nwhen-all-down = \"nodata\"\nlast-resort = \"r\"\n", "only used with"),
+        (
+            "[service.s]\nregions = [\"r\"]\nweights = { r = 1 }\n",
+            "not both",
+        ),
+        (
+            "[service.s]\nregions = [\"r\"]\nanswers = 2\n",
+            "weighted policy only",
+        ),
+        (
+            "[service.s]\nregions = [\"r\"]\nttl = 5\ndegraded-ttl = 9\n",
+            "above ttl",
+        ),
+        (
+            "[service.s]\nregions = [\"r\"]\nwhen-all-down = \"last-resort\"\n",
+            "needs `last-resort",
+        ),
+        (
+            "[service.s]\nregions = [\"r\"]\nwhen-all-down = \"nodata\"\nlast-resort = \"r\"\n",
+            "only used with",
+        ),
         ("[service.s]\nregions = []\n", "regions is empty"),
-        ("[service.\"other.example.\"]\nregions = [\"r\"]\n", "outside the zone"),
-        ("[service.s]\nregions = [\"c\"]\n[[record]]\nname = \"s\"\ntype = \"TXT\"\nvalue = \"x\"\n", "allows no other data"),
+        (
+            "[service.\"other.example.\"]\nregions = [\"r\"]\n",
+            "outside the zone",
+        ),
+        (
+            "[service.s]\nregions = [\"c\"]\n[[record]]\nname = \"s\"\ntype = \"TXT\"\nvalue = \"x\"\n",
+            "allows no other data",
+        ),
     ];
     for (tail, want) in cases {
         let errs = errors(&format!("{base}\n{tail}"));
-        assert!(errs.iter().any(|e| e.contains(want)), "{tail}: want {want:?}, got {errs:?}");
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{tail}: want {want:?}, got {errs:?}"
+        );
     }
     // A TXT beside a service that answers addresses is fine.
     load_one(&format!("{base}\n[service.s]\nregions = [\"r\"]\n[[record]]\nname = \"s\"\ntype = \"TXT\"\nvalue = \"x\"\n")).unwrap();
@@ -180,19 +257,49 @@ fn check_rules() {
     let cases = [
         ("type = \"icmp\"", "unknown check type"),
         ("type = \"tcp\"", "needs `port`"),
-        ("type = \"tcp\"\nport = 1\npath = \"/x\"", "applies to http and https"),
-        ("type = \"http\"\ninterval = \"50ms\"\ntimeout = \"10ms\"", "at least 100ms"),
+        (
+            "type = \"tcp\"\nport = 1\npath = \"/x\"",
+            "applies to http and https",
+        ),
+        (
+            "type = \"http\"\ninterval = \"50ms\"\ntimeout = \"10ms\"",
+            "at least 100ms",
+        ),
         ("type = \"http\"\ninterval = \"fast\"", "not a duration"),
-        ("type = \"http\"\nexpect-status = [\"200-1000\"]", "expect-status"),
+        (
+            "type = \"http\"\nexpect-status = [\"200-1000\"]",
+            "expect-status",
+        ),
         ("type = \"http\"\nmethod = \"POST\"", "GET or HEAD"),
         ("type = \"http\"\npath = \"health\"", "must start with /"),
         ("type = \"http\"\nfall = 0", "fall 0 is out of range"),
-        ("type = \"http\"\ntarget = \"localhost:80\"", "not ADDR:PORT"),
-        ("type = \"https\"\nca-file = \"/nonexistent.pem\"", "does not exist"),
+        (
+            "type = \"http\"\ntarget = \"localhost:80\"",
+            "not ADDR:PORT",
+        ),
+        (
+            "type = \"https\"\nca-file = \"/nonexistent.pem\"",
+            "does not exist",
+        ),
+        (
+            "type = \"http\"\nmethod = \"HEAD\"\nexpect-body = \"ok\"",
+            "cannot be checked with method HEAD",
+        ),
+        (
+            "type = \"https\"\nhost = \"api.test:8443\"",
+            "not a host name",
+        ),
+        (
+            "type = \"http\"\nheaders = { \"Bad Header\" = \"x\" }",
+            "not a valid HTTP header",
+        ),
     ];
     for (body, want) in cases {
         let errs = errors(&format!("{HEAD}\n[check.c]\n{body}\n"));
-        assert!(errs.iter().any(|e| e.contains(want)), "{body}: want {want:?}, got {errs:?}");
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{body}: want {want:?}, got {errs:?}"
+        );
     }
 }
 
@@ -204,9 +311,17 @@ fn caa_mx_srv_values() {
         Err(_) => panic!("{t} {v}"),
     };
     assert_eq!(ok("MX", "10 mail"), "10 mail.z.example.");
-    assert_eq!(ok("SRV", "1 2 3 sip.example.net."), "1 2 3 sip.example.net.");
+    assert_eq!(
+        ok("SRV", "1 2 3 sip.example.net."),
+        "1 2 3 sip.example.net."
+    );
     assert!(ok("CAA", "128 iodef \"mailto:sec@example.com\"").contains("iodef"));
-    for (t, v) in [("MX", "x mail"), ("SRV", "1 2 sip"), ("CAA", "0 is-sue x"), ("CAA", "300 issue x")] {
+    for (t, v) in [
+        ("MX", "x mail"),
+        ("SRV", "1 2 sip"),
+        ("CAA", "0 is-sue x"),
+        ("CAA", "300 issue x"),
+    ] {
         assert!(records::parse_rdata(t, v, &apex).is_err(), "{t} {v}");
     }
 }
@@ -217,5 +332,9 @@ fn spans_become_line_and_column() {
     assert_eq!((src.origin(0).line, src.origin(0).col), (1, 1));
     assert_eq!((src.origin(3).line, src.origin(3).col), (2, 1));
     assert_eq!((src.origin(8).line, src.origin(8).col), (3, 1));
-    assert_eq!((src.origin(7).line, src.origin(7).col), (2, 4), "columns count characters, not bytes");
+    assert_eq!(
+        (src.origin(7).line, src.origin(7).col),
+        (2, 4),
+        "columns count characters, not bytes"
+    );
 }

@@ -87,7 +87,10 @@ impl ServedZone {
 /// A zone's name as logs and metrics show it: lower case, no trailing dot.
 pub fn zone_label(zone: &Zone) -> String {
     let s = zone.apex.to_string();
-    s.strip_suffix('.').filter(|x| !x.is_empty()).unwrap_or(&s).to_string()
+    s.strip_suffix('.')
+        .filter(|x| !x.is_empty())
+        .unwrap_or(&s)
+        .to_string()
 }
 
 /// Everything the DNS path reads: swapped whole on reload.
@@ -102,10 +105,21 @@ pub struct Snapshot {
 impl Snapshot {
     /// A snapshot serving these zones.
     pub fn new(zones: Vec<ServedZone>) -> Self {
-        let min_labels = zones.iter().map(|z| z.zone.apex.num_labels()).min().unwrap_or(0);
-        let max_labels = zones.iter().map(|z| z.zone.apex.num_labels()).max().unwrap_or(0);
+        let min_labels = zones
+            .iter()
+            .map(|z| z.zone.apex.num_labels())
+            .min()
+            .unwrap_or(0);
+        let max_labels = zones
+            .iter()
+            .map(|z| z.zone.apex.num_labels())
+            .max()
+            .unwrap_or(0);
         Snapshot {
-            zones: zones.into_iter().map(|z| (z.zone.apex.clone(), z)).collect(),
+            zones: zones
+                .into_iter()
+                .map(|z| (z.zone.apex.clone(), z))
+                .collect(),
             min_labels,
             max_labels,
         }
@@ -185,7 +199,12 @@ struct Reply<'s> {
 
 impl Engine {
     /// An engine serving `snapshot`.
-    pub fn new(snapshot: Snapshot, opts: EngineOptions, metrics: DnsMetrics, epoch: Arc<Epoch>) -> Self {
+    pub fn new(
+        snapshot: Snapshot,
+        opts: EngineOptions,
+        metrics: DnsMetrics,
+        epoch: Arc<Epoch>,
+    ) -> Self {
         Engine {
             snapshot: ArcSwap::from_pointee(snapshot),
             opts,
@@ -218,7 +237,11 @@ impl Engine {
             Ok(m) => m,
             Err(_) => {
                 self.formerr_raw(req, out);
-                self.metrics.query_no_zone(RecordType::Unknown(0), ResponseCode::FormErr, transport);
+                self.metrics.query_no_zone(
+                    RecordType::Unknown(0),
+                    ResponseCode::FormErr,
+                    transport,
+                );
                 return true;
             }
         };
@@ -239,7 +262,9 @@ impl Engine {
             },
         };
         let query = msg.queries.first();
-        let qtype = query.map(|q| q.query_type()).unwrap_or(RecordType::Unknown(0));
+        let qtype = query
+            .map(|q| q.query_type())
+            .unwrap_or(RecordType::Unknown(0));
         let snap = self.snapshot.load();
         let reply = if msg.metadata.op_code != OpCode::Query {
             Reply::rcode(ResponseCode::NotImp)
@@ -258,7 +283,14 @@ impl Engine {
             // extended, and it is only sent in reply to an OPT.
             edns = Some(Edns::new());
         }
-        encode(&meta, msg.queries.first(), &reply, edns.as_ref(), limit, out);
+        encode(
+            &meta,
+            msg.queries.first(),
+            &reply,
+            edns.as_ref(),
+            limit,
+            out,
+        );
         match reply.zone {
             Some(z) => z.counters.query(qtype, reply.rcode, transport),
             None => self.metrics.query_no_zone(qtype, reply.rcode, transport),
@@ -285,7 +317,10 @@ impl Engine {
         match qtype {
             RecordType::OPT => return Reply::rcode(ResponseCode::FormErr),
             RecordType::AXFR | RecordType::IXFR => return Reply::rcode(ResponseCode::Refused),
-            RecordType::TSIG | RecordType::Unknown(249) | RecordType::Unknown(253) | RecordType::Unknown(254) => {
+            RecordType::TSIG
+            | RecordType::Unknown(249)
+            | RecordType::Unknown(253)
+            | RecordType::Unknown(254) => {
                 return Reply::rcode(ResponseCode::NotImp);
             }
             _ => {}
@@ -308,7 +343,10 @@ impl Engine {
                 Step::Follow(target) => {
                     chain.push(lname);
                     let lt = LowerName::new(&target);
-                    if !served.zone.apex.zone_of(&lt) || chain.contains(&lt) || chain.len() >= MAX_CNAME_CHAIN {
+                    if !served.zone.apex.zone_of(&lt)
+                        || chain.contains(&lt)
+                        || chain.len() >= MAX_CNAME_CHAIN
+                    {
                         // Out of zone (the resolver follows it), or a loop: stop here.
                         break;
                     }
@@ -325,7 +363,8 @@ impl Engine {
         let is_version = matches!(name.as_str(), "version.bind." | "version.server.");
         match (&self.opts.version, q.query_type()) {
             (Some(v), RecordType::TXT | RecordType::ANY) if is_version => {
-                let mut rec = Record::from_rdata(q.name().clone(), 0, RData::TXT(TXT::new(vec![v.clone()])));
+                let mut rec =
+                    Record::from_rdata(q.name().clone(), 0, RData::TXT(TXT::new(vec![v.clone()])));
                 rec.dns_class = DNSClass::CH;
                 Reply {
                     aa: true,
@@ -355,12 +394,20 @@ enum Step {
 }
 
 /// Look up `qname` in the zone and add what it yields to `reply`.
-fn lookup(served: &ServedZone, qname: &Name, lname: &LowerName, qtype: RecordType, transport: Transport, reply: &mut Reply<'_>) -> Step {
+fn lookup(
+    served: &ServedZone,
+    qname: &Name,
+    lname: &LowerName,
+    qtype: RecordType,
+    transport: Transport,
+    reply: &mut Reply<'_>,
+) -> Step {
     let zone = &served.zone;
     let apex_labels = zone.apex.num_labels();
     // Ancestors from just below the apex down to qname: a zone cut on the way
     // means a referral; a missing name ends the walk at the closest encloser.
-    let mut ancestors: Vec<LowerName> = Vec::with_capacity(usize::from(lname.num_labels() - apex_labels));
+    let mut ancestors: Vec<LowerName> =
+        Vec::with_capacity(usize::from(lname.num_labels() - apex_labels));
     let mut n = lname.clone();
     while n.num_labels() > apex_labels {
         let parent = n.base_name();
@@ -368,7 +415,11 @@ fn lookup(served: &ServedZone, qname: &Name, lname: &LowerName, qtype: RecordTyp
         n = parent;
     }
     let mut encloser = zone.apex.clone();
-    let mut exact: Option<&Node> = if ancestors.is_empty() { zone.nodes.get(&zone.apex) } else { None };
+    let mut exact: Option<&Node> = if ancestors.is_empty() {
+        zone.nodes.get(&zone.apex)
+    } else {
+        None
+    };
     for (i, anc) in ancestors.iter().rev().enumerate() {
         let Some(node) = zone.nodes.get(anc) else {
             break;
@@ -387,7 +438,11 @@ fn lookup(served: &ServedZone, qname: &Name, lname: &LowerName, qtype: RecordTyp
         return answer_node(served, node, qname, qtype, transport, reply);
     }
     if zone.has_wildcards {
-        let wild = LowerName::new(&Name::from(encloser.clone()).prepend_label("*").expect("wildcard label fits"));
+        let wild = LowerName::new(
+            &Name::from(encloser.clone())
+                .prepend_label("*")
+                .expect("wildcard label fits"),
+        );
         if let Some(node) = zone.nodes.get(&wild) {
             return answer_node(served, node, qname, qtype, transport, reply);
         }
@@ -398,7 +453,14 @@ fn lookup(served: &ServedZone, qname: &Name, lname: &LowerName, qtype: RecordTyp
 }
 
 /// Answer from the node at (or synthesised for) `qname`.
-fn answer_node(served: &ServedZone, node: &Node, qname: &Name, qtype: RecordType, transport: Transport, reply: &mut Reply<'_>) -> Step {
+fn answer_node(
+    served: &ServedZone,
+    node: &Node,
+    qname: &Name,
+    qtype: RecordType,
+    transport: Transport,
+    reply: &mut Reply<'_>,
+) -> Step {
     let zone = &served.zone;
     let at = |r: &Record| {
         let mut r = r.clone();
@@ -420,7 +482,10 @@ fn answer_node(served: &ServedZone, node: &Node, qname: &Name, qtype: RecordType
     if let Some(si) = node.service {
         let svc = &zone.services[si];
         let wants_addr = matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY);
-        let may_alias = svc.regions.iter().any(|r| matches!(r.region.target, RegionTarget::Alias(_)))
+        let may_alias = svc
+            .regions
+            .iter()
+            .any(|r| matches!(r.region.target, RegionTarget::Alias(_)))
             || matches!(&svc.when_all_down, crate::model::WhenAllDown::LastResort(r) if matches!(r.target, RegionTarget::Alias(_)));
         if wants_addr || may_alias {
             match service_answer(served, si, svc, qname, qtype, reply) {
@@ -476,7 +541,14 @@ enum ServiceStep {
     ServFail,
 }
 
-fn service_answer(served: &ServedZone, si: usize, svc: &Service, qname: &Name, qtype: RecordType, reply: &mut Reply<'_>) -> ServiceStep {
+fn service_answer(
+    served: &ServedZone,
+    si: usize,
+    svc: &Service,
+    qname: &Name,
+    qtype: RecordType,
+    reply: &mut Reply<'_>,
+) -> ServiceStep {
     let view: &dyn HealthView = served.health.as_ref();
     RNG.with(|rng| {
         let rng = &mut *rng.borrow_mut();
@@ -486,13 +558,21 @@ fn service_answer(served: &ServedZone, si: usize, svc: &Service, qname: &Name, q
             Outcome::NoData => return ServiceStep::Nothing,
             Outcome::Answer => {}
         }
-        let ttl = if sel.degraded { svc.degraded_ttl } else { svc.ttl };
+        let ttl = if sel.degraded {
+            svc.degraded_ttl
+        } else {
+            svc.ttl
+        };
         for &p in &sel.picks {
             served.answer_counters[si][policy::picked_region(svc, p).index].inc();
         }
         if let Some(&first) = sel.picks.first() {
             if let RegionTarget::Alias(target) = &policy::picked_region(svc, first).target {
-                reply.answers.push(Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(target.clone()))));
+                reply.answers.push(Record::from_rdata(
+                    qname.clone(),
+                    ttl,
+                    RData::CNAME(CNAME(target.clone())),
+                ));
                 return ServiceStep::Alias(target.clone());
             }
         }
@@ -515,7 +595,11 @@ fn service_answer(served: &ServedZone, si: usize, svc: &Service, qname: &Name, q
                 break;
             }
         }
-        if reply.answers.is_empty() { ServiceStep::Nothing } else { ServiceStep::Records }
+        if reply.answers.is_empty() {
+            ServiceStep::Nothing
+        } else {
+            ServiceStep::Records
+        }
     })
 }
 
@@ -570,7 +654,14 @@ fn additional_for(zone: &Zone, records: &[Record], reply: &mut Reply<'_>) {
 
 /// Encode, fitting `limit`: first everything; then without the additional
 /// section (unless it is required glue); else TC with the question only.
-fn encode(meta: &Metadata, q: Option<&Query>, reply: &Reply<'_>, edns: Option<&Edns>, limit: usize, out: &mut Vec<u8>) {
+fn encode(
+    meta: &Metadata,
+    q: Option<&Query>,
+    reply: &Reply<'_>,
+    edns: Option<&Edns>,
+    limit: usize,
+    out: &mut Vec<u8>,
+) {
     let none: &[Record] = &[];
     let attempts: [(&[Record], &[Record], &[Record], bool); 3] = [
         (&reply.answers, &reply.authority, &reply.additional, false),
@@ -585,7 +676,17 @@ fn encode(meta: &Metadata, q: Option<&Query>, reply: &Reply<'_>, edns: Option<&E
         m.truncation = tc;
         out.clear();
         let mut enc = BinEncoder::new(out);
-        let ok = emit_message_parts(&m, &mut q.into_iter(), &mut ans.iter(), &mut auth.iter(), &mut add.iter(), edns, None, &mut enc).is_ok();
+        let ok = emit_message_parts(
+            &m,
+            &mut q.into_iter(),
+            &mut ans.iter(),
+            &mut auth.iter(),
+            &mut add.iter(),
+            edns,
+            None,
+            &mut enc,
+        )
+        .is_ok();
         if ok && out.len() <= limit {
             return;
         }
@@ -601,7 +702,12 @@ mod tests {
 
     #[test]
     fn formerr_raw_keeps_id_and_opcode() {
-        let engine = Engine::new(Snapshot::default(), EngineOptions::default(), DnsMetrics::disabled(), Arc::default());
+        let engine = Engine::new(
+            Snapshot::default(),
+            EngineOptions::default(),
+            DnsMetrics::disabled(),
+            Arc::default(),
+        );
         let mut req = vec![0x12, 0x34, 0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 0];
         req.extend_from_slice(&[0xff; 5]);
         let mut out = Vec::new();
@@ -614,7 +720,12 @@ mod tests {
 
     #[test]
     fn short_or_response_packets_are_dropped() {
-        let engine = Engine::new(Snapshot::default(), EngineOptions::default(), DnsMetrics::disabled(), Arc::default());
+        let engine = Engine::new(
+            Snapshot::default(),
+            EngineOptions::default(),
+            DnsMetrics::disabled(),
+            Arc::default(),
+        );
         let mut out = Vec::new();
         assert!(!engine.respond(&[1, 2, 3], Transport::Udp, &mut out));
         let resp = [0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0];

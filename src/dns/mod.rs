@@ -7,5 +7,7 @@
 mod engine;
 mod server;
 
-pub use engine::{DEFAULT_UDP_PAYLOAD, Engine, EngineOptions, ServedZone, Snapshot, Transport, zone_label};
+pub use engine::{
+    DEFAULT_UDP_PAYLOAD, Engine, EngineOptions, ServedZone, Snapshot, Transport, zone_label,
+};
 pub use server::{Listeners, bind, serve};

@@ -31,7 +31,10 @@ pub struct Listeners {
 impl Listeners {
     /// The addresses actually bound (port 0 resolved), one per `--listen`.
     pub fn addrs(&self) -> Vec<SocketAddr> {
-        self.tcp.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.tcp
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 }
 
@@ -74,7 +77,12 @@ pub fn bind(addrs: &[SocketAddr], udp_workers: usize, tcp_idle: Duration) -> io:
         for _ in 0..16 {
             let t = match tcp_listener(want) {
                 Ok(t) => t,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("cannot listen on {want} (TCP): {e}"))),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {want} (TCP): {e}"),
+                    ));
+                }
             };
             let addr = t.local_addr()?;
             let mut socks = Vec::new();
@@ -98,11 +106,19 @@ pub fn bind(addrs: &[SocketAddr], udp_workers: usize, tcp_idle: Duration) -> io:
                     break;
                 }
                 Some(e) if want.port() == 0 => last_err = Some(e),
-                Some(e) => return Err(io::Error::new(e.kind(), format!("cannot listen on {want} (UDP): {e}"))),
+                Some(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {want} (UDP): {e}"),
+                    ));
+                }
             }
         }
         if let Some(e) = last_err {
-            return Err(io::Error::new(e.kind(), format!("cannot listen on {want} (UDP): {e}")));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot listen on {want} (UDP): {e}"),
+            ));
         }
     }
     Ok(Listeners { udp, tcp, tcp_idle })
@@ -116,7 +132,13 @@ pub async fn serve(listeners: Listeners, engine: Arc<Engine>, shutdown: Cancella
     }
     let limit = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     for l in listeners.tcp {
-        tasks.spawn(tcp_accept(l, engine.clone(), listeners.tcp_idle, limit.clone(), shutdown.clone()));
+        tasks.spawn(tcp_accept(
+            l,
+            engine.clone(),
+            listeners.tcp_idle,
+            limit.clone(),
+            shutdown.clone(),
+        ));
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -144,7 +166,13 @@ async fn udp_loop(sock: UdpSocket, engine: Arc<Engine>, shutdown: CancellationTo
     }
 }
 
-async fn tcp_accept(l: TcpListener, engine: Arc<Engine>, idle: Duration, limit: Arc<Semaphore>, shutdown: CancellationToken) {
+async fn tcp_accept(
+    l: TcpListener,
+    engine: Arc<Engine>,
+    idle: Duration,
+    limit: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
     let mut conns = JoinSet::new();
     loop {
         let permit = tokio::select! {

@@ -16,7 +16,9 @@ mod threshold;
 pub use persist::{StateFile, fingerprint};
 pub use probe::{CheckProber, EndpointProber, ProbeError, ProbeResult};
 pub use scheduler::{Probe, ProbeFactory, RealProbes};
-pub use state::{EndpointCell, EndpointDetail, Epoch, Override, ProbeOutcome, RegionCell, ZoneHealth};
+pub use state::{
+    EndpointCell, EndpointDetail, Epoch, Override, ProbeOutcome, RegionCell, ZoneHealth,
+};
 pub use threshold::Threshold;
 
 use std::collections::{HashMap, VecDeque};
@@ -112,7 +114,12 @@ pub struct HealthTable {
 
 impl HealthTable {
     /// A table probing with `probes`, persisting to `state_file`.
-    pub fn new(metrics: Metrics, probes: Arc<dyn ProbeFactory>, state_file: Option<PathBuf>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        metrics: Metrics,
+        probes: Arc<dyn ProbeFactory>,
+        state_file: Option<PathBuf>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let restored = state_file.as_deref().and_then(|p| match StateFile::read(p) {
             Ok(s) => s,
             Err(e) => {
@@ -142,7 +149,12 @@ impl HealthTable {
 
     /// A table for `gslb check` and tests: no probes, no state file.
     pub fn detached() -> Self {
-        Self::new(Metrics::new(), Arc::new(RealProbes::default()), None, CancellationToken::new())
+        Self::new(
+            Metrics::new(),
+            Arc::new(RealProbes::default()),
+            None,
+            CancellationToken::new(),
+        )
     }
 
     /// Subscribe to transitions.
@@ -152,7 +164,12 @@ impl HealthTable {
 
     /// The last transitions, oldest first.
     pub fn journal(&self) -> Vec<Transition> {
-        self.journal.lock().expect("journal lock poisoned").iter().cloned().collect()
+        self.journal
+            .lock()
+            .expect("journal lock poisoned")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Make cells for every zone of `config`, reusing existing ones; start
@@ -180,8 +197,17 @@ impl HealthTable {
                         Some(e) => e.cell.clone(),
                         None => {
                             let cell = Arc::new(self.new_cell(&mut inner, &key));
-                            let task = region.check.as_ref().map(|check| self.spawn_probe(zone, region, check, &key, &cell));
-                            inner.endpoints.insert(key.clone(), EndpointEntry { cell: cell.clone(), task });
+                            let task = region
+                                .check
+                                .as_ref()
+                                .map(|check| self.spawn_probe(zone, region, check, &key, &cell));
+                            inner.endpoints.insert(
+                                key.clone(),
+                                EndpointEntry {
+                                    cell: cell.clone(),
+                                    task,
+                                },
+                            );
                             cell
                         }
                     };
@@ -190,15 +216,31 @@ impl HealthTable {
                 let rkey = (zname.clone(), region.name.clone());
                 seen_regions.insert(rkey.clone(), ());
                 let cell = match inner.regions.get(&rkey) {
-                    Some(old) if old.endpoints.len() == endpoints.len()
-                        && old.endpoints.iter().zip(&endpoints).all(|(a, b)| Arc::ptr_eq(a, b))
-                        && old.min_healthy == region.min_healthy => old.clone(),
+                    Some(old)
+                        if old.endpoints.len() == endpoints.len()
+                            && old
+                                .endpoints
+                                .iter()
+                                .zip(&endpoints)
+                                .all(|(a, b)| Arc::ptr_eq(a, b))
+                            && old.min_healthy == region.min_healthy =>
+                    {
+                        old.clone()
+                    }
                     old => {
-                        let cell = RegionCell::new(zname.clone(), region.name.clone(), endpoints, region.min_healthy);
+                        let cell = RegionCell::new(
+                            zname.clone(),
+                            region.name.clone(),
+                            endpoints,
+                            region.min_healthy,
+                        );
                         match old {
                             Some(old) => cell.inherit(old),
                             None => {
-                                let restored = inner.restored.as_ref().and_then(|s| s.region_override(&zname, &region.name));
+                                let restored = inner
+                                    .restored
+                                    .as_ref()
+                                    .and_then(|s| s.region_override(&zname, &region.name));
                                 if let Some(o) = restored {
                                     cell.set_override(o);
                                 }
@@ -214,28 +256,61 @@ impl HealthTable {
             out.push(Arc::new(ZoneHealth { regions }));
         }
         // Stop what is gone, and drop its metric series.
-        let gone: Vec<EndpointKey> = inner.endpoints.keys().filter(|k| !seen_eps.contains_key(*k)).cloned().collect();
+        let gone: Vec<EndpointKey> = inner
+            .endpoints
+            .keys()
+            .filter(|k| !seen_eps.contains_key(*k))
+            .cloned()
+            .collect();
         for key in gone {
             if let Some(entry) = inner.endpoints.remove(&key) {
                 if let Some((cancel, _task)) = entry.task {
                     cancel.cancel();
                 }
                 let ep = key.addr.to_string();
-                let _ = self.metrics.endpoint_up.remove_label_values(&[&key.zone, &key.region, &ep]);
-                let _ = self.metrics.endpoint_override.remove_label_values(&[&key.zone, &key.region, &ep]);
+                let _ =
+                    self.metrics
+                        .endpoint_up
+                        .remove_label_values(&[&key.zone, &key.region, &ep]);
+                let _ = self.metrics.endpoint_override.remove_label_values(&[
+                    &key.zone,
+                    &key.region,
+                    &ep,
+                ]);
                 for kind in ["tcp", "http", "https"] {
-                    let _ = self.metrics.probe_duration.remove_label_values(&[&key.zone, &key.region, &ep, kind]);
+                    let _ = self.metrics.probe_duration.remove_label_values(&[
+                        &key.zone,
+                        &key.region,
+                        &ep,
+                        kind,
+                    ]);
                 }
                 for o in ProbeOutcome::ALL {
-                    let _ = self.metrics.probe_results.remove_label_values(&[&key.zone, &key.region, &ep, o.as_str()]);
+                    let _ = self.metrics.probe_results.remove_label_values(&[
+                        &key.zone,
+                        &key.region,
+                        &ep,
+                        o.as_str(),
+                    ]);
                 }
             }
         }
-        let gone: Vec<(String, String)> = inner.regions.keys().filter(|k| !seen_regions.contains_key(*k)).cloned().collect();
+        let gone: Vec<(String, String)> = inner
+            .regions
+            .keys()
+            .filter(|k| !seen_regions.contains_key(*k))
+            .cloned()
+            .collect();
         for key in gone {
             inner.regions.remove(&key);
-            let _ = self.metrics.region_up.remove_label_values(&[&key.0, &key.1]);
-            let _ = self.metrics.region_override.remove_label_values(&[&key.0, &key.1]);
+            let _ = self
+                .metrics
+                .region_up
+                .remove_label_values(&[&key.0, &key.1]);
+            let _ = self
+                .metrics
+                .region_override
+                .remove_label_values(&[&key.0, &key.1]);
         }
         // Restored state applies to the first load only.
         inner.restored = None;
@@ -261,7 +336,14 @@ impl HealthTable {
         cell
     }
 
-    fn spawn_probe(self: &Arc<Self>, zone: &Zone, region: &Region, check: &Arc<Check>, key: &EndpointKey, cell: &Arc<EndpointCell>) -> (CancellationToken, JoinHandle<()>) {
+    fn spawn_probe(
+        self: &Arc<Self>,
+        zone: &Zone,
+        region: &Region,
+        check: &Arc<Check>,
+        key: &EndpointKey,
+        cell: &Arc<EndpointCell>,
+    ) -> (CancellationToken, JoinHandle<()>) {
         let cancel = self.shutdown.child_token();
         let probe = self.probes.make(check, key.addr);
         let ctx = scheduler::EndpointTask {
@@ -278,7 +360,14 @@ impl HealthTable {
     }
 
     /// Called by a probe task when its endpoint's verdict changed.
-    fn endpoint_changed(&self, key: &EndpointKey, cell: &EndpointCell, up: bool, consecutive: u32, reason: &str) {
+    fn endpoint_changed(
+        &self,
+        key: &EndpointKey,
+        cell: &EndpointCell,
+        up: bool,
+        consecutive: u32,
+        reason: &str,
+    ) {
         let from = word(!up);
         let to = word(up);
         tracing::warn!(
@@ -286,7 +375,10 @@ impl HealthTable {
             "endpoint {} of {}/{} is {to}: {reason}", key.addr, key.zone, key.region
         );
         cell.update_detail(|d| d.since = Some(SystemTime::now()));
-        self.metrics.transitions.with_label_values(&[&key.zone, &key.region, &key.addr.to_string(), to]).inc();
+        self.metrics
+            .transitions
+            .with_label_values(&[&key.zone, &key.region, &key.addr.to_string(), to])
+            .inc();
         self.record(Transition {
             time: SystemTime::now(),
             zone: key.zone.clone(),
@@ -307,7 +399,9 @@ impl HealthTable {
             inner
                 .regions
                 .iter()
-                .filter(|((z, r), _)| zone.is_none_or(|want| want == z) && region.is_none_or(|want| want == r))
+                .filter(|((z, r), _)| {
+                    zone.is_none_or(|want| want == z) && region.is_none_or(|want| want == r)
+                })
                 .map(|(_, c)| c.clone())
                 .collect()
         };
@@ -315,12 +409,19 @@ impl HealthTable {
             if let Some(up) = cell.reconcile() {
                 let healthy = cell.endpoints.iter().filter(|e| e.is_up()).count();
                 let why = match cell.override_state() {
-                    Override::Auto => format!("{healthy} of {} endpoints up (min-healthy {}); {reason}", cell.endpoints.len(), cell.min_healthy),
+                    Override::Auto => format!(
+                        "{healthy} of {} endpoints up (min-healthy {}); {reason}",
+                        cell.endpoints.len(),
+                        cell.min_healthy
+                    ),
                     o => format!("override {}", o.as_str()),
                 };
                 let (from, to) = (word(!up), word(up));
                 tracing::warn!(zone = %cell.zone, region = %cell.name, from, to, reason = %why, "region {}/{} is {to}: {why}", cell.zone, cell.name);
-                self.metrics.transitions.with_label_values(&[&cell.zone, &cell.name, "", to]).inc();
+                self.metrics
+                    .transitions
+                    .with_label_values(&[&cell.zone, &cell.name, "", to])
+                    .inc();
                 self.record(Transition {
                     time: SystemTime::now(),
                     zone: cell.zone.clone(),
@@ -353,19 +454,37 @@ impl HealthTable {
     pub fn refresh_gauges(&self) {
         let inner = self.inner.lock().expect("health lock poisoned");
         for ((zone, region), cell) in &inner.regions {
-            self.metrics.region_up.with_label_values(&[zone, region]).set(i64::from(cell.is_up()));
-            self.metrics.region_override.with_label_values(&[zone, region]).set(cell.override_state().gauge());
+            self.metrics
+                .region_up
+                .with_label_values(&[zone, region])
+                .set(i64::from(cell.is_up()));
+            self.metrics
+                .region_override
+                .with_label_values(&[zone, region])
+                .set(cell.override_state().gauge());
         }
         for (key, entry) in &inner.endpoints {
             let ep = key.addr.to_string();
-            self.metrics.endpoint_up.with_label_values(&[&key.zone, &key.region, &ep]).set(i64::from(entry.cell.is_up()));
-            self.metrics.endpoint_override.with_label_values(&[&key.zone, &key.region, &ep]).set(entry.cell.override_state().gauge());
+            self.metrics
+                .endpoint_up
+                .with_label_values(&[&key.zone, &key.region, &ep])
+                .set(i64::from(entry.cell.is_up()));
+            self.metrics
+                .endpoint_override
+                .with_label_values(&[&key.zone, &key.region, &ep])
+                .set(entry.cell.override_state().gauge());
         }
     }
 
     /// Set an override on a region, or on one of its endpoints. `zone` may
     /// be omitted when only one zone has a region of that name.
-    pub fn set_override(&self, zone: Option<&str>, region: &str, endpoint: Option<IpAddr>, o: Override) -> Result<OverrideTarget, OverrideError> {
+    pub fn set_override(
+        &self,
+        zone: Option<&str>,
+        region: &str,
+        endpoint: Option<IpAddr>,
+        o: Override,
+    ) -> Result<OverrideTarget, OverrideError> {
         let (zname, target) = {
             let inner = self.inner.lock().expect("health lock poisoned");
             let zone = zone.map(|z| z.trim_end_matches('.').to_ascii_lowercase());
@@ -377,42 +496,82 @@ impl HealthTable {
             let (zname, rname) = match matches.as_slice() {
                 [one] => (*one).clone(),
                 [] => return Err(OverrideError::UnknownRegion(region.to_string())),
-                many => return Err(OverrideError::Ambiguous(region.to_string(), many.iter().map(|(z, _)| z.clone()).collect())),
+                many => {
+                    return Err(OverrideError::Ambiguous(
+                        region.to_string(),
+                        many.iter().map(|(z, _)| z.clone()).collect(),
+                    ));
+                }
             };
             let cell = inner.regions[&(zname.clone(), rname.clone())].clone();
             match endpoint {
                 None => {
                     cell.set_override(o);
-                    (zname.clone(), OverrideTarget { zone: zname, region: rname, endpoint: None, state: o })
+                    (
+                        zname.clone(),
+                        OverrideTarget {
+                            zone: zname,
+                            region: rname,
+                            endpoint: None,
+                            state: o,
+                        },
+                    )
                 }
                 Some(addr) => {
-                    let ep = cell.endpoints.iter().find(|e| e.addr == addr).ok_or(OverrideError::UnknownEndpoint(addr, region.to_string()))?;
+                    let ep = cell
+                        .endpoints
+                        .iter()
+                        .find(|e| e.addr == addr)
+                        .ok_or(OverrideError::UnknownEndpoint(addr, region.to_string()))?;
                     ep.set_override(o);
-                    (zname.clone(), OverrideTarget { zone: zname, region: rname, endpoint: Some(addr), state: o })
+                    (
+                        zname.clone(),
+                        OverrideTarget {
+                            zone: zname,
+                            region: rname,
+                            endpoint: Some(addr),
+                            state: o,
+                        },
+                    )
                 }
             }
         };
         tracing::info!(zone = %target.zone, region = %target.region, endpoint = ?target.endpoint, state = o.as_str(), "override set");
-        self.reconcile_regions(Some(&zname), Some(region), &format!("override {}", o.as_str()));
+        self.reconcile_regions(
+            Some(&zname),
+            Some(region),
+            &format!("override {}", o.as_str()),
+        );
         Ok(target)
     }
 
     /// Every region cell and endpoint cell, for status.
     pub fn regions(&self) -> Vec<Arc<RegionCell>> {
-        self.inner.lock().expect("health lock poisoned").regions.values().cloned().collect()
+        self.inner
+            .lock()
+            .expect("health lock poisoned")
+            .regions
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// True once every checked endpoint has finished at least one probe (or
     /// had its state restored from the state file).
     pub fn first_verdicts_known(&self) -> bool {
         let inner = self.inner.lock().expect("health lock poisoned");
-        inner.endpoints.iter().all(|(k, e)| k.check.is_none() || e.cell.detail().last_probe.is_some() || e.cell.restored())
+        inner.endpoints.iter().all(|(k, e)| {
+            k.check.is_none() || e.cell.detail().last_probe.is_some() || e.cell.restored()
+        })
     }
 
     /// The current state in state-file form.
     pub fn state(&self) -> StateFile {
         let inner = self.inner.lock().expect("health lock poisoned");
-        StateFile::capture(inner.endpoints.iter().map(|(k, e)| (k, &e.cell)), inner.regions.values())
+        StateFile::capture(
+            inner.endpoints.iter().map(|(k, e)| (k, &e.cell)),
+            inner.regions.values(),
+        )
     }
 
     /// Write the state file whenever health changes (debounced), and once
@@ -439,7 +598,8 @@ impl HealthTable {
     async fn write_state(&self, path: &std::path::Path) {
         let state = self.state();
         let path = path.to_path_buf();
-        let res = tokio::task::spawn_blocking(move || state.write(&path).map_err(|e| (path, e))).await;
+        let res =
+            tokio::task::spawn_blocking(move || state.write(&path).map_err(|e| (path, e))).await;
         if let Ok(Err((path, e))) = res {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the state file");
         }

@@ -23,7 +23,9 @@ pub fn fingerprint(check: Option<&Check>) -> u64 {
     // FNV-1a over the Debug form: stable within a gslb version, which is
     // what a restart needs; after an upgrade at worst endpoints start up.
     let text = format!("{check:?}");
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// One endpoint's saved state.
@@ -84,9 +86,13 @@ impl StateFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let state: StateFile = serde_json::from_str(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let state: StateFile = serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         if state.version != VERSION {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("state file version {} is not {VERSION}", state.version)));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("state file version {} is not {VERSION}", state.version),
+            ));
         }
         Ok(Some(state))
     }
@@ -96,14 +102,21 @@ impl StateFile {
         let tmp = path.with_extension("tmp");
         {
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(serde_json::to_string_pretty(self).expect("state serialises").as_bytes())?;
+            f.write_all(
+                serde_json::to_string_pretty(self)
+                    .expect("state serialises")
+                    .as_bytes(),
+            )?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, path)
     }
 
     /// Capture the current cells.
-    pub fn capture<'a>(endpoints: impl Iterator<Item = (&'a EndpointKey, &'a Arc<EndpointCell>)>, regions: impl Iterator<Item = &'a Arc<RegionCell>>) -> StateFile {
+    pub fn capture<'a>(
+        endpoints: impl Iterator<Item = (&'a EndpointKey, &'a Arc<EndpointCell>)>,
+        regions: impl Iterator<Item = &'a Arc<RegionCell>>,
+    ) -> StateFile {
         let mut eps: Vec<SavedEndpoint> = endpoints
             .map(|(k, cell)| SavedEndpoint {
                 zone: k.zone.clone(),
@@ -112,7 +125,12 @@ impl StateFile {
                 check: fingerprint(k.check.as_ref()),
                 up: Some(cell.probed_up()),
                 overridden: cell.override_state(),
-                since_ms: cell.detail().since.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64).unwrap_or(0),
+                since_ms: cell
+                    .detail()
+                    .since
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
             })
             .collect();
         eps.sort_by(|a, b| (&a.zone, &a.region, a.addr).cmp(&(&b.zone, &b.region, b.addr)));
@@ -136,23 +154,32 @@ impl StateFile {
     /// unchanged, the override in any case.
     pub fn endpoint(&self, key: &EndpointKey) -> Option<SavedEndpoint> {
         let fp = fingerprint(key.check.as_ref());
-        self.endpoints.iter().find(|e| e.zone == key.zone && e.region == key.region && e.addr == key.addr).map(|e| {
-            let mut e = e.clone();
-            if e.check != fp {
-                e.up = None;
-            }
-            e
-        })
+        self.endpoints
+            .iter()
+            .find(|e| e.zone == key.zone && e.region == key.region && e.addr == key.addr)
+            .map(|e| {
+                let mut e = e.clone();
+                if e.check != fp {
+                    e.up = None;
+                }
+                e
+            })
     }
 
     /// The saved override of a region.
     pub fn region_override(&self, zone: &str, region: &str) -> Option<Override> {
-        self.regions.iter().find(|r| r.zone == zone && r.region == region).map(|r| r.overridden)
+        self.regions
+            .iter()
+            .find(|r| r.zone == zone && r.region == region)
+            .map(|r| r.overridden)
     }
 
     /// Index for quick checks in tests and tools.
     pub fn by_endpoint(&self) -> HashMap<(String, String, IpAddr), &SavedEndpoint> {
-        self.endpoints.iter().map(|e| ((e.zone.clone(), e.region.clone(), e.addr), e)).collect()
+        self.endpoints
+            .iter()
+            .map(|e| ((e.zone.clone(), e.region.clone(), e.addr), e))
+            .collect()
     }
 }
 
@@ -164,6 +191,10 @@ pub mod unix_millis {
 
     /// Serialise.
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+        s.serialize_u64(
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        )
     }
 }

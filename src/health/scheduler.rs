@@ -105,13 +105,26 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     let kind = check.kind.as_str();
     let (duration, results) = match task.table.upgrade() {
         Some(t) => (
-            t.metrics.probe_duration.with_label_values(&[&task.key.zone, &task.region_name, &ep, kind]),
-            ProbeOutcome::ALL.map(|o| t.metrics.probe_results.with_label_values(&[&task.key.zone, &task.region_name, &ep, o.as_str()])),
+            t.metrics.probe_duration.with_label_values(&[
+                &task.key.zone,
+                &task.region_name,
+                &ep,
+                kind,
+            ]),
+            ProbeOutcome::ALL.map(|o| {
+                t.metrics.probe_results.with_label_values(&[
+                    &task.key.zone,
+                    &task.region_name,
+                    &ep,
+                    o.as_str(),
+                ])
+            }),
         ),
         None => return,
     };
     // Spread first probes over the interval.
-    let offset = rand::rng().random_range(Duration::ZERO..check.interval.max(Duration::from_millis(1)));
+    let offset =
+        rand::rng().random_range(Duration::ZERO..check.interval.max(Duration::from_millis(1)));
     let mut next = Instant::now() + offset;
     tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, ?offset, "probing every {}", humantime::format_duration(check.interval));
     loop {
@@ -131,7 +144,10 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             }
         };
         duration.observe(result.latency.as_secs_f64());
-        let slot = ProbeOutcome::ALL.iter().position(|o| *o == result.outcome).expect("every outcome is listed");
+        let slot = ProbeOutcome::ALL
+            .iter()
+            .position(|o| *o == result.outcome)
+            .expect("every outcome is listed");
         results[slot].inc();
         let ok = result.ok();
         let change = threshold.observe(ok, check.fall, check.rise);
@@ -147,7 +163,9 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
         if let Some(up) = change {
             // Store first: the very next DNS query sees it.
             task.cell.set_probed_up(up);
-            let Some(table) = task.table.upgrade() else { return };
+            let Some(table) = task.table.upgrade() else {
+                return;
+            };
             let needed = if up { check.rise } else { check.fall };
             table.endpoint_changed(&task.key, &task.cell, up, needed, &result.reason);
         } else if !ok || threshold.pending() {

@@ -217,7 +217,12 @@ pub struct RegionCell {
 
 impl RegionCell {
     /// A region of these endpoints.
-    pub fn new(zone: String, name: String, endpoints: Vec<Arc<EndpointCell>>, min_healthy: usize) -> Self {
+    pub fn new(
+        zone: String,
+        name: String,
+        endpoints: Vec<Arc<EndpointCell>>,
+        min_healthy: usize,
+    ) -> Self {
         RegionCell {
             zone,
             name,
@@ -262,7 +267,8 @@ impl RegionCell {
     /// Take over the override and known state of the cell this one replaces.
     pub fn inherit(&self, old: &RegionCell) {
         self.set_override(old.override_state());
-        *self.last.lock().expect("region lock poisoned") = *old.last.lock().expect("region lock poisoned");
+        *self.last.lock().expect("region lock poisoned") =
+            *old.last.lock().expect("region lock poisoned");
     }
     /// Compare the current state with the known one; on a change, remember
     /// it and return the new state.

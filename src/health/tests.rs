@@ -36,10 +36,24 @@ impl Probe for FakeProbe {
     fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>> {
         Box::pin(async move {
             tokio::time::sleep(self.fake.latency).await;
-            let ok = *self.fake.healthy.lock().unwrap().get(&self.addr).unwrap_or(&true);
-            self.fake.log.lock().unwrap().push((self.addr, Instant::now(), ok));
+            let ok = *self
+                .fake
+                .healthy
+                .lock()
+                .unwrap()
+                .get(&self.addr)
+                .unwrap_or(&true);
+            self.fake
+                .log
+                .lock()
+                .unwrap()
+                .push((self.addr, Instant::now(), ok));
             ProbeResult {
-                outcome: if ok { ProbeOutcome::Success } else { ProbeOutcome::Status },
+                outcome: if ok {
+                    ProbeOutcome::Success
+                } else {
+                    ProbeOutcome::Status
+                },
                 reason: if ok { "ok".into() } else { "status 503".into() },
                 latency: self.fake.latency,
             }
@@ -49,17 +63,29 @@ impl Probe for FakeProbe {
 
 impl ProbeFactory for Fake {
     fn make(&self, _check: &Arc<Check>, addr: IpAddr) -> Box<dyn Probe> {
-        Box::new(FakeProbe { addr, fake: self.clone() })
+        Box::new(FakeProbe {
+            addr,
+            fake: self.clone(),
+        })
     }
 }
 
 impl Fake {
     fn set(&self, addr: &str, ok: bool) {
-        self.healthy.lock().unwrap().insert(addr.parse().unwrap(), ok);
+        self.healthy
+            .lock()
+            .unwrap()
+            .insert(addr.parse().unwrap(), ok);
     }
     fn probes_of(&self, addr: &str) -> Vec<(Instant, bool)> {
         let a: IpAddr = addr.parse().unwrap();
-        self.log.lock().unwrap().iter().filter(|(x, _, _)| *x == a).map(|(_, t, ok)| (*t, *ok)).collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(x, _, _)| *x == a)
+            .map(|(_, t, ok)| (*t, *ok))
+            .collect()
     }
 }
 
@@ -93,7 +119,12 @@ check = "web"
 }
 
 fn table(fake: &Fake, state: Option<PathBuf>) -> Arc<HealthTable> {
-    Arc::new(HealthTable::new(Metrics::new(), Arc::new(fake.clone()), state, CancellationToken::new()))
+    Arc::new(HealthTable::new(
+        Metrics::new(),
+        Arc::new(fake.clone()),
+        state,
+        CancellationToken::new(),
+    ))
 }
 
 fn ep_up(zh: &ZoneHealth, region: usize, ep: usize) -> bool {
@@ -104,7 +135,10 @@ fn ep_up(zh: &ZoneHealth, region: usize, ep: usize) -> bool {
 async fn until(limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not reached within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     start.elapsed()
@@ -116,21 +150,37 @@ async fn endpoint_goes_down_after_exactly_fall_failures_with_rapid_recheck() {
     let t = table(&fake, None);
     let zh = t.apply(&config("")).remove(0);
     // Let every endpoint be probed once (first probes are spread over 5 s).
-    until(Duration::from_secs(6), || fake.probes_of("192.0.2.1").len() == 1).await;
+    until(Duration::from_secs(6), || {
+        fake.probes_of("192.0.2.1").len() == 1
+    })
+    .await;
     fake.set("192.0.2.1", false);
     let n0 = fake.probes_of("192.0.2.1").len();
-    until(Duration::from_secs(6), || fake.probes_of("192.0.2.1").len() == n0 + 2).await;
+    until(Duration::from_secs(6), || {
+        fake.probes_of("192.0.2.1").len() == n0 + 2
+    })
+    .await;
     assert!(ep_up(&zh, 0, 0), "still up after the 2nd failure");
-    until(Duration::from_secs(1), || fake.probes_of("192.0.2.1").len() == n0 + 3).await;
+    until(Duration::from_secs(1), || {
+        fake.probes_of("192.0.2.1").len() == n0 + 3
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(!ep_up(&zh, 0, 0), "down right after the 3rd failure");
     let probes = fake.probes_of("192.0.2.1");
     let gaps: Vec<Duration> = probes[n0..].windows(2).map(|w| w[1].0 - w[0].0).collect();
-    assert_eq!(gaps, [Duration::from_millis(200), Duration::from_millis(200)], "rapid recheck between failures");
+    assert_eq!(
+        gaps,
+        [Duration::from_millis(200), Duration::from_millis(200)],
+        "rapid recheck between failures"
+    );
     // Region east still up: the other endpoint is healthy (min-healthy 1).
     assert!(zh.region_up(0));
     // Back on the interval once down.
-    until(Duration::from_secs(6), || fake.probes_of("192.0.2.1").len() == n0 + 4).await;
+    until(Duration::from_secs(6), || {
+        fake.probes_of("192.0.2.1").len() == n0 + 4
+    })
+    .await;
     let p = fake.probes_of("192.0.2.1");
     assert_eq!(p[n0 + 3].0 - p[n0 + 2].0, Duration::from_secs(5));
     // Recovery: rise = 2, with recheck after the first success.
@@ -138,12 +188,22 @@ async fn endpoint_goes_down_after_exactly_fall_failures_with_rapid_recheck() {
     until(Duration::from_secs(6), || ep_up(&zh, 0, 0)).await;
     let p = fake.probes_of("192.0.2.1");
     let k = p.len();
-    assert!(p[k - 1].1 && p[k - 2].1 && !p[k - 3].1, "up after exactly two successes");
+    assert!(
+        p[k - 1].1 && p[k - 2].1 && !p[k - 3].1,
+        "up after exactly two successes"
+    );
     assert_eq!(p[k - 1].0 - p[k - 2].0, Duration::from_millis(200));
     let journal = t.journal();
-    let eps: Vec<(&str, &str)> = journal.iter().filter(|j| j.endpoint.is_some()).map(|j| (j.from, j.to)).collect();
+    let eps: Vec<(&str, &str)> = journal
+        .iter()
+        .filter(|j| j.endpoint.is_some())
+        .map(|j| (j.from, j.to))
+        .collect();
     assert_eq!(eps, [("up", "down"), ("down", "up")]);
-    assert!(journal.iter().all(|j| j.endpoint.is_some()), "the region never changed");
+    assert!(
+        journal.iter().all(|j| j.endpoint.is_some()),
+        "the region never changed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -151,14 +211,23 @@ async fn a_single_blip_never_fails_a_healthy_endpoint() {
     let fake = Fake::default();
     let t = table(&fake, None);
     let zh = t.apply(&config("")).remove(0);
-    until(Duration::from_secs(6), || fake.probes_of("192.0.2.3").len() == 1).await;
+    until(Duration::from_secs(6), || {
+        fake.probes_of("192.0.2.3").len() == 1
+    })
+    .await;
     for _ in 0..5 {
         fake.set("192.0.2.3", false);
         let n = fake.probes_of("192.0.2.3").len();
-        until(Duration::from_secs(6), || fake.probes_of("192.0.2.3").len() == n + 2).await;
+        until(Duration::from_secs(6), || {
+            fake.probes_of("192.0.2.3").len() == n + 2
+        })
+        .await;
         fake.set("192.0.2.3", true);
         let n = fake.probes_of("192.0.2.3").len();
-        until(Duration::from_secs(6), || fake.probes_of("192.0.2.3").len() == n + 1).await;
+        until(Duration::from_secs(6), || {
+            fake.probes_of("192.0.2.3").len() == n + 1
+        })
+        .await;
         assert!(zh.region_up(1));
     }
     assert!(t.journal().is_empty());
@@ -173,11 +242,25 @@ async fn region_follows_min_healthy_and_logs_its_own_transition() {
     let zh = t.apply(&config("")).remove(0);
     let took = until(Duration::from_secs(10), || !zh.region_up(0)).await;
     // First probe within the interval, then two rechecks (fall 3).
-    assert!(took <= Duration::from_secs(5) + Duration::from_millis(400) + Duration::from_millis(50), "{took:?}");
-    let regions: Vec<Transition> = t.journal().into_iter().filter(|j| j.endpoint.is_none()).collect();
+    assert!(
+        took <= Duration::from_secs(5) + Duration::from_millis(400) + Duration::from_millis(50),
+        "{took:?}"
+    );
+    let regions: Vec<Transition> = t
+        .journal()
+        .into_iter()
+        .filter(|j| j.endpoint.is_none())
+        .collect();
     assert_eq!(regions.len(), 1);
-    assert_eq!((regions[0].region.as_str(), regions[0].to), ("east", "down"));
-    assert!(regions[0].reason.contains("0 of 2 endpoints up"), "{}", regions[0].reason);
+    assert_eq!(
+        (regions[0].region.as_str(), regions[0].to),
+        ("east", "down")
+    );
+    assert!(
+        regions[0].reason.contains("0 of 2 endpoints up"),
+        "{}",
+        regions[0].reason
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -187,21 +270,50 @@ async fn overrides_force_regions_and_endpoints() {
     let zh = t.apply(&config("")).remove(0);
     t.set_override(None, "west", None, Override::Down).unwrap();
     assert!(!zh.region_up(1), "drained");
-    t.set_override(Some("z.example."), "west", None, Override::Auto).unwrap();
+    t.set_override(Some("z.example."), "west", None, Override::Auto)
+        .unwrap();
     assert!(zh.region_up(1));
-    t.set_override(None, "east", Some("192.0.2.1".parse().unwrap()), Override::Down).unwrap();
+    t.set_override(
+        None,
+        "east",
+        Some("192.0.2.1".parse().unwrap()),
+        Override::Down,
+    )
+    .unwrap();
     assert!(!ep_up(&zh, 0, 0) && ep_up(&zh, 0, 1));
     assert!(zh.region_up(0), "one endpoint left, min-healthy 1");
-    t.set_override(None, "east", Some("192.0.2.2".parse().unwrap()), Override::Down).unwrap();
+    t.set_override(
+        None,
+        "east",
+        Some("192.0.2.2".parse().unwrap()),
+        Override::Down,
+    )
+    .unwrap();
     assert!(!zh.region_up(0));
     // Forced up wins over dead probes.
     fake.set("192.0.2.3", false);
     until(Duration::from_secs(10), || !zh.region_up(1)).await;
     t.set_override(None, "west", None, Override::Up).unwrap();
     assert!(zh.region_up(1));
-    assert!(matches!(t.set_override(None, "mars", None, Override::Down), Err(OverrideError::UnknownRegion(_))));
-    assert!(matches!(t.set_override(None, "east", Some("192.0.2.99".parse().unwrap()), Override::Down), Err(OverrideError::UnknownEndpoint(..))));
-    let reasons: Vec<String> = t.journal().iter().filter(|j| j.endpoint.is_none()).map(|j| j.reason.clone()).collect();
+    assert!(matches!(
+        t.set_override(None, "mars", None, Override::Down),
+        Err(OverrideError::UnknownRegion(_))
+    ));
+    assert!(matches!(
+        t.set_override(
+            None,
+            "east",
+            Some("192.0.2.99".parse().unwrap()),
+            Override::Down
+        ),
+        Err(OverrideError::UnknownEndpoint(..))
+    ));
+    let reasons: Vec<String> = t
+        .journal()
+        .iter()
+        .filter(|j| j.endpoint.is_none())
+        .map(|j| j.reason.clone())
+        .collect();
     assert!(reasons.iter().any(|r| r == "override down"), "{reasons:?}");
 }
 
@@ -214,7 +326,9 @@ async fn reload_keeps_state_counters_and_runs_of_unchanged_endpoints() {
     until(Duration::from_secs(10), || !zh.region_up(1)).await;
     let probes_before = zh.regions[1].endpoints[0].detail().probes;
     // Reload with an unrelated addition: west stays down, same cell, counters kept.
-    let zh2 = t.apply(&config("[region.north]\nendpoints = [\"192.0.2.9\"]\n")).remove(0);
+    let zh2 = t
+        .apply(&config("[region.north]\nendpoints = [\"192.0.2.9\"]\n"))
+        .remove(0);
     let west = zh2.regions.iter().find(|r| r.name == "west").unwrap();
     assert!(Arc::ptr_eq(west, &zh.regions[1]), "same region cell");
     assert!(!west.is_up(), "a reload never flips a down region up");
@@ -222,19 +336,36 @@ async fn reload_keeps_state_counters_and_runs_of_unchanged_endpoints() {
     // A run in progress continues across the reload: two failures, reload, one more.
     fake.set("192.0.2.1", false);
     let n = fake.probes_of("192.0.2.1").len();
-    until(Duration::from_secs(6), || fake.probes_of("192.0.2.1").len() == n + 2).await;
-    let zh3 = t.apply(&config("[region.north]\nendpoints = [\"192.0.2.9\"]\n# changed\n")).remove(0);
+    until(Duration::from_secs(6), || {
+        fake.probes_of("192.0.2.1").len() == n + 2
+    })
+    .await;
+    let zh3 = t
+        .apply(&config(
+            "[region.north]\nendpoints = [\"192.0.2.9\"]\n# changed\n",
+        ))
+        .remove(0);
     until(Duration::from_secs(1), || !zh3.endpoint_up(0, 0)).await; // regions by name: east, north, west
-    assert_eq!(fake.probes_of("192.0.2.1").len(), n + 3, "down on the 3rd failure, not restarted");
+    assert_eq!(
+        fake.probes_of("192.0.2.1").len(),
+        n + 3,
+        "down on the 3rd failure, not restarted"
+    );
     // Removing an endpoint stops its probes.
     let cfg_without_west = config("").zones[0].clone();
     let mut z = (*cfg_without_west).clone();
     z.regions.remove("west");
-    let trimmed = Config { zones: vec![Arc::new(z)] };
+    let trimmed = Config {
+        zones: vec![Arc::new(z)],
+    };
     t.apply(&trimmed);
     let n = fake.probes_of("192.0.2.3").len();
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert_eq!(fake.probes_of("192.0.2.3").len(), n, "removed endpoint is no longer probed");
+    assert_eq!(
+        fake.probes_of("192.0.2.3").len(),
+        n,
+        "removed endpoint is no longer probed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -250,8 +381,15 @@ async fn a_changed_check_starts_the_endpoint_fresh() {
     check.fall = 5;
     west.check = Some(Arc::new(check));
     z.regions.insert("west".into(), Arc::new(west));
-    let zh2 = t.apply(&Config { zones: vec![Arc::new(z)] }).remove(0);
-    assert!(zh2.region_up(1), "new endpoint (new check) starts per the start-up rule: up");
+    let zh2 = t
+        .apply(&Config {
+            zones: vec![Arc::new(z)],
+        })
+        .remove(0);
+    assert!(
+        zh2.region_up(1),
+        "new endpoint (new check) starts per the start-up rule: up"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -261,29 +399,60 @@ async fn state_file_restores_verdicts_and_overrides_across_a_restart() {
     let fake = Fake::default();
     fake.set("192.0.2.3", false);
     let shutdown = CancellationToken::new();
-    let t = Arc::new(HealthTable::new(Metrics::new(), Arc::new(fake.clone()), Some(path.clone()), shutdown.clone()));
+    let t = Arc::new(HealthTable::new(
+        Metrics::new(),
+        Arc::new(fake.clone()),
+        Some(path.clone()),
+        shutdown.clone(),
+    ));
     let writer = tokio::spawn(t.clone().persist_loop());
     let zh = t.apply(&config("")).remove(0);
     until(Duration::from_secs(10), || !zh.region_up(1)).await;
-    t.set_override(None, "east", Some("192.0.2.2".parse().unwrap()), Override::Down).unwrap();
+    t.set_override(
+        None,
+        "east",
+        Some("192.0.2.2".parse().unwrap()),
+        Override::Down,
+    )
+    .unwrap();
     shutdown.cancel();
     writer.await.unwrap();
     t.stop().await;
     let saved = StateFile::read(&path).unwrap().expect("written");
     let by = saved.by_endpoint();
-    assert_eq!(by[&("z.example".to_string(), "west".to_string(), "192.0.2.3".parse().unwrap())].up, Some(false));
+    assert_eq!(
+        by[&(
+            "z.example".to_string(),
+            "west".to_string(),
+            "192.0.2.3".parse().unwrap()
+        )]
+            .up,
+        Some(false)
+    );
 
     // "Restart": a new table reading the file. West is down from the first
     // query on (no flap to up), the override survived, and no transition is
     // logged for unchanged endpoints.
     let fake2 = Fake::default();
     fake2.set("192.0.2.3", false);
-    let t2 = Arc::new(HealthTable::new(Metrics::new(), Arc::new(fake2.clone()), Some(path), CancellationToken::new()));
+    let t2 = Arc::new(HealthTable::new(
+        Metrics::new(),
+        Arc::new(fake2.clone()),
+        Some(path),
+        CancellationToken::new(),
+    ));
     let zh2 = t2.apply(&config("")).remove(0);
     assert!(!zh2.region_up(1), "restored down");
     assert!(!zh2.endpoint_up(0, 1), "override restored");
     assert!(zh2.endpoint_up(0, 0));
-    assert!(t2.first_verdicts_known(), "restored verdicts count as known");
+    assert!(
+        t2.first_verdicts_known(),
+        "restored verdicts count as known"
+    );
     tokio::time::sleep(Duration::from_secs(12)).await;
-    assert!(t2.journal().is_empty(), "no transitions after a restart: {:?}", t2.journal());
+    assert!(
+        t2.journal().is_empty(),
+        "no transitions after a restart: {:?}",
+        t2.journal()
+    );
 }

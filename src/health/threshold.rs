@@ -93,17 +93,28 @@ mod tests {
     #[test]
     fn one_result_the_other_way_resets_the_run() {
         let mut t = Threshold::new(true);
-        assert_eq!(feed(&mut t, "--+--+--+", 3, 2), ".........", "a blip never fails a healthy endpoint");
+        assert_eq!(
+            feed(&mut t, "--+--+--+", 3, 2),
+            ".........",
+            "a blip never fails a healthy endpoint"
+        );
         assert!(t.is_up());
         assert_eq!(feed(&mut t, "---", 3, 2), "..D");
-        assert_eq!(feed(&mut t, "+-+-+-", 3, 2), "......", "flapping never brings it back");
+        assert_eq!(
+            feed(&mut t, "+-+-+-", 3, 2),
+            "......",
+            "flapping never brings it back"
+        );
         assert_eq!(feed(&mut t, "++", 3, 2), ".U");
     }
 
     #[test]
     fn flapping_backend_full_sequence() {
         let mut t = Threshold::new(true);
-        assert_eq!(feed(&mut t, "+++---+++--++-+---", 3, 2), ".....D.U.........D");
+        assert_eq!(
+            feed(&mut t, "+++---+++--++-+---", 3, 2),
+            ".....D.U.........D"
+        );
     }
 
     #[test]

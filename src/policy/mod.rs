@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use rand::{Rng, RngExt};
+use rand::{Rng, RngExt, SeedableRng};
 
 use crate::model::{Policy, RegionTarget, Service, WhenAllDown};
 
@@ -63,7 +63,9 @@ pub fn select<R: Rng + ?Sized>(svc: &Service, view: &dyn HealthView, rng: &mut R
             if !live.is_empty() {
                 (draw_weighted(svc, &live, answers, rng), degraded)
             } else {
-                let mut standby: Vec<usize> = (0..n).filter(|&p| svc.regions[p].weight == 0 && up(p)).collect();
+                let mut standby: Vec<usize> = (0..n)
+                    .filter(|&p| svc.regions[p].weight == 0 && up(p))
+                    .collect();
                 // Standby regions have no weight to draw by: any of them, uniformly.
                 let mut picks = Vec::new();
                 while picks.len() < answers && !standby.is_empty() {
@@ -89,7 +91,8 @@ pub fn select<R: Rng + ?Sized>(svc: &Service, view: &dyn HealthView, rng: &mut R
                 Policy::Failover => vec![0],
                 Policy::AllHealthy => (0..n).collect(),
                 Policy::Weighted { answers } => {
-                    let weighted: Vec<usize> = (0..n).filter(|&p| svc.regions[p].weight > 0).collect();
+                    let weighted: Vec<usize> =
+                        (0..n).filter(|&p| svc.regions[p].weight > 0).collect();
                     draw_weighted(svc, &weighted, answers, rng)
                 }
             };
@@ -109,7 +112,12 @@ pub fn select<R: Rng + ?Sized>(svc: &Service, view: &dyn HealthView, rng: &mut R
 
 /// Draw `k` distinct positions from `from`, each with probability proportional
 /// to its weight among those not yet drawn.
-fn draw_weighted<R: Rng + ?Sized>(svc: &Service, from: &[usize], k: usize, rng: &mut R) -> Vec<usize> {
+fn draw_weighted<R: Rng + ?Sized>(
+    svc: &Service,
+    from: &[usize],
+    k: usize,
+    rng: &mut R,
+) -> Vec<usize> {
     let mut pool: Vec<usize> = from.to_vec();
     let mut picks = Vec::with_capacity(k.min(pool.len()));
     while picks.len() < k && !pool.is_empty() {
@@ -135,6 +143,46 @@ fn draw_weighted<R: Rng + ?Sized>(svc: &Service, from: &[usize], k: usize, rng: 
 fn partly_down(svc: &Service, pos: usize, view: &dyn HealthView) -> bool {
     let region = &svc.regions[pos].region;
     (0..region.endpoints().len()).any(|e| !view.endpoint_up(region.index, e))
+}
+
+/// What a service answers right now, as (region position, share of
+/// answers): the picked region for failover, every up region for
+/// all-healthy, each eligible region's weight share for weighted. For the
+/// status API and page; the DNS path uses [`select`].
+pub fn shares(svc: &Service, view: &dyn HealthView) -> (Vec<(usize, f64)>, Selection) {
+    // Seeded: status must not depend on luck, and weighted shares are computed, not drawn.
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
+    let sel = select(svc, view, &mut rng);
+    if sel.outcome != Outcome::Answer {
+        return (Vec::new(), sel);
+    }
+    let out = match svc.policy {
+        Policy::Weighted { answers } if !sel.all_down => {
+            let n = svc.regions.len();
+            let up: Vec<usize> = (0..n)
+                .filter(|&p| view.region_up(svc.regions[p].region.index))
+                .collect();
+            let weighted: Vec<usize> = up
+                .iter()
+                .copied()
+                .filter(|&p| svc.regions[p].weight > 0)
+                .collect();
+            let pool = if weighted.is_empty() { up } else { weighted };
+            let total: u64 = pool.iter().map(|&p| u64::from(svc.regions[p].weight)).sum();
+            pool.iter()
+                .map(|&p| {
+                    let share = if total == 0 {
+                        1.0 / pool.len() as f64
+                    } else {
+                        f64::from(svc.regions[p].weight) / total as f64
+                    };
+                    (p, (share * answers as f64).min(1.0))
+                })
+                .collect()
+        }
+        _ => sel.picks.iter().map(|&p| (p, 1.0)).collect(),
+    };
+    (out, sel)
 }
 
 /// The region a pick refers to (`picks` may name the last-resort region).

@@ -57,7 +57,10 @@ fn service(policy: Policy, regions: &[Arc<Region>], weights: &[u32], when: WhenA
         regions: regions
             .iter()
             .zip(weights.iter().copied().chain(std::iter::repeat(1)))
-            .map(|(r, w)| ServiceRegion { region: r.clone(), weight: w })
+            .map(|(r, w)| ServiceRegion {
+                region: r.clone(),
+                weight: w,
+            })
             .collect(),
         ttl: 30,
         degraded_ttl: 10,
@@ -72,7 +75,10 @@ fn rng() -> SmallRng {
 }
 
 fn names(svc: &Service, sel: &Selection) -> Vec<String> {
-    sel.picks.iter().map(|&p| picked_region(svc, p).name.clone()).collect()
+    sel.picks
+        .iter()
+        .map(|&p| picked_region(svc, p).name.clone())
+        .collect()
 }
 
 #[test]
@@ -101,20 +107,50 @@ fn failover_answers_the_first_up_region_n_deep() {
 fn all_down_follows_the_configured_rule() {
     let rs = regions3();
     let down = view(&[false, false, false], 3);
-    let sel = select(&service(Policy::Failover, &rs, &[], WhenAllDown::FailOpen), &down, &mut rng());
-    assert_eq!((sel.outcome.clone(), sel.picks.clone(), sel.all_down, sel.degraded), (Outcome::Answer, vec![0], true, true));
-    let svc = service(Policy::Failover, &rs, &[], WhenAllDown::LastResort(rs[2].clone()));
+    let sel = select(
+        &service(Policy::Failover, &rs, &[], WhenAllDown::FailOpen),
+        &down,
+        &mut rng(),
+    );
+    assert_eq!(
+        (
+            sel.outcome.clone(),
+            sel.picks.clone(),
+            sel.all_down,
+            sel.degraded
+        ),
+        (Outcome::Answer, vec![0], true, true)
+    );
+    let svc = service(
+        Policy::Failover,
+        &rs,
+        &[],
+        WhenAllDown::LastResort(rs[2].clone()),
+    );
     let sel = select(&svc, &down, &mut rng());
     assert_eq!(names(&svc, &sel), ["ap"]);
     assert!(sel.all_down);
-    let sel = select(&service(Policy::Failover, &rs, &[], WhenAllDown::NoData), &down, &mut rng());
+    let sel = select(
+        &service(Policy::Failover, &rs, &[], WhenAllDown::NoData),
+        &down,
+        &mut rng(),
+    );
     assert_eq!(sel.outcome, Outcome::NoData);
-    let sel = select(&service(Policy::Failover, &rs, &[], WhenAllDown::ServFail), &down, &mut rng());
+    let sel = select(
+        &service(Policy::Failover, &rs, &[], WhenAllDown::ServFail),
+        &down,
+        &mut rng(),
+    );
     assert_eq!(sel.outcome, Outcome::ServFail);
     // Fail-open all-healthy answers every region; fail-open weighted draws by weight.
     let svc = service(Policy::AllHealthy, &rs, &[], WhenAllDown::FailOpen);
     assert_eq!(select(&svc, &down, &mut rng()).picks, [0, 1, 2]);
-    let svc = service(Policy::Weighted { answers: 1 }, &rs, &[0, 5, 0], WhenAllDown::FailOpen);
+    let svc = service(
+        Policy::Weighted { answers: 1 },
+        &rs,
+        &[0, 5, 0],
+        WhenAllDown::FailOpen,
+    );
     assert_eq!(names(&svc, &select(&svc, &down, &mut rng())), ["eu"]);
 }
 
@@ -126,7 +162,13 @@ fn fail_open_answers_every_endpoint_of_a_down_region() {
     let sel = select(&svc, &down, &mut rng());
     let mut out = Vec::new();
     addresses(&svc, &sel, &down, false, &mut rng(), &mut out);
-    assert_eq!(out, ["192.0.2.1".parse::<IpAddr>().unwrap(), "192.0.2.2".parse().unwrap()]);
+    assert_eq!(
+        out,
+        [
+            "192.0.2.1".parse::<IpAddr>().unwrap(),
+            "192.0.2.2".parse().unwrap()
+        ]
+    );
     addresses(&svc, &sel, &down, true, &mut rng(), &mut out);
     assert_eq!(out, ["2001:db8::1".parse::<IpAddr>().unwrap()]);
 }
@@ -153,7 +195,12 @@ fn only_healthy_endpoints_of_a_degraded_region_are_answered() {
 #[test]
 fn weighted_draws_by_weight_and_uses_standby_only_when_needed() {
     let rs = regions3();
-    let svc = service(Policy::Weighted { answers: 1 }, &rs, &[3, 1, 0], WhenAllDown::FailOpen);
+    let svc = service(
+        Policy::Weighted { answers: 1 },
+        &rs,
+        &[3, 1, 0],
+        WhenAllDown::FailOpen,
+    );
     let all = view(&[true, true, true], 3);
     let mut r = rng();
     let mut counts = [0usize; 3];
@@ -162,12 +209,18 @@ fn weighted_draws_by_weight_and_uses_standby_only_when_needed() {
         assert!(!sel.degraded);
         counts[sel.picks[0]] += 1;
     }
-    assert_eq!(counts[2], 0, "standby gets nothing while a weighted region is up");
+    assert_eq!(
+        counts[2], 0,
+        "standby gets nothing while a weighted region is up"
+    );
     let share = counts[0] as f64 / 40_000.0;
     assert!((share - 0.75).abs() < 0.01, "{counts:?}");
     // us down: all traffic to eu, degraded.
     let sel = select(&svc, &view(&[false, true, true], 3), &mut r);
-    assert_eq!((names(&svc, &sel), sel.degraded), (vec!["eu".to_string()], true));
+    assert_eq!(
+        (names(&svc, &sel), sel.degraded),
+        (vec!["eu".to_string()], true)
+    );
     // Both weighted down: the standby.
     let sel = select(&svc, &view(&[false, false, true], 3), &mut r);
     assert_eq!(names(&svc, &sel), ["ap"]);
@@ -177,7 +230,12 @@ fn weighted_draws_by_weight_and_uses_standby_only_when_needed() {
 #[test]
 fn weighted_with_several_answers_draws_distinct_regions() {
     let rs = regions3();
-    let svc = service(Policy::Weighted { answers: 2 }, &rs, &[1, 1, 1], WhenAllDown::FailOpen);
+    let svc = service(
+        Policy::Weighted { answers: 2 },
+        &rs,
+        &[1, 1, 1],
+        WhenAllDown::FailOpen,
+    );
     let mut r = rng();
     for _ in 0..200 {
         let sel = select(&svc, &view(&[true, true, true], 3), &mut r);
@@ -218,11 +276,21 @@ fn all_healthy_answers_every_healthy_endpoint_shuffled_and_capped() {
 #[test]
 fn every_degraded_combination_of_two_regions() {
     // Exhaustive over region and endpoint states of two regions with two endpoints.
-    let rs = vec![region(0, "a", &["192.0.2.1", "192.0.2.2"]), region(1, "b", &["192.0.2.3", "192.0.2.4"])];
-    for policy in [Policy::Failover, Policy::Weighted { answers: 1 }, Policy::AllHealthy] {
+    let rs = vec![
+        region(0, "a", &["192.0.2.1", "192.0.2.2"]),
+        region(1, "b", &["192.0.2.3", "192.0.2.4"]),
+    ];
+    for policy in [
+        Policy::Failover,
+        Policy::Weighted { answers: 1 },
+        Policy::AllHealthy,
+    ] {
         let svc = service(policy.clone(), &rs, &[1, 1], WhenAllDown::NoData);
         for bits in 0u8..16 {
-            let eps = vec![vec![bits & 1 != 0, bits & 2 != 0], vec![bits & 4 != 0, bits & 8 != 0]];
+            let eps = vec![
+                vec![bits & 1 != 0, bits & 2 != 0],
+                vec![bits & 4 != 0, bits & 8 != 0],
+            ];
             let v = View {
                 regions: eps.iter().map(|e| e.iter().any(|&u| u)).collect(),
                 endpoints: eps.clone(),
@@ -244,7 +312,10 @@ fn every_degraded_combination_of_two_regions() {
                     "192.0.2.3" => (1, 0),
                     _ => (1, 1),
                 };
-                assert!(eps[r][e], "{policy:?} {bits:04b}: answered down endpoint {a}");
+                assert!(
+                    eps[r][e],
+                    "{policy:?} {bits:04b}: answered down endpoint {a}"
+                );
             }
             if fully_healthy {
                 assert!(!sel.degraded, "{policy:?}");

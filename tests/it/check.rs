@@ -9,7 +9,9 @@ fn gslb() -> Command {
 }
 
 fn fixtures(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
 }
 
 /// `# expect: LINE:COL substring` lines of a fixture.
@@ -27,28 +29,56 @@ fn expectations(path: &Path) -> Vec<(String, String)> {
 #[test]
 fn every_broken_fixture_is_reported_with_file_line_and_column() {
     let dir = fixtures("bad");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
     files.sort();
     assert!(files.len() >= 10, "fixtures present");
     for file in files {
         // Run from the fixtures folder so paths in messages are as written below.
         let name = PathBuf::from(file.file_name().unwrap());
-        let out = gslb().current_dir(&dir).arg("check").arg(&name).output().unwrap();
+        let out = gslb()
+            .current_dir(&dir)
+            .arg("check")
+            .arg(&name)
+            .output()
+            .unwrap();
         let file = name;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{} must fail:\n{stderr}", file.display());
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{} must fail:\n{stderr}",
+            file.display()
+        );
         let expects = expectations(&dir.join(&file));
-        assert!(!expects.is_empty(), "{} has # expect: lines", file.display());
+        assert!(
+            !expects.is_empty(),
+            "{} has # expect: lines",
+            file.display()
+        );
         for (pos, msg) in &expects {
             let want = format!("{}:{pos}: ", file.display());
             assert!(
-                stderr.lines().any(|l| l.starts_with(&want) && l.contains(msg.as_str())),
+                stderr
+                    .lines()
+                    .any(|l| l.starts_with(&want) && l.contains(msg.as_str())),
                 "{}: expected a line starting {want:?} containing {msg:?}; got:\n{stderr}",
                 file.display()
             );
         }
-        let problems = stderr.lines().filter(|l| l.starts_with(&file.display().to_string())).count();
-        assert_eq!(problems, expects.len(), "{}: exactly the expected problems:\n{stderr}", file.display());
+        let problems = stderr
+            .lines()
+            .filter(|l| l.starts_with(&file.display().to_string()))
+            .count();
+        assert_eq!(
+            problems,
+            expects.len(),
+            "{}: exactly the expected problems:\n{stderr}",
+            file.display()
+        );
     }
 }
 
@@ -60,7 +90,11 @@ fn two_files_claiming_one_zone_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     let b = dir.join("b.toml");
     assert!(
-        stderr.contains(&format!("{}:3:8: zone dup.example.com. is already defined at {}:3:8", b.display(), dir.join("a.toml").display())),
+        stderr.contains(&format!(
+            "{}:3:8: zone dup.example.com. is already defined at {}:3:8",
+            b.display(),
+            dir.join("a.toml").display()
+        )),
         "{stderr}"
     );
 }
@@ -70,21 +104,40 @@ fn shipped_example_zones_pass_check() {
     let zones = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones");
     let out = gslb().arg("check").arg(&zones).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("ok:") && stdout.contains("zones"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok:") && stdout.contains("zones"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn check_says_what_it_loaded() {
     let out = gslb().arg("check").arg(fixtures("good")).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("ok: 1 zones, 6 records, 0 services, 0 regions"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: 1 zones, 6 records, 0 services, 0 regions"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn missing_path_is_a_problem() {
-    let out = gslb().arg("check").arg("/nonexistent/zones").output().unwrap();
+    let out = gslb()
+        .arg("check")
+        .arg("/nonexistent/zones")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/zones"));
 }

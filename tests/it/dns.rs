@@ -51,14 +51,20 @@ async fn nxdomain_and_nodata_carry_soa_with_negative_ttl() {
     assert!(m.answers.is_empty());
     // min(SOA TTL 300, minimum 60)
     assert_eq!(soa_ttl_in_authority(&m), 60);
-    let RData::SOA(soa) = &m.authorities[0].data else { panic!("SOA") };
+    let RData::SOA(soa) = &m.authorities[0].data else {
+        panic!("SOA")
+    };
     assert_eq!(soa.serial, 2024010101);
     assert_eq!(soa.minimum, 60);
     assert_eq!(soa.mname.to_ascii(), "ns1.gslb.example.com.");
     assert_eq!(soa.rname.to_ascii(), "hostmaster.example.com.");
 
     let m = s.query("static.gslb.example.com.", RecordType::MX).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "NODATA is NOERROR");
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "NODATA is NOERROR"
+    );
     assert!(m.metadata.authoritative);
     assert!(m.answers.is_empty());
     assert_eq!(soa_ttl_in_authority(&m), 60);
@@ -74,14 +80,33 @@ async fn soa_and_ns_at_apex() {
     let s = server().await;
     let m = s.query("gslb.example.com.", RecordType::SOA).await;
     assert_eq!(m.answers.len(), 1);
-    assert_eq!(m.answers[0].ttl, 300, "the SOA's own TTL when asked for directly");
+    assert_eq!(
+        m.answers[0].ttl, 300,
+        "the SOA's own TTL when asked for directly"
+    );
     let m = s.query("gslb.example.com.", RecordType::NS).await;
     let mut ns = answers(&m);
     ns.sort();
-    assert_eq!(ns, ["gslb.example.com. NS ns1.gslb.example.com.", "gslb.example.com. NS ns2.gslb.example.com."]);
-    let mut glue: Vec<String> = m.additionals.iter().map(|r| format!("{} {}", r.name, r.data)).collect();
+    assert_eq!(
+        ns,
+        [
+            "gslb.example.com. NS ns1.gslb.example.com.",
+            "gslb.example.com. NS ns2.gslb.example.com."
+        ]
+    );
+    let mut glue: Vec<String> = m
+        .additionals
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.data))
+        .collect();
     glue.sort();
-    assert_eq!(glue, ["ns1.gslb.example.com. 198.51.100.53", "ns2.gslb.example.com. 203.0.113.53"]);
+    assert_eq!(
+        glue,
+        [
+            "ns1.gslb.example.com. 198.51.100.53",
+            "ns2.gslb.example.com. 203.0.113.53"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -91,7 +116,10 @@ async fn cname_is_chased_inside_the_zone() {
     assert!(m.metadata.authoritative);
     assert_eq!(
         answers(&m),
-        ["docs.gslb.example.com. CNAME static.gslb.example.com.", "static.gslb.example.com. A 192.0.2.10"]
+        [
+            "docs.gslb.example.com. CNAME static.gslb.example.com.",
+            "static.gslb.example.com. A 192.0.2.10"
+        ]
     );
     // Two links.
     let m = s.query("chain1.gslb.example.com.", RecordType::AAAA).await;
@@ -105,21 +133,33 @@ async fn cname_is_chased_inside_the_zone() {
     );
     // Asking for the CNAME itself does not chase.
     let m = s.query("docs.gslb.example.com.", RecordType::CNAME).await;
-    assert_eq!(answers(&m), ["docs.gslb.example.com. CNAME static.gslb.example.com."]);
+    assert_eq!(
+        answers(&m),
+        ["docs.gslb.example.com. CNAME static.gslb.example.com."]
+    );
     // Out of zone: the resolver follows it.
     let m = s.query("away.gslb.example.com.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-    assert_eq!(answers(&m), ["away.gslb.example.com. CNAME www.example.net."]);
+    assert_eq!(
+        answers(&m),
+        ["away.gslb.example.com. CNAME www.example.net."]
+    );
     assert!(m.authorities.is_empty());
     // Target missing: NXDOMAIN for the last name in the chain (RFC 6604), CNAME kept.
     let m = s.query("dangling.gslb.example.com.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-    assert_eq!(answers(&m), ["dangling.gslb.example.com. CNAME nothing-here.gslb.example.com."]);
+    assert_eq!(
+        answers(&m),
+        ["dangling.gslb.example.com. CNAME nothing-here.gslb.example.com."]
+    );
     assert_eq!(soa_ttl_in_authority(&m), 60);
     // Target exists without the type: NODATA with the CNAME.
     let m = s.query("docs.gslb.example.com.", RecordType::MX).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-    assert_eq!(answers(&m), ["docs.gslb.example.com. CNAME static.gslb.example.com."]);
+    assert_eq!(
+        answers(&m),
+        ["docs.gslb.example.com. CNAME static.gslb.example.com."]
+    );
     assert_eq!(soa_ttl_in_authority(&m), 60);
 }
 
@@ -130,7 +170,10 @@ async fn cname_loop_terminates() {
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(
         answers(&m),
-        ["loop1.gslb.example.com. CNAME loop2.gslb.example.com.", "loop2.gslb.example.com. CNAME loop1.gslb.example.com."]
+        [
+            "loop1.gslb.example.com. CNAME loop2.gslb.example.com.",
+            "loop2.gslb.example.com. CNAME loop1.gslb.example.com."
+        ]
     );
     // The server is still fine.
     let m = s.query("static.gslb.example.com.", RecordType::A).await;
@@ -140,19 +183,38 @@ async fn cname_loop_terminates() {
 #[tokio::test]
 async fn names_below_a_delegation_get_a_referral() {
     let s = server().await;
-    for (name, qtype) in [("host.lab.gslb.example.com.", RecordType::A), ("lab.gslb.example.com.", RecordType::NS), ("lab.gslb.example.com.", RecordType::A)] {
+    for (name, qtype) in [
+        ("host.lab.gslb.example.com.", RecordType::A),
+        ("lab.gslb.example.com.", RecordType::NS),
+        ("lab.gslb.example.com.", RecordType::A),
+    ] {
         let m = s.query(name, qtype).await;
         assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
         assert!(!m.metadata.authoritative, "AA clear on a referral: {name}");
         assert!(m.answers.is_empty());
-        let mut ns: Vec<String> = m.authorities.iter().map(|r| format!("{} {} {}", r.name, r.record_type(), r.data)).collect();
+        let mut ns: Vec<String> = m
+            .authorities
+            .iter()
+            .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+            .collect();
         ns.sort();
         assert_eq!(
             ns,
-            ["lab.gslb.example.com. NS ns.elsewhere.example.net.", "lab.gslb.example.com. NS ns.lab.gslb.example.com."]
+            [
+                "lab.gslb.example.com. NS ns.elsewhere.example.net.",
+                "lab.gslb.example.com. NS ns.lab.gslb.example.com."
+            ]
         );
-        let glue: Vec<String> = m.additionals.iter().map(|r| format!("{} {}", r.name, r.data)).collect();
-        assert_eq!(glue, ["ns.lab.gslb.example.com. 192.0.2.53"], "in-zone glue only");
+        let glue: Vec<String> = m
+            .additionals
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.data))
+            .collect();
+        assert_eq!(
+            glue,
+            ["ns.lab.gslb.example.com. 192.0.2.53"],
+            "in-zone glue only"
+        );
     }
     // DS lives on the parent side: an authoritative NODATA (the zone is unsigned).
     let m = s.query("lab.gslb.example.com.", RecordType::DS).await;
@@ -162,18 +224,31 @@ async fn names_below_a_delegation_get_a_referral() {
     // A CNAME into the delegation: the CNAME (authoritative) plus the referral.
     let m = s.query("to-lab.gslb.example.com.", RecordType::A).await;
     assert!(m.metadata.authoritative);
-    assert_eq!(answers(&m), ["to-lab.gslb.example.com. CNAME host.lab.gslb.example.com."]);
+    assert_eq!(
+        answers(&m),
+        ["to-lab.gslb.example.com. CNAME host.lab.gslb.example.com."]
+    );
     assert_eq!(m.authorities.len(), 2);
 }
 
 #[tokio::test]
 async fn wildcards_synthesise_the_query_name() {
     let s = server().await;
-    let m = s.query("anything.pages.gslb.example.com.", RecordType::A).await;
+    let m = s
+        .query("anything.pages.gslb.example.com.", RecordType::A)
+        .await;
     assert!(m.metadata.authoritative);
-    assert_eq!(answers(&m), ["anything.pages.gslb.example.com. A 192.0.2.80"]);
-    let m = s.query("deep.er.pages.gslb.example.com.", RecordType::A).await;
-    assert_eq!(answers(&m), ["deep.er.pages.gslb.example.com. A 192.0.2.80"]);
+    assert_eq!(
+        answers(&m),
+        ["anything.pages.gslb.example.com. A 192.0.2.80"]
+    );
+    let m = s
+        .query("deep.er.pages.gslb.example.com.", RecordType::A)
+        .await;
+    assert_eq!(
+        answers(&m),
+        ["deep.er.pages.gslb.example.com. A 192.0.2.80"]
+    );
     // Wildcard NODATA.
     let m = s.query("x.pages.gslb.example.com.", RecordType::AAAA).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
@@ -183,7 +258,10 @@ async fn wildcards_synthesise_the_query_name() {
     let m = s.query("x.alias.gslb.example.com.", RecordType::A).await;
     assert_eq!(
         answers(&m),
-        ["x.alias.gslb.example.com. CNAME static.gslb.example.com.", "static.gslb.example.com. A 192.0.2.10"]
+        [
+            "x.alias.gslb.example.com. CNAME static.gslb.example.com.",
+            "static.gslb.example.com. A 192.0.2.10"
+        ]
     );
     // The wildcard does not cover the existing name itself.
     let m = s.query("pages.gslb.example.com.", RecordType::A).await;
@@ -195,19 +273,44 @@ async fn wildcards_synthesise_the_query_name() {
 async fn record_types_and_additional_section() {
     let s = server().await;
     let m = s.query("gslb.example.com.", RecordType::MX).await;
-    assert_eq!(answers(&m), ["gslb.example.com. MX 10 mail.gslb.example.com."]);
-    let add: Vec<String> = m.additionals.iter().map(|r| format!("{} {}", r.name, r.data)).collect();
-    assert_eq!(add, ["mail.gslb.example.com. 192.0.2.25", "mail.gslb.example.com. 2001:db8::25"]);
-    let m = s.query("_sip._tcp.gslb.example.com.", RecordType::SRV).await;
-    assert_eq!(answers(&m), ["_sip._tcp.gslb.example.com. SRV 10 5 5060 static.gslb.example.com."]);
+    assert_eq!(
+        answers(&m),
+        ["gslb.example.com. MX 10 mail.gslb.example.com."]
+    );
+    let add: Vec<String> = m
+        .additionals
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.data))
+        .collect();
+    assert_eq!(
+        add,
+        [
+            "mail.gslb.example.com. 192.0.2.25",
+            "mail.gslb.example.com. 2001:db8::25"
+        ]
+    );
+    let m = s
+        .query("_sip._tcp.gslb.example.com.", RecordType::SRV)
+        .await;
+    assert_eq!(
+        answers(&m),
+        ["_sip._tcp.gslb.example.com. SRV 10 5 5060 static.gslb.example.com."]
+    );
     assert_eq!(m.additionals.len(), 2, "A and AAAA of the SRV target");
     let m = s.query("gslb.example.com.", RecordType::CAA).await;
     assert_eq!(m.answers.len(), 1);
-    let RData::CAA(caa) = &m.answers[0].data else { panic!("CAA") };
+    let RData::CAA(caa) = &m.answers[0].data else {
+        panic!("CAA")
+    };
     assert_eq!(caa.tag, "issue");
     assert_eq!(caa.value, b"letsencrypt.org");
-    let m = s.query("10.2.0.192.in-addr.gslb.example.com.", RecordType::PTR).await;
-    assert_eq!(answers(&m), ["10.2.0.192.in-addr.gslb.example.com. PTR static.gslb.example.com."]);
+    let m = s
+        .query("10.2.0.192.in-addr.gslb.example.com.", RecordType::PTR)
+        .await;
+    assert_eq!(
+        answers(&m),
+        ["10.2.0.192.in-addr.gslb.example.com. PTR static.gslb.example.com."]
+    );
     let m = s.query("static.gslb.example.com.", RecordType::TXT).await;
     assert_eq!(answers(&m), ["static.gslb.example.com. TXT hello"]);
 }
@@ -218,7 +321,9 @@ async fn long_txt_is_split_into_255_byte_strings() {
     let zone = format!("{ZONE}\n[[record]]\nname = \"long\"\ntype = \"TXT\"\nvalue = \"{long}\"\n");
     let s = TestServer::start(&[("z.toml", &zone)]).await;
     let m = s.query("long.gslb.example.com.", RecordType::TXT).await;
-    let RData::TXT(txt) = &m.answers[0].data else { panic!("TXT") };
+    let RData::TXT(txt) = &m.answers[0].data else {
+        panic!("TXT")
+    };
     let lens: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
     assert_eq!(lens, [255, 255, 90]);
     assert_eq!(txt.txt_data.concat(), long.as_bytes());
@@ -231,7 +336,11 @@ async fn names_are_case_insensitive_and_the_question_case_is_echoed() {
     assert_eq!(m.queries[0].name().to_ascii(), "StAtIc.GsLb.ExAmPlE.CoM.");
     assert!(m.metadata.authoritative);
     assert_eq!(addrs(&m), ["192.0.2.10"]);
-    assert_eq!(m.answers[0].name.to_ascii(), "StAtIc.GsLb.ExAmPlE.CoM.", "owner echoes the question");
+    assert_eq!(
+        m.answers[0].name.to_ascii(),
+        "StAtIc.GsLb.ExAmPlE.CoM.",
+        "owner echoes the question"
+    );
 }
 
 #[tokio::test]
@@ -239,10 +348,14 @@ async fn any_gets_a_minimal_answer_over_udp_and_all_over_tcp() {
     let s = server().await;
     let m = s.query("static.gslb.example.com.", RecordType::ANY).await;
     assert!(m.metadata.authoritative);
-    let types: std::collections::BTreeSet<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+    let types: std::collections::BTreeSet<RecordType> =
+        m.answers.iter().map(|r| r.record_type()).collect();
     assert_eq!(types.len(), 1, "one RRset over UDP (RFC 8482): {m}");
-    let m = s.query_tcp("static.gslb.example.com.", RecordType::ANY).await;
-    let types: std::collections::BTreeSet<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+    let m = s
+        .query_tcp("static.gslb.example.com.", RecordType::ANY)
+        .await;
+    let types: std::collections::BTreeSet<RecordType> =
+        m.answers.iter().map(|r| r.record_type()).collect();
     assert_eq!(types.len(), 3, "A, AAAA and TXT over TCP: {m}");
 }
 
@@ -279,7 +392,9 @@ async fn malformed_packets_get_formerr_or_are_dropped_and_never_stall() {
     // Header fine, question truncated.
     let mut bad = vec![0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
     bad.extend_from_slice(&[7, b'e', b'x', b'a']);
-    let resp = udp_raw(s.dns, &bad, Duration::from_secs(1)).await.expect("FORMERR reply");
+    let resp = udp_raw(s.dns, &bad, Duration::from_secs(1))
+        .await
+        .expect("FORMERR reply");
     let m = Message::from_vec(&resp).expect("valid");
     assert_eq!(m.metadata.id, 0xabcd);
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
@@ -289,11 +404,19 @@ async fn malformed_packets_get_formerr_or_are_dropped_and_never_stall() {
     let m = udp(s.dns, &two).await.expect("answer");
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     // Shorter than a header: dropped.
-    assert!(udp_raw(s.dns, &[1, 2, 3, 4, 5], Duration::from_millis(300)).await.is_none());
+    assert!(
+        udp_raw(s.dns, &[1, 2, 3, 4, 5], Duration::from_millis(300))
+            .await
+            .is_none()
+    );
     // A response (QR set) is never answered.
     let mut resp = request("static.gslb.example.com.", RecordType::A, false);
     resp.metadata.message_type = MessageType::Response;
-    assert!(udp_raw(s.dns, &resp.to_vec().unwrap(), Duration::from_millis(300)).await.is_none());
+    assert!(
+        udp_raw(s.dns, &resp.to_vec().unwrap(), Duration::from_millis(300))
+            .await
+            .is_none()
+    );
     // Random garbage over UDP and TCP: the server answers or drops, and keeps serving.
     let mut seed = 0x2545F4914F6CDD1Du64;
     for i in 0..300 {
@@ -301,16 +424,28 @@ async fn malformed_packets_get_formerr_or_are_dropped_and_never_stall() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let len = (seed % 80) as usize;
-        let mut pkt: Vec<u8> = (0..len).map(|j| (seed >> (j % 56)) as u8 ^ j as u8).collect();
+        let mut pkt: Vec<u8> = (0..len)
+            .map(|j| (seed >> (j % 56)) as u8 ^ j as u8)
+            .collect();
         if i % 2 == 0 && pkt.len() > 3 {
             pkt[2] &= 0x7f; // make it look like a query
         }
         let _ = udp_raw(s.dns, &pkt, Duration::from_millis(20)).await;
     }
     let mut conn = TcpStream::connect(s.dns).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut conn, &[0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut conn,
+        &[
+            0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+        ],
+    )
+    .await
+    .unwrap();
     let mut len = [0u8; 2];
-    tokio::time::timeout(Duration::from_secs(2), conn.read_exact(&mut len)).await.expect("TCP FORMERR in time").unwrap();
+    tokio::time::timeout(Duration::from_secs(2), conn.read_exact(&mut len))
+        .await
+        .expect("TCP FORMERR in time")
+        .unwrap();
     let m = s.query("static.gslb.example.com.", RecordType::A).await;
     assert_eq!(addrs(&m), ["192.0.2.10"], "still serving");
 }
@@ -323,7 +458,12 @@ async fn edns_opt_is_echoed_only_when_asked_and_unknown_versions_get_badvers() {
     assert_eq!(edns.max_payload(), 1232);
     assert_eq!(edns.version(), 0);
 
-    let m = udp(s.dns, &request("static.gslb.example.com.", RecordType::A, false)).await.unwrap();
+    let m = udp(
+        s.dns,
+        &request("static.gslb.example.com.", RecordType::A, false),
+    )
+    .await
+    .unwrap();
     assert!(m.edns.is_none(), "no OPT in reply to a query without one");
     assert_eq!(addrs(&m), ["192.0.2.10"]);
 
@@ -343,11 +483,19 @@ async fn edns_opt_is_echoed_only_when_asked_and_unknown_versions_get_badvers() {
 async fn large_answers_are_truncated_over_udp_and_complete_over_tcp() {
     let mut zone = ZONE.to_string();
     for i in 0..12 {
-        zone.push_str(&format!("\n[[record]]\nname = \"big\"\ntype = \"TXT\"\nvalue = \"{i:02}{}\"\n", "t".repeat(120)));
+        zone.push_str(&format!(
+            "\n[[record]]\nname = \"big\"\ntype = \"TXT\"\nvalue = \"{i:02}{}\"\n",
+            "t".repeat(120)
+        ));
     }
     let s = TestServer::start(&[("z.toml", &zone)]).await;
     // No EDNS: 512 bytes.
-    let m = udp(s.dns, &request("big.gslb.example.com.", RecordType::TXT, false)).await.unwrap();
+    let m = udp(
+        s.dns,
+        &request("big.gslb.example.com.", RecordType::TXT, false),
+    )
+    .await
+    .unwrap();
     assert!(m.metadata.truncation, "TC set");
     assert!(m.answers.is_empty(), "no partial RRset");
     assert_eq!(m.queries.len(), 1);
@@ -360,22 +508,38 @@ async fn large_answers_are_truncated_over_udp_and_complete_over_tcp() {
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 12);
     // A small answer is never truncated.
-    let m = udp(s.dns, &request("static.gslb.example.com.", RecordType::A, false)).await.unwrap();
+    let m = udp(
+        s.dns,
+        &request("static.gslb.example.com.", RecordType::A, false),
+    )
+    .await
+    .unwrap();
     assert!(!m.metadata.truncation);
 }
 
 #[tokio::test]
 async fn tcp_serves_several_queries_per_connection_and_closes_idle_ones() {
-    let s = TestServer::start_with(&[("z.toml", ZONE)], |st| st.tcp_idle = Duration::from_millis(300)).await;
+    let s = TestServer::start_with(&[("z.toml", ZONE)], |st| {
+        st.tcp_idle = Duration::from_millis(300)
+    })
+    .await;
     let mut conn = TcpStream::connect(s.dns).await.unwrap();
-    for name in ["static.gslb.example.com.", "mail.gslb.example.com.", "ns1.gslb.example.com."] {
-        let m = tcp_exchange(&mut conn, &request(name, RecordType::A, false)).await.expect("answer on the same connection");
+    for name in [
+        "static.gslb.example.com.",
+        "mail.gslb.example.com.",
+        "ns1.gslb.example.com.",
+    ] {
+        let m = tcp_exchange(&mut conn, &request(name, RecordType::A, false))
+            .await
+            .expect("answer on the same connection");
         assert_eq!(m.answers.len(), 1, "{name}");
         assert!(m.metadata.authoritative);
     }
     // Now stay idle: the server closes the connection (read returns EOF).
     let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut buf)).await.expect("closed within the idle timeout");
+    let n = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut buf))
+        .await
+        .expect("closed within the idle timeout");
     assert_eq!(n.unwrap_or(0), 0, "EOF");
 }
 

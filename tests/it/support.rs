@@ -28,7 +28,10 @@ impl TestServer {
     }
 
     /// Start with these zone files, adjusting the settings first.
-    pub async fn start_with(zones: &[(&str, &str)], adjust: impl FnOnce(&mut Settings)) -> TestServer {
+    pub async fn start_with(
+        zones: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, text) in zones {
             std::fs::write(dir.path().join(name), text).expect("write zone");
@@ -47,12 +50,16 @@ impl TestServer {
 
     /// Query over UDP with EDNS (payload 1232), RD set.
     pub async fn query(&self, name: &str, rtype: RecordType) -> Message {
-        udp(self.dns, &request(name, rtype, true)).await.expect("UDP answer")
+        udp(self.dns, &request(name, rtype, true))
+            .await
+            .expect("UDP answer")
     }
 
     /// Query over TCP, RD set.
     pub async fn query_tcp(&self, name: &str, rtype: RecordType) -> Message {
-        tcp(self.dns, &request(name, rtype, true)).await.expect("TCP answer")
+        tcp(self.dns, &request(name, rtype, true))
+            .await
+            .expect("TCP answer")
     }
 }
 
@@ -128,7 +135,10 @@ pub async fn tcp_exchange(s: &mut TcpStream, m: &Message) -> Option<Message> {
     framed.extend_from_slice(&bytes);
     s.write_all(&framed).await.ok()?;
     let mut len = [0u8; 2];
-    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut len)).await.ok()?.ok()?;
+    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut len))
+        .await
+        .ok()?
+        .ok()?;
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
     s.read_exact(&mut buf).await.ok()?;
     Some(Message::from_vec(&buf).expect("server sends valid DNS"))
@@ -136,7 +146,10 @@ pub async fn tcp_exchange(s: &mut TcpStream, m: &Message) -> Option<Message> {
 
 /// The answer section as "name type data" strings, for readable assertions.
 pub fn answers(m: &Message) -> Vec<String> {
-    m.answers.iter().map(|r| format!("{} {} {}", r.name, r.record_type(), r.data)).collect()
+    m.answers
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect()
 }
 
 /// The A/AAAA addresses in the answer.
@@ -159,7 +172,10 @@ where
         if f().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,0 +1,314 @@
+//! `GET /api/v1/status`: every zone, service, region and endpoint with its
+//! state, and the last transitions. Built from the served snapshot and the
+//! health cells on request; nothing here is on the DNS path.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::app::Shared;
+use crate::dns::zone_label;
+use crate::health::{Override, ProbeOutcome, Transition};
+use crate::model::RegionTarget;
+use crate::policy::{self, HealthView, Outcome};
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The whole status document.
+#[derive(Serialize, Debug)]
+pub struct Status {
+    /// gslb version.
+    pub version: &'static str,
+    /// Every checked endpoint has a verdict.
+    pub ready: bool,
+    /// Unix milliseconds when this document was made.
+    pub now_ms: u64,
+    /// Zones served.
+    pub zones: Vec<ZoneStatus>,
+    /// The last transitions, oldest first.
+    pub transitions: Vec<Transition>,
+}
+
+/// One zone.
+#[derive(Serialize, Debug)]
+pub struct ZoneStatus {
+    /// Zone name (no trailing dot).
+    pub name: String,
+    /// File it was loaded from.
+    pub file: String,
+    /// SOA serial.
+    pub serial: u32,
+    /// Static records.
+    pub records: usize,
+    /// Services.
+    pub services: Vec<ServiceStatus>,
+    /// Regions.
+    pub regions: Vec<RegionStatus>,
+}
+
+/// One service and what it answers now.
+#[derive(Serialize, Debug)]
+pub struct ServiceStatus {
+    /// Owner name.
+    pub name: String,
+    /// Table key in the zone file.
+    pub key: String,
+    /// Policy.
+    pub policy: &'static str,
+    /// Regions in configured order, with weights.
+    pub regions: Vec<ServiceRegionStatus>,
+    /// The answer differs from the fully healthy one.
+    pub degraded: bool,
+    /// Every region is down; the all-down rule applies.
+    pub all_down: bool,
+    /// TTL served now.
+    pub ttl: u32,
+    /// The all-down rule.
+    pub when_all_down: String,
+    /// What a query gets now.
+    pub answer: AnswerStatus,
+}
+
+/// A region as a service lists it.
+#[derive(Serialize, Debug)]
+pub struct ServiceRegionStatus {
+    /// Region name.
+    pub name: String,
+    /// Weight (1 for failover and all-healthy).
+    pub weight: u32,
+    /// Region up.
+    pub up: bool,
+}
+
+/// The current answer of a service.
+#[derive(Serialize, Debug)]
+pub struct AnswerStatus {
+    /// NOERROR with records, or "nodata" / "servfail" when all are down.
+    pub kind: &'static str,
+    /// Regions answered, with their share of answers (1.0 for each answered
+    /// region of failover and all-healthy).
+    pub regions: Vec<(String, f64)>,
+    /// Addresses answered (both families), for endpoint regions.
+    pub addresses: Vec<IpAddr>,
+    /// CNAME target, for a cname region.
+    pub cname: Option<String>,
+}
+
+/// One region's health.
+#[derive(Serialize, Debug)]
+pub struct RegionStatus {
+    /// Name.
+    pub name: String,
+    /// Up as DNS uses it (override applied).
+    pub up: bool,
+    /// Up as the probes say.
+    pub probed_up: bool,
+    /// Unix milliseconds of the last change.
+    pub since_ms: u64,
+    /// Override.
+    #[serde(rename = "override")]
+    pub overridden: Override,
+    /// min-healthy.
+    pub min_healthy: usize,
+    /// Check name, if any.
+    pub check: Option<String>,
+    /// CNAME target, for a cname region.
+    pub cname: Option<String>,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// One endpoint's health.
+#[derive(Serialize, Debug)]
+pub struct EndpointStatus {
+    /// Address.
+    pub address: IpAddr,
+    /// Up as DNS uses it.
+    pub up: bool,
+    /// The probes' verdict.
+    pub probed_up: bool,
+    /// Override.
+    #[serde(rename = "override")]
+    pub overridden: Override,
+    /// Last probe outcome.
+    pub last_result: Option<ProbeOutcome>,
+    /// Last probe reason.
+    pub reason: Option<String>,
+    /// Last probe latency in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Unix milliseconds of the last probe.
+    pub last_probe_ms: Option<u64>,
+    /// Consecutive results toward a transition.
+    pub consecutive: u32,
+    /// Unix milliseconds of the last change.
+    pub since_ms: Option<u64>,
+    /// Probes sent.
+    pub probes: u64,
+    /// Probes failed.
+    pub failures: u64,
+}
+
+/// Build the status document.
+pub fn status(shared: &Shared) -> Status {
+    let snap = shared.engine.snapshot();
+    let mut zones: Vec<ZoneStatus> = snap
+        .zones()
+        .map(|served| {
+            let zone = &served.zone;
+            let view: &dyn HealthView = served.health.as_ref();
+            let regions = zone
+                .regions
+                .values()
+                .map(|r| {
+                    let cell = &served.health.regions[r.index];
+                    RegionStatus {
+                        name: r.name.clone(),
+                        up: cell.is_up(),
+                        probed_up: cell.probed_up(),
+                        since_ms: ms(cell.since()),
+                        overridden: cell.override_state(),
+                        min_healthy: r.min_healthy,
+                        check: r.check.as_ref().map(|c| c.name.clone()),
+                        cname: match &r.target {
+                            RegionTarget::Alias(n) => Some(n.to_string()),
+                            RegionTarget::Endpoints(_) => None,
+                        },
+                        endpoints: cell
+                            .endpoints
+                            .iter()
+                            .map(|e| {
+                                let d = e.detail();
+                                EndpointStatus {
+                                    address: e.addr,
+                                    up: e.is_up(),
+                                    probed_up: e.probed_up(),
+                                    overridden: e.override_state(),
+                                    last_result: d.last_outcome,
+                                    reason: d.last_reason,
+                                    latency_ms: d.last_latency.map(|l| l.as_secs_f64() * 1000.0),
+                                    last_probe_ms: d.last_probe.map(ms),
+                                    consecutive: d.run,
+                                    since_ms: d.since.map(ms),
+                                    probes: d.probes,
+                                    failures: d.failures,
+                                }
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            let services = zone
+                .services
+                .iter()
+                .map(|svc| service_status(svc, view))
+                .collect();
+            let serial = match &zone.soa.data {
+                hickory_proto::rr::RData::SOA(soa) => soa.serial,
+                _ => 0,
+            };
+            ZoneStatus {
+                name: zone_label(zone),
+                file: zone.file.display().to_string(),
+                serial,
+                records: zone.record_count,
+                services,
+                regions,
+            }
+        })
+        .collect();
+    zones.sort_by(|a, b| a.name.cmp(&b.name));
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        ready: shared.health.first_verdicts_known(),
+        now_ms: ms(SystemTime::now()),
+        zones,
+        transitions: shared.health.journal(),
+    }
+}
+
+fn service_status(svc: &crate::model::Service, view: &dyn HealthView) -> ServiceStatus {
+    let (shares, sel) = policy::shares(svc, view);
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
+    let mut addresses = Vec::new();
+    let mut buf = Vec::new();
+    let mut cname = None;
+    // For weighted, list the addresses of every eligible region.
+    let all_picks = policy::Selection {
+        picks: shares.iter().map(|(p, _)| *p).collect(),
+        ..sel.clone()
+    };
+    for v6 in [false, true] {
+        policy::addresses(svc, &all_picks, view, v6, &mut rng, &mut buf);
+        addresses.extend(buf.iter().copied());
+    }
+    addresses.sort();
+    if let Some(&(p, _)) = shares.first() {
+        if let RegionTarget::Alias(n) = &policy::picked_region(svc, p).target {
+            cname = Some(n.to_string());
+        }
+    }
+    ServiceStatus {
+        name: svc.name.to_string(),
+        key: svc.key.clone(),
+        policy: svc.policy.as_str(),
+        regions: svc
+            .regions
+            .iter()
+            .map(|r| ServiceRegionStatus {
+                name: r.region.name.clone(),
+                weight: r.weight,
+                up: view.region_up(r.region.index),
+            })
+            .collect(),
+        degraded: sel.degraded,
+        all_down: sel.all_down || sel.outcome != Outcome::Answer,
+        ttl: if sel.degraded {
+            svc.degraded_ttl
+        } else {
+            svc.ttl
+        },
+        when_all_down: match &svc.when_all_down {
+            crate::model::WhenAllDown::FailOpen => "fail-open".into(),
+            crate::model::WhenAllDown::LastResort(r) => format!("last-resort {}", r.name),
+            crate::model::WhenAllDown::NoData => "nodata".into(),
+            crate::model::WhenAllDown::ServFail => "servfail".into(),
+        },
+        answer: AnswerStatus {
+            kind: match sel.outcome {
+                Outcome::Answer => "answer",
+                Outcome::NoData => "nodata",
+                Outcome::ServFail => "servfail",
+            },
+            regions: shares
+                .iter()
+                .map(|&(p, share)| (policy::picked_region(svc, p).name.clone(), share))
+                .collect(),
+            addresses,
+            cname,
+        },
+    }
+}
+
+/// Set `gslb_service_degraded` for every service (at scrape time).
+pub fn refresh_service_gauges(shared: &Shared) {
+    let snap = shared.engine.snapshot();
+    for served in snap.zones() {
+        let zname = zone_label(&served.zone);
+        let view: &dyn HealthView = served.health.as_ref();
+        for svc in &served.zone.services {
+            let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
+            let sel = policy::select(svc, view, &mut rng);
+            shared
+                .metrics
+                .service_degraded
+                .with_label_values(&[zname.as_str(), svc.key.as_str()])
+                .set(i64::from(sel.degraded));
+        }
+    }
+    shared.health.refresh_gauges();
+}

@@ -1,0 +1,684 @@
+//! Real probes against real local backends: hand-written HTTP servers on
+//! `127.0.0.1:0` that answer, stall, reset or talk nonsense, and TLS servers
+//! with certificates from a test CA made here with rcgen.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use gslb::health::ProbeOutcome;
+use gslb::health::probe::{CheckProber, ProbeError, ProbeResult};
+use gslb::model::{Check, CheckKind, StatusRange};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+
+/// A check with the config defaults, for `kind` on `port`.
+fn check(kind: CheckKind, port: u16) -> Check {
+    Check {
+        name: "test".into(),
+        kind,
+        port,
+        method: "GET".into(),
+        path: "/health".into(),
+        host: None,
+        headers: Vec::new(),
+        expect_status: vec![StatusRange { lo: 200, hi: 399 }],
+        expect_body: None,
+        tls_verify: true,
+        ca_file: None,
+        target: None,
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
+        recheck: None,
+        fall: 3,
+        rise: 2,
+    }
+}
+
+/// One probe of `check` on 127.0.0.1.
+async fn probe(check: Check) -> ProbeResult {
+    let prober = CheckProber::new(Arc::new(check)).expect("prober");
+    let endpoint = prober.for_endpoint(LOCALHOST).expect("endpoint prober");
+    // Bounds the test, not the probe: a stuck probe fails here, not hangs.
+    tokio::time::timeout(Duration::from_secs(10), endpoint.probe())
+        .await
+        .expect("probe returned")
+}
+
+fn assert_outcome(r: &ProbeResult, outcome: ProbeOutcome, reason: &str) {
+    assert_eq!((r.outcome, r.reason.as_str()), (outcome, reason), "{r:?}");
+}
+
+/// A backend on 127.0.0.1:0 running `handle` on every connection it accepts.
+async fn backend<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    addr
+}
+
+/// A port nothing listens on: bound, then closed.
+async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Reads a request head (up to the blank line, or EOF).
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Waits until the peer closes (so a reply is never cut by our close).
+async fn drain<S: AsyncRead + Unpin>(s: &mut S) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// A backend answering every request with `response`, then closing.
+async fn http_backend(response: &'static str) -> SocketAddr {
+    backend(move |mut s| async move {
+        read_head(&mut s).await;
+        let _ = s.write_all(response.as_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await
+}
+
+/// Like [`http_backend`], also sending each request head to the returned channel.
+async fn recording_backend(
+    response: &'static str,
+) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = backend(move |mut s| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(read_head(&mut s).await);
+            let _ = s.write_all(response.as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    })
+    .await;
+    (addr, rx)
+}
+
+/// Header lines of a request head, names lowercased.
+fn header_lines(head: &str) -> Vec<String> {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| format!("{}: {}", k.trim().to_ascii_lowercase(), v.trim()))
+        .collect()
+}
+
+#[tokio::test]
+async fn healthy_backend_passes() {
+    let addr = http_backend(OK).await;
+    let r = probe(check(CheckKind::Http, addr.port())).await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
+    assert!(r.ok());
+    assert!(r.latency < Duration::from_secs(2), "{r:?}");
+}
+
+#[tokio::test]
+async fn unexpected_status_fails_with_the_status() {
+    let addr = http_backend("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").await;
+    let r = probe(check(CheckKind::Http, addr.port())).await;
+    assert_outcome(&r, ProbeOutcome::Status, "status 503");
+    assert!(!r.ok());
+}
+
+#[tokio::test]
+async fn expected_body_must_appear() {
+    let addr = http_backend("HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nstatus: healthy").await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.expect_body = Some("healthy".into());
+    assert_outcome(&probe(c.clone()).await, ProbeOutcome::Success, "ok (200)");
+    c.expect_body = Some("ready".into());
+    assert_outcome(
+        &probe(c).await,
+        ProbeOutcome::Body,
+        "body did not contain \"ready\"",
+    );
+}
+
+#[tokio::test]
+async fn body_is_read_no_further_than_5120_bytes() {
+    // A huge body that never ends: the marker sits past 5120 bytes and the
+    // rest never comes, so only a probe that stops at 5120 answers in time.
+    let addr = backend(|mut s| async move {
+        read_head(&mut s).await;
+        let mut body = vec![b'x'; 6000];
+        body.extend_from_slice(b"ok");
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.write_all(&body).await;
+        drain(&mut s).await;
+    })
+    .await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.expect_body = Some("ok".into());
+    assert_outcome(
+        &probe(c).await,
+        ProbeOutcome::Body,
+        "body did not contain \"ok\"",
+    );
+}
+
+#[tokio::test]
+async fn body_reading_stops_once_the_text_is_found() {
+    let addr = backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nstatus ok, more follows")
+            .await;
+        drain(&mut s).await;
+    })
+    .await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.expect_body = Some("ok".into());
+    assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (200)");
+}
+
+#[tokio::test]
+async fn backend_that_accepts_and_never_answers_times_out_on_time() {
+    let addr = backend(|s| async move {
+        // Hold the connection open, read nothing, answer nothing.
+        let _keep = s;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.timeout = Duration::from_millis(300);
+    let start = Instant::now();
+    let r = probe(c).await;
+    let took = start.elapsed();
+    assert_outcome(&r, ProbeOutcome::Timeout, "timeout after 300ms");
+    assert!(r.latency >= Duration::from_millis(300), "{r:?}");
+    // Timeout plus generous slack for a loaded 2-core machine.
+    assert!(took < Duration::from_millis(1300), "probe took {took:?}");
+}
+
+#[tokio::test]
+async fn backend_that_stalls_mid_body_times_out() {
+    let addr = backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nstill loading")
+            .await;
+        drain(&mut s).await;
+    })
+    .await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.expect_body = Some("ready".into());
+    c.timeout = Duration::from_millis(300);
+    assert_outcome(
+        &probe(c).await,
+        ProbeOutcome::Timeout,
+        "timeout after 300ms",
+    );
+}
+
+#[tokio::test]
+async fn slow_answer_within_the_timeout_passes() {
+    let addr = backend(|mut s| async move {
+        read_head(&mut s).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = s.write_all(OK.as_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.timeout = Duration::from_secs(1);
+    let r = probe(c).await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
+    assert!(r.latency >= Duration::from_millis(100), "{r:?}");
+}
+
+#[tokio::test]
+async fn refused_port_is_reported() {
+    let r = probe(check(CheckKind::Http, closed_port().await)).await;
+    assert_outcome(&r, ProbeOutcome::Refused, "connection refused");
+}
+
+#[tokio::test]
+async fn reset_mid_response_is_reported() {
+    let addr = backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+        // SO_LINGER 0: the close sends RST instead of FIN.
+        let _ = s.set_zero_linger();
+        drop(s);
+    })
+    .await;
+    let r = probe(check(CheckKind::Http, addr.port())).await;
+    assert_eq!(r.outcome, ProbeOutcome::Reset, "{r:?}");
+    assert!(
+        r.reason == "connection reset" || r.reason == "connection closed mid-response",
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn close_mid_headers_is_reported() {
+    let addr = backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl")
+            .await;
+        let _ = s.shutdown().await;
+    })
+    .await;
+    let r = probe(check(CheckKind::Http, addr.port())).await;
+    assert_outcome(&r, ProbeOutcome::Reset, "connection closed mid-response");
+}
+
+#[tokio::test]
+async fn close_mid_body_is_reported() {
+    let addr = backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+            .await;
+        let _ = s.shutdown().await;
+    })
+    .await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.expect_body = Some("healthy".into());
+    assert_outcome(
+        &probe(c).await,
+        ProbeOutcome::Reset,
+        "connection closed mid-response",
+    );
+}
+
+#[tokio::test]
+async fn garbage_is_an_invalid_http_response() {
+    let addr = backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+        drain(&mut s).await;
+    })
+    .await;
+    let r = probe(check(CheckKind::Http, addr.port())).await;
+    assert_outcome(&r, ProbeOutcome::Protocol, "invalid HTTP response");
+}
+
+#[tokio::test]
+async fn expect_status_ranges_decide_and_redirects_are_not_followed() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let addr = backend(move |mut s| {
+        let counter = counter.clone();
+        async move {
+            read_head(&mut s).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n",
+                )
+                .await;
+            let _ = s.shutdown().await;
+        }
+    })
+    .await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.expect_status = vec![StatusRange { lo: 200, hi: 299 }];
+    assert_outcome(&probe(c.clone()).await, ProbeOutcome::Status, "status 302");
+    c.expect_status = vec![
+        StatusRange { lo: 200, hi: 299 },
+        StatusRange { lo: 301, hi: 302 },
+    ];
+    assert_outcome(&probe(c.clone()).await, ProbeOutcome::Success, "ok (302)");
+    c.expect_status = vec![StatusRange { lo: 302, hi: 302 }];
+    assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (302)");
+    // One request per probe: the Location was never followed.
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn head_method_is_sent_and_no_body_awaited() {
+    // A HEAD answer announces a body it does not send: waiting for it would time out.
+    let (addr, mut heads) =
+        recording_backend("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n").await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.method = "HEAD".into();
+    assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (200)");
+    let head = heads.recv().await.expect("request");
+    assert!(head.starts_with("HEAD /health HTTP/1.1\r\n"), "{head}");
+}
+
+#[tokio::test]
+async fn host_and_extra_headers_reach_the_backend() {
+    let (addr, mut heads) = recording_backend(OK).await;
+    let mut c = check(CheckKind::Http, addr.port());
+    c.host = Some("api.test".into());
+    c.path = "/status?full=1".into();
+    c.headers = vec![
+        ("X-Probe".into(), "gslb".into()),
+        ("Authorization".into(), "Bearer t0k3n".into()),
+    ];
+    assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (200)");
+    let head = heads.recv().await.expect("request");
+    assert!(
+        head.starts_with("GET /status?full=1 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    let lines = header_lines(&head);
+    let port = addr.port();
+    assert!(
+        lines.contains(&format!("host: api.test:{port}")),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"x-probe: gslb".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"authorization: Bearer t0k3n".to_string()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("host:")).count(),
+        1,
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn default_host_header_is_the_address() {
+    let (addr, mut heads) = recording_backend(OK).await;
+    assert_outcome(
+        &probe(check(CheckKind::Http, addr.port())).await,
+        ProbeOutcome::Success,
+        "ok (200)",
+    );
+    let lines = header_lines(&heads.recv().await.expect("request"));
+    assert!(lines.contains(&format!("host: {addr}")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn target_overrides_the_endpoint_address() {
+    let addr = http_backend(OK).await;
+    // The endpoint's own port is closed: only the target can answer.
+    let mut c = check(CheckKind::Http, closed_port().await);
+    c.target = Some(addr);
+    assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (200)");
+}
+
+#[tokio::test]
+async fn every_probe_opens_a_new_connection() {
+    // A keep-alive backend: a pooling client would send both requests on one connection.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let addr = backend(move |mut s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            loop {
+                if read_head(&mut s).await.is_empty() {
+                    break;
+                }
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    let prober = CheckProber::new(Arc::new(check(CheckKind::Http, addr.port()))).expect("prober");
+    let endpoint = prober.for_endpoint(LOCALHOST).expect("endpoint");
+    for _ in 0..2 {
+        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn tcp_check_passes_on_a_listening_port_and_fails_on_a_closed_one() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let addr = backend(move |s| {
+        let _ = tx.send(s.peer_addr().ok());
+        async {}
+    })
+    .await;
+    assert_outcome(
+        &probe(check(CheckKind::Tcp, addr.port())).await,
+        ProbeOutcome::Success,
+        "ok",
+    );
+    assert!(rx.recv().await.is_some(), "backend saw the connection");
+    let r = probe(check(CheckKind::Tcp, closed_port().await)).await;
+    assert_outcome(&r, ProbeOutcome::Refused, "connection refused");
+}
+
+#[tokio::test]
+async fn tcp_check_uses_the_target() {
+    let addr = backend(|_s| async {}).await;
+    let mut c = check(CheckKind::Tcp, 0);
+    c.target = Some(addr);
+    assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok");
+}
+
+// ---- HTTPS ----
+
+/// A CA for the tests, its certificate in a PEM file for `ca_file`.
+struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    pem_file: tempfile::NamedTempFile,
+}
+
+fn test_ca() -> TestCa {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "gslb test CA");
+    let issuer =
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+    let mut pem_file = tempfile::NamedTempFile::new().expect("temp file");
+    pem_file
+        .write_all(issuer.pem().as_bytes())
+        .expect("write CA");
+    TestCa { issuer, pem_file }
+}
+
+/// Which certificate a TLS backend presents.
+enum Leaf<'a> {
+    /// Issued by the CA.
+    IssuedBy(&'a TestCa),
+    /// Issued by the CA, expired in 2001.
+    ExpiredBy(&'a TestCa),
+    /// Self-signed.
+    SelfSigned,
+}
+
+fn leaf(names: &[&str], kind: Leaf<'_>) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let key = KeyPair::generate().expect("key");
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = match kind {
+        Leaf::IssuedBy(ca) => params.signed_by(&key, &*ca.issuer),
+        Leaf::ExpiredBy(ca) => {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+            params.signed_by(&key, &*ca.issuer)
+        }
+        Leaf::SelfSigned => params.self_signed(&key),
+    }
+    .expect("certificate");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    (cert.der().clone(), key)
+}
+
+/// A TLS backend presenting `cert` and answering [`OK`]; sends the SNI of
+/// each completed handshake to the returned channel.
+async fn tls_backend(
+    (cert, key): (CertificateDer<'static>, PrivateKeyDer<'static>),
+) -> (SocketAddr, mpsc::UnboundedReceiver<Option<String>>) {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = backend(move |tcp| {
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        async move {
+            // A client that rejects the certificate aborts the handshake here.
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let _ = tx.send(tls.get_ref().1.server_name().map(str::to_owned));
+            read_head(&mut tls).await;
+            let _ = tls.write_all(OK.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await;
+    (addr, rx)
+}
+
+fn https_check(port: u16, host: Option<&str>, ca: Option<&TestCa>) -> Check {
+    let mut c = check(CheckKind::Https, port);
+    c.host = host.map(str::to_owned);
+    c.ca_file = ca.map(|ca| ca.pem_file.path().to_owned());
+    c
+}
+
+#[tokio::test]
+async fn https_with_a_valid_certificate_passes_and_sends_the_host_as_sni() {
+    let ca = test_ca();
+    let (addr, mut sni) = tls_backend(leaf(&["api.test"], Leaf::IssuedBy(&ca))).await;
+    // api.test resolves nowhere: the probe must connect to the endpoint address.
+    let r = probe(https_check(addr.port(), Some("api.test"), Some(&ca))).await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
+    assert_eq!(sni.recv().await, Some(Some("api.test".to_string())));
+}
+
+#[tokio::test]
+async fn https_without_host_verifies_the_endpoint_address() {
+    let ca = test_ca();
+    let (addr, mut sni) = tls_backend(leaf(&["127.0.0.1"], Leaf::IssuedBy(&ca))).await;
+    let r = probe(https_check(addr.port(), None, Some(&ca))).await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
+    // No SNI for an IP address.
+    assert_eq!(sni.recv().await, Some(None));
+}
+
+#[tokio::test]
+async fn https_with_host_and_target_connects_to_the_target() {
+    let ca = test_ca();
+    let (addr, _sni) = tls_backend(leaf(&["api.test"], Leaf::IssuedBy(&ca))).await;
+    let mut c = https_check(closed_port().await, Some("api.test"), Some(&ca));
+    c.target = Some(addr);
+    assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (200)");
+}
+
+#[tokio::test]
+async fn https_with_the_wrong_name_fails_naming_it() {
+    let ca = test_ca();
+    let (addr, _sni) = tls_backend(leaf(&["api.test"], Leaf::IssuedBy(&ca))).await;
+    let r = probe(https_check(addr.port(), Some("other.test"), Some(&ca))).await;
+    assert_outcome(
+        &r,
+        ProbeOutcome::Tls,
+        "TLS: certificate not valid for name \"other.test\"",
+    );
+}
+
+#[tokio::test]
+async fn https_with_an_expired_certificate_fails() {
+    let ca = test_ca();
+    let (addr, _sni) = tls_backend(leaf(&["api.test"], Leaf::ExpiredBy(&ca))).await;
+    let r = probe(https_check(addr.port(), Some("api.test"), Some(&ca))).await;
+    assert_outcome(&r, ProbeOutcome::Tls, "TLS: certificate expired");
+}
+
+#[tokio::test]
+async fn https_self_signed_fails_unless_verification_is_off() {
+    let (addr, _sni) = tls_backend(leaf(&["api.test"], Leaf::SelfSigned)).await;
+    let mut c = https_check(addr.port(), Some("api.test"), None);
+    assert_outcome(
+        &probe(c.clone()).await,
+        ProbeOutcome::Tls,
+        "TLS: unknown issuer",
+    );
+    c.tls_verify = false;
+    assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (200)");
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_backend_is_a_tls_failure() {
+    let addr = backend(|mut s| async move {
+        // A ClientHello is no request head: answer it as an HTTP server would.
+        let _ = s.read(&mut [0u8; 1024]).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        drain(&mut s).await;
+    })
+    .await;
+    let r = probe(https_check(addr.port(), Some("api.test"), None)).await;
+    assert_eq!(r.outcome, ProbeOutcome::Tls, "{r:?}");
+    assert!(r.reason.starts_with("TLS: "), "{r:?}");
+}
+
+#[tokio::test]
+async fn unusable_ca_files_are_rejected_when_building() {
+    let mut c = https_check(443, Some("api.test"), None);
+    c.ca_file = Some("/nonexistent/ca.pem".into());
+    let err = CheckProber::new(Arc::new(c.clone())).expect_err("missing file");
+    assert!(matches!(err, ProbeError::CaFileRead { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+
+    let mut empty = tempfile::NamedTempFile::new().expect("temp file");
+    empty.write_all(b"not a certificate\n").expect("write");
+    c.ca_file = Some(empty.path().to_owned());
+    let err = CheckProber::new(Arc::new(c)).expect_err("no certificate");
+    assert!(matches!(err, ProbeError::CaFileEmpty { .. }), "{err}");
+}

@@ -136,6 +136,7 @@ impl Server {
         settings: Settings,
         probes: Arc<dyn ProbeFactory>,
     ) -> Result<Server, AppError> {
+        crate::install_crypto_provider();
         let metrics = Metrics::new();
         let config = match load(&settings) {
             Ok(c) => c,

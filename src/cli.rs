@@ -117,4 +117,7 @@ pub struct DemoArgs {
     /// Admin port of the demo server.
     #[arg(long, default_value_t = 9154)]
     pub admin_port: u16,
+    /// Port of the three demo backends (on 127.0.0.2, .3 and .4).
+    #[arg(long, default_value_t = 18081)]
+    pub backend_port: u16,
 }

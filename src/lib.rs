@@ -17,8 +17,17 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod dns;
 pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+
+/// Install rustls' ring provider as the process default (idempotent).
+/// reqwest is built without a provider of its own and needs one for any
+/// client, even one that only speaks plain HTTP.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already: fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gslb::app::{AppError, Server, Settings};
-use gslb::cli::{Cli, Command, ServeArgs};
+use gslb::cli::{AdminArgs, Cli, Command, DemoArgs, OverrideArgs, ServeArgs};
 use gslb::config::server::ServerFile;
 
 const EXIT_CONFIG: u8 = 1;
@@ -19,12 +19,151 @@ const EXIT_RUNTIME: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    gslb::install_crypto_provider();
     match cli.command {
         Command::Check(args) => check(args.paths),
         Command::Serve(args) => serve(args),
-        other => {
-            eprintln!("gslb: {other:?} is not available yet");
-            ExitCode::from(EXIT_USAGE)
+        Command::Drain(args) => override_call(&args, "drain"),
+        Command::Undrain(args) => override_call(&args, "undrain"),
+        Command::ForceUp(args) => override_call(&args, "force-up"),
+        Command::Reload(args) => reload_call(&args),
+        Command::Demo(args) => demo(args),
+    }
+}
+
+/// POST to the running server's admin API; (status, JSON body).
+fn admin_post(admin: &AdminArgs, path: &str) -> Result<(u16, serde_json::Value), String> {
+    let url = format!("http://{}{path}", admin.admin);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut req = client.post(&url);
+        if let Some(t) = &admin.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the admin API at {}: {e}", admin.admin))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        Ok((status, body))
+    })
+}
+
+fn override_call(args: &OverrideArgs, action: &str) -> ExitCode {
+    let enc = |s: &str| s.replace('%', "%25").replace('/', "%2F");
+    let zone = args
+        .zone
+        .as_deref()
+        .map(|z| enc(z.trim_end_matches('.')))
+        .unwrap_or_else(|| "_".into());
+    let mut path = format!("/api/v1/regions/{zone}/{}", enc(&args.region));
+    if let Some(ep) = &args.endpoint {
+        path.push_str(&format!("/endpoints/{}", enc(ep)));
+    }
+    path.push_str(&format!("/{action}"));
+    match admin_post(&args.admin, &path) {
+        Ok((200, body)) => {
+            let t = &body["target"];
+            let what = match t["endpoint"].as_str() {
+                Some(ep) => format!(
+                    "endpoint {ep} of region {}",
+                    t["region"].as_str().unwrap_or("?")
+                ),
+                None => format!("region {}", t["region"].as_str().unwrap_or("?")),
+            };
+            println!(
+                "{what} in zone {}: override {}",
+                t["zone"].as_str().unwrap_or("?"),
+                t["state"].as_str().unwrap_or("?")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!(
+                "gslb: {action} refused ({status}): {}",
+                body["error"].as_str().unwrap_or("no detail")
+            );
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(e) => {
+            eprintln!("gslb: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn reload_call(args: &AdminArgs) -> ExitCode {
+    match admin_post(args, "/api/v1/reload") {
+        Ok((200, body)) => {
+            let s = &body["summary"];
+            let list = |k: &str| {
+                s[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "reloaded: {} zones (added: [{}], removed: [{}], changed: [{}])",
+                s["zones"],
+                list("zones_added"),
+                list("zones_removed"),
+                list("zones_changed")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((422, body)) => {
+            for e in body["errors"].as_array().into_iter().flatten() {
+                eprintln!("{}", e.as_str().unwrap_or_default());
+            }
+            eprintln!("reload rejected; the server keeps serving its previous zones");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Ok((status, body)) => {
+            eprintln!(
+                "gslb: reload refused ({status}): {}",
+                body["error"].as_str().unwrap_or("no detail")
+            );
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(e) => {
+            eprintln!("gslb: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    if let Err(e) = init_logging("warn,gslb=warn", "text") {
+        eprintln!("gslb: {e}");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    match rt.block_on(gslb::demo::run(
+        args.port,
+        args.admin_port,
+        args.backend_port,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gslb demo: {e}");
+            ExitCode::from(EXIT_RUNTIME)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One integration test binary (as hickory does): a module per area.
 
+mod backend;
 mod support;
 
 mod check;

@@ -107,6 +107,18 @@ pub struct ReloadSummary {
     pub zones_removed: Vec<String>,
     /// Zones whose content changed.
     pub zones_changed: Vec<String>,
+    /// Services added (zone/key).
+    pub services_added: Vec<String>,
+    /// Services removed.
+    pub services_removed: Vec<String>,
+    /// Services changed.
+    pub services_changed: Vec<String>,
+    /// Regions added (zone/name).
+    pub regions_added: Vec<String>,
+    /// Regions removed.
+    pub regions_removed: Vec<String>,
+    /// Regions changed.
+    pub regions_changed: Vec<String>,
 }
 
 fn build_snapshot(config: &Config, health: &Arc<HealthTable>, metrics: &Metrics) -> Snapshot {
@@ -125,6 +137,34 @@ fn load(settings: &Settings) -> Result<Config, ConfigErrors> {
     config::load(&settings.zones, LoadOptions::default())
 }
 
+/// Give zones without an explicit `serial` theirs: an unchanged file keeps
+/// the serial it had (across reloads and restarts, via the state file); a
+/// changed or new one gets the current unix time, or the previous serial + 1
+/// when that is higher, so a serial never goes backwards.
+fn assign_serials(config: &mut Config, health: &HealthTable) {
+    let now = u32::try_from(unix_now()).unwrap_or(u32::MAX);
+    let previous = health.zone_serials();
+    let mut given = Vec::new();
+    for zone in config.zones.iter_mut() {
+        if !zone.serial_auto {
+            continue;
+        }
+        let label = dns::zone_label(zone);
+        let serial = match previous.iter().find(|p| p.zone == label) {
+            Some(p) if p.content_hash == zone.content_hash => p.serial,
+            Some(p) => now.max(p.serial.saturating_add(1)),
+            None => now,
+        };
+        Arc::make_mut(zone).set_serial(serial);
+        given.push(crate::health::SavedZone {
+            zone: label,
+            serial,
+            content_hash: zone.content_hash,
+        });
+    }
+    health.set_zone_serials(given);
+}
+
 impl Server {
     /// Load the zones, bind every listener and start serving.
     pub async fn start(settings: Settings) -> Result<Server, AppError> {
@@ -138,7 +178,7 @@ impl Server {
     ) -> Result<Server, AppError> {
         crate::install_crypto_provider();
         let metrics = Metrics::new();
-        let config = match load(&settings) {
+        let mut config = match load(&settings) {
             Ok(c) => c,
             Err(e) => {
                 metrics.reloads.with_label_values(&["error"]).inc();
@@ -170,6 +210,7 @@ impl Server {
             settings.state_file.clone(),
             shutdown.clone(),
         ));
+        assign_serials(&mut config, &health);
         let snapshot = build_snapshot(&config, &health, &metrics);
         let opts = EngineOptions {
             udp_payload: settings.udp_payload,
@@ -210,6 +251,9 @@ impl Server {
         }
         #[cfg(unix)]
         tasks.spawn(sighup_reloads(shared.clone(), shutdown.clone()));
+        if shared.settings.watch {
+            tasks.spawn(watch_zones(shared.clone(), shutdown.clone()));
+        }
         Ok(Server {
             dns_addrs,
             admin_addr,
@@ -249,7 +293,7 @@ impl Shared {
         let loaded = tokio::task::spawn_blocking(move || load(&settings))
             .await
             .expect("zone loading does not panic");
-        let new = match loaded {
+        let mut new = match loaded {
             Ok(c) => c,
             Err(e) => {
                 self.metrics.reloads.with_label_values(&["error"]).inc();
@@ -265,6 +309,7 @@ impl Shared {
         };
         let old = self.config.load_full();
         let summary = diff(&old, &new);
+        assign_serials(&mut new, &self.health);
         let snapshot = build_snapshot(&new, &self.health, &self.metrics);
         self.engine.store(snapshot);
         self.config.store(Arc::new(new));
@@ -275,6 +320,12 @@ impl Shared {
             added = ?summary.zones_added,
             removed = ?summary.zones_removed,
             changed = ?summary.zones_changed,
+            services_added = ?summary.services_added,
+            services_removed = ?summary.services_removed,
+            services_changed = ?summary.services_changed,
+            regions_added = ?summary.regions_added,
+            regions_removed = ?summary.regions_removed,
+            regions_changed = ?summary.regions_changed,
             "reloaded zones"
         );
         Ok(summary)
@@ -282,31 +333,117 @@ impl Shared {
 }
 
 fn diff(old: &Config, new: &Config) -> ReloadSummary {
-    let name = |z: &crate::model::Zone| dns::zone_label(z);
     let mut s = ReloadSummary {
         zones: new.zones.len(),
         ..ReloadSummary::default()
     };
-    for z in &new.zones {
-        match old.zones.iter().find(|o| o.apex == z.apex) {
-            None => s.zones_added.push(name(z)),
-            Some(o)
-                if o.file != z.file
-                    || o.record_count != z.record_count
-                    || o.services != z.services
-                    || o.regions != z.regions =>
-            {
-                s.zones_changed.push(name(z))
+    /// Compare two keyed lists: what is only in `new`, only in `old`, or differs.
+    fn compare<T: PartialEq>(
+        old: &[(String, T)],
+        new: &[(String, T)],
+        added: &mut Vec<String>,
+        removed: &mut Vec<String>,
+        changed: &mut Vec<String>,
+    ) {
+        for (k, v) in new {
+            match old.iter().find(|(o, _)| o == k) {
+                None => added.push(k.clone()),
+                Some((_, ov)) if ov != v => changed.push(k.clone()),
+                Some(_) => {}
             }
-            Some(_) => {}
         }
+        removed.extend(
+            old.iter()
+                .filter(|(k, _)| !new.iter().any(|(n, _)| n == k))
+                .map(|(k, _)| k.clone()),
+        );
     }
-    for o in &old.zones {
-        if !new.zones.iter().any(|z| z.apex == o.apex) {
-            s.zones_removed.push(name(o));
-        }
-    }
+    let zones = |c: &Config| {
+        c.zones
+            .iter()
+            .map(|z| (dns::zone_label(z), z.content_hash))
+            .collect::<Vec<_>>()
+    };
+    compare(
+        &zones(old),
+        &zones(new),
+        &mut s.zones_added,
+        &mut s.zones_removed,
+        &mut s.zones_changed,
+    );
+    let services = |c: &Config| {
+        c.zones
+            .iter()
+            .flat_map(|z| {
+                z.services
+                    .iter()
+                    .map(move |svc| (format!("{}/{}", dns::zone_label(z), svc.key), svc.clone()))
+            })
+            .collect::<Vec<_>>()
+    };
+    compare(
+        &services(old),
+        &services(new),
+        &mut s.services_added,
+        &mut s.services_removed,
+        &mut s.services_changed,
+    );
+    let regions = |c: &Config| {
+        c.zones
+            .iter()
+            .flat_map(|z| {
+                z.regions
+                    .values()
+                    .map(move |r| (format!("{}/{}", dns::zone_label(z), r.name), r.clone()))
+            })
+            .collect::<Vec<_>>()
+    };
+    compare(
+        &regions(old),
+        &regions(new),
+        &mut s.regions_added,
+        &mut s.regions_removed,
+        &mut s.regions_changed,
+    );
     s
+}
+
+/// Reload when a zone file is added, removed or changed: polls the files'
+/// size and modification time every second and reloads once they have been
+/// stable for one more poll (editors write in several steps). Polling needs
+/// no extra dependency and a second of delay is fine for config changes.
+async fn watch_zones(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let fingerprint = |paths: &[PathBuf]| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+        config::zone_files(paths)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).ok();
+                let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
+                let mtime = m.and_then(|m| m.modified().ok());
+                (p, len, mtime)
+            })
+            .collect()
+    };
+    let mut last = fingerprint(&shared.settings.zones);
+    let mut pending: Option<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let now = fingerprint(&shared.settings.zones);
+        match &pending {
+            Some(p) if *p == now => {
+                tracing::info!("zone files changed: reloading");
+                let _ = shared.reload().await;
+                last = now;
+                pending = None;
+            }
+            _ if now != last => pending = Some(now),
+            _ => pending = None,
+        }
+    }
 }
 
 #[cfg(unix)]

@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// UDP sockets (and worker threads) per listen address. [default: number of CPUs]
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
+    /// Reload when a zone file changes (polled every second).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// `gslb check`.

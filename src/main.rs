@@ -248,7 +248,7 @@ fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
     if let Some(w) = args.udp_workers {
         s.udp_workers = w.max(1);
     }
-    s.watch = file.watch.unwrap_or(false);
+    s.watch = args.watch || file.watch.unwrap_or(false);
     let level = args
         .log_level
         .clone()

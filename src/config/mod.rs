@@ -655,6 +655,15 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         regions: regions.valid,
         services,
         record_count,
+        content_hash: fnv1a(src.text.as_bytes()),
+        serial_auto: z.serial.is_none(),
+    })
+}
+
+/// FNV-1a: a stable hash of a zone file's text (not for security).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 

@@ -13,7 +13,7 @@ mod scheduler;
 mod state;
 mod threshold;
 
-pub use persist::{StateFile, fingerprint};
+pub use persist::{SavedZone, StateFile, fingerprint};
 pub use probe::{CheckProber, EndpointProber, ProbeError, ProbeResult};
 pub use scheduler::{Probe, ProbeFactory, RealProbes};
 pub use state::{
@@ -108,6 +108,8 @@ pub struct HealthTable {
     permits: Arc<Semaphore>,
     /// Wakes the state-file writer.
     dirty: Arc<Notify>,
+    /// Serials gslb gave its zones (persisted so they never go backwards).
+    zone_serials: Mutex<Vec<SavedZone>>,
     state_file: Option<PathBuf>,
     shutdown: CancellationToken,
 }
@@ -130,7 +132,12 @@ impl HealthTable {
         if let (Some(s), Some(p)) = (&restored, &state_file) {
             tracing::info!(file = %p.display(), endpoints = s.endpoints.len(), regions = s.regions.len(), "restoring health state");
         }
+        let zone_serials = restored
+            .as_ref()
+            .map(|s| s.zones.clone())
+            .unwrap_or_default();
         HealthTable {
+            zone_serials: Mutex::new(zone_serials),
             inner: Mutex::new(Inner {
                 restored,
                 ..Inner::default()
@@ -568,10 +575,26 @@ impl HealthTable {
     /// The current state in state-file form.
     pub fn state(&self) -> StateFile {
         let inner = self.inner.lock().expect("health lock poisoned");
-        StateFile::capture(
+        let mut state = StateFile::capture(
             inner.endpoints.iter().map(|(k, e)| (k, &e.cell)),
             inner.regions.values(),
-        )
+        );
+        state.zones = self.zone_serials();
+        state
+    }
+
+    /// The serials last given to zones (restored from the state file at start).
+    pub fn zone_serials(&self) -> Vec<SavedZone> {
+        self.zone_serials
+            .lock()
+            .expect("serial lock poisoned")
+            .clone()
+    }
+
+    /// Remember the serials given to zones, and persist them.
+    pub fn set_zone_serials(&self, serials: Vec<SavedZone>) {
+        *self.zone_serials.lock().expect("serial lock poisoned") = serials;
+        self.dirty.notify_one();
     }
 
     /// Write the state file whenever health changes (debounced), and once

@@ -76,6 +76,20 @@ pub struct StateFile {
     pub endpoints: Vec<SavedEndpoint>,
     /// Regions with an override.
     pub regions: Vec<SavedRegion>,
+    /// Serials of zones whose serial gslb manages.
+    #[serde(default)]
+    pub zones: Vec<SavedZone>,
+}
+
+/// The serial gslb gave a zone, and the content it was given for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SavedZone {
+    /// Zone label.
+    pub zone: String,
+    /// Serial served.
+    pub serial: u32,
+    /// Hash of the zone file's text.
+    pub content_hash: u64,
 }
 
 impl StateFile {
@@ -147,6 +161,7 @@ impl StateFile {
             version: VERSION,
             endpoints: eps,
             regions,
+            zones: Vec::new(),
         }
     }
 

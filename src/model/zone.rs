@@ -69,4 +69,37 @@ pub struct Zone {
     pub services: Vec<Arc<Service>>,
     /// Number of static records (SOA and NS included).
     pub record_count: usize,
+    /// Hash of the file's text: an unchanged file keeps its serial.
+    pub content_hash: u64,
+    /// The serial is gslb's to manage (`serial` not set in the file).
+    pub serial_auto: bool,
+}
+
+impl Zone {
+    /// The SOA serial.
+    pub fn serial(&self) -> u32 {
+        match &self.soa.data {
+            hickory_proto::rr::RData::SOA(soa) => soa.serial,
+            _ => 0,
+        }
+    }
+
+    /// Set the SOA serial (in the zone header and in the apex node).
+    pub fn set_serial(&mut self, serial: u32) {
+        let set = |r: &mut Record| {
+            if let hickory_proto::rr::RData::SOA(soa) = &mut r.data {
+                soa.serial = serial;
+            }
+        };
+        set(&mut self.soa);
+        if let Some(node) = self.nodes.get_mut(&self.apex) {
+            for set_ in node
+                .rrsets
+                .iter_mut()
+                .filter(|s| s.rtype == RecordType::SOA)
+            {
+                set_.records.iter_mut().for_each(set);
+            }
+        }
+    }
 }

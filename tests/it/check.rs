@@ -141,3 +141,59 @@ fn missing_path_is_a_problem() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/zones"));
 }
+
+/// Every `gslb_*` metric name in `text` (histogram suffixes stripped).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("gslb_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let name = &text[start..end];
+        let name = name.strip_suffix("_bucket").or(name.strip_suffix("_count")).or(name.strip_suffix("_sum")).unwrap_or(name);
+        out.insert(name.to_string());
+        i = end;
+    }
+    out
+}
+
+/// The metric names the server registers (from a real registry).
+fn registered() -> std::collections::BTreeSet<String> {
+    let m = gslb::metrics::Metrics::new();
+    // Touch every vector once so it appears in the exposition.
+    m.endpoint_up.with_label_values(&["z", "r", "e"]).set(1);
+    m.region_up.with_label_values(&["z", "r"]).set(1);
+    m.region_override.with_label_values(&["z", "r"]).set(0);
+    m.endpoint_override.with_label_values(&["z", "r", "e"]).set(0);
+    m.probe_duration.with_label_values(&["z", "r", "e", "http"]).observe(0.1);
+    m.probe_results.with_label_values(&["z", "r", "e", "success"]).inc();
+    m.transitions.with_label_values(&["z", "r", "", "down"]).inc();
+    m.service_degraded.with_label_values(&["z", "s"]).set(0);
+    m.webhook_dropped.with_label_values(&["z"]).inc();
+    m.dns.answer("z", "s", "r").inc();
+    metric_names(&m.render())
+}
+
+#[test]
+fn dashboard_and_alerts_use_only_metrics_that_exist() {
+    let have = registered();
+    for file in ["docker/grafana/gslb.json", "docker/alerts.yml"] {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+        let used = metric_names(&text);
+        assert!(!used.is_empty(), "{file} uses metrics");
+        let missing: Vec<&String> = used.difference(&have).collect();
+        assert!(missing.is_empty(), "{file} uses metrics gslb does not export: {missing:?}");
+    }
+}
+
+#[test]
+fn readme_documents_every_metric() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let documented = metric_names(&readme);
+    let missing: Vec<String> = registered().into_iter().filter(|m| !documented.contains(m)).collect();
+    assert!(missing.is_empty(), "README misses: {missing:?}");
+}

@@ -1,0 +1,322 @@
+//! Reload: atomic under load, validated, health carried over, zones added
+//! and removed at runtime, serials that only go up; SIGHUP and --watch on
+//! the real binary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::backend::Backend;
+use crate::support::*;
+
+const HEAD: &str = r#"
+[zone]
+name = "gslb.example.com."
+nameservers = ["ns1.example.net."]
+hostmaster = "hostmaster.example.com."
+"#;
+
+/// A config whose `mix` name has `addrs` at `ttl`, and a TXT naming it.
+fn version(tag: &str, addrs: &[&str], ttl: u32) -> String {
+    let mut z = format!("{HEAD}\n[[record]]\nname = \"tag\"\ntype = \"TXT\"\nvalue = \"{tag}\"\n");
+    for a in addrs {
+        z.push_str(&format!("\n[[record]]\nname = \"mix\"\ntype = \"A\"\nvalue = \"{a}\"\nttl = {ttl}\n"));
+    }
+    z
+}
+
+const BROKEN: &str = "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.com.\"\n\n[[record]]\nname = \"mix\"\ntype = \"A\"\nvalue = \"203.0.113.300\"\n";
+
+fn serial(m: &hickory_proto::op::Message) -> u32 {
+    let rec = m.answers.first().or(m.authorities.first()).expect("SOA");
+    match &rec.data {
+        RData::SOA(soa) => soa.serial,
+        other => panic!("not an SOA: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_reloads_under_load_lose_nothing_and_never_mix_configs() {
+    let a = version("A", &["192.0.2.1", "192.0.2.2", "192.0.2.3"], 100);
+    let b = version("B", &["198.51.100.1", "198.51.100.2"], 200);
+    let ts = TestServer::start_with(&[("z.toml", &a)], |s| s.udp_workers = 2).await;
+    let set_a: Vec<String> = vec!["192.0.2.1".into(), "192.0.2.2".into(), "192.0.2.3".into()];
+    let set_b: Vec<String> = vec!["198.51.100.1".into(), "198.51.100.2".into()];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, answered, dns) = (stop.clone(), answered.clone(), ts.dns);
+        let (set_a, set_b) = (set_a.clone(), set_b.clone());
+        load.push(tokio::spawn(async move {
+            let mut seen = (0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                let m = udp(dns, &request("mix.gslb.example.com.", RecordType::A, true)).await.expect("every query is answered");
+                assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+                let mut got = addrs(&m);
+                got.sort();
+                let ttls: Vec<u32> = m.answers.iter().map(|r| r.ttl).collect();
+                if got == set_a {
+                    assert!(ttls.iter().all(|&t| t == 100), "A's TTL with A's data: {ttls:?}");
+                    seen.0 += 1;
+                } else if got == set_b {
+                    assert!(ttls.iter().all(|&t| t == 200), "B's TTL with B's data: {ttls:?}");
+                    seen.1 += 1;
+                } else {
+                    panic!("an answer from neither config (a mix, or the broken one): {got:?}");
+                }
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            seen
+        }));
+    }
+    let path = ts.zone_path("z.toml");
+    let mut ok = 0;
+    let mut rejected = 0;
+    for i in 0..50 {
+        let (text, valid) = match i % 3 {
+            0 => (b.as_str(), true),
+            1 => (BROKEN, false),
+            _ => (a.as_str(), true),
+        };
+        std::fs::write(&path, text).unwrap();
+        match ts.server.reload().await {
+            Ok(_) => {
+                assert!(valid, "a broken config was accepted");
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(!valid, "a valid config was rejected: {e}");
+                assert!(e.to_string().contains("z.toml:9:9"), "error names file:line:col: {e}");
+                rejected += 1;
+                // The old snapshot is still served, untouched.
+                let m = ts.query("mix.gslb.example.com.", RecordType::A).await;
+                assert!(!addrs(&m).iter().any(|a| a.starts_with("203.0.113")));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = (0, 0);
+    for l in load {
+        let s = l.await.expect("load task saw only consistent answers");
+        seen.0 += s.0;
+        seen.1 += s.1;
+    }
+    assert_eq!((ok, rejected), (33, 17));
+    assert!(seen.0 > 0 && seen.1 > 0, "both configs were served under load: {seen:?}");
+    assert!(answered.load(Ordering::Relaxed) > 200);
+    let metrics = ts.server.shared.metrics.render();
+    assert!(metrics.contains("gslb_config_reloads_total{result=\"error\"} 17"), "{metrics}");
+    assert!(metrics.contains("gslb_config_reloads_total{result=\"success\"} 34"), "start + 33 reloads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_region_stays_down_across_an_unrelated_reload() {
+    let mut us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let (us_addr, eu_addr) = (us.addr, eu.addr);
+    let zone = move |extra: &str| {
+        format!(
+            r#"{HEAD}
+[check.us]
+type = "http"
+port = {}
+interval = "200ms"
+timeout = "150ms"
+recheck = "50ms"
+
+[check.eu]
+type = "http"
+port = {}
+interval = "200ms"
+timeout = "150ms"
+recheck = "50ms"
+
+[region.us]
+endpoints = ["{}"]
+check = "us"
+
+[region.eu]
+endpoints = ["{}"]
+check = "eu"
+
+[service.api]
+regions = ["us", "eu"]
+{extra}
+"#,
+            us_addr.port(),
+            eu_addr.port(),
+            us_addr.ip(),
+            eu_addr.ip()
+        )
+    };
+    let ts = TestServer::start(&[("z.toml", &zone(""))]).await;
+    let eu_ip = eu.addr.ip().to_string();
+    us.kill();
+    wait_until(Duration::from_secs(5), "failover", || async { addrs(&ts.query("api.gslb.example.com.", RecordType::A).await) == [eu_ip.clone()] }).await;
+    let status = || gslb::admin::status(&ts.server.shared);
+    let us_endpoint = |s: &gslb::admin::Status| {
+        let r = s.zones[0].regions.iter().find(|r| r.name == "us").unwrap();
+        (r.up, r.since_ms, r.endpoints[0].probes, r.endpoints[0].failures)
+    };
+    let before = us_endpoint(&status());
+    assert!(!before.0);
+    // Reload with an unrelated new service.
+    std::fs::write(ts.zone_path("z.toml"), zone("[service.www]\nregions = [\"eu\"]\n")).unwrap();
+    let summary = ts.server.reload().await.expect("valid");
+    assert_eq!(summary.services_added, ["gslb.example.com/www"]);
+    assert!(summary.regions_changed.is_empty(), "{summary:?}");
+    let after = us_endpoint(&status());
+    assert!(!after.0, "still down right after the reload");
+    assert_eq!(after.1, before.1, "region 'since' unchanged");
+    assert!(after.2 >= before.2 && after.3 >= before.3, "probe counters not reset: {before:?} -> {after:?}");
+    assert_eq!(addrs(&ts.query("api.gslb.example.com.", RecordType::A).await), [eu_ip.clone()]);
+    assert_eq!(addrs(&ts.query("www.gslb.example.com.", RecordType::A).await), [eu_ip.clone()]);
+    // And it keeps being probed: the counters grow, and failback still works.
+    wait_until(Duration::from_secs(5), "probes continue", || async { us_endpoint(&status()).2 > after.2 }).await;
+    us.revive().await;
+    let us_ip = us.addr.ip().to_string();
+    wait_until(Duration::from_secs(5), "failback", || async { addrs(&ts.query("api.gslb.example.com.", RecordType::A).await) == [us_ip.clone()] }).await;
+    let region_flips = ts.server.shared.health.journal().iter().filter(|t| t.endpoint.is_none()).count();
+    assert_eq!(region_flips, 2, "down once, up once: the reload flipped nothing");
+}
+
+#[tokio::test]
+async fn zones_are_added_and_removed_at_runtime() {
+    let ts = TestServer::start(&[("a.toml", &version("A", &["192.0.2.1"], 60))]).await;
+    let m = ts.query("www.other.example.", RecordType::SOA).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    std::fs::write(
+        ts.zone_path("other.toml"),
+        "[zone]\nname = \"other.example.\"\nnameservers = [\"ns.example.net.\"]\nhostmaster = \"h.example.net.\"\n[[record]]\nname = \"www\"\ntype = \"A\"\nvalue = \"192.0.2.99\"\n",
+    )
+    .unwrap();
+    let s = ts.server.reload().await.unwrap();
+    assert_eq!(s.zones_added, ["other.example"]);
+    assert_eq!(addrs(&ts.query("www.other.example.", RecordType::A).await), ["192.0.2.99"]);
+    std::fs::remove_file(ts.zone_path("other.toml")).unwrap();
+    let s = ts.server.reload().await.unwrap();
+    assert_eq!(s.zones_removed, ["other.example"]);
+    let m = ts.query("www.other.example.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused, "a removed zone is refused");
+    assert_eq!(addrs(&ts.query("mix.gslb.example.com.", RecordType::A).await), ["192.0.2.1"], "the other zone untouched");
+}
+
+#[tokio::test]
+async fn managed_serials_only_move_when_the_zone_changes_and_never_go_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let zones = tempfile::tempdir().unwrap();
+    std::fs::write(zones.path().join("z.toml"), version("A", &["192.0.2.1"], 60)).unwrap();
+    let start = |state: std::path::PathBuf| {
+        let mut s = test_settings(zones.path());
+        s.state_file = Some(state);
+        gslb::app::Server::start(s)
+    };
+    let server = start(state.clone()).await.unwrap();
+    let dns = server.dns_addrs[0];
+    let soa = || async move { serial(&udp(dns, &request("gslb.example.com.", RecordType::SOA, true)).await.unwrap()) };
+    let s1 = soa().await;
+    server.reload().await.unwrap();
+    assert_eq!(soa().await, s1, "unchanged file: same serial");
+    std::fs::write(zones.path().join("z.toml"), version("B", &["192.0.2.2"], 60)).unwrap();
+    server.reload().await.unwrap();
+    let s2 = soa().await;
+    assert!(s2 > s1, "changed: higher ({s1} -> {s2})");
+    std::fs::write(zones.path().join("z.toml"), version("C", &["192.0.2.3"], 60)).unwrap();
+    server.reload().await.unwrap();
+    let s3 = soa().await;
+    assert!(s3 > s2, "changed again within the same second: still higher ({s2} -> {s3})");
+    server.shutdown();
+    server.wait().await;
+    // Restart: the state file keeps the serial of the unchanged zone.
+    let server = start(state).await.unwrap();
+    let dns = server.dns_addrs[0];
+    let again = serial(&udp(dns, &request("gslb.example.com.", RecordType::SOA, true)).await.unwrap());
+    assert_eq!(again, s3, "a restart does not move the serial of an unchanged zone");
+    server.shutdown();
+    // An explicit serial is left alone.
+    let explicit = TestServer::start(&[("z.toml", &HEAD.replace("[zone]\n", "[zone]\nserial = 42\n"))]).await;
+    assert_eq!(serial(&explicit.query("gslb.example.com.", RecordType::SOA).await), 42);
+}
+
+/// A `gslb serve` child process, killed on drop.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    // Both UDP and TCP must be free on the port.
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+async fn serve_binary(zones: &std::path::Path, extra: &[&str]) -> (Child, std::net::SocketAddr) {
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gslb"))
+        .args(["serve", "--admin", "off", "--state-file", "off", "--log-level", "warn", "--listen", &addr.to_string(), "--zones"])
+        .arg(zones)
+        .args(extra)
+        .spawn()
+        .expect("gslb serve starts");
+    let child = Child(child);
+    wait_until(Duration::from_secs(10), "the binary answers", || async {
+        udp_raw(addr, &request("tag.gslb.example.com.", RecordType::TXT, false).to_vec().unwrap(), Duration::from_millis(100)).await.is_some()
+    })
+    .await;
+    (child, addr)
+}
+
+async fn tag(addr: std::net::SocketAddr) -> String {
+    let m = udp(addr, &request("tag.gslb.example.com.", RecordType::TXT, false)).await.unwrap();
+    m.answers.first().map(|r| r.data.to_string()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_running_binary_and_keeps_serving_on_errors() {
+    let zones = tempfile::tempdir().unwrap();
+    std::fs::write(zones.path().join("z.toml"), version("A", &["192.0.2.1"], 60)).unwrap();
+    let (child, addr) = serve_binary(zones.path(), &[]).await;
+    assert_eq!(tag(addr).await, "A");
+    let hup = || {
+        let ok = std::process::Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap().success();
+        assert!(ok);
+    };
+    std::fs::write(zones.path().join("z.toml"), version("B", &["192.0.2.2"], 60)).unwrap();
+    hup();
+    wait_until(Duration::from_secs(5), "SIGHUP reload", || async { tag(addr).await == "B" }).await;
+    std::fs::write(zones.path().join("z.toml"), BROKEN).unwrap();
+    hup();
+    // The broken file is rejected; B keeps being served. Then a valid one is taken.
+    for _ in 0..20 {
+        assert_eq!(tag(addr).await, "B");
+    }
+    std::fs::write(zones.path().join("z.toml"), version("C", &["192.0.2.3"], 60)).unwrap();
+    hup();
+    wait_until(Duration::from_secs(5), "reload after a rejected one", || async { tag(addr).await == "C" }).await;
+}
+
+#[tokio::test]
+async fn watch_reloads_when_a_zone_file_changes() {
+    let zones = tempfile::tempdir().unwrap();
+    std::fs::write(zones.path().join("z.toml"), version("A", &["192.0.2.1"], 60)).unwrap();
+    let (_child, addr) = serve_binary(zones.path(), &["--watch"]).await;
+    assert_eq!(tag(addr).await, "A");
+    std::fs::write(zones.path().join("z.toml"), version("Bee", &["192.0.2.2"], 60)).unwrap();
+    wait_until(Duration::from_secs(10), "watched reload", || async { tag(addr).await == "Bee" }).await;
+}

@@ -37,6 +37,10 @@ pub struct Settings {
     pub udp_workers: usize,
     /// Reload when zone files change.
     pub watch: bool,
+    /// Global webhook for failover events.
+    pub webhook: Option<String>,
+    /// Seed the answer RNGs (tests: reproducible weighted splits).
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for Settings {
@@ -53,6 +57,8 @@ impl Default for Settings {
                 .map(|n| n.get())
                 .unwrap_or(1),
             watch: false,
+            webhook: None,
+            rng_seed: None,
         }
     }
 }
@@ -214,6 +220,7 @@ impl Server {
         let snapshot = build_snapshot(&config, &health, &metrics);
         let opts = EngineOptions {
             udp_payload: settings.udp_payload,
+            rng_seed: settings.rng_seed,
             ..EngineOptions::default()
         };
         let engine = Arc::new(Engine::new(
@@ -251,6 +258,7 @@ impl Server {
         }
         #[cfg(unix)]
         tasks.spawn(sighup_reloads(shared.clone(), shutdown.clone()));
+        tasks.spawn(crate::events::run(shared.clone(), shutdown.clone()));
         if shared.settings.watch {
             tasks.spawn(watch_zones(shared.clone(), shutdown.clone()));
         }

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod dns;
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod model;

@@ -249,6 +249,18 @@ fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
         s.udp_workers = w.max(1);
     }
     s.watch = args.watch || file.watch.unwrap_or(false);
+    if let Some(w) = &file.webhook {
+        gslb::config::check_webhook_url(w).map_err(|e| {
+            format!(
+                "{}: {e}",
+                args.config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        })?;
+        s.webhook = Some(w.clone());
+    }
     let level = args
         .log_level
         .clone()

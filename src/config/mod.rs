@@ -383,6 +383,16 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         }
     };
     let zone_origin = cx.src.at(&z.name);
+    let webhook = z
+        .webhook
+        .as_ref()
+        .and_then(|w| match check_webhook_url(w.get_ref()) {
+            Ok(()) => Some(w.get_ref().clone()),
+            Err(e) => {
+                cx.err(w, e);
+                None
+            }
+        });
     let mname = nameservers
         .first()
         .map(|n| n.0.clone())
@@ -656,8 +666,20 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         services,
         record_count,
         content_hash: fnv1a(src.text.as_bytes()),
+        webhook,
         serial_auto: z.serial.is_none(),
     })
+}
+
+/// A webhook must be an absolute http(s) URL.
+pub fn check_webhook_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(format!(
+            "webhook {url:?} must be an http:// or https:// URL"
+        )),
+        Err(e) => Err(format!("webhook {url:?} is not a URL: {e}")),
+    }
 }
 
 /// FNV-1a: a stable hash of a zone file's text (not for security).

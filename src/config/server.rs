@@ -34,6 +34,8 @@ pub struct ServerFile {
     pub tcp_idle_timeout: Option<String>,
     /// Reload when a file in the zones folder changes (default false).
     pub watch: Option<bool>,
+    /// URL receiving a JSON POST on every region state change of any zone.
+    pub webhook: Option<String>,
 }
 
 impl ServerFile {

@@ -53,6 +53,8 @@ pub struct ZoneSpec {
     pub expire: Option<Spanned<i64>>,
     /// SOA minimum: how long resolvers cache NXDOMAIN and NODATA (default 60).
     pub negative_ttl: Option<Spanned<i64>>,
+    /// URL receiving a JSON POST on every region state change of this zone.
+    pub webhook: Option<Spanned<String>>,
 }
 
 /// `[[record]]`: one static resource record.

@@ -73,6 +73,8 @@ pub struct Zone {
     pub content_hash: u64,
     /// The serial is gslb's to manage (`serial` not set in the file).
     pub serial_auto: bool,
+    /// Failover events of this zone are POSTed here.
+    pub webhook: Option<String>,
 }
 
 impl Zone {

@@ -1,0 +1,232 @@
+//! Failover events out: a JSON POST to a webhook on every region state
+//! change, for chat, paging or audit.
+//!
+//! Never in anyone's way: transitions reach the dispatcher through the health
+//! broadcast (a send never blocks a prober), each URL has its own bounded
+//! queue and delivery task, a full queue drops the event and counts it in
+//! `gslb_webhook_events_dropped_total`, and a slow or hanging receiver only
+//! delays its own queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Shared;
+use crate::dns::zone_label;
+use crate::health::Transition;
+
+/// Events waiting per webhook URL before new ones are dropped.
+pub const QUEUE_LEN: usize = 1024;
+/// Delivery attempts per event.
+pub const ATTEMPTS: u32 = 5;
+/// Bound on one delivery attempt.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// First retry delay; doubles per attempt (0.5, 1, 2, 4 s).
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The JSON body of a webhook POST.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FailoverEvent {
+    /// Always "region_state_changed".
+    pub event: &'static str,
+    /// Zone (no trailing dot).
+    pub zone: String,
+    /// Region whose state changed.
+    pub region: String,
+    /// Services that use the region (their answers may have changed).
+    pub services: Vec<String>,
+    /// Previous state: "up" or "down".
+    pub old: &'static str,
+    /// New state.
+    pub new: &'static str,
+    /// Why (endpoint counts and the deciding probe, or the override).
+    pub reason: String,
+    /// When, RFC 3339 with milliseconds.
+    pub time: String,
+    /// When, unix milliseconds.
+    pub time_ms: u64,
+}
+
+fn event_for(shared: &Shared, t: &Transition) -> FailoverEvent {
+    let config = shared.config.load();
+    let services = config
+        .zones
+        .iter()
+        .filter(|z| zone_label(z) == t.zone)
+        .flat_map(|z| {
+            z.services
+                .iter()
+                .filter(|s| s.regions.iter().any(|r| r.region.name == t.region))
+                .map(|s| s.name.to_string().trim_end_matches('.').to_string())
+        })
+        .collect();
+    FailoverEvent {
+        event: "region_state_changed",
+        zone: t.zone.clone(),
+        region: t.region.clone(),
+        services,
+        old: t.from,
+        new: t.to,
+        reason: t.reason.clone(),
+        time: humantime::format_rfc3339_millis(t.time).to_string(),
+        time_ms: t
+            .time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    }
+}
+
+/// Where events of a zone go: its own webhook and the global one.
+fn urls_for(shared: &Shared, zone: &str) -> Vec<String> {
+    let config = shared.config.load();
+    let mut urls: Vec<String> = config
+        .zones
+        .iter()
+        .filter(|z| zone_label(z) == zone)
+        .filter_map(|z| z.webhook.clone())
+        .collect();
+    if let Some(g) = &shared.settings.webhook {
+        if !urls.contains(g) {
+            urls.push(g.clone());
+        }
+    }
+    urls
+}
+
+/// Dispatch region transitions to webhooks until `shutdown`.
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut rx = shared.health.subscribe();
+    let mut queues: HashMap<String, mpsc::Sender<FailoverEvent>> = HashMap::new();
+    let mut workers = JoinSet::new();
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(ATTEMPT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook client; failover events will not be sent");
+            return;
+        }
+    };
+    loop {
+        let t = tokio::select! {
+            r = rx.recv() => r,
+            () = shutdown.cancelled() => break,
+        };
+        let t = match t {
+            Ok(t) => t,
+            Err(RecvError::Lagged(n)) => {
+                // The dispatcher itself fell behind (it never blocks, so only
+                // under a storm of transitions): count what was missed.
+                shared
+                    .metrics
+                    .webhook_dropped
+                    .with_label_values(&[""])
+                    .inc_by(n);
+                continue;
+            }
+            Err(RecvError::Closed) => break,
+        };
+        if t.endpoint.is_some() {
+            continue; // region changes only
+        }
+        let urls = urls_for(&shared, &t.zone);
+        if urls.is_empty() {
+            continue;
+        }
+        let event = event_for(&shared, &t);
+        for url in urls {
+            let tx = queues.entry(url.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(QUEUE_LEN);
+                workers.spawn(deliver(
+                    url.clone(),
+                    rx,
+                    client.clone(),
+                    shared.clone(),
+                    shutdown.clone(),
+                ));
+                tx
+            });
+            if tx.try_send(event.clone()).is_err() {
+                shared
+                    .metrics
+                    .webhook_dropped
+                    .with_label_values(&[&t.zone])
+                    .inc();
+                tracing::warn!(url = %url, zone = %t.zone, region = %t.region, "webhook queue full: event dropped");
+            }
+        }
+    }
+    drop(queues);
+    while workers.join_next().await.is_some() {}
+}
+
+/// Deliver one URL's events in order, each retried with backoff.
+async fn deliver(
+    url: String,
+    mut rx: mpsc::Receiver<FailoverEvent>,
+    client: reqwest::Client,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    while let Some(event) = tokio::select! {
+        e = rx.recv() => e,
+        () = shutdown.cancelled() => None,
+    } {
+        let body = serde_json::to_vec(&event).expect("event serialises");
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=ATTEMPTS {
+            let sent = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let err = match sent {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(format!("status {}", r.status().as_u16())),
+                Err(e) if e.is_timeout() => Some(format!(
+                    "timeout after {}",
+                    humantime::format_duration(ATTEMPT_TIMEOUT)
+                )),
+                Err(e) => Some(e.to_string()),
+            };
+            match err {
+                None => {
+                    shared
+                        .metrics
+                        .webhook_deliveries
+                        .with_label_values(&["success"])
+                        .inc();
+                    break;
+                }
+                Some(e) => {
+                    shared
+                        .metrics
+                        .webhook_deliveries
+                        .with_label_values(&["error"])
+                        .inc();
+                    if attempt == ATTEMPTS {
+                        tracing::error!(%url, region = %event.region, error = %e, "webhook delivery failed {ATTEMPTS} times; event dropped");
+                        break;
+                    }
+                    tracing::warn!(%url, attempt, error = %e, "webhook delivery failed; retrying in {}", humantime::format_duration(backoff));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff *= 2;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Failover events: a webhook receiver on loopback gets exactly one JSON
+//! POST per region transition, and a receiver that hangs delays neither DNS
+//! answers nor failover.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::backend::Backend;
+use crate::support::*;
+
+/// A receiver that records every POST body; `hang` makes it never answer.
+async fn receiver(
+    hang: bool,
+) -> (
+    String,
+    Arc<Mutex<Vec<serde_json::Value>>>,
+    Arc<Mutex<usize>>,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::new(Mutex::new(0usize));
+    let (g, a) = (got.clone(), accepted.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            *a.lock().unwrap() += 1;
+            let g = g.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    if hang {
+                        // Hold the connection, never answer.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).expect("JSON body");
+                    g.lock().unwrap().push(body);
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, got, accepted)
+}
+
+fn zone(webhook: &str, us: &Backend, eu: &Backend) -> String {
+    format!(
+        r#"
+[zone]
+name = "gslb.example.com."
+nameservers = ["ns1.example.net."]
+hostmaster = "hostmaster.example.com."
+webhook = "{webhook}"
+
+[check.us]
+type = "http"
+port = {}
+path = "/health"
+interval = "200ms"
+timeout = "150ms"
+recheck = "50ms"
+
+[check.eu]
+type = "http"
+port = {}
+path = "/health"
+interval = "200ms"
+timeout = "150ms"
+recheck = "50ms"
+
+[region.us]
+endpoints = ["{}"]
+check = "us"
+
+[region.eu]
+endpoints = ["{}"]
+check = "eu"
+
+[service.api]
+regions = ["us", "eu"]
+"#,
+        us.addr.port(),
+        eu.addr.port(),
+        us.addr.ip(),
+        eu.addr.ip()
+    )
+}
+
+async fn answer(ts: &TestServer) -> Vec<String> {
+    addrs(&ts.query("api.gslb.example.com.", RecordType::A).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_gets_exactly_one_event_per_region_transition() {
+    let (url, got, _) = receiver(false).await;
+    let mut us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let ts = TestServer::start(&[("z.toml", &zone(&url, &us, &eu))]).await;
+    let (us_ip, eu_ip) = (us.addr.ip().to_string(), eu.addr.ip().to_string());
+    wait_until(Duration::from_secs(5), "first verdicts", || async {
+        ts.server.shared.health.first_verdicts_known()
+    })
+    .await;
+
+    us.kill();
+    wait_until(Duration::from_secs(5), "failover to eu", || async {
+        answer(&ts).await == [eu_ip.clone()]
+    })
+    .await;
+    us.revive().await;
+    wait_until(Duration::from_secs(5), "failback to us", || async {
+        answer(&ts).await == [us_ip.clone()]
+    })
+    .await;
+    wait_until(Duration::from_secs(5), "two events delivered", || async {
+        got.lock().unwrap().len() >= 2
+    })
+    .await;
+
+    let region_transitions = ts
+        .server
+        .shared
+        .health
+        .journal()
+        .iter()
+        .filter(|t| t.endpoint.is_none())
+        .count();
+    assert_eq!(region_transitions, 2, "down, then up");
+    // Give a duplicate every chance to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = got.lock().unwrap().clone();
+    assert_eq!(
+        events.len(),
+        region_transitions,
+        "exactly one event per region transition: {events:#?}"
+    );
+    assert_eq!(events[0]["event"], "region_state_changed");
+    assert_eq!(events[0]["zone"], "gslb.example.com");
+    assert_eq!(events[0]["region"], "us");
+    assert_eq!(
+        (events[0]["old"].as_str(), events[0]["new"].as_str()),
+        (Some("up"), Some("down"))
+    );
+    assert_eq!(
+        events[0]["services"],
+        serde_json::json!(["api.gslb.example.com"])
+    );
+    assert!(
+        events[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"),
+        "{}",
+        events[0]["reason"]
+    );
+    assert!(events[0]["time"].as_str().unwrap().ends_with('Z'));
+    assert!(events[0]["time_ms"].as_u64().unwrap() > 0);
+    assert_eq!(
+        (events[1]["old"].as_str(), events[1]["new"].as_str()),
+        (Some("down"), Some("up"))
+    );
+    let metrics = ts.server.shared.metrics.render();
+    assert!(
+        metrics.contains("gslb_webhook_deliveries_total{result=\"success\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_delays_neither_dns_nor_failover() {
+    let (url, _, accepted) = receiver(true).await;
+    let mut us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let ts = TestServer::start(&[("z.toml", &zone(&url, &us, &eu))]).await;
+    let (us_ip, eu_ip) = (us.addr.ip().to_string(), eu.addr.ip().to_string());
+    wait_until(Duration::from_secs(5), "first verdicts", || async {
+        ts.server.shared.health.first_verdicts_known()
+    })
+    .await;
+
+    us.kill();
+    wait_until(Duration::from_secs(5), "failover to eu", || async {
+        answer(&ts).await == [eu_ip.clone()]
+    })
+    .await;
+    // The receiver now holds the delivery of the "down" event.
+    wait_until(
+        Duration::from_secs(5),
+        "delivery attempt in flight",
+        || async { *accepted.lock().unwrap() >= 1 },
+    )
+    .await;
+    // While it hangs, every query is answered (support::udp waits at most 1 s
+    // and fails otherwise) and health keeps moving.
+    for _ in 0..50 {
+        assert_eq!(answer(&ts).await, [eu_ip.clone()]);
+    }
+    us.revive().await;
+    wait_until(
+        Duration::from_secs(5),
+        "failback while the webhook hangs",
+        || async { answer(&ts).await == [us_ip.clone()] },
+    )
+    .await;
+    assert_eq!(
+        ts.server
+            .shared
+            .health
+            .journal()
+            .iter()
+            .filter(|t| t.endpoint.is_none())
+            .count(),
+        2
+    );
+}

@@ -6,7 +6,6 @@
 //! record data); this module owns the semantics: which zone, which records in
 //! which section, which flags.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -56,7 +55,7 @@ pub struct ServedZone {
     pub health: Arc<ZoneHealth>,
     /// Query counters of the zone.
     pub counters: Arc<ZoneCounters>,
-    /// Answer counters by service index, then `Region::index`.
+    /// Answer counters by service index, then pick position.
     pub answer_counters: Vec<Vec<Arc<AnswerCounter>>>,
 }
 
@@ -68,11 +67,16 @@ impl ServedZone {
             .services
             .iter()
             .map(|svc| {
-                let mut by_region: Vec<Arc<AnswerCounter>> = Vec::with_capacity(zone.regions.len());
-                for r in zone.regions.values() {
-                    by_region.push(metrics.answer(&zname, &svc.key, &r.name));
-                }
-                by_region
+                // One per pick position: the service's regions, then the
+                // last-resort region (see `policy::Selection::picks`).
+                let n = svc.regions.len();
+                (0..=n)
+                    .filter(|&p| {
+                        p < n
+                            || matches!(svc.when_all_down, crate::model::WhenAllDown::LastResort(_))
+                    })
+                    .map(|p| metrics.answer(&zname, &svc.key, &policy::picked_region(svc, p).name))
+                    .collect()
             })
             .collect();
         ServedZone {
@@ -158,6 +162,9 @@ pub struct EngineOptions {
     pub udp_payload: u16,
     /// Answer `version.bind`/`version.server` CH TXT with the version.
     pub version: Option<String>,
+    /// Seed of the per-worker RNGs (weighted picks, shuffles), for
+    /// reproducible tests; `None`: seeded from the OS.
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -165,6 +172,7 @@ impl Default for EngineOptions {
         EngineOptions {
             udp_payload: DEFAULT_UDP_PAYLOAD,
             version: Some(format!("gslb {}", env!("CARGO_PKG_VERSION"))),
+            rng_seed: None,
         }
     }
 }
@@ -176,11 +184,6 @@ pub struct Engine {
     metrics: DnsMetrics,
     /// Bumped on every health change (for answer caches).
     pub epoch: Arc<Epoch>,
-}
-
-thread_local! {
-    /// Per-thread RNG for weighted picks and shuffles: no shared state on the hot path.
-    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
 }
 
 /// The sections of a response being built.
@@ -213,6 +216,17 @@ impl Engine {
         }
     }
 
+    /// An RNG for one worker (UDP socket task or TCP connection): each
+    /// worker owns its own, so picks share no state across threads.
+    pub fn rng(&self, worker: u64) -> SmallRng {
+        match self.opts.rng_seed {
+            Some(seed) => {
+                SmallRng::seed_from_u64(seed ^ worker.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            }
+            None => SmallRng::from_rng(&mut rand::rng()),
+        }
+    }
+
     /// Replace the snapshot; queries in flight finish on the old one.
     pub fn store(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
@@ -226,7 +240,13 @@ impl Engine {
     /// Answer one request. Writes the response into `out` and returns true,
     /// or returns false when the request gets no answer at all (too short to
     /// have a header, or itself a response).
-    pub fn respond(&self, req: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+    pub fn respond(
+        &self,
+        req: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+        rng: &mut SmallRng,
+    ) -> bool {
         out.clear();
         if req.len() < 12 || req[2] & 0x80 != 0 {
             // No header to answer, or a response: answering would invite loops.
@@ -274,7 +294,7 @@ impl Engine {
             Reply::rcode(ResponseCode::BADVERS)
         } else {
             let q = query.expect("one query");
-            self.answer(&snap, q, transport)
+            self.answer(&snap, q, transport, rng)
         };
         meta.authoritative = reply.aa;
         meta.response_code = reply.rcode;
@@ -307,7 +327,13 @@ impl Engine {
         out[4..12].fill(0);
     }
 
-    fn answer<'s>(&self, snap: &'s Snapshot, q: &Query, transport: Transport) -> Reply<'s> {
+    fn answer<'s>(
+        &self,
+        snap: &'s Snapshot,
+        q: &Query,
+        transport: Transport,
+        rng: &mut SmallRng,
+    ) -> Reply<'s> {
         let qtype = q.query_type();
         match q.query_class() {
             DNSClass::IN => {}
@@ -338,7 +364,7 @@ impl Engine {
         let mut qname = q.name().clone();
         let mut lname = lname;
         loop {
-            match lookup(served, &qname, &lname, qtype, transport, &mut reply) {
+            match lookup(served, &qname, &lname, qtype, transport, &mut reply, rng) {
                 Step::Done => break,
                 Step::Follow(target) => {
                     chain.push(lname);
@@ -401,6 +427,7 @@ fn lookup(
     qtype: RecordType,
     transport: Transport,
     reply: &mut Reply<'_>,
+    rng: &mut SmallRng,
 ) -> Step {
     let zone = &served.zone;
     let apex_labels = zone.apex.num_labels();
@@ -435,7 +462,7 @@ fn lookup(
         }
     }
     if let Some(node) = exact {
-        return answer_node(served, node, qname, qtype, transport, reply);
+        return answer_node(served, node, qname, qtype, transport, reply, rng);
     }
     if zone.has_wildcards {
         let wild = LowerName::new(
@@ -444,7 +471,7 @@ fn lookup(
                 .expect("wildcard label fits"),
         );
         if let Some(node) = zone.nodes.get(&wild) {
-            return answer_node(served, node, qname, qtype, transport, reply);
+            return answer_node(served, node, qname, qtype, transport, reply, rng);
         }
     }
     reply.rcode = ResponseCode::NXDomain;
@@ -460,6 +487,7 @@ fn answer_node(
     qtype: RecordType,
     transport: Transport,
     reply: &mut Reply<'_>,
+    rng: &mut SmallRng,
 ) -> Step {
     let zone = &served.zone;
     let at = |r: &Record| {
@@ -488,7 +516,7 @@ fn answer_node(
             .any(|r| matches!(r.region.target, RegionTarget::Alias(_)))
             || matches!(&svc.when_all_down, crate::model::WhenAllDown::LastResort(r) if matches!(r.target, RegionTarget::Alias(_)));
         if wants_addr || may_alias {
-            match service_answer(served, si, svc, qname, qtype, reply) {
+            match service_answer(served, si, svc, qname, qtype, reply, rng) {
                 ServiceStep::Records => return Step::Done,
                 ServiceStep::Alias(target) => {
                     if qtype == RecordType::CNAME || qtype == RecordType::ANY {
@@ -548,10 +576,10 @@ fn service_answer(
     qname: &Name,
     qtype: RecordType,
     reply: &mut Reply<'_>,
+    rng: &mut SmallRng,
 ) -> ServiceStep {
     let view: &dyn HealthView = served.health.as_ref();
-    RNG.with(|rng| {
-        let rng = &mut *rng.borrow_mut();
+    {
         let sel = policy::select(svc, view, rng);
         match sel.outcome {
             Outcome::ServFail => return ServiceStep::ServFail,
@@ -563,9 +591,12 @@ fn service_answer(
         } else {
             svc.ttl
         };
-        for &p in &sel.picks {
-            served.answer_counters[si][policy::picked_region(svc, p).index].inc();
-        }
+        // Count answers actually given, by the region that got the traffic.
+        let count = || {
+            sel.picks
+                .iter()
+                .for_each(|&p| served.answer_counters[si][p].inc())
+        };
         if let Some(&first) = sel.picks.first() {
             if let RegionTarget::Alias(target) = &policy::picked_region(svc, first).target {
                 reply.answers.push(Record::from_rdata(
@@ -573,9 +604,16 @@ fn service_answer(
                     ttl,
                     RData::CNAME(CNAME(target.clone())),
                 ));
+                count();
                 return ServiceStep::Alias(target.clone());
             }
         }
+        if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) {
+            // Only a CNAME pick answers other types; addresses never do.
+            return ServiceStep::Nothing;
+        }
+        // A CNAME chain may have put records here already: judge by what this step adds.
+        let before = reply.answers.len();
         let mut addrs: Vec<IpAddr> = Vec::new();
         let families: &[bool] = match qtype {
             RecordType::A => &[false],
@@ -591,16 +629,17 @@ fn service_answer(
                 };
                 Record::from_rdata(qname.clone(), ttl, data)
             }));
-            if !reply.answers.is_empty() && qtype == RecordType::ANY {
+            if reply.answers.len() > before && qtype == RecordType::ANY {
                 break;
             }
         }
-        if reply.answers.is_empty() {
+        if reply.answers.len() == before {
             ServiceStep::Nothing
         } else {
+            count();
             ServiceStep::Records
         }
-    })
+    }
 }
 
 /// NOERROR/NXDOMAIN without data: the SOA in authority, its TTL capped at the
@@ -711,7 +750,7 @@ mod tests {
         let mut req = vec![0x12, 0x34, 0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 0];
         req.extend_from_slice(&[0xff; 5]);
         let mut out = Vec::new();
-        assert!(engine.respond(&req, Transport::Udp, &mut out));
+        assert!(engine.respond(&req, Transport::Udp, &mut out, &mut engine.rng(0)));
         assert_eq!(&out[..2], &[0x12, 0x34]);
         assert_eq!(out[2], 0x81, "QR set, RD copied");
         assert_eq!(out[3] & 0x0f, 1, "FORMERR");
@@ -727,8 +766,8 @@ mod tests {
             Arc::default(),
         );
         let mut out = Vec::new();
-        assert!(!engine.respond(&[1, 2, 3], Transport::Udp, &mut out));
+        assert!(!engine.respond(&[1, 2, 3], Transport::Udp, &mut out, &mut engine.rng(0)));
         let resp = [0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert!(!engine.respond(&resp, Transport::Udp, &mut out));
+        assert!(!engine.respond(&resp, Transport::Udp, &mut out, &mut engine.rng(0)));
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::rngs::SmallRng;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -127,8 +128,9 @@ pub fn bind(addrs: &[SocketAddr], udp_workers: usize, tcp_idle: Duration) -> io:
 /// Serve until `shutdown` is cancelled.
 pub async fn serve(listeners: Listeners, engine: Arc<Engine>, shutdown: CancellationToken) {
     let mut tasks = JoinSet::new();
-    for sock in listeners.udp {
-        tasks.spawn(udp_loop(sock, engine.clone(), shutdown.clone()));
+    for (i, sock) in listeners.udp.into_iter().enumerate() {
+        let rng = engine.rng(i as u64);
+        tasks.spawn(udp_loop(sock, engine.clone(), rng, shutdown.clone()));
     }
     let limit = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     for l in listeners.tcp {
@@ -143,7 +145,12 @@ pub async fn serve(listeners: Listeners, engine: Arc<Engine>, shutdown: Cancella
     while tasks.join_next().await.is_some() {}
 }
 
-async fn udp_loop(sock: UdpSocket, engine: Arc<Engine>, shutdown: CancellationToken) {
+async fn udp_loop(
+    sock: UdpSocket,
+    engine: Arc<Engine>,
+    mut rng: SmallRng,
+    shutdown: CancellationToken,
+) {
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     loop {
@@ -158,7 +165,7 @@ async fn udp_loop(sock: UdpSocket, engine: Arc<Engine>, shutdown: CancellationTo
             },
             () = shutdown.cancelled() => return,
         };
-        if engine.respond(&buf[..len], Transport::Udp, &mut out) {
+        if engine.respond(&buf[..len], Transport::Udp, &mut out, &mut rng) {
             if let Err(e) = sock.send_to(&out, peer).await {
                 tracing::debug!(%peer, error = %e, "UDP send failed");
             }
@@ -213,6 +220,10 @@ async fn tcp_accept(
 /// Serve one connection: length-prefixed messages (RFC 1035 §4.2.2), answered
 /// in order, until the client closes or stays idle for `idle`.
 async fn tcp_conn(mut stream: TcpStream, engine: &Engine, idle: Duration) -> io::Result<()> {
+    // TCP workers (connections) get RNGs numbered after the UDP ones.
+    let mut rng = engine.rng(
+        u64::from(u32::MAX) + u64::from(stream.local_addr()?.port()) + rand::random::<u32>() as u64,
+    );
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
@@ -230,7 +241,7 @@ async fn tcp_conn(mut stream: TcpStream, engine: &Engine, idle: Duration) -> io:
             Err(_) => return Ok(()),
             Ok(r) => r?,
         };
-        if !engine.respond(&buf, Transport::Tcp, &mut out) {
+        if !engine.respond(&buf, Transport::Tcp, &mut out, &mut rng) {
             return Ok(());
         }
         let mut framed = Vec::with_capacity(out.len() + 2);

@@ -3,6 +3,10 @@
 mod backend;
 mod support;
 
+mod admin;
 mod check;
 mod dns;
+mod failover;
 mod probes;
+mod reload;
+mod webhook;

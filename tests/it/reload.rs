@@ -23,7 +23,9 @@ hostmaster = "hostmaster.example.com."
 fn version(tag: &str, addrs: &[&str], ttl: u32) -> String {
     let mut z = format!("{HEAD}\n[[record]]\nname = \"tag\"\ntype = \"TXT\"\nvalue = \"{tag}\"\n");
     for a in addrs {
-        z.push_str(&format!("\n[[record]]\nname = \"mix\"\ntype = \"A\"\nvalue = \"{a}\"\nttl = {ttl}\n"));
+        z.push_str(&format!(
+            "\n[[record]]\nname = \"mix\"\ntype = \"A\"\nvalue = \"{a}\"\nttl = {ttl}\n"
+        ));
     }
     z
 }
@@ -55,16 +57,24 @@ async fn fifty_reloads_under_load_lose_nothing_and_never_mix_configs() {
         load.push(tokio::spawn(async move {
             let mut seen = (0usize, 0usize);
             while !stop.load(Ordering::Relaxed) {
-                let m = udp(dns, &request("mix.gslb.example.com.", RecordType::A, true)).await.expect("every query is answered");
+                let m = udp(dns, &request("mix.gslb.example.com.", RecordType::A, true))
+                    .await
+                    .expect("every query is answered");
                 assert_eq!(m.metadata.response_code, ResponseCode::NoError);
                 let mut got = addrs(&m);
                 got.sort();
                 let ttls: Vec<u32> = m.answers.iter().map(|r| r.ttl).collect();
                 if got == set_a {
-                    assert!(ttls.iter().all(|&t| t == 100), "A's TTL with A's data: {ttls:?}");
+                    assert!(
+                        ttls.iter().all(|&t| t == 100),
+                        "A's TTL with A's data: {ttls:?}"
+                    );
                     seen.0 += 1;
                 } else if got == set_b {
-                    assert!(ttls.iter().all(|&t| t == 200), "B's TTL with B's data: {ttls:?}");
+                    assert!(
+                        ttls.iter().all(|&t| t == 200),
+                        "B's TTL with B's data: {ttls:?}"
+                    );
                     seen.1 += 1;
                 } else {
                     panic!("an answer from neither config (a mix, or the broken one): {got:?}");
@@ -91,7 +101,10 @@ async fn fifty_reloads_under_load_lose_nothing_and_never_mix_configs() {
             }
             Err(e) => {
                 assert!(!valid, "a valid config was rejected: {e}");
-                assert!(e.to_string().contains("z.toml:9:9"), "error names file:line:col: {e}");
+                assert!(
+                    e.to_string().contains("z.toml:9:9"),
+                    "error names file:line:col: {e}"
+                );
                 rejected += 1;
                 // The old snapshot is still served, untouched.
                 let m = ts.query("mix.gslb.example.com.", RecordType::A).await;
@@ -108,11 +121,20 @@ async fn fifty_reloads_under_load_lose_nothing_and_never_mix_configs() {
         seen.1 += s.1;
     }
     assert_eq!((ok, rejected), (33, 17));
-    assert!(seen.0 > 0 && seen.1 > 0, "both configs were served under load: {seen:?}");
+    assert!(
+        seen.0 > 0 && seen.1 > 0,
+        "both configs were served under load: {seen:?}"
+    );
     assert!(answered.load(Ordering::Relaxed) > 200);
     let metrics = ts.server.shared.metrics.render();
-    assert!(metrics.contains("gslb_config_reloads_total{result=\"error\"} 17"), "{metrics}");
-    assert!(metrics.contains("gslb_config_reloads_total{result=\"success\"} 34"), "start + 33 reloads");
+    assert!(
+        metrics.contains("gslb_config_reloads_total{result=\"error\"} 17"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gslb_config_reloads_total{result=\"success\"} 34"),
+        "start + 33 reloads"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,32 +180,69 @@ regions = ["us", "eu"]
     let ts = TestServer::start(&[("z.toml", &zone(""))]).await;
     let eu_ip = eu.addr.ip().to_string();
     us.kill();
-    wait_until(Duration::from_secs(5), "failover", || async { addrs(&ts.query("api.gslb.example.com.", RecordType::A).await) == [eu_ip.clone()] }).await;
+    wait_until(Duration::from_secs(5), "failover", || async {
+        addrs(&ts.query("api.gslb.example.com.", RecordType::A).await) == [eu_ip.clone()]
+    })
+    .await;
     let status = || gslb::admin::status(&ts.server.shared);
     let us_endpoint = |s: &gslb::admin::Status| {
         let r = s.zones[0].regions.iter().find(|r| r.name == "us").unwrap();
-        (r.up, r.since_ms, r.endpoints[0].probes, r.endpoints[0].failures)
+        (
+            r.up,
+            r.since_ms,
+            r.endpoints[0].probes,
+            r.endpoints[0].failures,
+        )
     };
     let before = us_endpoint(&status());
     assert!(!before.0);
     // Reload with an unrelated new service.
-    std::fs::write(ts.zone_path("z.toml"), zone("[service.www]\nregions = [\"eu\"]\n")).unwrap();
+    std::fs::write(
+        ts.zone_path("z.toml"),
+        zone("[service.www]\nregions = [\"eu\"]\n"),
+    )
+    .unwrap();
     let summary = ts.server.reload().await.expect("valid");
     assert_eq!(summary.services_added, ["gslb.example.com/www"]);
     assert!(summary.regions_changed.is_empty(), "{summary:?}");
     let after = us_endpoint(&status());
     assert!(!after.0, "still down right after the reload");
     assert_eq!(after.1, before.1, "region 'since' unchanged");
-    assert!(after.2 >= before.2 && after.3 >= before.3, "probe counters not reset: {before:?} -> {after:?}");
-    assert_eq!(addrs(&ts.query("api.gslb.example.com.", RecordType::A).await), [eu_ip.clone()]);
-    assert_eq!(addrs(&ts.query("www.gslb.example.com.", RecordType::A).await), [eu_ip.clone()]);
+    assert!(
+        after.2 >= before.2 && after.3 >= before.3,
+        "probe counters not reset: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        addrs(&ts.query("api.gslb.example.com.", RecordType::A).await),
+        [eu_ip.clone()]
+    );
+    assert_eq!(
+        addrs(&ts.query("www.gslb.example.com.", RecordType::A).await),
+        [eu_ip.clone()]
+    );
     // And it keeps being probed: the counters grow, and failback still works.
-    wait_until(Duration::from_secs(5), "probes continue", || async { us_endpoint(&status()).2 > after.2 }).await;
+    wait_until(Duration::from_secs(5), "probes continue", || async {
+        us_endpoint(&status()).2 > after.2
+    })
+    .await;
     us.revive().await;
     let us_ip = us.addr.ip().to_string();
-    wait_until(Duration::from_secs(5), "failback", || async { addrs(&ts.query("api.gslb.example.com.", RecordType::A).await) == [us_ip.clone()] }).await;
-    let region_flips = ts.server.shared.health.journal().iter().filter(|t| t.endpoint.is_none()).count();
-    assert_eq!(region_flips, 2, "down once, up once: the reload flipped nothing");
+    wait_until(Duration::from_secs(5), "failback", || async {
+        addrs(&ts.query("api.gslb.example.com.", RecordType::A).await) == [us_ip.clone()]
+    })
+    .await;
+    let region_flips = ts
+        .server
+        .shared
+        .health
+        .journal()
+        .iter()
+        .filter(|t| t.endpoint.is_none())
+        .count();
+    assert_eq!(
+        region_flips, 2,
+        "down once, up once: the reload flipped nothing"
+    );
 }
 
 #[tokio::test]
@@ -198,13 +257,24 @@ async fn zones_are_added_and_removed_at_runtime() {
     .unwrap();
     let s = ts.server.reload().await.unwrap();
     assert_eq!(s.zones_added, ["other.example"]);
-    assert_eq!(addrs(&ts.query("www.other.example.", RecordType::A).await), ["192.0.2.99"]);
+    assert_eq!(
+        addrs(&ts.query("www.other.example.", RecordType::A).await),
+        ["192.0.2.99"]
+    );
     std::fs::remove_file(ts.zone_path("other.toml")).unwrap();
     let s = ts.server.reload().await.unwrap();
     assert_eq!(s.zones_removed, ["other.example"]);
     let m = ts.query("www.other.example.", RecordType::A).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::Refused, "a removed zone is refused");
-    assert_eq!(addrs(&ts.query("mix.gslb.example.com.", RecordType::A).await), ["192.0.2.1"], "the other zone untouched");
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::Refused,
+        "a removed zone is refused"
+    );
+    assert_eq!(
+        addrs(&ts.query("mix.gslb.example.com.", RecordType::A).await),
+        ["192.0.2.1"],
+        "the other zone untouched"
+    );
 }
 
 #[tokio::test]
@@ -212,7 +282,11 @@ async fn managed_serials_only_move_when_the_zone_changes_and_never_go_back() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     let zones = tempfile::tempdir().unwrap();
-    std::fs::write(zones.path().join("z.toml"), version("A", &["192.0.2.1"], 60)).unwrap();
+    std::fs::write(
+        zones.path().join("z.toml"),
+        version("A", &["192.0.2.1"], 60),
+    )
+    .unwrap();
     let start = |state: std::path::PathBuf| {
         let mut s = test_settings(zones.path());
         s.state_file = Some(state);
@@ -220,29 +294,57 @@ async fn managed_serials_only_move_when_the_zone_changes_and_never_go_back() {
     };
     let server = start(state.clone()).await.unwrap();
     let dns = server.dns_addrs[0];
-    let soa = || async move { serial(&udp(dns, &request("gslb.example.com.", RecordType::SOA, true)).await.unwrap()) };
+    let soa = || async move {
+        serial(
+            &udp(dns, &request("gslb.example.com.", RecordType::SOA, true))
+                .await
+                .unwrap(),
+        )
+    };
     let s1 = soa().await;
     server.reload().await.unwrap();
     assert_eq!(soa().await, s1, "unchanged file: same serial");
-    std::fs::write(zones.path().join("z.toml"), version("B", &["192.0.2.2"], 60)).unwrap();
+    std::fs::write(
+        zones.path().join("z.toml"),
+        version("B", &["192.0.2.2"], 60),
+    )
+    .unwrap();
     server.reload().await.unwrap();
     let s2 = soa().await;
     assert!(s2 > s1, "changed: higher ({s1} -> {s2})");
-    std::fs::write(zones.path().join("z.toml"), version("C", &["192.0.2.3"], 60)).unwrap();
+    std::fs::write(
+        zones.path().join("z.toml"),
+        version("C", &["192.0.2.3"], 60),
+    )
+    .unwrap();
     server.reload().await.unwrap();
     let s3 = soa().await;
-    assert!(s3 > s2, "changed again within the same second: still higher ({s2} -> {s3})");
+    assert!(
+        s3 > s2,
+        "changed again within the same second: still higher ({s2} -> {s3})"
+    );
     server.shutdown();
     server.wait().await;
     // Restart: the state file keeps the serial of the unchanged zone.
     let server = start(state).await.unwrap();
     let dns = server.dns_addrs[0];
-    let again = serial(&udp(dns, &request("gslb.example.com.", RecordType::SOA, true)).await.unwrap());
-    assert_eq!(again, s3, "a restart does not move the serial of an unchanged zone");
+    let again = serial(
+        &udp(dns, &request("gslb.example.com.", RecordType::SOA, true))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        again, s3,
+        "a restart does not move the serial of an unchanged zone"
+    );
     server.shutdown();
     // An explicit serial is left alone.
-    let explicit = TestServer::start(&[("z.toml", &HEAD.replace("[zone]\n", "[zone]\nserial = 42\n"))]).await;
-    assert_eq!(serial(&explicit.query("gslb.example.com.", RecordType::SOA).await), 42);
+    let explicit =
+        TestServer::start(&[("z.toml", &HEAD.replace("[zone]\n", "[zone]\nserial = 42\n"))]).await;
+    assert_eq!(
+        serial(&explicit.query("gslb.example.com.", RecordType::SOA).await),
+        42
+    );
 }
 
 /// A `gslb serve` child process, killed on drop.
@@ -269,54 +371,116 @@ async fn serve_binary(zones: &std::path::Path, extra: &[&str]) -> (Child, std::n
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_gslb"))
-        .args(["serve", "--admin", "off", "--state-file", "off", "--log-level", "warn", "--listen", &addr.to_string(), "--zones"])
+        .args([
+            "serve",
+            "--admin",
+            "off",
+            "--state-file",
+            "off",
+            "--log-level",
+            "warn",
+            "--listen",
+            &addr.to_string(),
+            "--zones",
+        ])
         .arg(zones)
         .args(extra)
         .spawn()
         .expect("gslb serve starts");
     let child = Child(child);
     wait_until(Duration::from_secs(10), "the binary answers", || async {
-        udp_raw(addr, &request("tag.gslb.example.com.", RecordType::TXT, false).to_vec().unwrap(), Duration::from_millis(100)).await.is_some()
+        udp_raw(
+            addr,
+            &request("tag.gslb.example.com.", RecordType::TXT, false)
+                .to_vec()
+                .unwrap(),
+            Duration::from_millis(100),
+        )
+        .await
+        .is_some()
     })
     .await;
     (child, addr)
 }
 
 async fn tag(addr: std::net::SocketAddr) -> String {
-    let m = udp(addr, &request("tag.gslb.example.com.", RecordType::TXT, false)).await.unwrap();
-    m.answers.first().map(|r| r.data.to_string()).unwrap_or_default()
+    let m = udp(
+        addr,
+        &request("tag.gslb.example.com.", RecordType::TXT, false),
+    )
+    .await
+    .unwrap();
+    m.answers
+        .first()
+        .map(|r| r.data.to_string())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
 async fn sighup_reloads_the_running_binary_and_keeps_serving_on_errors() {
     let zones = tempfile::tempdir().unwrap();
-    std::fs::write(zones.path().join("z.toml"), version("A", &["192.0.2.1"], 60)).unwrap();
+    std::fs::write(
+        zones.path().join("z.toml"),
+        version("A", &["192.0.2.1"], 60),
+    )
+    .unwrap();
     let (child, addr) = serve_binary(zones.path(), &[]).await;
     assert_eq!(tag(addr).await, "A");
     let hup = || {
-        let ok = std::process::Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap().success();
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok);
     };
-    std::fs::write(zones.path().join("z.toml"), version("B", &["192.0.2.2"], 60)).unwrap();
+    std::fs::write(
+        zones.path().join("z.toml"),
+        version("B", &["192.0.2.2"], 60),
+    )
+    .unwrap();
     hup();
-    wait_until(Duration::from_secs(5), "SIGHUP reload", || async { tag(addr).await == "B" }).await;
+    wait_until(Duration::from_secs(5), "SIGHUP reload", || async {
+        tag(addr).await == "B"
+    })
+    .await;
     std::fs::write(zones.path().join("z.toml"), BROKEN).unwrap();
     hup();
     // The broken file is rejected; B keeps being served. Then a valid one is taken.
     for _ in 0..20 {
         assert_eq!(tag(addr).await, "B");
     }
-    std::fs::write(zones.path().join("z.toml"), version("C", &["192.0.2.3"], 60)).unwrap();
+    std::fs::write(
+        zones.path().join("z.toml"),
+        version("C", &["192.0.2.3"], 60),
+    )
+    .unwrap();
     hup();
-    wait_until(Duration::from_secs(5), "reload after a rejected one", || async { tag(addr).await == "C" }).await;
+    wait_until(
+        Duration::from_secs(5),
+        "reload after a rejected one",
+        || async { tag(addr).await == "C" },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn watch_reloads_when_a_zone_file_changes() {
     let zones = tempfile::tempdir().unwrap();
-    std::fs::write(zones.path().join("z.toml"), version("A", &["192.0.2.1"], 60)).unwrap();
+    std::fs::write(
+        zones.path().join("z.toml"),
+        version("A", &["192.0.2.1"], 60),
+    )
+    .unwrap();
     let (_child, addr) = serve_binary(zones.path(), &["--watch"]).await;
     assert_eq!(tag(addr).await, "A");
-    std::fs::write(zones.path().join("z.toml"), version("Bee", &["192.0.2.2"], 60)).unwrap();
-    wait_until(Duration::from_secs(10), "watched reload", || async { tag(addr).await == "Bee" }).await;
+    std::fs::write(
+        zones.path().join("z.toml"),
+        version("Bee", &["192.0.2.2"], 60),
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(10), "watched reload", || async {
+        tag(addr).await == "Bee"
+    })
+    .await;
 }

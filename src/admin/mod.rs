@@ -183,7 +183,9 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
             let given = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token)
                 .map(str::trim);
             match given {
                 Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),

@@ -154,7 +154,11 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
             end += 1;
         }
         let name = &text[start..end];
-        let name = name.strip_suffix("_bucket").or(name.strip_suffix("_count")).or(name.strip_suffix("_sum")).unwrap_or(name);
+        let name = name
+            .strip_suffix("_bucket")
+            .or(name.strip_suffix("_count"))
+            .or(name.strip_suffix("_sum"))
+            .unwrap_or(name);
         out.insert(name.to_string());
         i = end;
     }
@@ -168,13 +172,27 @@ fn registered() -> std::collections::BTreeSet<String> {
     m.endpoint_up.with_label_values(&["z", "r", "e"]).set(1);
     m.region_up.with_label_values(&["z", "r"]).set(1);
     m.region_override.with_label_values(&["z", "r"]).set(0);
-    m.endpoint_override.with_label_values(&["z", "r", "e"]).set(0);
-    m.probe_duration.with_label_values(&["z", "r", "e", "http"]).observe(0.1);
-    m.probe_results.with_label_values(&["z", "r", "e", "success"]).inc();
-    m.transitions.with_label_values(&["z", "r", "", "down"]).inc();
+    m.endpoint_override
+        .with_label_values(&["z", "r", "e"])
+        .set(0);
+    m.probe_duration
+        .with_label_values(&["z", "r", "e", "http"])
+        .observe(0.1);
+    m.probe_results
+        .with_label_values(&["z", "r", "e", "success"])
+        .inc();
+    m.transitions
+        .with_label_values(&["z", "r", "", "down"])
+        .inc();
     m.service_degraded.with_label_values(&["z", "s"]).set(0);
     m.webhook_dropped.with_label_values(&["z"]).inc();
     m.dns.answer("z", "s", "r").inc();
+    m.dns.zone("z").query(
+        hickory_proto::rr::RecordType::A,
+        hickory_proto::op::ResponseCode::NoError,
+        gslb::dns::Transport::Udp,
+    );
+    m.dns.dropped(gslb::dns::Transport::Udp);
     metric_names(&m.render())
 }
 
@@ -182,18 +200,26 @@ fn registered() -> std::collections::BTreeSet<String> {
 fn dashboard_and_alerts_use_only_metrics_that_exist() {
     let have = registered();
     for file in ["docker/grafana/gslb.json", "docker/alerts.yml"] {
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
         let used = metric_names(&text);
         assert!(!used.is_empty(), "{file} uses metrics");
         let missing: Vec<&String> = used.difference(&have).collect();
-        assert!(missing.is_empty(), "{file} uses metrics gslb does not export: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{file} uses metrics gslb does not export: {missing:?}"
+        );
     }
 }
 
 #[test]
 fn readme_documents_every_metric() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let documented = metric_names(&readme);
-    let missing: Vec<String> = registered().into_iter().filter(|m| !documented.contains(m)).collect();
+    let missing: Vec<String> = registered()
+        .into_iter()
+        .filter(|m| !documented.contains(m))
+        .collect();
     assert!(missing.is_empty(), "README misses: {missing:?}");
 }

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Generate benchmark zones.
+
+  gen-zone.py services N > zone.toml   N failover services over 2 regions (zone scale)
+  gen-zone.py endpoints N [KIND] [PORT] > zone.toml
+                                       N endpoints on 127.1.x.y in regions of 100,
+                                       probed by an http (default) or tcp check every 1 s
+"""
+import sys
+
+HEAD = """[zone]
+name = "scale.example."
+nameservers = ["ns1.scale.example."]
+hostmaster = "hostmaster.scale.example."
+
+[[record]]
+name = "ns1"
+type = "A"
+value = "127.0.0.1"
+
+[[record]]
+name = "static"
+type = "A"
+value = "192.0.2.10"
+"""
+
+def services(n):
+    out = [HEAD, """
+[region.east]
+endpoints = ["192.0.2.1", "192.0.2.2"]
+
+[region.west]
+endpoints = ["198.51.100.1", "198.51.100.2"]
+"""]
+    for i in range(n):
+        out.append(f'\n[service.svc{i}]\nregions = ["east", "west"]\nttl = 30\n')
+    return "".join(out)
+
+def endpoints(n, kind="http", port=18090):
+    out = [HEAD, f"""
+[check.c]
+type = "{kind}"
+port = {port}
+{'path = "/health"' if kind == "http" else ""}
+interval = "1s"
+timeout = "500ms"
+"""]
+    regions = []
+    for r in range((n + 99) // 100):
+        eps = []
+        for e in range(min(100, n - r * 100)):
+            k = r * 100 + e + 1
+            eps.append(f'"127.1.{k // 250}.{k % 250 + 1}"')
+        out.append(f"\n[region.r{r}]\nendpoints = [{', '.join(eps)}]\ncheck = \"c\"\n")
+        regions.append(f'"r{r}"')
+    out.append(f"\n[service.all]\npolicy = \"all-healthy\"\nregions = [{', '.join(regions[:64])}]\n")
+    return "".join(out)
+
+if __name__ == "__main__":
+    what, n = sys.argv[1], int(sys.argv[2])
+    if what == "services":
+        sys.stdout.write(services(n))
+    elif what == "endpoints":
+        kind = sys.argv[3] if len(sys.argv) > 3 else "http"
+        port = int(sys.argv[4]) if len(sys.argv) > 4 else 18090
+        sys.stdout.write(endpoints(n, kind, port))
+    else:
+        sys.exit(__doc__)

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Probe scale: N endpoints (default 10,000) on 127.1.x.y, every one probed once
+# a second (http, or tcp with KIND=tcp), answered by one small backend
+# process (examples/bench_backend.rs). Reports gslb's CPU (share of one core)
+# and memory per endpoint (RSS with N endpoints minus RSS with the same zone
+# and no checks), plus probes/s and failures from gslb's own metrics.
+#
+#   bench/probe-scale.sh [N] [SECONDS]      KIND=tcp bench/probe-scale.sh
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+N=${1:-10000}; SECS=${2:-30}; KIND=${KIND:-http}; BPORT=${BPORT:-18090}
+need dig bind9-dnsutils
+build_release
+(cd "$ROOT" && cargo build --release --locked --example bench_backend 2>&1 | tail -1)
+WORK=$(mktemp -d); trap 'stop_gslb; kill $BACKEND 2>/dev/null || true; rm -rf "$WORK"' EXIT
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+"$ROOT/target/release/examples/bench_backend" "$BPORT" 2>/dev/null & BACKEND=$!
+mkdir -p "$WORK/z" "$WORK/nocheck"
+python3 "$ROOT/bench/gen-zone.py" endpoints "$N" "$KIND" "$BPORT" > "$WORK/z/scale.toml"
+sed 's/^check = "c"$//' "$WORK/z/scale.toml" > "$WORK/nocheck/scale.toml"
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+metric() { curl -s http://127.0.0.1:9311/metrics | awk -v m="$1" '$0 ~ "^"m {s += $NF} END {printf "%.0f", s}'; }
+
+start_gslb "$WORK/nocheck" 127.0.0.1:5311 127.0.0.1:9311 1
+sleep 2; base=$(rss_kb "$GSLB_PID"); stop_gslb
+
+start_gslb "$WORK/z" 127.0.0.1:5311 127.0.0.1:9311 1
+echo "== $N $KIND endpoints, 1 s interval; warming up 5 s (first probes spread over the interval)"
+sleep 5
+t0=$(ticks "$GSLB_PID"); p0=$(metric gslb_probe_results_total); f0=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s0=$(date +%s.%N)
+sleep "$SECS"
+t1=$(ticks "$GSLB_PID"); p1=$(metric gslb_probe_results_total); f1=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s1=$(date +%s.%N)
+rss=$(rss_kb "$GSLB_PID")
+hz=$(getconf CLK_TCK)
+python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$p0" "$p1" "$f0" "$f1" "$base" "$rss" <<'PY'
+import sys
+n, kind, t0, t1, s0, s1, hz, p0, p1, f0, f1, base, rss = sys.argv[1:]
+n = int(n); wall = float(s1) - float(s0); cpu = (int(t1) - int(t0)) / int(hz)
+probes = (int(p1) - int(p0)) / wall
+print(f"endpoints {n} ({kind}), measured {wall:.1f} s")
+print(f"  gslb CPU          {cpu / wall * 100:.1f} % of one core ({cpu / wall:.3f} cores)")
+print(f"  probes/s          {probes:.0f} (expected {n})")
+print(f"  failed probes/s   {(int(f1) - int(f0)) / wall:.1f}")
+print(f"  CPU per probe     {cpu / max(1, int(p1) - int(p0)) * 1e6:.1f} us")
+print(f"  RSS               {int(rss) / 1024:.1f} MiB (same zone without checks: {int(base) / 1024:.1f} MiB)")
+print(f"  memory/endpoint   {(int(rss) - int(base)) * 1024 / n / 1024:.1f} KiB")
+PY

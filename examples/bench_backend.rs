@@ -1,0 +1,39 @@
+//! A minimal HTTP health backend for the probe-scale benchmark: answers
+//! `200 ok` to every request on one port, for every loopback address
+//! (bound to 0.0.0.0, so 127.1.0.1 ... 127.1.39.16 all reach it).
+//!
+//!     cargo run --release --example bench_backend -- 18090
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(18090);
+    let l = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    eprintln!("bench backend on 0.0.0.0:{port}");
+    loop {
+        let (mut s, _) = match l.accept().await {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let mut seen = 0;
+            loop {
+                match s.read(&mut buf[seen..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen += n,
+                }
+                if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") || seen == buf.len() {
+                    break;
+                }
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .await;
+        });
+    }
+}

@@ -16,10 +16,11 @@ start_gslb() {
     --udp-workers "$workers" --log-level warn "$@" > "${GSLB_LOG:-/tmp/gslb-bench.log}" 2>&1 &
   GSLB_PID=$!
   local i
-  for i in $(seq 1 100); do
-    if dig +short +time=1 +tries=1 @"${listen%:*}" -p "${listen##*:}" static.gslb.example.com A 2>/dev/null | grep -q .; then return 0; fi
+  for i in $(seq 1 600); do
+    # dig exits 0 on any reply (even REFUSED): the server is up.
+    if dig +time=1 +tries=1 @"${listen%:*}" -p "${listen##*:}" . SOA >/dev/null 2>&1; then return 0; fi
     kill -0 "$GSLB_PID" 2>/dev/null || { echo "gslb exited:"; cat "${GSLB_LOG:-/tmp/gslb-bench.log}"; return 1; }
-    sleep 0.1
+    sleep 0.05
   done
   echo "gslb did not answer on $listen" >&2; return 1
 }

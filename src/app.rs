@@ -345,26 +345,27 @@ fn diff(old: &Config, new: &Config) -> ReloadSummary {
         zones: new.zones.len(),
         ..ReloadSummary::default()
     };
-    /// Compare two keyed lists: what is only in `new`, only in `old`, or differs.
+    /// Compare two keyed lists: what is only in `new`, only in `old`, or
+    /// differs. Hash maps: 100,000 services must not compare pairwise.
     fn compare<T: PartialEq>(
-        old: &[(String, T)],
-        new: &[(String, T)],
+        old: Vec<(String, T)>,
+        new: Vec<(String, T)>,
         added: &mut Vec<String>,
         removed: &mut Vec<String>,
         changed: &mut Vec<String>,
     ) {
+        let mut old: std::collections::HashMap<String, T> = old.into_iter().collect();
         for (k, v) in new {
-            match old.iter().find(|(o, _)| o == k) {
-                None => added.push(k.clone()),
-                Some((_, ov)) if ov != v => changed.push(k.clone()),
+            match old.remove(&k) {
+                None => added.push(k),
+                Some(ov) if ov != v => changed.push(k),
                 Some(_) => {}
             }
         }
-        removed.extend(
-            old.iter()
-                .filter(|(k, _)| !new.iter().any(|(n, _)| n == k))
-                .map(|(k, _)| k.clone()),
-        );
+        removed.extend(old.into_keys());
+        added.sort();
+        removed.sort();
+        changed.sort();
     }
     let zones = |c: &Config| {
         c.zones
@@ -373,8 +374,8 @@ fn diff(old: &Config, new: &Config) -> ReloadSummary {
             .collect::<Vec<_>>()
     };
     compare(
-        &zones(old),
-        &zones(new),
+        zones(old),
+        zones(new),
         &mut s.zones_added,
         &mut s.zones_removed,
         &mut s.zones_changed,
@@ -390,8 +391,8 @@ fn diff(old: &Config, new: &Config) -> ReloadSummary {
             .collect::<Vec<_>>()
     };
     compare(
-        &services(old),
-        &services(new),
+        services(old),
+        services(new),
         &mut s.services_added,
         &mut s.services_removed,
         &mut s.services_changed,
@@ -407,8 +408,8 @@ fn diff(old: &Config, new: &Config) -> ReloadSummary {
             .collect::<Vec<_>>()
     };
     compare(
-        &regions(old),
-        &regions(new),
+        regions(old),
+        regions(new),
         &mut s.regions_added,
         &mut s.regions_removed,
         &mut s.regions_changed,

@@ -18,6 +18,7 @@ use hickory_proto::serialize::binary::BinEncoder;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
+use super::cache::{self, Fill, Worker};
 use crate::health::{Epoch, ZoneHealth};
 use crate::metrics::{AnswerCounter, DnsMetrics, ZoneCounters};
 use crate::model::{Node, RegionTarget, Service, Zone};
@@ -100,7 +101,9 @@ pub fn zone_label(zone: &Zone) -> String {
 /// Everything the DNS path reads: swapped whole on reload.
 #[derive(Default)]
 pub struct Snapshot {
-    zones: HashMap<LowerName, ServedZone>,
+    zones: HashMap<LowerName, Arc<ServedZone>>,
+    /// Unique per snapshot built: answer caches tell snapshots apart by it.
+    serial: u64,
     /// Fewest and most labels of any apex, to bound the zone search.
     min_labels: u8,
     max_labels: u8,
@@ -119,10 +122,13 @@ impl Snapshot {
             .map(|z| z.zone.apex.num_labels())
             .max()
             .unwrap_or(0);
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Snapshot {
+            serial,
             zones: zones
                 .into_iter()
-                .map(|z| (z.zone.apex.clone(), z))
+                .map(|z| (z.zone.apex.clone(), Arc::new(z)))
                 .collect(),
             min_labels,
             max_labels,
@@ -131,11 +137,11 @@ impl Snapshot {
 
     /// The zones served.
     pub fn zones(&self) -> impl Iterator<Item = &ServedZone> {
-        self.zones.values()
+        self.zones.values().map(|z| z.as_ref())
     }
 
     /// The deepest zone containing `name`.
-    fn find_zone(&self, name: &LowerName) -> Option<&ServedZone> {
+    fn find_zone(&self, name: &LowerName) -> Option<&Arc<ServedZone>> {
         let mut n = name.clone();
         loop {
             let labels = n.num_labels();
@@ -197,7 +203,9 @@ struct Reply<'s> {
     /// A referral whose glue must fit, or the answer is truncated (RFC 9471).
     glue_required: bool,
     /// Zone answered from, for metrics.
-    zone: Option<&'s ServedZone>,
+    zone: Option<&'s Arc<ServedZone>>,
+    /// Whether the answer cache may store this answer, and how.
+    fill: Fill,
 }
 
 impl Engine {
@@ -245,7 +253,7 @@ impl Engine {
         req: &[u8],
         transport: Transport,
         out: &mut Vec<u8>,
-        rng: &mut SmallRng,
+        worker: &mut Worker,
     ) -> bool {
         out.clear();
         if req.len() < 12 || req[2] & 0x80 != 0 {
@@ -253,6 +261,23 @@ impl Engine {
             self.metrics.dropped(transport);
             return false;
         }
+        let snap = self.snapshot.load();
+        worker.sync((snap.serial, self.epoch.get()));
+        let tcp = transport == Transport::Tcp;
+        let fast = cache::parse(req);
+        if let Some(q) = &fast {
+            let limit = match (transport, q.edns) {
+                (Transport::Tcp, _) => usize::from(u16::MAX),
+                (Transport::Udp, Some(_)) => {
+                    usize::from(q.payload.clamp(512, self.opts.udp_payload.max(512)))
+                }
+                (Transport::Udp, None) => 512,
+            };
+            if worker.answer(req, q, tcp, limit, out) {
+                return true;
+            }
+        }
+        let rng = &mut worker.rng;
         let msg = match Message::from_vec(req) {
             Ok(m) => m,
             Err(_) => {
@@ -285,7 +310,6 @@ impl Engine {
         let qtype = query
             .map(|q| q.query_type())
             .unwrap_or(RecordType::Unknown(0));
-        let snap = self.snapshot.load();
         let reply = if msg.metadata.op_code != OpCode::Query {
             Reply::rcode(ResponseCode::NotImp)
         } else if msg.queries.len() != 1 {
@@ -314,6 +338,10 @@ impl Engine {
         match reply.zone {
             Some(z) => z.counters.query(qtype, reply.rcode, transport),
             None => self.metrics.query_no_zone(qtype, reply.rcode, transport),
+        }
+        let truncated = out.len() > 2 && out[2] & 0x02 != 0;
+        if let (Some(q), false) = (&fast, truncated) {
+            worker.fill(q, tcp, reply.zone.cloned(), reply.rcode, reply.fill, out);
         }
         true
     }
@@ -581,6 +609,16 @@ fn service_answer(
     let view: &dyn HealthView = served.health.as_ref();
     {
         let sel = policy::select(svc, view, rng);
+        // The cache stores one service's answer per pick; a second service in
+        // a CNAME chain makes the answer depend on two draws: not stored.
+        reply.fill = match (&reply.fill, &sel.outcome) {
+            (Fill::Fixed, Outcome::Answer) => Fill::Picks {
+                svc: si,
+                picks: sel.picks.clone(),
+            },
+            (Fill::Fixed, _) => Fill::Fixed,
+            _ => Fill::No,
+        };
         match sel.outcome {
             Outcome::ServFail => return ServiceStep::ServFail,
             Outcome::NoData => return ServiceStep::Nothing,
@@ -621,7 +659,9 @@ fn service_answer(
             _ => &[false, true],
         };
         for &v6 in families {
-            policy::addresses(svc, &sel, view, v6, rng, &mut addrs);
+            if policy::addresses(svc, &sel, view, v6, rng, &mut addrs) {
+                reply.fill = Fill::No; // shuffled: a stored copy would freeze the order
+            }
             reply.answers.extend(addrs.iter().map(|a| {
                 let data = match a {
                     IpAddr::V4(v4) => RData::A(A(*v4)),
@@ -750,7 +790,12 @@ mod tests {
         let mut req = vec![0x12, 0x34, 0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 0];
         req.extend_from_slice(&[0xff; 5]);
         let mut out = Vec::new();
-        assert!(engine.respond(&req, Transport::Udp, &mut out, &mut engine.rng(0)));
+        assert!(engine.respond(
+            &req,
+            Transport::Udp,
+            &mut out,
+            &mut Worker::new(engine.rng(0))
+        ));
         assert_eq!(&out[..2], &[0x12, 0x34]);
         assert_eq!(out[2], 0x81, "QR set, RD copied");
         assert_eq!(out[3] & 0x0f, 1, "FORMERR");
@@ -766,8 +811,18 @@ mod tests {
             Arc::default(),
         );
         let mut out = Vec::new();
-        assert!(!engine.respond(&[1, 2, 3], Transport::Udp, &mut out, &mut engine.rng(0)));
+        assert!(!engine.respond(
+            &[1, 2, 3],
+            Transport::Udp,
+            &mut out,
+            &mut Worker::new(engine.rng(0))
+        ));
         let resp = [0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert!(!engine.respond(&resp, Transport::Udp, &mut out, &mut engine.rng(0)));
+        assert!(!engine.respond(
+            &resp,
+            Transport::Udp,
+            &mut out,
+            &mut Worker::new(engine.rng(0))
+        ));
     }
 }

@@ -4,9 +4,13 @@
 //! load) and the health cells' atomics; it never awaits, so listeners call it
 //! inline instead of spawning a task per query.
 
+mod cache;
 mod engine;
+#[cfg(target_os = "linux")]
+mod mmsg;
 mod server;
 
+pub use cache::Worker;
 pub use engine::{
     DEFAULT_UDP_PAYLOAD, Engine, EngineOptions, ServedZone, Snapshot, Transport, zone_label,
 };

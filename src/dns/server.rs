@@ -130,6 +130,20 @@ pub async fn serve(listeners: Listeners, engine: Arc<Engine>, shutdown: Cancella
     let mut tasks = JoinSet::new();
     for (i, sock) in listeners.udp.into_iter().enumerate() {
         let rng = engine.rng(i as u64);
+        #[cfg(target_os = "linux")]
+        {
+            // Batched syscalls on a thread of its own (see mmsg.rs).
+            let (engine, shutdown) = (engine.clone(), shutdown.clone());
+            let sock = sock.into_std().expect("a bound tokio socket converts");
+            let handle = std::thread::Builder::new()
+                .name(format!("gslb-udp-{i}"))
+                .spawn(move || super::mmsg::run(sock, engine, rng, shutdown))
+                .expect("spawn UDP worker thread");
+            tasks.spawn(async move {
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            });
+        }
+        #[cfg(not(target_os = "linux"))]
         tasks.spawn(udp_loop(sock, engine.clone(), rng, shutdown.clone()));
     }
     let limit = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
@@ -145,12 +159,14 @@ pub async fn serve(listeners: Listeners, engine: Arc<Engine>, shutdown: Cancella
     while tasks.join_next().await.is_some() {}
 }
 
+#[cfg_attr(target_os = "linux", allow(dead_code))]
 async fn udp_loop(
     sock: UdpSocket,
     engine: Arc<Engine>,
-    mut rng: SmallRng,
+    rng: SmallRng,
     shutdown: CancellationToken,
 ) {
+    let mut worker = super::Worker::new(rng);
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     loop {
@@ -165,7 +181,7 @@ async fn udp_loop(
             },
             () = shutdown.cancelled() => return,
         };
-        if engine.respond(&buf[..len], Transport::Udp, &mut out, &mut rng) {
+        if engine.respond(&buf[..len], Transport::Udp, &mut out, &mut worker) {
             if let Err(e) = sock.send_to(&out, peer).await {
                 tracing::debug!(%peer, error = %e, "UDP send failed");
             }
@@ -220,10 +236,9 @@ async fn tcp_accept(
 /// Serve one connection: length-prefixed messages (RFC 1035 §4.2.2), answered
 /// in order, until the client closes or stays idle for `idle`.
 async fn tcp_conn(mut stream: TcpStream, engine: &Engine, idle: Duration) -> io::Result<()> {
-    // TCP workers (connections) get RNGs numbered after the UDP ones.
-    let mut rng = engine.rng(
-        u64::from(u32::MAX) + u64::from(stream.local_addr()?.port()) + rand::random::<u32>() as u64,
-    );
+    // Each connection is a worker with its own RNG and answer cache.
+    let mut worker =
+        super::Worker::new(engine.rng(u64::from(u32::MAX) + u64::from(rand::random::<u32>())));
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
@@ -241,7 +256,7 @@ async fn tcp_conn(mut stream: TcpStream, engine: &Engine, idle: Duration) -> io:
             Err(_) => return Ok(()),
             Ok(r) => r?,
         };
-        if !engine.respond(&buf, Transport::Tcp, &mut out, &mut rng) {
+        if !engine.respond(&buf, Transport::Tcp, &mut out, &mut worker) {
             return Ok(());
         }
         let mut framed = Vec::with_capacity(out.len() + 2);

@@ -543,6 +543,8 @@ impl HealthTable {
                 }
             }
         };
+        // Drop cached answers now, before logging and reconciling.
+        self.epoch.bump();
         tracing::info!(zone = %target.zone, region = %target.region, endpoint = ?target.endpoint, state = o.as_str(), "override set");
         self.reconcile_regions(
             Some(&zname),

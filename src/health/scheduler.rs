@@ -161,11 +161,13 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             d.failures += u64::from(!ok);
         });
         if let Some(up) = change {
-            // Store first: the very next DNS query sees it.
-            task.cell.set_probed_up(up);
             let Some(table) = task.table.upgrade() else {
                 return;
             };
+            // Store first, then bump the epoch so every worker drops its
+            // cached answers: the very next DNS query sees the new verdict.
+            task.cell.set_probed_up(up);
+            table.epoch.bump();
             let needed = if up { check.rise } else { check.fall };
             table.endpoint_changed(&task.key, &task.cell, up, needed, &result.reason);
         } else if !ok || threshold.pending() {

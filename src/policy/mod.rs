@@ -199,7 +199,8 @@ pub fn picked_region(svc: &Service, pick: usize) -> &crate::model::Region {
 /// The addresses of one family to answer for a selection: the healthy
 /// endpoints of each picked region, or all of them when none is healthy (the
 /// region was chosen by the all-down rule or forced up), capped at
-/// `max_records` and shuffled for all-healthy.
+/// `max_records` and shuffled for all-healthy. Returns true when the order
+/// (or the choice, when capped) was random.
 pub fn addresses<R: Rng + ?Sized>(
     svc: &Service,
     sel: &Selection,
@@ -207,7 +208,7 @@ pub fn addresses<R: Rng + ?Sized>(
     want_v6: bool,
     rng: &mut R,
     out: &mut Vec<IpAddr>,
-) {
+) -> bool {
     out.clear();
     for &pick in &sel.picks {
         let region = picked_region(svc, pick);
@@ -224,10 +225,13 @@ pub fn addresses<R: Rng + ?Sized>(
             }
         }
     }
-    if matches!(svc.policy, Policy::AllHealthy) || out.len() > svc.max_records {
+    let random =
+        out.len() > 1 && (matches!(svc.policy, Policy::AllHealthy) || out.len() > svc.max_records);
+    if random {
         shuffle(out, rng);
     }
     out.truncate(svc.max_records);
+    random
 }
 
 fn shuffle<T, R: Rng + ?Sized>(v: &mut [T], rng: &mut R) {

@@ -552,3 +552,54 @@ async fn version_bind_answers_in_chaos_class() {
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(answers(&m)[0].contains("gslb"));
 }
+
+#[tokio::test]
+async fn repeated_queries_answered_from_the_cache_echo_id_case_and_flags() {
+    let s = server().await;
+    let names = [
+        "static.gslb.example.com.",
+        "STATIC.gslb.example.com.",
+        "sTaTiC.GsLb.ExAmPlE.cOm.",
+    ];
+    for round in 0..30 {
+        let name = names[round % names.len()];
+        for edns in [true, false] {
+            let mut req = request(name, RecordType::A, edns);
+            req.metadata.recursion_desired = round % 2 == 0;
+            req.metadata.checking_disabled = round % 3 == 0;
+            let m = udp(s.dns, &req).await.expect("answer");
+            assert_eq!(m.metadata.id, req.metadata.id);
+            assert_eq!(
+                m.metadata.recursion_desired,
+                round % 2 == 0,
+                "RD copied on round {round}"
+            );
+            assert_eq!(
+                m.metadata.checking_disabled,
+                round % 3 == 0,
+                "CD copied on round {round}"
+            );
+            assert!(m.metadata.authoritative && !m.metadata.recursion_available);
+            assert_eq!(m.queries[0].name().to_ascii(), name, "question case echoed");
+            assert_eq!(
+                m.answers[0].name.to_ascii(),
+                name,
+                "owner echoes the question"
+            );
+            assert_eq!(addrs(&m), ["192.0.2.10"]);
+            assert_eq!(m.edns.is_some(), edns, "OPT only when asked");
+        }
+        // The same over TCP, and negative answers too.
+        let m = s.query_tcp(name, RecordType::MX).await;
+        assert_eq!(m.queries[0].name().to_ascii(), name);
+        assert_eq!(m.authorities.len(), 1, "NODATA keeps its SOA");
+        let m = s.query("NoPe.gslb.example.com.", RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(m.queries[0].name().to_ascii(), "NoPe.gslb.example.com.");
+    }
+    // A large answer cached for a big-payload client is still truncated for a small one.
+    let m = udp(s.dns, &request("gslb.example.com.", RecordType::NS, true))
+        .await
+        .unwrap();
+    assert!(!m.metadata.truncation);
+}

@@ -92,10 +92,10 @@ fn urls_for(shared: &Shared, zone: &str) -> Vec<String> {
         .filter(|z| zone_label(z) == zone)
         .filter_map(|z| z.webhook.clone())
         .collect();
-    if let Some(g) = &shared.settings.webhook {
-        if !urls.contains(g) {
-            urls.push(g.clone());
-        }
+    if let Some(g) = &shared.settings.webhook
+        && !urls.contains(g)
+    {
+        urls.push(g.clone());
     }
     urls
 }

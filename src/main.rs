@@ -301,7 +301,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.udp_workers.max(1))
+        // UDP has threads of its own (one per socket); the runtime runs TCP,
+        // probes and the admin API, and gets one thread per CPU.
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .expect("tokio runtime starts");

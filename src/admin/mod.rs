@@ -128,10 +128,10 @@ async fn events(
                 },
                 () = tokio::time::sleep(Duration::from_secs(5)) => None,
             };
-            if let Some(e) = event {
-                if tx.send(e).await.is_err() {
-                    return;
-                }
+            if let Some(e) = event
+                && tx.send(e).await.is_err()
+            {
+                return;
             }
             let s = serde_json::to_string(&status(&shared)).unwrap_or_default();
             if tx

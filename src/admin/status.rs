@@ -247,10 +247,10 @@ fn service_status(svc: &crate::model::Service, view: &dyn HealthView) -> Service
         addresses.extend(buf.iter().copied());
     }
     addresses.sort();
-    if let Some(&(p, _)) = shares.first() {
-        if let RegionTarget::Alias(n) = &policy::picked_region(svc, p).target {
-            cname = Some(n.to_string());
-        }
+    if let Some(&(p, _)) = shares.first()
+        && let RegionTarget::Alias(n) = &policy::picked_region(svc, p).target
+    {
+        cname = Some(n.to_string());
     }
     ServiceStatus {
         name: svc.name.to_string(),

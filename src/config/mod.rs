@@ -924,10 +924,13 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
             );
         }
     }
-    if let Some(b) = &s.expect_body {
-        if b.get_ref().is_empty() || b.get_ref().len() > 5120 {
-            cx.err(b, "expect-body must be 1 to 5120 bytes (only the first 5120 bytes of a body are read)");
-        }
+    if let Some(b) = &s.expect_body
+        && (b.get_ref().is_empty() || b.get_ref().len() > 5120)
+    {
+        cx.err(
+            b,
+            "expect-body must be 1 to 5120 bytes (only the first 5120 bytes of a body are read)",
+        );
     }
     let ca_file = s.ca_file.as_ref().map(|f| {
         let p = PathBuf::from(f.get_ref());
@@ -950,10 +953,10 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
     });
     let interval = cx.duration(&s.interval, "interval", Duration::from_secs(5));
     let timeout = cx.duration(&s.timeout, "timeout", Duration::from_secs(2));
-    if interval < Duration::from_millis(100) {
-        if let Some(i) = &s.interval {
-            cx.err(i, "interval must be at least 100ms");
-        }
+    if interval < Duration::from_millis(100)
+        && let Some(i) = &s.interval
+    {
+        cx.err(i, "interval must be at least 100ms");
     }
     if timeout.is_zero() || timeout > interval {
         let at = s
@@ -1107,11 +1110,11 @@ fn build_region(
             Err(None) => return None,
         },
     };
-    if let (RegionTarget::Alias(_), Some(chk)) = (&target, &check) {
-        if chk.target.is_none() {
-            let at = s.check.as_ref().expect("check is set");
-            cx.err(at, format!("region {}: a cname region is probed at the check's `target`, and check {} has none", name.get_ref(), chk.name));
-        }
+    if let (RegionTarget::Alias(_), Some(chk)) = (&target, &check)
+        && chk.target.is_none()
+    {
+        let at = s.check.as_ref().expect("check is set");
+        cx.err(at, format!("region {}: a cname region is probed at the check's `target`, and check {} has none", name.get_ref(), chk.name));
     }
     let n_endpoints = match &target {
         RegionTarget::Endpoints(e) => e.len().max(1),
@@ -1208,13 +1211,13 @@ fn build_service(
         (Some(list), None) => {
             for r in list.get_ref() {
                 let at = cx.src.at(r);
-                if let Some(reg) = lookup(cx, r.get_ref(), at.clone()) {
-                    if seen(cx, &reg, at, &members) {
-                        members.push(ServiceRegion {
-                            region: reg,
-                            weight: 1,
-                        });
-                    }
+                if let Some(reg) = lookup(cx, r.get_ref(), at.clone())
+                    && seen(cx, &reg, at, &members)
+                {
+                    members.push(ServiceRegion {
+                        region: reg,
+                        weight: 1,
+                    });
                 }
             }
             if list.get_ref().is_empty() {
@@ -1228,13 +1231,13 @@ fn build_service(
             for (r, w) in weights.get_ref() {
                 let at = cx.src.at(w);
                 let weight = cx.int(&Some(w.clone()), "weight", 0, 1_000_000, 1) as u32;
-                if let Some(reg) = lookup(cx, r, at.clone()) {
-                    if seen(cx, &reg, at, &members) {
-                        members.push(ServiceRegion {
-                            region: reg,
-                            weight,
-                        });
-                    }
+                if let Some(reg) = lookup(cx, r, at.clone())
+                    && seen(cx, &reg, at, &members)
+                {
+                    members.push(ServiceRegion {
+                        region: reg,
+                        weight,
+                    });
                 }
             }
             if weights.get_ref().is_empty() {
@@ -1270,16 +1273,17 @@ fn build_service(
     {
         cx.err(key, format!("service {}: a cname region can only be answered alone (failover, or weighted with answers = 1)", key.get_ref()));
     }
-    if let Policy::Weighted { answers } = policy {
-        if answers > members.len() && !members.is_empty() {
-            cx.err(
-                s.answers.as_ref().expect("answers > 1 is set"),
-                format!(
-                    "answers = {answers} but the service has {} regions",
-                    members.len()
-                ),
-            );
-        }
+    if let Policy::Weighted { answers } = policy
+        && answers > members.len()
+        && !members.is_empty()
+    {
+        cx.err(
+            s.answers.as_ref().expect("answers > 1 is set"),
+            format!(
+                "answers = {answers} but the service has {} regions",
+                members.len()
+            ),
+        );
     }
     let ttl = cx.ttl(&s.ttl, DEFAULT_SERVICE_TTL);
     let degraded_ttl = cx.ttl(&s.degraded_ttl, ttl.min(DEFAULT_DEGRADED_TTL));

@@ -58,13 +58,13 @@ impl ServerFile {
                 msg: e.message().trim().to_string(),
             }])
         })?;
-        if let Some(t) = &file.tcp_idle_timeout {
-            if humantime::parse_duration(t).is_err() {
-                return Err(ConfigErrors(vec![ConfigError {
-                    origin: src.origin(text.find("tcp-idle-timeout").unwrap_or(0)),
-                    msg: format!("tcp-idle-timeout {t:?} is not a duration like \"10s\""),
-                }]));
-            }
+        if let Some(t) = &file.tcp_idle_timeout
+            && humantime::parse_duration(t).is_err()
+        {
+            return Err(ConfigErrors(vec![ConfigError {
+                origin: src.origin(text.find("tcp-idle-timeout").unwrap_or(0)),
+                msg: format!("tcp-idle-timeout {t:?} is not a duration like \"10s\""),
+            }]));
         }
         Ok(file)
     }

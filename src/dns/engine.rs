@@ -148,10 +148,10 @@ impl Snapshot {
             if labels < self.min_labels {
                 return None;
             }
-            if labels <= self.max_labels {
-                if let Some(z) = self.zones.get(&n) {
-                    return Some(z);
-                }
+            if labels <= self.max_labels
+                && let Some(z) = self.zones.get(&n)
+            {
+                return Some(z);
             }
             if n.is_root() {
                 return None;
@@ -635,16 +635,16 @@ fn service_answer(
                 .iter()
                 .for_each(|&p| served.answer_counters[si][p].inc())
         };
-        if let Some(&first) = sel.picks.first() {
-            if let RegionTarget::Alias(target) = &policy::picked_region(svc, first).target {
-                reply.answers.push(Record::from_rdata(
-                    qname.clone(),
-                    ttl,
-                    RData::CNAME(CNAME(target.clone())),
-                ));
-                count();
-                return ServiceStep::Alias(target.clone());
-            }
+        if let Some(&first) = sel.picks.first()
+            && let RegionTarget::Alias(target) = &policy::picked_region(svc, first).target
+        {
+            reply.answers.push(Record::from_rdata(
+                qname.clone(),
+                ttl,
+                RData::CNAME(CNAME(target.clone())),
+            ));
+            count();
+            return ServiceStep::Alias(target.clone());
         }
         if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) {
             // Only a CNAME pick answers other types; addresses never do.

@@ -181,10 +181,10 @@ async fn udp_loop(
             },
             () = shutdown.cancelled() => return,
         };
-        if engine.respond(&buf[..len], Transport::Udp, &mut out, &mut worker) {
-            if let Err(e) = sock.send_to(&out, peer).await {
-                tracing::debug!(%peer, error = %e, "UDP send failed");
-            }
+        if engine.respond(&buf[..len], Transport::Udp, &mut out, &mut worker)
+            && let Err(e) = sock.send_to(&out, peer).await
+        {
+            tracing::debug!(%peer, error = %e, "UDP send failed");
         }
     }
 }

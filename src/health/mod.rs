@@ -412,7 +412,7 @@ impl HealthTable {
                 .map(|(_, c)| c.clone())
                 .collect()
         };
-        for cell in cells {
+        for cell in &cells {
             if let Some(up) = cell.reconcile() {
                 let healthy = cell.endpoints.iter().filter(|e| e.is_up()).count();
                 let why = match cell.override_state() {
@@ -440,7 +440,10 @@ impl HealthTable {
                 });
             }
         }
-        self.refresh_gauges();
+        // Only the gauges of the regions looked at (and their endpoints):
+        // refreshing every series on every transition made a failure storm
+        // across 10,000 endpoints quadratic (probe-scale benchmark).
+        self.set_gauges(&cells);
         self.epoch.bump();
         self.dirty.notify_one();
     }
@@ -457,7 +460,33 @@ impl HealthTable {
         let _ = self.events.send(t);
     }
 
-    /// Set the gauges from the cells (cheap: a few per region).
+    /// Set the gauges of these regions and their endpoints.
+    fn set_gauges(&self, cells: &[Arc<RegionCell>]) {
+        for cell in cells {
+            let (zone, region) = (cell.zone.as_str(), cell.name.as_str());
+            self.metrics
+                .region_up
+                .with_label_values(&[zone, region])
+                .set(i64::from(cell.is_up()));
+            self.metrics
+                .region_override
+                .with_label_values(&[zone, region])
+                .set(cell.override_state().gauge());
+            for e in &cell.endpoints {
+                let ep = e.addr.to_string();
+                self.metrics
+                    .endpoint_up
+                    .with_label_values(&[zone, region, ep.as_str()])
+                    .set(i64::from(e.is_up()));
+                self.metrics
+                    .endpoint_override
+                    .with_label_values(&[zone, region, ep.as_str()])
+                    .set(e.override_state().gauge());
+            }
+        }
+    }
+
+    /// Set every health gauge from the cells (at scrape time and reload).
     pub fn refresh_gauges(&self) {
         let inner = self.inner.lock().expect("health lock poisoned");
         for ((zone, region), cell) in &inner.regions {

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use rand::RngExt;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -127,21 +128,39 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
         rand::rng().random_range(Duration::ZERO..check.interval.max(Duration::from_millis(1)));
     let mut next = Instant::now() + offset;
     tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, ?offset, "probing every {}", humantime::format_duration(check.interval));
+    // Probes run as tasks of their own. Normally one at a time, `interval`
+    // apart (from start to start). While a transition is under way, re-probes
+    // start `recheck` apart even if the previous one still waits for its
+    // timeout (at most max(fall, rise) at once): a frozen backend is then
+    // confirmed in about (fall - 1) x recheck + timeout, not fall x timeout,
+    // with the same count of consecutive failures.
+    let probe: Arc<dyn Probe> = Arc::from(probe);
+    let max_in_flight = check.fall.max(check.rise).max(1) as usize;
+    let mut in_flight: JoinSet<ProbeResult> = JoinSet::new();
+    let mut last_start = Instant::now();
     loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            () = cancel.cancelled() => return,
-        }
-        let started = Instant::now();
-        let result = {
-            let _permit = tokio::select! {
-                p = task.permits.acquire() => p.expect("probe semaphore never closed"),
-                () = cancel.cancelled() => return,
-            };
-            tokio::select! {
-                r = probe.probe() => r,
-                () = cancel.cancelled() => return,
+        let rechecking = threshold.pending() && check.recheck.is_some();
+        let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
+        let result = tokio::select! {
+            () = tokio::time::sleep_until(next), if may_launch => {
+                last_start = Instant::now();
+                let (p, permits) = (probe.clone(), task.permits.clone());
+                in_flight.spawn(async move {
+                    let _permit = permits.acquire_owned().await.expect("probe semaphore never closed");
+                    p.probe().await
+                });
+                next = match (threshold.pending(), check.recheck) {
+                    (true, Some(recheck)) => last_start + recheck,
+                    _ => last_start + check.interval,
+                };
+                continue;
             }
+            Some(joined) = in_flight.join_next() => match joined {
+                Ok(r) => r,
+                Err(_) => continue, // a probe task that panicked: no verdict
+            },
+            // Dropping the JoinSet aborts probes in flight.
+            () = cancel.cancelled() => return,
         };
         duration.observe(result.latency.as_secs_f64());
         let slot = ProbeOutcome::ALL
@@ -174,10 +193,11 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, reason = %result.reason, run = threshold.run(), "probe result toward a transition");
         }
         next = match (threshold.pending(), check.recheck) {
-            // Fast confirmation: settle a transition in (fall-1) x recheck.
-            (true, Some(recheck)) => Instant::now() + recheck,
-            // Keep the cadence from the probe's start; never schedule in the past.
-            _ => (started + check.interval).max(Instant::now()),
+            // Fast confirmation: re-probe `recheck` after the last start
+            // (at once if that has passed).
+            (true, Some(recheck)) => last_start + recheck,
+            // Back to the cadence, from the last probe's start.
+            _ => last_start + check.interval,
         };
     }
 }

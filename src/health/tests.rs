@@ -456,3 +456,115 @@ async fn state_file_restores_verdicts_and_overrides_across_a_restart() {
         t2.journal()
     );
 }
+
+/// A backend that, once frozen, accepts and never answers: every probe
+/// fails only at the check's timeout.
+struct Freezable {
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    timeout: Duration,
+    starts: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Probe for Freezable {
+    fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>> {
+        Box::pin(async move {
+            self.starts.lock().unwrap().push(Instant::now());
+            if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(self.timeout).await;
+                ProbeResult {
+                    outcome: ProbeOutcome::Timeout,
+                    reason: "timeout after 500ms".into(),
+                    latency: self.timeout,
+                }
+            } else {
+                ProbeResult {
+                    outcome: ProbeOutcome::Success,
+                    reason: "ok".into(),
+                    latency: Duration::ZERO,
+                }
+            }
+        })
+    }
+}
+
+struct FreezableFactory(Arc<std::sync::atomic::AtomicBool>, Arc<Mutex<Vec<Instant>>>);
+
+impl ProbeFactory for FreezableFactory {
+    fn make(&self, check: &Arc<Check>, _addr: IpAddr) -> Box<dyn Probe> {
+        Box::new(Freezable {
+            frozen: self.0.clone(),
+            timeout: check.timeout,
+            starts: self.1.clone(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rechecks_overlap_a_probe_that_waits_for_its_timeout() {
+    let text = r#"[zone]
+name = "z.example."
+nameservers = ["ns1.example.net."]
+hostmaster = "h.example.net."
+[check.c]
+type = "http"
+interval = "1s"
+timeout = "500ms"
+recheck = "200ms"
+fall = 3
+rise = 2
+[region.r]
+endpoints = ["192.0.2.1"]
+check = "c"
+"#;
+    let cfg = load_sources(
+        &[(PathBuf::from("z.toml"), text.into())],
+        LoadOptions::default(),
+    )
+    .unwrap();
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let t = Arc::new(HealthTable::new(
+        Metrics::new(),
+        Arc::new(FreezableFactory(frozen.clone(), starts.clone())),
+        None,
+        CancellationToken::new(),
+    ));
+    let zh = t.apply(&cfg).remove(0);
+    until(Duration::from_secs(2), || starts.lock().unwrap().len() == 1).await;
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let n = starts.lock().unwrap().len();
+    until(Duration::from_secs(2), || {
+        starts.lock().unwrap().len() == n + 1
+    })
+    .await;
+    let first_failing = *starts.lock().unwrap().last().unwrap();
+    until(Duration::from_secs(5), || !zh.region_up(0)).await;
+    let took = Instant::now() - first_failing;
+    // Probes start at 0 (fails at 500 ms), 500 ms (when that failure is
+    // known), 700 ms (recheck later, while the second still waits): the third
+    // failure lands at 1.2 s. Sequential rechecks would need
+    // 3 x 500 ms + 2 x 200 ms = 1.9 s.
+    // `until` polls every millisecond.
+    assert!(
+        took >= Duration::from_millis(1200) && took <= Duration::from_millis(1202),
+        "down at 2 x timeout + recheck after the first failing probe started, took {took:?}"
+    );
+    let s = starts.lock().unwrap().clone();
+    assert_eq!(
+        s[n + 1] - s[n],
+        Duration::from_millis(500),
+        "first re-probe when the first timeout is known"
+    );
+    assert_eq!(
+        s[n + 2] - s[n + 1],
+        Duration::from_millis(200),
+        "the next one recheck later, while the previous still waits"
+    );
+    let endpoint_events: Vec<u32> = t
+        .journal()
+        .iter()
+        .filter(|j| j.endpoint.is_some())
+        .map(|_| 0)
+        .collect();
+    assert_eq!(endpoint_events.len(), 1, "exactly one transition");
+}

@@ -484,3 +484,129 @@ async fn watch_reloads_when_a_zone_file_changes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_health_and_overrides_from_the_state_file() {
+    let mut us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let ap = Backend::start("127.0.0.4").await;
+    let zone = format!(
+        r#"{HEAD}
+[check.us]
+type = "http"
+port = {}
+interval = "200ms"
+timeout = "150ms"
+recheck = "50ms"
+
+[check.eu]
+type = "http"
+port = {}
+interval = "200ms"
+timeout = "150ms"
+
+[check.ap]
+type = "http"
+port = {}
+interval = "200ms"
+timeout = "150ms"
+
+[region.us]
+endpoints = ["{}"]
+check = "us"
+
+[region.eu]
+endpoints = ["{}"]
+check = "eu"
+
+[region.ap]
+endpoints = ["{}"]
+check = "ap"
+
+[service.api]
+regions = ["us", "eu", "ap"]
+"#,
+        us.addr.port(),
+        eu.addr.port(),
+        ap.addr.port(),
+        us.addr.ip(),
+        eu.addr.ip(),
+        ap.addr.ip()
+    );
+    let zones = tempfile::tempdir().unwrap();
+    std::fs::write(zones.path().join("z.toml"), &zone).unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("state.json");
+    let start = || {
+        let mut s = test_settings(zones.path());
+        s.state_file = Some(state.clone());
+        gslb::app::Server::start(s)
+    };
+    let api = |dns| async move {
+        addrs(
+            &udp(dns, &request("api.gslb.example.com.", RecordType::A, true))
+                .await
+                .unwrap(),
+        )
+    };
+    let (eu_ip, ap_ip) = (eu.addr.ip().to_string(), ap.addr.ip().to_string());
+
+    // First life: us dies (down by probes), eu is drained by the operator.
+    let server = start().await.unwrap();
+    let dns = server.dns_addrs[0];
+    us.kill();
+    wait_until(Duration::from_secs(5), "us down", || async {
+        api(dns).await == [eu_ip.clone()]
+    })
+    .await;
+    server
+        .shared
+        .health
+        .set_override(None, "eu", None, gslb::health::Override::Down)
+        .unwrap();
+    assert_eq!(api(dns).await, [ap_ip.clone()]);
+    server.shutdown();
+    server.wait().await; // the state file is written once more at shutdown
+
+    // Second life: from the very first query, us is still down and eu still
+    // drained: the answer is ap, with no transition logged for anyone.
+    let server = start().await.unwrap();
+    let dns = server.dns_addrs[0];
+    assert_eq!(
+        api(dns).await,
+        [ap_ip.clone()],
+        "restored, not restarted from 'all up'"
+    );
+    assert!(
+        server.shared.health.first_verdicts_known(),
+        "restored verdicts count as known"
+    );
+    // Let every endpoint be probed a few times; nothing flaps.
+    let probes = |s: &gslb::app::Server| {
+        s.shared
+            .health
+            .regions()
+            .iter()
+            .flat_map(|r| r.endpoints.iter().map(|e| e.detail().probes))
+            .min()
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(5), "several probes each", || async {
+        probes(&server) >= 3
+    })
+    .await;
+    assert_eq!(api(dns).await, [ap_ip.clone()]);
+    assert!(
+        server.shared.health.journal().is_empty(),
+        "no transitions after a restart: {:?}",
+        server.shared.health.journal()
+    );
+    // The drain survived; undrain brings eu back.
+    server
+        .shared
+        .health
+        .set_override(None, "eu", None, gslb::health::Override::Auto)
+        .unwrap();
+    assert_eq!(api(dns).await, [eu_ip.clone()]);
+    server.shutdown();
+}

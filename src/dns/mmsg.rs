@@ -56,15 +56,12 @@ pub fn run(sock: UdpSocket, engine: Arc<Engine>, rng: SmallRng, shutdown: Cancel
                 iov_base: reqs[i].as_mut_ptr().cast(),
                 iov_len: REQ_MAX,
             };
-            let h = &mut hdr_in[i].msg_hdr;
-            h.msg_name = (&mut peers[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut iov_in[i];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-            hdr_in[i].msg_len = 0;
+            point(
+                &mut hdr_in[i],
+                &mut peers[i],
+                size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+                &mut iov_in[i],
+            );
         }
         // SAFETY: every header points at live buffers of the stated lengths,
         // owned by this function and not moved while the call runs.
@@ -102,15 +99,13 @@ pub fn run(sock: UdpSocket, engine: Arc<Engine>, rng: SmallRng, shutdown: Cancel
                 iov_base: out.as_mut_ptr().cast(),
                 iov_len: out.len(),
             };
-            let h = &mut hdr_out[count].msg_hdr;
-            h.msg_name = (&mut dests[count] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = hdr_in[i].msg_hdr.msg_namelen;
-            h.msg_iov = &mut iov_out[count];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-            hdr_out[count].msg_len = 0;
+            let namelen = hdr_in[i].msg_hdr.msg_namelen;
+            point(
+                &mut hdr_out[count],
+                &mut dests[count],
+                namelen,
+                &mut iov_out[count],
+            );
             count += 1;
         }
         let mut sent = 0;
@@ -132,4 +127,22 @@ pub fn run(sock: UdpSocket, engine: Arc<Engine>, rng: SmallRng, shutdown: Cancel
             }
         }
     }
+}
+
+/// Point one message header at its address and its single buffer.
+fn point(
+    hdr: &mut libc::mmsghdr,
+    addr: &mut libc::sockaddr_storage,
+    namelen: libc::socklen_t,
+    iov: &mut libc::iovec,
+) {
+    let h = &mut hdr.msg_hdr;
+    h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+    h.msg_namelen = namelen;
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
+    h.msg_control = std::ptr::null_mut();
+    h.msg_controllen = 0;
+    h.msg_flags = 0;
+    hdr.msg_len = 0;
 }

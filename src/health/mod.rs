@@ -488,28 +488,15 @@ impl HealthTable {
 
     /// Set every health gauge from the cells (at scrape time and reload).
     pub fn refresh_gauges(&self) {
-        let inner = self.inner.lock().expect("health lock poisoned");
-        for ((zone, region), cell) in &inner.regions {
-            self.metrics
-                .region_up
-                .with_label_values(&[zone, region])
-                .set(i64::from(cell.is_up()));
-            self.metrics
-                .region_override
-                .with_label_values(&[zone, region])
-                .set(cell.override_state().gauge());
-        }
-        for (key, entry) in &inner.endpoints {
-            let ep = key.addr.to_string();
-            self.metrics
-                .endpoint_up
-                .with_label_values(&[&key.zone, &key.region, &ep])
-                .set(i64::from(entry.cell.is_up()));
-            self.metrics
-                .endpoint_override
-                .with_label_values(&[&key.zone, &key.region, &ep])
-                .set(entry.cell.override_state().gauge());
-        }
+        let cells: Vec<Arc<RegionCell>> = self
+            .inner
+            .lock()
+            .expect("health lock poisoned")
+            .regions
+            .values()
+            .cloned()
+            .collect();
+        self.set_gauges(&cells);
     }
 
     /// Set an override on a region, or on one of its endpoints. `zone` may

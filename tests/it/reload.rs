@@ -142,40 +142,9 @@ async fn a_down_region_stays_down_across_an_unrelated_reload() {
     let mut us = Backend::start("127.0.0.2").await;
     let eu = Backend::start("127.0.0.3").await;
     let (us_addr, eu_addr) = (us.addr, eu.addr);
+    let regions = backend_regions(&[("us", us_addr), ("eu", eu_addr)]);
     let zone = move |extra: &str| {
-        format!(
-            r#"{HEAD}
-[check.us]
-type = "http"
-port = {}
-interval = "200ms"
-timeout = "150ms"
-recheck = "50ms"
-
-[check.eu]
-type = "http"
-port = {}
-interval = "200ms"
-timeout = "150ms"
-recheck = "50ms"
-
-[region.us]
-endpoints = ["{}"]
-check = "us"
-
-[region.eu]
-endpoints = ["{}"]
-check = "eu"
-
-[service.api]
-regions = ["us", "eu"]
-{extra}
-"#,
-            us_addr.port(),
-            eu_addr.port(),
-            us_addr.ip(),
-            eu_addr.ip()
-        )
+        format!("{HEAD}{regions}\n[service.api]\nregions = [\"us\", \"eu\"]\n{extra}\n")
     };
     let ts = TestServer::start(&[("z.toml", &zone(""))]).await;
     let eu_ip = eu.addr.ip().to_string();
@@ -491,47 +460,8 @@ async fn a_restart_resumes_health_and_overrides_from_the_state_file() {
     let eu = Backend::start("127.0.0.3").await;
     let ap = Backend::start("127.0.0.4").await;
     let zone = format!(
-        r#"{HEAD}
-[check.us]
-type = "http"
-port = {}
-interval = "200ms"
-timeout = "150ms"
-recheck = "50ms"
-
-[check.eu]
-type = "http"
-port = {}
-interval = "200ms"
-timeout = "150ms"
-
-[check.ap]
-type = "http"
-port = {}
-interval = "200ms"
-timeout = "150ms"
-
-[region.us]
-endpoints = ["{}"]
-check = "us"
-
-[region.eu]
-endpoints = ["{}"]
-check = "eu"
-
-[region.ap]
-endpoints = ["{}"]
-check = "ap"
-
-[service.api]
-regions = ["us", "eu", "ap"]
-"#,
-        us.addr.port(),
-        eu.addr.port(),
-        ap.addr.port(),
-        us.addr.ip(),
-        eu.addr.ip(),
-        ap.addr.ip()
+        "{HEAD}{}\n[service.api]\nregions = [\"us\", \"eu\", \"ap\"]\n",
+        backend_regions(&[("us", us.addr), ("eu", eu.addr), ("ap", ap.addr)])
     );
     let zones = tempfile::tempdir().unwrap();
     std::fs::write(zones.path().join("z.toml"), &zone).unwrap();

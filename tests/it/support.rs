@@ -305,3 +305,19 @@ name = "to-lab"
 type = "CNAME"
 value = "host.lab"
 "#;
+
+/// For each (name, backend address): a fast HTTP check on the backend's port
+/// (interval 200 ms, timeout 150 ms, recheck 50 ms, fall 3, rise 2) and a
+/// region of that name whose one endpoint is the backend's address.
+pub fn backend_regions(regions: &[(&str, SocketAddr)]) -> String {
+    regions
+        .iter()
+        .map(|(name, addr)| {
+            format!(
+                "\n[check.{name}]\ntype = \"http\"\nport = {}\npath = \"/health\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrecheck = \"50ms\"\n\n[region.{name}]\nendpoints = [\"{}\"]\ncheck = \"{name}\"\n",
+                addr.port(),
+                addr.ip()
+            )
+        })
+        .collect()
+}

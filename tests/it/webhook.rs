@@ -80,44 +80,8 @@ async fn receiver(
 
 fn zone(webhook: &str, us: &Backend, eu: &Backend) -> String {
     format!(
-        r#"
-[zone]
-name = "gslb.example.com."
-nameservers = ["ns1.example.net."]
-hostmaster = "hostmaster.example.com."
-webhook = "{webhook}"
-
-[check.us]
-type = "http"
-port = {}
-path = "/health"
-interval = "200ms"
-timeout = "150ms"
-recheck = "50ms"
-
-[check.eu]
-type = "http"
-port = {}
-path = "/health"
-interval = "200ms"
-timeout = "150ms"
-recheck = "50ms"
-
-[region.us]
-endpoints = ["{}"]
-check = "us"
-
-[region.eu]
-endpoints = ["{}"]
-check = "eu"
-
-[service.api]
-regions = ["us", "eu"]
-"#,
-        us.addr.port(),
-        eu.addr.port(),
-        us.addr.ip(),
-        eu.addr.ip()
+        "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\nwebhook = \"{webhook}\"\n{}\n[service.api]\nregions = [\"us\", \"eu\"]\n",
+        backend_regions(&[("us", us.addr), ("eu", eu.addr)])
     )
 }
 

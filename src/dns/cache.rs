@@ -207,9 +207,9 @@ impl Worker {
         tcp: bool,
         limit: usize,
         out: &mut Vec<u8>,
+        metrics: &crate::metrics::DnsMetrics,
     ) -> bool {
-        // A key on the stack would avoid this allocation; hashing the slice
-        // through a borrowed form keeps the map simple instead.
+        // Looked up by a borrowed key: no allocation per query.
         let key = KeyRef {
             name: &q.key_name[..q.key_len],
             qtype: q.qtype,
@@ -256,8 +256,9 @@ impl Worker {
         } else {
             super::Transport::Udp
         };
-        if let Some(z) = &entry.counted.zone {
-            z.counters.query(qtype, entry.counted.rcode, transport);
+        match &entry.counted.zone {
+            Some(z) => z.counters.query(qtype, entry.counted.rcode, transport),
+            None => metrics.query_no_zone(qtype, entry.counted.rcode, transport),
         }
         true
     }

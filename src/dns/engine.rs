@@ -273,7 +273,7 @@ impl Engine {
                 }
                 (Transport::Udp, None) => 512,
             };
-            if worker.answer(req, q, tcp, limit, out) {
+            if worker.answer(req, q, tcp, limit, out, &self.metrics) {
                 return true;
             }
         }

@@ -603,3 +603,40 @@ async fn repeated_queries_answered_from_the_cache_echo_id_case_and_flags() {
         .unwrap();
     assert!(!m.metadata.truncation);
 }
+
+#[tokio::test]
+async fn every_query_is_counted_whether_answered_from_the_cache_or_not() {
+    let s = server().await;
+    for _ in 0..5 {
+        assert_eq!(
+            s.query("www.example.org.", RecordType::A)
+                .await
+                .metadata
+                .response_code,
+            ResponseCode::Refused
+        );
+        assert_eq!(
+            addrs(&s.query("static.gslb.example.com.", RecordType::A).await),
+            ["192.0.2.10"]
+        );
+    }
+    let m = s.server.shared.metrics.render();
+    let count = |zone: &str, rcode: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("gslb_dns_queries_total{")
+                    && l.contains(&format!("zone=\"{zone}\""))
+                    && l.contains(&format!("rcode=\"{rcode}\""))
+                    && l.contains("qtype=\"A\"")
+                    && l.contains("proto=\"udp\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|v| v.to_string())
+    };
+    assert_eq!(count("", "REFUSED").as_deref(), Some("5"), "{m}");
+    assert_eq!(
+        count("gslb.example.com", "NOERROR").as_deref(),
+        Some("5"),
+        "{m}"
+    );
+}

@@ -130,10 +130,16 @@ enum Body {
     /// The same bytes for every query.
     Fixed(Box<[u8]>),
     /// A service answer: bytes per pick of service `svc` of `zone`.
-    Picks {
-        svc: usize,
-        variants: Vec<(Vec<usize>, Box<[u8]>)>,
-    },
+    Picks { svc: usize, variants: Vec<Variant> },
+}
+
+/// One pick's answer, with what the engine counted for it.
+struct Variant {
+    picks: Vec<usize>,
+    bytes: Box<[u8]>,
+    rcode: ResponseCode,
+    /// Records were answered from the picked regions (not NODATA).
+    counted: bool,
 }
 
 struct Entry {
@@ -147,6 +153,8 @@ pub struct Worker {
     pub rng: SmallRng,
     entries: HashMap<Key, Entry>,
     generation: (u64, u64),
+    /// Most entries kept (0: no cache).
+    capacity: usize,
 }
 
 /// What the engine tells the cache about an answer it built.
@@ -157,8 +165,13 @@ pub(super) enum Fill {
     /// The same for every query.
     #[default]
     Fixed,
-    /// Depends only on this service's pick.
-    Picks { svc: usize, picks: Vec<usize> },
+    /// Depends only on this service's pick; `counted`: records were
+    /// answered from the picks (the answer counters count it).
+    Picks {
+        svc: usize,
+        picks: Vec<usize>,
+        counted: bool,
+    },
 }
 
 impl Worker {
@@ -168,6 +181,17 @@ impl Worker {
             rng,
             entries: HashMap::new(),
             generation: (0, 0),
+            capacity: CAPACITY,
+        }
+    }
+
+    /// A worker that caches nothing: for TCP connections, which are many,
+    /// long-lived and carry answers up to 64 KiB, so per-connection caches
+    /// could be driven to gigabytes; TCP is not the hot path.
+    pub fn without_cache(rng: SmallRng) -> Self {
+        Worker {
+            capacity: 0,
+            ..Worker::new(rng)
         }
     }
 
@@ -220,28 +244,35 @@ impl Worker {
         let Some(entry) = self.entries.get(&key as &dyn AsKey) else {
             return false;
         };
-        let bytes: &[u8] = match &entry.body {
-            Body::Fixed(b) => b,
+        let (bytes, rcode): (&[u8], ResponseCode) = match &entry.body {
+            Body::Fixed(b) => {
+                if b.len() > limit {
+                    return false;
+                }
+                (b, entry.counted.rcode)
+            }
             Body::Picks { svc, variants } => {
                 let Some(zone) = &entry.counted.zone else {
                     return false;
                 };
                 let service = &zone.zone.services[*svc];
                 let sel = policy::select(service, zone.health.as_ref(), &mut self.rng);
-                match variants.iter().find(|(p, _)| *p == sel.picks) {
-                    Some((picks, b)) => {
-                        for &p in picks {
-                            zone.answer_counters[*svc][p].inc();
-                        }
-                        b
+                // A pick not seen yet, or too big for this client: the engine
+                // builds it (and counts it).
+                let Some(v) = variants
+                    .iter()
+                    .find(|v| v.picks == sel.picks && v.bytes.len() <= limit)
+                else {
+                    return false;
+                };
+                if v.counted {
+                    for &p in &v.picks {
+                        zone.answer_counters[*svc][p].inc();
                     }
-                    None => return false, // a pick not seen yet: the engine builds it
                 }
+                (&v.bytes, v.rcode)
             }
         };
-        if bytes.len() > limit {
-            return false;
-        }
         out.clear();
         out.extend_from_slice(bytes);
         // ID; RD and CD from the request; the question exactly as asked.
@@ -257,8 +288,8 @@ impl Worker {
             super::Transport::Udp
         };
         match &entry.counted.zone {
-            Some(z) => z.counters.query(qtype, entry.counted.rcode, transport),
-            None => metrics.query_no_zone(qtype, entry.counted.rcode, transport),
+            Some(z) => z.counters.query(qtype, rcode, transport),
+            None => metrics.query_no_zone(qtype, rcode, transport),
         }
         true
     }
@@ -277,7 +308,7 @@ impl Worker {
         match fill {
             Fill::No => {}
             Fill::Fixed => {
-                if self.entries.len() < CAPACITY {
+                if self.entries.len() < self.capacity {
                     self.entries.insert(
                         key,
                         Entry {
@@ -287,23 +318,35 @@ impl Worker {
                     );
                 }
             }
-            Fill::Picks { svc, picks } => {
+            Fill::Picks {
+                svc,
+                picks,
+                counted,
+            } => {
+                let variant = Variant {
+                    picks,
+                    bytes: bytes.into(),
+                    rcode,
+                    counted,
+                };
                 if let Some(Entry {
                     body: Body::Picks { variants, .. },
                     ..
                 }) = self.entries.get_mut(&key)
                 {
-                    if variants.len() < MAX_VARIANTS && !variants.iter().any(|(p, _)| *p == picks) {
-                        variants.push((picks, bytes.into()));
+                    if variants.len() < MAX_VARIANTS
+                        && !variants.iter().any(|v| v.picks == variant.picks)
+                    {
+                        variants.push(variant);
                     }
-                } else if self.entries.len() < CAPACITY && zone.is_some() {
+                } else if self.entries.len() < self.capacity && zone.is_some() {
                     self.entries.insert(
                         key,
                         Entry {
                             counted: Counted { zone, rcode },
                             body: Body::Picks {
                                 svc,
-                                variants: vec![(picks, bytes.into())],
+                                variants: vec![variant],
                             },
                         },
                     );

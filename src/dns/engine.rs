@@ -327,7 +327,7 @@ impl Engine {
             // extended, and it is only sent in reply to an OPT.
             edns = Some(Edns::new());
         }
-        encode(
+        let complete = encode(
             &meta,
             msg.queries.first(),
             &reply,
@@ -339,8 +339,9 @@ impl Engine {
             Some(z) => z.counters.query(qtype, reply.rcode, transport),
             None => self.metrics.query_no_zone(qtype, reply.rcode, transport),
         }
-        let truncated = out.len() > 2 && out[2] & 0x02 != 0;
-        if let (Some(q), false) = (&fast, truncated) {
+        // Only whole answers are stored: one cut to fit a small client
+        // (additional section dropped, or TC) must not be served to others.
+        if let (Some(q), true) = (&fast, complete) {
             worker.fill(q, tcp, reply.zone.cloned(), reply.rcode, reply.fill, out);
         }
         true
@@ -615,6 +616,7 @@ fn service_answer(
             (Fill::Fixed, Outcome::Answer) => Fill::Picks {
                 svc: si,
                 picks: sel.picks.clone(),
+                counted: false,
             },
             (Fill::Fixed, _) => Fill::Fixed,
             _ => Fill::No,
@@ -630,7 +632,10 @@ fn service_answer(
             svc.ttl
         };
         // Count answers actually given, by the region that got the traffic.
-        let count = || {
+        let count = |fill: &mut Fill| {
+            if let Fill::Picks { counted, .. } = fill {
+                *counted = true;
+            }
             sel.picks
                 .iter()
                 .for_each(|&p| served.answer_counters[si][p].inc())
@@ -643,7 +648,7 @@ fn service_answer(
                 ttl,
                 RData::CNAME(CNAME(target.clone())),
             ));
-            count();
+            count(&mut reply.fill);
             return ServiceStep::Alias(target.clone());
         }
         if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) {
@@ -676,7 +681,7 @@ fn service_answer(
         if reply.answers.len() == before {
             ServiceStep::Nothing
         } else {
-            count();
+            count(&mut reply.fill);
             ServiceStep::Records
         }
     }
@@ -733,6 +738,7 @@ fn additional_for(zone: &Zone, records: &[Record], reply: &mut Reply<'_>) {
 
 /// Encode, fitting `limit`: first everything; then without the additional
 /// section (unless it is required glue); else TC with the question only.
+/// Returns true when the answer went out whole (the cache stores only those).
 fn encode(
     meta: &Metadata,
     q: Option<&Query>,
@@ -740,7 +746,7 @@ fn encode(
     edns: Option<&Edns>,
     limit: usize,
     out: &mut Vec<u8>,
-) {
+) -> bool {
     let none: &[Record] = &[];
     let attempts: [(&[Record], &[Record], &[Record], bool); 3] = [
         (&reply.answers, &reply.authority, &reply.additional, false),
@@ -767,12 +773,13 @@ fn encode(
         )
         .is_ok();
         if ok && out.len() <= limit {
-            return;
+            return i == 0;
         }
     }
     // Even the header and question did not fit (a 512-byte limit cannot be
     // exceeded by one question): send what we have, truncated.
     out.truncate(limit);
+    false
 }
 
 #[cfg(test)]

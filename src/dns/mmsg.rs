@@ -80,9 +80,11 @@ pub fn run(sock: UdpSocket, engine: Arc<Engine>, rng: SmallRng, shutdown: Cancel
                 io::ErrorKind::WouldBlock
                 | io::ErrorKind::TimedOut
                 | io::ErrorKind::Interrupted => continue,
-                // ICMP errors from earlier sends surface here; keep serving.
+                // ICMP errors from earlier sends surface here; keep serving,
+                // but never spin on an error that does not go away.
                 _ => {
                     tracing::debug!(error = %e, "recvmmsg failed");
+                    std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
             }

@@ -236,9 +236,11 @@ async fn tcp_accept(
 /// Serve one connection: length-prefixed messages (RFC 1035 §4.2.2), answered
 /// in order, until the client closes or stays idle for `idle`.
 async fn tcp_conn(mut stream: TcpStream, engine: &Engine, idle: Duration) -> io::Result<()> {
-    // Each connection is a worker with its own RNG and answer cache.
-    let mut worker =
-        super::Worker::new(engine.rng(u64::from(u32::MAX) + u64::from(rand::random::<u32>())));
+    // Each connection is a worker with its own RNG, without an answer cache
+    // (see `Worker::without_cache`).
+    let mut worker = super::Worker::without_cache(
+        engine.rng(u64::from(u32::MAX) + u64::from(rand::random::<u32>())),
+    );
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);

@@ -640,3 +640,38 @@ async fn every_query_is_counted_whether_answered_from_the_cache_or_not() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn an_answer_cut_for_a_small_client_is_never_served_to_a_big_one() {
+    // MX whose target has 40 addresses: the additional section fits 1232
+    // bytes but not 512, so a 512-byte client gets it without additionals.
+    let mut zone = ZONE.replace("value = \"10 mail\"", "value = \"10 big-mail\"");
+    for i in 1..=40 {
+        zone.push_str(&format!(
+            "\n[[record]]\nname = \"big-mail\"\ntype = \"A\"\nvalue = \"192.0.2.{i}\"\n"
+        ));
+    }
+    let s = TestServer::start(&[("z.toml", &zone)]).await;
+    let ask = |payload: u16| {
+        let mut req = request("gslb.example.com.", RecordType::MX, false);
+        let mut e = Edns::new();
+        e.set_max_payload(payload);
+        req.set_edns(e);
+        req
+    };
+    for _ in 0..3 {
+        let small = udp(s.dns, &ask(512)).await.unwrap();
+        assert_eq!(small.answers.len(), 1);
+        assert!(
+            small.additionals.is_empty(),
+            "additionals dropped to fit 512 bytes"
+        );
+        assert!(!small.metadata.truncation, "the answer itself is whole");
+        let big = udp(s.dns, &ask(1232)).await.unwrap();
+        assert_eq!(
+            big.additionals.len(),
+            40,
+            "the big client gets everything, never the cut copy"
+        );
+    }
+}

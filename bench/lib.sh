@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS="$ROOT/../shared/bench/peers/run-peers.sh"
-GSLB="$ROOT/target/release/gslb"
+GSLB="${GSLB:-$ROOT/target/release/gslb}"
 
 build_release() {
   echo "== cargo build --release"

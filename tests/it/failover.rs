@@ -653,3 +653,47 @@ regions = ["us", "cloud"]
     }
     assert!(wrong.is_empty(), "NODATA expected, got {wrong:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_and_apex_services_follow_health() {
+    let mut us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let zone = format!(
+        "[zone]\nname = \"gslb.test.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n{}\n[service.\"@\"]\nregions = [\"us\", \"eu\"]\n\n[service.\"*.edge\"]\nregions = [\"us\", \"eu\"]\n\n[[record]]\nname = \"@\"\ntype = \"TXT\"\nvalue = \"apex text beside the apex service\"\n",
+        crate::support::backend_regions(&[("us", us.addr), ("eu", eu.addr)])
+    );
+    let ts = TestServer::start(&[("z.toml", &zone)]).await;
+    let (us_ip, eu_ip) = (us.addr.ip().to_string(), eu.addr.ip().to_string());
+    let a = |name: &'static str| {
+        let dns = ts.dns;
+        async move { addrs(&udp(dns, &request(name, RecordType::A, true)).await.unwrap()) }
+    };
+    assert_eq!(a("gslb.test.").await, [us_ip.clone()], "apex service");
+    assert_eq!(
+        a("pop1.edge.gslb.test.").await,
+        [us_ip.clone()],
+        "wildcard service"
+    );
+    let m = ts.query("Pop2.Edge.gslb.test.", RecordType::A).await;
+    assert_eq!(
+        m.answers[0].name.to_ascii(),
+        "Pop2.Edge.gslb.test.",
+        "synthesised owner echoes the query"
+    );
+    // Static data beside the apex service still answers.
+    let m = ts.query("gslb.test.", RecordType::TXT).await;
+    assert_eq!(m.answers.len(), 1);
+    let m = ts.query("gslb.test.", RecordType::SOA).await;
+    assert_eq!(m.answers.len(), 1);
+    us.kill();
+    wait_until(Duration::from_secs(5), "apex fails over", || async {
+        a("gslb.test.").await == [eu_ip.clone()]
+    })
+    .await;
+    assert_eq!(
+        a("pop1.edge.gslb.test.").await,
+        [eu_ip.clone()],
+        "wildcard fails over too"
+    );
+    assert_eq!(a("pop3.edge.gslb.test.").await, [eu_ip.clone()]);
+}

@@ -682,8 +682,9 @@ pub fn check_webhook_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// FNV-1a: a stable hash of a zone file's text (not for security).
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a: a stable, fast hash (zone file texts, check fingerprints);
+/// not for security.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -195,16 +195,6 @@ impl Worker {
         }
     }
 
-    /// Entries cached now.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Forget everything when the generation moved.
     pub(super) fn sync(&mut self, generation: (u64, u64)) {
         if self.generation != generation {

@@ -154,16 +154,6 @@ impl HealthTable {
         }
     }
 
-    /// A table for `gslb check` and tests: no probes, no state file.
-    pub fn detached() -> Self {
-        Self::new(
-            Metrics::new(),
-            Arc::new(RealProbes::default()),
-            None,
-            CancellationToken::new(),
-        )
-    }
-
     /// Subscribe to transitions.
     pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
         self.events.subscribe()

@@ -22,10 +22,7 @@ const VERSION: u32 = 1;
 pub fn fingerprint(check: Option<&Check>) -> u64 {
     // FNV-1a over the Debug form: stable within a gslb version, which is
     // what a restart needs; after an upgrade at worst endpoints start up.
-    let text = format!("{check:?}");
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::config::fnv1a(format!("{check:?}").as_bytes())
 }
 
 /// One endpoint's saved state.

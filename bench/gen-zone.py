@@ -37,11 +37,15 @@ endpoints = ["198.51.100.1", "198.51.100.2"]
     return "".join(out)
 
 def endpoints(n, kind="http", port=18090):
+    """kind: http (connections reused, the default), http-fresh (a new
+    connection per probe) or tcp."""
+    http = kind.startswith("http")
     out = [HEAD, f"""
 [check.c]
-type = "{kind}"
+type = "{'http' if http else kind}"
 port = {port}
-{'path = "/health"' if kind == "http" else ""}
+{'path = "/health"' if http else ""}
+{'reuse-connection = false' if kind == "http-fresh" else ""}
 interval = "1s"
 timeout = "500ms"
 """]

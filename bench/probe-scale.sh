@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Probe scale: N endpoints (default 10,000) on 127.1.x.y, every one probed once
-# a second (http, or tcp with KIND=tcp), answered by one small backend
+# a second (KIND=http, the default: connections reused; KIND=http-fresh: a
+# new connection per probe; KIND=tcp: connect only), answered by one small backend
 # process (examples/bench_backend.rs). Reports gslb's CPU (share of one core)
 # and memory per endpoint (RSS with N endpoints minus RSS with the same zone
 # and no checks), plus probes/s and failures from gslb's own metrics.
@@ -33,16 +34,20 @@ t0=$(ticks "$GSLB_PID"); p0=$(metric gslb_probe_results_total); f0=$(metric 'gsl
 sleep "$SECS"
 t1=$(ticks "$GSLB_PID"); p1=$(metric gslb_probe_results_total); f1=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s1=$(date +%s.%N)
 rss=$(rss_kb "$GSLB_PID")
+# Failed probes since start, by result (timeouts here mean the machine, not a backend, is short of CPU).
+fails=$(curl -s http://127.0.0.1:9311/metrics | awk '/^gslb_probe_results_total/ && !/result="success"/ && $NF > 0 {
+  match($0, /result="[a-z]+"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $NF }
+  END { for (r in n) printf "%s%s %d", (s++ ? ", " : ""), r, n[r] }')
 hz=$(getconf CLK_TCK)
-python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$p0" "$p1" "$f0" "$f1" "$base" "$rss" <<'PY'
+python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$p0" "$p1" "$f0" "$f1" "$base" "$rss" "$fails" <<'PY'
 import sys
-n, kind, t0, t1, s0, s1, hz, p0, p1, f0, f1, base, rss = sys.argv[1:]
+n, kind, t0, t1, s0, s1, hz, p0, p1, f0, f1, base, rss, fails = sys.argv[1:]
 n = int(n); wall = float(s1) - float(s0); cpu = (int(t1) - int(t0)) / int(hz)
 probes = (int(p1) - int(p0)) / wall
 print(f"endpoints {n} ({kind}), measured {wall:.1f} s")
 print(f"  gslb CPU          {cpu / wall * 100:.1f} % of one core ({cpu / wall:.3f} cores)")
 print(f"  probes/s          {probes:.0f} (expected {n})")
-print(f"  failed probes/s   {(int(f1) - int(f0)) / wall:.1f}")
+print(f"  failed probes/s   {(int(f1) - int(f0)) / wall:.1f}  (since start: {fails or 'none'})")
 print(f"  CPU per probe     {cpu / max(1, int(p1) - int(p0)) * 1e6:.1f} us")
 print(f"  RSS               {int(rss) / 1024:.1f} MiB (same zone without checks: {int(base) / 1024:.1f} MiB)")
 print(f"  memory/endpoint   {(int(rss) - int(base)) * 1024 / n / 1024:.1f} KiB")

@@ -1,10 +1,15 @@
 //! A minimal HTTP health backend for the probe-scale benchmark: answers
 //! `200 ok` to every request on one port, for every loopback address
-//! (bound to 0.0.0.0, so 127.1.0.1 ... 127.1.39.16 all reach it).
+//! (bound to 0.0.0.0, so 127.1.0.1 ... 127.1.39.16 all reach it). It keeps
+//! connections open between requests (HTTP/1.1 keep-alive, as nginx and
+//! most servers do) unless the request says `Connection: close`.
 //!
 //!     cargo run --release --example bench_backend -- 18090
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KEEP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+const CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
@@ -21,19 +26,23 @@ async fn main() -> std::io::Result<()> {
         };
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
-            let mut seen = 0;
             loop {
-                match s.read(&mut buf[seen..]).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => seen += n,
+                let mut seen = 0;
+                loop {
+                    match s.read(&mut buf[seen..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen += n,
+                    }
+                    if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") || seen == buf.len() {
+                        break;
+                    }
                 }
-                if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") || seen == buf.len() {
-                    break;
+                let head = String::from_utf8_lossy(&buf[..seen]).to_ascii_lowercase();
+                let close = head.contains("connection: close");
+                if s.write_all(if close { CLOSE } else { KEEP }).await.is_err() || close {
+                    return;
                 }
             }
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                .await;
         });
     }
 }

@@ -952,6 +952,12 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
             None
         }
     });
+    if let (Some(r), CheckKind::Tcp) = (&s.reuse_connection, kind) {
+        cx.err(
+            r,
+            "reuse-connection applies to http and https checks (a tcp check is the connection)",
+        );
+    }
     let interval = cx.duration(&s.interval, "interval", Duration::from_secs(5));
     let timeout = cx.duration(&s.timeout, "timeout", Duration::from_secs(2));
     if interval < Duration::from_millis(100)
@@ -1015,6 +1021,7 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
         tls_verify: s.tls_verify.unwrap_or(true),
         ca_file,
         target,
+        reuse_connection: s.reuse_connection.as_ref().is_none_or(|r| *r.get_ref()),
         interval,
         timeout,
         recheck,

@@ -132,6 +132,8 @@ pub struct CheckSpec {
     pub ca_file: Option<Spanned<String>>,
     /// Probe `ADDR:PORT` instead of each endpoint's own address.
     pub target: Option<Spanned<String>>,
+    /// HTTP(S): reuse a successful probe's connection for the next (default true).
+    pub reuse_connection: Option<Spanned<bool>>,
     /// Time between probes of one endpoint (default `"5s"`, at least `"100ms"`).
     pub interval: Option<Spanned<String>>,
     /// Bound on one probe (default `"2s"`, at most `interval`).

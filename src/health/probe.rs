@@ -2,11 +2,18 @@
 //! status and body.
 //!
 //! A [`CheckProber`] is built once per check and holds what every endpoint of
-//! the check shares (parsed method and headers, the rustls configuration, and
-//! usually the reqwest `Client`); an [`EndpointProber`] is built from it once
-//! per endpoint and reused for every probe of that endpoint. A probe never
-//! fails with an error: every way a backend can misbehave becomes a
-//! [`ProbeResult`] with an outcome class and a reason for operators.
+//! the check shares (parsed method, path and headers, the rustls
+//! configuration); an [`EndpointProber`] is built from it once per endpoint
+//! and reused for every probe of that endpoint. A probe never fails with an
+//! error: every way a backend can misbehave becomes a [`ProbeResult`] with an
+//! outcome class and a reason for operators.
+//!
+//! HTTP(S) probes speak HTTP/1.1 through hyper's connection API over our own
+//! socket (and tokio-rustls): no pool, connector, URL or task per probe. A
+//! successful probe's connection is kept for the next probe of the same
+//! endpoint unless the check says `reuse-connection = false`; most of a
+//! fresh-connection probe's cost is the kernel's TCP handshake and teardown
+//! on both sides (bench/probe-scale.sh, BENCHMARKS.md).
 //!
 //! Uses only the model ([`Check`]) and the outcome classes of [`super::state`].
 
@@ -14,11 +21,17 @@ use std::error::Error as StdError;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HOST, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Client, Method, Url};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::client::conn::http1;
+use hyper::header::{ACCEPT, CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
 use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -28,6 +41,9 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::ProbeOutcome;
 use crate::model::{Check, CheckKind, StatusRange};
@@ -39,7 +55,7 @@ const BODY_LIMIT: usize = 5120;
 
 /// Sent on every HTTP probe so backends can tell probes from users in their
 /// logs; a `User-Agent` in the check's headers replaces it.
-const USER_AGENT: &str = concat!("gslb-health-check/", env!("CARGO_PKG_VERSION"));
+const USER_AGENT_VALUE: &str = concat!("gslb-health-check/", env!("CARGO_PKG_VERSION"));
 
 /// Result of one probe.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,57 +154,44 @@ pub enum ProbeError {
         /// Why.
         msg: String,
     },
-    /// The request URL does not parse (path, or a scoped IPv6 address).
-    #[error("check {check}: URL {url:?}: {msg}")]
-    Url {
+    /// `path` is not a request target (`/health`, `/status?full=1`).
+    #[error("check {check}: path {path:?} is not a request path")]
+    Path {
         /// Check name.
         check: String,
-        /// The URL.
-        url: String,
-        /// Why.
-        msg: String,
-    },
-    /// reqwest could not build a client.
-    #[error("check {check}: cannot build the HTTP client: {source}")]
-    Client {
-        /// Check name.
-        check: String,
-        /// Why.
-        source: reqwest::Error,
+        /// The value.
+        path: String,
     },
 }
+
+/// A connection is reused for at most this long, then replaced by a new one
+/// (for HTTPS, a new handshake that verifies the certificate again): an
+/// expired or replaced certificate, or a listener that stopped accepting, is
+/// seen within a minute even while the server keeps the old connection open.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+
+/// The I/O under an HTTP probe: plain TCP or TLS over TCP.
+type Io = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
 
 /// What every endpoint of a check shares.
 #[derive(Debug)]
 struct Shared {
     check: Arc<Check>,
-    /// `http` or `https`.
-    scheme: &'static str,
     method: Method,
-    /// Sent with every request: `Host` when it cannot come from the URL, then
-    /// the check's extra headers (which may override it).
+    /// Request target in origin form (`/health?full=1`).
+    path: Uri,
+    /// Sent with every request after `Host`: `User-Agent`, `Accept`,
+    /// `Connection: close` when connections are not reused, then the check's
+    /// extra headers (which may replace any of them, `Host` included).
     headers: HeaderMap,
-    /// `host` when it is a DNS name and the check is HTTPS: it must then be
-    /// the URL host, so that it is the SNI and the name verified.
-    tls_name: Option<String>,
-    clients: Clients,
-}
-
-/// Where an endpoint's HTTP client comes from.
-#[derive(Debug)]
-enum Clients {
-    /// TCP check: none.
-    None,
-    /// One client serves every endpoint: URLs carry the address (or the
-    /// `target` is pinned).
-    Shared(Client),
-    /// HTTPS with a host name and no `target`: each endpoint builds its own
-    /// client from this configuration, pinning the name to its address.
-    PerEndpoint(Box<ClientConfig>),
+    /// `Host` is among the check's extra headers: no derived one is sent.
+    host_configured: bool,
+    /// HTTPS: the check's TLS configuration.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 /// Probes endpoints for one check; build once per check (and per reload) and
-/// share: it holds the rustls configuration and the HTTP client.
+/// share: it holds the parsed request parts and the rustls configuration.
 #[derive(Clone, Debug)]
 pub struct CheckProber {
     shared: Arc<Shared>,
@@ -196,66 +199,89 @@ pub struct CheckProber {
 
 /// Probes one endpoint; build once per endpoint and reuse for every probe.
 ///
-/// It holds an `Arc` of the check's shared state (method, headers, TLS
-/// configuration, client) and either the socket address to connect to (TCP)
-/// or the request URL and a handle to a reqwest `Client` (HTTP, HTTPS): about
-/// 40 bytes inline plus ~120 bytes of URL. The client is the check's, shared by
-/// all its endpoints, except for an HTTPS check with a `host` name and no
-/// `target`: there the host name must be the URL host (for SNI and
-/// certificate verification) while the connection must go to this endpoint,
-/// so the endpoint gets its own client (about 2 KB) whose resolver maps the
-/// name to the endpoint's address, and DNS is never asked.
-#[derive(Clone, Debug)]
+/// It holds an `Arc` of the check's shared state, the address it connects
+/// to and, for HTTP(S), the `Host` value, the TLS server name and the open
+/// connection of the last successful probe (when connections are reused).
+/// Probes of one endpoint may overlap (fast confirmation of a frozen
+/// backend): each takes the idle connection or opens its own.
+#[derive(Debug)]
 pub struct EndpointProber {
     shared: Arc<Shared>,
-    target: Target,
+    /// Where to connect: the endpoint on the check's port, or the `target`.
+    addr: SocketAddr,
+    /// HTTP(S) only.
+    http: Option<HttpTarget>,
 }
 
-#[derive(Clone, Debug)]
-enum Target {
-    Tcp(SocketAddr),
-    // Boxed: a `Url` is ~90 bytes and TCP endpoints should not pay for it.
-    Http { url: Box<Url>, client: Client },
+#[derive(Debug)]
+struct HttpTarget {
+    /// `Host` header, as a browser would derive it from the URL.
+    host: HeaderValue,
+    /// TLS SNI and the name the certificate must match: the check's `host`,
+    /// else the address connected to.
+    server_name: ServerName<'static>,
+    /// The connection of the last successful probe, idle (reuse only).
+    idle: Mutex<Option<Idle>>,
+}
+
+/// The open connection of the last successful probe. Only the socket (and
+/// TLS session) is kept: each probe runs hyper's HTTP/1.1 state machine on
+/// it afresh, so an idle endpoint holds no HTTP buffers.
+struct Idle {
+    io: Io,
+    /// Tokio's clock, so that tests can age a connection.
+    opened: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle")
+            .field("opened", &self.opened)
+            .finish()
+    }
+}
+
+/// How one request on one connection went.
+struct Exchange {
+    verdict: (ProbeOutcome, String),
+    /// It failed before any response arrived: on a reused connection the
+    /// server may just have closed it while idle, so a fresh connection
+    /// decides instead.
+    before_response: bool,
 }
 
 impl CheckProber {
-    /// Prepares the probes of `check`: parses the method, host and headers
-    /// and builds the TLS configuration (reading `ca_file`, a small blocking
-    /// read done once per check and reload).
+    /// Prepares the probes of `check`: parses the method, path, host and
+    /// headers and builds the TLS configuration (reading `ca_file`, a small
+    /// blocking read done once per check and reload).
     pub fn new(check: Arc<Check>) -> Result<CheckProber, ProbeError> {
         let name = || check.name.clone();
-        let scheme = match check.kind {
-            CheckKind::Https => "https",
-            CheckKind::Http | CheckKind::Tcp => "http",
-        };
         let method =
             Method::from_bytes(check.method.as_bytes()).map_err(|_| ProbeError::Method {
                 check: name(),
                 method: check.method.clone(),
             })?;
-        let mut tls_name = None;
+        let path = Uri::try_from(check.path.as_str())
+            .ok()
+            .filter(|u| u.scheme().is_none() && u.authority().is_none())
+            .ok_or_else(|| ProbeError::Path {
+                check: name(),
+                path: check.path.clone(),
+            })?;
+        if let Some(host) = &check.host
+            && (ServerName::try_from(host.as_str()).is_err()
+                || HeaderValue::from_str(host).is_err())
+        {
+            return Err(ProbeError::Host {
+                check: name(),
+                host: host.clone(),
+            });
+        }
         let mut headers = HeaderMap::new();
-        if let Some(host) = &check.host {
-            if ServerName::try_from(host.as_str()).is_err() {
-                return Err(ProbeError::Host {
-                    check: name(),
-                    host: host.clone(),
-                });
-            }
-            if check.kind == CheckKind::Https && host.parse::<IpAddr>().is_err() {
-                // The URL carries it; hyper derives the Host header from the URL.
-                tls_name = Some(host.clone());
-            } else {
-                // The URL carries the endpoint address, so the Host header must
-                // be set here, with the port as hyper would write it.
-                let port = check.target.map_or(check.port, |t| t.port());
-                let value = host_header(host, port, check.kind == CheckKind::Https);
-                let value = HeaderValue::from_str(&value).map_err(|e| ProbeError::Host {
-                    check: name(),
-                    host: format!("{host} ({e})"),
-                })?;
-                headers.insert(HOST, value);
-            }
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        if !check.reuse_connection {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         for (k, v) in &check.headers {
             let hname = HeaderName::from_bytes(k.as_bytes()).map_err(|e| ProbeError::Header {
@@ -268,50 +294,22 @@ impl CheckProber {
                 name: k.clone(),
                 msg: e.to_string(),
             })?;
-            // insert, not append: a configured Host replaces the derived one.
+            // insert, not append: a configured header replaces a default one.
             headers.insert(hname, hvalue);
         }
-        // Catch a bad path now rather than on every endpoint.
-        let probe_url = format!(
-            "{scheme}://{}:{}{}",
-            tls_name.as_deref().unwrap_or("192.0.2.1"),
-            check.port.max(1),
-            check.path
-        );
-        if let Err(e) = Url::parse(&probe_url) {
-            return Err(ProbeError::Url {
-                check: name(),
-                url: probe_url,
-                msg: e.to_string(),
-            });
-        }
-
-        let clients = match check.kind {
-            CheckKind::Tcp => Clients::None,
-            CheckKind::Http | CheckKind::Https => {
-                let tls = tls_config(&check)?;
-                let client_err = |e| ProbeError::Client {
-                    check: name(),
-                    source: e,
-                };
-                match (&tls_name, check.target) {
-                    (Some(_), None) => Clients::PerEndpoint(Box::new(tls)),
-                    // Every endpoint connects to the target: one pinned client.
-                    (Some(host), Some(target)) => Clients::Shared(
-                        build_client(tls, Some((host, target))).map_err(client_err)?,
-                    ),
-                    (None, _) => Clients::Shared(build_client(tls, None).map_err(client_err)?),
-                }
-            }
+        let host_configured = headers.contains_key(HOST);
+        let tls = match check.kind {
+            CheckKind::Https => Some(Arc::new(tls_config(&check)?)),
+            CheckKind::Http | CheckKind::Tcp => None,
         };
         Ok(CheckProber {
             shared: Arc::new(Shared {
                 check,
-                scheme,
                 method,
+                path,
                 headers,
-                tls_name,
-                clients,
+                host_configured,
+                tls,
             }),
         })
     }
@@ -322,48 +320,35 @@ impl CheckProber {
         let shared = &self.shared;
         let check = &shared.check;
         let connect = check.target.unwrap_or(SocketAddr::new(addr, check.port));
-        let target = match check.kind {
-            CheckKind::Tcp => Target::Tcp(connect),
+        let http = match check.kind {
+            CheckKind::Tcp => None,
             CheckKind::Http | CheckKind::Https => {
-                let url = match &shared.tls_name {
-                    Some(host) => format!(
-                        "{}://{host}:{}{}",
-                        shared.scheme,
-                        connect.port(),
-                        check.path
-                    ),
-                    None => format!("{}://{connect}{}", shared.scheme, check.path),
-                };
-                let url = Url::parse(&url).map_err(|e| ProbeError::Url {
-                    check: check.name.clone(),
-                    url,
-                    msg: e.to_string(),
-                })?;
-                let client = match (&shared.clients, &shared.tls_name) {
-                    (Clients::Shared(client), _) => client.clone(),
-                    (Clients::PerEndpoint(tls), Some(host)) => {
-                        build_client(ClientConfig::clone(tls), Some((host, connect))).map_err(
-                            |e| ProbeError::Client {
-                                check: check.name.clone(),
-                                source: e,
-                            },
-                        )?
-                    }
-                    (Clients::PerEndpoint(_), None) | (Clients::None, _) => {
-                        unreachable!(
-                            "CheckProber::new builds clients for every HTTP check, per endpoint only with a TLS name"
-                        )
-                    }
-                };
-                Target::Http {
-                    url: Box::new(url),
-                    client,
-                }
+                let https = check.kind == CheckKind::Https;
+                let name = check
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| connect.ip().to_string());
+                let host = HeaderValue::from_str(&host_header(&name, connect.port(), https))
+                    .map_err(|_| ProbeError::Host {
+                        check: check.name.clone(),
+                        host: name.clone(),
+                    })?;
+                let server_name =
+                    ServerName::try_from(name.clone()).map_err(|_| ProbeError::Host {
+                        check: check.name.clone(),
+                        host: name,
+                    })?;
+                Some(HttpTarget {
+                    host,
+                    server_name,
+                    idle: Mutex::new(None),
+                })
             }
         };
         Ok(EndpointProber {
             shared: shared.clone(),
-            target,
+            addr: connect,
+            http,
         })
     }
 }
@@ -387,81 +372,237 @@ impl EndpointProber {
     }
 
     async fn run(&self) -> (ProbeOutcome, String) {
-        match &self.target {
-            Target::Tcp(addr) => match TcpStream::connect(addr).await {
-                // Dropping the stream closes it: the handshake was the test.
+        match &self.http {
+            None => match self.connect_tcp().await {
+                // Dropping the stream closes it (with a reset, see
+                // `connect_tcp`): the handshake was the test.
                 Ok(_stream) => (ProbeOutcome::Success, "ok".to_string()),
-                Err(e) => classify(&e, &self.server_name()),
+                Err(verdict) => verdict,
             },
-            Target::Http { url, client } => self.http(url, client).await,
+            Some(target) => self.http(target).await,
         }
     }
 
-    async fn http(&self, url: &Url, client: &Client) -> (ProbeOutcome, String) {
-        let shared = &self.shared;
-        let check = &shared.check;
-        let request = client
-            .request(shared.method.clone(), url.clone())
-            .headers(shared.headers.clone());
-        let mut response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return classify(&e, &self.server_name()),
-        };
-        let status = response.status().as_u16();
-        if !status_matches(&check.expect_status, status) {
-            return (ProbeOutcome::Status, format!("status {status}"));
-        }
-        if let Some(needle) = &check.expect_body {
-            let mut scan = BodyScan::new(needle.as_bytes());
-            loop {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => match scan.push(&chunk) {
-                        Scan::Found => break,
-                        Scan::Exhausted => return (ProbeOutcome::Body, body_reason(needle)),
-                        Scan::More => {}
-                    },
-                    Ok(None) => return (ProbeOutcome::Body, body_reason(needle)),
-                    Err(e) => return classify(&e, &self.server_name()),
+    /// Connects to the endpoint. The socket is set to close with a reset
+    /// (SO_LINGER 0), as HAProxy closes its checks: a probe leaves no
+    /// TIME_WAIT behind and costs the backend no FIN handshake.
+    async fn connect_tcp(&self) -> Result<TcpStream, (ProbeOutcome, String)> {
+        let stream = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| classify(&e, &self.server_name()))?;
+        // Neither can fail on a connected TCP socket; if one did, the probe
+        // would merely close politely or send a little later.
+        let _ = stream.set_zero_linger();
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn http(&self, target: &HttpTarget) -> (ProbeOutcome, String) {
+        let reuse = self.shared.check.reuse_connection;
+        let idle = || target.idle.lock().expect("idle connection lock poisoned");
+        if reuse {
+            let reused = idle().take();
+            if let Some(conn) = reused.filter(|c| c.opened.elapsed() < MAX_CONNECTION_AGE) {
+                let (done, io) = self.exchange(conn.io, target).await;
+                if !done.before_response {
+                    if let Some(io) = io {
+                        *idle() = Some(Idle { io, ..conn });
+                    }
+                    return done.verdict;
                 }
+                // Closed while idle (or failing before it answered): a new
+                // connection decides, within the same deadline.
             }
         }
-        // Dropping the response closes the connection (no pool), also when
-        // body bytes remain unread.
-        (ProbeOutcome::Success, format!("ok ({status})"))
+        let opened = tokio::time::Instant::now();
+        let io = match self.connect_http(target).await {
+            Ok(io) => io,
+            Err(verdict) => return verdict,
+        };
+        let (done, io) = self.exchange(io, target).await;
+        if let Some(io) = io.filter(|_| reuse) {
+            *idle() = Some(Idle { io, opened });
+        }
+        done.verdict
+    }
+
+    async fn connect_http(&self, target: &HttpTarget) -> Result<Io, (ProbeOutcome, String)> {
+        let tcp = self.connect_tcp().await?;
+        Ok(TokioIo::new(match &self.shared.tls {
+            None => Either::Left(tcp),
+            Some(tls) => Either::Right(
+                TlsConnector::from(tls.clone())
+                    .connect(target.server_name.clone(), tcp)
+                    .await
+                    .map_err(|e| classify(&e, &self.server_name()))?,
+            ),
+        }))
+    }
+
+    /// One request on `io` and its verdict, with the connection driven
+    /// alongside; gives `io` back when it is idle, open and may serve the
+    /// next probe.
+    async fn exchange(&self, io: Io, target: &HttpTarget) -> (Exchange, Option<Io>) {
+        let (mut sender, mut conn) = match http1::handshake(io).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                let verdict = classify(&e, &self.server_name());
+                let failed = Exchange {
+                    verdict,
+                    before_response: true,
+                };
+                return (failed, None);
+            }
+        };
+        let sender = &mut sender;
+        let check = &self.shared.check;
+        let request = self.request(target);
+        let work = async {
+            sender.ready().await.map_err(|e| (e, true))?;
+            let response = sender.send_request(request).await.map_err(|e| (e, true))?;
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            if !status_matches(&check.expect_status, status) {
+                return Ok(((ProbeOutcome::Status, format!("status {status}")), None));
+            }
+            if let Some(needle) = &check.expect_body {
+                let mut scan = BodyScan::new(needle.as_bytes());
+                loop {
+                    match body.frame().await {
+                        Some(Ok(frame)) => match frame.data_ref().map(|d| scan.push(d)) {
+                            Some(Scan::Found) => break,
+                            Some(Scan::Exhausted) => {
+                                return Ok(((ProbeOutcome::Body, body_reason(needle)), None));
+                            }
+                            Some(Scan::More) | None => {}
+                        },
+                        None => return Ok(((ProbeOutcome::Body, body_reason(needle)), None)),
+                        Some(Err(e)) => return Err((e, false)),
+                    }
+                }
+            }
+            Ok((
+                (ProbeOutcome::Success, format!("ok ({status})")),
+                Some(body),
+            ))
+        };
+        tokio::pin!(work);
+        let mut conn_ended = false;
+        let mut conn_error = None;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                out = &mut work => break Some(out),
+                ended = &mut conn, if !conn_ended => {
+                    conn_ended = true;
+                    conn_error = ended.err();
+                    // The connection is over: the request has been handed
+                    // its response or error by now, or never will be (an
+                    // idle connection the server closed).
+                    let now = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+                    match now {
+                        Poll::Ready(out) => break Some(out),
+                        Poll::Pending => break None,
+                    }
+                }
+            }
+        };
+        let failed = |err: Option<&hyper::Error>, before_response| {
+            // When the connection failed, its error is the telling one (a
+            // body only hears "connection error").
+            let verdict = match conn_error.as_ref().or(err) {
+                Some(err) => classify(err, &self.server_name()),
+                None => (
+                    ProbeOutcome::Reset,
+                    "connection closed before the response".into(),
+                ),
+            };
+            Exchange {
+                verdict,
+                before_response,
+            }
+        };
+        match outcome {
+            Some(Ok((verdict, body))) => {
+                let keep = match body {
+                    Some(body) if !conn_ended => drain_ready(&mut conn, body).await,
+                    _ => false,
+                };
+                // Bytes beyond the response would belong to no request.
+                let io = keep
+                    .then(|| conn.into_parts())
+                    .filter(|parts| parts.read_buf.is_empty())
+                    .map(|parts| parts.io);
+                let done = Exchange {
+                    verdict,
+                    before_response: false,
+                };
+                (done, io)
+            }
+            Some(Err((err, before_response))) => (failed(Some(&err), before_response), None),
+            None => (failed(None, true), None),
+        }
+    }
+
+    fn request(&self, target: &HttpTarget) -> Request<Empty<Bytes>> {
+        let shared = &self.shared;
+        let mut request = Request::new(Empty::new());
+        *request.method_mut() = shared.method.clone();
+        *request.uri_mut() = shared.path.clone();
+        let headers = request.headers_mut();
+        headers.reserve(shared.headers.len() + 1);
+        if !shared.host_configured {
+            headers.insert(HOST, target.host.clone());
+        }
+        headers.extend(shared.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        request
     }
 
     /// The name the certificate must match, for messages.
     fn server_name(&self) -> String {
-        match (&self.shared.check.host, &self.target) {
-            (Some(host), _) => host.clone(),
-            (None, Target::Tcp(addr)) => addr.ip().to_string(),
-            (None, Target::Http { url, .. }) => url
-                .host_str()
-                .unwrap_or_default()
-                .trim_matches(['[', ']'])
-                .to_string(),
+        match &self.shared.check.host {
+            Some(host) => host.clone(),
+            None => self.addr.ip().to_string(),
         }
     }
 }
 
-/// One client: the given TLS configuration, no proxy, no redirect, no
-/// idle connections (each probe opens its own, so a refused port or a dead
-/// backend is seen at once), HTTP/1.1, and optionally one name pinned to an
-/// address so that it is never looked up.
-fn build_client(tls: ClientConfig, pin: Option<(&str, SocketAddr)>) -> reqwest::Result<Client> {
-    let mut builder = Client::builder()
-        // reqwest is built without a crypto provider: without a ready
-        // configuration its build would look for a process default.
-        .tls_backend_preconfigured(tls)
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0)
-        .http1_only()
-        .user_agent(USER_AGENT);
-    if let Some((host, addr)) = pin {
-        builder = builder.resolve(host, addr);
-    }
-    builder.build()
+/// Reads the rest of a successful response's body as far as it has already
+/// arrived, without waiting: true when it ended there (at most
+/// [`BODY_LIMIT`] more bytes) and the connection is left idle and open, so
+/// it can serve the next probe. A body still streaming, a large one, or a
+/// server that announced `Connection: close` leaves it false.
+async fn drain_ready(conn: &mut http1::Connection<Io, Empty<Bytes>>, mut body: Incoming) -> bool {
+    std::future::poll_fn(|cx| {
+        let mut read = 0;
+        let mut polled_conn = false;
+        loop {
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(Ok(frame))) => {
+                    read += frame.data_ref().map_or(0, Bytes::len);
+                    if read > BODY_LIMIT {
+                        return Poll::Ready(false);
+                    }
+                    polled_conn = false;
+                }
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
+                // Nothing more has arrived since the connection last read.
+                Poll::Pending if polled_conn => return Poll::Ready(false),
+                // Let the connection read what the socket holds.
+                Poll::Pending => {
+                    if Pin::new(&mut *conn).poll(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    polled_conn = true;
+                }
+            }
+        }
+        // The response is complete; the connection settles to idle, or ends
+        // here if either side asked to close.
+        Poll::Ready(Pin::new(&mut *conn).poll(cx).is_pending())
+    })
+    .await
 }
 
 /// The rustls configuration of a check: ring, TLS 1.2 and 1.3, web roots or
@@ -655,7 +796,8 @@ impl<'a> BodyScan<'a> {
 /// Turns a failed connect, handshake, request or body read into an outcome
 /// and a reason, from the most telling error in the chain: an I/O error kind,
 /// a rustls error, or hyper's message for a malformed or truncated response
-/// (hyper is not a direct dependency, so its errors are known by their text).
+/// (some kinds have no public predicate, so all are known by their text,
+/// which the real-socket tests in tests/it/probes.rs pin).
 /// `server_name` is the name the certificate was checked against.
 fn classify(err: &(dyn StdError + 'static), server_name: &str) -> (ProbeOutcome, String) {
     let mut innermost = err;
@@ -702,10 +844,7 @@ fn classify(err: &(dyn StdError + 'static), server_name: &str) -> (ProbeOutcome,
     if let Some(reason) = connect_error {
         return (ProbeOutcome::Connect, reason);
     }
-    let is_connect = err
-        .downcast_ref::<reqwest::Error>()
-        .is_some_and(reqwest::Error::is_connect)
-        || err.downcast_ref::<io::Error>().is_some();
+    let is_connect = err.downcast_ref::<io::Error>().is_some();
     let reason = innermost.to_string();
     if is_connect {
         (ProbeOutcome::Connect, format!("connect: {reason}"))
@@ -854,7 +993,7 @@ mod tests {
         );
     }
 
-    /// An error with a message and a cause, as hyper and reqwest build them.
+    /// An error with a message and a cause, as hyper builds them.
     #[derive(Debug)]
     struct Wrap(&'static str, Option<Box<dyn StdError + Send + Sync>>);
 

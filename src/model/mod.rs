@@ -93,6 +93,10 @@ pub struct Check {
     pub ca_file: Option<PathBuf>,
     /// Connect here instead of `endpoint:port`.
     pub target: Option<SocketAddr>,
+    /// HTTP(S): keep the connection of a successful probe open for the next
+    /// one (a new connection at least every minute, after any failure, and
+    /// whenever the server closes it). Ignored for TCP checks.
+    pub reuse_connection: bool,
     /// Time between two probes of one endpoint.
     pub interval: Duration,
     /// Bound on one probe: connect, TLS, request and response.

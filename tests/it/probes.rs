@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gslb::health::ProbeOutcome;
@@ -40,6 +40,7 @@ fn check(kind: CheckKind, port: u16) -> Check {
         tls_verify: true,
         ca_file: None,
         target: None,
+        reuse_connection: true,
         interval: Duration::from_secs(5),
         timeout: Duration::from_secs(2),
         recheck: None,
@@ -435,34 +436,196 @@ async fn target_overrides_the_endpoint_address() {
     assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (200)");
 }
 
+/// A keep-alive HTTP backend: answers every request of a connection with
+/// its response (until the client closes), counting connections and
+/// requests. `kill` ends it as a dying process would: the listener and every
+/// open connection close at once.
+struct KeepAlive {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    /// While set, requests are read and never answered.
+    frozen: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const OK_KEEP_ALIVE: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+async fn keep_alive_backend(response: &'static str) -> KeepAlive {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let frozen = Arc::new(AtomicBool::new(false));
+    let (a, r, f) = (accepted.clone(), requests.clone(), frozen.clone());
+    let task = tokio::spawn(async move {
+        // Dropped with the task: aborting it closes every connection.
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let (r, f) = (r.clone(), f.clone());
+            conns.spawn(async move {
+                while !read_head(&mut s).await.is_empty() {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    if f.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    if s.write_all(response.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    KeepAlive {
+        addr,
+        accepted,
+        requests,
+        frozen,
+        task,
+    }
+}
+
+impl KeepAlive {
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.requests.load(Ordering::SeqCst),
+        )
+    }
+
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+fn endpoint_of(c: Check) -> gslb::health::EndpointProber {
+    let prober = CheckProber::new(Arc::new(c)).expect("prober");
+    prober.for_endpoint(LOCALHOST).expect("endpoint")
+}
+
 #[tokio::test]
-async fn every_probe_opens_a_new_connection() {
-    // A keep-alive backend: a pooling client would send both requests on one connection.
+async fn passing_probes_reuse_one_connection() {
+    let b = keep_alive_backend(OK_KEEP_ALIVE).await;
+    let endpoint = endpoint_of(check(CheckKind::Http, b.addr.port()));
+    for _ in 0..3 {
+        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    }
+    assert_eq!(b.counts(), (1, 3), "(connections, requests)");
+}
+
+#[tokio::test]
+async fn a_failed_probe_does_not_keep_its_connection() {
+    let b = keep_alive_backend("HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy").await;
+    let endpoint = endpoint_of(check(CheckKind::Http, b.addr.port()));
+    for _ in 0..2 {
+        assert_outcome(&endpoint.probe().await, ProbeOutcome::Status, "status 503");
+    }
+    assert_eq!(b.counts(), (2, 2), "(connections, requests)");
+}
+
+#[tokio::test]
+async fn without_reuse_every_probe_opens_a_connection_and_asks_to_close_it() {
+    let b = keep_alive_backend(OK_KEEP_ALIVE).await;
+    let mut c = check(CheckKind::Http, b.addr.port());
+    c.reuse_connection = false;
+    let endpoint = endpoint_of(c.clone());
+    for _ in 0..2 {
+        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    }
+    assert_eq!(b.counts(), (2, 2), "(connections, requests)");
+    let (addr, mut heads) = recording_backend(OK).await;
+    c.target = Some(addr);
+    assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (200)");
+    let lines = header_lines(&heads.recv().await.expect("request"));
+    assert!(
+        lines.contains(&"connection: close".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_asks_to_close_gets_a_new_connection_next_time() {
+    let b =
+        keep_alive_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .await;
+    let endpoint = endpoint_of(check(CheckKind::Http, b.addr.port()));
+    for _ in 0..2 {
+        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    }
+    assert_eq!(b.counts(), (2, 2), "(connections, requests)");
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closed_while_idle_is_replaced_without_a_failure() {
+    // Answers keep-alive style, then closes the idle connection (as an
+    // idle timeout would) and says so.
+    let (tx, mut closed) = mpsc::unbounded_channel();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     let addr = backend(move |mut s| {
         counter.fetch_add(1, Ordering::SeqCst);
+        let tx = tx.clone();
         async move {
-            loop {
-                if read_head(&mut s).await.is_empty() {
-                    break;
-                }
-                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
+            read_head(&mut s).await;
+            let _ = s.write_all(OK_KEEP_ALIVE.as_bytes()).await;
+            let _ = s.shutdown().await;
+            drop(s);
+            let _ = tx.send(());
         }
     })
     .await;
-    let prober = CheckProber::new(Arc::new(check(CheckKind::Http, addr.port()))).expect("prober");
-    let endpoint = prober.for_endpoint(LOCALHOST).expect("endpoint");
-    for _ in 0..2 {
-        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
-    }
+    let endpoint = endpoint_of(check(CheckKind::Http, addr.port()));
+    assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    closed.recv().await.expect("server closed");
+    assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_killed_backend_is_refused_even_after_a_reused_connection() {
+    let b = keep_alive_backend(OK_KEEP_ALIVE).await;
+    let endpoint = endpoint_of(check(CheckKind::Http, b.addr.port()));
+    assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    b.kill().await;
+    assert_outcome(
+        &endpoint.probe().await,
+        ProbeOutcome::Refused,
+        "connection refused",
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_backend_times_out_on_a_reused_connection() {
+    let b = keep_alive_backend(OK_KEEP_ALIVE).await;
+    let mut c = check(CheckKind::Http, b.addr.port());
+    c.timeout = Duration::from_millis(300);
+    let endpoint = endpoint_of(c);
+    assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    b.frozen.store(true, Ordering::SeqCst);
+    assert_outcome(
+        &endpoint.probe().await,
+        ProbeOutcome::Timeout,
+        "timeout after 300ms",
+    );
+    // The request went out on the kept connection.
+    assert_eq!(b.counts(), (1, 2), "(connections, requests)");
+}
+
+#[tokio::test]
+async fn a_connection_is_replaced_after_a_minute() {
+    let b = keep_alive_backend(OK_KEEP_ALIVE).await;
+    let endpoint = endpoint_of(check(CheckKind::Http, b.addr.port()));
+    assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    assert_eq!(b.counts(), (1, 2), "(connections, requests)");
+    // Only the clock moves; probes run on real time again.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::resume();
+    assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    assert_eq!(b.counts(), (2, 3), "(connections, requests)");
 }
 
 #[tokio::test]
@@ -489,6 +652,30 @@ async fn tcp_check_uses_the_target() {
     let mut c = check(CheckKind::Tcp, 0);
     c.target = Some(addr);
     assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok");
+}
+
+#[tokio::test]
+async fn tcp_check_closes_with_a_reset() {
+    // SO_LINGER 0, as HAProxy closes its checks: no FIN handshake for the
+    // backend, no TIME_WAIT left on the prober.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let addr = backend(move |mut s| {
+        let tx = tx.clone();
+        async move {
+            let mut buf = [0u8; 16];
+            let _ = tx.send(s.read(&mut buf).await.map_err(|e| e.kind()));
+        }
+    })
+    .await;
+    assert_outcome(
+        &probe(check(CheckKind::Tcp, addr.port())).await,
+        ProbeOutcome::Success,
+        "ok",
+    );
+    assert_eq!(
+        rx.recv().await.expect("backend read"),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
 }
 
 // ---- HTTPS ----
@@ -550,8 +737,9 @@ fn leaf(names: &[&str], kind: Leaf<'_>) -> (CertificateDer<'static>, PrivateKeyD
     (cert.der().clone(), key)
 }
 
-/// A TLS backend presenting `cert` and answering [`OK`]; sends the SNI of
-/// each completed handshake to the returned channel.
+/// A keep-alive TLS backend presenting `cert` and answering
+/// [`OK_KEEP_ALIVE`]; sends the SNI of each completed handshake to the
+/// returned channel.
 async fn tls_backend(
     (cert, key): (CertificateDer<'static>, PrivateKeyDer<'static>),
 ) -> (SocketAddr, mpsc::UnboundedReceiver<Option<String>>) {
@@ -574,9 +762,11 @@ async fn tls_backend(
                 return;
             };
             let _ = tx.send(tls.get_ref().1.server_name().map(str::to_owned));
-            read_head(&mut tls).await;
-            let _ = tls.write_all(OK.as_bytes()).await;
-            let _ = tls.shutdown().await;
+            while !read_head(&mut tls).await.is_empty() {
+                if tls.write_all(OK_KEEP_ALIVE.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
         }
     })
     .await;
@@ -598,6 +788,21 @@ async fn https_with_a_valid_certificate_passes_and_sends_the_host_as_sni() {
     let r = probe(https_check(addr.port(), Some("api.test"), Some(&ca))).await;
     assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
     assert_eq!(sni.recv().await, Some(Some("api.test".to_string())));
+}
+
+#[tokio::test]
+async fn https_probes_reuse_the_verified_connection() {
+    let ca = test_ca();
+    let (addr, mut handshakes) = tls_backend(leaf(&["api.test"], Leaf::IssuedBy(&ca))).await;
+    let endpoint = endpoint_of(https_check(addr.port(), Some("api.test"), Some(&ca)));
+    for _ in 0..3 {
+        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    }
+    assert!(handshakes.recv().await.is_some());
+    assert!(
+        handshakes.try_recv().is_err(),
+        "one handshake for three probes"
+    );
 }
 
 #[tokio::test]

@@ -107,8 +107,12 @@ expect-body = "ok"
 interval = "1s"
 timeout = "500ms"
 recheck = "100ms"
+reuse-connection = false
 fall = 3
 rise = 2
+
+[check.plain]
+type = "http"
 
 [check.port]
 type = "tcp"
@@ -161,6 +165,8 @@ last-resort = "east"
     );
     assert_eq!(web.recheck, Some(Duration::from_millis(100)));
     assert_eq!(z.checks["port"].recheck, None);
+    assert!(!web.reuse_connection);
+    assert!(z.checks["plain"].reuse_connection, "reused by default");
     assert_eq!(z.regions["east"].min_healthy, 2);
     assert_eq!(
         z.regions["cloud"].target,
@@ -266,6 +272,10 @@ fn check_rules() {
             "at least 100ms",
         ),
         ("type = \"http\"\ninterval = \"fast\"", "not a duration"),
+        (
+            "type = \"tcp\"\nport = 1\nreuse-connection = true",
+            "reuse-connection applies to http and https",
+        ),
         (
             "type = \"http\"\nexpect-status = [\"200-1000\"]",
             "expect-status",

@@ -489,21 +489,18 @@ impl EndpointProber {
         tokio::pin!(work);
         let mut conn_ended = false;
         let mut conn_error = None;
-        let outcome = loop {
-            tokio::select! {
-                biased;
-                out = &mut work => break Some(out),
-                ended = &mut conn, if !conn_ended => {
-                    conn_ended = true;
-                    conn_error = ended.err();
-                    // The connection is over: the request has been handed
-                    // its response or error by now, or never will be (an
-                    // idle connection the server closed).
-                    let now = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-                    match now {
-                        Poll::Ready(out) => break Some(out),
-                        Poll::Pending => break None,
-                    }
+        let outcome = tokio::select! {
+            biased;
+            out = &mut work => Some(out),
+            ended = &mut conn => {
+                conn_ended = true;
+                conn_error = ended.err();
+                // The connection is over: the request has been handed its
+                // response or error by now, or never will be (an idle
+                // connection the server closed).
+                match std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+                    Poll::Ready(out) => Some(out),
+                    Poll::Pending => None,
                 }
             }
         };

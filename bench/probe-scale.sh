@@ -7,6 +7,10 @@
 # and no checks), plus probes/s and failures from gslb's own metrics.
 #
 #   bench/probe-scale.sh [N] [SECONDS]      KIND=tcp bench/probe-scale.sh
+#
+# On loopback the kernel runs much of the backend's half of every TCP
+# exchange (its SYN, ACK and RST handling) in the sender's softirq, so it is
+# charged to gslb: the figures are an upper bound for gslb's own cost.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 N=${1:-10000}; SECS=${2:-30}; KIND=${KIND:-http}; BPORT=${BPORT:-18090}

@@ -390,10 +390,9 @@ impl EndpointProber {
         let stream = TcpStream::connect(self.addr)
             .await
             .map_err(|e| classify(&e, &self.server_name()))?;
-        // Neither can fail on a connected TCP socket; if one did, the probe
-        // would merely close politely or send a little later.
+        // Cannot fail on a connected TCP socket; if it did, the probe would
+        // merely close politely.
         let _ = stream.set_zero_linger();
-        let _ = stream.set_nodelay(true);
         Ok(stream)
     }
 
@@ -428,6 +427,8 @@ impl EndpointProber {
 
     async fn connect_http(&self, target: &HttpTarget) -> Result<Io, (ProbeOutcome, String)> {
         let tcp = self.connect_tcp().await?;
+        // A kept connection's next request must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
         Ok(TokioIo::new(match &self.shared.tls {
             None => Either::Left(tcp),
             Some(tls) => Either::Right(

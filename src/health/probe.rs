@@ -221,7 +221,9 @@ struct HttpTarget {
     /// else the address connected to.
     server_name: ServerName<'static>,
     /// The connection of the last successful probe, idle (reuse only).
-    idle: Mutex<Option<Idle>>,
+    /// Boxed: a TLS stream is over a kilobyte inline, which every endpoint
+    /// prober (TCP checks included) would carry, idle connection or not.
+    idle: Mutex<Option<Box<Idle>>>,
 }
 
 /// The open connection of the last successful probe. Only the socket (and
@@ -405,7 +407,7 @@ impl EndpointProber {
                 let (done, io) = self.exchange(conn.io, target).await;
                 if !done.before_response {
                     if let Some(io) = io {
-                        *idle() = Some(Idle { io, ..conn });
+                        *idle() = Some(Box::new(Idle { io, ..*conn }));
                     }
                     return done.verdict;
                 }
@@ -420,7 +422,7 @@ impl EndpointProber {
         };
         let (done, io) = self.exchange(io, target).await;
         if let Some(io) = io.filter(|_| reuse) {
-            *idle() = Some(Idle { io, opened });
+            *idle() = Some(Box::new(Idle { io, opened }));
         }
         done.verdict
     }

@@ -379,16 +379,16 @@ impl Metrics {
         let probe_duration = HistogramVec::new(
             HistogramOpts::new(
                 PROBE_DURATION,
-                "Duration of health probes, failed ones included.",
+                "Duration of the health probes of a region's endpoints, failed ones included.",
             )
             .buckets(PROBE_BUCKETS.to_vec()),
-            &["zone", "region", "endpoint", "type"],
+            &["zone", "region"],
         )
         .expect("valid metric");
         reg(Box::new(probe_duration.clone()));
         let probe_results = counter(
             PROBE_RESULTS,
-            "Health probe results by outcome.",
+            "Health probe results by outcome (a failure reason's series appears at its first occurrence).",
             &["zone", "region", "endpoint", "result"],
         );
         let transitions = counter(

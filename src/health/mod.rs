@@ -274,14 +274,6 @@ impl HealthTable {
                     &key.region,
                     &ep,
                 ]);
-                for kind in ["tcp", "http", "https"] {
-                    let _ = self.metrics.probe_duration.remove_label_values(&[
-                        &key.zone,
-                        &key.region,
-                        &ep,
-                        kind,
-                    ]);
-                }
                 for o in ProbeOutcome::ALL {
                     let _ = self.metrics.probe_results.remove_label_values(&[
                         &key.zone,
@@ -307,6 +299,10 @@ impl HealthTable {
             let _ = self
                 .metrics
                 .region_override
+                .remove_label_values(&[&key.0, &key.1]);
+            let _ = self
+                .metrics
+                .probe_duration
                 .remove_label_values(&[&key.0, &key.1]);
         }
         // Restored state applies to the first load only.

@@ -391,10 +391,12 @@ async fn metrics_follow_a_region_failover_and_pass_promtool() {
     assert_eq!(before.must(REGION_OVERRIDE, &primary), 0.0);
     assert_eq!(before.must(ENDPOINT_OVERRIDE, &primary_ep), 0.0);
     assert_eq!(before.must(SERVICE_DEGRADED, &[z, ("service", "api")]), 0.0);
-    // Every outcome's series exists from the first probe on, at 0 until seen.
+    // `success` exists from the first probe on; a failure reason's series
+    // only from its first occurrence (10,000 endpoints x 9 reasons would be
+    // 90,000 series of zeros).
     assert_eq!(
-        before.must(PROBE_RESULTS, &with(&primary_ep, ("result", "refused"))),
-        0.0
+        before.get(PROBE_RESULTS, &with(&primary_ep, ("result", "refused"))),
+        None
     );
     assert!(before.must(PROBE_RESULTS, &with(&primary_ep, ("result", "success"))) >= 1.0);
     assert_eq!(
@@ -514,12 +516,8 @@ async fn metrics_follow_a_region_failover_and_pass_promtool() {
     );
 
     // The probe histogram: explicit buckets, cumulative, +Inf = count.
-    let hist = [
-        z,
-        ("region", "primary"),
-        ("endpoint", PRIMARY_IP),
-        ("type", "http"),
-    ];
+    // Per region: an endpoint label would make 16 series per endpoint.
+    let hist = [z, ("region", "primary")];
     let bucket_name = format!("{PROBE_DURATION}_bucket");
     let mut buckets: Vec<(f64, f64)> = after
         .matching(&bucket_name, &hist)

@@ -175,9 +175,7 @@ fn registered() -> std::collections::BTreeSet<String> {
     m.endpoint_override
         .with_label_values(&["z", "r", "e"])
         .set(0);
-    m.probe_duration
-        .with_label_values(&["z", "r", "e", "http"])
-        .observe(0.1);
+    m.probe_duration.with_label_values(&["z", "r"]).observe(0.1);
     m.probe_results
         .with_label_values(&["z", "r", "e", "success"])
         .inc();

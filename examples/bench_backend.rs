@@ -17,7 +17,12 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or(18090);
-    let l = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    // A deep accept queue: 10,000 probers connecting within the first
+    // second overflowed tokio's default of 1,024 (TcpExtListenOverflows).
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(([0, 0, 0, 0], port).into())?;
+    let l = socket.listen(8192)?;
     eprintln!("bench backend on 0.0.0.0:{port}");
     loop {
         let (mut s, _) = match l.accept().await {

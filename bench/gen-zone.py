@@ -6,6 +6,7 @@
                                        N endpoints on 127.1.x.y in regions of 100,
                                        probed by an http (default) or tcp check every 1 s
 """
+import os
 import sys
 
 HEAD = """[zone]
@@ -36,18 +37,20 @@ endpoints = ["198.51.100.1", "198.51.100.2"]
         out.append(f'\n[service.svc{i}]\nregions = ["east", "west"]\nttl = 30\n')
     return "".join(out)
 
-def endpoints(n, kind="http", port=18090):
+def endpoints(n, kind="http", port=18090, ca_file=None):
     """kind: http (connections reused, the default), http-fresh (a new
-    connection per probe) or tcp."""
+    connection per probe), https (host bench.test, verified against
+    ca_file) or tcp."""
     http = kind.startswith("http")
     out = [HEAD, f"""
 [check.c]
-type = "{'http' if http else kind}"
+type = "{'https' if kind == 'https' else 'http' if http else kind}"
 port = {port}
 {'path = "/health"' if http else ""}
 {'reuse-connection = false' if kind == "http-fresh" else ""}
+{f'host = "bench.test"{chr(10)}ca-file = "{ca_file}"' if kind == "https" else ""}
 interval = "1s"
-timeout = "500ms"
+timeout = "{os.environ.get('TIMEOUT', '500ms')}"
 """]
     regions = []
     for r in range((n + 99) // 100):
@@ -67,6 +70,7 @@ if __name__ == "__main__":
     elif what == "endpoints":
         kind = sys.argv[3] if len(sys.argv) > 3 else "http"
         port = int(sys.argv[4]) if len(sys.argv) > 4 else 18090
-        sys.stdout.write(endpoints(n, kind, port))
+        ca_file = sys.argv[5] if len(sys.argv) > 5 else None
+        sys.stdout.write(endpoints(n, kind, port, ca_file))
     else:
         sys.exit(__doc__)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Probe scale: N endpoints (default 10,000) on 127.1.x.y, every one probed once
 # a second (KIND=http, the default: connections reused; KIND=http-fresh: a
-# new connection per probe; KIND=tcp: connect only), answered by one small backend
+# new connection per probe; KIND=https: reused TLS connections, certificate
+# verified against a CA the backend makes; KIND=tcp: connect only),
+# answered by one small backend
 # process (examples/bench_backend.rs). Reports gslb's CPU (share of one core)
 # and memory per endpoint (RSS with N endpoints minus RSS with the same zone
 # and no checks), plus probes/s and failures from gslb's own metrics.
 #
 #   bench/probe-scale.sh [N] [SECONDS]      KIND=tcp bench/probe-scale.sh
+#   TIMEOUT=1s WARMUP=20 KIND=https bench/probe-scale.sh   (probe timeout, seconds before measuring)
 #
 # On loopback the kernel runs much of the backend's half of every TCP
 # exchange (its SYN, ACK and RST handling) in the sender's softirq, so it is
@@ -19,9 +22,11 @@ build_release
 (cd "$ROOT" && cargo build --release --locked --example bench_backend 2>&1 | tail -1)
 WORK=$(mktemp -d); trap 'stop_gslb; kill $BACKEND 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-"$ROOT/target/release/examples/bench_backend" "$BPORT" 2>/dev/null & BACKEND=$!
+TLS=(); [ "$KIND" = https ] && TLS=(--tls "$WORK/ca.pem")
+"$ROOT/target/release/examples/bench_backend" "$BPORT" "${TLS[@]}" 2>/dev/null & BACKEND=$!
+for i in $(seq 1 100); do [ "$KIND" != https ] || [ -s "$WORK/ca.pem" ] && break; sleep 0.05; done
 mkdir -p "$WORK/z" "$WORK/nocheck"
-python3 "$ROOT/bench/gen-zone.py" endpoints "$N" "$KIND" "$BPORT" > "$WORK/z/scale.toml"
+python3 "$ROOT/bench/gen-zone.py" endpoints "$N" "$KIND" "$BPORT" "$WORK/ca.pem" > "$WORK/z/scale.toml"
 sed 's/^check = "c"$//' "$WORK/z/scale.toml" > "$WORK/nocheck/scale.toml"
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -32,8 +37,9 @@ start_gslb "$WORK/nocheck" 127.0.0.1:5311 127.0.0.1:9311 1
 sleep 2; base=$(rss_kb "$GSLB_PID"); stop_gslb
 
 start_gslb "$WORK/z" 127.0.0.1:5311 127.0.0.1:9311 1
-echo "== $N $KIND endpoints, 1 s interval; warming up 5 s (first probes spread over the interval)"
-sleep 5
+WARMUP=${WARMUP:-5}
+echo "== $N $KIND endpoints, 1 s interval, timeout ${TIMEOUT:-500ms}; warming up $WARMUP s (first probes spread over the interval)"
+sleep "$WARMUP"
 t0=$(ticks "$GSLB_PID"); p0=$(metric gslb_probe_results_total); f0=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s0=$(date +%s.%N)
 sleep "$SECS"
 t1=$(ticks "$GSLB_PID"); p1=$(metric gslb_probe_results_total); f1=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s1=$(date +%s.%N)

@@ -505,36 +505,47 @@ fn endpoint_of(c: Check) -> gslb::health::EndpointProber {
     prober.for_endpoint(LOCALHOST).expect("endpoint")
 }
 
+/// Probes the backend `times` times with one endpoint prober of `c`
+/// (pointed at the backend), each probe ending as `outcome`/`reason`;
+/// returns the backend's (connections, requests).
+async fn probe_repeatedly(
+    b: &KeepAlive,
+    mut c: Check,
+    times: usize,
+    (outcome, reason): (ProbeOutcome, &str),
+) -> (usize, usize) {
+    c.port = b.addr.port();
+    let endpoint = endpoint_of(c);
+    for _ in 0..times {
+        assert_outcome(&endpoint.probe().await, outcome, reason);
+    }
+    b.counts()
+}
+
+const PASSED: (ProbeOutcome, &str) = (ProbeOutcome::Success, "ok (200)");
+
 #[tokio::test]
 async fn passing_probes_reuse_one_connection() {
     let b = keep_alive_backend(OK_KEEP_ALIVE).await;
-    let endpoint = endpoint_of(check(CheckKind::Http, b.addr.port()));
-    for _ in 0..3 {
-        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
-    }
-    assert_eq!(b.counts(), (1, 3), "(connections, requests)");
+    let counts = probe_repeatedly(&b, check(CheckKind::Http, 0), 3, PASSED).await;
+    assert_eq!(counts, (1, 3), "(connections, requests)");
 }
 
 #[tokio::test]
 async fn a_failed_probe_does_not_keep_its_connection() {
     let b = keep_alive_backend("HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy").await;
-    let endpoint = endpoint_of(check(CheckKind::Http, b.addr.port()));
-    for _ in 0..2 {
-        assert_outcome(&endpoint.probe().await, ProbeOutcome::Status, "status 503");
-    }
-    assert_eq!(b.counts(), (2, 2), "(connections, requests)");
+    let failed = (ProbeOutcome::Status, "status 503");
+    let counts = probe_repeatedly(&b, check(CheckKind::Http, 0), 2, failed).await;
+    assert_eq!(counts, (2, 2), "(connections, requests)");
 }
 
 #[tokio::test]
 async fn without_reuse_every_probe_opens_a_connection_and_asks_to_close_it() {
     let b = keep_alive_backend(OK_KEEP_ALIVE).await;
-    let mut c = check(CheckKind::Http, b.addr.port());
+    let mut c = check(CheckKind::Http, 0);
     c.reuse_connection = false;
-    let endpoint = endpoint_of(c.clone());
-    for _ in 0..2 {
-        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
-    }
-    assert_eq!(b.counts(), (2, 2), "(connections, requests)");
+    let counts = probe_repeatedly(&b, c.clone(), 2, PASSED).await;
+    assert_eq!(counts, (2, 2), "(connections, requests)");
     let (addr, mut heads) = recording_backend(OK).await;
     c.target = Some(addr);
     assert_outcome(&probe(c).await, ProbeOutcome::Success, "ok (200)");
@@ -550,11 +561,8 @@ async fn a_server_that_asks_to_close_gets_a_new_connection_next_time() {
     let b =
         keep_alive_backend("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
             .await;
-    let endpoint = endpoint_of(check(CheckKind::Http, b.addr.port()));
-    for _ in 0..2 {
-        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
-    }
-    assert_eq!(b.counts(), (2, 2), "(connections, requests)");
+    let counts = probe_repeatedly(&b, check(CheckKind::Http, 0), 2, PASSED).await;
+    assert_eq!(counts, (2, 2), "(connections, requests)");
 }
 
 #[tokio::test]

@@ -170,6 +170,10 @@ pub enum ProbeError {
 /// seen within a minute even while the server keeps the old connection open.
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 
+/// The server closed the connection before a whole response head arrived
+/// (a close during the body is "connection closed mid-response").
+const CLOSED_BEFORE_RESPONSE: &str = "connection closed before the response";
+
 /// The I/O under an HTTP probe: plain TCP or TLS over TCP.
 type Io = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
 
@@ -399,12 +403,15 @@ impl EndpointProber {
     }
 
     async fn http(&self, target: &HttpTarget) -> (ProbeOutcome, String) {
-        let reuse = self.shared.check.reuse_connection;
+        let check = &self.shared.check;
+        // With an interval of a minute or more a kept connection would be
+        // too old to use by the next probe: it would only hold a socket.
+        let reuse = check.reuse_connection && check.interval < MAX_CONNECTION_AGE;
         let idle = || target.idle.lock().expect("idle connection lock poisoned");
         if reuse {
             let reused = idle().take();
             if let Some(conn) = reused.filter(|c| c.opened.elapsed() < MAX_CONNECTION_AGE) {
-                let (done, io) = self.exchange(conn.io, target).await;
+                let (done, io) = self.exchange(conn.io, target, true).await;
                 if !done.before_response {
                     if let Some(io) = io {
                         *idle() = Some(Box::new(Idle { io, ..*conn }));
@@ -420,7 +427,7 @@ impl EndpointProber {
             Ok(io) => io,
             Err(verdict) => return verdict,
         };
-        let (done, io) = self.exchange(io, target).await;
+        let (done, io) = self.exchange(io, target, false).await;
         if let Some(io) = io.filter(|_| reuse) {
             *idle() = Some(Box::new(Idle { io, opened }));
         }
@@ -444,8 +451,8 @@ impl EndpointProber {
 
     /// One request on `io` and its verdict, with the connection driven
     /// alongside; gives `io` back when it is idle, open and may serve the
-    /// next probe.
-    async fn exchange(&self, io: Io, target: &HttpTarget) -> (Exchange, Option<Io>) {
+    /// next probe. `reused`: `io` served an earlier probe.
+    async fn exchange(&self, io: Io, target: &HttpTarget, reused: bool) -> (Exchange, Option<Io>) {
         let (mut sender, mut conn) = match http1::handshake(io).await {
             Ok(pair) => pair,
             Err(e) => {
@@ -461,9 +468,18 @@ impl EndpointProber {
         let check = &self.shared.check;
         let request = self.request(target);
         let work = async {
-            sender.ready().await.map_err(|e| (e, true))?;
-            let response = sender.send_request(request).await.map_err(|e| (e, true))?;
+            sender.ready().await.map_err(|e| (Some(e), true))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| (Some(e), true))?;
             let status = response.status().as_u16();
+            if reused && status == 408 {
+                // A server closing an idle connection may say so with a
+                // 408 that crosses our request (Go's client knows this
+                // too): not an answer to it.
+                return Err((None, true));
+            }
             let mut body = response.into_body();
             if !status_matches(&check.expect_status, status) {
                 return Ok(((ProbeOutcome::Status, format!("status {status}")), None));
@@ -480,7 +496,7 @@ impl EndpointProber {
                             Some(Scan::More) | None => {}
                         },
                         None => return Ok(((ProbeOutcome::Body, body_reason(needle)), None)),
-                        Some(Err(e)) => return Err((e, false)),
+                        Some(Err(e)) => return Err((Some(e), false)),
                     }
                 }
             }
@@ -495,7 +511,7 @@ impl EndpointProber {
         let outcome = tokio::select! {
             biased;
             out = &mut work => Some(out),
-            ended = &mut conn => {
+            ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                 conn_ended = true;
                 conn_error = ended.err();
                 // The connection is over: the request has been handed its
@@ -512,10 +528,7 @@ impl EndpointProber {
             // body only hears "connection error").
             let verdict = match conn_error.as_ref().or(err) {
                 Some(err) => classify(err, &self.server_name()),
-                None => (
-                    ProbeOutcome::Reset,
-                    "connection closed before the response".into(),
-                ),
+                None => (ProbeOutcome::Reset, CLOSED_BEFORE_RESPONSE.into()),
             };
             Exchange {
                 verdict,
@@ -539,7 +552,7 @@ impl EndpointProber {
                 };
                 (done, io)
             }
-            Some(Err((err, before_response))) => (failed(Some(&err), before_response), None),
+            Some(Err((err, before_response))) => (failed(err.as_ref(), before_response), None),
             None => (failed(None, true), None),
         }
     }
@@ -591,7 +604,7 @@ async fn drain_ready(conn: &mut http1::Connection<Io, Empty<Bytes>>, mut body: I
                 Poll::Pending if polled_conn => return Poll::Ready(false),
                 // Let the connection read what the socket holds.
                 Poll::Pending => {
-                    if Pin::new(&mut *conn).poll(cx).is_ready() {
+                    if conn.poll_without_shutdown(cx).is_ready() {
                         return Poll::Ready(false);
                     }
                     polled_conn = true;
@@ -600,7 +613,7 @@ async fn drain_ready(conn: &mut http1::Connection<Io, Empty<Bytes>>, mut body: I
         }
         // The response is complete; the connection settles to idle, or ends
         // here if either side asked to close.
-        Poll::Ready(Pin::new(&mut *conn).poll(cx).is_pending())
+        Poll::Ready(conn.poll_without_shutdown(cx).is_pending())
     })
     .await
 }
@@ -829,7 +842,7 @@ fn classify(err: &(dyn StdError + 'static), server_name: &str) -> (ProbeOutcome,
         }
         let text = e.to_string();
         if text == "connection closed before message completed" {
-            return (ProbeOutcome::Reset, "connection closed mid-response".into());
+            return (ProbeOutcome::Reset, CLOSED_BEFORE_RESPONSE.into());
         }
         if text.starts_with("invalid HTTP")
             || text.starts_with("invalid content-length")
@@ -1053,7 +1066,10 @@ mod tests {
         );
         assert_eq!(
             classify(&e, "x"),
-            (ProbeOutcome::Reset, "connection closed mid-response".into())
+            (
+                ProbeOutcome::Reset,
+                "connection closed before the response".into()
+            )
         );
         let e = wrap(
             "error sending request",

@@ -287,7 +287,7 @@ async fn reset_mid_response_is_reported() {
     let r = probe(check(CheckKind::Http, addr.port())).await;
     assert_eq!(r.outcome, ProbeOutcome::Reset, "{r:?}");
     assert!(
-        r.reason == "connection reset" || r.reason == "connection closed mid-response",
+        r.reason == "connection reset" || r.reason == "connection closed before the response",
         "{r:?}"
     );
 }
@@ -303,7 +303,11 @@ async fn close_mid_headers_is_reported() {
     })
     .await;
     let r = probe(check(CheckKind::Http, addr.port())).await;
-    assert_outcome(&r, ProbeOutcome::Reset, "connection closed mid-response");
+    assert_outcome(
+        &r,
+        ProbeOutcome::Reset,
+        "connection closed before the response",
+    );
 }
 
 #[tokio::test]
@@ -563,6 +567,48 @@ async fn a_server_that_asks_to_close_gets_a_new_connection_next_time() {
             .await;
     let counts = probe_repeatedly(&b, check(CheckKind::Http, 0), 2, PASSED).await;
     assert_eq!(counts, (2, 2), "(connections, requests)");
+}
+
+#[tokio::test]
+async fn with_an_interval_of_a_minute_connections_are_not_kept() {
+    // The next probe would find the connection too old to use anyway.
+    let b = keep_alive_backend(OK_KEEP_ALIVE).await;
+    let mut c = check(CheckKind::Http, 0);
+    c.interval = Duration::from_secs(60);
+    let counts = probe_repeatedly(&b, c, 2, PASSED).await;
+    assert_eq!(counts, (2, 2), "(connections, requests)");
+}
+
+#[tokio::test]
+async fn a_408_on_a_kept_connection_is_the_server_closing_it_not_an_answer() {
+    // Answers the first request of a connection; a second one gets the
+    // 408 and close of a server timing out an idle connection.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let addr = backend(move |mut s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            read_head(&mut s).await;
+            let _ = s.write_all(OK_KEEP_ALIVE.as_bytes()).await;
+            read_head(&mut s).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    })
+    .await;
+    let endpoint = endpoint_of(check(CheckKind::Http, addr.port()));
+    for _ in 0..2 {
+        assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // On a new connection a 408 is the backend's answer.
+    let addr = http_backend("HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n").await;
+    assert_outcome(
+        &probe(check(CheckKind::Http, addr.port())).await,
+        ProbeOutcome::Status,
+        "status 408",
+    );
 }
 
 #[tokio::test]

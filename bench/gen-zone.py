@@ -40,15 +40,16 @@ endpoints = ["198.51.100.1", "198.51.100.2"]
 def endpoints(n, kind="http", port=18090, ca_file=None):
     """kind: http (connections reused, the default), http-fresh (a new
     connection per probe), https (host bench.test, verified against
-    ca_file) or tcp."""
+    ca_file), https-fresh (the same, a handshake per probe) or tcp."""
     http = kind.startswith("http")
+    tls = kind.startswith("https")
     out = [HEAD, f"""
 [check.c]
-type = "{'https' if kind == 'https' else 'http' if http else kind}"
+type = "{'https' if tls else 'http' if http else kind}"
 port = {port}
 {'path = "/health"' if http else ""}
-{'reuse-connection = false' if kind == "http-fresh" else ""}
-{f'host = "bench.test"{chr(10)}ca-file = "{ca_file}"' if kind == "https" else ""}
+{'reuse-connection = false' if kind.endswith("-fresh") else ""}
+{f'host = "bench.test"{chr(10)}ca-file = "{ca_file}"' if tls else ""}
 interval = "1s"
 timeout = "{os.environ.get('TIMEOUT', '500ms')}"
 """]

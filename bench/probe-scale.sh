@@ -2,7 +2,8 @@
 # Probe scale: N endpoints (default 10,000) on 127.1.x.y, every one probed once
 # a second (KIND=http, the default: connections reused; KIND=http-fresh: a
 # new connection per probe; KIND=https: reused TLS connections, certificate
-# verified against a CA the backend makes; KIND=tcp: connect only),
+# verified against a CA the backend makes; KIND=https-fresh: a TLS handshake
+# per probe; KIND=tcp: connect only),
 # answered by one small backend
 # process (examples/bench_backend.rs). Reports gslb's CPU (share of one core)
 # and memory per endpoint (RSS with N endpoints minus RSS with the same zone
@@ -22,9 +23,9 @@ build_release
 (cd "$ROOT" && cargo build --release --locked --example bench_backend 2>&1 | tail -1)
 WORK=$(mktemp -d); trap 'stop_gslb; kill $BACKEND 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-TLS=(); [ "$KIND" = https ] && TLS=(--tls "$WORK/ca.pem")
+TLS=(); case "$KIND" in https*) TLS=(--tls "$WORK/ca.pem");; esac
 "$ROOT/target/release/examples/bench_backend" "$BPORT" "${TLS[@]}" 2>/dev/null & BACKEND=$!
-for i in $(seq 1 100); do [ "$KIND" != https ] || [ -s "$WORK/ca.pem" ] && break; sleep 0.05; done
+for i in $(seq 1 100); do [ ${#TLS[@]} = 0 ] || [ -s "$WORK/ca.pem" ] && break; sleep 0.05; done
 mkdir -p "$WORK/z" "$WORK/nocheck"
 python3 "$ROOT/bench/gen-zone.py" endpoints "$N" "$KIND" "$BPORT" "$WORK/ca.pem" > "$WORK/z/scale.toml"
 sed 's/^check = "c"$//' "$WORK/z/scale.toml" > "$WORK/nocheck/scale.toml"

@@ -174,6 +174,28 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 /// (a close during the body is "connection closed mid-response").
 const CLOSED_BEFORE_RESPONSE: &str = "connection closed before the response";
 
+/// At most this many TLS connections are set up at once, process-wide.
+///
+/// A full HTTPS probe costs about 0.4 ms of CPU, nearly all of it the
+/// handshake (bench/probe-scale.sh, KIND=https-fresh). When more set-ups are
+/// due than the CPU can do (10,000 HTTPS endpoints starting within a 1 s
+/// interval), handshakes that all progress together all finish late and
+/// time out, and the next probe starts them again: the work never completes
+/// and every endpoint goes down. Admitted a slot at a time, they complete
+/// at the CPU's rate. 128 at once finish well inside [`TLS_SETUP_SLOT_HOLD`]
+/// even when the CPU is the limit (128 x 0.4 ms on two cores is 26 ms; 51
+/// with the backend's side on the same cores, as in the benchmark). Over a
+/// real network the slots turn over at least every 100 ms, so at least
+/// 1,280 set-ups a second are admitted whatever the round trip.
+static TLS_SETUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(128);
+
+/// A set-up gives its slot back after this long even if it has not ended, so
+/// endpoints that hang in the handshake (a frozen or black-holed region)
+/// hold slots for 100 ms, not for a whole timeout: every slot turns over at
+/// least every 100 ms, and a healthy endpoint is never queued behind them
+/// for long.
+const TLS_SETUP_SLOT_HOLD: Duration = Duration::from_millis(100);
+
 /// The I/O under an HTTP probe: plain TCP or TLS over TCP.
 type Io = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
 
@@ -435,18 +457,40 @@ impl EndpointProber {
     }
 
     async fn connect_http(&self, target: &HttpTarget) -> Result<Io, (ProbeOutcome, String)> {
-        let tcp = self.connect_tcp().await?;
-        // A kept connection's next request must not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-        Ok(TokioIo::new(match &self.shared.tls {
-            None => Either::Left(tcp),
-            Some(tls) => Either::Right(
-                TlsConnector::from(tls.clone())
-                    .connect(target.server_name.clone(), tcp)
-                    .await
-                    .map_err(|e| classify(&e, &self.server_name()))?,
-            ),
-        }))
+        let Some(tls) = &self.shared.tls else {
+            let tcp = self.connect_tcp().await?;
+            // A kept connection's next request must not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+            return Ok(TokioIo::new(Either::Left(tcp)));
+        };
+        let setup = async {
+            let tcp = self.connect_tcp().await?;
+            let _ = tcp.set_nodelay(true);
+            TlsConnector::from(tls.clone())
+                .connect(target.server_name.clone(), tcp)
+                .await
+                .map_err(|e| classify(&e, &self.server_name()))
+        };
+        tokio::pin!(setup);
+        // A slot is taken before connecting, so that no backend holds a
+        // connection whose handshake waits in our queue, and given back
+        // when the set-up ends or after TLS_SETUP_SLOT_HOLD, whichever
+        // comes first.
+        let mut slot = Some(
+            TLS_SETUPS
+                .acquire()
+                .await
+                .expect("the TLS set-up semaphore is never closed"),
+        );
+        let stream = tokio::select! {
+            done = &mut setup => done,
+            () = tokio::time::sleep(TLS_SETUP_SLOT_HOLD) => {
+                slot.take();
+                setup.await
+            }
+        };
+        drop(slot);
+        Ok(TokioIo::new(Either::Right(stream?)))
     }
 
     /// One request on `io` and its verdict, with the connection driven

@@ -860,6 +860,43 @@ async fn https_probes_reuse_the_verified_connection() {
 }
 
 #[tokio::test]
+async fn endpoints_hanging_in_the_tls_handshake_do_not_hold_up_others() {
+    // 300 endpoints whose backend accepts and never answers: more than the
+    // TLS set-ups gslb runs at once (128), each hanging for its timeout.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let frozen = backend(move |s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _keep = s;
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let ca = test_ca();
+    let mut c = https_check(frozen.port(), Some("api.test"), Some(&ca));
+    c.timeout = Duration::from_secs(3);
+    let hung_check = CheckProber::new(Arc::new(c.clone())).expect("prober");
+    let mut hung = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let endpoint = hung_check.for_endpoint(LOCALHOST).expect("endpoint");
+        hung.spawn(async move { endpoint.probe().await });
+    }
+    // Every set-up slot is taken by a hanging handshake.
+    while accepted.load(Ordering::SeqCst) < 128 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (healthy, _sni) = tls_backend(leaf(&["api.test"], Leaf::IssuedBy(&ca))).await;
+    c.port = healthy.port();
+    let r = probe(c).await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
+    // Queued behind the hanging set-ups for their whole 3 s timeout, it
+    // would have timed out; slots turn over every 100 ms.
+    assert!(r.latency < Duration::from_secs(1), "{r:?}");
+    hung.abort_all();
+}
+
+#[tokio::test]
 async fn https_without_host_verifies_the_endpoint_address() {
     let ca = test_ca();
     let (addr, mut sni) = tls_backend(leaf(&["127.0.0.1"], Leaf::IssuedBy(&ca))).await;

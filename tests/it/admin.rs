@@ -1044,6 +1044,20 @@ async fn gslb(args: Vec<String>) -> std::process::Output {
     .expect("join")
 }
 
+/// Asserts a `gslb` run exited 0 (showing its output if not); its stdout.
+fn succeeded(out: &std::process::Output) -> String {
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    stdout.into_owned()
+}
+
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
@@ -1059,15 +1073,7 @@ async fn cli_drains_undrains_and_reloads_the_running_server() {
         "drain", "primary", "--admin", &admin, "--token", TOKEN,
     ]))
     .await;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("region primary in zone gslb.test: override down"),
         "{stdout}"
@@ -1078,12 +1084,7 @@ async fn cli_drains_undrains_and_reloads_the_running_server() {
         "undrain", "primary", "--admin", &admin, "--token", TOKEN,
     ]))
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(rig.api().await, [PRIMARY_IP], "undrained");
 
     // One endpoint, with the zone named.
@@ -1100,13 +1101,7 @@ async fn cli_drains_undrains_and_reloads_the_running_server() {
         TOKEN,
     ]))
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("endpoint 127.0.0.2 of region primary"),
         "{stdout}"
@@ -1123,12 +1118,7 @@ async fn cli_drains_undrains_and_reloads_the_running_server() {
         TOKEN,
     ]))
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(rig.api().await, [PRIMARY_IP]);
 
     // Refused: exit 3, the reason on stderr, nothing changed.
@@ -1160,13 +1150,7 @@ async fn cli_drains_undrains_and_reloads_the_running_server() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("reloaded: 1 zones"), "{stdout}");
 }
 

@@ -62,12 +62,7 @@ check = "{name}"
 /// Start the server on `zone` and wait until every endpoint has been probed once.
 async fn serve(zone: &str) -> TestServer {
     let ts = TestServer::start_with(&[("gslb.test.toml", zone)], |s| s.udp_workers = 2).await;
-    let health = ts.server.shared.health.clone();
-    wait_until(Duration::from_secs(3), "first probes", || {
-        let ok = health.first_verdicts_known();
-        async move { ok }
-    })
-    .await;
+    ts.wait_first_verdicts(Duration::from_secs(3)).await;
     ts
 }
 

@@ -55,6 +55,26 @@ impl TestServer {
             .expect("UDP answer")
     }
 
+    /// Wait until every checked endpoint has its first verdict.
+    pub async fn wait_first_verdicts(&self, limit: Duration) {
+        let health = &self.server.shared.health;
+        wait_until(limit, "first verdicts", || async {
+            health.first_verdicts_known()
+        })
+        .await;
+    }
+
+    /// Region transitions so far (endpoint transitions left out).
+    pub fn region_transitions(&self) -> usize {
+        self.server
+            .shared
+            .health
+            .journal()
+            .iter()
+            .filter(|t| t.endpoint.is_none())
+            .count()
+    }
+
     /// Query over TCP, RD set.
     pub async fn query_tcp(&self, name: &str, rtype: RecordType) -> Message {
         tcp(self.dns, &request(name, rtype, true))

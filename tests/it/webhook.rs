@@ -96,10 +96,7 @@ async fn receiver_gets_exactly_one_event_per_region_transition() {
     let eu = Backend::start("127.0.0.3").await;
     let ts = TestServer::start(&[("z.toml", &zone(&url, &us, &eu))]).await;
     let (us_ip, eu_ip) = (us.addr.ip().to_string(), eu.addr.ip().to_string());
-    wait_until(Duration::from_secs(5), "first verdicts", || async {
-        ts.server.shared.health.first_verdicts_known()
-    })
-    .await;
+    ts.wait_first_verdicts(Duration::from_secs(5)).await;
 
     us.kill();
     wait_until(Duration::from_secs(5), "failover to eu", || async {
@@ -116,14 +113,7 @@ async fn receiver_gets_exactly_one_event_per_region_transition() {
     })
     .await;
 
-    let region_transitions = ts
-        .server
-        .shared
-        .health
-        .journal()
-        .iter()
-        .filter(|t| t.endpoint.is_none())
-        .count();
+    let region_transitions = ts.region_transitions();
     assert_eq!(region_transitions, 2, "down, then up");
     // Give a duplicate every chance to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -172,10 +162,7 @@ async fn a_hanging_receiver_delays_neither_dns_nor_failover() {
     let eu = Backend::start("127.0.0.3").await;
     let ts = TestServer::start(&[("z.toml", &zone(&url, &us, &eu))]).await;
     let (us_ip, eu_ip) = (us.addr.ip().to_string(), eu.addr.ip().to_string());
-    wait_until(Duration::from_secs(5), "first verdicts", || async {
-        ts.server.shared.health.first_verdicts_known()
-    })
-    .await;
+    ts.wait_first_verdicts(Duration::from_secs(5)).await;
 
     us.kill();
     wait_until(Duration::from_secs(5), "failover to eu", || async {
@@ -201,14 +188,5 @@ async fn a_hanging_receiver_delays_neither_dns_nor_failover() {
         || async { answer(&ts).await == [us_ip.clone()] },
     )
     .await;
-    assert_eq!(
-        ts.server
-            .shared
-            .health
-            .journal()
-            .iter()
-            .filter(|t| t.endpoint.is_none())
-            .count(),
-        2
-    );
+    assert_eq!(ts.region_transitions(), 2);
 }

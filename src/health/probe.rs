@@ -457,15 +457,17 @@ impl EndpointProber {
     }
 
     async fn connect_http(&self, target: &HttpTarget) -> Result<Io, (ProbeOutcome, String)> {
-        let Some(tls) = &self.shared.tls else {
+        // A kept connection's next request must not wait for Nagle.
+        let connect = async {
             let tcp = self.connect_tcp().await?;
-            // A kept connection's next request must not wait for Nagle.
             let _ = tcp.set_nodelay(true);
-            return Ok(TokioIo::new(Either::Left(tcp)));
+            Ok(tcp)
+        };
+        let Some(tls) = &self.shared.tls else {
+            return Ok(TokioIo::new(Either::Left(connect.await?)));
         };
         let setup = async {
-            let tcp = self.connect_tcp().await?;
-            let _ = tcp.set_nodelay(true);
+            let tcp = connect.await?;
             TlsConnector::from(tls.clone())
                 .connect(target.server_name.clone(), tcp)
                 .await
@@ -489,7 +491,6 @@ impl EndpointProber {
                 setup.await
             }
         };
-        drop(slot);
         Ok(TokioIo::new(Either::Right(stream?)))
     }
 

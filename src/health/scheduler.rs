@@ -120,12 +120,14 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     let result_counter = |o: ProbeOutcome| {
         results_vec.with_label_values(&[&task.key.zone, &task.region_name, &ep, o.as_str()])
     };
+    let slot_of = |o: ProbeOutcome| {
+        ProbeOutcome::ALL
+            .iter()
+            .position(|x| *x == o)
+            .expect("every outcome is listed")
+    };
     let mut results: [Option<IntCounter>; ProbeOutcome::ALL.len()] = Default::default();
-    let success = ProbeOutcome::ALL
-        .iter()
-        .position(|o| *o == ProbeOutcome::Success)
-        .expect("success is an outcome");
-    results[success] = Some(result_counter(ProbeOutcome::Success));
+    results[slot_of(ProbeOutcome::Success)] = Some(result_counter(ProbeOutcome::Success));
     // Spread first probes over the interval.
     let offset =
         rand::rng().random_range(Duration::ZERO..check.interval.max(Duration::from_millis(1)));
@@ -166,11 +168,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             () = cancel.cancelled() => return,
         };
         duration.observe(result.latency.as_secs_f64());
-        let slot = ProbeOutcome::ALL
-            .iter()
-            .position(|o| *o == result.outcome)
-            .expect("every outcome is listed");
-        results[slot]
+        results[slot_of(result.outcome)]
             .get_or_insert_with(|| result_counter(result.outcome))
             .inc();
         let ok = result.ok();

@@ -88,18 +88,21 @@ fn override_call(args: &OverrideArgs, action: &str) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok((status, body)) => {
-            eprintln!(
-                "gslb: {action} refused ({status}): {}",
-                body["error"].as_str().unwrap_or("no detail")
-            );
-            ExitCode::from(EXIT_RUNTIME)
-        }
-        Err(e) => {
-            eprintln!("gslb: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        other => admin_failed(action, other),
     }
+}
+
+/// A call the running server refused (its status and error), or one that
+/// did not reach it: said on stderr, exit 3.
+fn admin_failed(action: &str, result: Result<(u16, serde_json::Value), String>) -> ExitCode {
+    match result {
+        Ok((status, body)) => eprintln!(
+            "gslb: {action} refused ({status}): {}",
+            body["error"].as_str().unwrap_or("no detail")
+        ),
+        Err(e) => eprintln!("gslb: {e}"),
+    }
+    ExitCode::from(EXIT_RUNTIME)
 }
 
 fn reload_call(args: &AdminArgs) -> ExitCode {
@@ -132,17 +135,7 @@ fn reload_call(args: &AdminArgs) -> ExitCode {
             eprintln!("reload rejected; the server keeps serving its previous zones");
             ExitCode::from(EXIT_CONFIG)
         }
-        Ok((status, body)) => {
-            eprintln!(
-                "gslb: reload refused ({status}): {}",
-                body["error"].as_str().unwrap_or("no detail")
-            );
-            ExitCode::from(EXIT_RUNTIME)
-        }
-        Err(e) => {
-            eprintln!("gslb: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        other => admin_failed("reload", other),
     }
 }
 

@@ -111,15 +111,16 @@ async fn events(
 ) -> Sse<impl futures_core::Stream<Item = Result<Event, Infallible>>> {
     let mut rx = shared.health.subscribe();
     let stream = async_stream(move |tx| async move {
-        let first = serde_json::to_string(&status(&shared)).unwrap_or_default();
-        if tx
-            .send(Event::default().event("status").data(first))
-            .await
-            .is_err()
-        {
-            return;
-        }
+        // The status first, then again after every transition and every 5 s.
         loop {
+            let s = serde_json::to_string(&status(&shared)).unwrap_or_default();
+            if tx
+                .send(Event::default().event("status").data(s))
+                .await
+                .is_err()
+            {
+                return;
+            }
             let event = tokio::select! {
                 r = rx.recv() => match r {
                     Ok(t) => Some(Event::default().event("transition").data(serde_json::to_string(&t).unwrap_or_default())),
@@ -130,14 +131,6 @@ async fn events(
             };
             if let Some(e) = event
                 && tx.send(e).await.is_err()
-            {
-                return;
-            }
-            let s = serde_json::to_string(&status(&shared)).unwrap_or_default();
-            if tx
-                .send(Event::default().event("status").data(s))
-                .await
-                .is_err()
             {
                 return;
             }

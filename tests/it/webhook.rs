@@ -89,12 +89,21 @@ async fn answer(ts: &TestServer) -> Vec<String> {
     addrs(&ts.query("api.gslb.example.com.", RecordType::A).await)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receiver_gets_exactly_one_event_per_region_transition() {
-    let (url, got, _) = receiver(false).await;
+/// Both tests' opening: backends `us` (first in the failover list) and
+/// `eu`, a server posting region events to `url`, first verdicts in; then
+/// `us` killed and the answer failed over to `eu`.
+struct FailedOver {
+    ts: TestServer,
+    us: Backend,
+    us_ip: String,
+    eu_ip: String,
+    _eu: Backend,
+}
+
+async fn fail_over(url: &str) -> FailedOver {
     let mut us = Backend::start("127.0.0.2").await;
     let eu = Backend::start("127.0.0.3").await;
-    let ts = TestServer::start(&[("z.toml", &zone(&url, &us, &eu))]).await;
+    let ts = TestServer::start(&[("z.toml", &zone(url, &us, &eu))]).await;
     let (us_ip, eu_ip) = (us.addr.ip().to_string(), eu.addr.ip().to_string());
     ts.wait_first_verdicts(Duration::from_secs(5)).await;
 
@@ -103,6 +112,25 @@ async fn receiver_gets_exactly_one_event_per_region_transition() {
         answer(&ts).await == [eu_ip.clone()]
     })
     .await;
+    FailedOver {
+        ts,
+        us,
+        us_ip,
+        eu_ip,
+        _eu: eu,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_gets_exactly_one_event_per_region_transition() {
+    let (url, got, _) = receiver(false).await;
+    let FailedOver {
+        ts,
+        mut us,
+        us_ip,
+        eu_ip: _,
+        _eu,
+    } = fail_over(&url).await;
     us.revive().await;
     wait_until(Duration::from_secs(5), "failback to us", || async {
         answer(&ts).await == [us_ip.clone()]
@@ -158,17 +186,13 @@ async fn receiver_gets_exactly_one_event_per_region_transition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_receiver_delays_neither_dns_nor_failover() {
     let (url, _, accepted) = receiver(true).await;
-    let mut us = Backend::start("127.0.0.2").await;
-    let eu = Backend::start("127.0.0.3").await;
-    let ts = TestServer::start(&[("z.toml", &zone(&url, &us, &eu))]).await;
-    let (us_ip, eu_ip) = (us.addr.ip().to_string(), eu.addr.ip().to_string());
-    ts.wait_first_verdicts(Duration::from_secs(5)).await;
-
-    us.kill();
-    wait_until(Duration::from_secs(5), "failover to eu", || async {
-        answer(&ts).await == [eu_ip.clone()]
-    })
-    .await;
+    let FailedOver {
+        ts,
+        mut us,
+        us_ip,
+        eu_ip,
+        _eu,
+    } = fail_over(&url).await;
     // The receiver now holds the delivery of the "down" event.
     wait_until(
         Duration::from_secs(5),

@@ -10,11 +10,12 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::config::{self, ConfigErrors, LoadOptions};
 use crate::dns::{self, Engine, EngineOptions, ServedZone, Snapshot};
 use crate::health::{HealthTable, ProbeFactory, RealProbes};
 use crate::metrics::Metrics;
-use crate::model::Config;
+use crate::model::{ClusterSettings, Config};
 
 /// Everything `serve` needs, after merging flags and the settings file.
 #[derive(Clone, Debug)]
@@ -41,6 +42,10 @@ pub struct Settings {
     pub webhook: Option<String>,
     /// Seed the answer RNGs (tests: reproducible weighted splits).
     pub rng_seed: Option<u64>,
+    /// Local address probes connect from.
+    pub probe_source: Option<std::net::IpAddr>,
+    /// Take part in a cluster through etcd.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Default for Settings {
@@ -59,6 +64,8 @@ impl Default for Settings {
             watch: false,
             webhook: None,
             rng_seed: None,
+            probe_source: None,
+            cluster: None,
         }
     }
 }
@@ -86,6 +93,8 @@ pub struct Shared {
     pub health: Arc<HealthTable>,
     /// Metrics.
     pub metrics: Metrics,
+    /// The cluster this node is part of, if any.
+    pub cluster: Option<Arc<Cluster>>,
     /// Serialises reloads (held across the file reads, hence tokio's).
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -139,6 +148,15 @@ fn build_snapshot(config: &Config, health: &Arc<HealthTable>, metrics: &Metrics)
     )
 }
 
+/// Zone label to the hash of its file, as a cluster compares them.
+fn zone_hashes(config: &Config) -> std::collections::BTreeMap<String, u64> {
+    config
+        .zones
+        .iter()
+        .map(|z| (dns::zone_label(z), z.content_hash))
+        .collect()
+}
+
 fn load(settings: &Settings) -> Result<Config, ConfigErrors> {
     config::load(&settings.zones, LoadOptions::default())
 }
@@ -174,7 +192,8 @@ fn assign_serials(config: &mut Config, health: &HealthTable) {
 impl Server {
     /// Load the zones, bind every listener and start serving.
     pub async fn start(settings: Settings) -> Result<Server, AppError> {
-        Self::start_with_probes(settings, Arc::new(RealProbes::default())).await
+        let probes = Arc::new(RealProbes::with_source(settings.probe_source));
+        Self::start_with_probes(settings, probes).await
     }
 
     /// Like [`Server::start`], probing with `probes` (tests use fakes).
@@ -216,8 +235,27 @@ impl Server {
             settings.state_file.clone(),
             shutdown.clone(),
         ));
+        let mut tasks = JoinSet::new();
+        // A cluster node loads the cluster's verdicts and overrides before
+        // it answers; if etcd cannot be reached in time it starts from its
+        // own (or the state file's) and catches up when etcd answers.
+        let cluster = match &settings.cluster {
+            Some(cs) => {
+                let c = Cluster::new(cs.clone(), health.clone(), &metrics, zone_hashes(&config));
+                tasks.spawn(c.clone().run(shutdown.clone()));
+                let limit = cs.lease_ttl.min(Duration::from_secs(5));
+                if !c.joined(limit).await {
+                    tracing::warn!(cluster = %cs.name, node = %cs.node, "etcd not reached within {}; answering from this node's own verdicts until it is", humantime::format_duration(limit));
+                }
+                Some(c)
+            }
+            None => None,
+        };
         assign_serials(&mut config, &health);
         let snapshot = build_snapshot(&config, &health, &metrics);
+        if let Some(c) = &cluster {
+            c.zones_loaded(zone_hashes(&config), true);
+        }
         let opts = EngineOptions {
             udp_payload: settings.udp_payload,
             rng_seed: settings.rng_seed,
@@ -235,9 +273,9 @@ impl Server {
             config: ArcSwap::from_pointee(config),
             health,
             metrics,
+            cluster,
             reload_lock: tokio::sync::Mutex::new(()),
         });
-        let mut tasks = JoinSet::new();
         tasks.spawn(dns::serve(listeners, engine, shutdown.clone()));
         tasks.spawn(shared.health.clone().persist_loop());
         let admin_addr = match admin {
@@ -319,6 +357,9 @@ impl Shared {
         let summary = diff(&old, &new);
         assign_serials(&mut new, &self.health);
         let snapshot = build_snapshot(&new, &self.health, &self.metrics);
+        if let Some(c) = &self.cluster {
+            c.zones_loaded(zone_hashes(&new), false);
+        }
         self.engine.store(snapshot);
         self.config.store(Arc::new(new));
         self.metrics.reloads.with_label_values(&["success"]).inc();

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Reload when a zone file changes (polled every second).
     #[arg(long)]
     pub watch: bool,
+    /// Local address that health probes connect from (an allowlisted address, a multi-homed host).
+    #[arg(long, value_name = "ADDR")]
+    pub probe_source: Option<std::net::IpAddr>,
 }
 
 /// `gslb check`.

@@ -51,6 +51,10 @@ pub struct FailoverEvent {
     pub time: String,
     /// When, unix milliseconds.
     pub time_ms: u64,
+    /// In a cluster, the node that sent it (the first to claim the
+    /// transition in etcd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn event_for(shared: &Shared, t: &Transition) -> FailoverEvent {
@@ -80,6 +84,7 @@ fn event_for(shared: &Shared, t: &Transition) -> FailoverEvent {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        node: shared.cluster.as_ref().map(|c| c.settings().node.clone()),
     }
 }
 
@@ -141,6 +146,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         let urls = urls_for(&shared, &t.zone);
         if urls.is_empty() {
+            continue;
+        }
+        // In a cluster every node sees the same transition; one sends it.
+        if let Some(c) = &shared.cluster
+            && !c.claim_event(&t).await
+        {
             continue;
         }
         let event = event_for(&shared, &t);

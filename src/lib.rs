@@ -10,12 +10,14 @@
 //! - [`health`]: probes, thresholds, shared health cells, the state file.
 //! - [`metrics`]: every metric, one registry.
 //! - [`dns`]: the answer engine and the UDP/TCP listeners.
+//! - [`cluster`]: several nodes deciding health together through etcd.
 //! - [`admin`]: the admin HTTP API.
 //! - [`app`]: wiring, reload, shutdown.
 
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dns;

@@ -242,6 +242,8 @@ fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
         s.udp_workers = w.max(1);
     }
     s.watch = args.watch || file.watch.unwrap_or(false);
+    s.probe_source = args.probe_source.or(file.probe_source());
+    s.cluster = file.cluster();
     if let Some(w) = &file.webhook {
         gslb::config::check_webhook_url(w).map_err(|e| {
             format!(

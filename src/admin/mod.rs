@@ -210,7 +210,7 @@ fn parse_action(action: &str) -> Option<Override> {
     }
 }
 
-fn apply_override(
+async fn apply_override(
     shared: &Shared,
     zone: &str,
     region: &str,
@@ -228,7 +228,26 @@ fn apply_override(
     };
     // `_` stands for "the zone that has this region".
     let zone = (zone != "_").then_some(zone);
-    match shared.health.set_override(zone, region, endpoint, o) {
+    let result = match &shared.cluster {
+        // In a cluster the override is stored in etcd and applies on
+        // every node; without etcd it is refused rather than applied here
+        // alone (nodes would answer differently).
+        Some(c) => match shared.health.resolve_override(zone, region, endpoint, o) {
+            Ok(target) => match c.set_override(&target).await {
+                Ok(()) => Ok(target),
+                Err(e) => {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({ "error": format!("{e}; the override was not applied on any node") })),
+                    )
+                        .into_response();
+                }
+            },
+            Err(e) => Err(e),
+        },
+        None => shared.health.set_override(zone, region, endpoint, o),
+    };
+    match result {
         Ok(target) => (
             StatusCode::OK,
             Json(json!({ "ok": true, "target": target })),
@@ -250,7 +269,7 @@ async fn region_override(
     if let Err(r) = authorize(&shared, &headers) {
         return r;
     }
-    apply_override(&shared, &zone, &region, None, &action)
+    apply_override(&shared, &zone, &region, None, &action).await
 }
 
 async fn endpoint_override(
@@ -268,7 +287,7 @@ async fn endpoint_override(
         )
             .into_response();
     };
-    apply_override(&shared, &zone, &region, Some(addr), &action)
+    apply_override(&shared, &zone, &region, Some(addr), &action).await
 }
 
 async fn reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

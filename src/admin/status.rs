@@ -32,6 +32,9 @@ pub struct Status {
     pub zones: Vec<ZoneStatus>,
     /// The last transitions, oldest first.
     pub transitions: Vec<Transition>,
+    /// The cluster, when this node is part of one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 /// One zone.
@@ -130,8 +133,13 @@ pub struct EndpointStatus {
     pub address: IpAddr,
     /// Up as DNS uses it.
     pub up: bool,
-    /// The probes' verdict.
+    /// The probes' verdict (in a cluster: the quorum's).
     pub probed_up: bool,
+    /// This node's own probes' verdict.
+    pub local_up: bool,
+    /// In a cluster: every live node's verdict.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub observations: Vec<crate::cluster::ObservationStatus>,
     /// Override.
     #[serde(rename = "override")]
     pub overridden: Override,
@@ -183,10 +191,21 @@ pub fn status(shared: &Shared) -> Status {
                             .iter()
                             .map(|e| {
                                 let d = e.detail();
+                                let observations = match &shared.cluster {
+                                    Some(c) => c.observations(&crate::health::EndpointKey {
+                                        zone: zone_label(zone),
+                                        region: r.name.clone(),
+                                        addr: e.addr,
+                                        check: r.check.as_deref().cloned(),
+                                    }),
+                                    None => Vec::new(),
+                                };
                                 EndpointStatus {
                                     address: e.addr,
                                     up: e.is_up(),
                                     probed_up: e.probed_up(),
+                                    local_up: e.local_up(),
+                                    observations,
                                     overridden: e.override_state(),
                                     last_result: d.last_outcome,
                                     reason: d.last_reason,
@@ -228,6 +247,7 @@ pub fn status(shared: &Shared) -> Status {
         now_ms: ms(SystemTime::now()),
         zones,
         transitions: shared.health.journal(),
+        cluster: shared.cluster.as_ref().map(|c| c.status()),
     }
 }
 

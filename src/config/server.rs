@@ -1,13 +1,21 @@
 //! The server settings file (`--config gslb.toml`): the same settings as the
 //! `serve` flags, for production. Flags given on the command line win.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use super::{ConfigError, ConfigErrors, Source};
+use crate::model::{ClusterSettings, Quorum};
+
+/// Environment variable holding the etcd password.
+pub const ETCD_PASSWORD_ENV: &str = "GSLB_ETCD_PASSWORD";
+/// etcd will not keep a lease shorter than this (its minimum TTL with the
+/// default election timeout).
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// `gslb.toml`.
 #[derive(Debug, Default, Deserialize, Clone, PartialEq)]
@@ -36,6 +44,46 @@ pub struct ServerFile {
     pub watch: Option<bool>,
     /// URL receiving a JSON POST on every region state change of any zone.
     pub webhook: Option<String>,
+    /// Local address that probes connect from.
+    pub probe_source: Option<Spanned<String>>,
+    /// Run as one node of a cluster sharing health through etcd.
+    pub cluster: Option<ClusterFile>,
+}
+
+/// `[cluster]` as written.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterFile {
+    /// Cluster name (etcd key prefix `/gslb/<name>/`).
+    pub name: Spanned<String>,
+    /// This node's name (default: the host name).
+    pub node: Option<Spanned<String>>,
+    /// etcd endpoints.
+    pub etcd: Spanned<Vec<String>>,
+    /// "majority" (default), "any", "all" or a number.
+    pub quorum: Option<Spanned<QuorumValue>>,
+    /// How long a silent node's observations stay valid (default "5s").
+    pub lease_ttl: Option<Spanned<String>>,
+    /// etcd user.
+    pub etcd_user: Option<Spanned<String>>,
+    /// etcd password (or env `GSLB_ETCD_PASSWORD`).
+    pub etcd_password: Option<Spanned<String>>,
+    /// CA file for etcd's certificates.
+    pub etcd_ca_file: Option<Spanned<PathBuf>>,
+    /// Client certificate file.
+    pub etcd_cert_file: Option<Spanned<PathBuf>>,
+    /// Client key file.
+    pub etcd_key_file: Option<Spanned<PathBuf>>,
+}
+
+/// `quorum = "majority"` or `quorum = 2`.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum QuorumValue {
+    /// A word.
+    Word(String),
+    /// A count.
+    Number(i64),
 }
 
 impl ServerFile {
@@ -66,7 +114,42 @@ impl ServerFile {
                 msg: format!("tcp-idle-timeout {t:?} is not a duration like \"10s\""),
             }]));
         }
+        let mut errors = Vec::new();
+        let mut err = |at: std::ops::Range<usize>, msg: String| {
+            errors.push(ConfigError {
+                origin: src.origin(at.start),
+                msg,
+            })
+        };
+        if let Some(p) = &file.probe_source
+            && p.get_ref().parse::<IpAddr>().is_err()
+        {
+            err(
+                p.span(),
+                format!("probe-source {:?} is not an IP address", p.get_ref()),
+            );
+        }
+        if let Some(c) = &file.cluster {
+            let _ = cluster_settings(c, &mut err);
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
         Ok(file)
+    }
+
+    /// The probe source address (validated by `load`).
+    pub fn probe_source(&self) -> Option<IpAddr> {
+        self.probe_source
+            .as_ref()
+            .and_then(|p| p.get_ref().parse().ok())
+    }
+
+    /// The cluster settings (validated by `load`), with the password from
+    /// the environment when the file has none.
+    pub fn cluster(&self) -> Option<ClusterSettings> {
+        let c = self.cluster.as_ref()?;
+        cluster_settings(c, &mut |_, _| {})
     }
 
     /// The TCP idle timeout, parsed (validated by `load`).
@@ -75,4 +158,195 @@ impl ServerFile {
             .as_deref()
             .and_then(|t| humantime::parse_duration(t).ok())
     }
+}
+
+/// A name that is one etcd key segment.
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The host name, the default node name.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let name = name.split('.').next().unwrap_or_default().to_string();
+    if valid_segment(&name) {
+        name
+    } else {
+        "gslb".to_string()
+    }
+}
+
+/// Validate `[cluster]`; every problem goes to `err` with its span.
+fn cluster_settings(
+    c: &ClusterFile,
+    err: &mut dyn FnMut(std::ops::Range<usize>, String),
+) -> Option<ClusterSettings> {
+    let mut ok = true;
+    let name = c.name.get_ref().clone();
+    if !valid_segment(&name) {
+        err(
+            c.name.span(),
+            format!("cluster name {name:?} must be 1-64 letters, digits, '-', '_' or '.'"),
+        );
+        ok = false;
+    }
+    let node = match &c.node {
+        Some(n) => {
+            if !valid_segment(n.get_ref()) {
+                err(
+                    n.span(),
+                    format!(
+                        "node name {:?} must be 1-64 letters, digits, '-', '_' or '.'",
+                        n.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+            n.get_ref().clone()
+        }
+        None => host_name(),
+    };
+    let etcd = c.etcd.get_ref().clone();
+    if etcd.is_empty() {
+        err(
+            c.etcd.span(),
+            "etcd needs at least one endpoint, like \"http://127.0.0.1:2379\"".into(),
+        );
+        ok = false;
+    }
+    let tls_files = c.etcd_ca_file.is_some() || c.etcd_cert_file.is_some();
+    for e in &etcd {
+        let scheme_ok = e.starts_with("http://") || e.starts_with("https://");
+        if !scheme_ok || reqwest::Url::parse(e).is_err() {
+            err(
+                c.etcd.span(),
+                format!("etcd endpoint {e:?} must be an http:// or https:// URL"),
+            );
+            ok = false;
+        } else if tls_files && e.starts_with("http://") {
+            err(
+                c.etcd.span(),
+                format!(
+                    "etcd endpoint {e:?} is plain http:// but etcd-ca-file or etcd-cert-file is set: use https://"
+                ),
+            );
+            ok = false;
+        }
+    }
+    let quorum = match c.quorum.as_ref().map(|q| (q.span(), q.get_ref())) {
+        None => Quorum::Majority,
+        Some((_, QuorumValue::Word(w))) if w == "majority" => Quorum::Majority,
+        Some((_, QuorumValue::Word(w))) if w == "any" => Quorum::Any,
+        Some((_, QuorumValue::Word(w))) if w == "all" => Quorum::All,
+        Some((_, QuorumValue::Number(n))) if (1..=1000).contains(n) => Quorum::AtLeast(*n as u32),
+        Some((span, QuorumValue::Word(w))) => match w.parse::<u32>() {
+            Ok(n) if (1..=1000).contains(&n) => Quorum::AtLeast(n),
+            _ => {
+                err(
+                    span,
+                    format!(
+                        "quorum {w:?} is not \"majority\", \"any\", \"all\" or a number from 1"
+                    ),
+                );
+                ok = false;
+                Quorum::Majority
+            }
+        },
+        Some((span, QuorumValue::Number(n))) => {
+            err(span, format!("quorum {n} must be from 1 to 1000"));
+            ok = false;
+            Quorum::Majority
+        }
+    };
+    let lease_ttl = match &c.lease_ttl {
+        None => Duration::from_secs(5),
+        Some(t) => match humantime::parse_duration(t.get_ref()) {
+            Ok(d) if d >= MIN_LEASE_TTL && d <= Duration::from_secs(3600) => {
+                // etcd leases are whole seconds: round up.
+                Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+            }
+            Ok(_) => {
+                err(
+                    t.span(),
+                    format!(
+                        "lease-ttl {:?} must be from 2s (etcd's shortest lease) to 1h",
+                        t.get_ref()
+                    ),
+                );
+                ok = false;
+                Duration::from_secs(5)
+            }
+            Err(_) => {
+                err(
+                    t.span(),
+                    format!("lease-ttl {:?} is not a duration like \"5s\"", t.get_ref()),
+                );
+                ok = false;
+                Duration::from_secs(5)
+            }
+        },
+    };
+    let user = c.etcd_user.as_ref().map(|u| u.get_ref().clone());
+    let password = c
+        .etcd_password
+        .as_ref()
+        .map(|p| p.get_ref().clone())
+        .or_else(|| {
+            std::env::var(ETCD_PASSWORD_ENV)
+                .ok()
+                .filter(|p| !p.is_empty())
+        });
+    if let Some(p) = &c.etcd_password
+        && user.is_none()
+    {
+        err(p.span(), "etcd-password needs etcd-user".into());
+        ok = false;
+    }
+    match (&c.etcd_cert_file, &c.etcd_key_file) {
+        (Some(f), None) => {
+            err(f.span(), "etcd-cert-file needs etcd-key-file".into());
+            ok = false;
+        }
+        (None, Some(f)) => {
+            err(f.span(), "etcd-key-file needs etcd-cert-file".into());
+            ok = false;
+        }
+        _ => {}
+    }
+    for f in [&c.etcd_ca_file, &c.etcd_cert_file, &c.etcd_key_file]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(e) = std::fs::metadata(f.get_ref()) {
+            err(
+                f.span(),
+                format!("cannot read {}: {e}", f.get_ref().display()),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| ClusterSettings {
+        name,
+        node,
+        etcd,
+        quorum,
+        lease_ttl,
+        user,
+        password,
+        ca_file: c.etcd_ca_file.as_ref().map(|f| f.get_ref().clone()),
+        cert_file: c.etcd_cert_file.as_ref().map(|f| f.get_ref().clone()),
+        key_file: c.etcd_key_file.as_ref().map(|f| f.get_ref().clone()),
+    })
 }

@@ -24,7 +24,8 @@ pub use threshold::Threshold;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -74,6 +75,20 @@ pub struct Transition {
     pub to: &'static str,
     /// Why: the deciding probe's reason, or the override.
     pub reason: String,
+    /// In a cluster, the etcd revision of the shared state that decided it:
+    /// every node computes the same transition at the same revision, which
+    /// is how one node alone sends its webhook. `None` when this node
+    /// decided alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_rev: Option<i64>,
+}
+
+/// Who is told of this node's own verdicts: the cluster, which publishes
+/// them and decides the effective verdicts from every node's.
+pub trait Observer: Send + Sync {
+    /// This node's probes decided `up` for `key` (a change, or the first
+    /// verdict after a start).
+    fn observed(&self, key: &EndpointKey, up: bool, reason: &str);
 }
 
 fn word(up: bool) -> &'static str {
@@ -112,6 +127,11 @@ pub struct HealthTable {
     zone_serials: Mutex<Vec<SavedZone>>,
     state_file: Option<PathBuf>,
     shutdown: CancellationToken,
+    /// The cluster, told of every local verdict.
+    observer: OnceLock<Arc<dyn Observer>>,
+    /// Non-zero while the cluster decides effective verdicts: the etcd
+    /// revision they reflect. Zero: this node's own probes decide.
+    cluster_rev: AtomicI64,
 }
 
 impl HealthTable {
@@ -151,7 +171,126 @@ impl HealthTable {
             dirty: Arc::default(),
             state_file,
             shutdown,
+            observer: OnceLock::new(),
+            cluster_rev: AtomicI64::new(0),
         }
+    }
+
+    /// Tell `observer` of every local verdict from now on (once).
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Whether the cluster decides the effective verdicts now.
+    pub fn cluster_decides(&self) -> bool {
+        self.cluster_rev.load(Ordering::Acquire) != 0
+    }
+
+    /// The cluster decides from now on; its state is that of etcd revision
+    /// `rev` (recorded in transitions).
+    pub fn set_cluster_rev(&self, rev: i64) {
+        self.cluster_rev.store(rev.max(1), Ordering::Release);
+    }
+
+    /// The one place where a verdict of this node's own probes arrives (the
+    /// probe task calls it on a change, and on its first result). Alone,
+    /// the local verdict is the effective one; in a cluster it is published
+    /// and the cluster decides.
+    pub(crate) fn local_verdict(
+        &self,
+        key: &EndpointKey,
+        cell: &EndpointCell,
+        up: bool,
+        changed: bool,
+        consecutive: u32,
+        reason: &str,
+    ) {
+        cell.set_local_up(up);
+        if let Some(o) = self.observer.get() {
+            if changed {
+                let to = word(up);
+                tracing::info!(zone = %key.zone, region = %key.region, endpoint = %key.addr, to, reason, consecutive,
+                    "this node's probes say endpoint {} of {}/{} is {to}: {reason}", key.addr, key.zone, key.region);
+            }
+            o.observed(key, up, reason);
+        }
+        if changed && !self.cluster_decides() {
+            self.set_effective(key, cell, up, reason, Some(consecutive));
+        }
+    }
+
+    /// Set the effective verdict of an endpoint; on a change, the very next
+    /// query sees it and the transition is logged, counted and sent on.
+    /// Returns whether it changed.
+    pub fn set_effective(
+        &self,
+        key: &EndpointKey,
+        cell: &EndpointCell,
+        up: bool,
+        reason: &str,
+        consecutive: Option<u32>,
+    ) -> bool {
+        if cell.probed_up() == up {
+            return false;
+        }
+        // Store first, then bump the epoch so every worker drops its
+        // cached answers: the very next DNS query sees the new verdict.
+        cell.set_probed_up(up);
+        self.epoch.bump();
+        self.endpoint_changed(key, cell, up, consecutive, reason);
+        true
+    }
+
+    /// Stop following the cluster: every endpoint takes this node's own
+    /// verdict (etcd unreachable for longer than the lease TTL).
+    pub fn use_local_verdicts(&self, why: &str) {
+        self.cluster_rev.store(0, Ordering::Release);
+        for (key, cell) in self.endpoints() {
+            self.set_effective(&key, &cell, cell.local_up(), why, None);
+        }
+    }
+
+    /// Every endpoint cell with its key.
+    pub fn endpoints(&self) -> Vec<(EndpointKey, Arc<EndpointCell>)> {
+        self.inner
+            .lock()
+            .expect("health lock poisoned")
+            .endpoints
+            .iter()
+            .map(|(k, e)| (k.clone(), e.cell.clone()))
+            .collect()
+    }
+
+    /// Take verdicts and overrides from a cluster that this node joins,
+    /// without transitions: a node that starts answers what the others
+    /// answer from its first query. `verdict` gives an endpoint's effective
+    /// state (`None`: keep its own), `override_of` the override of a region
+    /// (`None` endpoint) or endpoint.
+    pub fn seed(
+        &self,
+        verdict: impl Fn(&EndpointKey) -> Option<bool>,
+        override_of: impl Fn(&str, &str, Option<IpAddr>) -> Override,
+    ) {
+        let cells: Vec<Arc<RegionCell>> = {
+            let inner = self.inner.lock().expect("health lock poisoned");
+            for (key, e) in &inner.endpoints {
+                if let Some(up) = verdict(key) {
+                    e.cell.set_probed_up(up);
+                    e.cell.set_local_up(up);
+                    e.cell.set_restored();
+                }
+                e.cell
+                    .set_override(override_of(&key.zone, &key.region, Some(key.addr)));
+            }
+            for ((zone, region), cell) in &inner.regions {
+                cell.set_override(override_of(zone, region, None));
+                cell.reset_last_up();
+            }
+            inner.regions.values().cloned().collect()
+        };
+        self.set_gauges(&cells);
+        self.epoch.bump();
+        self.dirty.notify_one();
     }
 
     /// Subscribe to transitions.
@@ -321,6 +460,7 @@ impl HealthTable {
             // and the override, so a healthy region does not flap.
             if let Some(up) = saved.up {
                 cell.set_probed_up(up);
+                cell.set_local_up(up);
             }
             cell.set_override(saved.overridden);
             cell.update_detail(|d| d.since = Some(saved.since()));
@@ -358,7 +498,7 @@ impl HealthTable {
         key: &EndpointKey,
         cell: &EndpointCell,
         up: bool,
-        consecutive: u32,
+        consecutive: Option<u32>,
         reason: &str,
     ) {
         let from = word(!up);
@@ -380,6 +520,7 @@ impl HealthTable {
             from,
             to,
             reason: reason.to_string(),
+            cluster_rev: None,
         });
         self.reconcile_regions(Some(&key.zone), Some(&key.region), reason);
     }
@@ -423,6 +564,7 @@ impl HealthTable {
                     from,
                     to,
                     reason: why,
+                    cluster_rev: None,
                 });
             }
         }
@@ -434,7 +576,9 @@ impl HealthTable {
         self.dirty.notify_one();
     }
 
-    fn record(&self, t: Transition) {
+    fn record(&self, mut t: Transition) {
+        let rev = self.cluster_rev.load(Ordering::Acquire);
+        t.cluster_rev = (rev != 0).then_some(rev);
         {
             let mut j = self.journal.lock().expect("journal lock poisoned");
             if j.len() == JOURNAL_LEN {
@@ -494,66 +638,113 @@ impl HealthTable {
         endpoint: Option<IpAddr>,
         o: Override,
     ) -> Result<OverrideTarget, OverrideError> {
-        let (zname, target) = {
-            let inner = self.inner.lock().expect("health lock poisoned");
-            let zone = zone.map(|z| z.trim_end_matches('.').to_ascii_lowercase());
-            let matches: Vec<&(String, String)> = inner
-                .regions
-                .keys()
-                .filter(|(z, r)| r == region && zone.as_deref().is_none_or(|want| want == z))
-                .collect();
-            let (zname, rname) = match matches.as_slice() {
-                [one] => (*one).clone(),
-                [] => return Err(OverrideError::UnknownRegion(region.to_string())),
-                many => {
-                    return Err(OverrideError::Ambiguous(
-                        region.to_string(),
-                        many.iter().map(|(z, _)| z.clone()).collect(),
-                    ));
-                }
-            };
-            let cell = inner.regions[&(zname.clone(), rname.clone())].clone();
-            match endpoint {
-                None => {
-                    cell.set_override(o);
-                    (
-                        zname.clone(),
-                        OverrideTarget {
-                            zone: zname,
-                            region: rname,
-                            endpoint: None,
-                            state: o,
-                        },
-                    )
-                }
-                Some(addr) => {
-                    let ep = cell
-                        .endpoints
-                        .iter()
-                        .find(|e| e.addr == addr)
-                        .ok_or(OverrideError::UnknownEndpoint(addr, region.to_string()))?;
-                    ep.set_override(o);
-                    (
-                        zname.clone(),
-                        OverrideTarget {
-                            zone: zname,
-                            region: rname,
-                            endpoint: Some(addr),
-                            state: o,
-                        },
-                    )
-                }
+        let target = self.resolve_override(zone, region, endpoint, o)?;
+        self.apply_override(&target);
+        Ok(target)
+    }
+
+    /// Find what an override would apply to, without applying it.
+    pub fn resolve_override(
+        &self,
+        zone: Option<&str>,
+        region: &str,
+        endpoint: Option<IpAddr>,
+        o: Override,
+    ) -> Result<OverrideTarget, OverrideError> {
+        let inner = self.inner.lock().expect("health lock poisoned");
+        let zone = zone.map(|z| z.trim_end_matches('.').to_ascii_lowercase());
+        let matches: Vec<&(String, String)> = inner
+            .regions
+            .keys()
+            .filter(|(z, r)| r == region && zone.as_deref().is_none_or(|want| want == z))
+            .collect();
+        let (zname, rname) = match matches.as_slice() {
+            [one] => (*one).clone(),
+            [] => return Err(OverrideError::UnknownRegion(region.to_string())),
+            many => {
+                let mut zones: Vec<String> = many.iter().map(|(z, _)| z.clone()).collect();
+                zones.sort();
+                return Err(OverrideError::Ambiguous(region.to_string(), zones));
             }
         };
+        if let Some(addr) = endpoint {
+            let cell = &inner.regions[&(zname.clone(), rname.clone())];
+            if !cell.endpoints.iter().any(|e| e.addr == addr) {
+                return Err(OverrideError::UnknownEndpoint(addr, region.to_string()));
+            }
+        }
+        Ok(OverrideTarget {
+            zone: zname,
+            region: rname,
+            endpoint,
+            state: o,
+        })
+    }
+
+    /// Apply an override to the region or endpoint it names, if that exists
+    /// and the override differs from the one in force. Returns whether
+    /// anything changed.
+    pub fn apply_override(&self, target: &OverrideTarget) -> bool {
+        let o = target.state;
+        let changed = {
+            let inner = self.inner.lock().expect("health lock poisoned");
+            let Some(cell) = inner
+                .regions
+                .get(&(target.zone.clone(), target.region.clone()))
+            else {
+                return false;
+            };
+            match target.endpoint {
+                None => {
+                    let changed = cell.override_state() != o;
+                    cell.set_override(o);
+                    changed
+                }
+                Some(addr) => match cell.endpoints.iter().find(|e| e.addr == addr) {
+                    Some(ep) => {
+                        let changed = ep.override_state() != o;
+                        ep.set_override(o);
+                        changed
+                    }
+                    None => false,
+                },
+            }
+        };
+        if !changed {
+            return false;
+        }
         // Drop cached answers now, before logging and reconciling.
         self.epoch.bump();
         tracing::info!(zone = %target.zone, region = %target.region, endpoint = ?target.endpoint, state = o.as_str(), "override set");
         self.reconcile_regions(
-            Some(&zname),
-            Some(region),
+            Some(&target.zone),
+            Some(&target.region),
             &format!("override {}", o.as_str()),
         );
-        Ok(target)
+        true
+    }
+
+    /// Every override in force: (zone, region, endpoint) and its state.
+    pub fn overrides(&self) -> Vec<OverrideTarget> {
+        let inner = self.inner.lock().expect("health lock poisoned");
+        let mut out = Vec::new();
+        for ((zone, region), cell) in &inner.regions {
+            let mut push = |endpoint, state| {
+                if state != Override::Auto {
+                    out.push(OverrideTarget {
+                        zone: zone.clone(),
+                        region: region.clone(),
+                        endpoint,
+                        state,
+                    });
+                }
+            };
+            push(None, cell.override_state());
+            for e in &cell.endpoints {
+                push(Some(e.addr), e.override_state());
+            }
+        }
+        out
     }
 
     /// Every region cell and endpoint cell, for status.

@@ -237,6 +237,9 @@ pub struct EndpointProber {
     addr: SocketAddr,
     /// HTTP(S) only.
     http: Option<HttpTarget>,
+    /// Local address to connect from (`probe-source`), when of the same
+    /// family as `addr`.
+    source: Option<IpAddr>,
 }
 
 #[derive(Debug)]
@@ -345,6 +348,16 @@ impl CheckProber {
     /// The prober of one endpoint: connects to `addr` on the check's port, or
     /// to the check's `target` when set.
     pub fn for_endpoint(&self, addr: IpAddr) -> Result<EndpointProber, ProbeError> {
+        self.for_endpoint_from(addr, None)
+    }
+
+    /// Like [`CheckProber::for_endpoint`], connecting from `source` (the
+    /// `probe-source` setting) when it is of the endpoint's address family.
+    pub fn for_endpoint_from(
+        &self,
+        addr: IpAddr,
+        source: Option<IpAddr>,
+    ) -> Result<EndpointProber, ProbeError> {
         let shared = &self.shared;
         let check = &shared.check;
         let connect = check.target.unwrap_or(SocketAddr::new(addr, check.port));
@@ -377,6 +390,7 @@ impl CheckProber {
             shared: shared.clone(),
             addr: connect,
             http,
+            source: source.filter(|s| s.is_ipv4() == connect.is_ipv4()),
         })
     }
 }
@@ -415,9 +429,21 @@ impl EndpointProber {
     /// (SO_LINGER 0), as HAProxy closes its checks: a probe leaves no
     /// TIME_WAIT behind and costs the backend no FIN handshake.
     async fn connect_tcp(&self) -> Result<TcpStream, (ProbeOutcome, String)> {
-        let stream = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| classify(&e, &self.server_name()))?;
+        let stream = match self.source {
+            None => TcpStream::connect(self.addr).await,
+            Some(source) => {
+                let socket = if source.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                };
+                match socket.and_then(|s| s.bind(SocketAddr::new(source, 0)).map(|()| s)) {
+                    Ok(s) => s.connect(self.addr).await,
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        .map_err(|e| classify(&e, &self.server_name()))?;
         // Cannot fail on a connected TCP socket; if it did, the probe would
         // merely close politely.
         let _ = stream.set_zero_linger();

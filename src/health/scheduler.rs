@@ -47,6 +47,17 @@ pub trait ProbeFactory: Send + Sync {
 #[derive(Default)]
 pub struct RealProbes {
     checks: Mutex<HashMap<Check, Arc<CheckProber>>>,
+    source: Option<IpAddr>,
+}
+
+impl RealProbes {
+    /// Probes that connect from `source` (the `probe-source` setting).
+    pub fn with_source(source: Option<IpAddr>) -> Self {
+        RealProbes {
+            checks: Mutex::default(),
+            source,
+        }
+    }
 }
 
 /// A probe that always fails: the check could not be set up (a bad CA file).
@@ -77,7 +88,7 @@ impl ProbeFactory for RealProbes {
                 }),
             }
         };
-        match prober.and_then(|p| p.for_endpoint(addr)) {
+        match prober.and_then(|p| p.for_endpoint_from(addr, self.source)) {
             Ok(ep) => Box::new(ep),
             Err(e) => {
                 tracing::error!(check = %check.name, endpoint = %addr, error = %e, "cannot set up the health check; the endpoint will fail every probe");
@@ -102,7 +113,7 @@ pub(super) struct EndpointTask {
 /// The probe loop of one endpoint, until cancelled.
 pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: CancellationToken) {
     let check = task.check.clone();
-    let mut threshold = Threshold::new(task.cell.probed_up());
+    let mut threshold = Threshold::new(task.cell.local_up());
     let ep = task.key.addr.to_string();
     // Latency is per region (an endpoint's last one is in the status API);
     // result counters are per endpoint, `success` from the start and each
@@ -143,6 +154,9 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     let max_in_flight = check.fall.max(check.rise).max(1) as usize;
     let mut in_flight: JoinSet<ProbeResult> = JoinSet::new();
     let mut last_start = Instant::now();
+    // The first verdict is told even when it is no change (a cluster
+    // publishes it).
+    let mut first = true;
     loop {
         let rechecking = threshold.pending() && check.recheck.is_some();
         let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
@@ -172,6 +186,11 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             .get_or_insert_with(|| result_counter(result.outcome))
             .inc();
         let ok = result.ok();
+        if first {
+            // Start from the verdict in force when the first result comes
+            // (restored, or taken from a cluster this node joined).
+            threshold = Threshold::new(task.cell.local_up());
+        }
         let change = threshold.observe(ok, check.fall, check.rise);
         task.cell.update_detail(|d| {
             d.last_outcome = Some(result.outcome);
@@ -182,16 +201,21 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             d.probes += 1;
             d.failures += u64::from(!ok);
         });
-        if let Some(up) = change {
+        if change.is_some() || first {
+            first = false;
             let Some(table) = task.table.upgrade() else {
                 return;
             };
-            // Store first, then bump the epoch so every worker drops its
-            // cached answers: the very next DNS query sees the new verdict.
-            task.cell.set_probed_up(up);
-            table.epoch.bump();
+            let up = change.unwrap_or(threshold.is_up());
             let needed = if up { check.rise } else { check.fall };
-            table.endpoint_changed(&task.key, &task.cell, up, needed, &result.reason);
+            table.local_verdict(
+                &task.key,
+                &task.cell,
+                up,
+                change.is_some(),
+                needed,
+                &result.reason,
+            );
         } else if !ok || threshold.pending() {
             tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, reason = %result.reason, run = threshold.run(), "probe result toward a transition");
         }

@@ -136,8 +136,11 @@ pub struct EndpointDetail {
 pub struct EndpointCell {
     /// The address answered in DNS.
     pub addr: IpAddr,
-    /// Verdict of the probes (true while unprobed regions have no check).
+    /// The verdict DNS uses before overrides: this node's own probes alone,
+    /// or in a cluster the quorum of every node's (true while unprobed).
     up: AtomicBool,
+    /// This node's own probes' verdict (what it publishes to a cluster).
+    local_up: AtomicBool,
     overridden: AtomicU8,
     restored: AtomicBool,
     detail: Mutex<EndpointDetail>,
@@ -149,6 +152,7 @@ impl EndpointCell {
         EndpointCell {
             addr,
             up: AtomicBool::new(up),
+            local_up: AtomicBool::new(up),
             overridden: AtomicU8::new(0),
             restored: AtomicBool::new(false),
             detail: Mutex::new(EndpointDetail {
@@ -165,13 +169,21 @@ impl EndpointCell {
     pub fn set_restored(&self) {
         self.restored.store(true, Ordering::Release);
     }
-    /// The probes' verdict.
+    /// The effective verdict of the probes (the cluster's, in a cluster).
     pub fn probed_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
-    /// Store the probes' verdict.
+    /// Store the effective verdict.
     pub fn set_probed_up(&self, up: bool) {
         self.up.store(up, Ordering::Release);
+    }
+    /// This node's own probes' verdict.
+    pub fn local_up(&self) -> bool {
+        self.local_up.load(Ordering::Acquire)
+    }
+    /// Store this node's own verdict.
+    pub fn set_local_up(&self, up: bool) {
+        self.local_up.store(up, Ordering::Release);
     }
     /// The override.
     pub fn override_state(&self) -> Override {

@@ -6,8 +6,10 @@
 //! and `RData` as the representation of DNS data: they are the wire encoding we
 //! serve, so keeping our own copy would only add a conversion.
 
+mod cluster;
 mod zone;
 
+pub use cluster::{ClusterSettings, Quorum};
 pub use zone::{Node, RRset, Zone};
 
 use std::collections::BTreeMap;

@@ -4,9 +4,10 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -21,12 +22,17 @@ pub enum Mode {
     Failing = 1,
     /// Accept, read, never answer.
     Hang = 2,
+    /// Accept and reset at once (as close to refusing one client as a
+    /// listener shared by all clients can get).
+    Reset = 3,
 }
 
 /// A running backend.
 pub struct Backend {
     pub addr: SocketAddr,
     mode: Arc<AtomicU8>,
+    /// Modes for particular client addresses (a node's `probe-source`).
+    per_client: Arc<Mutex<HashMap<IpAddr, Mode>>>,
     /// Requests seen (health probes).
     pub hits: Arc<AtomicUsize>,
     task: Option<JoinHandle<()>>,
@@ -43,6 +49,7 @@ impl Backend {
         let mut b = Backend {
             addr,
             mode: Arc::new(AtomicU8::new(Mode::Healthy as u8)),
+            per_client: Arc::default(),
             hits: Arc::new(AtomicUsize::new(0)),
             task: None,
         };
@@ -52,13 +59,22 @@ impl Backend {
 
     fn serve(&self, l: TcpListener) -> JoinHandle<()> {
         let mode = self.mode.clone();
+        let per_client = self.per_client.clone();
         let hits = self.hits.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else {
+                let Ok((mut s, peer)) = l.accept().await else {
                     continue;
                 };
-                let mode = mode.clone();
+                let mode = match per_client.lock().unwrap().get(&peer.ip()) {
+                    Some(m) => *m as u8,
+                    None => mode.load(Ordering::Relaxed),
+                };
+                if mode == Mode::Reset as u8 {
+                    let _ = s.set_zero_linger();
+                    drop(s);
+                    continue;
+                }
                 let hits = hits.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 2048];
@@ -70,7 +86,7 @@ impl Backend {
                         }
                     }
                     hits.fetch_add(1, Ordering::Relaxed);
-                    let resp: &[u8] = match mode.load(Ordering::Relaxed) {
+                    let resp: &[u8] = match mode {
                         0 => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
                         1 => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown",
                         _ => {
@@ -89,6 +105,16 @@ impl Backend {
     /// Change what requests get.
     pub fn set(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// Change what requests from `client` get (`None`: as everyone).
+    pub fn set_for(&self, client: &str, mode: Option<Mode>) {
+        let ip: IpAddr = client.parse().expect("client ip");
+        let mut m = self.per_client.lock().unwrap();
+        match mode {
+            Some(mode) => m.insert(ip, mode),
+            None => m.remove(&ip),
+        };
     }
 
     /// Close the listener: new connections are refused.

@@ -13,7 +13,7 @@ use crate::backend::Backend;
 use crate::support::*;
 
 /// A receiver that records every POST body; `hang` makes it never answer.
-async fn receiver(
+pub(crate) async fn receiver(
     hang: bool,
 ) -> (
     String,

@@ -1,0 +1,793 @@
+//! Several nameservers, one answer: nodes share health through etcd.
+//!
+//! Every node probes as it does alone and publishes its own verdict per
+//! endpoint ([`view::Observation`]) under a lease it keeps alive, writing on
+//! change only. Every node watches every observation and decides each
+//! endpoint's effective verdict by the same quorum over the same data, so
+//! all nodes change their answers at the same etcd revision. Overrides are
+//! stored in etcd and apply everywhere. The DNS path never sees any of it:
+//! it reads the same atomics as a single node, which this module sets.
+//!
+//! Modes, each change logged once:
+//! - `cluster`: etcd reached; the cluster's verdicts are in force.
+//! - `stale`: etcd lost less than `lease-ttl` ago; the last cluster
+//!   verdicts stay in force.
+//! - `local`: etcd lost for longer (or never reached since start); this
+//!   node's own verdicts are in force, until etcd is back.
+
+mod session;
+pub mod view;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{IntCounterVec, IntGauge, Opts};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::{
+    EndpointCell, EndpointKey, HealthTable, Observer, Override, OverrideTarget, Transition,
+};
+use crate::metrics::Metrics;
+use crate::model::ClusterSettings;
+use view::{NodeInfo, Observation, OverrideKey, StoredOverride, Touched, View, endpoint_id};
+
+/// Bound on one etcd request (a watch or keep-alive stream excepted).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long event claims are kept in etcd.
+pub const EVENT_CLAIM_TTL: i64 = 600;
+/// Operations per etcd transaction (etcd's default limit is 128).
+pub const TXN_OPS: usize = 100;
+
+/// Why a cluster call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// etcd could not be reached or refused the call.
+    #[error("the cluster store (etcd) is unreachable: {0}")]
+    Unavailable(String),
+}
+
+/// The mode a node is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The cluster's verdicts.
+    Cluster,
+    /// The last cluster verdicts, etcd lost less than `lease-ttl` ago.
+    Stale,
+    /// This node's own verdicts.
+    Local,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Cluster => "cluster",
+            Mode::Stale => "stale",
+            Mode::Local => "local",
+        }
+    }
+}
+
+struct ClusterMetrics {
+    connected: IntGauge,
+    local: IntGauge,
+    nodes: IntGauge,
+    skew: IntGauge,
+    requests: IntCounterVec,
+    claims: IntCounterVec,
+    errors: prometheus::IntCounter,
+}
+
+impl ClusterMetrics {
+    fn new(metrics: &Metrics) -> Self {
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            metrics
+                .registry
+                .register(c)
+                .expect("cluster metric names are unique")
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::with_opts(Opts::new(name, help)).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let counter = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let m = ClusterMetrics {
+            connected: gauge(
+                "gslb_cluster_connected",
+                "1 while this node reaches etcd and follows the cluster's verdicts.",
+            ),
+            local: gauge(
+                "gslb_cluster_local_verdicts",
+                "1 while this node answers from its own verdicts (etcd lost for longer than lease-ttl).",
+            ),
+            nodes: gauge(
+                "gslb_cluster_nodes",
+                "Live nodes of the cluster (whose lease is alive), as this node last saw.",
+            ),
+            skew: gauge(
+                "gslb_cluster_config_skew_zones",
+                "Zones whose zone data differs between live nodes.",
+            ),
+            requests: counter(
+                "gslb_cluster_etcd_requests_total",
+                "Requests this node sent to etcd, by operation.",
+                "op",
+            ),
+            claims: counter(
+                "gslb_cluster_event_claims_total",
+                "Webhook events this node claimed in etcd: won (this node sends it), lost (another node does), error (sent anyway).",
+                "result",
+            ),
+            errors: {
+                let c = prometheus::IntCounter::with_opts(Opts::new(
+                    "gslb_cluster_etcd_session_errors_total",
+                    "etcd sessions that ended in an error (each is followed by a reconnect).",
+                ))
+                .expect("valid metric");
+                reg(Box::new(c.clone()));
+                c
+            },
+        };
+        for op in [
+            "grant",
+            "keepalive",
+            "put",
+            "txn",
+            "get",
+            "watch",
+            "delete",
+            "revoke",
+        ] {
+            m.requests.with_label_values(&[op]);
+        }
+        for r in ["won", "lost", "error"] {
+            m.claims.with_label_values(&[r]);
+        }
+        m.local.set(1);
+        m
+    }
+}
+
+/// This node's part in a cluster.
+pub struct Cluster {
+    settings: ClusterSettings,
+    prefix: String,
+    health: Arc<HealthTable>,
+    metrics: ClusterMetrics,
+    /// The shared state as last read (std Mutex: never held across an
+    /// `.await`, never taken by the DNS path).
+    view: Mutex<View>,
+    /// Endpoint id to this node's cell, rebuilt after every config load.
+    index: Mutex<HashMap<String, (EndpointKey, Arc<EndpointCell>)>>,
+    /// This node's current observations, to publish and republish.
+    local: Mutex<HashMap<String, Observation>>,
+    /// Ids whose observation changed since the last publish (or went away).
+    dirty: Mutex<HashSet<String>>,
+    /// The node record changed (zones reloaded).
+    node_dirty: AtomicBool,
+    /// Wakes the session to publish.
+    wake: Notify,
+    /// When etcd last answered a keep-alive (None: not since start).
+    last_contact: Mutex<Option<Instant>>,
+    mode: Mutex<Mode>,
+    /// The revision applied so far (0 before the first load).
+    applied: watch::Sender<i64>,
+    /// Zone label to fingerprint of what this node serves.
+    zones: Mutex<BTreeMap<String, String>>,
+    /// Nodes seen live since start (to show the ones that went away).
+    seen: Mutex<BTreeMap<String, ()>>,
+    started_ms: u64,
+    /// The client of the current session, for calls from the admin API and
+    /// webhooks.
+    client: Mutex<Option<etcd_client::Client>>,
+}
+
+fn fingerprints(zones: BTreeMap<String, u64>) -> BTreeMap<String, String> {
+    zones
+        .into_iter()
+        .map(|(z, h)| (z, format!("{h:016x}")))
+        .collect()
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    /// A cluster member deciding through `health`. Registers its metrics and
+    /// becomes `health`'s observer.
+    pub fn new(
+        settings: ClusterSettings,
+        health: Arc<HealthTable>,
+        metrics: &Metrics,
+        zones: BTreeMap<String, u64>,
+    ) -> Arc<Cluster> {
+        let c = Arc::new(Cluster {
+            prefix: settings.prefix(),
+            settings,
+            health: health.clone(),
+            metrics: ClusterMetrics::new(metrics),
+            view: Mutex::default(),
+            index: Mutex::default(),
+            local: Mutex::default(),
+            dirty: Mutex::default(),
+            node_dirty: AtomicBool::new(false),
+            wake: Notify::new(),
+            last_contact: Mutex::new(None),
+            mode: Mutex::new(Mode::Local),
+            applied: watch::channel(0).0,
+            zones: Mutex::new(fingerprints(zones)),
+            seen: Mutex::default(),
+            started_ms: unix_ms(SystemTime::now()),
+            client: Mutex::new(None),
+        });
+        health.set_observer(c.clone());
+        c
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.settings
+    }
+
+    /// Run the etcd session (reconnecting) and the staleness watch until
+    /// `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let watchdog = tokio::spawn(self.clone().watchdog(shutdown.clone()));
+        session::run(self, shutdown).await;
+        let _ = watchdog.await;
+    }
+
+    /// Wait until the first load from etcd, at most `limit`. Returns whether
+    /// it happened.
+    pub async fn joined(&self, limit: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|r| *r > 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// After the zones were (re)loaded into `health`: index the endpoints,
+    /// withdraw observations of endpoints that are gone, publish the zone
+    /// fingerprints, and decide every endpoint. On the first load
+    /// (`initial`) of a node that joined, the verdicts and overrides are
+    /// taken without transitions.
+    pub fn zones_loaded(&self, zones: BTreeMap<String, u64>, initial: bool) {
+        let endpoints = self.health.endpoints();
+        let index: HashMap<String, (EndpointKey, Arc<EndpointCell>)> = endpoints
+            .into_iter()
+            .map(|(k, c)| (endpoint_id(&k), (k, c)))
+            .collect();
+        {
+            let mut local = self.local.lock().expect("cluster lock poisoned");
+            let mut dirty = self.dirty.lock().expect("cluster lock poisoned");
+            local.retain(|id, _| {
+                let keep = index.contains_key(id);
+                if !keep {
+                    dirty.insert(id.clone());
+                }
+                keep
+            });
+        }
+        *self.index.lock().expect("cluster lock poisoned") = index;
+        *self.zones.lock().expect("cluster lock poisoned") = fingerprints(zones);
+        self.node_dirty.store(true, Ordering::Release);
+        self.wake.notify_one();
+        if *self.applied.borrow() == 0 {
+            return; // not joined: own verdicts (or the state file's) stand
+        }
+        if initial {
+            let view = self.view.lock().expect("cluster lock poisoned");
+            let quorum = self.settings.quorum;
+            self.health.seed(
+                |key| {
+                    view.obs.get(&endpoint_id(key)).and_then(|m| {
+                        let down = m.values().filter(|o| !o.up).count();
+                        quorum.decide(m.len() - down, down)
+                    })
+                },
+                |z, r, a| view.override_of(z, r, a),
+            );
+            self.health.set_cluster_rev(view.rev);
+        } else {
+            self.decide_all();
+        }
+    }
+
+    /// Decide every endpoint and override from the view (after a load or a
+    /// reconnect).
+    fn decide_all(&self) {
+        let ids: Vec<String> = self
+            .index
+            .lock()
+            .expect("cluster lock poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        self.decide(&ids);
+        let overrides: Vec<(OverrideKey, Override)> = {
+            let view = self.view.lock().expect("cluster lock poisoned");
+            let mut all: Vec<(OverrideKey, Override)> = view
+                .overrides
+                .iter()
+                .map(|(k, o)| (k.clone(), *o))
+                .collect();
+            // Overrides in force here that etcd no longer has end.
+            for t in self.health.overrides() {
+                let k = (t.zone, t.region, t.endpoint);
+                if !view.overrides.contains_key(&k) {
+                    all.push((k, Override::Auto));
+                }
+            }
+            all
+        };
+        for (k, o) in overrides {
+            self.apply_override(k, o);
+        }
+    }
+
+    fn apply_override(&self, k: OverrideKey, state: Override) {
+        self.health.apply_override(&OverrideTarget {
+            zone: k.0,
+            region: k.1,
+            endpoint: k.2,
+            state,
+        });
+    }
+
+    /// Decide these endpoints from the view: the one place where a cluster
+    /// verdict is made.
+    fn decide(&self, ids: &[String]) {
+        let decisions: Vec<(EndpointKey, Arc<EndpointCell>, bool, String)> = {
+            let view = self.view.lock().expect("cluster lock poisoned");
+            let index = self.index.lock().expect("cluster lock poisoned");
+            ids.iter()
+                .filter_map(|id| {
+                    let (key, cell) = index.get(id)?;
+                    let (up, why) = self.verdict(view.obs.get(id), cell);
+                    Some((key.clone(), cell.clone(), up, why))
+                })
+                .collect()
+        };
+        for (key, cell, up, why) in decisions {
+            self.health.set_effective(&key, &cell, up, &why, None);
+        }
+    }
+
+    fn verdict(
+        &self,
+        obs: Option<&BTreeMap<String, Observation>>,
+        cell: &EndpointCell,
+    ) -> (bool, String) {
+        let q = self.settings.quorum;
+        let Some(obs) = obs.filter(|m| !m.is_empty()) else {
+            return (
+                cell.local_up(),
+                "no live node observes it: this node's own verdict".into(),
+            );
+        };
+        let down: Vec<String> = obs
+            .iter()
+            .filter(|(_, o)| !o.up)
+            .map(|(n, o)| format!("{n}: {}", o.reason))
+            .collect();
+        let n = obs.len();
+        let up = q.decide(n - down.len(), down.len()).unwrap_or(true);
+        let mut why = format!(
+            "{} of {n} nodes see it down (quorum {})",
+            down.len(),
+            q.describe()
+        );
+        if !down.is_empty() {
+            why.push_str(": ");
+            why.push_str(&down.join("; "));
+        }
+        (up, why)
+    }
+
+    /// Apply a batch of changes that etcd made at `rev`.
+    fn commit(&self, rev: i64, touched: Vec<Touched>) {
+        if *self.mode.lock().expect("cluster lock poisoned") == Mode::Cluster {
+            self.health.set_cluster_rev(rev);
+        }
+        let mut ids = Vec::new();
+        let mut nodes = false;
+        for t in touched {
+            match t {
+                Touched::Endpoint(id) => ids.push(id),
+                Touched::Override(k) => {
+                    let o = self
+                        .view
+                        .lock()
+                        .expect("cluster lock poisoned")
+                        .override_of(&k.0, &k.1, k.2);
+                    self.apply_override(k, o);
+                }
+                Touched::Nodes => nodes = true,
+                Touched::Nothing => {}
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        self.decide(&ids);
+        if nodes {
+            self.nodes_changed();
+        }
+        self.view.lock().expect("cluster lock poisoned").rev = rev;
+        self.applied.send_replace(rev);
+    }
+
+    fn nodes_changed(&self) {
+        let view = self.view.lock().expect("cluster lock poisoned");
+        self.metrics.nodes.set(view.nodes.len() as i64);
+        let skew = view.skew();
+        if skew.len() as i64 != self.metrics.skew.get() {
+            if skew.is_empty() {
+                tracing::info!("every live node serves the same zone data again");
+            } else {
+                tracing::warn!(zones = ?skew.keys().collect::<Vec<_>>(), "live nodes serve different zone data (a deploy in progress?)");
+            }
+        }
+        self.metrics.skew.set(skew.len() as i64);
+        let mut seen = self.seen.lock().expect("cluster lock poisoned");
+        for n in view.nodes.keys() {
+            seen.insert(n.clone(), ());
+        }
+    }
+
+    fn set_mode(&self, mode: Mode, why: &str) {
+        let mut m = self.mode.lock().expect("cluster lock poisoned");
+        if *m == mode {
+            return;
+        }
+        let old = *m;
+        *m = mode;
+        drop(m);
+        self.metrics.connected.set(i64::from(mode == Mode::Cluster));
+        self.metrics.local.set(i64::from(mode == Mode::Local));
+        match mode {
+            Mode::Cluster => {
+                tracing::info!(cluster = %self.settings.name, node = %self.settings.node, from = old.as_str(), to = mode.as_str(), "cluster mode: connected to etcd; following the cluster's verdicts")
+            }
+            Mode::Stale => {
+                tracing::warn!(cluster = %self.settings.name, node = %self.settings.node, from = old.as_str(), to = mode.as_str(), reason = why, "cluster mode: etcd unreachable ({why}); keeping the last cluster verdicts for up to lease-ttl ({})", humantime::format_duration(self.settings.lease_ttl))
+            }
+            Mode::Local => {
+                tracing::warn!(cluster = %self.settings.name, node = %self.settings.node, from = old.as_str(), to = mode.as_str(), reason = why, "cluster mode: answering from this node's own verdicts ({why})")
+            }
+        }
+    }
+
+    /// The mode now.
+    pub fn mode(&self) -> Mode {
+        *self.mode.lock().expect("cluster lock poisoned")
+    }
+
+    /// Moves from `stale` to `local` once the view is older than the TTL.
+    async fn watchdog(self: Arc<Self>, shutdown: CancellationToken) {
+        let ttl = self.settings.lease_ttl;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let age = self
+                .last_contact
+                .lock()
+                .expect("cluster lock poisoned")
+                .map(|t| t.elapsed());
+            let mode = self.mode();
+            if mode != Mode::Local && age.is_none_or(|a| a > ttl) {
+                self.set_mode(
+                    Mode::Local,
+                    &format!(
+                        "no answer from etcd for longer than lease-ttl ({})",
+                        humantime::format_duration(ttl)
+                    ),
+                );
+                self.health.use_local_verdicts(
+                    "cluster view older than lease-ttl: this node's own verdict",
+                );
+            }
+        }
+    }
+
+    /// Store an override in etcd; it applies on every node (this one
+    /// included, before this returns).
+    pub async fn set_override(&self, target: &OverrideTarget) -> Result<(), ClusterError> {
+        let mut client = self
+            .client
+            .lock()
+            .expect("cluster lock poisoned")
+            .clone()
+            .filter(|_| self.mode() == Mode::Cluster)
+            .ok_or_else(|| ClusterError::Unavailable("not connected".into()))?;
+        let key = view::override_key(
+            &self.prefix,
+            &(target.zone.clone(), target.region.clone(), target.endpoint),
+        );
+        let rev = if target.state == Override::Auto {
+            self.count("delete");
+            timeout(client.delete(key, None))
+                .await?
+                .header()
+                .map(|h| h.revision())
+        } else {
+            let value = serde_json::to_vec(&StoredOverride {
+                state: target.state,
+                node: self.settings.node.clone(),
+                at_ms: unix_ms(SystemTime::now()),
+            })
+            .expect("override serialises");
+            self.count("put");
+            timeout(client.put(key, value, None))
+                .await?
+                .header()
+                .map(|h| h.revision())
+        };
+        // Wait for the watch to bring it back, so this node applies it at
+        // the same revision as every other (one webhook for the cluster).
+        let mut rx = self.applied.subscribe();
+        let seen = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            rx.wait_for(|r| rev.is_some_and(|want| *r >= want)),
+        )
+        .await;
+        if !matches!(seen, Ok(Ok(_))) {
+            self.health.apply_override(target);
+        }
+        Ok(())
+    }
+
+    /// Whether this node sends the webhook of `t`: the first node to claim
+    /// the transition's revision in etcd does. A transition this node
+    /// decided alone (no revision), or one it cannot claim because etcd
+    /// fails, is sent: a duplicate is better than a lost page.
+    pub async fn claim_event(&self, t: &Transition) -> bool {
+        let Some(rev) = t.cluster_rev else {
+            return true;
+        };
+        let Some(mut client) = self.client.lock().expect("cluster lock poisoned").clone() else {
+            return true;
+        };
+        let key = view::event_key(&self.prefix, &t.zone, &t.region, t.to, rev);
+        let claim = async {
+            self.count("grant");
+            let lease = timeout(client.lease_grant(EVENT_CLAIM_TTL, None))
+                .await?
+                .id();
+            let txn = etcd_client::Txn::new()
+                .when([etcd_client::Compare::create_revision(
+                    key.clone(),
+                    etcd_client::CompareOp::Equal,
+                    0,
+                )])
+                .and_then([etcd_client::TxnOp::put(
+                    key.clone(),
+                    self.settings.node.clone(),
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )]);
+            self.count("txn");
+            Ok::<bool, ClusterError>(timeout(client.txn(txn)).await?.succeeded())
+        };
+        match claim.await {
+            Ok(won) => {
+                tracing::debug!(zone = %t.zone, region = %t.region, to = t.to, rev, won, "webhook claim");
+                self.metrics
+                    .claims
+                    .with_label_values(&[if won { "won" } else { "lost" }])
+                    .inc();
+                won
+            }
+            Err(e) => {
+                self.metrics.claims.with_label_values(&["error"]).inc();
+                tracing::warn!(zone = %t.zone, region = %t.region, error = %e, "cannot claim the webhook event in etcd; sending it from this node");
+                true
+            }
+        }
+    }
+
+    fn count(&self, op: &str) {
+        self.metrics.requests.with_label_values(&[op]).inc();
+    }
+
+    /// The node record this node publishes.
+    fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_ms: self.started_ms,
+            zones: self.zones.lock().expect("cluster lock poisoned").clone(),
+        }
+    }
+
+    /// The cluster section of the status document.
+    pub fn status(&self) -> ClusterStatus {
+        let view = self.view.lock().expect("cluster lock poisoned");
+        let seen = self.seen.lock().expect("cluster lock poisoned");
+        let own = self.zones.lock().expect("cluster lock poisoned").clone();
+        let mut nodes: Vec<NodeStatus> = seen
+            .keys()
+            .chain(std::iter::once(&self.settings.node))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|n| {
+                let info = view.nodes.get(n);
+                NodeStatus {
+                    node: n.clone(),
+                    this_node: *n == self.settings.node,
+                    connected: info.is_some(),
+                    version: info.map(|i| i.version.clone()),
+                    started_ms: info.map(|i| i.started_ms),
+                    same_zones: info.map(|i| i.zones == own),
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        let mode = self.mode();
+        ClusterStatus {
+            name: self.settings.name.clone(),
+            node: self.settings.node.clone(),
+            mode,
+            connected: mode == Mode::Cluster,
+            quorum: self.settings.quorum.describe(),
+            lease_ttl_ms: self.settings.lease_ttl.as_millis() as u64,
+            etcd: self.settings.etcd.iter().map(|e| redact_url(e)).collect(),
+            revision: view.rev,
+            last_contact_ms_ago: self
+                .last_contact
+                .lock()
+                .expect("cluster lock poisoned")
+                .map(|t| t.elapsed().as_millis() as u64),
+            nodes,
+            skew: view.skew(),
+        }
+    }
+
+    /// Every live node's observation of an endpoint.
+    pub fn observations(&self, key: &EndpointKey) -> Vec<ObservationStatus> {
+        let view = self.view.lock().expect("cluster lock poisoned");
+        view.obs
+            .get(&endpoint_id(key))
+            .map(|m| {
+                m.iter()
+                    .map(|(n, o)| ObservationStatus {
+                        node: n.clone(),
+                        up: o.up,
+                        reason: o.reason.clone(),
+                        since_ms: o.since_ms,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Observer for Cluster {
+    fn observed(&self, key: &EndpointKey, up: bool, reason: &str) {
+        let id = endpoint_id(key);
+        let obs = Observation {
+            up,
+            reason: reason.to_string(),
+            since_ms: unix_ms(SystemTime::now()),
+        };
+        {
+            let mut local = self.local.lock().expect("cluster lock poisoned");
+            if local.get(&id).is_some_and(|o| o.up == up) {
+                return; // no change to publish
+            }
+            local.insert(id.clone(), obs);
+        }
+        self.dirty.lock().expect("cluster lock poisoned").insert(id);
+        self.wake.notify_one();
+    }
+}
+
+/// Bound a unary etcd call.
+async fn timeout<T>(
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
+        Err(_) => Err(ClusterError::Unavailable(format!(
+            "no answer within {}",
+            humantime::format_duration(REQUEST_TIMEOUT)
+        ))),
+    }
+}
+
+/// A URL without user-info or query (they may hold secrets).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "<not a URL>".to_string(),
+    }
+}
+
+/// The cluster in the status document.
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    /// Cluster name.
+    pub name: String,
+    /// This node.
+    pub node: String,
+    /// cluster, stale or local.
+    pub mode: Mode,
+    /// Reaching etcd and following the cluster.
+    pub connected: bool,
+    /// The quorum rule.
+    pub quorum: String,
+    /// Lease TTL.
+    pub lease_ttl_ms: u64,
+    /// etcd endpoints (without credentials).
+    pub etcd: Vec<String>,
+    /// etcd revision of the view.
+    pub revision: i64,
+    /// Milliseconds since etcd last answered a keep-alive.
+    pub last_contact_ms_ago: Option<u64>,
+    /// Nodes seen since this one started.
+    pub nodes: Vec<NodeStatus>,
+    /// Zones whose data differs between live nodes: node to fingerprint.
+    pub skew: BTreeMap<String, BTreeMap<String, Option<String>>>,
+}
+
+/// A node as seen from this one.
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    /// Name.
+    pub node: String,
+    /// This is the node answering.
+    pub this_node: bool,
+    /// Its lease is alive.
+    pub connected: bool,
+    /// Its version.
+    pub version: Option<String>,
+    /// When it started.
+    pub started_ms: Option<u64>,
+    /// It serves the same zone data as this node.
+    pub same_zones: Option<bool>,
+}
+
+/// One node's view of an endpoint.
+#[derive(Debug, Serialize)]
+pub struct ObservationStatus {
+    /// Node.
+    pub node: String,
+    /// Its verdict.
+    pub up: bool,
+    /// Its reason.
+    pub reason: String,
+    /// Since when.
+    pub since_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_credentials_and_queries() {
+        assert_eq!(
+            redact_url("https://user:secret@etcd.example:2379/?token=x"),
+            "https://etcd.example:2379"
+        );
+        assert_eq!(redact_url("http://10.0.0.1:2379"), "http://10.0.0.1:2379");
+    }
+}

@@ -1,0 +1,639 @@
+//! Several nameservers, one answer: gslb nodes sharing health through a real
+//! etcd that the tests start on free loopback ports, kill and restart.
+//!
+//! Every node probes from its own `probe-source` (127.0.1.N), and the test
+//! backends answer per client address, so a test can cut one node off from
+//! a backend while the others still reach it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use gslb::model::{ClusterSettings, Quorum};
+use hickory_proto::rr::RecordType;
+
+use crate::backend::{Backend, Mode};
+use crate::etcd::Etcd;
+use crate::support::*;
+
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+fn zone(primary: &Backend, secondary: &Backend, extra: &str) -> String {
+    format!(
+        "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n{extra}\n{}\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
+        backend_regions(&[("primary", primary.addr), ("secondary", secondary.addr)])
+    )
+}
+
+/// A cluster name of its own per test: tests share no etcd, but a unique
+/// prefix also shows that the prefix is what separates clusters.
+fn cluster_name() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn source(i: usize) -> String {
+    format!("127.0.1.{i}")
+}
+
+fn settings(etcd: &Etcd, name: &str, i: usize, quorum: Quorum) -> ClusterSettings {
+    ClusterSettings {
+        name: name.to_string(),
+        node: format!("ns{i}"),
+        etcd: vec![etcd.url.clone()],
+        quorum,
+        lease_ttl: LEASE_TTL,
+        user: None,
+        password: None,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+    }
+}
+
+/// Node `i` of cluster `name`, probing from 127.0.1.i, admin API on.
+async fn node(etcd: &Etcd, name: &str, i: usize, quorum: Quorum, zone: &str) -> TestServer {
+    let cs = settings(etcd, name, i, quorum);
+    TestServer::start_with(&[("z.toml", zone)], move |s| {
+        s.probe_source = Some(source(i).parse().expect("ip"));
+        s.cluster = Some(cs);
+        s.admin = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await
+}
+
+async fn nodes(etcd: &Etcd, name: &str, n: usize, quorum: Quorum, zone: &str) -> Vec<TestServer> {
+    let mut out = Vec::new();
+    for i in 1..=n {
+        out.push(node(etcd, name, i, quorum, zone).await);
+    }
+    for ts in &out {
+        ts.wait_first_verdicts(Duration::from_secs(5)).await;
+    }
+    // Every node sees every node's observations of the primary.
+    wait_until(
+        Duration::from_secs(10),
+        "all observations published",
+        || async {
+            out.iter().all(|ts| {
+                observers(ts, "primary").len() == n && observers(ts, "secondary").len() == n
+            })
+        },
+    )
+    .await;
+    out
+}
+
+async fn answer(ts: &TestServer) -> Vec<String> {
+    addrs(&ts.query("api.gslb.example.com.", RecordType::A).await)
+}
+
+async fn all_answer(nodes: &[TestServer], want: &str) -> bool {
+    for ts in nodes {
+        if answer(ts).await != [want.to_string()] {
+            return false;
+        }
+    }
+    true
+}
+
+/// (node, up) of every live node's observation of a region's endpoint, as
+/// `ts` sees them.
+fn observers(ts: &TestServer, region: &str) -> Vec<(String, bool)> {
+    let status = gslb::admin::status(&ts.server.shared);
+    let v = serde_json::to_value(&status).expect("status");
+    v["zones"][0]["regions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["name"] == region)
+        .flat_map(|r| {
+            r["endpoints"][0]["observations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|o| {
+            (
+                o["node"].as_str().unwrap_or_default().to_string(),
+                o["up"].as_bool().unwrap_or(true),
+            )
+        })
+        .collect()
+}
+
+fn status(ts: &TestServer) -> serde_json::Value {
+    serde_json::to_value(gslb::admin::status(&ts.server.shared)).expect("status")
+}
+
+/// The value of an unlabelled metric (or the sum of a labelled one's series
+/// whose labels contain `labels`).
+fn metric(ts: &TestServer, name: &str, labels: &str) -> f64 {
+    ts.server
+        .shared
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn admin_url(ts: &TestServer, path: &str) -> String {
+    format!("http://{}{path}", ts.server.admin_addr.expect("admin on"))
+}
+
+async fn post(ts: &TestServer, path: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(admin_url(ts, path))
+        .send()
+        .await
+        .expect("admin API answers");
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (code, serde_json::from_str(&text).unwrap_or_default())
+}
+
+/// Query every node in turn until each answers `want`; returns when each
+/// first did, relative to the first.
+async fn change_times(nodes: &[TestServer], want: &str, limit: Duration) -> Vec<Duration> {
+    let start = Instant::now();
+    let mut seen: Vec<Option<Instant>> = vec![None; nodes.len()];
+    while seen.iter().any(Option::is_none) {
+        assert!(
+            start.elapsed() < limit,
+            "nodes did not all change to {want}: {seen:?}"
+        );
+        for (i, ts) in nodes.iter().enumerate() {
+            if seen[i].is_none() && answer(ts).await == [want.to_string()] {
+                seen[i] = Some(Instant::now());
+            }
+        }
+    }
+    let t: Vec<Instant> = seen.into_iter().flatten().collect();
+    let first = *t.iter().min().expect("nodes");
+    t.iter().map(|x| *x - first).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_cut_off_changes_nobody_two_nodes_fail_the_region_everywhere() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let (p, s) = (
+        primary.addr.ip().to_string(),
+        secondary.addr.ip().to_string(),
+    );
+    let name = cluster_name();
+    let z = zone(&primary, &secondary, "");
+    let ns = nodes(&etcd, &name, 3, Quorum::Majority, &z).await;
+    assert!(all_answer(&ns, &p).await);
+
+    // ns1 cannot reach the primary: its own verdict goes down...
+    primary.set_for(&source(1), Some(Mode::Failing));
+    wait_until(
+        Duration::from_secs(10),
+        "every node sees ns1's down",
+        || async {
+            ns.iter()
+                .all(|ts| observers(ts, "primary").contains(&("ns1".to_string(), false)))
+        },
+    )
+    .await;
+    // ...and nobody's answer changes: 1 of 3 is no majority.
+    assert!(
+        all_answer(&ns, &p).await,
+        "one vantage point failed a healthy region"
+    );
+    let v = status(&ns[0]);
+    let ep = &v["zones"][0]["regions"][0]["endpoints"][0];
+    assert_eq!(ep["local_up"], false, "ns1's own verdict: {ep}");
+    assert_eq!(ep["up"], true, "the cluster's verdict: {ep}");
+
+    // A second node cut off: 2 of 3, every node fails over.
+    primary.set_for(&source(2), Some(Mode::Reset));
+    let spread = change_times(&ns, &s, Duration::from_secs(10)).await;
+    eprintln!("nodes changed their answer at {spread:?} after the first");
+    // The region went down at one etcd revision on every node.
+    let revs: Vec<serde_json::Value> = ns
+        .iter()
+        .map(|ts| {
+            let v = status(ts);
+            v["transitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|t| t["region"] == "primary" && t["endpoint"].is_null())
+                .map(|t| t["cluster_rev"].clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        revs[0].is_i64(),
+        "transition carries its revision: {revs:?}"
+    );
+    assert!(
+        revs.iter().all(|r| *r == revs[0]),
+        "same revision: {revs:?}"
+    );
+
+    // Both back: every node returns to the primary.
+    primary.set_for(&source(1), None);
+    primary.set_for(&source(2), None);
+    wait_until(Duration::from_secs(10), "back to primary", || async {
+        all_answer(&ns, &p).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_through_one_node_applies_on_every_node() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let (p, s) = (
+        primary.addr.ip().to_string(),
+        secondary.addr.ip().to_string(),
+    );
+    let ns = nodes(
+        &etcd,
+        &cluster_name(),
+        3,
+        Quorum::Majority,
+        &zone(&primary, &secondary, ""),
+    )
+    .await;
+
+    let (code, body) = post(&ns[0], "/api/v1/regions/_/primary/drain").await;
+    assert_eq!(code, 200, "{body}");
+    // The node that took it applied it before answering.
+    assert_eq!(answer(&ns[0]).await, [s.clone()]);
+    wait_until(Duration::from_secs(5), "drained everywhere", || async {
+        all_answer(&ns, &s).await
+    })
+    .await;
+    for ts in &ns {
+        assert_eq!(status(ts)["zones"][0]["regions"][0]["override"], "down");
+    }
+    // Stored in etcd, where a node that was away will find it.
+    let mut c = etcd.client().await;
+    let stored = c
+        .get(
+            format!(
+                "/gslb/{}/override/gslb.example.com/primary",
+                status(&ns[0])["cluster"]["name"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.kvs().len(), 1);
+
+    // Undrain through another node.
+    let (code, body) = post(&ns[1], "/api/v1/regions/_/primary/undrain").await;
+    assert_eq!(code, 200, "{body}");
+    wait_until(Duration::from_secs(5), "undrained everywhere", || async {
+        all_answer(&ns, &p).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_etcd_nodes_keep_answering_then_decide_alone_then_converge() {
+    let mut etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let (p, s) = (
+        primary.addr.ip().to_string(),
+        secondary.addr.ip().to_string(),
+    );
+    let ns = nodes(
+        &etcd,
+        &cluster_name(),
+        3,
+        Quorum::Majority,
+        &zone(&primary, &secondary, ""),
+    )
+    .await;
+    for ts in &ns {
+        assert_eq!(metric(ts, "gslb_cluster_connected", ""), 1.0);
+    }
+
+    etcd.kill();
+    // DNS goes on, and every node says it is on its own.
+    assert!(all_answer(&ns, &p).await);
+    wait_until(
+        Duration::from_secs(10),
+        "every node in local mode",
+        || async {
+            ns.iter().all(|ts| {
+                metric(ts, "gslb_cluster_connected", "") == 0.0
+                    && metric(ts, "gslb_cluster_local_verdicts", "") == 1.0
+                    && status(ts)["cluster"]["mode"] == "local"
+            })
+        },
+    )
+    .await;
+    assert!(all_answer(&ns, &p).await);
+    // /readyz stays 200: DNS must keep answering.
+    let ready = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(admin_url(&ns[0], "/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+
+    // A failure now is decided by each node's own probes.
+    primary.set(Mode::Failing);
+    wait_until(
+        Duration::from_secs(10),
+        "each node fails over alone",
+        || async { all_answer(&ns, &s).await },
+    )
+    .await;
+
+    // etcd back: every node reconnects, republishes and follows the cluster.
+    etcd.restart().await;
+    wait_until(
+        Duration::from_secs(20),
+        "every node back in cluster mode",
+        || async {
+            ns.iter().all(|ts| {
+                metric(ts, "gslb_cluster_connected", "") == 1.0
+                    && status(ts)["cluster"]["mode"] == "cluster"
+                    && observers(ts, "primary").len() == 3
+            })
+        },
+    )
+    .await;
+    assert!(all_answer(&ns, &s).await);
+    primary.set(Mode::Healthy);
+    wait_until(
+        Duration::from_secs(10),
+        "converged back to primary",
+        || async { all_answer(&ns, &p).await },
+    )
+    .await;
+}
+
+/// Settings file of a node run as its own process.
+fn settings_file(
+    dir: &std::path::Path,
+    etcd: &Etcd,
+    name: &str,
+    i: usize,
+    dns: SocketAddr,
+    quorum: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("ns{i}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "zones = \"{}\"\nlisten = [\"{dns}\"]\nadmin = \"off\"\nstate-file = \"off\"\nlog-level = \"warn\"\nprobe-source = \"{}\"\n\n[cluster]\nname = \"{name}\"\nnode = \"ns{i}\"\netcd = [\"{}\"]\nquorum = \"{quorum}\"\nlease-ttl = \"2s\"\n",
+            dir.join("zones").display(),
+            source(i),
+            etcd.url
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn free_udp_tcp_addr() -> SocketAddr {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = t.local_addr().unwrap();
+        if std::net::UdpSocket::bind(a).is_ok() {
+            return a;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_the_quorum_when_its_lease_expires() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let (p, s) = (
+        primary.addr.ip().to_string(),
+        secondary.addr.ip().to_string(),
+    );
+    let name = cluster_name();
+    let z = zone(&primary, &secondary, "");
+    // quorum = "all": down only when every live observer says so.
+    let a = node(&etcd, &name, 1, Quorum::All, &z).await;
+    let b = node(&etcd, &name, 2, Quorum::All, &z).await;
+    // Node 3 is a real process, killed with SIGKILL below.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(dir.path().join("zones/z.toml"), &z).unwrap();
+    let c_dns = free_udp_tcp_addr();
+    let cfg = settings_file(dir.path(), &etcd, &name, 3, c_dns, "all");
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gslb"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("gslb starts");
+    let two = [a, b];
+    wait_until(
+        Duration::from_secs(15),
+        "three observers everywhere",
+        || async { two.iter().all(|ts| observers(ts, "primary").len() == 3) },
+    )
+    .await;
+
+    // Nodes 1 and 2 are cut off from the primary; node 3 still reaches it.
+    primary.set_for(&source(1), Some(Mode::Failing));
+    primary.set_for(&source(2), Some(Mode::Failing));
+    wait_until(Duration::from_secs(10), "1 and 2 say down", || async {
+        two.iter().all(|ts| {
+            let o = observers(ts, "primary");
+            o.contains(&("ns1".into(), false)) && o.contains(&("ns2".into(), false))
+        })
+    })
+    .await;
+    assert!(
+        all_answer(&two, &p).await,
+        "node 3 still sees it up: not all say down"
+    );
+    let q = udp(
+        c_dns,
+        &request("api.gslb.example.com.", RecordType::A, true),
+    )
+    .await;
+    assert_eq!(addrs(&q.expect("node 3 answers")), [p.clone()]);
+
+    let _ = c.kill();
+    let _ = c.wait();
+    // After the lease TTL node 3's observations are gone: the quorum is
+    // computed over nodes 1 and 2, which both say down.
+    wait_until(LEASE_TTL * 5, "quorum over the live nodes", || async {
+        all_answer(&two, &s).await
+    })
+    .await;
+    for ts in &two {
+        assert_eq!(observers(ts, "primary").len(), 2);
+        let v = status(ts);
+        let n3 = v["cluster"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == "ns3")
+            .cloned()
+            .expect("ns3 listed");
+        assert_eq!(n3["connected"], false, "{n3}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_webhook_delivery_per_region_transition_for_the_whole_cluster() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let (url, got, _) = crate::webhook::receiver(false).await;
+    let z = zone(&primary, &secondary, &format!("webhook = \"{url}\""));
+    let ns = nodes(&etcd, &cluster_name(), 3, Quorum::Majority, &z).await;
+    let claims = |ns: &[TestServer]| -> f64 {
+        ns.iter()
+            .map(|ts| {
+                metric(ts, "gslb_cluster_event_claims_total", "won")
+                    + metric(ts, "gslb_cluster_event_claims_total", "lost")
+            })
+            .sum()
+    };
+
+    primary.set(Mode::Failing);
+    // Every node recorded the transition and asked etcd who sends it.
+    wait_until(Duration::from_secs(10), "three claims", || async {
+        claims(&ns) == 3.0
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "one delivery", || async {
+        !got.lock().unwrap().is_empty()
+    })
+    .await;
+    {
+        let events = got.lock().unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["region"], "primary");
+        assert_eq!(events[0]["new"], "down");
+        assert!(events[0]["node"].is_string());
+    }
+    let won: f64 = ns
+        .iter()
+        .map(|ts| metric(ts, "gslb_cluster_event_claims_total", "won"))
+        .sum();
+    assert_eq!(won, 1.0);
+
+    primary.set(Mode::Healthy);
+    wait_until(Duration::from_secs(10), "three more claims", || async {
+        claims(&ns) == 6.0
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the recovery delivered",
+        || async { got.lock().unwrap().len() >= 2 },
+    )
+    .await;
+    let events = got.lock().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["new"], "up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_after_a_failover_answers_the_secondary_from_its_first_query() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let s = secondary.addr.ip().to_string();
+    let name = cluster_name();
+    let z = zone(&primary, &secondary, "");
+    let ns = nodes(&etcd, &name, 2, Quorum::Majority, &z).await;
+    primary.set(Mode::Failing);
+    // Node 3 itself reaches the primary fine: its own probes would say up.
+    primary.set_for(&source(3), Some(Mode::Healthy));
+    wait_until(Duration::from_secs(10), "failed over", || async {
+        all_answer(&ns, &s).await
+    })
+    .await;
+
+    let late = node(&etcd, &name, 3, Quorum::Majority, &z).await;
+    // Its very first answer is the cluster's, before any probe of its own.
+    assert_eq!(answer(&late).await, [s.clone()]);
+    let v = status(&late);
+    assert_eq!(v["ready"], true, "the cluster's verdicts count as known");
+    assert_eq!(v["cluster"]["mode"], "cluster");
+    // And it stays so once its own probes (up) are in: 2 of 3 say down.
+    wait_until(
+        Duration::from_secs(10),
+        "node 3 publishes its own view",
+        || async { observers(&late, "primary").contains(&("ns3".into(), true)) },
+    )
+    .await;
+    assert_eq!(answer(&late).await, [s]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_serving_different_zone_data_are_reported() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let name = cluster_name();
+    let z = zone(&primary, &secondary, "");
+    let a = node(&etcd, &name, 1, Quorum::Majority, &z).await;
+    let other =
+        format!("{z}\n[[record]]\nname = \"extra\"\ntype = \"TXT\"\nvalue = \"only on ns2\"\n");
+    let b = node(&etcd, &name, 2, Quorum::Majority, &other).await;
+    let two = [a, b];
+    wait_until(Duration::from_secs(10), "skew reported", || async {
+        two.iter().all(|ts| {
+            metric(ts, "gslb_cluster_config_skew_zones", "") == 1.0
+                && status(ts)["cluster"]["skew"]["gslb.example.com"]["ns2"].is_string()
+        })
+    })
+    .await;
+    let v = status(&two[0]);
+    let nodes = v["cluster"]["nodes"].as_array().unwrap();
+    let ns2 = nodes.iter().find(|n| n["node"] == "ns2").unwrap();
+    assert_eq!(ns2["same_zones"], false, "{ns2}");
+
+    // The deploy finishes: ns2 gets the same file and reloads.
+    std::fs::write(two[1].zone_path("z.toml"), &z).unwrap();
+    two[1].server.reload().await.expect("reload");
+    wait_until(Duration::from_secs(10), "skew gone", || async {
+        two.iter()
+            .all(|ts| metric(ts, "gslb_cluster_config_skew_zones", "") == 0.0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_section_there_is_no_cluster() {
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let ts = TestServer::start(&[("z.toml", &zone(&primary, &secondary, ""))]).await;
+    ts.wait_first_verdicts(Duration::from_secs(5)).await;
+    assert!(ts.server.shared.cluster.is_none());
+    assert!(!ts.server.shared.metrics.render().contains("gslb_cluster_"));
+    assert!(status(&ts).get("cluster").is_none());
+    assert!(!ts.server.shared.health.cluster_decides());
+}

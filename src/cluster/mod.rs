@@ -674,7 +674,54 @@ impl Cluster {
     }
 }
 
+/// Rendezvous (highest random weight) score of `node` for endpoint `id`:
+/// every node ranks the live nodes the same way, and when a node goes only
+/// its share moves.
+fn rendezvous(node: &str, id: &str) -> u64 {
+    let mut h = crate::config::fnv1a(format!("{node}\n{id}").as_bytes());
+    // splitmix64's finaliser: FNV alone mixes the last bytes poorly.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 impl Observer for Cluster {
+    fn should_probe(&self, key: &EndpointKey) -> bool {
+        let Some(k) = key.check.as_ref().and_then(|c| c.probers) else {
+            return true;
+        };
+        // Alone (etcd lost), a node probes everything it answers for.
+        if self.mode() != Mode::Cluster {
+            return true;
+        }
+        let view = self.view.lock().expect("cluster lock poisoned");
+        let me = &self.settings.node;
+        if !view.nodes.contains_key(me) {
+            return true;
+        }
+        let id = endpoint_id(key);
+        let mut ranked: Vec<(u64, &String)> =
+            view.nodes.keys().map(|n| (rendezvous(n, &id), n)).collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        ranked.iter().take(k as usize).any(|(_, n)| *n == me)
+    }
+
+    fn withdraw(&self, key: &EndpointKey) {
+        let id = endpoint_id(key);
+        if self
+            .local
+            .lock()
+            .expect("cluster lock poisoned")
+            .remove(&id)
+            .is_some()
+        {
+            self.dirty.lock().expect("cluster lock poisoned").insert(id);
+            self.wake.notify_one();
+        }
+    }
+
     fn observed(&self, key: &EndpointKey, up: bool, reason: &str) {
         let id = endpoint_id(key);
         let obs = Observation {
@@ -780,7 +827,36 @@ pub struct ObservationStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, rendezvous};
+
+    #[test]
+    fn rendezvous_moves_only_the_leaving_nodes_share() {
+        let nodes = ["ns1", "ns2", "ns3"];
+        fn pick(nodes: &[&'static str], id: &str) -> &'static str {
+            nodes
+                .iter()
+                .copied()
+                .max_by_key(|n| rendezvous(n, id))
+                .expect("nodes")
+        }
+        let mut per = std::collections::HashMap::new();
+        let mut moved = 0;
+        for i in 0..3000 {
+            let id = format!("z/r/192.0.2.{}/{i}", i % 250);
+            let before = pick(&nodes, &id);
+            *per.entry(before).or_insert(0) += 1;
+            let after = pick(&["ns1", "ns2"], &id);
+            if before != "ns3" {
+                assert_eq!(before, after, "a share that was not ns3's moved");
+            } else {
+                moved += 1;
+            }
+        }
+        for n in nodes {
+            assert!((800..1200).contains(&per[n]), "uneven: {per:?}");
+        }
+        assert!(moved > 0);
+    }
 
     #[test]
     fn urls_lose_credentials_and_queries() {

@@ -1001,6 +1001,10 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
     };
     let fall = cx.int(&s.fall, "fall", 1, 100, 3) as u32;
     let rise = cx.int(&s.rise, "rise", 1, 100, 2) as u32;
+    let probers = s
+        .probers
+        .as_ref()
+        .map(|_| cx.int(&s.probers, "probers", 1, 1000, 1) as u32);
     if cx.errors.len() > before {
         return None;
     }
@@ -1027,6 +1031,7 @@ fn build_check(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> O
         recheck,
         fall,
         rise,
+        probers,
     })
 }
 

@@ -350,3 +350,88 @@ fn cluster_settings(
         key_file: c.etcd_key_file.as_ref().map(|f| f.get_ref().clone()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ServerFile, ConfigErrors> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("gslb.toml");
+        std::fs::write(&p, text).expect("write");
+        ServerFile::load(&p)
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        load(text)
+            .expect_err("problems")
+            .0
+            .iter()
+            .map(|e| format!("{}:{} {}", e.origin.line, e.origin.col, e.msg))
+            .collect()
+    }
+
+    #[test]
+    fn a_cluster_table_becomes_settings() {
+        let f = load(
+            "probe-source = \"127.0.1.1\"\n[cluster]\nname = \"prod\"\nnode = \"ns1\"\netcd = [\"http://127.0.0.1:2379\"]\nquorum = 2\nlease-ttl = \"2500ms\"\n",
+        )
+        .expect("loads");
+        assert_eq!(f.probe_source(), Some("127.0.1.1".parse().unwrap()));
+        let c = f.cluster().expect("cluster");
+        assert_eq!(c.prefix(), "/gslb/prod/");
+        assert_eq!(c.node, "ns1");
+        assert_eq!(c.quorum, Quorum::AtLeast(2));
+        assert_eq!(
+            c.lease_ttl,
+            Duration::from_secs(3),
+            "rounded up to whole seconds"
+        );
+        let d = load("[cluster]\nname = \"p\"\netcd = [\"http://127.0.0.1:2379\"]\n")
+            .expect("loads")
+            .cluster()
+            .expect("cluster");
+        assert_eq!(d.quorum, Quorum::Majority);
+        assert_eq!(d.lease_ttl, Duration::from_secs(5));
+        assert!(!d.node.is_empty(), "the host name by default");
+        assert!(load("").expect("loads").cluster().is_none());
+    }
+
+    #[test]
+    fn every_cluster_mistake_is_named_with_its_position() {
+        let p = problems(
+            "probe-source = \"nowhere\"\n[cluster]\nname = \"a/b\"\netcd = [\"127.0.0.1:2379\"]\nquorum = \"most\"\nlease-ttl = \"1s\"\netcd-password = \"x\"\n",
+        );
+        assert_eq!(p.len(), 6, "{p:?}");
+        assert!(p[0].starts_with("1:16 probe-source"), "{p:?}");
+        assert!(p.iter().any(|m| m.starts_with("3:8 cluster name")), "{p:?}");
+        assert!(
+            p.iter().any(|m| m.starts_with("4:8 etcd endpoint")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("5:10 quorum \"most\"")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|m| m.starts_with("6:13 lease-ttl")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("7:17 etcd-password needs etcd-user")),
+            "{p:?}"
+        );
+        assert!(
+            !p.iter().any(|m| m.contains("\"x\"")),
+            "the password is never echoed: {p:?}"
+        );
+        let unknown = problems("[cluster]\nname = \"p\"\netcd = []\nquorom = 2\n");
+        assert!(unknown[0].contains("quorom"), "{unknown:?}");
+        let tls = problems(
+            "[cluster]\nname = \"p\"\netcd = [\"http://e:2379\"]\netcd-cert-file = \"/nonexistent.pem\"\n",
+        );
+        assert_eq!(
+            tls.len(),
+            3,
+            "http with TLS, cert without key, missing file: {tls:?}"
+        );
+    }
+}

@@ -134,6 +134,8 @@ pub struct CheckSpec {
     pub target: Option<Spanned<String>>,
     /// HTTP(S): reuse a successful probe's connection for the next (default true).
     pub reuse_connection: Option<Spanned<bool>>,
+    /// In a cluster, how many live nodes probe each endpoint (default: all).
+    pub probers: Option<Spanned<i64>>,
     /// Time between probes of one endpoint (default `"5s"`, at least `"100ms"`).
     pub interval: Option<Spanned<String>>,
     /// Bound on one probe (default `"2s"`, at most `interval`).

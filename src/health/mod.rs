@@ -89,6 +89,11 @@ pub trait Observer: Send + Sync {
     /// This node's probes decided `up` for `key` (a change, or the first
     /// verdict after a start).
     fn observed(&self, key: &EndpointKey, up: bool, reason: &str);
+    /// Whether this node probes `key` now (a check with `probers = K`
+    /// is probed by K of the live nodes).
+    fn should_probe(&self, key: &EndpointKey) -> bool;
+    /// This node stopped probing `key`: its observation is withdrawn.
+    fn withdraw(&self, key: &EndpointKey);
 }
 
 fn word(up: bool) -> &'static str {
@@ -216,6 +221,24 @@ impl HealthTable {
         }
         if changed && !self.cluster_decides() {
             self.set_effective(key, cell, up, reason, Some(consecutive));
+        }
+    }
+
+    /// Whether this node probes `key` now: always alone, and in a cluster
+    /// unless the check's `probers` picks other nodes.
+    pub(crate) fn should_probe(&self, key: &EndpointKey) -> bool {
+        match self.observer.get() {
+            Some(o) if key.check.as_ref().is_some_and(|c| c.probers.is_some()) => {
+                o.should_probe(key)
+            }
+            _ => true,
+        }
+    }
+
+    /// This node stopped probing `key`.
+    pub(crate) fn withdraw(&self, key: &EndpointKey) {
+        if let Some(o) = self.observer.get() {
+            o.withdraw(key);
         }
     }
 

@@ -157,11 +157,27 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // The first verdict is told even when it is no change (a cluster
     // publishes it).
     let mut first = true;
+    // Not probing now (`probers`), observation withdrawn.
+    let mut withdrawn = false;
     loop {
         let rechecking = threshold.pending() && check.recheck.is_some();
         let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
         let result = tokio::select! {
             () = tokio::time::sleep_until(next), if may_launch => {
+                if check.probers.is_some() {
+                    let Some(table) = task.table.upgrade() else { return };
+                    if !table.should_probe(&task.key) {
+                        // Other nodes probe it now; look again next interval.
+                        if !withdrawn {
+                            table.withdraw(&task.key);
+                            withdrawn = true;
+                        }
+                        first = true;
+                        next = Instant::now() + check.interval;
+                        continue;
+                    }
+                    withdrawn = false;
+                }
                 last_start = Instant::now();
                 let (p, permits) = (probe.clone(), task.permits.clone());
                 in_flight.spawn(async move {

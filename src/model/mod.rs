@@ -108,6 +108,9 @@ pub struct Check {
     pub recheck: Option<Duration>,
     /// Consecutive failures that mark an up endpoint down.
     pub fall: u32,
+    /// In a cluster: how many of the live nodes probe each endpoint (chosen
+    /// by rendezvous hashing); `None`: every node.
+    pub probers: Option<u32>,
     /// Consecutive successes that mark a down endpoint up.
     pub rise: u32,
 }

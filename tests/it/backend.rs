@@ -35,6 +35,8 @@ pub struct Backend {
     per_client: Arc<Mutex<HashMap<IpAddr, Mode>>>,
     /// Requests seen (health probes).
     pub hits: Arc<AtomicUsize>,
+    /// Requests seen per client address.
+    pub clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -50,6 +52,7 @@ impl Backend {
             addr,
             mode: Arc::new(AtomicU8::new(Mode::Healthy as u8)),
             per_client: Arc::default(),
+            clients: Arc::default(),
             hits: Arc::new(AtomicUsize::new(0)),
             task: None,
         };
@@ -61,6 +64,7 @@ impl Backend {
         let mode = self.mode.clone();
         let per_client = self.per_client.clone();
         let hits = self.hits.clone();
+        let clients = self.clients.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut s, peer)) = l.accept().await else {
@@ -76,6 +80,7 @@ impl Backend {
                     continue;
                 }
                 let hits = hits.clone();
+                let clients = clients.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 2048];
                     let mut seen = Vec::new();
@@ -86,6 +91,7 @@ impl Backend {
                         }
                     }
                     hits.fetch_add(1, Ordering::Relaxed);
+                    *clients.lock().unwrap().entry(peer.ip()).or_default() += 1;
                     let resp: &[u8] = match mode {
                         0 => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
                         1 => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown",

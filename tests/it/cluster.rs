@@ -637,3 +637,202 @@ async fn without_a_cluster_section_there_is_no_cluster() {
     assert!(status(&ts).get("cluster").is_none());
     assert!(!ts.server.shared.health.cluster_decides());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probers_k_leaves_probing_to_k_nodes_and_moves_when_one_goes() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let s = secondary.addr.ip().to_string();
+    let name = cluster_name();
+    let z = zone(&primary, &secondary, "")
+        .replace("[check.primary]\n", "[check.primary]\nprobers = 1\n")
+        .replace("[check.secondary]\n", "[check.secondary]\nprobers = 2\n");
+    let mut ns = Vec::new();
+    for i in 1..=3 {
+        ns.push(Some(node(&etcd, &name, i, Quorum::Majority, &z).await));
+    }
+    fn live(ns: &[Option<TestServer>]) -> Vec<&TestServer> {
+        ns.iter().flatten().collect()
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "one prober of primary, two of secondary",
+        || async {
+            live(&ns).iter().all(|ts| {
+                observers(ts, "primary").len() == 1 && observers(ts, "secondary").len() == 2
+            })
+        },
+    )
+    .await;
+    let prober = observers(live(&ns)[0], "primary")[0].0.clone();
+    let i: usize = prober.trim_start_matches("ns").parse().unwrap();
+    // Only that node's address probes the primary.
+    primary.clients.lock().unwrap().clear();
+    wait_until(Duration::from_secs(5), "a few probes", || async {
+        primary.clients.lock().unwrap().values().sum::<usize>() >= 3
+    })
+    .await;
+    let clients: Vec<_> = primary.clients.lock().unwrap().keys().copied().collect();
+    assert_eq!(clients, [source(i).parse::<std::net::IpAddr>().unwrap()]);
+
+    // The prober leaves: another node takes its share.
+    ns[i - 1] = None;
+    wait_until(Duration::from_secs(10), "another prober", || async {
+        live(&ns).iter().all(|ts| {
+            let o = observers(ts, "primary");
+            o.len() == 1 && o[0].0 != prober
+        })
+    })
+    .await;
+    // And the region still fails over on the new prober's verdict.
+    primary.set(Mode::Failing);
+    wait_until(Duration::from_secs(10), "failover", || async {
+        for ts in live(&ns) {
+            if answer(ts).await != [s.clone()] {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// Node `i` with these cluster settings (no admin API).
+async fn node_with(cs: ClusterSettings, i: usize, zone: &str) -> TestServer {
+    TestServer::start_with(&[("z.toml", zone)], move |s| {
+        s.probe_source = Some(source(i).parse().expect("ip"));
+        s.cluster = Some(cs);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_client_certificates() {
+    let etcd = Etcd::start_tls().await;
+    let t = etcd.tls.as_ref().unwrap();
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let z = zone(&primary, &secondary, "");
+    let name = cluster_name();
+    let mut cs = settings(&etcd, &name, 1, Quorum::Majority);
+    cs.ca_file = Some(t.ca.clone());
+    cs.cert_file = Some(t.client_cert.clone());
+    cs.key_file = Some(t.client_key.clone());
+    let good = node_with(cs.clone(), 1, &z).await;
+    assert_eq!(status(&good)["cluster"]["mode"], "cluster");
+    // Without a client certificate etcd turns the node away: it answers
+    // from its own verdicts and says so.
+    cs.node = "ns2".into();
+    cs.cert_file = None;
+    cs.key_file = None;
+    let refused = node_with(cs, 2, &z).await;
+    assert_eq!(status(&refused)["cluster"]["mode"], "local");
+    assert_eq!(metric(&refused, "gslb_cluster_connected", ""), 0.0);
+    assert!(!answer(&refused).await.is_empty(), "it still answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_a_password_and_no_secret_in_the_status() {
+    let etcd = Etcd::start().await;
+    let mut c = etcd.client().await;
+    c.user_add("root", "s3cret-pass", None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.auth_enable().await.unwrap();
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let z = zone(&primary, &secondary, "");
+    let name = cluster_name();
+    let mut cs = settings(&etcd, &name, 1, Quorum::Majority);
+    cs.user = Some("root".into());
+    cs.password = Some("s3cret-pass".into());
+    let good = node_with(cs.clone(), 1, &z).await;
+    assert_eq!(status(&good)["cluster"]["mode"], "cluster");
+    cs.node = "ns2".into();
+    cs.password = Some("wrong-pass".into());
+    let refused = node_with(cs.clone(), 2, &z).await;
+    assert_eq!(status(&refused)["cluster"]["mode"], "local");
+    for ts in [&good, &refused] {
+        let text = serde_json::to_string(&status(ts)).unwrap();
+        assert!(!text.contains("pass"), "a password in the status: {text}");
+    }
+    assert!(
+        !format!("{cs:?}").contains("wrong-pass"),
+        "Debug shows no password"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_etcd_resumes_from_the_last_cluster_state() {
+    let mut etcd = Etcd::start().await;
+    let us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let ap = Backend::start("127.0.0.4").await;
+    let z = format!(
+        "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n{}\n[service.api]\nregions = [\"us\", \"eu\", \"ap\"]\n",
+        backend_regions(&[("us", us.addr), ("eu", eu.addr), ("ap", ap.addr)])
+    );
+    let ap_ip = ap.addr.ip().to_string();
+    let zones = tempfile::tempdir().unwrap();
+    std::fs::write(zones.path().join("z.toml"), &z).unwrap();
+    let state = zones.path().join("state.json");
+    let name = cluster_name();
+    let cs: Vec<ClusterSettings> = (0..=2)
+        .map(|i| settings(&etcd, &name, i, Quorum::Majority))
+        .collect();
+    let start = |i: usize, state: Option<std::path::PathBuf>| {
+        let mut s = test_settings(zones.path());
+        s.state_file = state;
+        s.probe_source = Some(source(i).parse().unwrap());
+        s.cluster = Some(cs[i].clone());
+        gslb::app::Server::start(s)
+    };
+    let api = |dns| async move {
+        addrs(
+            &udp(dns, &request("api.gslb.example.com.", RecordType::A, true))
+                .await
+                .unwrap(),
+        )
+    };
+    let a = start(1, Some(state.clone())).await.unwrap();
+    let b = start(2, None).await.unwrap();
+    // us fails for everyone (a cluster verdict); eu is drained through b.
+    us.set(Mode::Failing);
+    let target = b
+        .shared
+        .health
+        .resolve_override(None, "eu", None, gslb::health::Override::Down)
+        .unwrap();
+    b.shared
+        .cluster
+        .as_ref()
+        .unwrap()
+        .set_override(&target)
+        .await
+        .unwrap();
+    for dns in [a.dns_addrs[0], b.dns_addrs[0]] {
+        wait_until(Duration::from_secs(10), "ap everywhere", || async {
+            api(dns).await == [ap_ip.clone()]
+        })
+        .await;
+    }
+    a.shutdown();
+    a.wait().await; // writes the state file
+    etcd.kill();
+
+    // etcd is gone; a starts again from its state file and answers what
+    // the cluster last decided, from its first query.
+    let a = start(1, Some(state.clone())).await.unwrap();
+    assert_eq!(api(a.dns_addrs[0]).await, [ap_ip.clone()]);
+    let cluster = a.shared.cluster.as_ref().unwrap();
+    assert_eq!(cluster.status().mode, gslb::cluster::Mode::Local);
+    let overrides = a.shared.health.overrides();
+    assert!(
+        overrides
+            .iter()
+            .any(|o| o.region == "eu" && o.state == gslb::health::Override::Down),
+        "{overrides:?}"
+    );
+    a.shutdown();
+    b.shutdown();
+}

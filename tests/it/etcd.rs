@@ -11,9 +11,20 @@ use std::time::Duration;
 
 use crate::support::wait_until;
 
+/// PEM files of a TLS etcd: its CA, and a client certificate it accepts.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
 /// A running (or killed) etcd member.
 pub struct Etcd {
     child: Option<Child>,
+    /// Serving TLS, requiring client certificates.
+    pub tls: Option<TlsFiles>,
     /// Client URL, `http://127.0.0.1:PORT`.
     pub url: String,
     client_port: u16,
@@ -40,14 +51,29 @@ fn etcd_binary() -> PathBuf {
 impl Etcd {
     /// Start a fresh member and wait until it answers.
     pub async fn start() -> Etcd {
+        Self::start_with(false).await
+    }
+
+    /// Start a member that serves TLS only and requires a client
+    /// certificate from a CA made here.
+    pub async fn start_tls() -> Etcd {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Etcd {
         let mut e = Etcd {
             child: None,
+            tls: None,
             url: String::new(),
             client_port: free_port(),
             peer_port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
         };
         e.url = format!("http://127.0.0.1:{}", e.client_port);
+        if tls {
+            e.tls = Some(make_certs(e.dir.path()));
+            e.url = format!("https://127.0.0.1:{}", e.client_port);
+        }
         e.spawn();
         e.wait_ready().await;
         e
@@ -60,7 +86,17 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd log");
-        let child = Command::new(etcd_binary())
+        let mut cmd = Command::new(etcd_binary());
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.server_cert)
+                .arg("--key-file")
+                .arg(&t.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "test"])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -78,14 +114,33 @@ impl Etcd {
         self.child = Some(child);
     }
 
+    /// Connect options that this member accepts (its CA and a client
+    /// certificate when it serves TLS).
+    pub fn options(&self) -> Option<etcd_client::ConnectOptions> {
+        let t = self.tls.as_ref()?;
+        let read = |p: &PathBuf| std::fs::read(p).expect("PEM");
+        Some(
+            etcd_client::ConnectOptions::new().with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(read(&t.ca)))
+                    .identity(etcd_client::Identity::from_pem(
+                        read(&t.client_cert),
+                        read(&t.client_key),
+                    )),
+            ),
+        )
+    }
+
     async fn wait_ready(&self) {
         let url = self.url.clone();
+        let opts = self.options();
         wait_until(Duration::from_secs(20), "etcd answers", || {
             let url = url.clone();
+            let opts = opts.clone();
             async move {
                 let Ok(Ok(mut c)) = tokio::time::timeout(
                     Duration::from_secs(1),
-                    etcd_client::Client::connect([url], None),
+                    etcd_client::Client::connect([url], opts),
                 )
                 .await
                 else {
@@ -117,7 +172,7 @@ impl Etcd {
 
     /// A client, for looking at what the nodes wrote.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.url.clone()], None)
+        etcd_client::Client::connect([self.url.clone()], self.options())
             .await
             .expect("etcd client")
     }
@@ -126,5 +181,51 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// PEM files in `dir`.
+fn make_certs(dir: &std::path::Path) -> TlsFiles {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "gslb etcd test CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(names.clone()).expect("params");
+        p.distinguished_name
+            .push(DnType::CommonName, names[0].clone());
+        p.extended_key_usages = vec![usage];
+        let cert = p.signed_by(&key, &*ca).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = leaf(vec!["gslb".into()], ExtendedKeyUsagePurpose::ClientAuth);
+    let write = |name: &str, pem: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).expect("write PEM");
+        p
+    };
+    TlsFiles {
+        ca: write("ca.pem", &ca.pem()),
+        server_cert: write("server.pem", &server_cert),
+        server_key: write("server-key.pem", &server_key),
+        client_cert: write("client.pem", &client_cert),
+        client_key: write("client-key.pem", &client_key),
     }
 }

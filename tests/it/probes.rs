@@ -46,6 +46,7 @@ fn check(kind: CheckKind, port: u16) -> Check {
         recheck: None,
         fall: 3,
         rise: 2,
+        probers: None,
     }
 }
 

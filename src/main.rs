@@ -272,8 +272,10 @@ fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
 fn init_logging(level: &str, format: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .map_err(|e| format!("log level {level:?}: {e}"))?;
+    // Colours only on a terminal: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         "json" => builder.json().flatten_event(true).init(),

@@ -108,6 +108,7 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
     }
     publish(cluster, &mut client, lease).await?;
     // The whole shared state, then every change after it.
+    let load_start = Instant::now();
     cluster.count("get");
     let all = timeout(client.get(
         cluster.prefix.clone(),
@@ -147,6 +148,7 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
         nodes,
         endpoints = observations,
         node = %s.node,
+        load_ms = load_start.elapsed().as_secs_f64() * 1000.0,
         "loaded the cluster state from etcd"
     );
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));

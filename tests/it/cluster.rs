@@ -836,3 +836,28 @@ async fn a_restart_without_etcd_resumes_from_the_last_cluster_state() {
     a.shutdown();
     b.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_etcd_delays_no_answer_and_the_nodes_go_their_own_way() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let p = primary.addr.ip().to_string();
+    let ns = nodes(&etcd, &cluster_name(), 2, Quorum::Majority, &zone(&primary, &secondary, "")).await;
+    // etcd stops answering but keeps every connection open.
+    etcd.freeze();
+    // Queries are answered throughout (each within udp()'s own timeout).
+    wait_until(Duration::from_secs(15), "both nodes on their own", || async {
+        for ts in &ns {
+            assert_eq!(answer(ts).await, [p.clone()], "answered while etcd hangs");
+        }
+        ns.iter().all(|ts| status(ts)["cluster"]["mode"] == "local")
+    })
+    .await;
+    etcd.thaw();
+    wait_until(Duration::from_secs(20), "back in cluster mode", || async {
+        ns.iter().all(|ts| status(ts)["cluster"]["mode"] == "cluster")
+    })
+    .await;
+    assert!(all_answer(&ns, &p).await);
+}

@@ -158,9 +158,31 @@ impl Etcd {
     /// SIGKILL: no goodbye to anyone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A frozen process dies of SIGKILL too.
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGSTOP: etcd hangs, connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`Etcd::freeze`].
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("etcd running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
     }
 
     /// Start again on the same ports with the same data.

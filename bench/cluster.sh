@@ -15,9 +15,11 @@
 #      start to its first DNS answer.
 #
 #   bench/cluster.sh            TRIALS=20 N=10000 SECS=30 REPS=3 bench/cluster.sh
+#   ONLY="2 4" bench/cluster.sh   (parts 1 and 2 share nodes: part 2 runs part 1 too)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-TRIALS=${TRIALS:-20}; N=${N:-10000}; SECS=${SECS:-30}; REPS=${REPS:-3}
+TRIALS=${TRIALS:-20}; N=${N:-10000}; SECS=${SECS:-30}; REPS=${REPS:-3}; ONLY=" ${ONLY:-1 2 3 4} "
+part() { [[ "$ONLY" == *" $1 "* ]]; }
 need etcd etcd-server
 need etcdctl etcd-client
 need dnsperf dnsperf
@@ -47,6 +49,7 @@ ETCD_PID=$!; PIDS+=("$ETCD_PID")
 for i in $(seq 1 200); do curl -sf "$ETCD/health" >/dev/null && break; sleep 0.05; done
 echo "== etcd $(etcd --version | head -1 | awk '{print $3}') on $ETCD"
 
+if part 1 || part 2; then
 echo "== 1. answer spread, $TRIALS failovers and $TRIALS recoveries (check: interval 1s, fall 3, rise 2, recheck 200ms)"
 python3 "$ROOT/bench/cluster-spread.py" "$GSLB" "$ETCD" "$WORK/spread" "$TRIALS" --keep > "$WORK/spread.out" 2>&1 &
 SPREAD=$!; PIDS+=("$SPREAD")
@@ -57,6 +60,8 @@ read -r -a nodes <<< "$(awk '/^NODES/ {print $2, $3, $4, $6, $7, $8}' "$WORK/spr
 NODE_PORT=${nodes[0]}; NODE_PID=${nodes[3]}
 PIDS+=("${nodes[3]}" "${nodes[4]}" "${nodes[5]}")
 
+fi
+if part 2; then
 echo "== 2. CPU per query: cluster node ns1 against a single node, same zone, ${REPS}x10s interleaved"
 start_gslb "$WORK/spread/zones" 127.0.0.1:5341 127.0.0.1:9341 1
 printf '%s\n' "api.gslb.example.com A" "static.gslb.example.com A" "gslb.example.com SOA" \
@@ -86,7 +91,9 @@ c = st.median(x for x, _ in runs["cluster"]); s = st.median(x for x, _ in runs["
 print(f"  cluster / single: {c / s:.2f}")
 PY
 stop_gslb
-kill "$SPREAD" "${nodes[3]}" "${nodes[4]}" "${nodes[5]}" 2>/dev/null || true
+fi
+if part 1 || part 2; then kill "$SPREAD" "${nodes[3]}" "${nodes[4]}" "${nodes[5]}" 2>/dev/null || true; fi
+if part 3 || part 4; then
 
 echo "== 3. $N endpoints on 3 nodes (check interval 5s): etcd requests in steady state over ${SECS}s"
 "$ROOT/target/release/examples/bench_backend" 18090 2>/dev/null & PIDS+=($!)
@@ -109,10 +116,14 @@ gslb_reqs() { for i in 1 2 3; do curl -s "http://127.0.0.1:$((9350 + i))/metrics
 m0=$(etcd_metric grpc_server_msg_received_total); w0=$(etcd_metric etcd_mvcc_put_total); g0=$(gslb_reqs); s0=$(date +%s.%N)
 sleep "$SECS"
 m1=$(etcd_metric grpc_server_msg_received_total); w1=$(etcd_metric etcd_mvcc_put_total); g1=$(gslb_reqs); s1=$(date +%s.%N)
+if part 3; then
 python3 -c "
 w = $s1 - $s0
 print(f'  etcd gRPC messages received: {($m1 - $m0) / w:.2f}/s   puts: {($w1 - $w0) / w:.2f}/s   gslb requests (3 nodes): {($g1 - $g0) / w:.2f}/s')"
+fi
 
+fi
+if part 4; then
 echo "== 4. a fourth node joins a cluster of 3 x $N observations, ${REPS} times"
 node_cfg 4 5354 info
 for r in $(seq 1 "$REPS"); do
@@ -125,3 +136,4 @@ for r in $(seq 1 "$REPS"); do
   python3 -c "print(f'  run $r: cluster state loaded in {float(\"${load:-nan}\"):.0f} ms; process start to first answer {($t1 - $t0) * 1000:.0f} ms')"
   kill "$P4"; wait "$P4" 2>/dev/null || true
 done
+fi

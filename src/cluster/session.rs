@@ -19,6 +19,10 @@ use super::{Cluster, ClusterError, Mode, TXN_OPS, timeout};
 /// First delay before reconnecting; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Keys per page when loading the cluster state.
+const PAGE: i64 = 2000;
+/// Largest gRPC message accepted from etcd (watch responses).
+const MAX_MESSAGE: usize = 64 << 20;
 
 pub(super) async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
     let mut backoff = FIRST_BACKOFF;
@@ -109,25 +113,16 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
     publish(cluster, &mut client, lease).await?;
     // The whole shared state, then every change after it.
     let load_start = Instant::now();
-    cluster.count("get");
-    let all = timeout(client.get(
-        cluster.prefix.clone(),
-        Some(GetOptions::new().with_prefix()),
-    ))
-    .await?;
-    let rev = all.header().map(|h| h.revision()).unwrap_or(1);
-    let mut view = View {
-        rev,
-        ..View::default()
-    };
-    for kv in all.kvs() {
-        view.apply(&cluster.prefix, kv.key(), Some(kv.value()));
-    }
+    let view = load(cluster, &mut client).await?;
+    let rev = view.rev;
     let (nodes, observations) = (view.nodes.len(), view.obs.len());
     *cluster.view.lock().expect("cluster lock poisoned") = view;
     cluster.count("watch");
+    // One revision can carry many events (a node's lease expiring deletes
+    // all its observations at once): allow large messages.
+    let mut watcher = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
     let mut watch = timeout(
-        client.watch(
+        watcher.watch(
             cluster.prefix.clone(),
             Some(
                 WatchOptions::new()
@@ -193,6 +188,40 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
                 let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
                 return Ok(());
             }
+        }
+    }
+}
+
+/// Read everything under the cluster's prefix at one revision, in pages
+/// (a single response for 10,000 endpoints on 3 nodes would pass gRPC's
+/// 4 MiB default message limit).
+async fn load(cluster: &Cluster, client: &mut Client) -> Result<View, ClusterError> {
+    let prefix = cluster.prefix.as_bytes();
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1; // the prefix ends in '/': its successor bounds the range
+    }
+    let mut view = View::default();
+    let mut start = prefix.to_vec();
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if view.rev != 0 {
+            opts = opts.with_revision(view.rev);
+        }
+        cluster.count("get");
+        let resp = timeout(client.get(start.clone(), Some(opts))).await?;
+        if view.rev == 0 {
+            view.rev = resp.header().map(|h| h.revision()).unwrap_or(1);
+        }
+        for kv in resp.kvs() {
+            view.apply(&cluster.prefix, kv.key(), Some(kv.value()));
+        }
+        match resp.kvs().last() {
+            Some(kv) if resp.more() => {
+                start = kv.key().to_vec();
+                start.push(0);
+            }
+            _ => return Ok(view),
         }
     }
 }

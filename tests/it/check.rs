@@ -191,6 +191,30 @@ fn registered() -> std::collections::BTreeSet<String> {
         gslb::dns::Transport::Udp,
     );
     m.dns.dropped(gslb::dns::Transport::Udp);
+    // The cluster's metrics, registered only by a cluster node.
+    let health = std::sync::Arc::new(gslb::health::HealthTable::new(
+        m.clone(),
+        std::sync::Arc::new(gslb::health::RealProbes::default()),
+        None,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let _cluster = gslb::cluster::Cluster::new(
+        gslb::model::ClusterSettings {
+            name: "c".into(),
+            node: "n".into(),
+            etcd: vec!["http://127.0.0.1:2379".into()],
+            quorum: gslb::model::Quorum::Majority,
+            lease_ttl: std::time::Duration::from_secs(5),
+            user: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        },
+        health,
+        &m,
+        Default::default(),
+    );
     metric_names(&m.render())
 }
 

@@ -843,21 +843,83 @@ async fn a_hung_etcd_delays_no_answer_and_the_nodes_go_their_own_way() {
     let primary = Backend::start("127.0.0.2").await;
     let secondary = Backend::start("127.0.0.3").await;
     let p = primary.addr.ip().to_string();
-    let ns = nodes(&etcd, &cluster_name(), 2, Quorum::Majority, &zone(&primary, &secondary, "")).await;
+    let ns = nodes(
+        &etcd,
+        &cluster_name(),
+        2,
+        Quorum::Majority,
+        &zone(&primary, &secondary, ""),
+    )
+    .await;
     // etcd stops answering but keeps every connection open.
     etcd.freeze();
     // Queries are answered throughout (each within udp()'s own timeout).
-    wait_until(Duration::from_secs(15), "both nodes on their own", || async {
-        for ts in &ns {
-            assert_eq!(answer(ts).await, [p.clone()], "answered while etcd hangs");
-        }
-        ns.iter().all(|ts| status(ts)["cluster"]["mode"] == "local")
-    })
+    wait_until(
+        Duration::from_secs(15),
+        "both nodes on their own",
+        || async {
+            for ts in &ns {
+                assert_eq!(answer(ts).await, [p.clone()], "answered while etcd hangs");
+            }
+            ns.iter().all(|ts| status(ts)["cluster"]["mode"] == "local")
+        },
+    )
     .await;
     etcd.thaw();
     wait_until(Duration::from_secs(20), "back in cluster mode", || async {
-        ns.iter().all(|ts| status(ts)["cluster"]["mode"] == "cluster")
+        ns.iter()
+            .all(|ts| status(ts)["cluster"]["mode"] == "cluster")
     })
     .await;
     assert!(all_answer(&ns, &p).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_cluster_state_is_loaded_in_pages() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let name = cluster_name();
+    // 4,500 other nodes' observations of the primary: more than two pages,
+    // and several MiB with padding in the reasons.
+    let key = gslb::health::EndpointKey {
+        zone: "gslb.example.com".into(),
+        region: "primary".into(),
+        addr: primary.addr.ip(),
+        check: None,
+    };
+    let z = zone(&primary, &secondary, "");
+    let a = node(&etcd, &name, 1, Quorum::Majority, &z).await;
+    let real = a
+        .server
+        .shared
+        .health
+        .endpoints()
+        .into_iter()
+        .find(|(k, _)| k.region == "primary")
+        .map(|(k, _)| k)
+        .expect("primary endpoint");
+    drop(a);
+    let id = gslb::cluster::view::endpoint_id(&gslb::health::EndpointKey {
+        check: real.check.clone(),
+        ..key
+    });
+    let mut c = etcd.client().await;
+    let pad = "x".repeat(1000);
+    for chunk in (0..4500).collect::<Vec<_>>().chunks(100) {
+        let ops: Vec<etcd_client::TxnOp> = chunk
+            .iter()
+            .map(|i| {
+                etcd_client::TxnOp::put(
+                    format!("/gslb/{name}/obs/{id}/far{i}"),
+                    format!("{{\"up\":true,\"reason\":\"{pad}\",\"since_ms\":1}}"),
+                    None,
+                )
+            })
+            .collect();
+        c.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+    }
+    let b = node(&etcd, &name, 2, Quorum::Majority, &z).await;
+    assert_eq!(status(&b)["cluster"]["mode"], "cluster");
+    assert!(observers(&b, "primary").len() >= 4500);
 }

@@ -6,16 +6,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminAuth, AdminState, StatusSource};
 use crate::cluster::Cluster;
-use crate::config::{self, ConfigErrors, LoadOptions};
-use crate::dns::{self, Engine, EngineOptions, ServedZone, Snapshot};
+use crate::config::ConfigErrors;
+use crate::dns::{self, Engine, EngineOptions};
+use crate::events::Events;
 use crate::health::{HealthTable, ProbeFactory, RealProbes};
 use crate::metrics::Metrics;
-use crate::model::{ClusterSettings, Config};
+use crate::model::ClusterSettings;
+use crate::reload::{self, assign_serials, build_snapshot, unix_now, zone_hashes};
+pub use crate::reload::{ReloadSummary, Reloader};
 
 /// Everything `serve` needs, after merging flags and the settings file.
 #[derive(Clone, Debug)]
@@ -81,112 +84,24 @@ pub enum AppError {
     Bind(std::io::Error),
 }
 
-/// State shared by the tasks and the admin API.
-pub struct Shared {
-    /// Settings the server runs with.
-    pub settings: Settings,
-    /// The DNS engine (holds the served snapshot).
-    pub engine: Arc<Engine>,
-    /// The loaded configuration (for status and reload diffs).
-    pub config: ArcSwap<Config>,
-    /// Health cells.
-    pub health: Arc<HealthTable>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// The cluster this node is part of, if any.
-    pub cluster: Option<Arc<Cluster>>,
-    /// Serialises reloads (held across the file reads, hence tokio's).
-    reload_lock: tokio::sync::Mutex<()>,
-}
-
-/// A running server.
+/// A running server: its addresses and a handle on each part.
 pub struct Server {
     /// Bound DNS addresses (port 0 resolved).
     pub dns_addrs: Vec<SocketAddr>,
     /// Bound admin address.
     pub admin_addr: Option<SocketAddr>,
-    /// Shared state.
-    pub shared: Arc<Shared>,
+    /// The DNS engine (holds the served snapshot).
+    pub engine: Arc<Engine>,
+    /// Health cells, overrides, transitions.
+    pub health: Arc<HealthTable>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The cluster this node is part of, if any.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Reloads the zones.
+    pub reloader: Arc<Reloader>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
-}
-
-/// What changed in a reload.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ReloadSummary {
-    /// Zones now served.
-    pub zones: usize,
-    /// Zones added.
-    pub zones_added: Vec<String>,
-    /// Zones removed.
-    pub zones_removed: Vec<String>,
-    /// Zones whose content changed.
-    pub zones_changed: Vec<String>,
-    /// Services added (zone/key).
-    pub services_added: Vec<String>,
-    /// Services removed.
-    pub services_removed: Vec<String>,
-    /// Services changed.
-    pub services_changed: Vec<String>,
-    /// Regions added (zone/name).
-    pub regions_added: Vec<String>,
-    /// Regions removed.
-    pub regions_removed: Vec<String>,
-    /// Regions changed.
-    pub regions_changed: Vec<String>,
-}
-
-fn build_snapshot(config: &Config, health: &Arc<HealthTable>, metrics: &Metrics) -> Snapshot {
-    let cells = health.apply(config);
-    Snapshot::new(
-        config
-            .zones
-            .iter()
-            .zip(cells)
-            .map(|(z, h)| ServedZone::new(z.clone(), h, &metrics.dns))
-            .collect(),
-    )
-}
-
-/// Zone label to the hash of its file, as a cluster compares them.
-fn zone_hashes(config: &Config) -> std::collections::BTreeMap<String, u64> {
-    config
-        .zones
-        .iter()
-        .map(|z| (dns::zone_label(z), z.content_hash))
-        .collect()
-}
-
-fn load(settings: &Settings) -> Result<Config, ConfigErrors> {
-    config::load(&settings.zones, LoadOptions::default())
-}
-
-/// Give zones without an explicit `serial` theirs: an unchanged file keeps
-/// the serial it had (across reloads and restarts, via the state file); a
-/// changed or new one gets the current unix time, or the previous serial + 1
-/// when that is higher, so a serial never goes backwards.
-fn assign_serials(config: &mut Config, health: &HealthTable) {
-    let now = u32::try_from(unix_now()).unwrap_or(u32::MAX);
-    let previous = health.zone_serials();
-    let mut given = Vec::new();
-    for zone in config.zones.iter_mut() {
-        if !zone.serial_auto {
-            continue;
-        }
-        let label = dns::zone_label(zone);
-        let serial = match previous.iter().find(|p| p.zone == label) {
-            Some(p) if p.content_hash == zone.content_hash => p.serial,
-            Some(p) => now.max(p.serial.saturating_add(1)),
-            None => now,
-        };
-        Arc::make_mut(zone).set_serial(serial);
-        given.push(crate::health::SavedZone {
-            zone: label,
-            serial,
-            content_hash: zone.content_hash,
-        });
-    }
-    health.set_zone_serials(given);
 }
 
 impl Server {
@@ -203,7 +118,7 @@ impl Server {
     ) -> Result<Server, AppError> {
         crate::install_crypto_provider();
         let metrics = Metrics::new();
-        let mut config = match load(&settings) {
+        let mut config = match reload::load(&settings.zones) {
             Ok(c) => c,
             Err(e) => {
                 metrics.reloads.with_label_values(&["error"]).inc();
@@ -267,27 +182,40 @@ impl Server {
             metrics.dns.clone(),
             health.epoch.clone(),
         ));
-        let shared = Arc::new(Shared {
-            settings,
+        let reloader = Arc::new(Reloader {
+            zones: settings.zones.clone(),
             engine: engine.clone(),
-            config: ArcSwap::from_pointee(config),
-            health,
-            metrics,
-            cluster,
-            reload_lock: tokio::sync::Mutex::new(()),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            cluster: cluster.clone(),
+            lock: tokio::sync::Mutex::new(()),
         });
-        tasks.spawn(dns::serve(listeners, engine, shutdown.clone()));
-        tasks.spawn(shared.health.clone().persist_loop());
+        tasks.spawn(dns::serve(listeners, engine.clone(), shutdown.clone()));
+        tasks.spawn(health.clone().persist_loop());
+        let status = StatusSource {
+            engine: engine.clone(),
+            health: health.clone(),
+            cluster: cluster.clone(),
+        };
         let admin_addr = match admin {
             Some(l) => {
                 let addr = l.local_addr().ok();
-                tasks.spawn(crate::admin::serve(l, shared.clone(), shutdown.clone()));
+                let state = AdminState {
+                    status: status.clone(),
+                    metrics: metrics.clone(),
+                    reloader: reloader.clone(),
+                    auth: Arc::new(AdminAuth {
+                        token: settings.admin_token.clone(),
+                        loopback: settings.admin.is_some_and(|a| a.ip().is_loopback()),
+                    }),
+                };
+                tasks.spawn(crate::admin::serve(l, state, shutdown.clone()));
                 addr
             }
             None => None,
         };
         {
-            let health = shared.health.clone();
+            let health = health.clone();
             let token = shutdown.clone();
             tasks.spawn(async move {
                 token.cancelled().await;
@@ -295,15 +223,26 @@ impl Server {
             });
         }
         #[cfg(unix)]
-        tasks.spawn(sighup_reloads(shared.clone(), shutdown.clone()));
-        tasks.spawn(crate::events::run(shared.clone(), shutdown.clone()));
-        if shared.settings.watch {
-            tasks.spawn(watch_zones(shared.clone(), shutdown.clone()));
+        tasks.spawn(reload::sighup_reloads(reloader.clone(), shutdown.clone()));
+        let events = Events {
+            engine: engine.clone(),
+            health: health.clone(),
+            cluster: cluster.clone(),
+            metrics: metrics.clone(),
+            webhook: settings.webhook.clone(),
+        };
+        tasks.spawn(crate::events::run(events, shutdown.clone()));
+        if settings.watch {
+            tasks.spawn(reload::watch_zones(reloader.clone(), shutdown.clone()));
         }
         Ok(Server {
             dns_addrs,
             admin_addr,
-            shared,
+            engine,
+            health,
+            metrics,
+            cluster,
+            reloader,
             shutdown,
             tasks,
         })
@@ -324,201 +263,22 @@ impl Server {
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Reload the zones (see [`Shared::reload`]).
+    /// Reload the zones (see [`Reloader::reload`]).
     pub async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
-        self.shared.reload().await
+        self.reloader.reload().await
     }
-}
 
-impl Shared {
-    /// Load every zone file into a new snapshot; on any error keep serving the
-    /// old one and return every problem; otherwise swap atomically.
-    pub async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
-        let _serial = self.reload_lock.lock().await;
-        let settings = self.settings.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&settings))
-            .await
-            .expect("zone loading does not panic");
-        let mut new = match loaded {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics.reloads.with_label_values(&["error"]).inc();
-                for err in &e.0 {
-                    tracing::error!(error = %err, "reload rejected: {err}");
-                }
-                tracing::warn!(
-                    problems = e.0.len(),
-                    "reload failed; still serving the previous zones"
-                );
-                return Err(e);
-            }
-        };
-        let old = self.config.load_full();
-        let summary = diff(&old, &new);
-        assign_serials(&mut new, &self.health);
-        let snapshot = build_snapshot(&new, &self.health, &self.metrics);
-        if let Some(c) = &self.cluster {
-            c.zones_loaded(zone_hashes(&new), false);
-        }
-        self.engine.store(snapshot);
-        self.config.store(Arc::new(new));
-        self.metrics.reloads.with_label_values(&["success"]).inc();
-        self.metrics.last_reload.set(unix_now());
-        tracing::info!(
-            zones = summary.zones,
-            added = ?summary.zones_added,
-            removed = ?summary.zones_removed,
-            changed = ?summary.zones_changed,
-            services_added = ?summary.services_added,
-            services_removed = ?summary.services_removed,
-            services_changed = ?summary.services_changed,
-            regions_added = ?summary.regions_added,
-            regions_removed = ?summary.regions_removed,
-            regions_changed = ?summary.regions_changed,
-            "reloaded zones"
-        );
-        Ok(summary)
+    /// The status document, as `GET /api/v1/status` serves it.
+    pub fn status(&self) -> crate::admin::Status {
+        crate::admin::status(&self.status_source())
     }
-}
 
-fn diff(old: &Config, new: &Config) -> ReloadSummary {
-    let mut s = ReloadSummary {
-        zones: new.zones.len(),
-        ..ReloadSummary::default()
-    };
-    /// Compare two keyed lists: what is only in `new`, only in `old`, or
-    /// differs. Hash maps: 100,000 services must not compare pairwise.
-    fn compare<T: PartialEq>(
-        old: Vec<(String, T)>,
-        new: Vec<(String, T)>,
-        added: &mut Vec<String>,
-        removed: &mut Vec<String>,
-        changed: &mut Vec<String>,
-    ) {
-        let mut old: std::collections::HashMap<String, T> = old.into_iter().collect();
-        for (k, v) in new {
-            match old.remove(&k) {
-                None => added.push(k),
-                Some(ov) if ov != v => changed.push(k),
-                Some(_) => {}
-            }
-        }
-        removed.extend(old.into_keys());
-        added.sort();
-        removed.sort();
-        changed.sort();
-    }
-    let zones = |c: &Config| {
-        c.zones
-            .iter()
-            .map(|z| (dns::zone_label(z), z.content_hash))
-            .collect::<Vec<_>>()
-    };
-    compare(
-        zones(old),
-        zones(new),
-        &mut s.zones_added,
-        &mut s.zones_removed,
-        &mut s.zones_changed,
-    );
-    let services = |c: &Config| {
-        c.zones
-            .iter()
-            .flat_map(|z| {
-                z.services
-                    .iter()
-                    .map(move |svc| (format!("{}/{}", dns::zone_label(z), svc.key), svc.clone()))
-            })
-            .collect::<Vec<_>>()
-    };
-    compare(
-        services(old),
-        services(new),
-        &mut s.services_added,
-        &mut s.services_removed,
-        &mut s.services_changed,
-    );
-    let regions = |c: &Config| {
-        c.zones
-            .iter()
-            .flat_map(|z| {
-                z.regions
-                    .values()
-                    .map(move |r| (format!("{}/{}", dns::zone_label(z), r.name), r.clone()))
-            })
-            .collect::<Vec<_>>()
-    };
-    compare(
-        regions(old),
-        regions(new),
-        &mut s.regions_added,
-        &mut s.regions_removed,
-        &mut s.regions_changed,
-    );
-    s
-}
-
-/// Reload when a zone file is added, removed or changed: polls the files'
-/// size and modification time every second and reloads once they have been
-/// stable for one more poll (editors write in several steps). Polling needs
-/// no extra dependency and a second of delay is fine for config changes.
-async fn watch_zones(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let fingerprint = |paths: &[PathBuf]| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-        config::zone_files(paths)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| {
-                let m = std::fs::metadata(&p).ok();
-                let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
-                let mtime = m.and_then(|m| m.modified().ok());
-                (p, len, mtime)
-            })
-            .collect()
-    };
-    let mut last = fingerprint(&shared.settings.zones);
-    let mut pending: Option<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>> = None;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = shutdown.cancelled() => return,
-        }
-        let now = fingerprint(&shared.settings.zones);
-        match &pending {
-            Some(p) if *p == now => {
-                tracing::info!("zone files changed: reloading");
-                let _ = shared.reload().await;
-                last = now;
-                pending = None;
-            }
-            _ if now != last => pending = Some(now),
-            _ => pending = None,
+    /// What the status document is built from.
+    pub fn status_source(&self) -> StatusSource {
+        StatusSource {
+            engine: self.engine.clone(),
+            health: self.health.clone(),
+            cluster: self.cluster.clone(),
         }
     }
-}
-
-#[cfg(unix)]
-async fn sighup_reloads(shared: Arc<Shared>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the admin API only");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            s = hup.recv() => if s.is_none() { return },
-            () = shutdown.cancelled() => return,
-        }
-        tracing::info!("SIGHUP: reloading zones");
-        let _ = shared.reload().await;
-    }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -179,7 +179,7 @@ pub async fn run(port: u16, admin_port: u16, backend_port: u16) -> Result<(), De
         ..Settings::default()
     };
     let server = Server::start(settings).await?;
-    let mut events = server.shared.health.subscribe();
+    let mut events = server.health.subscribe();
     println!(
         r#"
 gslb demo: three regions on loopback, one health-checked zone.

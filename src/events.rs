@@ -17,9 +17,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Shared;
-use crate::dns::zone_label;
+use crate::cluster::Cluster;
+use crate::dns::Engine;
+use crate::health::HealthTable;
 use crate::health::Transition;
+use crate::metrics::Metrics;
 
 /// Events waiting per webhook URL before new ones are dropped.
 pub const QUEUE_LEN: usize = 1024;
@@ -57,12 +59,28 @@ pub struct FailoverEvent {
     pub node: Option<String>,
 }
 
-fn event_for(shared: &Shared, t: &Transition) -> FailoverEvent {
-    let config = shared.config.load();
-    let services = config
-        .zones
-        .iter()
-        .filter(|z| zone_label(z) == t.zone)
+/// What the dispatcher needs: where transitions come from, where the
+/// served zones are (for their webhooks and services), the cluster that
+/// decides which node sends, and the counters.
+pub struct Events {
+    /// The served snapshot.
+    pub engine: Arc<Engine>,
+    /// Transitions.
+    pub health: Arc<HealthTable>,
+    /// The cluster, if any.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The global webhook of the settings file.
+    pub webhook: Option<String>,
+}
+
+fn event_for(ev: &Events, t: &Transition) -> FailoverEvent {
+    let snap = ev.engine.snapshot();
+    let services = snap
+        .zones()
+        .map(|z| &z.zone)
+        .filter(|z| z.label() == t.zone)
         .flat_map(|z| {
             z.services
                 .iter()
@@ -84,20 +102,20 @@ fn event_for(shared: &Shared, t: &Transition) -> FailoverEvent {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
-        node: shared.cluster.as_ref().map(|c| c.settings().node.clone()),
+        node: ev.cluster.as_ref().map(|c| c.settings().node.clone()),
     }
 }
 
 /// Where events of a zone go: its own webhook and the global one.
-fn urls_for(shared: &Shared, zone: &str) -> Vec<String> {
-    let config = shared.config.load();
-    let mut urls: Vec<String> = config
-        .zones
-        .iter()
-        .filter(|z| zone_label(z) == zone)
+fn urls_for(ev: &Events, zone: &str) -> Vec<String> {
+    let snap = ev.engine.snapshot();
+    let mut urls: Vec<String> = snap
+        .zones()
+        .map(|z| &z.zone)
+        .filter(|z| z.label() == zone)
         .filter_map(|z| z.webhook.clone())
         .collect();
-    if let Some(g) = &shared.settings.webhook
+    if let Some(g) = &ev.webhook
         && !urls.contains(g)
     {
         urls.push(g.clone());
@@ -106,8 +124,9 @@ fn urls_for(shared: &Shared, zone: &str) -> Vec<String> {
 }
 
 /// Dispatch region transitions to webhooks until `shutdown`.
-pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut rx = shared.health.subscribe();
+pub async fn run(ev: Events, shutdown: CancellationToken) {
+    let ev = Arc::new(ev);
+    let mut rx = ev.health.subscribe();
     let mut queues: HashMap<String, mpsc::Sender<FailoverEvent>> = HashMap::new();
     let mut workers = JoinSet::new();
     let client = match reqwest::Client::builder()
@@ -132,8 +151,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             Err(RecvError::Lagged(n)) => {
                 // The dispatcher itself fell behind (it never blocks, so only
                 // under a storm of transitions): count what was missed.
-                shared
-                    .metrics
+                ev.metrics
                     .webhook_dropped
                     .with_label_values(&[""])
                     .inc_by(n);
@@ -144,17 +162,17 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         if t.endpoint.is_some() {
             continue; // region changes only
         }
-        let urls = urls_for(&shared, &t.zone);
+        let urls = urls_for(&ev, &t.zone);
         if urls.is_empty() {
             continue;
         }
         // In a cluster every node sees the same transition; one sends it.
-        if let Some(c) = &shared.cluster
+        if let Some(c) = &ev.cluster
             && !c.claim_event(&t).await
         {
             continue;
         }
-        let event = event_for(&shared, &t);
+        let event = event_for(&ev, &t);
         for url in urls {
             let tx = queues.entry(url.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE_LEN);
@@ -162,14 +180,13 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                     url.clone(),
                     rx,
                     client.clone(),
-                    shared.clone(),
+                    ev.metrics.clone(),
                     shutdown.clone(),
                 ));
                 tx
             });
             if tx.try_send(event.clone()).is_err() {
-                shared
-                    .metrics
+                ev.metrics
                     .webhook_dropped
                     .with_label_values(&[&t.zone])
                     .inc();
@@ -186,7 +203,7 @@ async fn deliver(
     url: String,
     mut rx: mpsc::Receiver<FailoverEvent>,
     client: reqwest::Client,
-    shared: Arc<Shared>,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     while let Some(event) = tokio::select! {
@@ -213,16 +230,14 @@ async fn deliver(
             };
             match err {
                 None => {
-                    shared
-                        .metrics
+                    metrics
                         .webhook_deliveries
                         .with_label_values(&["success"])
                         .inc();
                     break;
                 }
                 Some(e) => {
-                    shared
-                        .metrics
+                    metrics
                         .webhook_deliveries
                         .with_label_values(&["error"])
                         .inc();

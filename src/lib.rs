@@ -1,18 +1,23 @@
 //! gslb: a global DNS failover controller.
 //!
 //! An authoritative DNS server for TOML zones whose service names answer with
-//! the regions that are healthy right now. Modules, lowest first (each uses
-//! only those above it):
+//! the regions that are healthy right now. Modules, lowest first; each uses
+//! only modules above it in this list (tests excepted):
 //!
 //! - [`model`]: validated configuration, plain data.
-//! - [`config`]: zone files (TOML) to the model, errors with `file:line:column`.
+//! - [`config`]: zone and settings files (TOML) to the model, errors with
+//!   `file:line:column`.
 //! - [`policy`]: pure answer selection over a health view.
-//! - [`health`]: probes, thresholds, shared health cells, the state file.
 //! - [`metrics`]: every metric, one registry.
-//! - [`dns`]: the answer engine and the UDP/TCP listeners.
-//! - [`cluster`]: several nodes deciding health together through etcd.
-//! - [`admin`]: the admin HTTP API.
-//! - [`app`]: wiring, reload, shutdown.
+//! - [`health`]: probes, thresholds, health cells, the state file; the one
+//!   place where a local verdict arrives and an effective one is set.
+//! - [`cluster`]: several nodes deciding the effective verdicts together
+//!   through etcd.
+//! - [`dns`]: the served snapshot, the answer engine, the UDP/TCP listeners.
+//! - [`reload`]: the one writer of the served snapshot after start.
+//! - [`events`]: failover webhooks.
+//! - [`admin`]: the admin HTTP API and status page.
+//! - [`app`]: wiring, start and shutdown; [`cli`] and [`demo`] for the binary.
 
 pub mod admin;
 pub mod app;
@@ -26,6 +31,7 @@ pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod reload;
 
 /// Install rustls' ring provider as the process default (idempotent).
 /// reqwest is built without a provider of its own and needs one for any

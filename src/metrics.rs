@@ -19,8 +19,6 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::dns::Transport;
-
 /// DNS queries answered, by zone, qtype, rcode and proto.
 pub const DNS_QUERIES: &str = "gslb_dns_queries_total";
 /// Service answers, by zone, service and the region answered.
@@ -53,6 +51,25 @@ pub const BUILD_INFO: &str = "gslb_build_info";
 pub const WEBHOOK_DROPPED: &str = "gslb_webhook_events_dropped_total";
 /// Webhook deliveries by result (success, error).
 pub const WEBHOOK_DELIVERIES: &str = "gslb_webhook_deliveries_total";
+
+/// The transport a request came over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: answers are limited to the client's payload size.
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
+impl Transport {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
 
 /// Buckets of the probe duration histogram: 1 ms to 10 s, tight where
 /// timeouts are usually set.

@@ -23,12 +23,37 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Shared;
 use crate::health::Override;
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
 
-pub use status::{ServiceStatus, Status, status};
+pub use status::{ServiceStatus, Status, StatusSource, status};
 
 const PAGE: &str = include_str!("status.html");
+
+/// Who may call the mutating endpoints.
+pub struct AdminAuth {
+    /// Bearer token, if configured.
+    pub token: Option<String>,
+    /// The listener is bound to loopback (then no token is needed when none
+    /// is configured).
+    pub loopback: bool,
+}
+
+/// What the admin API reaches: the status sources, metrics, the reloader
+/// and its authorisation. Overrides go through the health table (alone) or
+/// the cluster.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Served snapshot, health, cluster.
+    pub status: StatusSource,
+    /// Metrics to render.
+    pub metrics: Metrics,
+    /// Reloads the zones.
+    pub reloader: Arc<Reloader>,
+    /// Who may mutate.
+    pub auth: Arc<AdminAuth>,
+}
 
 /// Bind the admin listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -38,7 +63,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Every route.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: AdminState) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))
@@ -59,7 +84,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Serve until `shutdown`.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, shared: AdminState, shutdown: CancellationToken) {
     let app = router(shared);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -73,8 +98,8 @@ async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    status::refresh_service_gauges(&shared);
+async fn metrics(State(shared): State<AdminState>) -> Response {
+    status::refresh_service_gauges(&shared.status, &shared.metrics);
     (
         [(
             header::CONTENT_TYPE,
@@ -85,10 +110,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+async fn readyz(State(shared): State<AdminState>) -> Response {
     // Zones loaded and listeners bound are true once the server runs; the
     // first verdicts take up to one interval (or come from the state file).
-    if shared.health.first_verdicts_known() {
+    if shared.status.health.first_verdicts_known() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
@@ -99,21 +124,21 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn status_json(State(shared): State<Arc<Shared>>) -> Json<Status> {
-    Json(status(&shared))
+async fn status_json(State(shared): State<AdminState>) -> Json<Status> {
+    Json(status(&shared.status))
 }
 
 /// Server-sent events: a `transition` event per state change, and a
 /// `status` event with the whole status at most every second while things
 /// change (and every 5 s regardless), for the live page.
 async fn events(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<AdminState>,
 ) -> Sse<impl futures_core::Stream<Item = Result<Event, Infallible>>> {
-    let mut rx = shared.health.subscribe();
+    let mut rx = shared.status.health.subscribe();
     let stream = async_stream(move |tx| async move {
         // The status first, then again after every transition and every 5 s.
         loop {
-            let s = serde_json::to_string(&status(&shared)).unwrap_or_default();
+            let s = serde_json::to_string(&status(&shared.status)).unwrap_or_default();
             if tx
                 .send(Event::default().event("status").data(s))
                 .await
@@ -162,7 +187,7 @@ impl futures_core::Stream for ReceiverStream {
     }
 }
 
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(shared: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
     let deny = |code: StatusCode, msg: &str| {
         (
             code,
@@ -171,7 +196,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         )
             .into_response()
     };
-    match &shared.settings.admin_token {
+    match &shared.auth.token {
         Some(token) => {
             let given = headers
                 .get(header::AUTHORIZATION)
@@ -189,7 +214,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
                 )),
             }
         }
-        None if shared.settings.admin.is_some_and(|a| a.ip().is_loopback()) => Ok(()),
+        None if shared.auth.loopback => Ok(()),
         None => Err(deny(
             StatusCode::UNAUTHORIZED,
             "no admin token is configured and the admin listener is not loopback-only: set admin-token or GSLB_ADMIN_TOKEN",
@@ -211,7 +236,7 @@ fn parse_action(action: &str) -> Option<Override> {
 }
 
 async fn apply_override(
-    shared: &Shared,
+    shared: &AdminState,
     zone: &str,
     region: &str,
     endpoint: Option<IpAddr>,
@@ -228,11 +253,15 @@ async fn apply_override(
     };
     // `_` stands for "the zone that has this region".
     let zone = (zone != "_").then_some(zone);
-    let result = match &shared.cluster {
+    let result = match &shared.status.cluster {
         // In a cluster the override is stored in etcd and applies on
         // every node; without etcd it is refused rather than applied here
         // alone (nodes would answer differently).
-        Some(c) => match shared.health.resolve_override(zone, region, endpoint, o) {
+        Some(c) => match shared
+            .status
+            .health
+            .resolve_override(zone, region, endpoint, o)
+        {
             Ok(target) => match c.set_override(&target).await {
                 Ok(()) => Ok(target),
                 Err(e) => {
@@ -245,7 +274,7 @@ async fn apply_override(
             },
             Err(e) => Err(e),
         },
-        None => shared.health.set_override(zone, region, endpoint, o),
+        None => shared.status.health.set_override(zone, region, endpoint, o),
     };
     match result {
         Ok(target) => (
@@ -262,7 +291,7 @@ async fn apply_override(
 }
 
 async fn region_override(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<AdminState>,
     headers: HeaderMap,
     Path((zone, region, action)): Path<(String, String, String)>,
 ) -> Response {
@@ -273,7 +302,7 @@ async fn region_override(
 }
 
 async fn endpoint_override(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<AdminState>,
     headers: HeaderMap,
     Path((zone, region, endpoint, action)): Path<(String, String, String, String)>,
 ) -> Response {
@@ -290,11 +319,11 @@ async fn endpoint_override(
     apply_override(&shared, &zone, &region, Some(addr), &action).await
 }
 
-async fn reload(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn reload(State(shared): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&shared, &headers) {
         return r;
     }
-    match shared.reload().await {
+    match shared.reloader.reload().await {
         Ok(summary) => (StatusCode::OK, Json(json!({ "ok": true, "summary": summary }))).into_response(),
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,

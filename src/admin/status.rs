@@ -7,8 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::app::Shared;
-use crate::dns::zone_label;
+use std::sync::Arc;
+
+use crate::cluster::Cluster;
+use crate::dns::Engine;
+use crate::health::HealthTable;
 use crate::health::{Override, ProbeOutcome, Transition};
 use crate::model::RegionTarget;
 use crate::policy::{self, HealthView, Outcome};
@@ -161,8 +164,21 @@ pub struct EndpointStatus {
     pub failures: u64,
 }
 
+/// What the status document is built from: the served snapshot, the
+/// health cells and the cluster. Nothing else, so the status can never
+/// disagree with what DNS answers.
+#[derive(Clone)]
+pub struct StatusSource {
+    /// The served snapshot.
+    pub engine: Arc<Engine>,
+    /// Health cells and the transition journal.
+    pub health: Arc<HealthTable>,
+    /// The cluster, if any.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
 /// Build the status document.
-pub fn status(shared: &Shared) -> Status {
+pub fn status(shared: &StatusSource) -> Status {
     let snap = shared.engine.snapshot();
     let mut zones: Vec<ZoneStatus> = snap
         .zones()
@@ -193,7 +209,7 @@ pub fn status(shared: &Shared) -> Status {
                                 let d = e.detail();
                                 let observations = match &shared.cluster {
                                     Some(c) => c.observations(&crate::health::EndpointKey {
-                                        zone: zone_label(zone),
+                                        zone: zone.label(),
                                         region: r.name.clone(),
                                         addr: e.addr,
                                         check: r.check.as_deref().cloned(),
@@ -231,7 +247,7 @@ pub fn status(shared: &Shared) -> Status {
                 _ => 0,
             };
             ZoneStatus {
-                name: zone_label(zone),
+                name: zone.label(),
                 file: zone.file.display().to_string(),
                 serial,
                 records: zone.record_count,
@@ -315,16 +331,15 @@ fn service_status(svc: &crate::model::Service, view: &dyn HealthView) -> Service
 }
 
 /// Set `gslb_service_degraded` for every service (at scrape time).
-pub fn refresh_service_gauges(shared: &Shared) {
+pub fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::metrics::Metrics) {
     let snap = shared.engine.snapshot();
     for served in snap.zones() {
-        let zname = zone_label(&served.zone);
+        let zname = served.zone.label();
         let view: &dyn HealthView = served.health.as_ref();
         for svc in &served.zone.services {
             let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
             let sel = policy::select(svc, view, &mut rng);
-            shared
-                .metrics
+            metrics
                 .service_degraded
                 .with_label_values(&[zname.as_str(), svc.key.as_str()])
                 .set(i64::from(sel.degraded));

@@ -678,7 +678,7 @@ impl Cluster {
 /// every node ranks the live nodes the same way, and when a node goes only
 /// its share moves.
 fn rendezvous(node: &str, id: &str) -> u64 {
-    let mut h = crate::config::fnv1a(format!("{node}\n{id}").as_bytes());
+    let mut h = crate::model::fnv1a(format!("{node}\n{id}").as_bytes());
     // splitmix64's finaliser: FNV alone mixes the last bytes poorly.
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);

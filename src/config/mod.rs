@@ -665,7 +665,7 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
         regions: regions.valid,
         services,
         record_count,
-        content_hash: fnv1a(src.text.as_bytes()),
+        content_hash: crate::model::fnv1a(src.text.as_bytes()),
         webhook,
         serial_auto: z.serial.is_none(),
     })
@@ -680,14 +680,6 @@ pub fn check_webhook_url(url: &str) -> Result<(), String> {
         )),
         Err(e) => Err(format!("webhook {url:?} is not a URL: {e}")),
     }
-}
-
-/// FNV-1a: a stable, fast hash (zone file texts, check fingerprints);
-/// not for security.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Checks or regions of a zone: the valid ones, and the names of invalid ones.

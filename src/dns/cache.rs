@@ -20,7 +20,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use rand::rngs::SmallRng;
 
-use super::engine::ServedZone;
+use super::snapshot::ServedZone;
 use crate::policy;
 
 /// Entries per worker; a full cache stops admitting (a flood of random

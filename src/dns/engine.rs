@@ -6,7 +6,6 @@
 //! record data); this module owns the semantics: which zone, which records in
 //! which section, which flags.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -19,8 +18,9 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::cache::{self, Fill, Worker};
-use crate::health::{Epoch, ZoneHealth};
-use crate::metrics::{AnswerCounter, DnsMetrics, ZoneCounters};
+use super::snapshot::{ServedZone, Snapshot};
+use crate::health::Epoch;
+use crate::metrics::{DnsMetrics, Transport};
 use crate::model::{Node, RegionTarget, Service, Zone};
 use crate::policy::{self, HealthView, Outcome};
 
@@ -28,138 +28,6 @@ use crate::policy::{self, HealthView, Outcome};
 pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 /// Longest CNAME chain followed inside a zone.
 const MAX_CNAME_CHAIN: usize = 12;
-
-/// The transport a request came over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP: answers are limited to the client's payload size.
-    Udp,
-    /// TCP: up to 65535 bytes.
-    Tcp,
-}
-
-impl Transport {
-    /// Label value for metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        }
-    }
-}
-
-/// One served zone with its health cells.
-pub struct ServedZone {
-    /// Static data, services and regions.
-    pub zone: Arc<Zone>,
-    /// Health of its regions, indexed by `Region::index`.
-    pub health: Arc<ZoneHealth>,
-    /// Query counters of the zone.
-    pub counters: Arc<ZoneCounters>,
-    /// Answer counters by service index, then pick position.
-    pub answer_counters: Vec<Vec<Arc<AnswerCounter>>>,
-}
-
-impl ServedZone {
-    /// Serve `zone` with these health cells, counting into `metrics`.
-    pub fn new(zone: Arc<Zone>, health: Arc<ZoneHealth>, metrics: &DnsMetrics) -> Self {
-        let zname = zone_label(&zone);
-        let answer_counters = zone
-            .services
-            .iter()
-            .map(|svc| {
-                // One per pick position: the service's regions, then the
-                // last-resort region (see `policy::Selection::picks`).
-                let n = svc.regions.len();
-                (0..=n)
-                    .filter(|&p| {
-                        p < n
-                            || matches!(svc.when_all_down, crate::model::WhenAllDown::LastResort(_))
-                    })
-                    .map(|p| metrics.answer(&zname, &svc.key, &policy::picked_region(svc, p).name))
-                    .collect()
-            })
-            .collect();
-        ServedZone {
-            counters: metrics.zone(&zname),
-            zone,
-            health,
-            answer_counters,
-        }
-    }
-}
-
-/// A zone's name as logs and metrics show it: lower case, no trailing dot.
-pub fn zone_label(zone: &Zone) -> String {
-    let s = zone.apex.to_string();
-    s.strip_suffix('.')
-        .filter(|x| !x.is_empty())
-        .unwrap_or(&s)
-        .to_string()
-}
-
-/// Everything the DNS path reads: swapped whole on reload.
-#[derive(Default)]
-pub struct Snapshot {
-    zones: HashMap<LowerName, Arc<ServedZone>>,
-    /// Unique per snapshot built: answer caches tell snapshots apart by it.
-    serial: u64,
-    /// Fewest and most labels of any apex, to bound the zone search.
-    min_labels: u8,
-    max_labels: u8,
-}
-
-impl Snapshot {
-    /// A snapshot serving these zones.
-    pub fn new(zones: Vec<ServedZone>) -> Self {
-        let min_labels = zones
-            .iter()
-            .map(|z| z.zone.apex.num_labels())
-            .min()
-            .unwrap_or(0);
-        let max_labels = zones
-            .iter()
-            .map(|z| z.zone.apex.num_labels())
-            .max()
-            .unwrap_or(0);
-        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Snapshot {
-            serial,
-            zones: zones
-                .into_iter()
-                .map(|z| (z.zone.apex.clone(), Arc::new(z)))
-                .collect(),
-            min_labels,
-            max_labels,
-        }
-    }
-
-    /// The zones served.
-    pub fn zones(&self) -> impl Iterator<Item = &ServedZone> {
-        self.zones.values().map(|z| z.as_ref())
-    }
-
-    /// The deepest zone containing `name`.
-    fn find_zone(&self, name: &LowerName) -> Option<&Arc<ServedZone>> {
-        let mut n = name.clone();
-        loop {
-            let labels = n.num_labels();
-            if labels < self.min_labels {
-                return None;
-            }
-            if labels <= self.max_labels
-                && let Some(z) = self.zones.get(&n)
-            {
-                return Some(z);
-            }
-            if n.is_root() {
-                return None;
-            }
-            n = n.base_name();
-        }
-    }
-}
 
 /// Settings of the engine.
 #[derive(Clone, Debug)]

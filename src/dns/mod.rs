@@ -9,9 +9,10 @@ mod engine;
 #[cfg(target_os = "linux")]
 mod mmsg;
 mod server;
+mod snapshot;
 
+pub use crate::metrics::Transport;
 pub use cache::Worker;
-pub use engine::{
-    DEFAULT_UDP_PAYLOAD, Engine, EngineOptions, ServedZone, Snapshot, Transport, zone_label,
-};
+pub use engine::{DEFAULT_UDP_PAYLOAD, Engine, EngineOptions};
 pub use server::{Listeners, bind, serve};
+pub use snapshot::{ServedZone, Snapshot};

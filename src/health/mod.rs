@@ -340,7 +340,7 @@ impl HealthTable {
         let mut seen_regions: HashMap<(String, String), ()> = HashMap::new();
         let mut out = Vec::with_capacity(config.zones.len());
         for zone in &config.zones {
-            let zname = crate::dns::zone_label(zone);
+            let zname = zone.label();
             let mut regions = Vec::with_capacity(zone.regions.len());
             for region in zone.regions.values() {
                 let mut endpoints = Vec::new();

@@ -22,7 +22,7 @@ const VERSION: u32 = 1;
 pub fn fingerprint(check: Option<&Check>) -> u64 {
     // FNV-1a over the Debug form: stable within a gslb version, which is
     // what a restart needs; after an upgrade at worst endpoints start up.
-    crate::config::fnv1a(format!("{check:?}").as_bytes())
+    crate::model::fnv1a(format!("{check:?}").as_bytes())
 }
 
 /// One endpoint's saved state.

@@ -246,3 +246,11 @@ impl Config {
 
 /// Regions of a zone by name.
 pub type Regions = BTreeMap<String, Arc<Region>>;
+
+/// FNV-1a: a stable, fast hash (zone file texts, check fingerprints);
+/// not for security.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -78,6 +78,16 @@ pub struct Zone {
 }
 
 impl Zone {
+    /// The zone's name as logs, metrics and the API show it: lower case, no
+    /// trailing dot ("." for the root).
+    pub fn label(&self) -> String {
+        let s = self.apex.to_string();
+        s.strip_suffix('.')
+            .filter(|x| !x.is_empty())
+            .unwrap_or(&s)
+            .to_string()
+    }
+
     /// The SOA serial.
     pub fn serial(&self) -> u32 {
         match &self.soa.data {

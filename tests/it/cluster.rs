@@ -104,7 +104,7 @@ async fn all_answer(nodes: &[TestServer], want: &str) -> bool {
 /// (node, up) of every live node's observation of a region's endpoint, as
 /// `ts` sees them.
 fn observers(ts: &TestServer, region: &str) -> Vec<(String, bool)> {
-    let status = gslb::admin::status(&ts.server.shared);
+    let status = ts.server.status();
     let v = serde_json::to_value(&status).expect("status");
     v["zones"][0]["regions"]
         .as_array()
@@ -127,14 +127,13 @@ fn observers(ts: &TestServer, region: &str) -> Vec<(String, bool)> {
 }
 
 fn status(ts: &TestServer) -> serde_json::Value {
-    serde_json::to_value(gslb::admin::status(&ts.server.shared)).expect("status")
+    serde_json::to_value(ts.server.status()).expect("status")
 }
 
 /// The value of an unlabelled metric (or the sum of a labelled one's series
 /// whose labels contain `labels`).
 fn metric(ts: &TestServer, name: &str, labels: &str) -> f64 {
     ts.server
-        .shared
         .metrics
         .render()
         .lines()
@@ -632,10 +631,10 @@ async fn without_a_cluster_section_there_is_no_cluster() {
     let secondary = Backend::start("127.0.0.3").await;
     let ts = TestServer::start(&[("z.toml", &zone(&primary, &secondary, ""))]).await;
     ts.wait_first_verdicts(Duration::from_secs(5)).await;
-    assert!(ts.server.shared.cluster.is_none());
-    assert!(!ts.server.shared.metrics.render().contains("gslb_cluster_"));
+    assert!(ts.server.cluster.is_none());
+    assert!(!ts.server.metrics.render().contains("gslb_cluster_"));
     assert!(status(&ts).get("cluster").is_none());
-    assert!(!ts.server.shared.health.cluster_decides());
+    assert!(!ts.server.health.cluster_decides());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -799,12 +798,10 @@ async fn a_restart_without_etcd_resumes_from_the_last_cluster_state() {
     // us fails for everyone (a cluster verdict); eu is drained through b.
     us.set(Mode::Failing);
     let target = b
-        .shared
         .health
         .resolve_override(None, "eu", None, gslb::health::Override::Down)
         .unwrap();
-    b.shared
-        .cluster
+    b.cluster
         .as_ref()
         .unwrap()
         .set_override(&target)
@@ -824,9 +821,9 @@ async fn a_restart_without_etcd_resumes_from_the_last_cluster_state() {
     // the cluster last decided, from its first query.
     let a = start(1, Some(state.clone())).await.unwrap();
     assert_eq!(api(a.dns_addrs[0]).await, [ap_ip.clone()]);
-    let cluster = a.shared.cluster.as_ref().unwrap();
+    let cluster = a.cluster.as_ref().unwrap();
     assert_eq!(cluster.status().mode, gslb::cluster::Mode::Local);
-    let overrides = a.shared.health.overrides();
+    let overrides = a.health.overrides();
     assert!(
         overrides
             .iter()
@@ -892,7 +889,6 @@ async fn a_large_cluster_state_is_loaded_in_pages() {
     let a = node(&etcd, &name, 1, Quorum::Majority, &z).await;
     let real = a
         .server
-        .shared
         .health
         .endpoints()
         .into_iter()

@@ -620,7 +620,7 @@ async fn every_query_is_counted_whether_answered_from_the_cache_or_not() {
             ["192.0.2.10"]
         );
     }
-    let m = s.server.shared.metrics.render();
+    let m = s.server.metrics.render();
     let count = |zone: &str, rcode: &str| {
         m.lines()
             .find(|l| {

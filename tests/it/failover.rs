@@ -90,7 +90,6 @@ async fn ttl_of(ts: &TestServer, key: &str) -> (u32, Vec<String>) {
 
 fn region_cell(ts: &TestServer, name: &str) -> Arc<RegionCell> {
     ts.server
-        .shared
         .health
         .regions()
         .into_iter()
@@ -100,7 +99,7 @@ fn region_cell(ts: &TestServer, name: &str) -> Arc<RegionCell> {
 
 /// Journal length now: transitions after this mark are the test's.
 fn mark(ts: &TestServer) -> usize {
-    ts.server.shared.health.journal().len()
+    ts.server.health.journal().len()
 }
 
 /// The first transition of `region` (the region itself, or with `endpoint`
@@ -113,7 +112,6 @@ fn journaled(
     mark: usize,
 ) -> Option<Transition> {
     ts.server
-        .shared
         .health
         .journal()
         .into_iter()

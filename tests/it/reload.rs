@@ -126,7 +126,7 @@ async fn fifty_reloads_under_load_lose_nothing_and_never_mix_configs() {
         "both configs were served under load: {seen:?}"
     );
     assert!(answered.load(Ordering::Relaxed) > 200);
-    let metrics = ts.server.shared.metrics.render();
+    let metrics = ts.server.metrics.render();
     assert!(
         metrics.contains("gslb_config_reloads_total{result=\"error\"} 17"),
         "{metrics}"
@@ -153,7 +153,7 @@ async fn a_down_region_stays_down_across_an_unrelated_reload() {
         addrs(&ts.query("api.gslb.example.com.", RecordType::A).await) == [eu_ip.clone()]
     })
     .await;
-    let status = || gslb::admin::status(&ts.server.shared);
+    let status = || ts.server.status();
     let us_endpoint = |s: &gslb::admin::Status| {
         let r = s.zones[0].regions.iter().find(|r| r.name == "us").unwrap();
         (
@@ -483,7 +483,6 @@ async fn a_restart_resumes_health_and_overrides_from_the_state_file() {
     })
     .await;
     server
-        .shared
         .health
         .set_override(None, "eu", None, gslb::health::Override::Down)
         .unwrap();
@@ -501,13 +500,12 @@ async fn a_restart_resumes_health_and_overrides_from_the_state_file() {
         "restored, not restarted from 'all up'"
     );
     assert!(
-        server.shared.health.first_verdicts_known(),
+        server.health.first_verdicts_known(),
         "restored verdicts count as known"
     );
     // Let every endpoint be probed a few times; nothing flaps.
     let probes = |s: &gslb::app::Server| {
-        s.shared
-            .health
+        s.health
             .regions()
             .iter()
             .flat_map(|r| r.endpoints.iter().map(|e| e.detail().probes))
@@ -520,13 +518,12 @@ async fn a_restart_resumes_health_and_overrides_from_the_state_file() {
     .await;
     assert_eq!(api(dns).await, [ap_ip.clone()]);
     assert!(
-        server.shared.health.journal().is_empty(),
+        server.health.journal().is_empty(),
         "no transitions after a restart: {:?}",
-        server.shared.health.journal()
+        server.health.journal()
     );
     // The drain survived; undrain brings eu back.
     server
-        .shared
         .health
         .set_override(None, "eu", None, gslb::health::Override::Auto)
         .unwrap();

@@ -57,7 +57,7 @@ impl TestServer {
 
     /// Wait until every checked endpoint has its first verdict.
     pub async fn wait_first_verdicts(&self, limit: Duration) {
-        let health = &self.server.shared.health;
+        let health = &self.server.health;
         wait_until(limit, "first verdicts", || async {
             health.first_verdicts_known()
         })
@@ -67,7 +67,6 @@ impl TestServer {
     /// Region transitions so far (endpoint transitions left out).
     pub fn region_transitions(&self) -> usize {
         self.server
-            .shared
             .health
             .journal()
             .iter()

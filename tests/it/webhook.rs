@@ -176,7 +176,7 @@ async fn receiver_gets_exactly_one_event_per_region_transition() {
         (events[1]["old"].as_str(), events[1]["new"].as_str()),
         (Some("down"), Some("up"))
     );
-    let metrics = ts.server.shared.metrics.render();
+    let metrics = ts.server.metrics.render();
     assert!(
         metrics.contains("gslb_webhook_deliveries_total{result=\"success\"} 2"),
         "{metrics}"

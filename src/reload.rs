@@ -1,0 +1,318 @@
+//! Reload: the one writer of the served snapshot after start. Loads the
+//! zone files, keeps serving the old snapshot on any error, otherwise builds
+//! the new one on the same health cells and swaps it in; says what changed.
+//! Triggered by SIGHUP, the admin API, the CLI and (with `--watch`) file
+//! changes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::config::{self, ConfigErrors, LoadOptions};
+use crate::dns::{Engine, ServedZone, Snapshot};
+use crate::health::HealthTable;
+use crate::metrics::Metrics;
+use crate::model::Config;
+
+/// What changed in a reload.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReloadSummary {
+    /// Zones now served.
+    pub zones: usize,
+    /// Zones added.
+    pub zones_added: Vec<String>,
+    /// Zones removed.
+    pub zones_removed: Vec<String>,
+    /// Zones whose content changed.
+    pub zones_changed: Vec<String>,
+    /// Services added (zone/key).
+    pub services_added: Vec<String>,
+    /// Services removed.
+    pub services_removed: Vec<String>,
+    /// Services changed.
+    pub services_changed: Vec<String>,
+    /// Regions added (zone/name).
+    pub regions_added: Vec<String>,
+    /// Regions removed.
+    pub regions_removed: Vec<String>,
+    /// Regions changed.
+    pub regions_changed: Vec<String>,
+}
+
+/// Reloads the zones of a running server.
+pub struct Reloader {
+    /// Zone files or folders.
+    pub(crate) zones: Vec<PathBuf>,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) health: Arc<HealthTable>,
+    pub(crate) metrics: Metrics,
+    pub(crate) cluster: Option<Arc<Cluster>>,
+    /// Serialises reloads (held across the file reads, hence tokio's).
+    pub(crate) lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// The configuration being served, from the snapshot itself: there is
+    /// no second copy that could disagree with what DNS answers.
+    pub fn served_config(&self) -> Config {
+        Config {
+            zones: self
+                .engine
+                .snapshot()
+                .zones()
+                .map(|z| z.zone.clone())
+                .collect(),
+        }
+    }
+
+    /// Load every zone file into a new snapshot; on any error keep serving the
+    /// old one and return every problem; otherwise swap atomically.
+    pub async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
+        let _serial = self.lock.lock().await;
+        let zones = self.zones.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&zones))
+            .await
+            .expect("zone loading does not panic");
+        let mut new = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["error"]).inc();
+                for err in &e.0 {
+                    tracing::error!(error = %err, "reload rejected: {err}");
+                }
+                tracing::warn!(
+                    problems = e.0.len(),
+                    "reload failed; still serving the previous zones"
+                );
+                return Err(e);
+            }
+        };
+        let old = self.served_config();
+        let summary = diff(&old, &new);
+        assign_serials(&mut new, &self.health);
+        let snapshot = build_snapshot(&new, &self.health, &self.metrics);
+        if let Some(c) = &self.cluster {
+            c.zones_loaded(zone_hashes(&new), false);
+        }
+        self.engine.store(snapshot);
+        self.metrics.reloads.with_label_values(&["success"]).inc();
+        self.metrics.last_reload.set(unix_now());
+        tracing::info!(
+            zones = summary.zones,
+            added = ?summary.zones_added,
+            removed = ?summary.zones_removed,
+            changed = ?summary.zones_changed,
+            services_added = ?summary.services_added,
+            services_removed = ?summary.services_removed,
+            services_changed = ?summary.services_changed,
+            regions_added = ?summary.regions_added,
+            regions_removed = ?summary.regions_removed,
+            regions_changed = ?summary.regions_changed,
+            "reloaded zones"
+        );
+        Ok(summary)
+    }
+}
+
+pub(crate) fn build_snapshot(
+    config: &Config,
+    health: &Arc<HealthTable>,
+    metrics: &Metrics,
+) -> Snapshot {
+    let cells = health.apply(config);
+    Snapshot::new(
+        config
+            .zones
+            .iter()
+            .zip(cells)
+            .map(|(z, h)| ServedZone::new(z.clone(), h, &metrics.dns))
+            .collect(),
+    )
+}
+
+/// Zone label to the hash of its file, as a cluster compares them.
+pub(crate) fn zone_hashes(config: &Config) -> std::collections::BTreeMap<String, u64> {
+    config
+        .zones
+        .iter()
+        .map(|z| (z.label(), z.content_hash))
+        .collect()
+}
+
+/// Load the zone files.
+pub(crate) fn load(zones: &[PathBuf]) -> Result<Config, ConfigErrors> {
+    config::load(zones, LoadOptions::default())
+}
+
+/// Give zones without an explicit `serial` theirs: an unchanged file keeps
+/// the serial it had (across reloads and restarts, via the state file); a
+/// changed or new one gets the current unix time, or the previous serial + 1
+/// when that is higher, so a serial never goes backwards.
+pub(crate) fn assign_serials(config: &mut Config, health: &HealthTable) {
+    let now = u32::try_from(unix_now()).unwrap_or(u32::MAX);
+    let previous = health.zone_serials();
+    let mut given = Vec::new();
+    for zone in config.zones.iter_mut() {
+        if !zone.serial_auto {
+            continue;
+        }
+        let label = zone.label();
+        let serial = match previous.iter().find(|p| p.zone == label) {
+            Some(p) if p.content_hash == zone.content_hash => p.serial,
+            Some(p) => now.max(p.serial.saturating_add(1)),
+            None => now,
+        };
+        Arc::make_mut(zone).set_serial(serial);
+        given.push(crate::health::SavedZone {
+            zone: label,
+            serial,
+            content_hash: zone.content_hash,
+        });
+    }
+    health.set_zone_serials(given);
+}
+
+fn diff(old: &Config, new: &Config) -> ReloadSummary {
+    let mut s = ReloadSummary {
+        zones: new.zones.len(),
+        ..ReloadSummary::default()
+    };
+    /// Compare two keyed lists: what is only in `new`, only in `old`, or
+    /// differs. Hash maps: 100,000 services must not compare pairwise.
+    fn compare<T: PartialEq>(
+        old: Vec<(String, T)>,
+        new: Vec<(String, T)>,
+        added: &mut Vec<String>,
+        removed: &mut Vec<String>,
+        changed: &mut Vec<String>,
+    ) {
+        let mut old: std::collections::HashMap<String, T> = old.into_iter().collect();
+        for (k, v) in new {
+            match old.remove(&k) {
+                None => added.push(k),
+                Some(ov) if ov != v => changed.push(k),
+                Some(_) => {}
+            }
+        }
+        removed.extend(old.into_keys());
+        added.sort();
+        removed.sort();
+        changed.sort();
+    }
+    let zones = |c: &Config| {
+        c.zones
+            .iter()
+            .map(|z| (z.label(), z.content_hash))
+            .collect::<Vec<_>>()
+    };
+    compare(
+        zones(old),
+        zones(new),
+        &mut s.zones_added,
+        &mut s.zones_removed,
+        &mut s.zones_changed,
+    );
+    let services = |c: &Config| {
+        c.zones
+            .iter()
+            .flat_map(|z| {
+                z.services
+                    .iter()
+                    .map(move |svc| (format!("{}/{}", z.label(), svc.key), svc.clone()))
+            })
+            .collect::<Vec<_>>()
+    };
+    compare(
+        services(old),
+        services(new),
+        &mut s.services_added,
+        &mut s.services_removed,
+        &mut s.services_changed,
+    );
+    let regions = |c: &Config| {
+        c.zones
+            .iter()
+            .flat_map(|z| {
+                z.regions
+                    .values()
+                    .map(move |r| (format!("{}/{}", z.label(), r.name), r.clone()))
+            })
+            .collect::<Vec<_>>()
+    };
+    compare(
+        regions(old),
+        regions(new),
+        &mut s.regions_added,
+        &mut s.regions_removed,
+        &mut s.regions_changed,
+    );
+    s
+}
+
+/// Reload when a zone file is added, removed or changed: polls the files'
+/// size and modification time every second and reloads once they have been
+/// stable for one more poll (editors write in several steps). Polling needs
+/// no extra dependency and a second of delay is fine for config changes.
+pub(crate) async fn watch_zones(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    let fingerprint = |paths: &[PathBuf]| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+        config::zone_files(paths)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).ok();
+                let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
+                let mtime = m.and_then(|m| m.modified().ok());
+                (p, len, mtime)
+            })
+            .collect()
+    };
+    let mut last = fingerprint(&reloader.zones);
+    let mut pending: Option<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let now = fingerprint(&reloader.zones);
+        match &pending {
+            Some(p) if *p == now => {
+                tracing::info!("zone files changed: reloading");
+                let _ = reloader.reload().await;
+                last = now;
+                pending = None;
+            }
+            _ if now != last => pending = Some(now),
+            _ => pending = None,
+        }
+    }
+}
+
+#[cfg(unix)]
+pub(crate) async fn sighup_reloads(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the admin API only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            s = hup.recv() => if s.is_none() { return },
+            () = shutdown.cancelled() => return,
+        }
+        tracing::info!("SIGHUP: reloading zones");
+        let _ = reloader.reload().await;
+    }
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

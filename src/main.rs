@@ -171,20 +171,21 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
         Ok(cfg) => {
             for z in &cfg.zones {
                 println!(
-                    "{}: zone {} ok: {} records, {} services, {} regions",
+                    "{}: zone {} ok: {}, {}, {}",
                     z.file.display(),
                     z.name,
-                    z.record_count,
-                    z.services.len(),
-                    z.regions.len()
+                    gslb::model::count(z.record_count, "record"),
+                    gslb::model::count(z.services.len(), "service"),
+                    gslb::model::count(z.regions.len(), "region")
                 );
             }
+            use gslb::model::count;
             println!(
-                "ok: {} zones, {} records, {} services, {} regions",
-                cfg.zones.len(),
-                cfg.record_count(),
-                cfg.service_count(),
-                cfg.region_count()
+                "ok: {}, {}, {}, {}",
+                count(cfg.zones.len(), "zone"),
+                count(cfg.record_count(), "record"),
+                count(cfg.service_count(), "service"),
+                count(cfg.region_count(), "region")
             );
             ExitCode::SUCCESS
         }
@@ -192,7 +193,7 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
             for e in &errs.0 {
                 eprintln!("{e}");
             }
-            eprintln!("{} problem(s) found", errs.0.len());
+            eprintln!("{} found", gslb::model::count(errs.0.len(), "problem"));
             ExitCode::from(EXIT_CONFIG)
         }
     }

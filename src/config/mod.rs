@@ -45,7 +45,7 @@ pub struct ConfigError {
 
 /// Every problem found by one load.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{} problem(s):\n{}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+#[error("{}:\n{}", crate::model::count(.0.len(), "problem"), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 /// Options of a load that do not come from the files.
@@ -539,7 +539,7 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
     let mut checks = Defined::default();
     for (name, spec) in &file.check {
         let built = build_check(&mut cx, name, spec).map(Arc::new);
-        checks.insert(name.get_ref(), built);
+        checks.insert(name.get_ref(), name.span().start, built);
     }
     let mut regions = Defined::default();
     for (name, spec) in &file.region {
@@ -552,7 +552,7 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
             &zone_name,
         )
         .map(Arc::new);
-        regions.insert(name.get_ref(), built);
+        regions.insert(name.get_ref(), name.span().start, built);
     }
     let mut services: Vec<Arc<Service>> = Vec::new();
     let mut service_at: HashMap<LowerName, Origin> = HashMap::new();
@@ -686,6 +686,9 @@ pub fn check_webhook_url(url: &str) -> Result<(), String> {
 struct Defined<T> {
     valid: BTreeMap<String, Arc<T>>,
     invalid: std::collections::BTreeSet<String>,
+    /// Every name with its offset in the file: messages list them in the
+    /// file's order.
+    order: Vec<(usize, String)>,
 }
 
 impl<T> Default for Defined<T> {
@@ -693,12 +696,14 @@ impl<T> Default for Defined<T> {
         Defined {
             valid: BTreeMap::new(),
             invalid: Default::default(),
+            order: Vec::new(),
         }
     }
 }
 
 impl<T> Defined<T> {
-    fn insert(&mut self, name: &str, built: Option<Arc<T>>) {
+    fn insert(&mut self, name: &str, at: usize, built: Option<Arc<T>>) {
+        self.order.push((at, name.to_string()));
         match built {
             Some(v) => {
                 self.valid.insert(name.to_string(), v);
@@ -718,12 +723,9 @@ impl<T> Defined<T> {
         if self.invalid.contains(name) {
             return Err(None);
         }
-        let known: Vec<&str> = self
-            .valid
-            .keys()
-            .chain(self.invalid.iter())
-            .map(String::as_str)
-            .collect();
+        let mut order = self.order.clone();
+        order.sort();
+        let known: Vec<&str> = order.iter().map(|(_, n)| n.as_str()).collect();
         let known = if known.is_empty() {
             "none".to_string()
         } else {

@@ -526,10 +526,18 @@ impl HealthTable {
     ) {
         let from = word(!up);
         let to = word(up);
-        tracing::warn!(
-            zone = %key.zone, region = %key.region, endpoint = %key.addr, from, to, reason, consecutive,
-            "endpoint {} of {}/{} is {to}: {reason}", key.addr, key.zone, key.region
-        );
+        // A failure is a warning; a recovery is good news (INFO).
+        if up {
+            tracing::info!(
+                zone = %key.zone, region = %key.region, endpoint = %key.addr, from, to, reason, consecutive,
+                "endpoint {} of {}/{} is {to}: {reason}", key.addr, key.zone, key.region
+            );
+        } else {
+            tracing::warn!(
+                zone = %key.zone, region = %key.region, endpoint = %key.addr, from, to, reason, consecutive,
+                "endpoint {} of {}/{} is {to}: {reason}", key.addr, key.zone, key.region
+            );
+        }
         cell.update_detail(|d| d.since = Some(SystemTime::now()));
         self.metrics
             .transitions
@@ -574,7 +582,11 @@ impl HealthTable {
                     o => format!("override {}", o.as_str()),
                 };
                 let (from, to) = (word(!up), word(up));
-                tracing::warn!(zone = %cell.zone, region = %cell.name, from, to, reason = %why, "region {}/{} is {to}: {why}", cell.zone, cell.name);
+                if up {
+                    tracing::info!(zone = %cell.zone, region = %cell.name, from, to, reason = %why, "region {}/{} is {to}: {why}", cell.zone, cell.name);
+                } else {
+                    tracing::warn!(zone = %cell.zone, region = %cell.name, from, to, reason = %why, "region {}/{} is {to}: {why}", cell.zone, cell.name);
+                }
                 self.metrics
                     .transitions
                     .with_label_values(&[&cell.zone, &cell.name, "", to])

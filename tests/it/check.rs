@@ -126,7 +126,7 @@ fn check_says_what_it_loaded() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("ok: 1 zones, 6 records, 0 services, 0 regions"),
+        stdout.contains("ok: 1 zone, 6 records, 0 services, 0 regions"),
         "{stdout}"
     );
 }
@@ -139,7 +139,13 @@ fn missing_path_is_a_problem() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/zones"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/zones: cannot read"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(":0:0"), "no made-up position: {stderr}");
+    assert!(stderr.contains("1 problem found"), "{stderr}");
 }
 
 /// Every `gslb_*` metric name in `text` (histogram suffixes stripped).

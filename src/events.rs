@@ -123,6 +123,15 @@ fn urls_for(ev: &Events, zone: &str) -> Vec<String> {
     urls
 }
 
+/// Every webhook URL configured now.
+fn all_urls(ev: &Events) -> std::collections::HashSet<String> {
+    let snap = ev.engine.snapshot();
+    snap.zones()
+        .filter_map(|z| z.zone.webhook.clone())
+        .chain(ev.webhook.clone())
+        .collect()
+}
+
 /// Dispatch region transitions to webhooks until `shutdown`.
 pub async fn run(ev: Events, shutdown: CancellationToken) {
     let ev = Arc::new(ev);
@@ -162,6 +171,10 @@ pub async fn run(ev: Events, shutdown: CancellationToken) {
         if t.endpoint.is_some() {
             continue; // region changes only
         }
+        // A URL that no zone (nor the settings file) names any more loses
+        // its queue: its worker delivers what it holds, then ends.
+        let configured = all_urls(&ev);
+        queues.retain(|url, _| configured.contains(url));
         let urls = urls_for(&ev, &t.zone);
         if urls.is_empty() {
             continue;

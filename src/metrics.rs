@@ -41,6 +41,11 @@ pub const PROBE_RESULTS: &str = "gslb_probe_results_total";
 pub const STATE_TRANSITIONS: &str = "gslb_state_transitions_total";
 /// Service degraded (1) or not (0), by zone, service.
 pub const SERVICE_DEGRADED: &str = "gslb_service_degraded";
+/// The regions a service answers now (1, or the share of a weighted
+/// service's answers; 0 for a region not answered), by zone, service, region.
+pub const SERVICE_ANSWER_REGION: &str = "gslb_service_answer_region";
+/// Unix time of a region's last state change, by zone, region.
+pub const REGION_LAST_TRANSITION: &str = "gslb_region_last_transition_timestamp_seconds";
 /// Reloads by result (success, error).
 pub const CONFIG_RELOADS: &str = "gslb_config_reloads_total";
 /// Unix time of the last successful load.
@@ -341,6 +346,10 @@ pub struct Metrics {
     pub transitions: IntCounterVec,
     /// `gslb_service_degraded`.
     pub service_degraded: IntGaugeVec,
+    /// `gslb_service_answer_region`.
+    pub service_answer_region: GaugeVec,
+    /// `gslb_region_last_transition_timestamp_seconds`.
+    pub region_last_transition: GaugeVec,
     /// `gslb_config_reloads_total`.
     pub reloads: IntCounterVec,
     /// `gslb_config_last_reload_success_timestamp_seconds`.
@@ -418,6 +427,21 @@ impl Metrics {
             "1 while a service answers other than its fully healthy answer.",
             &["zone", "service"],
         );
+        let float_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let service_answer_region = float_gauge(
+            SERVICE_ANSWER_REGION,
+            "Regions a service answers now: 1 (or a weighted service's share of answers) for each region answered, 0 for the others.",
+            &["zone", "service", "region"],
+        );
+        let region_last_transition = float_gauge(
+            REGION_LAST_TRANSITION,
+            "Unix time of the region's last state change (or of its first load).",
+            &["zone", "region"],
+        );
         let reloads = counter(
             CONFIG_RELOADS,
             "Zone loads and reloads by result.",
@@ -443,6 +467,9 @@ impl Metrics {
             reloads.with_label_values(&[r]);
             webhook_deliveries.with_label_values(&[r]);
         }
+        // The dispatcher's own drops (zone ""): present at 0 from the start,
+        // so increase() sees the first one.
+        webhook_dropped.with_label_values(&[""]);
         let build = GaugeVec::new(
             Opts::new(BUILD_INFO, "Build information; the value is always 1."),
             &["version"],
@@ -473,6 +500,8 @@ impl Metrics {
             probe_results,
             transitions,
             service_degraded,
+            service_answer_region,
+            region_last_transition,
             reloads,
             last_reload,
             webhook_dropped,

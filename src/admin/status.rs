@@ -332,17 +332,56 @@ fn service_status(svc: &crate::model::Service, view: &dyn HealthView) -> Service
 
 /// Set `gslb_service_degraded` for every service (at scrape time).
 pub fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::metrics::Metrics) {
+    // Gauges of services and regions are rebuilt from the served snapshot
+    // on every scrape, so a service or region that a reload removed leaves
+    // no series behind (an alert on it would fire forever). One scrape at a
+    // time: another must not render a half-rebuilt set.
+    static SCRAPE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SCRAPE.lock().unwrap_or_else(|p| p.into_inner());
+    metrics.service_degraded.reset();
+    metrics.service_answer_region.reset();
+    metrics.region_last_transition.reset();
     let snap = shared.engine.snapshot();
     for served in snap.zones() {
         let zname = served.zone.label();
+        // Present at 0 from the start, so increase() sees the first drop.
+        metrics.webhook_dropped.with_label_values(&[zname.as_str()]);
         let view: &dyn HealthView = served.health.as_ref();
         for svc in &served.zone.services {
-            let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
-            let sel = policy::select(svc, view, &mut rng);
+            let (shares, sel) = policy::shares(svc, view);
             metrics
                 .service_degraded
                 .with_label_values(&[zname.as_str(), svc.key.as_str()])
                 .set(i64::from(sel.degraded));
+            let mut answered: Vec<(String, f64)> = svc
+                .regions
+                .iter()
+                .map(|r| (r.region.name.clone(), 0.0))
+                .collect();
+            for (pos, share) in shares {
+                let name = policy::picked_region(svc, pos).name.clone();
+                match answered.iter_mut().find(|(n, _)| *n == name) {
+                    Some(slot) => slot.1 = share,
+                    None => answered.push((name, share)),
+                }
+            }
+            for (region, share) in answered {
+                metrics
+                    .service_answer_region
+                    .with_label_values(&[zname.as_str(), svc.key.as_str(), region.as_str()])
+                    .set(share);
+            }
+        }
+        for cell in &served.health.regions {
+            let at = cell
+                .since()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            metrics
+                .region_last_transition
+                .with_label_values(&[zname.as_str(), cell.name.as_str()])
+                .set(at);
         }
     }
     shared.health.refresh_gauges();

@@ -393,6 +393,16 @@ impl HealthTable {
                             endpoints,
                             region.min_healthy,
                         );
+                        // Region transitions exist at 0 from the start, so
+                        // increase() sees the first one.
+                        for to in ["up", "down"] {
+                            self.metrics.transitions.with_label_values(&[
+                                &zname,
+                                &region.name,
+                                "",
+                                to,
+                            ]);
+                        }
                         match old {
                             Some(old) => cell.inherit(old),
                             None => {
@@ -466,6 +476,12 @@ impl HealthTable {
                 .metrics
                 .probe_duration
                 .remove_label_values(&[&key.0, &key.1]);
+            for to in ["up", "down"] {
+                let _ = self
+                    .metrics
+                    .transitions
+                    .remove_label_values(&[&key.0, &key.1, "", to]);
+            }
         }
         // Restored state applies to the first load only.
         inner.restored = None;

@@ -157,10 +157,14 @@ pub fn shares(svc: &Service, view: &dyn HealthView) -> (Vec<(usize, f64)>, Selec
         return (Vec::new(), sel);
     }
     let out = match svc.policy {
-        Policy::Weighted { answers } if !sel.all_down => {
+        // Fail-open answers as if every region were up: the same weights
+        // over every region, as `select` draws them.
+        Policy::Weighted { answers }
+            if !sel.all_down || matches!(svc.when_all_down, WhenAllDown::FailOpen) =>
+        {
             let n = svc.regions.len();
             let up: Vec<usize> = (0..n)
-                .filter(|&p| view.region_up(svc.regions[p].region.index))
+                .filter(|&p| sel.all_down || view.region_up(svc.regions[p].region.index))
                 .collect();
             let weighted: Vec<usize> = up
                 .iter()

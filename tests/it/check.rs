@@ -189,6 +189,12 @@ fn registered() -> std::collections::BTreeSet<String> {
         .with_label_values(&["z", "r", "", "down"])
         .inc();
     m.service_degraded.with_label_values(&["z", "s"]).set(0);
+    m.service_answer_region
+        .with_label_values(&["z", "s", "r"])
+        .set(1.0);
+    m.region_last_transition
+        .with_label_values(&["z", "r"])
+        .set(1.0);
     m.webhook_dropped.with_label_values(&["z"]).inc();
     m.dns.answer("z", "s", "r").inc();
     m.dns.zone("z").query(

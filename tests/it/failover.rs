@@ -690,3 +690,52 @@ async fn wildcard_and_apex_services_follow_health() {
     );
     assert_eq!(a("pop3.edge.gslb.test.").await, [eu_ip.clone()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_fail_open_split_that_dns_answers() {
+    let us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let z = format!(
+        "[zone]\nname = \"gslb.test.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n{}\n[service.www]\npolicy = \"weighted\"\nweights = {{ us = 3, eu = 1 }}\nwhen-all-down = \"fail-open\"\n",
+        backend_regions(&[("us", us.addr), ("eu", eu.addr)])
+    );
+    let ts = TestServer::start_with(&[("z.toml", &z)], |s| {
+        s.udp_workers = 1;
+        s.rng_seed = Some(20261203);
+    })
+    .await;
+    ts.wait_first_verdicts(Duration::from_secs(5)).await;
+    us.set(Mode::Failing);
+    eu.set(Mode::Failing);
+    wait_until(Duration::from_secs(5), "both regions down", || async {
+        ts.server.health.regions().iter().all(|r| !r.is_up())
+    })
+    .await;
+    let status = serde_json::to_value(ts.server.status()).unwrap();
+    let svc = &status["zones"][0]["services"][0];
+    assert_eq!(svc["all_down"], true, "{svc}");
+    let shares: BTreeMap<String, f64> = svc["answer"]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_f64().unwrap()))
+        .collect();
+    // What DNS answers, 400 queries.
+    let answers = bursts(&ts, "www", 4, 100).await;
+    let n = answers.len() as f64;
+    let ip = |region: &str| {
+        if region == "us" {
+            "127.0.0.2"
+        } else {
+            "127.0.0.3"
+        }
+    };
+    for region in ["us", "eu"] {
+        let got = answers.iter().filter(|a| a[0] == ip(region)).count() as f64 / n;
+        let said = shares.get(region).copied().unwrap_or(0.0);
+        assert!(
+            (got - said).abs() < 0.1,
+            "{region}: status says {said}, DNS answered {got} of {n} ({shares:?})"
+        );
+    }
+}

@@ -530,3 +530,69 @@ async fn a_restart_resumes_health_and_overrides_from_the_state_file() {
     assert_eq!(api(dns).await, [eu_ip.clone()]);
     server.shutdown();
 }
+
+/// The /metrics page of a server with its admin API on.
+async fn scrape(ts: &TestServer) -> String {
+    let url = format!("http://{}/metrics", ts.server.admin_addr.expect("admin on"));
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_and_region_series_follow_reloads_and_exist_from_the_start() {
+    let zone = |services: &str| {
+        format!(
+            "{HEAD}\n[region.us]\nendpoints = [\"192.0.2.1\"]\n\n[region.eu]\nendpoints = [\"192.0.2.2\"]\n{services}"
+        )
+    };
+    let two = "\n[service.api]\nregions = [\"us\", \"eu\"]\n\n[service.www]\npolicy = \"weighted\"\nweights = { us = 3, eu = 1 }\n";
+    let ts = TestServer::start_with(&[("z.toml", &zone(two))], |s| {
+        s.admin = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let m = scrape(&ts).await;
+    for want in [
+        r#"gslb_service_degraded{service="api",zone="gslb.example.com"} 0"#,
+        r#"gslb_service_degraded{service="www",zone="gslb.example.com"} 0"#,
+        r#"gslb_service_answer_region{region="us",service="api",zone="gslb.example.com"} 1"#,
+        r#"gslb_service_answer_region{region="eu",service="api",zone="gslb.example.com"} 0"#,
+        r#"gslb_service_answer_region{region="us",service="www",zone="gslb.example.com"} 0.75"#,
+        r#"gslb_service_answer_region{region="eu",service="www",zone="gslb.example.com"} 0.25"#,
+        r#"gslb_state_transitions_total{endpoint="",region="us",to="down",zone="gslb.example.com"} 0"#,
+        r#"gslb_state_transitions_total{endpoint="",region="eu",to="up",zone="gslb.example.com"} 0"#,
+        r#"gslb_webhook_events_dropped_total{zone="gslb.example.com"} 0"#,
+        r#"gslb_webhook_events_dropped_total{zone=""} 0"#,
+        r#"gslb_region_last_transition_timestamp_seconds{region="us",zone="gslb.example.com"}"#,
+    ] {
+        assert!(m.contains(want), "missing {want} in:\n{m}");
+    }
+    // A reload drops www and the eu region: their series go with them.
+    std::fs::write(
+        ts.zone_path("z.toml"),
+        format!("{HEAD}\n[region.us]\nendpoints = [\"192.0.2.1\"]\n\n[service.api]\nregions = [\"us\"]\n"),
+    )
+    .unwrap();
+    ts.server.reload().await.expect("reload");
+    let m = scrape(&ts).await;
+    assert!(
+        m.contains(r#"gslb_service_degraded{service="api",zone="gslb.example.com"} 0"#),
+        "{m}"
+    );
+    for gone in [r#"service="www""#, r#"region="eu""#] {
+        // Gauges (an alert on them would fire forever); counters may stay.
+        let left: Vec<&str> = m
+            .lines()
+            .filter(|l| l.contains(gone) && !l.contains("_total"))
+            .collect();
+        assert!(left.is_empty(), "series left behind: {left:?}");
+    }
+}

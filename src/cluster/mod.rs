@@ -39,6 +39,8 @@ use view::{NodeInfo, Observation, OverrideKey, StoredOverride, Touched, View, en
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long event claims are kept in etcd.
 pub const EVENT_CLAIM_TTL: i64 = 600;
+/// Bound on claiming one webhook event.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
 /// Operations per etcd transaction (etcd's default limit is 128).
 pub const TXN_OPS: usize = 100;
 
@@ -181,6 +183,8 @@ pub struct Cluster {
     mode: Mutex<Mode>,
     /// The revision applied so far (0 before the first load).
     applied: watch::Sender<i64>,
+    /// Set once the node first follows the cluster's verdicts.
+    entered: watch::Sender<bool>,
     /// Zone label to fingerprint of what this node serves.
     zones: Mutex<BTreeMap<String, String>>,
     /// Nodes seen live since start (to show the ones that went away).
@@ -189,6 +193,13 @@ pub struct Cluster {
     /// The client of the current session, for calls from the admin API and
     /// webhooks.
     client: Mutex<Option<etcd_client::Client>>,
+    /// The current session's lease, revoked at shutdown.
+    lease: Mutex<Option<(etcd_client::Client, i64)>>,
+    /// A session is connected and watching.
+    session_live: AtomicBool,
+    /// The lease event claims are written under, and when it was granted
+    /// (one per few minutes, not one per claim).
+    claim_lease: Mutex<Option<(i64, Instant)>>,
 }
 
 fn fingerprints(zones: BTreeMap<String, u64>) -> BTreeMap<String, String> {
@@ -227,10 +238,14 @@ impl Cluster {
             last_contact: Mutex::new(None),
             mode: Mutex::new(Mode::Local),
             applied: watch::channel(0).0,
+            entered: watch::channel(false).0,
             zones: Mutex::new(fingerprints(zones)),
             seen: Mutex::default(),
             started_ms: unix_ms(SystemTime::now()),
             client: Mutex::new(None),
+            lease: Mutex::new(None),
+            session_live: AtomicBool::new(false),
+            claim_lease: Mutex::new(None),
         });
         health.set_observer(c.clone());
         c
@@ -249,11 +264,12 @@ impl Cluster {
         let _ = watchdog.await;
     }
 
-    /// Wait until the first load from etcd, at most `limit`. Returns whether
+    /// Wait until the node first follows the cluster (state loaded, own
+    /// observations written back), at most `limit`. Returns whether
     /// it happened.
     pub async fn joined(&self, limit: Duration) -> bool {
-        let mut rx = self.applied.subscribe();
-        tokio::time::timeout(limit, rx.wait_for(|r| *r > 0))
+        let mut rx = self.entered.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|e| *e))
             .await
             .is_ok_and(|r| r.is_ok())
     }
@@ -287,6 +303,7 @@ impl Cluster {
         if *self.applied.borrow() == 0 {
             return; // not joined: own verdicts (or the state file's) stand
         }
+        let _one = self.health.verdict_guard();
         if initial {
             let view = self.view.lock().expect("cluster lock poisoned");
             let quorum = self.settings.quorum;
@@ -300,13 +317,24 @@ impl Cluster {
                 |z, r, a| view.override_of(z, r, a),
             );
             self.health.set_cluster_rev(view.rev);
-        } else {
+        } else if self.mode() == Mode::Cluster {
             self.decide_all();
         }
     }
 
+    /// Follow the cluster's verdicts from the view as it stands (a session
+    /// started, or etcd answered again): every effective verdict and
+    /// override is decided anew at the view's revision.
+    fn enter_cluster_mode(&self) {
+        let _one = self.health.verdict_guard();
+        let rev = self.view.lock().expect("cluster lock poisoned").rev;
+        self.set_mode(Mode::Cluster, "connected");
+        self.health.set_cluster_rev(rev);
+        self.decide_all();
+    }
+
     /// Decide every endpoint and override from the view (after a load or a
-    /// reconnect).
+    /// reconnect). The caller holds the health table's verdict guard.
     fn decide_all(&self) {
         let ids: Vec<String> = self
             .index
@@ -347,7 +375,7 @@ impl Cluster {
     }
 
     /// Decide these endpoints from the view: the one place where a cluster
-    /// verdict is made.
+    /// verdict is made. The caller holds the health table's verdict guard.
     fn decide(&self, ids: &[String]) {
         let decisions: Vec<(EndpointKey, Arc<EndpointCell>, bool, String)> = {
             let view = self.view.lock().expect("cluster lock poisoned");
@@ -355,14 +383,18 @@ impl Cluster {
             ids.iter()
                 .filter_map(|id| {
                     let (key, cell) = index.get(id)?;
-                    let (up, why) = self.verdict(view.obs.get(id), cell);
+                    let obs = view.obs.get(id).filter(|m| !m.is_empty());
+                    if obs.is_some() {
+                        // Known from the cluster, whether or not this node
+                        // probes it (`probers`): ready.
+                        cell.set_restored();
+                    }
+                    let (up, why) = self.verdict(obs, cell);
                     Some((key.clone(), cell.clone(), up, why))
                 })
                 .collect()
         };
-        for (key, cell, up, why) in decisions {
-            self.health.set_effective(&key, &cell, up, &why, None);
-        }
+        self.health.set_effective_batch(&decisions);
     }
 
     fn verdict(
@@ -371,10 +403,13 @@ impl Cluster {
         cell: &EndpointCell,
     ) -> (bool, String) {
         let q = self.settings.quorum;
+        // Nobody observes it (a prober hand-off, every prober gone): keep
+        // the verdict in force, which every node shares, rather than each
+        // node's own possibly stale one.
         let Some(obs) = obs.filter(|m| !m.is_empty()) else {
             return (
-                cell.local_up(),
-                "no live node observes it: this node's own verdict".into(),
+                cell.probed_up(),
+                "no live node observes it: the last verdict stands".into(),
             );
         };
         let down: Vec<String> = obs
@@ -398,7 +433,13 @@ impl Cluster {
 
     /// Apply a batch of changes that etcd made at `rev`.
     fn commit(&self, rev: i64, touched: Vec<Touched>) {
-        if *self.mode.lock().expect("cluster lock poisoned") == Mode::Cluster {
+        let _one = self.health.verdict_guard();
+        // Alone (`local`), this node's own verdicts stand: the view is kept
+        // current and decides again when the node follows the cluster.
+        // `stale` decides: a session catching up replays the revisions
+        // the others decided at, and decides at the same ones.
+        let deciding = self.mode() != Mode::Local;
+        if deciding {
             self.health.set_cluster_rev(rev);
         }
         let mut ids = Vec::new();
@@ -406,6 +447,7 @@ impl Cluster {
         for t in touched {
             match t {
                 Touched::Endpoint(id) => ids.push(id),
+                Touched::Override(_) if !deciding => {}
                 Touched::Override(k) => {
                     let o = self
                         .view
@@ -420,7 +462,9 @@ impl Cluster {
         }
         ids.sort();
         ids.dedup();
-        self.decide(&ids);
+        if deciding {
+            self.decide(&ids);
+        }
         if nodes {
             self.nodes_changed();
         }
@@ -454,6 +498,9 @@ impl Cluster {
         let old = *m;
         *m = mode;
         drop(m);
+        if mode == Mode::Cluster {
+            self.entered.send_replace(true);
+        }
         self.metrics.connected.set(i64::from(mode == Mode::Cluster));
         self.metrics.local.set(i64::from(mode == Mode::Local));
         match mode {
@@ -539,6 +586,8 @@ impl Cluster {
         };
         // Wait for the watch to bring it back, so this node applies it at
         // the same revision as every other (one webhook for the cluster).
+        // It is stored: if the watch is slow it still applies everywhere,
+        // this node included, when the watch delivers it.
         let mut rx = self.applied.subscribe();
         let seen = tokio::time::timeout(
             REQUEST_TIMEOUT,
@@ -546,7 +595,7 @@ impl Cluster {
         )
         .await;
         if !matches!(seen, Ok(Ok(_))) {
-            self.health.apply_override(target);
+            tracing::warn!(zone = %target.zone, region = %target.region, "override stored in etcd; the watch has not delivered it yet");
         }
         Ok(())
     }
@@ -564,10 +613,7 @@ impl Cluster {
         };
         let key = view::event_key(&self.prefix, &t.zone, &t.region, t.to, rev);
         let claim = async {
-            self.count("grant");
-            let lease = timeout(client.lease_grant(EVENT_CLAIM_TTL, None))
-                .await?
-                .id();
+            let lease = self.claim_lease(&mut client).await?;
             let txn = etcd_client::Txn::new()
                 .when([etcd_client::Compare::create_revision(
                     key.clone(),
@@ -581,6 +627,13 @@ impl Cluster {
                 )]);
             self.count("txn");
             Ok::<bool, ClusterError>(timeout(client.txn(txn)).await?.succeeded())
+        };
+        // A claim that etcd does not answer quickly is sent anyway: the
+        // dispatcher must not fall behind a storm of transitions.
+        let claim = async {
+            tokio::time::timeout(CLAIM_TIMEOUT, claim)
+                .await
+                .unwrap_or_else(|_| Err(ClusterError::Unavailable("claim timed out".into())))
         };
         match claim.await {
             Ok(won) => {
@@ -597,6 +650,23 @@ impl Cluster {
                 true
             }
         }
+    }
+
+    /// The lease for event claims: granted for [`EVENT_CLAIM_TTL`] and used
+    /// for half of that, so a claim lives 5 to 10 minutes.
+    async fn claim_lease(&self, client: &mut etcd_client::Client) -> Result<i64, ClusterError> {
+        let reuse = *self.claim_lease.lock().expect("cluster lock poisoned");
+        if let Some((id, at)) = reuse
+            && at.elapsed() < Duration::from_secs(EVENT_CLAIM_TTL as u64 / 2)
+        {
+            return Ok(id);
+        }
+        self.count("grant");
+        let id = timeout(client.lease_grant(EVENT_CLAIM_TTL, None))
+            .await?
+            .id();
+        *self.claim_lease.lock().expect("cluster lock poisoned") = Some((id, Instant::now()));
+        Ok(id)
     }
 
     fn count(&self, op: &str) {

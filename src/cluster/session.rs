@@ -1,7 +1,13 @@
-//! The etcd session: lease, keep-alive, publishing, the initial load and
-//! the watch. On any error the session ends, the node goes `stale` (then
-//! `local` after the TTL, see the watchdog) and a new session starts after
-//! a backoff, which republishes and reloads everything.
+//! The etcd session: lease and keep-alive (a task of their own, so a slow
+//! publish never starves them), the paged load, the watch, publishing.
+//!
+//! On any error the session ends, the node goes `stale` (then `local` after
+//! the TTL, see the watchdog) and a new session starts after a backoff. A
+//! new session resumes the watch where the view stopped (`view.rev + 1`),
+//! so the node replays the same revisions as every other node and decides
+//! the same transitions at the same revisions; only a node that never
+//! loaded, or whose revision etcd has compacted away, reads everything
+//! again.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,8 +38,16 @@ pub(super) async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             r = session(&cluster, &shutdown) => r,
             () = shutdown.cancelled() => Ok(()),
         };
+        cluster.session_live.store(false, Ordering::Release);
         *cluster.client.lock().expect("cluster lock poisoned") = None;
+        let lease = cluster.lease.lock().expect("cluster lock poisoned").take();
         if shutdown.is_cancelled() {
+            // Leaving on purpose: let the others recompute now rather than
+            // after the TTL.
+            if let Some((mut client, id)) = lease {
+                cluster.count("revoke");
+                let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(id)).await;
+            }
             return;
         }
         let why = match result {
@@ -63,14 +77,19 @@ async fn connect(cluster: &Cluster) -> Result<Client, ClusterError> {
     let s = &cluster.settings;
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
-        // HTTP/2 pings find a dead connection even while nothing is sent.
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        // HTTP/2 pings find a dead connection even while nothing is sent;
+        // etcd refuses pings more often than every 5 s (too_many_pings).
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
         .with_keep_alive_while_idle(true)
         // A member cut off from its peers fails calls instead of serving a
         // stale view.
         .with_require_leader(true);
     if let (Some(user), Some(password)) = (&s.user, &s.password) {
-        opts = opts.with_user(user.clone(), password.clone());
+        // etcd's auth tokens expire (5 minutes unused by default): renew
+        // them rather than fail the first call after a quiet spell.
+        opts = opts
+            .with_user(user.clone(), password.clone())
+            .with_auto_token_refresh(true);
     }
     if s.ca_file.is_some() || s.cert_file.is_some() {
         let read = |p: &std::path::Path| {
@@ -97,26 +116,42 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
     let lease = timeout(client.lease_grant(ttl.as_secs() as i64, None))
         .await?
         .id();
+    *cluster.lease.lock().expect("cluster lock poisoned") = Some((client.clone(), lease));
     cluster.count("keepalive");
-    let (mut keeper, mut keepalive) = timeout(client.lease_keep_alive(lease)).await?;
+    let (keeper, stream) = timeout(client.lease_keep_alive(lease)).await?;
     *cluster.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
-    // Everything this node knows, under the new lease.
-    cluster.node_dirty.store(true, Ordering::Release);
-    {
-        let local = cluster.local.lock().expect("cluster lock poisoned");
-        cluster
-            .dirty
-            .lock()
-            .expect("cluster lock poisoned")
-            .extend(local.keys().cloned());
-    }
-    publish(cluster, &mut client, lease).await?;
-    // The whole shared state, then every change after it.
-    let load_start = Instant::now();
-    let view = load(cluster, &mut client).await?;
-    let rev = view.rev;
-    let (nodes, observations) = (view.nodes.len(), view.obs.len());
-    *cluster.view.lock().expect("cluster lock poisoned") = view;
+    // The lease lives in a task of its own: nothing this session waits on
+    // can delay a keep-alive.
+    let lost = CancellationToken::new();
+    let keep = tokio::spawn(keep_alive(
+        cluster.clone(),
+        keeper,
+        stream,
+        lost.clone(),
+        shutdown.clone(),
+    ));
+    let _stop_keeping = AbortOnDrop(keep);
+
+    // Resume where the view stopped, or read everything once.
+    let loaded = cluster.view.lock().expect("cluster lock poisoned").rev;
+    let from = if loaded == 0 {
+        let load_start = Instant::now();
+        let view = load(cluster, &mut client).await?;
+        let rev = view.rev;
+        let (nodes, observations) = (view.nodes.len(), view.obs.len());
+        *cluster.view.lock().expect("cluster lock poisoned") = view;
+        tracing::info!(
+            revision = rev,
+            nodes,
+            endpoints = observations,
+            node = %s.node,
+            load_ms = load_start.elapsed().as_secs_f64() * 1000.0,
+            "loaded the cluster state from etcd"
+        );
+        rev
+    } else {
+        loaded
+    };
     cluster.count("watch");
     // One revision can carry many events (a node's lease expiring deletes
     // all its observations at once): allow large messages.
@@ -127,67 +162,162 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
             Some(
                 WatchOptions::new()
                     .with_prefix()
-                    .with_start_revision(rev + 1),
+                    .with_start_revision(from + 1),
             ),
         ),
     )
     .await?;
     *cluster.client.lock().expect("cluster lock poisoned") = Some(client.clone());
-    cluster.set_mode(Mode::Cluster, "connected");
-    cluster.health.set_cluster_rev(rev);
+    cluster.session_live.store(true, Ordering::Release);
     cluster.nodes_changed();
-    cluster.decide_all();
-    cluster.applied.send_replace(rev);
-    tracing::info!(
-        revision = rev,
-        nodes,
-        endpoints = observations,
-        node = %s.node,
-        load_ms = load_start.elapsed().as_secs_f64() * 1000.0,
-        "loaded the cluster state from etcd"
-    );
+    cluster.applied.send_replace(from);
+    // Everything this node knows, under this session's lease, once the
+    // watch is in place; then the watch replays up to those writes before
+    // the cluster decides, so a node back from `local` decides from every
+    // node's current view, its own included, not from the view it had
+    // when etcd went away.
+    cluster.node_dirty.store(true, Ordering::Release);
+    {
+        let local = cluster.local.lock().expect("cluster lock poisoned");
+        cluster
+            .dirty
+            .lock()
+            .expect("cluster lock poisoned")
+            .extend(local.keys().cloned());
+    }
+    if let Some(written) = publish(cluster, &mut client, lease).await? {
+        let deadline = tokio::time::Instant::now() + ttl.max(super::REQUEST_TIMEOUT);
+        while *cluster.applied.borrow() < written {
+            let m = tokio::time::timeout_at(deadline, watch.message())
+                .await
+                .map_err(|_| {
+                    ClusterError::Unavailable(
+                        "the watch did not bring back this node's writes".into(),
+                    )
+                })?;
+            on_watch(cluster, m)?;
+        }
+    }
+    // Back from `local` (etcd lost for longer than the TTL): the others'
+    // observations in the view may predate the outage (etcd keeps leases
+    // across its own restart). Keep this node's own verdicts until every
+    // other live node has written its record again in this epoch, or for
+    // one TTL: by then a node that did not come back has lost its lease.
+    if loaded != 0 && cluster.mode() == Mode::Local {
+        let deadline = tokio::time::Instant::now() + ttl;
+        let me = &cluster.settings.node;
+        loop {
+            let waiting = {
+                let view = cluster.view.lock().expect("cluster lock poisoned");
+                view.nodes
+                    .keys()
+                    .any(|n| n != me && view.node_revs.get(n).is_none_or(|r| *r <= from))
+            };
+            if !waiting {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, watch.message()).await {
+                Ok(m) => on_watch(cluster, m)?,
+                Err(_) => break,
+            }
+        }
+    }
+    cluster.enter_cluster_mode();
+    loop {
+        tokio::select! {
+            m = watch.message() => on_watch(cluster, m)?,
+            () = cluster.wake.notified() => {
+                publish(cluster, &mut client, lease).await?;
+            }
+            () = lost.cancelled() => {
+                return Err(ClusterError::Unavailable(format!(
+                    "no lease keep-alive answer for {}",
+                    humantime::format_duration(ttl)
+                )));
+            }
+        }
+    }
+}
+
+/// Handle one watch message.
+fn on_watch(
+    cluster: &Cluster,
+    m: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+) -> Result<(), ClusterError> {
+    let resp = m
+        .map_err(|e| ClusterError::Unavailable(format!("watch: {e}")))?
+        .ok_or_else(|| ClusterError::Unavailable("watch closed".into()))?;
+    if resp.canceled() {
+        if resp.compact_revision() > 0 {
+            // The revisions after the view are gone: read everything again
+            // in the next session.
+            cluster.view.lock().expect("cluster lock poisoned").rev = 0;
+        }
+        return Err(ClusterError::Unavailable(format!(
+            "watch canceled: {}",
+            resp.cancel_reason()
+        )));
+    }
+    apply_events(cluster, resp.events());
+    Ok(())
+}
+
+/// Aborts a task when dropped (the session's keep-alive task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keep the lease alive every third of its TTL; cancel `lost` when etcd
+/// stops answering for a whole TTL or says the lease has expired.
+async fn keep_alive(
+    cluster: Arc<Cluster>,
+    mut keeper: LeaseKeeper,
+    mut stream: LeaseKeepAliveStream,
+    lost: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let ttl = cluster.settings.lease_ttl;
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                keep_alive(cluster, &mut keeper).await?;
                 let silent = cluster
                     .last_contact
                     .lock()
                     .expect("cluster lock poisoned")
                     .is_none_or(|t| t.elapsed() > ttl);
                 if silent {
-                    return Err(ClusterError::Unavailable(format!(
-                        "no keep-alive answer for {}",
-                        humantime::format_duration(ttl)
-                    )));
+                    lost.cancel();
+                    return;
+                }
+                cluster.count("keepalive");
+                // Sending only queues the request on the stream.
+                if tokio::time::timeout(ttl / 2, keeper.keep_alive()).await.map_or(true, |r| r.is_err()) {
+                    lost.cancel();
+                    return;
                 }
             }
-            m = keepalive_message(&mut keepalive) => {
-                m?;
-                *cluster.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
-            }
-            m = watch.message() => {
-                let resp = m
-                    .map_err(|e| ClusterError::Unavailable(format!("watch: {e}")))?
-                    .ok_or_else(|| ClusterError::Unavailable("watch closed".into()))?;
-                if resp.canceled() {
-                    return Err(ClusterError::Unavailable(format!(
-                        "watch canceled: {}",
-                        resp.cancel_reason()
-                    )));
+            m = stream.message() => match m {
+                Ok(Some(r)) if r.ttl() > 0 => {
+                    *cluster.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
+                    // A late answer after the watchdog gave up on etcd:
+                    // follow the cluster again.
+                    if cluster.mode() != Mode::Cluster && cluster.session_live.load(Ordering::Acquire) {
+                        cluster.enter_cluster_mode();
+                    }
                 }
-                apply_events(cluster, resp.events());
-            }
-            () = cluster.wake.notified() => publish(cluster, &mut client, lease).await?,
-            () = shutdown.cancelled() => {
-                // Leaving on purpose: let the others recompute now rather
-                // than after the TTL.
-                cluster.count("revoke");
-                let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
-                return Ok(());
-            }
+                _ => {
+                    lost.cancel();
+                    return;
+                }
+            },
+            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -215,6 +345,7 @@ async fn load(cluster: &Cluster, client: &mut Client) -> Result<View, ClusterErr
         }
         for kv in resp.kvs() {
             view.apply(&cluster.prefix, kv.key(), Some(kv.value()));
+            view.note_rev(&cluster.prefix, kv.key(), kv.mod_revision(), false);
         }
         match resp.kvs().last() {
             Some(kv) if resp.more() => {
@@ -223,22 +354,6 @@ async fn load(cluster: &Cluster, client: &mut Client) -> Result<View, ClusterErr
             }
             _ => return Ok(view),
         }
-    }
-}
-
-async fn keep_alive(cluster: &Cluster, keeper: &mut LeaseKeeper) -> Result<(), ClusterError> {
-    cluster.count("keepalive");
-    timeout(keeper.keep_alive()).await
-}
-
-async fn keepalive_message(ka: &mut LeaseKeepAliveStream) -> Result<(), ClusterError> {
-    match ka.message().await {
-        Ok(Some(r)) if r.ttl() > 0 => Ok(()),
-        Ok(Some(_)) => Err(ClusterError::Unavailable(
-            "the lease expired (this node was cut off for longer than lease-ttl)".into(),
-        )),
-        Ok(None) => Err(ClusterError::Unavailable("keep-alive stream closed".into())),
-        Err(e) => Err(ClusterError::Unavailable(format!("keep-alive: {e}"))),
     }
 }
 
@@ -251,19 +366,19 @@ fn apply_events(cluster: &Cluster, events: &[etcd_client::Event]) {
     for ev in events {
         let Some(kv) = ev.kv() else { continue };
         let rev = kv.mod_revision();
-        if batch_rev.is_some_and(|r| r != rev) {
-            cluster.commit(batch_rev.unwrap_or(rev), std::mem::take(&mut batch));
+        if let Some(r) = batch_rev.filter(|r| *r != rev) {
+            cluster.commit(r, std::mem::take(&mut batch));
         }
         batch_rev = Some(rev);
         let value = match ev.event_type() {
             EventType::Put => Some(kv.value()),
             EventType::Delete => None,
         };
-        let touched = cluster.view.lock().expect("cluster lock poisoned").apply(
-            &cluster.prefix,
-            kv.key(),
-            value,
-        );
+        let touched = {
+            let mut view = cluster.view.lock().expect("cluster lock poisoned");
+            view.note_rev(&cluster.prefix, kv.key(), rev, value.is_none());
+            view.apply(&cluster.prefix, kv.key(), value)
+        };
         batch.push(touched);
     }
     if let Some(rev) = batch_rev {
@@ -272,8 +387,13 @@ fn apply_events(cluster: &Cluster, events: &[etcd_client::Event]) {
 }
 
 /// Write what changed: the node record and observations, in transactions
-/// of at most [`TXN_OPS`] operations.
-async fn publish(cluster: &Cluster, client: &mut Client, lease: i64) -> Result<(), ClusterError> {
+/// of at most [`TXN_OPS`] operations. Returns the revision of the last
+/// write, if anything was written.
+async fn publish(
+    cluster: &Cluster,
+    client: &mut Client,
+    lease: i64,
+) -> Result<Option<i64>, ClusterError> {
     let prefix = &cluster.prefix;
     let node = &cluster.settings.node;
     let mut ops = Vec::new();
@@ -307,12 +427,15 @@ async fn publish(cluster: &Cluster, client: &mut Client, lease: i64) -> Result<(
             taken.push(id);
         }
     }
-    let mut result = Ok(());
+    let mut result = Ok(None);
     for chunk in ops.chunks(TXN_OPS) {
         cluster.count("txn");
-        if let Err(e) = timeout(client.txn(Txn::new().and_then(chunk.to_vec()))).await {
-            result = Err(e);
-            break;
+        match timeout(client.txn(Txn::new().and_then(chunk.to_vec()))).await {
+            Ok(r) => result = Ok(r.header().map(|h| h.revision())),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
     }
     if result.is_err() {

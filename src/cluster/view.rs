@@ -123,6 +123,9 @@ pub struct View {
     pub nodes: BTreeMap<String, NodeInfo>,
     /// Overrides in force.
     pub overrides: HashMap<OverrideKey, Override>,
+    /// The revision at which each live node last wrote its record (once per
+    /// session): tells which nodes have republished after an outage.
+    pub node_revs: BTreeMap<String, i64>,
 }
 
 impl View {
@@ -193,6 +196,21 @@ impl View {
             return Touched::Override(k);
         }
         Touched::Nothing
+    }
+
+    /// Note the revision of a write to `key`, if it is a node's record.
+    pub fn note_rev(&mut self, prefix: &str, key: &[u8], rev: i64, deleted: bool) {
+        let node = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| k.strip_prefix(prefix))
+            .and_then(|k| k.strip_prefix("nodes/"));
+        if let Some(node) = node {
+            if deleted {
+                self.node_revs.remove(node);
+            } else {
+                self.node_revs.insert(node.to_string(), rev);
+            }
+        }
     }
 
     /// The override of a region (`endpoint` None) or endpoint.

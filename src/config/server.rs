@@ -229,10 +229,32 @@ fn cluster_settings(
     let tls_files = c.etcd_ca_file.is_some() || c.etcd_cert_file.is_some();
     for e in &etcd {
         let scheme_ok = e.starts_with("http://") || e.starts_with("https://");
-        if !scheme_ok || reqwest::Url::parse(e).is_err() {
+        let parsed = reqwest::Url::parse(e);
+        // Messages never repeat credentials written into a URL.
+        let shown = match &parsed {
+            Ok(u) => {
+                let mut u = u.clone();
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string().trim_end_matches('/').to_string()
+            }
+            Err(_) => "(not a URL)".to_string(),
+        };
+        if !scheme_ok || parsed.is_err() {
             err(
                 c.etcd.span(),
-                format!("etcd endpoint {e:?} must be an http:// or https:// URL"),
+                format!("etcd endpoint {shown} must be an http:// or https:// URL"),
+            );
+            ok = false;
+        } else if parsed
+            .as_ref()
+            .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+        {
+            err(
+                c.etcd.span(),
+                format!(
+                    "etcd endpoint {shown} has credentials in it: use etcd-user and the GSLB_ETCD_PASSWORD environment variable"
+                ),
             );
             ok = false;
         } else if tls_files && e.starts_with("http://") {
@@ -299,7 +321,7 @@ fn cluster_settings(
         },
     };
     let user = c.etcd_user.as_ref().map(|u| u.get_ref().clone());
-    let password = c
+    let password: Option<String> = c
         .etcd_password
         .as_ref()
         .map(|p| p.get_ref().clone())
@@ -312,6 +334,12 @@ fn cluster_settings(
         && user.is_none()
     {
         err(p.span(), "etcd-password needs etcd-user".into());
+        ok = false;
+    } else if password.is_some() && user.is_none() {
+        err(
+            c.name.span(),
+            format!("{ETCD_PASSWORD_ENV} is set but [cluster] has no etcd-user"),
+        );
         ok = false;
     }
     match (&c.etcd_cert_file, &c.etcd_key_file) {
@@ -422,6 +450,14 @@ mod tests {
         assert!(
             !p.iter().any(|m| m.contains("\"x\"")),
             "the password is never echoed: {p:?}"
+        );
+        let creds = problems(
+            "[cluster]\nname = \"p\"\netcd = [\"https://gslb:hunter2@etcd.example:2379\"]\n",
+        );
+        assert!(creds[0].contains("has credentials in it"), "{creds:?}");
+        assert!(
+            !creds[0].contains("hunter2"),
+            "the secret is not repeated: {creds:?}"
         );
         let unknown = problems("[cluster]\nname = \"p\"\netcd = []\nquorom = 2\n");
         assert!(unknown[0].contains("quorom"), "{unknown:?}");

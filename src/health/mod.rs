@@ -134,6 +134,8 @@ pub struct HealthTable {
     shutdown: CancellationToken,
     /// The cluster, told of every local verdict.
     observer: OnceLock<Arc<dyn Observer>>,
+    /// See [`HealthTable::verdict_guard`].
+    verdicts: Mutex<()>,
     /// Non-zero while the cluster decides effective verdicts: the etcd
     /// revision they reflect. Zero: this node's own probes decide.
     cluster_rev: AtomicI64,
@@ -177,6 +179,7 @@ impl HealthTable {
             state_file,
             shutdown,
             observer: OnceLock::new(),
+            verdicts: Mutex::new(()),
             cluster_rev: AtomicI64::new(0),
         }
     }
@@ -219,8 +222,11 @@ impl HealthTable {
             }
             o.observed(key, up, reason);
         }
-        if changed && !self.cluster_decides() {
-            self.set_effective(key, cell, up, reason, Some(consecutive));
+        if changed {
+            let _one = self.verdict_guard();
+            if !self.cluster_decides() {
+                self.set_effective(key, cell, up, reason, Some(consecutive));
+            }
         }
     }
 
@@ -260,17 +266,63 @@ impl HealthTable {
         // cached answers: the very next DNS query sees the new verdict.
         cell.set_probed_up(up);
         self.epoch.bump();
-        self.endpoint_changed(key, cell, up, consecutive, reason);
+        self.endpoint_transition(key, cell, up, consecutive, reason);
+        self.reconcile_regions(Some(&key.zone), Some(&key.region), reason);
         true
+    }
+
+    /// Set several effective verdicts decided together (one etcd revision):
+    /// every endpoint first, then each region involved once, so a region
+    /// never shows a state that no revision had.
+    pub fn set_effective_batch(&self, changes: &[(EndpointKey, Arc<EndpointCell>, bool, String)]) {
+        let mut regions: Vec<(&str, &str, &str)> = Vec::new();
+        for (key, cell, up, reason) in changes {
+            if cell.probed_up() == *up {
+                continue;
+            }
+            cell.set_probed_up(*up);
+            self.endpoint_transition(key, cell, *up, None, reason);
+            match regions
+                .iter_mut()
+                .find(|(z, r, _)| *z == key.zone && *r == key.region)
+            {
+                Some(slot) => slot.2 = reason,
+                None => regions.push((&key.zone, &key.region, reason)),
+            }
+        }
+        if regions.is_empty() {
+            return;
+        }
+        self.epoch.bump();
+        for (zone, region, reason) in regions {
+            self.reconcile_regions(Some(zone), Some(region), reason);
+        }
+    }
+
+    /// Held by whoever decides effective verdicts (this node's probes while
+    /// alone, the cluster otherwise) across deciding and storing, so two
+    /// deciders never interleave.
+    pub fn verdict_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.verdicts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stop following the cluster: every endpoint takes this node's own
     /// verdict (etcd unreachable for longer than the lease TTL).
+    /// Only endpoints this node has probed change: one it never probed
+    /// (`probers`) keeps the cluster's last verdict rather than a default.
     pub fn use_local_verdicts(&self, why: &str) {
+        let _one = self.verdict_guard();
         self.cluster_rev.store(0, Ordering::Release);
-        for (key, cell) in self.endpoints() {
-            self.set_effective(&key, &cell, cell.local_up(), why, None);
-        }
+        let changes: Vec<_> = self
+            .endpoints()
+            .into_iter()
+            .filter(|(_, cell)| cell.detail().last_probe.is_some())
+            .map(|(key, cell)| {
+                let up = cell.local_up();
+                (key, cell, up, why.to_string())
+            })
+            .collect();
+        self.set_effective_batch(&changes);
     }
 
     /// Every endpoint cell with its key.
@@ -532,7 +584,7 @@ impl HealthTable {
     }
 
     /// Called by a probe task when its endpoint's verdict changed.
-    fn endpoint_changed(
+    fn endpoint_transition(
         &self,
         key: &EndpointKey,
         cell: &EndpointCell,
@@ -569,7 +621,6 @@ impl HealthTable {
             reason: reason.to_string(),
             cluster_rev: None,
         });
-        self.reconcile_regions(Some(&key.zone), Some(&key.region), reason);
     }
 
     /// Re-derive region states after an endpoint or override change; log,

@@ -169,14 +169,23 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                     if !table.should_probe(&task.key) {
                         // Other nodes probe it now; look again next interval.
                         if !withdrawn {
+                            // A probe still in flight must not publish
+                            // again after the withdrawal.
+                            in_flight.abort_all();
                             table.withdraw(&task.key);
                             withdrawn = true;
                         }
-                        first = true;
                         next = Instant::now() + check.interval;
                         continue;
                     }
-                    withdrawn = false;
+                    if withdrawn {
+                        // Probing again: start from the verdict in force
+                        // (the cluster's), not from this node's verdict of
+                        // when it stopped.
+                        task.cell.set_local_up(task.cell.probed_up());
+                        first = true;
+                        withdrawn = false;
+                    }
                 }
                 last_start = Instant::now();
                 let (p, permits) = (probe.clone(), task.permits.clone());

@@ -187,14 +187,17 @@ impl futures_core::Stream for ReceiverStream {
     }
 }
 
-fn authorize(shared: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+/// `Err`: the refusal to send (boxed: a `Response` is large).
+fn authorize(shared: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let deny = |code: StatusCode, msg: &str| {
-        (
-            code,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({ "error": msg })),
+        Box::new(
+            (
+                code,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({ "error": msg })),
+            )
+                .into_response(),
         )
-            .into_response()
     };
     match &shared.auth.token {
         Some(token) => {
@@ -296,7 +299,7 @@ async fn region_override(
     Path((zone, region, action)): Path<(String, String, String)>,
 ) -> Response {
     if let Err(r) = authorize(&shared, &headers) {
-        return r;
+        return *r;
     }
     apply_override(&shared, &zone, &region, None, &action).await
 }
@@ -307,7 +310,7 @@ async fn endpoint_override(
     Path((zone, region, endpoint, action)): Path<(String, String, String, String)>,
 ) -> Response {
     if let Err(r) = authorize(&shared, &headers) {
-        return r;
+        return *r;
     }
     let Ok(addr) = endpoint.parse::<IpAddr>() else {
         return (
@@ -321,7 +324,7 @@ async fn endpoint_override(
 
 async fn reload(State(shared): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&shared, &headers) {
-        return r;
+        return *r;
     }
     match shared.reloader.reload().await {
         Ok(summary) => (StatusCode::OK, Json(json!({ "ok": true, "summary": summary }))).into_response(),

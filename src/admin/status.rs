@@ -331,7 +331,7 @@ fn service_status(svc: &crate::model::Service, view: &dyn HealthView) -> Service
 }
 
 /// Set `gslb_service_degraded` for every service (at scrape time).
-pub fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::metrics::Metrics) {
+pub(crate) fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::metrics::Metrics) {
     // Gauges of services and regions are rebuilt from the served snapshot
     // on every scrape, so a service or region that a reload removed leaves
     // no series behind (an alert on it would fire forever). One scrape at a

@@ -1199,11 +1199,10 @@ fn build_service(
             return None;
         }
     };
-    if s.answers.is_some() && !matches!(policy, Policy::Weighted { .. }) {
-        cx.err(
-            s.answers.as_ref().expect("checked"),
-            "`answers` applies to the weighted policy only",
-        );
+    if let Some(answers) = &s.answers
+        && !matches!(policy, Policy::Weighted { .. })
+    {
+        cx.err(answers, "`answers` applies to the weighted policy only");
     }
     let mut members: Vec<ServiceRegion> = Vec::new();
     let seen = |cx: &mut Ctx<'_, '_>, r: &Arc<Region>, at: Origin, members: &[ServiceRegion]| {

@@ -10,10 +10,10 @@ use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 use super::parse_name;
 
 /// The record types a zone file may contain.
-pub const SUPPORTED: &str = "A, AAAA, CNAME, MX, NS, PTR, SRV, TXT, CAA";
+pub(crate) const SUPPORTED: &str = "A, AAAA, CNAME, MX, NS, PTR, SRV, TXT, CAA";
 
 /// Which field of the record is wrong.
-pub enum RDataError {
+pub(crate) enum RDataError {
     /// The type.
     Type(String),
     /// The value.
@@ -50,7 +50,7 @@ fn name(value: &str, apex: &Name, rtype: &str) -> Result<Name, RDataError> {
 }
 
 /// Parse the value of a `[[record]]` of type `rtype` (upper case).
-pub fn parse_rdata(rtype: &str, value: &str, apex: &Name) -> Result<RData, RDataError> {
+pub(crate) fn parse_rdata(rtype: &str, value: &str, apex: &Name) -> Result<RData, RDataError> {
     let v = value.trim();
     Ok(match rtype {
         "A" => RData::A(A(v.parse::<Ipv4Addr>().map_err(|_| {

@@ -13,7 +13,7 @@ use toml::Spanned;
 /// One zone file: `[zone]`, `[[record]]`, `[check.NAME]`, `[region.NAME]`, `[service.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ZoneFile {
+pub(crate) struct ZoneFile {
     /// The zone header (SOA and apex NS).
     pub zone: ZoneSpec,
     /// Static records.
@@ -33,7 +33,7 @@ pub struct ZoneFile {
 /// `[zone]`: the apex and what the SOA is generated from.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ZoneSpec {
+pub(crate) struct ZoneSpec {
     /// Apex name, e.g. `gslb.example.com.` (the trailing dot is optional here).
     pub name: Spanned<String>,
     /// Default TTL of static records and of the SOA and apex NS (default 300).
@@ -60,7 +60,7 @@ pub struct ZoneSpec {
 /// `[[record]]`: one static resource record.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RecordSpec {
+pub(crate) struct RecordSpec {
     /// Owner, relative to the zone (`www`), `@` for the apex, `*.foo` for a
     /// wildcard, or absolute with a trailing dot.
     pub name: Spanned<String>,
@@ -76,7 +76,7 @@ pub struct RecordSpec {
 /// Accepted HTTP statuses: `200`, `"200-399"`, or a list of those.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
-pub enum StatusSpec {
+pub(crate) enum StatusSpec {
     /// One code.
     Code(i64),
     /// A range `lo-hi`, or one code as a string.
@@ -86,7 +86,7 @@ pub enum StatusSpec {
 /// `expect-status`: one item or a list.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
-pub enum StatusList {
+pub(crate) enum StatusList {
     /// A single code or range.
     One(StatusSpec),
     /// Several.
@@ -96,7 +96,7 @@ pub enum StatusList {
 /// `recheck`: a duration, or `false` to disable fast confirmation.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
-pub enum RecheckSpec {
+pub(crate) enum RecheckSpec {
     /// `false` disables fast confirmation (`true` keeps the default).
     Enabled(bool),
     /// Delay of the re-probe, e.g. `"200ms"`.
@@ -106,7 +106,7 @@ pub enum RecheckSpec {
 /// `[check.NAME]`: how endpoints are probed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct CheckSpec {
+pub(crate) struct CheckSpec {
     /// `"http"`, `"https"` or `"tcp"`.
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
@@ -151,7 +151,7 @@ pub struct CheckSpec {
 /// `[region.NAME]`: where a service runs.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RegionSpec {
+pub(crate) struct RegionSpec {
     /// IPv4 and IPv6 addresses of the region's endpoints.
     pub endpoints: Option<Spanned<Vec<Spanned<String>>>>,
     /// Instead of endpoints: answer with a CNAME to this host name.
@@ -165,7 +165,7 @@ pub struct RegionSpec {
 /// `[service.NAME]`: a health-aware name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ServiceSpec {
+pub(crate) struct ServiceSpec {
     /// `"failover"` (default), `"weighted"` or `"all-healthy"`.
     pub policy: Option<Spanned<String>>,
     /// Regions in priority order.

@@ -25,13 +25,13 @@ use crate::policy;
 
 /// Entries per worker; a full cache stops admitting (a flood of random
 /// names must not evict the working set, nor grow memory).
-pub const CAPACITY: usize = 16_384;
+pub(crate) const CAPACITY: usize = 16_384;
 /// Pick variants kept per service entry.
 const MAX_VARIANTS: usize = 16;
 
 /// The parts of a request the fast path understands.
 #[derive(Debug)]
-pub struct FastQuery<'a> {
+pub(crate) struct FastQuery<'a> {
     /// Lower-cased question name, wire form (length-prefixed labels).
     pub key_name: [u8; 256],
     /// Its length.
@@ -51,7 +51,7 @@ pub struct FastQuery<'a> {
 /// Parse a plain query: one question, no answer or authority records, at
 /// most an EDNS(0) OPT, no name compression, nothing trailing. `None` sends
 /// the request to the engine, which handles every other case.
-pub fn parse(req: &[u8]) -> Option<FastQuery<'_>> {
+pub(crate) fn parse(req: &[u8]) -> Option<FastQuery<'_>> {
     if req.len() < 17 || req[2] & 0x80 != 0 || req[2] & 0x78 != 0 {
         return None; // short, a response, or an opcode other than QUERY
     }

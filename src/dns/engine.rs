@@ -616,7 +616,9 @@ fn encode(
     out: &mut Vec<u8>,
 ) -> bool {
     let none: &[Record] = &[];
-    let attempts: [(&[Record], &[Record], &[Record], bool); 3] = [
+    /// Answer, authority and additional sections, and the TC bit.
+    type Attempt<'a> = (&'a [Record], &'a [Record], &'a [Record], bool);
+    let attempts: [Attempt<'_>; 3] = [
         (&reply.answers, &reply.authority, &reply.additional, false),
         (&reply.answers, &reply.authority, none, false),
         (none, none, none, true),

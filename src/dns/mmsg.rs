@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Engine, Transport};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
-pub const BATCH: usize = 32;
+pub(crate) const BATCH: usize = 32;
 /// Largest request read; DNS queries are far smaller (a bigger datagram is
 /// cut and answered FORMERR, or dropped when not even a header fits).
 const REQ_MAX: usize = 4096;
@@ -31,7 +31,12 @@ const REQ_MAX: usize = 4096;
 const POLL: Duration = Duration::from_millis(200);
 
 /// Serve `sock` until `shutdown` is cancelled.
-pub fn run(sock: UdpSocket, engine: Arc<Engine>, rng: SmallRng, shutdown: CancellationToken) {
+pub(crate) fn run(
+    sock: UdpSocket,
+    engine: Arc<Engine>,
+    rng: SmallRng,
+    shutdown: CancellationToken,
+) {
     let mut worker = super::Worker::new(rng);
     if let Err(e) = sock
         .set_nonblocking(false)

@@ -196,13 +196,13 @@ impl StateFile {
 }
 
 /// Serialise a `SystemTime` as unix milliseconds.
-pub mod unix_millis {
+pub(crate) mod unix_millis {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use serde::Serializer;
 
     /// Serialise.
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(
             t.duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)

@@ -1,5 +1,10 @@
 //! One integration test binary (as hickory does): a module per area.
 
+// Assertions compare with `[x.clone()]`: plainer than `slice::from_ref(&x)`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+// Helpers are `pub` for the modules of this one test binary.
+#![allow(unreachable_pub)]
+
 mod backend;
 mod etcd;
 mod support;

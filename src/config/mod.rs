@@ -309,22 +309,84 @@ struct Entry {
     ttl_origin: Origin,
 }
 
-fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>) -> Option<Zone> {
-    let file: ZoneFile = match toml::from_str(src.text) {
-        Ok(f) => f,
+/// Remove the key written at `offset` from the tree; whether one was.
+fn remove_key_at(table: &mut toml::de::DeTable<'_>, offset: usize) -> bool {
+    use toml::de::DeValue;
+    let found = table
+        .iter()
+        .find(|(k, _)| k.span().start == offset)
+        .map(|(k, _)| k.get_ref().to_string());
+    if let Some(k) = found {
+        table.remove(k.as_str());
+        return true;
+    }
+    fn in_value(v: &mut DeValue<'_>, offset: usize) -> bool {
+        match v {
+            DeValue::Table(t) => remove_key_at(t, offset),
+            DeValue::Array(a) => a.iter_mut().any(|i| in_value(i.get_mut(), offset)),
+            _ => false,
+        }
+    }
+    table.iter_mut().any(|(_, v)| in_value(v.get_mut(), offset))
+}
+
+/// Most unknown keys one file reports (each costs a parse).
+const MAX_UNKNOWN_KEYS: usize = 64;
+
+/// Parse a zone or settings file. Every unknown key is reported with its position, not
+/// only the first: on serde's "unknown field" error the key is taken out
+/// of the parsed tree and the file deserialised again, so a typo in one
+/// table hides neither the others nor the semantic errors found later.
+fn parse_collecting<T: serde::de::DeserializeOwned>(
+    src: &Source<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let at = |e: &toml::de::Error| {
+        e.span().map(|s| src.origin(s.start)).unwrap_or(Origin {
+            file: src.file.to_path_buf(),
+            line: 1,
+            col: 1,
+        })
+    };
+    let mut tree = match toml::de::DeTable::parse(src.text) {
+        Ok(t) => t,
         Err(e) => {
-            let origin = e.span().map(|s| src.origin(s.start)).unwrap_or(Origin {
-                file: src.file.to_path_buf(),
-                line: 1,
-                col: 1,
-            });
             errors.push(ConfigError {
-                origin,
+                origin: at(&e),
                 msg: e.message().trim().to_string(),
             });
             return None;
         }
     };
+    let mut removed = 0;
+    for _ in 0..=MAX_UNKNOWN_KEYS {
+        let parsed: Result<T, toml::de::Error> =
+            serde::Deserialize::deserialize(toml::de::Deserializer::from(tree.clone()));
+        let e = match parsed {
+            Ok(f) => return Some(f),
+            Err(e) => e,
+        };
+        // A field missing once a misspelt one was taken out is that typo
+        // again (`vaule` for `value`): already reported, with the names
+        // expected.
+        if removed > 0 && e.message().starts_with("missing field") {
+            return None;
+        }
+        errors.push(ConfigError {
+            origin: at(&e),
+            msg: e.message().trim().to_string(),
+        });
+        let unknown = e.message().starts_with("unknown field");
+        match e.span() {
+            Some(span) if unknown && remove_key_at(tree.get_mut(), span.start) => removed += 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>) -> Option<Zone> {
+    let file: ZoneFile = parse_collecting(src, errors)?;
     let before = errors.len();
     let mut cx = Ctx { src, errors };
     let z = &file.zone;

@@ -100,12 +100,15 @@ impl ServerFile {
             }])
         })?;
         let src = Source::new(path, &text);
-        let file: ServerFile = toml::from_str(&text).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                origin: src.origin(e.span().map(|s| s.start).unwrap_or(0)),
-                msg: e.message().trim().to_string(),
-            }])
-        })?;
+        let mut errors = Vec::new();
+        let parsed: Option<ServerFile> = super::parse_collecting(&src, &mut errors);
+        let file = match parsed {
+            Some(f) if errors.is_empty() => f,
+            _ => {
+                errors.sort_by_key(|e| (e.origin.line, e.origin.col));
+                return Err(ConfigErrors(errors));
+            }
+        };
         if let Some(t) = &file.tcp_idle_timeout
             && humantime::parse_duration(t).is_err()
         {
@@ -461,6 +464,11 @@ mod tests {
         );
         let unknown = problems("[cluster]\nname = \"p\"\netcd = []\nquorom = 2\n");
         assert!(unknown[0].contains("quorom"), "{unknown:?}");
+        // Two typos in two tables: both reported.
+        let two = problems("listn = []\n[cluster]\nname = \"p\"\netcd = []\nquorom = 2\n");
+        assert_eq!(two.len(), 2, "{two:?}");
+        assert!(two[0].starts_with("1:1 unknown field `listn`"), "{two:?}");
+        assert!(two[1].starts_with("5:1 unknown field `quorom`"), "{two:?}");
         let tls = problems(
             "[cluster]\nname = \"p\"\netcd = [\"http://e:2379\"]\netcd-cert-file = \"/nonexistent.pem\"\n",
         );

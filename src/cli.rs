@@ -127,3 +127,194 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 18081)]
     pub backend_port: u16,
 }
+
+/// What `serve` runs with, after merging.
+#[derive(Debug)]
+pub struct Merged {
+    /// The server's settings.
+    pub settings: crate::app::Settings,
+    /// Log level or filter.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+/// Merge the `serve` flags over the settings file over the defaults: a flag
+/// given on the command line wins, then the file, then the default.
+/// `env_token` is `GSLB_ADMIN_TOKEN`, which wins over the file's token.
+pub fn merge_settings(
+    args: &ServeArgs,
+    file: &crate::config::server::ServerFile,
+    env_token: Option<String>,
+) -> Result<Merged, String> {
+    use crate::app::Settings;
+    let mut s = Settings::default();
+    if let Some(z) = args.zones.clone().or(file.zones.clone()) {
+        s.zones = vec![z];
+    }
+    if !args.listen.is_empty() {
+        s.listen = args.listen.clone();
+    } else if let Some(l) = &file.listen {
+        s.listen = l.clone();
+    }
+    if let Some(a) = args.admin.clone().or(file.admin.clone()) {
+        s.admin = match a.as_str() {
+            "off" | "" => None,
+            a => Some(
+                a.parse()
+                    .map_err(|_| format!("admin address {a:?} is not ADDR:PORT"))?,
+            ),
+        };
+    }
+    s.admin_token = env_token
+        .filter(|t| !t.is_empty())
+        .or(file.admin_token.clone());
+    if let Some(f) = args.state_file.clone().or(file.state_file.clone()) {
+        s.state_file = match f.as_str() {
+            "off" | "" => None,
+            f => Some(PathBuf::from(f)),
+        };
+    }
+    if let Some(p) = file.udp_payload {
+        s.udp_payload = p.clamp(512, 4096);
+    }
+    if let Some(t) = file.tcp_idle() {
+        s.tcp_idle = t;
+    }
+    if let Some(w) = args.udp_workers {
+        s.udp_workers = w.max(1);
+    }
+    s.watch = args.watch || file.watch.unwrap_or(false);
+    s.probe_source = args.probe_source.or(file.probe_source());
+    s.cluster = file.cluster();
+    if let Some(w) = &file.webhook {
+        crate::config::check_webhook_url(w).map_err(|e| {
+            format!(
+                "{}: {e}",
+                args.config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        })?;
+        s.webhook = Some(w.clone());
+    }
+    let level = args
+        .log_level
+        .clone()
+        .or(file.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    let format = args
+        .log_format
+        .clone()
+        .or(file.log_format.clone())
+        .unwrap_or_else(|| "text".into());
+    Ok(Merged {
+        settings: s,
+        log_level: level,
+        log_format: format,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::server::ServerFile;
+
+    fn file(text: &str) -> ServerFile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("gslb.toml");
+        std::fs::write(&p, text).expect("write");
+        ServerFile::load(&p).expect("settings file loads")
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        let mut argv = vec!["gslb", "serve"];
+        argv.extend_from_slice(flags);
+        match Cli::try_parse_from(argv).expect("flags parse").command {
+            Command::Serve(a) => a,
+            _ => unreachable!("serve"),
+        }
+    }
+
+    const FILE: &str = r#"
+zones = "/etc/gslb/zones"
+listen = ["127.0.0.1:53"]
+admin = "127.0.0.1:9000"
+admin-token = "from-file"
+state-file = "/var/lib/gslb/state.json"
+log-level = "warn"
+log-format = "json"
+tcp-idle-timeout = "3s"
+probe-source = "192.0.2.53"
+"#;
+
+    #[test]
+    fn the_file_overrides_defaults() {
+        let m = merge_settings(&args(&[]), &file(FILE), None).expect("merges");
+        let s = &m.settings;
+        assert_eq!(s.zones, vec![std::path::PathBuf::from("/etc/gslb/zones")]);
+        assert_eq!(s.listen, vec!["127.0.0.1:53".parse().unwrap()]);
+        assert_eq!(s.admin, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(s.admin_token.as_deref(), Some("from-file"));
+        assert_eq!(s.tcp_idle, std::time::Duration::from_secs(3));
+        assert_eq!(s.probe_source, Some("192.0.2.53".parse().unwrap()));
+        assert_eq!(
+            (m.log_level.as_str(), m.log_format.as_str()),
+            ("warn", "json")
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_environment_over_the_file_token() {
+        let a = args(&[
+            "--zones",
+            "z",
+            "--listen",
+            "127.0.0.2:5353",
+            "--admin",
+            "off",
+            "--state-file",
+            "off",
+            "--log-level",
+            "debug",
+            "--probe-source",
+            "127.0.1.1",
+        ]);
+        let m = merge_settings(&a, &file(FILE), Some("from-env".into())).expect("merges");
+        let s = &m.settings;
+        assert_eq!(s.zones, vec![std::path::PathBuf::from("z")]);
+        assert_eq!(s.listen, vec!["127.0.0.2:5353".parse().unwrap()]);
+        assert_eq!(s.admin, None, "\"off\" disables the admin API");
+        assert_eq!(s.state_file, None);
+        assert_eq!(s.admin_token.as_deref(), Some("from-env"));
+        assert_eq!(s.probe_source, Some("127.0.1.1".parse().unwrap()));
+        assert_eq!(m.log_level, "debug");
+        assert_eq!(m.log_format, "json", "not given as a flag: the file's");
+    }
+
+    #[test]
+    fn no_file_no_flags_gives_the_documented_defaults() {
+        let m = merge_settings(&args(&[]), &ServerFile::default(), None).expect("merges");
+        let s = &m.settings;
+        assert_eq!(s.zones, vec![std::path::PathBuf::from("zones")]);
+        assert_eq!(s.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(s.admin, Some("127.0.0.1:9153".parse().unwrap()));
+        assert_eq!(
+            s.state_file,
+            Some(std::path::PathBuf::from("gslb-state.json"))
+        );
+        assert!(s.cluster.is_none());
+        assert_eq!(
+            (m.log_level.as_str(), m.log_format.as_str()),
+            ("info", "text")
+        );
+    }
+
+    #[test]
+    fn a_bad_admin_address_is_an_error() {
+        let e = merge_settings(&args(&["--admin", "nowhere"]), &ServerFile::default(), None)
+            .expect_err("refused");
+        assert!(e.contains("nowhere"), "{e}");
+    }
+}

@@ -205,69 +205,9 @@ fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
         Some(p) => ServerFile::load(p).map_err(|e| e.to_string())?,
         None => ServerFile::default(),
     };
-    let mut s = Settings::default();
-    if let Some(z) = args.zones.clone().or(file.zones.clone()) {
-        s.zones = vec![z];
-    }
-    if !args.listen.is_empty() {
-        s.listen = args.listen.clone();
-    } else if let Some(l) = &file.listen {
-        s.listen = l.clone();
-    }
-    if let Some(a) = args.admin.clone().or(file.admin.clone()) {
-        s.admin = match a.as_str() {
-            "off" | "" => None,
-            a => Some(
-                a.parse()
-                    .map_err(|_| format!("admin address {a:?} is not ADDR:PORT"))?,
-            ),
-        };
-    }
-    s.admin_token = std::env::var("GSLB_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .or(file.admin_token.clone());
-    if let Some(f) = args.state_file.clone().or(file.state_file.clone()) {
-        s.state_file = match f.as_str() {
-            "off" | "" => None,
-            f => Some(PathBuf::from(f)),
-        };
-    }
-    if let Some(p) = file.udp_payload {
-        s.udp_payload = p.clamp(512, 4096);
-    }
-    if let Some(t) = file.tcp_idle() {
-        s.tcp_idle = t;
-    }
-    if let Some(w) = args.udp_workers {
-        s.udp_workers = w.max(1);
-    }
-    s.watch = args.watch || file.watch.unwrap_or(false);
-    s.probe_source = args.probe_source.or(file.probe_source());
-    s.cluster = file.cluster();
-    if let Some(w) = &file.webhook {
-        gslb::config::check_webhook_url(w).map_err(|e| {
-            format!(
-                "{}: {e}",
-                args.config
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            )
-        })?;
-        s.webhook = Some(w.clone());
-    }
-    let level = args
-        .log_level
-        .clone()
-        .or(file.log_level.clone())
-        .unwrap_or_else(|| "info".into());
-    let format = args
-        .log_format
-        .clone()
-        .or(file.log_format.clone())
-        .unwrap_or_else(|| "text".into());
-    Ok((s, level, format))
+    let token = std::env::var("GSLB_ADMIN_TOKEN").ok();
+    let merged = gslb::cli::merge_settings(args, &file, token)?;
+    Ok((merged.settings, merged.log_level, merged.log_format))
 }
 
 fn init_logging(level: &str, format: &str) -> Result<(), String> {

@@ -81,6 +81,10 @@ pub struct Transition {
     /// decided alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_rev: Option<i64>,
+    /// For an endpoint decided by this node's probes: the consecutive
+    /// results that decided it (`fall` or `rise`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consecutive: Option<u32>,
 }
 
 /// Who is told of this node's own verdicts: the cluster, which publishes
@@ -620,6 +624,7 @@ impl HealthTable {
             to,
             reason: reason.to_string(),
             cluster_rev: None,
+            consecutive,
         });
     }
 
@@ -667,6 +672,7 @@ impl HealthTable {
                     to,
                     reason: why,
                     cluster_rev: None,
+                    consecutive: None,
                 });
             }
         }

@@ -1170,17 +1170,26 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-            assert!(
-                Path::new(bin).exists(),
-                "{bin} is required for this test (apt install chromium chromium-driver)"
-            );
-        }
+        // Found on PATH, as a shell would (Debian: chromium, chromedriver;
+        // elsewhere often chromium-browser or google-chrome).
+        let on_path = |names: &[&str]| -> PathBuf {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "none of {names:?} is on PATH: this test needs Chromium and ChromeDriver (scripts/test installs them)"
+                    )
+                })
+        };
+        let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"]);
+        let chromedriver = on_path(&["chromedriver"]);
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().unwrap().port()
         };
-        let driver = Command::new("/usr/bin/chromedriver")
+        let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1210,7 +1219,7 @@ impl Browser {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
+                "binary": chromium,
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--disable-component-update",

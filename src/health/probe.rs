@@ -450,6 +450,72 @@ impl EndpointProber {
         Ok(stream)
     }
 
+    /// Resolves when the backend closes the connection kept from the last
+    /// probe (a killed backend closes every connection it holds, a whole
+    /// interval before the next probe would notice), so the scheduler can
+    /// probe at once. Pending while no connection is kept. Cancel-safe:
+    /// dropped, it puts the connection back.
+    pub async fn idle_closed(&self) {
+        let Some(target) = &self.http else {
+            return std::future::pending().await;
+        };
+        let taken = target
+            .idle
+            .lock()
+            .expect("idle connection lock poisoned")
+            .take();
+        let Some(conn) = taken else {
+            return std::future::pending().await;
+        };
+        struct PutBack<'a> {
+            slot: &'a Mutex<Option<Box<Idle>>>,
+            conn: Option<Box<Idle>>,
+        }
+        impl Drop for PutBack<'_> {
+            fn drop(&mut self) {
+                if let Some(c) = self.conn.take() {
+                    let mut slot = self.slot.lock().expect("idle connection lock poisoned");
+                    // A probe that ran meanwhile keeps its own connection.
+                    if slot.is_none() {
+                        *slot = Some(c);
+                    }
+                }
+            }
+        }
+        let mut guard = PutBack {
+            slot: &target.idle,
+            conn: Some(conn),
+        };
+        loop {
+            let tcp: &TcpStream = match guard.conn.as_ref().map(|c| c.io.inner()) {
+                Some(Either::Left(t)) => t,
+                Some(Either::Right(tls)) => tls.get_ref().0,
+                None => return,
+            };
+            if tcp.readable().await.is_err() {
+                guard.conn = None;
+                return;
+            }
+            // End of stream, an error, or bytes nobody asked for (a 408, a
+            // TLS alert): either way it will not serve the next probe.
+            let mut byte = 0u8;
+            // SAFETY: a valid one-byte buffer and an open socket.
+            let n = unsafe {
+                libc::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(tcp),
+                    (&raw mut byte).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+                continue; // spurious readiness
+            }
+            guard.conn = None;
+            return;
+        }
+    }
+
     async fn http(&self, target: &HttpTarget) -> (ProbeOutcome, String) {
         let check = &self.shared.check;
         // With an interval of a minute or more a kept connection would be

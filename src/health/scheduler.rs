@@ -29,11 +29,19 @@ use crate::model::Check;
 pub trait Probe: Send + Sync + 'static {
     /// Run one probe; it must end within the check's timeout.
     fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>>;
+    /// Resolves when the backend closed the connection kept between probes
+    /// (then the next probe runs at once); never, by default.
+    fn idle_closed(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 impl Probe for super::probe::EndpointProber {
     fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>> {
         Box::pin(super::probe::EndpointProber::probe(self))
+    }
+    fn idle_closed(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(super::probe::EndpointProber::idle_closed(self))
     }
 }
 
@@ -159,6 +167,12 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     let mut first = true;
     // Not probing now (`probers`), observation withdrawn.
     let mut withdrawn = false;
+    // The probe in flight was started early, by the backend closing the
+    // kept connection. One that succeeds means the backend just closes idle
+    // connections (a short keep-alive timeout): no early probe for ten
+    // intervals then, so such a backend is not probed more often.
+    let mut early = false;
+    let mut early_quiet_until = Instant::now();
     loop {
         let rechecking = threshold.pending() && check.recheck.is_some();
         let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
@@ -199,6 +213,16 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                 };
                 continue;
             }
+            // The backend closed the kept connection (killed, restarted):
+            // probe now instead of an interval later. A success changes
+            // nothing; a failure starts the usual fast confirmation, so
+            // fall/rise hysteresis is kept.
+            () = probe.idle_closed(), if in_flight.is_empty() && !threshold.pending() && !withdrawn && Instant::now() >= early_quiet_until => {
+                tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, "kept connection closed by the backend: probing now");
+                next = Instant::now();
+                early = true;
+                continue;
+            }
             Some(joined) = in_flight.join_next() => match joined {
                 Ok(r) => r,
                 Err(_) => continue, // a probe task that panicked: no verdict
@@ -211,6 +235,9 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             .get_or_insert_with(|| result_counter(result.outcome))
             .inc();
         let ok = result.ok();
+        if std::mem::take(&mut early) && ok {
+            early_quiet_until = Instant::now() + check.interval * 10;
+        }
         if first {
             // Start from the verdict in force when the first result comes
             // (restored, or taken from a cluster this node joined).

@@ -979,3 +979,52 @@ async fn unusable_ca_files_are_rejected_when_building() {
     let err = CheckProber::new(Arc::new(c)).expect_err("no certificate");
     assert!(matches!(err, ProbeError::CaFileEmpty { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_kept_connection_closed_by_the_backend_is_noticed_at_once() {
+    let b = keep_alive_backend(OK_KEEP_ALIVE).await;
+    let endpoint = endpoint_of(check(CheckKind::Http, b.addr.port()));
+    assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    // While the backend lives, nothing is noticed, and giving up the wait
+    // puts the connection back: the next probe reuses it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), endpoint.idle_closed())
+            .await
+            .is_err()
+    );
+    assert_outcome(&endpoint.probe().await, ProbeOutcome::Success, "ok (200)");
+    assert_eq!(b.counts(), (1, 2), "(connections, requests)");
+    // Killed: the close is seen without any probe.
+    b.kill().await;
+    tokio::time::timeout(Duration::from_secs(10), endpoint.idle_closed())
+        .await
+        .expect("the close of the kept connection is noticed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_fails_its_region_long_before_the_next_interval() {
+    let b = keep_alive_backend(OK_KEEP_ALIVE).await;
+    // A 10 s interval: only the close of the kept connection can make the
+    // region fail within seconds; three failures are still needed.
+    let zone = format!(
+        "[zone]\nname = \"gslb.test.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n\n[check.web]\ntype = \"http\"\nport = {}\ninterval = \"10s\"\ntimeout = \"150ms\"\nrecheck = \"50ms\"\nfall = 3\n\n[region.one]\nendpoints = [\"127.0.0.1\"]\ncheck = \"web\"\n",
+        b.addr.port()
+    );
+    let ts = crate::support::TestServer::start(&[("z.toml", &zone)]).await;
+    ts.wait_first_verdicts(Duration::from_secs(15)).await;
+    let region = || ts.server.health.regions()[0].clone();
+    assert!(region().is_up());
+    b.kill().await;
+    crate::support::wait_until(Duration::from_secs(5), "region down", || async {
+        !region().is_up()
+    })
+    .await;
+    let t = ts
+        .server
+        .health
+        .journal()
+        .into_iter()
+        .find(|t| t.endpoint.is_some())
+        .expect("endpoint transition");
+    assert_eq!(t.consecutive, Some(3), "hysteresis kept: {t:?}");
+}

@@ -36,6 +36,34 @@ fn cluster_name() -> String {
     )
 }
 
+/// Every test's opening: a fresh etcd, a primary (127.0.0.2) and a
+/// secondary (127.0.0.3) backend with their addresses, a cluster name of
+/// its own and the zone over both.
+struct Rig {
+    etcd: Etcd,
+    primary: Backend,
+    secondary: Backend,
+    p: String,
+    s: String,
+    name: String,
+    z: String,
+}
+
+async fn rig() -> Rig {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    Rig {
+        p: primary.addr.ip().to_string(),
+        s: secondary.addr.ip().to_string(),
+        name: cluster_name(),
+        z: zone(&primary, &secondary, ""),
+        etcd,
+        primary,
+        secondary,
+    }
+}
+
 fn source(i: usize) -> String {
     format!("127.0.1.{i}")
 }
@@ -188,15 +216,16 @@ async fn change_times(nodes: &[TestServer], want: &str, limit: Duration) -> Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_cut_off_changes_nobody_two_nodes_fail_the_region_everywhere() {
-    let etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
-    let (p, s) = (
-        primary.addr.ip().to_string(),
-        secondary.addr.ip().to_string(),
-    );
-    let name = cluster_name();
-    let z = zone(&primary, &secondary, "");
+    let Rig {
+        etcd,
+        primary,
+        secondary: _secondary,
+        p,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
     let ns = nodes(&etcd, &name, 3, Quorum::Majority, &z).await;
     assert!(all_answer(&ns, &p).await);
 
@@ -260,13 +289,14 @@ async fn one_node_cut_off_changes_nobody_two_nodes_fail_the_region_everywhere() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_through_one_node_applies_on_every_node() {
-    let etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
-    let (p, s) = (
-        primary.addr.ip().to_string(),
-        secondary.addr.ip().to_string(),
-    );
+    let Rig {
+        etcd,
+        primary,
+        secondary,
+        p,
+        s,
+        ..
+    } = rig().await;
     let ns = nodes(
         &etcd,
         &cluster_name(),
@@ -312,13 +342,14 @@ async fn a_drain_through_one_node_applies_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_etcd_nodes_keep_answering_then_decide_alone_then_converge() {
-    let mut etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
-    let (p, s) = (
-        primary.addr.ip().to_string(),
-        secondary.addr.ip().to_string(),
-    );
+    let Rig {
+        mut etcd,
+        primary,
+        secondary,
+        p,
+        s,
+        ..
+    } = rig().await;
     let ns = nodes(
         &etcd,
         &cluster_name(),
@@ -426,15 +457,16 @@ fn free_udp_tcp_addr() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_leaves_the_quorum_when_its_lease_expires() {
-    let etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
-    let (p, s) = (
-        primary.addr.ip().to_string(),
-        secondary.addr.ip().to_string(),
-    );
-    let name = cluster_name();
-    let z = zone(&primary, &secondary, "");
+    let Rig {
+        etcd,
+        primary,
+        secondary: _secondary,
+        p,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
     // quorum = "all": down only when every live observer says so.
     let a = node(&etcd, &name, 1, Quorum::All, &z).await;
     let b = node(&etcd, &name, 2, Quorum::All, &z).await;
@@ -504,9 +536,12 @@ async fn a_killed_node_leaves_the_quorum_when_its_lease_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_webhook_delivery_per_region_transition_for_the_whole_cluster() {
-    let etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
+    let Rig {
+        etcd,
+        primary,
+        secondary,
+        ..
+    } = rig().await;
     let (url, got, _) = crate::webhook::receiver(false).await;
     let z = zone(&primary, &secondary, &format!("webhook = \"{url}\""));
     let ns = nodes(&etcd, &cluster_name(), 3, Quorum::Majority, &z).await;
@@ -560,12 +595,15 @@ async fn one_webhook_delivery_per_region_transition_for_the_whole_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_after_a_failover_answers_the_secondary_from_its_first_query() {
-    let etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
-    let s = secondary.addr.ip().to_string();
-    let name = cluster_name();
-    let z = zone(&primary, &secondary, "");
+    let Rig {
+        etcd,
+        primary,
+        secondary: _secondary,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
     let ns = nodes(&etcd, &name, 2, Quorum::Majority, &z).await;
     primary.set(Mode::Failing);
     // Node 3 itself reaches the primary fine: its own probes would say up.
@@ -593,11 +631,14 @@ async fn a_node_started_after_a_failover_answers_the_secondary_from_its_first_qu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_serving_different_zone_data_are_reported() {
-    let etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
-    let name = cluster_name();
-    let z = zone(&primary, &secondary, "");
+    let Rig {
+        etcd,
+        primary: _primary,
+        secondary: _secondary,
+        name,
+        z,
+        ..
+    } = rig().await;
     let a = node(&etcd, &name, 1, Quorum::Majority, &z).await;
     let other =
         format!("{z}\n[[record]]\nname = \"extra\"\ntype = \"TXT\"\nvalue = \"only on ns2\"\n");
@@ -639,11 +680,14 @@ async fn without_a_cluster_section_there_is_no_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probers_k_leaves_probing_to_k_nodes_and_moves_when_one_goes() {
-    let etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
-    let s = secondary.addr.ip().to_string();
-    let name = cluster_name();
+    let Rig {
+        etcd,
+        primary,
+        secondary,
+        s,
+        name,
+        ..
+    } = rig().await;
     let z = zone(&primary, &secondary, "")
         .replace("[check.primary]\n", "[check.primary]\nprobers = 1\n")
         .replace("[check.secondary]\n", "[check.secondary]\nprobers = 2\n");
@@ -836,9 +880,12 @@ async fn a_restart_without_etcd_resumes_from_the_last_cluster_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_etcd_delays_no_answer_and_the_nodes_go_their_own_way() {
-    let etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
+    let Rig {
+        etcd,
+        primary,
+        secondary,
+        ..
+    } = rig().await;
     let p = primary.addr.ip().to_string();
     let ns = nodes(
         &etcd,
@@ -873,10 +920,13 @@ async fn a_hung_etcd_delays_no_answer_and_the_nodes_go_their_own_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_cluster_state_is_loaded_in_pages() {
-    let etcd = Etcd::start().await;
-    let primary = Backend::start("127.0.0.2").await;
-    let secondary = Backend::start("127.0.0.3").await;
-    let name = cluster_name();
+    let Rig {
+        etcd,
+        primary,
+        secondary,
+        name,
+        ..
+    } = rig().await;
     // 4,500 other nodes' observations of the primary: more than two pages,
     // and several MiB with padding in the reasons.
     let key = gslb::health::EndpointKey {

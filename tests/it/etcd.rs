@@ -209,21 +209,8 @@ impl Drop for Etcd {
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as
 /// PEM files in `dir`.
 fn make_certs(dir: &std::path::Path) -> TlsFiles {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "gslb etcd test CA");
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+    let ca = crate::support::test_ca_issuer("gslb etcd test CA");
     let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
         let key = KeyPair::generate().expect("key");
         let mut p = CertificateParams::new(names.clone()).expect("params");

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use gslb::health::ProbeOutcome;
 use gslb::health::probe::{CheckProber, ProbeError, ProbeResult};
 use gslb::model::{Check, CheckKind, StatusRange};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -742,18 +739,7 @@ struct TestCa {
 }
 
 fn test_ca() -> TestCa {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "gslb test CA");
-    let issuer =
-        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+    let issuer = crate::support::test_ca_issuer("gslb test CA");
     let mut pem_file = tempfile::NamedTempFile::new().expect("temp file");
     pem_file
         .write_all(issuer.pem().as_bytes())

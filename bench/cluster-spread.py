@@ -22,11 +22,12 @@ import os
 import random
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import threading
 import time
+
+from benchlib import failover_zone, query_a
 
 gslb, etcd, work = sys.argv[1], sys.argv[2], sys.argv[3]
 trials = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4].isdigit() else 20
@@ -59,41 +60,7 @@ for ip in healthy:
     srv = Server((ip, PORT), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 
-ZONE = f"""[zone]
-name = "gslb.example.com."
-nameservers = ["ns1.gslb.example.com."]
-hostmaster = "hostmaster.example.com."
-
-[check.web]
-type = "http"
-port = {PORT}
-path = "/health"
-interval = "1s"
-timeout = "500ms"
-recheck = "200ms"
-
-[region.primary]
-endpoints = ["127.0.0.2"]
-check = "web"
-
-[region.secondary]
-endpoints = ["127.0.0.3"]
-check = "web"
-
-[service.api]
-regions = ["primary", "secondary"]
-ttl = 30
-
-[[record]]
-name = "ns1"
-type = "A"
-value = "127.0.0.1"
-
-[[record]]
-name = "static"
-type = "A"
-value = "192.0.2.10"
-"""
+ZONE = failover_zone(PORT, PORT)
 
 os.makedirs(f"{work}/zones", exist_ok=True)
 open(f"{work}/zones/gslb.toml", "w").write(ZONE)
@@ -132,24 +99,6 @@ for i in (1, 2, 3):
     nodes.append((port, p))
 
 
-def query(port, qid):
-    q = struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 0)
-    for label in b"api.gslb.example.com".split(b"."):
-        q += bytes([len(label)]) + label
-    q += b"\x00" + struct.pack(">HH", 1, 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(1)
-    try:
-        s.sendto(q, ("127.0.0.1", port))
-        r = s.recv(512)
-    except OSError:
-        return None
-    finally:
-        s.close()
-    # The last 4 bytes of a one-A answer are the address.
-    return ".".join(str(b) for b in r[-4:]) if len(r) > 4 else None
-
-
 def wait_all(want, limit=30):
     """Poll round-robin until every node answers `want`; the time each
     first did."""
@@ -164,7 +113,7 @@ def wait_all(want, limit=30):
                 sys.exit(f"node ns{i + 1} exited: " + open(f"{work}/ns{i + 1}.log").read())
         rounds += 1
         for i, (port, _) in enumerate(nodes):
-            if seen[i] is None and query(port, random.randrange(65536)) == want:
+            if seen[i] is None and query_a(port) == want:
                 seen[i] = time.monotonic()
     return seen, (time.monotonic() - start) / rounds
 

@@ -14,82 +14,28 @@ per region on its own port. Answers polled every 10 ms over UDP.
 """
 import os
 import random
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
+
+from benchlib import failover_zone, query_a
 
 gslb, backend, work = sys.argv[1], sys.argv[2], sys.argv[3]
 reps = int(sys.argv[4]) if len(sys.argv) > 4 else 20
 P1, P2, DNS = 18111, 18112, 5391
 os.makedirs(f"{work}/zones", exist_ok=True)
-open(f"{work}/zones/z.toml", "w").write(f"""[zone]
-name = "gslb.example.com."
-nameservers = ["ns1.gslb.example.com."]
-hostmaster = "hostmaster.example.com."
-
-[[record]]
-name = "ns1"
-type = "A"
-value = "127.0.0.1"
-
-[check.primary]
-type = "http"
-port = {P1}
-path = "/health"
-interval = "1s"
-timeout = "500ms"
-recheck = "200ms"
-
-[check.secondary]
-type = "http"
-port = {P2}
-path = "/health"
-interval = "1s"
-timeout = "500ms"
-recheck = "200ms"
-
-[region.primary]
-endpoints = ["127.0.0.2"]
-check = "primary"
-
-[region.secondary]
-endpoints = ["127.0.0.3"]
-check = "secondary"
-
-[service.api]
-regions = ["primary", "secondary"]
-ttl = 30
-""")
+open(f"{work}/zones/z.toml", "w").write(failover_zone(P1, P2))
 
 
 def start_backend(port):
     return subprocess.Popen([backend, str(port)], stderr=subprocess.DEVNULL)
 
 
-def query():
-    q = struct.pack(">HHHHHH", random.randrange(65536), 0, 1, 0, 0, 0)
-    for label in b"api.gslb.example.com".split(b"."):
-        q += bytes([len(label)]) + label
-    q += b"\x00" + struct.pack(">HH", 1, 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(1)
-    try:
-        s.sendto(q, ("127.0.0.1", DNS))
-        r = s.recv(512)
-        return ".".join(str(b) for b in r[-4:])
-    except OSError:
-        return None
-    finally:
-        s.close()
-
-
 def wait_for(want, limit=30):
     start = time.monotonic()
     while time.monotonic() - start < limit:
-        if query() == want:
+        if query_a(DNS) == want:
             return time.monotonic() - start
         time.sleep(0.01)
     sys.exit(f"no answer {want} within {limit} s")

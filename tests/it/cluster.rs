@@ -291,20 +291,15 @@ async fn one_node_cut_off_changes_nobody_two_nodes_fail_the_region_everywhere() 
 async fn a_drain_through_one_node_applies_on_every_node() {
     let Rig {
         etcd,
-        primary,
-        secondary,
+        primary: _primary,
+        secondary: _secondary,
         p,
         s,
+        name,
+        z,
         ..
     } = rig().await;
-    let ns = nodes(
-        &etcd,
-        &cluster_name(),
-        3,
-        Quorum::Majority,
-        &zone(&primary, &secondary, ""),
-    )
-    .await;
+    let ns = nodes(&etcd, &name, 3, Quorum::Majority, &z).await;
 
     let (code, body) = post(&ns[0], "/api/v1/regions/_/primary/drain").await;
     assert_eq!(code, 200, "{body}");
@@ -345,19 +340,14 @@ async fn without_etcd_nodes_keep_answering_then_decide_alone_then_converge() {
     let Rig {
         mut etcd,
         primary,
-        secondary,
+        secondary: _secondary,
         p,
         s,
+        name,
+        z,
         ..
     } = rig().await;
-    let ns = nodes(
-        &etcd,
-        &cluster_name(),
-        3,
-        Quorum::Majority,
-        &zone(&primary, &secondary, ""),
-    )
-    .await;
+    let ns = nodes(&etcd, &name, 3, Quorum::Majority, &z).await;
     for ts in &ns {
         assert_eq!(metric(ts, "gslb_cluster_connected", ""), 1.0);
     }

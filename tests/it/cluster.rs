@@ -959,3 +959,30 @@ async fn a_large_cluster_state_is_loaded_in_pages() {
     assert_eq!(status(&b)["cluster"]["mode"], "cluster");
     assert!(observers(&b, "primary").len() >= 4500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_was_away_during_a_drain_applies_it_and_clusters_share_etcd_apart() {
+    let Rig {
+        etcd,
+        primary: _primary,
+        secondary: _secondary,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let ns = nodes(&etcd, &name, 2, Quorum::Majority, &z).await;
+    let (code, body) = post(&ns[0], "/api/v1/regions/_/primary/drain").await;
+    assert_eq!(code, 200, "{body}");
+    // ns3 was not running when the drain was given: it has it from its
+    // first answer.
+    let late = node(&etcd, &name, 3, Quorum::Majority, &z).await;
+    assert_eq!(answer(&late).await, [s.clone()]);
+    assert_eq!(status(&late)["zones"][0]["regions"][0]["override"], "down");
+    // Another cluster on the same etcd sees none of it: its own prefix.
+    let other = node(&etcd, &format!("{name}-other"), 1, Quorum::Majority, &z).await;
+    assert_eq!(status(&other)["cluster"]["mode"], "cluster");
+    assert_eq!(status(&other)["zones"][0]["regions"][0]["override"], "auto");
+    let nodes_seen = status(&other)["cluster"]["nodes"].as_array().unwrap().len();
+    assert_eq!(nodes_seen, 1, "only itself");
+}

@@ -13,14 +13,8 @@ use crate::cluster::Cluster;
 use crate::dns::Engine;
 use crate::health::HealthTable;
 use crate::health::{Override, ProbeOutcome, Transition};
-use crate::model::RegionTarget;
+use crate::model::{RegionTarget, unix_ms};
 use crate::policy::{self, HealthView, Outcome};
-
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// The whole status document.
 #[derive(Serialize, Debug)]
@@ -194,7 +188,7 @@ pub fn status(shared: &StatusSource) -> Status {
                         name: r.name.clone(),
                         up: cell.is_up(),
                         probed_up: cell.probed_up(),
-                        since_ms: ms(cell.since()),
+                        since_ms: unix_ms(cell.since()),
                         overridden: cell.override_state(),
                         min_healthy: r.min_healthy,
                         check: r.check.as_ref().map(|c| c.name.clone()),
@@ -226,9 +220,9 @@ pub fn status(shared: &StatusSource) -> Status {
                                     last_result: d.last_outcome,
                                     reason: d.last_reason,
                                     latency_ms: d.last_latency.map(|l| l.as_secs_f64() * 1000.0),
-                                    last_probe_ms: d.last_probe.map(ms),
+                                    last_probe_ms: d.last_probe.map(unix_ms),
                                     consecutive: d.run,
-                                    since_ms: d.since.map(ms),
+                                    since_ms: d.since.map(unix_ms),
                                     probes: d.probes,
                                     failures: d.failures,
                                 }
@@ -260,7 +254,7 @@ pub fn status(shared: &StatusSource) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION"),
         ready: shared.health.first_verdicts_known(),
-        now_ms: ms(SystemTime::now()),
+        now_ms: unix_ms(SystemTime::now()),
         zones,
         transitions: shared.health.journal(),
         cluster: shared.cluster.as_ref().map(|c| c.status()),

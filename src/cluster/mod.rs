@@ -21,18 +21,19 @@ pub mod view;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::{IntCounterVec, IntGauge, Opts};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::redact_url;
 use crate::health::{
     EndpointCell, EndpointKey, HealthTable, Observer, Override, OverrideTarget, Transition,
 };
 use crate::metrics::Metrics;
-use crate::model::ClusterSettings;
+use crate::model::{ClusterSettings, unix_ms};
 use view::{NodeInfo, Observation, OverrideKey, StoredOverride, Touched, View, endpoint_id};
 
 /// Bound on one etcd request (a watch or keep-alive stream excepted).
@@ -207,12 +208,6 @@ fn fingerprints(zones: BTreeMap<String, u64>) -> BTreeMap<String, String> {
         .into_iter()
         .map(|(z, h)| (z, format!("{h:016x}")))
         .collect()
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Cluster {
@@ -825,19 +820,6 @@ async fn timeout<T>(
     }
 }
 
-/// A URL without user-info or query (they may hold secrets).
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string().trim_end_matches('/').to_string()
-        }
-        Err(_) => "<not a URL>".to_string(),
-    }
-}
-
 /// The cluster in the status document.
 #[derive(Debug, Serialize)]
 pub struct ClusterStatus {
@@ -897,7 +879,8 @@ pub struct ObservationStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact_url, rendezvous};
+    use super::rendezvous;
+    use crate::config::redact_url;
 
     #[test]
     fn rendezvous_moves_only_the_leaving_nodes_share() {

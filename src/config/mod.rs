@@ -733,6 +733,20 @@ fn load_zone(src: &Source<'_>, opts: LoadOptions, errors: &mut Vec<ConfigError>)
     })
 }
 
+/// A URL without user-info or query (they may hold secrets), for logs,
+/// messages and the status API.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "<not a URL>".to_string(),
+    }
+}
+
 /// A webhook must be an absolute http(s) URL.
 pub fn check_webhook_url(url: &str) -> Result<(), String> {
     match reqwest::Url::parse(url) {

@@ -234,15 +234,7 @@ fn cluster_settings(
         let scheme_ok = e.starts_with("http://") || e.starts_with("https://");
         let parsed = reqwest::Url::parse(e);
         // Messages never repeat credentials written into a URL.
-        let shown = match &parsed {
-            Ok(u) => {
-                let mut u = u.clone();
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                u.to_string().trim_end_matches('/').to_string()
-            }
-            Err(_) => "(not a URL)".to_string(),
-        };
+        let shown = super::redact_url(e);
         if !scheme_ok || parsed.is_err() {
             err(
                 c.etcd.span(),

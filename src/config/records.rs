@@ -7,7 +7,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 
-use super::parse_name;
+use super::names::parse_name;
 
 /// The record types a zone file may contain.
 pub(crate) const SUPPORTED: &str = "A, AAAA, CNAME, MX, NS, PTR, SRV, TXT, CAA";

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, ConfigErrors, Source};
+use super::source::{Source, parse_collecting, read_text};
+use super::{ConfigError, ConfigErrors};
 use crate::model::{ClusterSettings, Quorum};
 
 /// Environment variable holding the etcd password.
@@ -89,19 +90,10 @@ pub enum QuorumValue {
 impl ServerFile {
     /// Read and parse; errors name `file:line:column`.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                origin: crate::model::Origin {
-                    file: path.to_path_buf(),
-                    line: 0,
-                    col: 0,
-                },
-                msg: format!("cannot read: {e}"),
-            }])
-        })?;
+        let text = read_text(path).map_err(|e| ConfigErrors(vec![e]))?;
         let src = Source::new(path, &text);
         let mut errors = Vec::new();
-        let parsed: Option<ServerFile> = super::parse_collecting(&src, &mut errors);
+        let parsed: Option<ServerFile> = parse_collecting(&src, &mut errors);
         let file = match parsed {
             Some(f) if errors.is_empty() => f,
             _ => {

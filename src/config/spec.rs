@@ -119,14 +119,13 @@ pub(crate) struct CheckSpec {
     /// Host header and TLS server name (default: the endpoint address).
     pub host: Option<Spanned<String>>,
     /// Extra request headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
     /// Accepted statuses (default `"200-399"`).
     pub expect_status: Option<Spanned<StatusList>>,
     /// Substring required in the first 5120 bytes of the body.
     pub expect_body: Option<Spanned<String>>,
     /// Verify the server's certificate (default true).
-    pub tls_verify: Option<bool>,
+    pub tls_verify: Option<Spanned<bool>>,
     /// PEM file of CA certificates to trust instead of the web roots,
     /// relative to the zone file.
     pub ca_file: Option<Spanned<String>>,

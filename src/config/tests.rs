@@ -1,7 +1,10 @@
 use std::path::PathBuf;
+use std::time::Duration;
+
+use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::*;
-use crate::model::{Policy, RegionTarget, WhenAllDown};
+use crate::model::{Policy, RegionTarget, StatusRange, WhenAllDown};
 
 const HEAD: &str = r#"[zone]
 name = "z.example."
@@ -156,8 +159,9 @@ last-resort = "east"
     let z = &cfg.zones[0];
     let web = &z.checks["web"];
     assert_eq!(web.port, 443);
+    let http = |c: &str| z.checks[c].http().expect("an http check").clone();
     assert_eq!(
-        web.expect_status,
+        http("web").expect_status,
         vec![
             StatusRange { lo: 200, hi: 200 },
             StatusRange { lo: 300, hi: 302 }
@@ -165,8 +169,8 @@ last-resort = "east"
     );
     assert_eq!(web.recheck, Some(Duration::from_millis(100)));
     assert_eq!(z.checks["port"].recheck, None);
-    assert!(!web.reuse_connection);
-    assert!(z.checks["plain"].reuse_connection, "reused by default");
+    assert!(!http("web").reuse_connection);
+    assert!(http("plain").reuse_connection, "reused by default");
     assert_eq!(z.regions["east"].min_healthy, 2);
     assert_eq!(
         z.regions["cloud"].target,
@@ -274,7 +278,7 @@ fn check_rules() {
         ("type = \"http\"\ninterval = \"fast\"", "not a duration"),
         (
             "type = \"tcp\"\nport = 1\nreuse-connection = true",
-            "reuse-connection applies to http and https",
+            "`reuse-connection` applies to http and https",
         ),
         (
             "type = \"http\"\nexpect-status = [\"200-1000\"]",
@@ -347,4 +351,112 @@ fn spans_become_line_and_column() {
         (2, 4),
         "columns count characters, not bytes"
     );
+}
+
+/// What serve would fail to probe, `check` (the same loader) refuses.
+#[test]
+fn checks_that_cannot_be_probed_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-pem.crt");
+    std::fs::write(&not_pem, "just text, no certificate\n").unwrap();
+    let zone = dir.path().join("z.toml");
+    let text = format!(
+        r#"{HEAD}
+[check.spaced]
+type = "http"
+path = "/health check"
+
+[check.no-pem]
+type = "https"
+ca-file = "not-pem.crt"
+
+[check.missing]
+type = "https"
+ca-file = "missing.crt"
+
+[check.header]
+type = "http"
+headers = {{ "X-Token" = "a\u0007b" }}
+
+[check.tls-on-plain]
+type = "http"
+tls-verify = false
+"#
+    );
+    let errs: Vec<String> = load_sources(&[(zone, text)], LoadOptions { auto_serial: 7 })
+        .expect_err("must fail")
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let want = [
+        (
+            "z.toml:8:8:",
+            "path \"/health check\" is not a request path",
+        ),
+        ("z.toml:12:11:", "not-pem.crt: holds no PEM certificate"),
+        ("z.toml:16:11:", "missing.crt: does not exist"),
+        (
+            "z.toml:20:11:",
+            "header \"X-Token\" is not a valid HTTP header",
+        ),
+        (
+            "z.toml:24:14:",
+            "`tls-verify` applies to https checks, not http",
+        ),
+    ];
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    for ((at, msg), got) in want.iter().zip(&errs) {
+        assert!(
+            got.contains(at) && got.contains(msg),
+            "want {at} {msg}, got {got}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_zone_name_is_not_the_root() {
+    let text = HEAD.replace("name = \"z.example.\"", "name = \"\"");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("z.toml:2:8: invalid zone name \"\""),
+        "{errs:?}"
+    );
+}
+
+/// An invalid check makes its regions invalid; a weighted service over them
+/// gets no second, misleading error.
+#[test]
+fn an_invalid_check_causes_no_follow_on_errors() {
+    let text = format!(
+        r#"{HEAD}
+[check.web]
+type = "http"
+port = 70000
+
+[region.a]
+endpoints = ["192.0.2.1"]
+check = "web"
+
+[service.www]
+policy = "weighted"
+weights = {{ a = 1 }}
+"#
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("port 70000 is out of range"), "{errs:?}");
+}
+
+#[test]
+fn invalid_utf8_is_located_by_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.toml");
+    let mut bytes = HEAD.as_bytes().to_vec();
+    bytes.extend_from_slice(b"# caf\xe9\n");
+    std::fs::write(&path, bytes).unwrap();
+    let err = load(&[path], LoadOptions { auto_serial: 7 }).expect_err("not UTF-8");
+    let msg = err.0[0].to_string();
+    assert!(msg.contains("z.toml:5:6: not UTF-8: byte 0xe9"), "{msg}");
 }

@@ -51,24 +51,88 @@ pub fn count(n: usize, noun: &str) -> String {
     }
 }
 
-/// The protocol a health check speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a probe of a check does: connect, or send an HTTP(S) request.
+///
+/// The HTTP-only settings live in [`HttpCheck`], so a TCP check carries
+/// none of them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum CheckKind {
     /// TCP connect: the endpoint is up when the three-way handshake completes.
     Tcp,
-    /// Plain HTTP request.
-    Http,
-    /// HTTP over TLS.
-    Https,
+    /// An HTTP request (over TLS when [`HttpCheck::tls`] is set), judged by
+    /// status and body.
+    Http(Box<HttpCheck>),
+}
+
+/// At most this much of a body is read when looking for `expect_body`, as
+/// Route 53 does: a health page that hides its marker deeper is a
+/// misconfiguration, and a huge or endless body must not hold the prober.
+pub const BODY_LIMIT: usize = 5120;
+
+/// The request of an HTTP(S) check and how its response is judged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HttpCheck {
+    /// HTTPS: how the server's certificate is checked. `None`: plain HTTP.
+    pub tls: Option<TlsCheck>,
+    /// HTTP method (`GET` or `HEAD`).
+    pub method: String,
+    /// HTTP request path, starting with `/`.
+    pub path: String,
+    /// Host header and TLS SNI; the endpoint address when not set.
+    pub host: Option<String>,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Accepted HTTP status codes.
+    pub expect_status: Vec<StatusRange>,
+    /// Substring that must appear in the first [`BODY_LIMIT`] bytes of the body.
+    pub expect_body: Option<String>,
+    /// Keep the connection of a successful probe open for the next one (a
+    /// new connection at least every minute, after any failure, and
+    /// whenever the server closes it).
+    pub reuse_connection: bool,
+}
+
+impl HttpCheck {
+    /// The zone file's defaults: `GET /`, 200-399, reused connections.
+    pub fn new(tls: Option<TlsCheck>) -> Box<HttpCheck> {
+        Box::new(HttpCheck {
+            tls,
+            method: "GET".into(),
+            path: "/".into(),
+            host: None,
+            headers: Vec::new(),
+            expect_status: vec![StatusRange { lo: 200, hi: 399 }],
+            expect_body: None,
+            reuse_connection: true,
+        })
+    }
+}
+
+/// How an HTTPS check verifies the server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TlsCheck {
+    /// Verify the server certificate.
+    pub verify: bool,
+    /// Trust anchors instead of the built-in web roots.
+    pub ca: Option<CaFile>,
+}
+
+/// A `ca-file`, read when the zone was loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CaFile {
+    /// Where it was read from, for messages.
+    pub path: PathBuf,
+    /// Its certificates (at least one, each usable as a trust anchor).
+    pub certs: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl CheckKind {
     /// The name used in the zone file and in metrics labels.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             CheckKind::Tcp => "tcp",
-            CheckKind::Http => "http",
-            CheckKind::Https => "https",
+            CheckKind::Http(h) if h.tls.is_none() => "http",
+            CheckKind::Http(_) => "https",
         }
     }
 }
@@ -87,32 +151,12 @@ pub struct StatusRange {
 pub struct Check {
     /// Name of the `[check.NAME]` table.
     pub name: String,
-    /// Protocol.
+    /// What a probe does.
     pub kind: CheckKind,
     /// Port to connect to on every endpoint.
     pub port: u16,
-    /// HTTP method (`GET` or `HEAD`).
-    pub method: String,
-    /// HTTP request path, starting with `/`.
-    pub path: String,
-    /// Host header and TLS SNI; the endpoint address when not set.
-    pub host: Option<String>,
-    /// Extra request headers.
-    pub headers: Vec<(String, String)>,
-    /// Accepted HTTP status codes.
-    pub expect_status: Vec<StatusRange>,
-    /// Substring that must appear in the first 5120 bytes of the body.
-    pub expect_body: Option<String>,
-    /// Verify the server certificate (HTTPS).
-    pub tls_verify: bool,
-    /// Extra trust anchors (PEM) for HTTPS, instead of the built-in web roots.
-    pub ca_file: Option<PathBuf>,
     /// Connect here instead of `endpoint:port`.
     pub target: Option<SocketAddr>,
-    /// HTTP(S): keep the connection of a successful probe open for the next
-    /// one (a new connection at least every minute, after any failure, and
-    /// whenever the server closes it). Ignored for TCP checks.
-    pub reuse_connection: bool,
     /// Time between two probes of one endpoint.
     pub interval: Duration,
     /// Bound on one probe: connect, TLS, request and response.
@@ -127,6 +171,16 @@ pub struct Check {
     pub probers: Option<u32>,
     /// Consecutive successes that mark a down endpoint up.
     pub rise: u32,
+}
+
+impl Check {
+    /// The HTTP part of an HTTP(S) check.
+    pub fn http(&self) -> Option<&HttpCheck> {
+        match &self.kind {
+            CheckKind::Http(h) => Some(h),
+            CheckKind::Tcp => None,
+        }
+    }
 }
 
 /// What a region answers with.

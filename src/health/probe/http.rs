@@ -1,0 +1,633 @@
+//! The HTTP/1.1 exchange of an HTTP(S) probe, with the connection of the
+//! last successful probe kept for the next one.
+//!
+//! A successful probe's connection is kept for the next probe of the same
+//! endpoint unless the check says `reuse-connection = false`; most of a
+//! fresh-connection probe's cost is the kernel's TCP handshake and teardown
+//! on both sides (bench/probe-scale.sh, BENCHMARKS.md).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::client::conn::http1;
+use hyper::header::{ACCEPT, CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
+
+use super::classify::classify;
+use super::{EndpointProber, ProbeError, ProbeOutcome};
+use crate::model::{BODY_LIMIT, HttpCheck, StatusRange};
+
+/// Sent on every HTTP probe so backends can tell probes from users in their
+/// logs; a `User-Agent` in the check's headers replaces it.
+const USER_AGENT_VALUE: &str = concat!("gslb-health-check/", env!("CARGO_PKG_VERSION"));
+
+/// The request of a check, parsed once for all its endpoints.
+#[derive(Debug)]
+pub(super) struct RequestParts {
+    /// The check's HTTP settings.
+    pub(super) spec: HttpCheck,
+    method: Method,
+    /// Request target in origin form (`/health?full=1`).
+    path: Uri,
+    /// Sent with every request after `Host`: `User-Agent`, `Accept`,
+    /// `Connection: close` when connections are not reused, then the check's
+    /// extra headers (which may replace any of them, `Host` included).
+    headers: HeaderMap,
+    /// `Host` is among the check's extra headers: no derived one is sent.
+    host_configured: bool,
+    /// HTTPS: the check's TLS configuration.
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl RequestParts {
+    /// Parses the method, path, host and headers and builds the TLS
+    /// configuration. The zone loader has validated all of them the same
+    /// way, so these errors are for checks built by other means.
+    pub(super) fn new(check: &str, spec: &HttpCheck) -> Result<RequestParts, ProbeError> {
+        let name = || check.to_string();
+        let method =
+            Method::from_bytes(spec.method.as_bytes()).map_err(|_| ProbeError::Method {
+                check: name(),
+                method: spec.method.clone(),
+            })?;
+        let path = Uri::try_from(spec.path.as_str())
+            .ok()
+            .filter(|u| u.scheme().is_none() && u.authority().is_none())
+            .ok_or_else(|| ProbeError::Path {
+                check: name(),
+                path: spec.path.clone(),
+            })?;
+        if let Some(host) = &spec.host
+            && (ServerName::try_from(host.as_str()).is_err()
+                || HeaderValue::from_str(host).is_err())
+        {
+            return Err(ProbeError::Host {
+                check: name(),
+                host: host.clone(),
+            });
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        if !spec.reuse_connection {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        for (k, v) in &spec.headers {
+            let header_err = |msg: String| ProbeError::Header {
+                check: name(),
+                name: k.clone(),
+                msg,
+            };
+            let hname =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|e| header_err(e.to_string()))?;
+            let hvalue = HeaderValue::from_str(v).map_err(|e| header_err(e.to_string()))?;
+            // insert, not append: a configured header replaces a default one.
+            headers.insert(hname, hvalue);
+        }
+        let host_configured = headers.contains_key(HOST);
+        let tls = match &spec.tls {
+            Some(tls) => Some(Arc::new(super::tls::config(check, tls)?)),
+            None => None,
+        };
+        Ok(RequestParts {
+            spec: spec.clone(),
+            method,
+            path,
+            headers,
+            host_configured,
+            tls,
+        })
+    }
+}
+
+/// A connection is reused for at most this long, then replaced by a new one
+/// (for HTTPS, a new handshake that verifies the certificate again): an
+/// expired or replaced certificate, or a listener that stopped accepting, is
+/// seen within a minute even while the server keeps the old connection open.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+
+/// The server closed the connection before a whole response head arrived
+/// (a close during the body is "connection closed mid-response").
+pub(super) const CLOSED_BEFORE_RESPONSE: &str = "connection closed before the response";
+
+/// The I/O under an HTTP probe: plain TCP or TLS over TCP.
+pub(super) type Io = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
+
+/// One endpoint's side of an HTTP(S) check.
+#[derive(Debug)]
+pub(super) struct Target {
+    /// `Host` header, as a browser would derive it from the URL.
+    host: HeaderValue,
+    /// TLS SNI and the name the certificate must match: the check's `host`,
+    /// else the address connected to.
+    server_name: ServerName<'static>,
+    /// The connection of the last successful probe, idle (reuse only).
+    /// Boxed: a TLS stream is over a kilobyte inline, which every endpoint
+    /// prober (TCP checks included) would carry, idle connection or not.
+    idle: Mutex<Option<Box<Idle>>>,
+}
+
+impl Target {
+    pub(super) fn new(
+        check: &str,
+        parts: &RequestParts,
+        connect: SocketAddr,
+    ) -> Result<Target, ProbeError> {
+        let name = parts
+            .spec
+            .host
+            .clone()
+            .unwrap_or_else(|| connect.ip().to_string());
+        let host_err = || ProbeError::Host {
+            check: check.to_string(),
+            host: name.clone(),
+        };
+        let https = parts.tls.is_some();
+        let host = HeaderValue::from_str(&host_header(&name, connect.port(), https))
+            .map_err(|_| host_err())?;
+        let server_name = ServerName::try_from(name.clone()).map_err(|_| host_err())?;
+        Ok(Target {
+            host,
+            server_name,
+            idle: Mutex::new(None),
+        })
+    }
+}
+
+/// The open connection of the last successful probe. Only the socket (and
+/// TLS session) is kept: each probe runs hyper's HTTP/1.1 state machine on
+/// it afresh, so an idle endpoint holds no HTTP buffers.
+struct Idle {
+    io: Io,
+    /// Tokio's clock, so that tests can age a connection.
+    opened: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle")
+            .field("opened", &self.opened)
+            .finish()
+    }
+}
+
+/// How one request on one connection went.
+struct Exchange {
+    verdict: (ProbeOutcome, String),
+    /// It failed before any response arrived: on a reused connection the
+    /// server may just have closed it while idle, so a fresh connection
+    /// decides instead.
+    before_response: bool,
+}
+
+impl EndpointProber {
+    /// Resolves when the backend closes the connection kept from the last
+    /// probe (a killed backend closes every connection it holds, a whole
+    /// interval before the next probe would notice), so the scheduler can
+    /// probe at once. Pending while no connection is kept. Cancel-safe:
+    /// dropped, it puts the connection back.
+    pub async fn idle_closed(&self) {
+        let Some(target) = &self.http else {
+            return std::future::pending().await;
+        };
+        let taken = target
+            .idle
+            .lock()
+            .expect("idle connection lock poisoned")
+            .take();
+        let Some(conn) = taken else {
+            return std::future::pending().await;
+        };
+        struct PutBack<'a> {
+            slot: &'a Mutex<Option<Box<Idle>>>,
+            conn: Option<Box<Idle>>,
+        }
+        impl Drop for PutBack<'_> {
+            fn drop(&mut self) {
+                if let Some(c) = self.conn.take() {
+                    let mut slot = self.slot.lock().expect("idle connection lock poisoned");
+                    // A probe that ran meanwhile keeps its own connection.
+                    if slot.is_none() {
+                        *slot = Some(c);
+                    }
+                }
+            }
+        }
+        let mut guard = PutBack {
+            slot: &target.idle,
+            conn: Some(conn),
+        };
+        loop {
+            let tcp: &TcpStream = match guard.conn.as_ref().map(|c| c.io.inner()) {
+                Some(Either::Left(t)) => t,
+                Some(Either::Right(tls)) => tls.get_ref().0,
+                None => return,
+            };
+            if tcp.readable().await.is_err() {
+                guard.conn = None;
+                return;
+            }
+            // End of stream, an error, or bytes nobody asked for (a 408, a
+            // TLS alert): either way it will not serve the next probe.
+            let mut byte = 0u8;
+            // SAFETY: a valid one-byte buffer and an open socket.
+            let n = unsafe {
+                libc::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(tcp),
+                    (&raw mut byte).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+                continue; // spurious readiness
+            }
+            guard.conn = None;
+            return;
+        }
+    }
+
+    /// One HTTP(S) probe, on the kept connection when there is one.
+    pub(super) async fn http(
+        &self,
+        parts: &RequestParts,
+        target: &Target,
+    ) -> (ProbeOutcome, String) {
+        // With an interval of a minute or more a kept connection would be
+        // too old to use by the next probe: it would only hold a socket.
+        let reuse = parts.spec.reuse_connection && self.shared.check.interval < MAX_CONNECTION_AGE;
+        let idle = || target.idle.lock().expect("idle connection lock poisoned");
+        if reuse {
+            let reused = idle().take();
+            if let Some(conn) = reused.filter(|c| c.opened.elapsed() < MAX_CONNECTION_AGE) {
+                let (done, io) = self.exchange(parts, conn.io, target, true).await;
+                if !done.before_response {
+                    if let Some(io) = io {
+                        *idle() = Some(Box::new(Idle { io, ..*conn }));
+                    }
+                    return done.verdict;
+                }
+                // Closed while idle (or failing before it answered): a new
+                // connection decides, within the same deadline.
+            }
+        }
+        let opened = tokio::time::Instant::now();
+        let io = match self.connect_http(parts, target).await {
+            Ok(io) => io,
+            Err(verdict) => return verdict,
+        };
+        let (done, io) = self.exchange(parts, io, target, false).await;
+        if let Some(io) = io.filter(|_| reuse) {
+            *idle() = Some(Box::new(Idle { io, opened }));
+        }
+        done.verdict
+    }
+
+    async fn connect_http(
+        &self,
+        parts: &RequestParts,
+        target: &Target,
+    ) -> Result<Io, (ProbeOutcome, String)> {
+        // A kept connection's next request must not wait for Nagle.
+        let connect = async {
+            let tcp = self.connect_tcp().await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        };
+        let Some(tls) = &parts.tls else {
+            return Ok(TokioIo::new(Either::Left(connect.await?)));
+        };
+        let stream = super::tls::connect(tls, &target.server_name, connect).await?;
+        Ok(TokioIo::new(Either::Right(stream)))
+    }
+
+    /// One request on `io` and its verdict, with the connection driven
+    /// alongside; gives `io` back when it is idle, open and may serve the
+    /// next probe. `reused`: `io` served an earlier probe.
+    async fn exchange(
+        &self,
+        parts: &RequestParts,
+        io: Io,
+        target: &Target,
+        reused: bool,
+    ) -> (Exchange, Option<Io>) {
+        let (mut sender, mut conn) = match http1::handshake(io).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                let verdict = classify(&e, &self.server_name());
+                let failed = Exchange {
+                    verdict,
+                    before_response: true,
+                };
+                return (failed, None);
+            }
+        };
+        let sender = &mut sender;
+        let spec = &parts.spec;
+        let request = parts.request(target);
+        let work = async {
+            sender.ready().await.map_err(|e| (Some(e), true))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| (Some(e), true))?;
+            let status = response.status().as_u16();
+            if reused && status == 408 {
+                // A server closing an idle connection may say so with a
+                // 408 that crosses our request (Go's client knows this
+                // too): not an answer to it.
+                return Err((None, true));
+            }
+            let mut body = response.into_body();
+            if !status_matches(&spec.expect_status, status) {
+                return Ok(((ProbeOutcome::Status, format!("status {status}")), None));
+            }
+            if let Some(needle) = &spec.expect_body {
+                let mut scan = BodyScan::new(needle.as_bytes());
+                loop {
+                    match body.frame().await {
+                        Some(Ok(frame)) => match frame.data_ref().map(|d| scan.push(d)) {
+                            Some(Scan::Found) => break,
+                            Some(Scan::Exhausted) => {
+                                return Ok(((ProbeOutcome::Body, body_reason(needle)), None));
+                            }
+                            Some(Scan::More) | None => {}
+                        },
+                        None => return Ok(((ProbeOutcome::Body, body_reason(needle)), None)),
+                        Some(Err(e)) => return Err((Some(e), false)),
+                    }
+                }
+            }
+            Ok((
+                (ProbeOutcome::Success, format!("ok ({status})")),
+                Some(body),
+            ))
+        };
+        tokio::pin!(work);
+        let mut conn_ended = false;
+        let mut conn_error = None;
+        let outcome = tokio::select! {
+            biased;
+            out = &mut work => Some(out),
+            ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                conn_ended = true;
+                conn_error = ended.err();
+                // The connection is over: the request has been handed its
+                // response or error by now, or never will be (an idle
+                // connection the server closed).
+                match std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+                    Poll::Ready(out) => Some(out),
+                    Poll::Pending => None,
+                }
+            }
+        };
+        let failed = |err: Option<&hyper::Error>, before_response| {
+            // When the connection failed, its error is the telling one (a
+            // body only hears "connection error").
+            let verdict = match conn_error.as_ref().or(err) {
+                Some(err) => classify(err, &self.server_name()),
+                None => (ProbeOutcome::Reset, CLOSED_BEFORE_RESPONSE.into()),
+            };
+            Exchange {
+                verdict,
+                before_response,
+            }
+        };
+        match outcome {
+            Some(Ok((verdict, body))) => {
+                let keep = match body {
+                    Some(body) if !conn_ended => drain_ready(&mut conn, body).await,
+                    _ => false,
+                };
+                // Bytes beyond the response would belong to no request.
+                let io = keep
+                    .then(|| conn.into_parts())
+                    .filter(|parts| parts.read_buf.is_empty())
+                    .map(|parts| parts.io);
+                let done = Exchange {
+                    verdict,
+                    before_response: false,
+                };
+                (done, io)
+            }
+            Some(Err((err, before_response))) => (failed(err.as_ref(), before_response), None),
+            None => (failed(None, true), None),
+        }
+    }
+}
+
+impl RequestParts {
+    fn request(&self, target: &Target) -> Request<Empty<Bytes>> {
+        let mut request = Request::new(Empty::new());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.path.clone();
+        let headers = request.headers_mut();
+        headers.reserve(self.headers.len() + 1);
+        if !self.host_configured {
+            headers.insert(HOST, target.host.clone());
+        }
+        headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        request
+    }
+}
+
+/// Reads the rest of a successful response's body as far as it has already
+/// arrived, without waiting: true when it ended there (at most
+/// [`BODY_LIMIT`] more bytes) and the connection is left idle and open, so
+/// it can serve the next probe. A body still streaming, a large one, or a
+/// server that announced `Connection: close` leaves it false.
+async fn drain_ready(conn: &mut http1::Connection<Io, Empty<Bytes>>, mut body: Incoming) -> bool {
+    std::future::poll_fn(|cx| {
+        let mut read = 0;
+        let mut polled_conn = false;
+        loop {
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(Ok(frame))) => {
+                    read += frame.data_ref().map_or(0, Bytes::len);
+                    if read > BODY_LIMIT {
+                        return Poll::Ready(false);
+                    }
+                    polled_conn = false;
+                }
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
+                // Nothing more has arrived since the connection last read.
+                Poll::Pending if polled_conn => return Poll::Ready(false),
+                // Let the connection read what the socket holds.
+                Poll::Pending => {
+                    if conn.poll_without_shutdown(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    polled_conn = true;
+                }
+            }
+        }
+        // The response is complete; the connection settles to idle, or ends
+        // here if either side asked to close.
+        Poll::Ready(conn.poll_without_shutdown(cx).is_pending())
+    })
+    .await
+}
+
+/// The Host header hyper would derive from a URL with this host and port.
+fn host_header(host: &str, port: u16, https: bool) -> String {
+    let default_port = if https { 443 } else { 80 };
+    let host = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => host.to_string(),
+    };
+    if port == default_port {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Whether `status` is accepted; an empty list means the config default,
+/// 200-399.
+fn status_matches(expect: &[StatusRange], status: u16) -> bool {
+    if expect.is_empty() {
+        return (200..=399).contains(&status);
+    }
+    expect.iter().any(|r| (r.lo..=r.hi).contains(&status))
+}
+
+fn body_reason(needle: &str) -> String {
+    format!("body did not contain {needle:?}")
+}
+
+/// What a body chunk told the scan.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// The needle is in the first [`BODY_LIMIT`] bytes: stop reading.
+    Found,
+    /// [`BODY_LIMIT`] bytes read without it: stop reading.
+    Exhausted,
+    /// Not yet: read on.
+    More,
+}
+
+/// Looks for a byte string in the first [`BODY_LIMIT`] bytes of a body
+/// delivered in chunks (bodies need not be UTF-8; a match may span chunks).
+struct BodyScan<'a> {
+    needle: &'a [u8],
+    seen: Vec<u8>,
+}
+
+impl<'a> BodyScan<'a> {
+    fn new(needle: &'a [u8]) -> Self {
+        BodyScan {
+            needle,
+            seen: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Scan {
+        let take = chunk.len().min(BODY_LIMIT - self.seen.len());
+        // Only the new bytes and the tail a match could start in are searched.
+        let from = self
+            .seen
+            .len()
+            .saturating_sub(self.needle.len().saturating_sub(1));
+        self.seen.extend_from_slice(&chunk[..take]);
+        if self.needle.is_empty()
+            || self.seen[from..]
+                .windows(self.needle.len())
+                .any(|w| w == self.needle)
+        {
+            Scan::Found
+        } else if self.seen.len() >= BODY_LIMIT {
+            Scan::Exhausted
+        } else {
+            Scan::More
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(lo: u16, hi: u16) -> StatusRange {
+        StatusRange { lo, hi }
+    }
+
+    #[test]
+    fn status_matches_any_listed_range() {
+        let expect = [r(200, 299), r(404, 404)];
+        assert!(status_matches(&expect, 200));
+        assert!(status_matches(&expect, 299));
+        assert!(status_matches(&expect, 404));
+        assert!(!status_matches(&expect, 300));
+        assert!(!status_matches(&expect, 403));
+        assert!(!status_matches(&expect, 503));
+    }
+
+    #[test]
+    fn empty_status_list_means_2xx_and_3xx() {
+        assert!(status_matches(&[], 200));
+        assert!(status_matches(&[], 399));
+        assert!(!status_matches(&[], 199));
+        assert!(!status_matches(&[], 400));
+    }
+
+    #[test]
+    fn body_scan_finds_a_needle_split_across_chunks() {
+        let mut scan = BodyScan::new(b"healthy");
+        assert_eq!(scan.push(b"status: heal"), Scan::More);
+        assert_eq!(scan.push(b"thy\n"), Scan::Found);
+    }
+
+    #[test]
+    fn body_scan_stops_at_the_limit() {
+        let mut scan = BodyScan::new(b"ok");
+        assert_eq!(scan.push(&[b'x'; BODY_LIMIT - 1]), Scan::More);
+        // "ok" would start at byte 5119 and end past the limit.
+        assert_eq!(scan.push(b"ok"), Scan::Exhausted);
+        assert_eq!(scan.seen.len(), BODY_LIMIT);
+    }
+
+    #[test]
+    fn body_scan_finds_a_needle_ending_exactly_at_the_limit() {
+        let mut scan = BodyScan::new(b"ok");
+        let mut body = vec![b'x'; BODY_LIMIT - 2];
+        body.extend_from_slice(b"ok and more");
+        assert_eq!(scan.push(&body), Scan::Found);
+    }
+
+    #[test]
+    fn body_scan_handles_binary_bodies() {
+        let mut scan = BodyScan::new(b"ok");
+        assert_eq!(scan.push(&[0xff, 0xfe, 0x00]), Scan::More);
+        assert_eq!(scan.push(&[b'o', b'k', 0xff]), Scan::Found);
+    }
+
+    #[test]
+    fn body_reason_quotes_the_needle() {
+        assert_eq!(body_reason("ok"), "body did not contain \"ok\"");
+    }
+
+    #[test]
+    fn host_header_adds_non_default_ports() {
+        assert_eq!(host_header("api.test", 80, false), "api.test");
+        assert_eq!(host_header("api.test", 8080, false), "api.test:8080");
+        assert_eq!(host_header("api.test", 443, true), "api.test");
+        assert_eq!(host_header("api.test", 80, true), "api.test:80");
+        assert_eq!(
+            host_header("2001:db8::1", 8080, false),
+            "[2001:db8::1]:8080"
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! One probe of one endpoint: TCP connect, or an HTTP(S) request judged by
+//! status and body.
+//!
+//! A [`CheckProber`] is built once per check and holds what every endpoint of
+//! the check shares (parsed method, path and headers, the rustls
+//! configuration); an [`EndpointProber`] is built from it once per endpoint
+//! and reused for every probe of that endpoint. A probe never fails with an
+//! error: every way a backend can misbehave becomes a [`ProbeResult`] with an
+//! outcome class and a reason for operators.
+//!
+//! - this file: set-up, the deadline, TCP connect;
+//! - [`http`]: the HTTP/1.1 exchange, over hyper's connection API on our own
+//!   socket (no pool, connector, URL or task per probe), and the kept
+//!   connection of the last successful probe;
+//! - [`tls`]: the rustls configuration and TLS set-up;
+//! - [`classify`]: errors to outcome classes and reasons.
+//!
+//! Uses only the model ([`Check`]) and the outcome classes of [`super::state`].
+
+mod classify;
+mod http;
+mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use super::ProbeOutcome;
+use crate::model::{Check, CheckKind};
+use classify::classify;
+
+/// Result of one probe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeResult {
+    /// How the probe ended.
+    pub outcome: ProbeOutcome,
+    /// Why, for operators: `"ok (200)"`, `"status 503"`, `"timeout after 2s"`.
+    pub reason: String,
+    /// Wall time of the whole probe.
+    pub latency: Duration,
+}
+
+impl ProbeResult {
+    /// Whether the endpoint passed.
+    pub fn ok(&self) -> bool {
+        self.outcome == ProbeOutcome::Success
+    }
+}
+
+/// Why a prober could not be built: the check cannot be turned into
+/// requests (each names the check).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// A certificate of the `ca_file` is not usable as a trust anchor.
+    #[error("check {check}: ca-file {}: certificate #{index}: {source}", path.display())]
+    CaCert {
+        /// Check name.
+        check: String,
+        /// The file.
+        path: PathBuf,
+        /// 1-based position of the certificate in the file.
+        index: usize,
+        /// Why.
+        source: rustls::Error,
+    },
+    /// rustls refused the client configuration.
+    #[error("check {check}: TLS setup: {source}")]
+    Tls {
+        /// Check name.
+        check: String,
+        /// Why.
+        source: rustls::Error,
+    },
+    /// `host` is neither a DNS name nor an IP address.
+    #[error("check {check}: host {host:?} is not a DNS name or an IP address")]
+    Host {
+        /// Check name.
+        check: String,
+        /// The value.
+        host: String,
+    },
+    /// `method` is not an HTTP method.
+    #[error("check {check}: {method:?} is not an HTTP method")]
+    Method {
+        /// Check name.
+        check: String,
+        /// The value.
+        method: String,
+    },
+    /// A header name or value cannot be sent.
+    #[error("check {check}: header {name:?}: {msg}")]
+    Header {
+        /// Check name.
+        check: String,
+        /// Header name.
+        name: String,
+        /// Why.
+        msg: String,
+    },
+    /// `path` is not a request target (`/health`, `/status?full=1`).
+    #[error("check {check}: path {path:?} is not a request path")]
+    Path {
+        /// Check name.
+        check: String,
+        /// The value.
+        path: String,
+    },
+}
+
+/// What every endpoint of a check shares.
+#[derive(Debug)]
+struct Shared {
+    check: Arc<Check>,
+    /// HTTP(S) checks: the request, parsed once.
+    http: Option<http::RequestParts>,
+}
+
+/// Probes endpoints for one check; build once per check (and per reload) and
+/// share: it holds the parsed request parts and the rustls configuration.
+#[derive(Clone, Debug)]
+pub struct CheckProber {
+    shared: Arc<Shared>,
+}
+
+/// Probes one endpoint; build once per endpoint and reuse for every probe.
+///
+/// It holds an `Arc` of the check's shared state, the address it connects
+/// to and, for HTTP(S), the `Host` value, the TLS server name and the open
+/// connection of the last successful probe (when connections are reused).
+/// Probes of one endpoint may overlap (fast confirmation of a frozen
+/// backend): each takes the idle connection or opens its own.
+#[derive(Debug)]
+pub struct EndpointProber {
+    shared: Arc<Shared>,
+    /// Where to connect: the endpoint on the check's port, or the `target`.
+    addr: SocketAddr,
+    /// HTTP(S) only.
+    http: Option<http::Target>,
+    /// Local address to connect from (`probe-source`), when of the same
+    /// family as `addr`.
+    source: Option<IpAddr>,
+}
+
+impl CheckProber {
+    /// Prepares the probes of `check`: parses the method, path, host and
+    /// headers and builds the TLS configuration.
+    pub fn new(check: Arc<Check>) -> Result<CheckProber, ProbeError> {
+        let http = match &check.kind {
+            CheckKind::Tcp => None,
+            CheckKind::Http(spec) => Some(http::RequestParts::new(&check.name, spec)?),
+        };
+        Ok(CheckProber {
+            shared: Arc::new(Shared { check, http }),
+        })
+    }
+
+    /// The prober of one endpoint: connects to `addr` on the check's port, or
+    /// to the check's `target` when set.
+    pub fn for_endpoint(&self, addr: IpAddr) -> Result<EndpointProber, ProbeError> {
+        self.for_endpoint_from(addr, None)
+    }
+
+    /// Like [`CheckProber::for_endpoint`], connecting from `source` (the
+    /// `probe-source` setting) when it is of the endpoint's address family.
+    pub fn for_endpoint_from(
+        &self,
+        addr: IpAddr,
+        source: Option<IpAddr>,
+    ) -> Result<EndpointProber, ProbeError> {
+        let shared = &self.shared;
+        let check = &shared.check;
+        let connect = check.target.unwrap_or(SocketAddr::new(addr, check.port));
+        let http = match &shared.http {
+            None => None,
+            Some(parts) => Some(http::Target::new(&check.name, parts, connect)?),
+        };
+        Ok(EndpointProber {
+            shared: shared.clone(),
+            addr: connect,
+            http,
+            source: source.filter(|s| s.is_ipv4() == connect.is_ipv4()),
+        })
+    }
+}
+
+impl EndpointProber {
+    /// Probes once. Never takes longer than the check's timeout (plus
+    /// scheduling jitter): connect, TLS, request, response and body read are
+    /// all under one deadline.
+    pub async fn probe(&self) -> ProbeResult {
+        let start = Instant::now();
+        let timeout = self.shared.check.timeout;
+        let (outcome, reason) = match tokio::time::timeout(timeout, self.run()).await {
+            Ok(verdict) => verdict,
+            Err(_) => (ProbeOutcome::Timeout, timeout_reason(timeout)),
+        };
+        ProbeResult {
+            outcome,
+            reason,
+            latency: start.elapsed(),
+        }
+    }
+
+    async fn run(&self) -> (ProbeOutcome, String) {
+        match (&self.shared.http, &self.http) {
+            (Some(parts), Some(target)) => self.http(parts, target).await,
+            _ => match self.connect_tcp().await {
+                // Dropping the stream closes it (with a reset, see
+                // `connect_tcp`): the handshake was the test.
+                Ok(_stream) => (ProbeOutcome::Success, "ok".to_string()),
+                Err(verdict) => verdict,
+            },
+        }
+    }
+
+    /// Connects to the endpoint. The socket is set to close with a reset
+    /// (SO_LINGER 0), as HAProxy closes its checks: a probe leaves no
+    /// TIME_WAIT behind and costs the backend no FIN handshake.
+    async fn connect_tcp(&self) -> Result<TcpStream, (ProbeOutcome, String)> {
+        let stream = match self.source {
+            None => TcpStream::connect(self.addr).await,
+            Some(source) => {
+                let socket = if source.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                };
+                match socket.and_then(|s| s.bind(SocketAddr::new(source, 0)).map(|()| s)) {
+                    Ok(s) => s.connect(self.addr).await,
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        .map_err(|e| classify(&e, &self.server_name()))?;
+        // Cannot fail on a connected TCP socket; if it did, the probe would
+        // merely close politely.
+        let _ = stream.set_zero_linger();
+        Ok(stream)
+    }
+
+    /// The name the certificate must match, for messages.
+    fn server_name(&self) -> String {
+        match self.shared.http.as_ref().and_then(|h| h.spec.host.as_ref()) {
+            Some(host) => host.clone(),
+            None => self.addr.ip().to_string(),
+        }
+    }
+}
+
+fn timeout_reason(timeout: Duration) -> String {
+    format!("timeout after {}", humantime::format_duration(timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_reason_uses_humantime() {
+        assert_eq!(timeout_reason(Duration::from_secs(2)), "timeout after 2s");
+        assert_eq!(
+            timeout_reason(Duration::from_millis(300)),
+            "timeout after 300ms"
+        );
+        assert_eq!(
+            timeout_reason(Duration::from_millis(1500)),
+            "timeout after 1s 500ms"
+        );
+    }
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Failover timing: the peers script's failover trials with gslb polled beside
+# Failover timing: bench/peers/run.sh's failover trials with gslb polled beside
 # gdnsd and PowerDNS. Twenty trials with the primary backend killed
 # (connection refused), then twenty with it frozen (SIGSTOP: probes time out).
 # gslb's check (bench/zones): interval 1 s, timeout 500 ms, fall 3, rise 2,

@@ -1,10 +1,15 @@
 # Shared by the bench scripts: build release, start and stop gslb.
+# GSLB=path runs that binary; NO_BUILD=1 skips the cargo build.
 # shellcheck shell=bash
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PEERS="$ROOT/../shared/bench/peers/run-peers.sh"
+# shellcheck disable=SC2034 # PEERS and PEER_QUERIES are for the scripts that source this
+PEERS="$ROOT/bench/peers/run.sh"       # gdnsd, PowerDNS, Knot, NSD beside gslb
+# shellcheck disable=SC2034
+PEER_QUERIES="$ROOT/bench/peers/queries.txt"
 GSLB="${GSLB:-$ROOT/target/release/gslb}"
 
 build_release() {
+  if [ "${NO_BUILD:-0}" = 1 ]; then echo "== NO_BUILD=1: using $GSLB"; return 0; fi
   echo "== cargo build --release"
   (cd "$ROOT" && cargo build --release --locked --bin gslb 2>&1 | tail -1)
 }
@@ -15,8 +20,8 @@ start_gslb() {
   "$GSLB" serve --zones "$zones" --listen "$listen" --admin "$admin" --state-file off \
     --udp-workers "$workers" --log-level warn "$@" > "${GSLB_LOG:-/tmp/gslb-bench.log}" 2>&1 &
   GSLB_PID=$!
-  local i
-  for i in $(seq 1 600); do
+  local _
+  for _ in $(seq 1 600); do
     # dig exits 0 on any reply (even REFUSED): the server is up.
     if dig +time=1 +tries=1 @"${listen%:*}" -p "${listen##*:}" . SOA >/dev/null 2>&1; then return 0; fi
     kill -0 "$GSLB_PID" 2>/dev/null || { echo "gslb exited:"; cat "${GSLB_LOG:-/tmp/gslb-bench.log}"; return 1; }

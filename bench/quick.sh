@@ -13,9 +13,9 @@ taskset -a -cp 1 "$GSLB_PID" >/dev/null
 sleep 2
 hz=$(getconf CLK_TCK)
 for r in $(seq 1 "$REPS"); do
-  t0=$(awk '{print $14+$15}' /proc/$GSLB_PID/stat)
-  out=$(taskset -c 0 dnsperf -s 127.0.0.1 -p 5321 -d "$ROOT/../shared/bench/peers/queries.txt" -l "$SECS" -c 4 -q 200 2>&1)
-  t1=$(awk '{print $14+$15}' /proc/$GSLB_PID/stat)
+  t0=$(awk '{print $14+$15}' "/proc/$GSLB_PID/stat")
+  out=$(taskset -c 0 dnsperf -s 127.0.0.1 -p 5321 -d "$PEER_QUERIES" -l "$SECS" -c 4 -q 200 2>&1)
+  t1=$(awk '{print $14+$15}' "/proc/$GSLB_PID/stat")
   q=$(echo "$out" | awk '/Queries completed/ {print $3}')
   qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
   lost=$(echo "$out" | awk '/Queries lost/ {print $3}')

@@ -1,0 +1,226 @@
+//! Reload through the API, and the CLI against a running server.
+
+use std::process::Stdio;
+
+use super::*;
+
+#[tokio::test]
+async fn reload_applies_a_good_file_and_rejects_a_broken_one_with_positions() {
+    let rig = Rig::start(&FAST, None).await;
+    let file = rig.ts.zone_path("gslb.test.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let m = rig.ts.query("new.gslb.test.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let records = rig.status().await["zones"][0]["records"].as_u64().unwrap();
+
+    // A new record and a new service.
+    let added = format!(
+        "{original}\n[[record]]\nname = \"new\"\ntype = \"A\"\nvalue = \"192.0.2.99\"\n\n\
+         [service.web]\nregions = [\"secondary\"]\n"
+    );
+    std::fs::write(&file, &added).unwrap();
+    let (code, _, body) = rig.post("/api/v1/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"ok": true, "summary": {
+            "zones": 1, "zones_added": [], "zones_removed": [], "zones_changed": [ZONE_NAME],
+            "services_added": ["gslb.test/web"], "services_removed": [], "services_changed": [],
+            "regions_added": [], "regions_removed": [], "regions_changed": [],
+        }})
+    );
+    let m = rig.ts.query("new.gslb.test.", RecordType::A).await;
+    assert_eq!(addrs(&m), ["192.0.2.99"], "the new record is served");
+    let m = rig.ts.query("web.gslb.test.", RecordType::A).await;
+    assert_eq!(addrs(&m), [SECONDARY_IP], "the new service answers");
+    let st = rig.status().await;
+    assert_eq!(st["zones"][0]["records"], records + 1);
+    assert_eq!(st["zones"][0]["services"].as_array().unwrap().len(), 2);
+
+    // Two problems in one file: both reported, each with file:line:col.
+    let broken = format!(
+        "{added}\n[service.bad1]\nregions = [\"mars\"]\n\n[service.bad2]\nregions = [\"primary\", \"venus\"]\n"
+    );
+    std::fs::write(&file, &broken).unwrap();
+    let pos = |needle: &str| {
+        let at = broken.find(needle).unwrap();
+        let line = broken[..at].matches('\n').count() + 1;
+        let col = at - broken[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("{}:{line}:{col}", file.display())
+    };
+    let (code, _, body) = rig.post("/api/v1/reload", None).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["ok"], false);
+    let errors: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    for (needle, region) in [("\"mars\"", "mars"), ("\"venus\"", "venus")] {
+        let at = pos(needle);
+        assert!(
+            errors.iter().any(|e| e.starts_with(&format!("{at}: "))
+                && e.contains(&format!("unknown region \"{region}\""))),
+            "an error at {at} about {region}: {errors:#?}"
+        );
+    }
+    // Still serving the previous data.
+    let m = rig.ts.query("new.gslb.test.", RecordType::A).await;
+    assert_eq!(addrs(&m), ["192.0.2.99"]);
+    let m = rig.ts.query("bad1.gslb.test.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(rig.api().await, [PRIMARY_IP]);
+    assert_eq!(
+        rig.status().await["zones"][0]["services"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A syntax error names its position too.
+    let syntax = format!("{added}\n[region.west\n");
+    std::fs::write(&file, &syntax).unwrap();
+    let (code, _, body) = rig.post("/api/v1/reload", None).await;
+    assert_eq!(code, 422, "{body}");
+    let line = syntax.lines().count();
+    let err = body["errors"][0].as_str().unwrap();
+    assert!(
+        err.starts_with(&format!("{}:{line}:", file.display())),
+        "syntax error on line {line}: {err}"
+    );
+
+    let m = rig.scrape().await;
+    assert_eq!(m.must(CONFIG_RELOADS, &[("result", "success")]), 2.0);
+    assert_eq!(m.must(CONFIG_RELOADS, &[("result", "error")]), 2.0);
+}
+
+// ---------------------------------------------------------------------------
+// 6. The CLI against the running server
+
+/// Run the `gslb` binary off the runtime thread (the server runs on it).
+async fn gslb(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_gslb"))
+            .args(&args)
+            .env_remove("GSLB_ADMIN")
+            .env_remove("GSLB_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run gslb")
+    })
+    .await
+    .expect("join")
+}
+
+/// Asserts a `gslb` run exited 0 (showing its output if not); its stdout.
+fn succeeded(out: &std::process::Output) -> String {
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    stdout.into_owned()
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn cli_drains_undrains_and_reloads_the_running_server() {
+    let rig = Rig::start(&FAST, Some(TOKEN)).await;
+    rig.wait_healthy().await;
+    let admin = rig.admin.to_string();
+    assert_eq!(rig.api().await, [PRIMARY_IP]);
+
+    let out = gslb(args(&[
+        "drain", "primary", "--admin", &admin, "--token", TOKEN,
+    ]))
+    .await;
+    let stdout = succeeded(&out);
+    assert!(
+        stdout.contains("region primary in zone gslb.test: override down"),
+        "{stdout}"
+    );
+    assert_eq!(rig.api().await, [SECONDARY_IP], "drained");
+
+    let out = gslb(args(&[
+        "undrain", "primary", "--admin", &admin, "--token", TOKEN,
+    ]))
+    .await;
+    succeeded(&out);
+    assert_eq!(rig.api().await, [PRIMARY_IP], "undrained");
+
+    // One endpoint, with the zone named.
+    let out = gslb(args(&[
+        "drain",
+        "primary",
+        "--endpoint",
+        PRIMARY_IP,
+        "--zone",
+        "gslb.test.",
+        "--admin",
+        &admin,
+        "--token",
+        TOKEN,
+    ]))
+    .await;
+    let stdout = succeeded(&out);
+    assert!(
+        stdout.contains("endpoint 127.0.0.2 of region primary"),
+        "{stdout}"
+    );
+    assert_eq!(rig.api().await, [SECONDARY_IP]);
+    let out = gslb(args(&[
+        "undrain",
+        "primary",
+        "--endpoint",
+        PRIMARY_IP,
+        "--admin",
+        &admin,
+        "--token",
+        TOKEN,
+    ]))
+    .await;
+    succeeded(&out);
+    assert_eq!(rig.api().await, [PRIMARY_IP]);
+
+    // Refused: exit 3, the reason on stderr, nothing changed.
+    for bad in [vec!["--token", "wrong"], vec![]] {
+        let mut a = args(&["drain", "primary", "--admin", &admin]);
+        a.extend(args(&bad));
+        let out = gslb(a).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "token {bad:?}: {stderr}");
+        assert!(stderr.contains("401"), "{stderr}");
+        assert_eq!(rig.api().await, [PRIMARY_IP]);
+    }
+    let out = gslb(args(&[
+        "drain", "mars", "--admin", &admin, "--token", TOKEN,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(3), "unknown region");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+
+    // The token from the environment.
+    let admin2 = admin.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_gslb"))
+            .args(["reload", "--admin", &admin2])
+            .env_remove("GSLB_ADMIN")
+            .env("GSLB_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("run gslb")
+    })
+    .await
+    .unwrap();
+    let stdout = succeeded(&out);
+    assert!(stdout.contains("reloaded: 1 zones"), "{stdout}");
+}

@@ -159,12 +159,14 @@ wait_answer() { # HOST PORT NAME TYPE REGEX TIMEOUT_S
 now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 
 # ------------------------------------------------------------------ health backends
-start_backend() { # ADDR: python http.server answering /health with 200
+start_backend() { # ADDR: python http.server (HTTP/1.1 keep-alive) answering /health with 200
   if port_busy "$1" "$BACKEND_PORT"; then
     echo "!! $1:$BACKEND_PORT is taken (not by this run)" >&2; exit 1
   fi
   mkdir -p "$WORK/www"; echo OK > "$WORK/www/health"
-  python3 -m http.server --bind "$1" "$BACKEND_PORT" --directory "$WORK/www" >"$WORK/backend-$1.log" 2>&1 &
+  # HTTP/1.1: connections stay open between checks (for the checkers that keep
+  # them), as a real backend's would; a killed backend closes them all.
+  python3 -m http.server --protocol HTTP/1.1 --bind "$1" "$BACKEND_PORT" --directory "$WORK/www" >"$WORK/backend-$1.log" 2>&1 &
   PIDS+=("$!"); BACKEND_PID[$1]=$!
   local i
   for i in $(seq 1 50); do

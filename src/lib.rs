@@ -4,6 +4,7 @@
 //! the regions that are healthy right now. Modules, lowest first; each uses
 //! only modules above it in this list (tests excepted):
 //!
+//! - [`throttle`]: rate-limited log lines.
 //! - [`model`]: validated configuration, plain data.
 //! - [`config`]: zone and settings files (TOML) to the model, errors with
 //!   `file:line:column`.
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod reload;
+pub mod throttle;
 
 /// Install rustls' ring provider as the process default (idempotent).
 /// reqwest is built without a provider of its own and needs one for any

@@ -37,6 +37,14 @@ pub struct Settings {
     pub udp_payload: u16,
     /// Idle timeout of DNS-over-TCP connections.
     pub tcp_idle: Duration,
+    /// Most DNS-over-TCP connections (lowered to fit the descriptor limit).
+    pub tcp_connections: usize,
+    /// Most DNS-over-TCP connections from one /24 or /56.
+    pub tcp_connections_per_prefix: usize,
+    /// Most admin API connections (lowered to fit the descriptor limit).
+    pub admin_connections: usize,
+    /// Time allowed for an admin request head, or between requests.
+    pub admin_header_timeout: Duration,
     /// UDP sockets per address.
     pub udp_workers: usize,
     /// Reload when zone files change.
@@ -61,6 +69,10 @@ impl Default for Settings {
             state_file: Some(PathBuf::from("gslb-state.json")),
             udp_payload: dns::DEFAULT_UDP_PAYLOAD,
             tcp_idle: Duration::from_secs(10),
+            tcp_connections: 1024,
+            tcp_connections_per_prefix: 64,
+            admin_connections: 64,
+            admin_header_timeout: crate::admin::AdminLimits::default().header_timeout,
             udp_workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -130,6 +142,47 @@ impl Server {
         }
         metrics.reloads.with_label_values(&["success"]).inc();
         metrics.last_reload.set(unix_now());
+        // Descriptors: probes and the rest first, then client connections.
+        let nofile = crate::limits::raise_nofile().unwrap_or(1024);
+        let endpoints: usize = config
+            .zones
+            .iter()
+            .flat_map(|z| z.regions.values())
+            .filter(|r| r.check.is_some())
+            .map(|r| match &r.target {
+                crate::model::RegionTarget::Endpoints(e) => e.len(),
+                crate::model::RegionTarget::Alias(_) => 1,
+            })
+            .sum();
+        let budget = crate::limits::FdBudget::new(
+            nofile,
+            endpoints,
+            settings.tcp_connections,
+            settings.admin_connections,
+        );
+        if budget.fits(settings.tcp_connections, settings.admin_connections) {
+            tracing::info!(
+                nofile,
+                reserve = budget.reserve,
+                dns_tcp = budget.dns_tcp,
+                admin = budget.admin,
+                "file descriptors: limit {nofile}; DNS-over-TCP connections {}, admin {}, {} kept for probes and the rest",
+                budget.dns_tcp,
+                budget.admin,
+                budget.reserve
+            );
+        } else {
+            tracing::warn!(
+                nofile,
+                reserve = budget.reserve,
+                dns_tcp = budget.dns_tcp,
+                admin = budget.admin,
+                "file descriptor limit {nofile} is low: DNS-over-TCP connections lowered to {} and admin to {}, {} kept for probing {endpoints} endpoints and the rest (raise LimitNOFILE)",
+                budget.dns_tcp,
+                budget.admin,
+                budget.reserve
+            );
+        }
         // Bind before anything starts, so a busy port fails fast.
         let listeners = dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle)
             .map_err(AppError::Bind)?;
@@ -190,7 +243,18 @@ impl Server {
             cluster: cluster.clone(),
             lock: tokio::sync::Mutex::new(()),
         });
-        tasks.spawn(dns::serve(listeners, engine.clone(), shutdown.clone()));
+        let tcp = dns::TcpLimits {
+            max: budget.dns_tcp,
+            per_prefix: settings.tcp_connections_per_prefix.max(1),
+            idle: settings.tcp_idle,
+        };
+        tasks.spawn(dns::serve(
+            listeners,
+            engine.clone(),
+            tcp,
+            metrics.dns_tcp.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(health.clone().persist_loop());
         let status = StatusSource {
             engine: engine.clone(),
@@ -199,6 +263,11 @@ impl Server {
         };
         let admin_addr = match admin {
             Some(l) => {
+                let limits = crate::admin::AdminLimits {
+                    connections: budget.admin,
+                    header_timeout: settings.admin_header_timeout,
+                    ..crate::admin::AdminLimits::default()
+                };
                 let addr = l.local_addr().ok();
                 let state = AdminState {
                     status: status.clone(),
@@ -208,8 +277,15 @@ impl Server {
                         token: settings.admin_token.clone(),
                         loopback: settings.admin.is_some_and(|a| a.ip().is_loopback()),
                     }),
+                    feed: crate::admin::StatusFeed::new(limits.event_streams),
                 };
-                tasks.spawn(crate::admin::serve(l, state, shutdown.clone()));
+                tasks.spawn(crate::admin::serve(
+                    l,
+                    state,
+                    limits,
+                    metrics.admin_conns.clone(),
+                    shutdown.clone(),
+                ));
                 addr
             }
             None => None,

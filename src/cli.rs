@@ -181,6 +181,16 @@ pub fn merge_settings(
     if let Some(t) = file.tcp_idle() {
         s.tcp_idle = t;
     }
+    let count = |v: &Option<toml::Spanned<i64>>| v.as_ref().map(|v| *v.get_ref() as usize);
+    if let Some(n) = count(&file.tcp_connections) {
+        s.tcp_connections = n;
+    }
+    if let Some(n) = count(&file.tcp_connections_per_prefix) {
+        s.tcp_connections_per_prefix = n;
+    }
+    if let Some(n) = count(&file.admin_connections) {
+        s.admin_connections = n;
+    }
     if let Some(w) = args.udp_workers {
         s.udp_workers = w.max(1);
     }

@@ -4,7 +4,8 @@
 //! the regions that are healthy right now. Modules, lowest first; each uses
 //! only modules above it in this list (tests excepted):
 //!
-//! - [`throttle`]: rate-limited log lines.
+//! - [`throttle`]: rate-limited log lines; [`limits`]: the file
+//!   descriptor budget.
 //! - [`model`]: validated configuration, plain data.
 //! - [`config`]: zone and settings files (TOML) to the model, errors with
 //!   `file:line:column`.
@@ -29,6 +30,7 @@ pub mod demo;
 pub mod dns;
 pub mod events;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -56,6 +56,15 @@ pub const BUILD_INFO: &str = "gslb_build_info";
 pub const WEBHOOK_DROPPED: &str = "gslb_webhook_events_dropped_total";
 /// Webhook deliveries by result (success, error).
 pub const WEBHOOK_DELIVERIES: &str = "gslb_webhook_deliveries_total";
+/// Errors of gslb itself (out of file descriptors, buffers, local ports), by
+/// where they happened; never counted as a backend failing.
+pub const LOCAL_ERRORS: &str = "gslb_local_errors_total";
+/// Open connections, by listener (`dns_tcp`, `admin`).
+pub const CONNECTIONS: &str = "gslb_connections";
+/// The most connections a listener keeps open at once.
+pub const CONNECTION_LIMIT: &str = "gslb_connection_limit";
+/// Connections closed by gslb to stay within its limits, by listener and why.
+pub const CONNECTIONS_SHED: &str = "gslb_connections_shed_total";
 
 /// The transport a request came over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,6 +367,44 @@ pub struct Metrics {
     pub webhook_dropped: IntCounterVec,
     /// `gslb_webhook_deliveries_total`.
     pub webhook_deliveries: IntCounterVec,
+    /// `gslb_local_errors_total`.
+    pub local_errors: IntCounterVec,
+    /// DNS-over-TCP connections.
+    pub dns_tcp: ConnMetrics,
+    /// Admin API connections.
+    pub admin_conns: ConnMetrics,
+}
+
+/// The connection gauges and counters of one listener.
+#[derive(Clone, Debug)]
+pub struct ConnMetrics {
+    /// Open now.
+    pub open: IntGauge,
+    /// The limit in force.
+    pub limit: IntGauge,
+    /// Closed by gslb: the source prefix had its share.
+    pub shed_per_prefix: prometheus::IntCounter,
+    /// Closed by gslb: every slot busy (and none idle to close).
+    pub shed_full: prometheus::IntCounter,
+    /// Closed by gslb: the oldest idle one, to make room for a new one.
+    pub shed_idle: prometheus::IntCounter,
+    /// Accept failed for a local reason.
+    pub accept_errors: prometheus::IntCounter,
+}
+
+impl ConnMetrics {
+    /// Not registered anywhere (tests).
+    pub fn disabled() -> ConnMetrics {
+        let c = || prometheus::IntCounter::new("x", "x").expect("valid metric");
+        ConnMetrics {
+            open: IntGauge::new("x", "x").expect("valid metric"),
+            limit: IntGauge::new("x", "x").expect("valid metric"),
+            shed_per_prefix: c(),
+            shed_full: c(),
+            shed_idle: c(),
+            accept_errors: c(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -463,6 +510,33 @@ impl Metrics {
             "Webhook deliveries by result.",
             &["result"],
         );
+        let local_errors = counter(
+            LOCAL_ERRORS,
+            "Errors of gslb itself (out of file descriptors, buffers or local ports), by where; they never count as a backend failing.",
+            &["where"],
+        );
+        let connections = gauge(CONNECTIONS, "Open connections by listener.", &["listener"]);
+        let connection_limit = gauge(
+            CONNECTION_LIMIT,
+            "The most connections a listener keeps open at once (sized from the file descriptor limit).",
+            &["listener"],
+        );
+        let shed = counter(
+            CONNECTIONS_SHED,
+            "Connections gslb closed to stay within its limits, by listener and reason.",
+            &["listener", "reason"],
+        );
+        let conn_metrics = |listener: &str| ConnMetrics {
+            open: connections.with_label_values(&[listener]),
+            limit: connection_limit.with_label_values(&[listener]),
+            shed_per_prefix: shed.with_label_values(&[listener, "per_prefix"]),
+            shed_full: shed.with_label_values(&[listener, "full"]),
+            shed_idle: shed.with_label_values(&[listener, "oldest_idle"]),
+            accept_errors: local_errors.with_label_values(&[&format!("{listener}_accept")]),
+        };
+        let dns_tcp = conn_metrics("dns_tcp");
+        let admin_conns = conn_metrics("admin");
+        local_errors.with_label_values(&["probe"]);
         for r in ["success", "error"] {
             reloads.with_label_values(&[r]);
             webhook_deliveries.with_label_values(&[r]);
@@ -506,6 +580,9 @@ impl Metrics {
             last_reload,
             webhook_dropped,
             webhook_deliveries,
+            local_errors,
+            dns_tcp,
+            admin_conns,
         }
     }
 

@@ -11,6 +11,7 @@ mod status;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -19,13 +20,18 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Override;
-use crate::metrics::Metrics;
+use crate::metrics::{ConnMetrics, Metrics};
 use crate::reload::Reloader;
+use crate::throttle::{LogThrottle, suppressed_note};
 
 pub use status::{ServiceStatus, Status, StatusSource, status};
 
@@ -53,6 +59,79 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     /// Who may mutate.
     pub auth: Arc<AdminAuth>,
+    /// The status for live pages, built once for all of them.
+    pub feed: Arc<StatusFeed>,
+}
+
+/// Bounds of the admin listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Connections open at once (sized from the descriptor limit); more are
+    /// closed at once.
+    pub connections: usize,
+    /// A request head (or, on a kept connection, the next one) must arrive
+    /// within this long, else the connection is closed: a half-sent or idle
+    /// connection holds nothing for long.
+    pub header_timeout: Duration,
+    /// Live event streams open at once; more get 503.
+    pub event_streams: usize,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            connections: 64,
+            header_timeout: Duration::from_secs(10),
+            event_streams: 32,
+        }
+    }
+}
+
+/// The status document for the live page's event streams: built by one
+/// task at most once a second while things change (and every 5 s
+/// regardless), shared by every stream, which sends the latest one.
+pub struct StatusFeed {
+    tx: watch::Sender<Arc<str>>,
+    streams: AtomicUsize,
+    max_streams: usize,
+}
+
+impl StatusFeed {
+    /// A feed for at most `max_streams` live streams.
+    pub fn new(max_streams: usize) -> Arc<StatusFeed> {
+        Arc::new(StatusFeed {
+            tx: watch::channel(Arc::from("")).0,
+            streams: AtomicUsize::new(0),
+            max_streams,
+        })
+    }
+
+    /// Builds the status after transitions (at most once a second) and
+    /// every 5 s, while anyone listens, until `shutdown`.
+    async fn run(self: Arc<Self>, source: StatusSource, shutdown: CancellationToken) {
+        let mut rx = source.health.subscribe();
+        let mut last = tokio::time::Instant::now() - Duration::from_secs(1);
+        loop {
+            if self.tx.receiver_count() > 0 {
+                let s = serde_json::to_string(&status(&source)).unwrap_or_default();
+                self.tx.send_replace(Arc::from(s));
+                last = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                r = rx.recv() => if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                    return;
+                },
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            // Coalesce: one document per second however many transitions.
+            tokio::select! {
+                () = tokio::time::sleep_until(last + Duration::from_secs(1)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            while rx.try_recv().is_ok() {}
+        }
+    }
 }
 
 /// Bind the admin listener.
@@ -83,15 +162,69 @@ pub fn router(shared: AdminState) -> Router {
         .with_state(shared)
 }
 
-/// Serve until `shutdown`.
-pub async fn serve(listener: TcpListener, shared: AdminState, shutdown: CancellationToken) {
+/// Serve until `shutdown`, within `limits`.
+pub async fn serve(
+    listener: TcpListener,
+    shared: AdminState,
+    limits: AdminLimits,
+    conn_metrics: ConnMetrics,
+    shutdown: CancellationToken,
+) {
+    static ACCEPT_ERRORS: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+    tokio::spawn(
+        shared
+            .feed
+            .clone()
+            .run(shared.status.clone(), shutdown.clone()),
+    );
     let app = router(shared);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "admin API stopped");
+    conn_metrics.limit.set(limits.connections as i64);
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut conns = JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    conn_metrics.accept_errors.inc();
+                    if let Some(n) = ACCEPT_ERRORS.allow() {
+                        tracing::error!(error = %e, "admin API accept failed (a local resource problem of gslb){}", suppressed_note(n));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        if open.load(Ordering::Relaxed) >= limits.connections {
+            conn_metrics.shed_full.inc();
+            drop(stream);
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        conn_metrics.open.inc();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let conn =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let (open, conn_metrics, shutdown) = (open.clone(), conn_metrics.clone(), shutdown.clone());
+        conns.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    // Finish what is in flight, briefly (a live stream never ends).
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+            conn_metrics.open.dec();
+        });
+        while conns.try_join_next().is_some() {}
     }
+    conns.shutdown().await;
 }
 
 async fn page() -> Html<&'static str> {
@@ -130,38 +263,59 @@ async fn status_json(State(shared): State<AdminState>) -> Json<Status> {
 
 /// Server-sent events: a `transition` event per state change, and a
 /// `status` event with the whole status at most every second while things
-/// change (and every 5 s regardless), for the live page.
-async fn events(
-    State(shared): State<AdminState>,
-) -> Sse<impl futures_core::Stream<Item = Result<Event, Infallible>>> {
-    let mut rx = shared.status.health.subscribe();
+/// change (and every 5 s regardless), for the live page. The status is the
+/// [`StatusFeed`]'s, built once for every stream; a stream that falls behind
+/// gets the latest one, not each. At most `event_streams` at once.
+async fn events(State(shared): State<AdminState>) -> Response {
+    let feed = shared.feed.clone();
+    if feed.streams.fetch_add(1, Ordering::Relaxed) >= feed.max_streams {
+        feed.streams.fetch_sub(1, Ordering::Relaxed);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "10")],
+            "too many live event streams\n",
+        )
+            .into_response();
+    }
+    let mut transitions = shared.status.health.subscribe();
+    let mut statuses = feed.tx.subscribe();
+    let first = if statuses.borrow().is_empty() {
+        Arc::from(serde_json::to_string(&status(&shared.status)).unwrap_or_default())
+    } else {
+        statuses.borrow_and_update().clone()
+    };
     let stream = async_stream(move |tx| async move {
-        // The status first, then again after every transition and every 5 s.
-        loop {
-            let s = serde_json::to_string(&status(&shared.status)).unwrap_or_default();
-            if tx
-                .send(Event::default().event("status").data(s))
-                .await
-                .is_err()
-            {
-                return;
+        struct Leave(Arc<StatusFeed>);
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                self.0.streams.fetch_sub(1, Ordering::Relaxed);
             }
+        }
+        let _leave = Leave(feed);
+        let status_event = |s: &str| Event::default().event("status").data(s);
+        if tx.send(status_event(&first)).await.is_err() {
+            return;
+        }
+        loop {
             let event = tokio::select! {
-                r = rx.recv() => match r {
-                    Ok(t) => Some(Event::default().event("transition").data(serde_json::to_string(&t).unwrap_or_default())),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                r = transitions.recv() => match r {
+                    Ok(t) => Event::default().event("transition").data(serde_json::to_string(&t).unwrap_or_default()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
-                () = tokio::time::sleep(Duration::from_secs(5)) => None,
+                r = statuses.changed() => match r {
+                    Ok(()) => status_event(&statuses.borrow_and_update().clone()),
+                    Err(_) => return,
+                },
             };
-            if let Some(e) = event
-                && tx.send(e).await.is_err()
-            {
+            if tx.send(event).await.is_err() {
                 return;
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// A stream fed by a task through a small channel (no extra crate needed).

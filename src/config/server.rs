@@ -41,6 +41,14 @@ pub struct ServerFile {
     pub udp_payload: Option<u16>,
     /// Close idle DNS-over-TCP connections after this long (default `"10s"`).
     pub tcp_idle_timeout: Option<String>,
+    /// Most DNS-over-TCP connections open at once (default 1024; lowered to
+    /// fit the file descriptor limit).
+    pub tcp_connections: Option<Spanned<i64>>,
+    /// Most DNS-over-TCP connections from one /24 or /56 (default 64).
+    pub tcp_connections_per_prefix: Option<Spanned<i64>>,
+    /// Most admin API connections open at once (default 64; lowered to fit
+    /// the file descriptor limit).
+    pub admin_connections: Option<Spanned<i64>>,
     /// Reload when a file in the zones folder changes (default false).
     pub watch: Option<bool>,
     /// URL receiving a JSON POST on every region state change of any zone.
@@ -123,6 +131,23 @@ impl ServerFile {
                 p.span(),
                 format!("probe-source {:?} is not an IP address", p.get_ref()),
             );
+        }
+        for (what, v) in [
+            ("tcp-connections", &file.tcp_connections),
+            (
+                "tcp-connections-per-prefix",
+                &file.tcp_connections_per_prefix,
+            ),
+            ("admin-connections", &file.admin_connections),
+        ] {
+            if let Some(v) = v
+                && !(1..=1_000_000).contains(v.get_ref())
+            {
+                err(
+                    v.span(),
+                    format!("{what} {} is out of range (1..=1000000)", v.get_ref()),
+                );
+            }
         }
         if let Some(c) = &file.cluster {
             let _ = cluster_settings(c, &mut err);

@@ -10,9 +10,11 @@ mod engine;
 mod mmsg;
 mod server;
 mod snapshot;
+mod tcp;
 
 pub use crate::metrics::Transport;
 pub use cache::Worker;
 pub use engine::{DEFAULT_UDP_PAYLOAD, Engine, EngineOptions};
 pub use server::{Listeners, bind, serve};
 pub use snapshot::{ServedZone, Snapshot};
+pub use tcp::{PRESSURE_IDLE, TcpLimits};

@@ -8,16 +8,13 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::tcp::TcpLimits;
 use super::{Engine, Transport};
-
-/// Most TCP connections served at once; more wait in the accept queue.
-const MAX_TCP_CONNECTIONS: usize = 1024;
+use crate::metrics::ConnMetrics;
 
 /// Bound DNS sockets.
 pub struct Listeners {
@@ -125,8 +122,14 @@ pub fn bind(addrs: &[SocketAddr], udp_workers: usize, tcp_idle: Duration) -> io:
     Ok(Listeners { udp, tcp, tcp_idle })
 }
 
-/// Serve until `shutdown` is cancelled.
-pub async fn serve(listeners: Listeners, engine: Arc<Engine>, shutdown: CancellationToken) {
+/// Serve until `shutdown` is cancelled; DNS over TCP within `tcp` limits.
+pub async fn serve(
+    listeners: Listeners,
+    engine: Arc<Engine>,
+    tcp: TcpLimits,
+    tcp_metrics: ConnMetrics,
+    shutdown: CancellationToken,
+) {
     let mut tasks = JoinSet::new();
     for (i, sock) in listeners.udp.into_iter().enumerate() {
         let rng = engine.rng(i as u64);
@@ -146,13 +149,12 @@ pub async fn serve(listeners: Listeners, engine: Arc<Engine>, shutdown: Cancella
         #[cfg(not(target_os = "linux"))]
         tasks.spawn(udp_loop(sock, engine.clone(), rng, shutdown.clone()));
     }
-    let limit = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let table = Arc::new(super::tcp::Table::new(tcp, tcp_metrics));
     for l in listeners.tcp {
-        tasks.spawn(tcp_accept(
+        tasks.spawn(super::tcp::accept_loop(
             l,
             engine.clone(),
-            listeners.tcp_idle,
-            limit.clone(),
+            table.clone(),
             shutdown.clone(),
         ));
     }
@@ -186,86 +188,5 @@ async fn udp_loop(
         {
             tracing::debug!(%peer, error = %e, "UDP send failed");
         }
-    }
-}
-
-async fn tcp_accept(
-    l: TcpListener,
-    engine: Arc<Engine>,
-    idle: Duration,
-    limit: Arc<Semaphore>,
-    shutdown: CancellationToken,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
-            () = shutdown.cancelled() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = l.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "TCP accept failed");
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let engine = engine.clone();
-        let shutdown = shutdown.clone();
-        conns.spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                r = tcp_conn(stream, &engine, idle) => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "TCP connection ended");
-                    }
-                }
-                () = shutdown.cancelled() => {}
-            }
-        });
-        // Reap finished connections so the set does not grow.
-        while conns.try_join_next().is_some() {}
-    }
-    conns.shutdown().await;
-}
-
-/// Serve one connection: length-prefixed messages (RFC 1035 §4.2.2), answered
-/// in order, until the client closes or stays idle for `idle`.
-async fn tcp_conn(mut stream: TcpStream, engine: &Engine, idle: Duration) -> io::Result<()> {
-    // Each connection is a worker with its own RNG, without an answer cache
-    // (see `Worker::without_cache`).
-    let mut worker = super::Worker::without_cache(
-        engine.rng(u64::from(u32::MAX) + u64::from(rand::random::<u32>())),
-    );
-    stream.set_nodelay(true)?;
-    let mut buf = Vec::with_capacity(512);
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
-            Err(_) => return Ok(()), // idle: close
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(r) => r?,
-        };
-        let n = usize::from(u16::from_be_bytes(len));
-        buf.resize(n, 0);
-        // A client that sends a length and then stalls is closed too.
-        match tokio::time::timeout(idle, stream.read_exact(&mut buf)).await {
-            Err(_) => return Ok(()),
-            Ok(r) => r?,
-        };
-        if !engine.respond(&buf, Transport::Tcp, &mut out, &mut worker) {
-            return Ok(());
-        }
-        let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&out);
-        tokio::time::timeout(idle, stream.write_all(&framed))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
     }
 }

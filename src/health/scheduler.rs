@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::probe::{CheckProber, ProbeResult};
 use super::{EndpointCell, EndpointKey, HealthTable, ProbeOutcome, Threshold};
 use crate::model::Check;
+use crate::throttle::{LogThrottle, suppressed_note};
 
 /// Something that probes one endpoint.
 pub trait Probe: Send + Sync + 'static {
@@ -127,12 +128,13 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // result counters are per endpoint, `success` from the start and each
     // failure reason from its first occurrence: 10,000 endpoints would
     // otherwise export 270,000 series, 29 MB per scrape.
-    let (duration, results_vec) = match task.table.upgrade() {
+    let (duration, results_vec, local_errors) = match task.table.upgrade() {
         Some(t) => (
             t.metrics
                 .probe_duration
                 .with_label_values(&[&task.key.zone, &task.region_name]),
             t.metrics.probe_results.clone(),
+            t.metrics.local_errors.with_label_values(&["probe"]),
         ),
         None => return,
     };
@@ -230,10 +232,31 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             // Dropping the JoinSet aborts probes in flight.
             () = cancel.cancelled() => return,
         };
-        duration.observe(result.latency.as_secs_f64());
         results[slot_of(result.outcome)]
             .get_or_insert_with(|| result_counter(result.outcome))
             .inc();
+        if result.outcome == ProbeOutcome::Local {
+            // gslb could not probe (out of descriptors, buffers, ports):
+            // nothing is known of the backend, so its verdict and run stay
+            // as they are. Counted and logged as gslb's own error; probed
+            // again at the usual cadence.
+            static LOCAL: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+            local_errors.inc();
+            if let Some(n) = LOCAL.allow() {
+                tracing::error!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, reason = %result.reason, "probe not run for a local reason; the endpoint's verdict is unchanged{}", suppressed_note(n));
+            }
+            task.cell.update_detail(|d| {
+                d.last_outcome = Some(result.outcome);
+                d.last_reason = Some(result.reason.clone());
+                d.last_probe = Some(SystemTime::now());
+            });
+            next = match (threshold.pending(), check.recheck) {
+                (true, Some(recheck)) => last_start + recheck,
+                _ => last_start + check.interval,
+            };
+            continue;
+        }
+        duration.observe(result.latency.as_secs_f64());
         let ok = result.ok();
         if std::mem::take(&mut early) && ok {
             early_quiet_until = Instant::now() + check.interval * 10;

@@ -78,11 +78,15 @@ pub enum ProbeOutcome {
     Tls,
     /// Malformed response.
     Protocol,
+    /// The probe could not run for a reason of gslb's own (out of file
+    /// descriptors, buffers or local ports): says nothing about the
+    /// backend, so it never counts toward `fall` or `rise`.
+    Local,
 }
 
 impl ProbeOutcome {
     /// Every outcome, for metrics initialisation.
-    pub const ALL: [ProbeOutcome; 9] = [
+    pub const ALL: [ProbeOutcome; 10] = [
         ProbeOutcome::Success,
         ProbeOutcome::Timeout,
         ProbeOutcome::Refused,
@@ -92,6 +96,7 @@ impl ProbeOutcome {
         ProbeOutcome::Body,
         ProbeOutcome::Tls,
         ProbeOutcome::Protocol,
+        ProbeOutcome::Local,
     ];
     /// Label value.
     pub fn as_str(self) -> &'static str {
@@ -105,6 +110,7 @@ impl ProbeOutcome {
             ProbeOutcome::Body => "body",
             ProbeOutcome::Tls => "tls",
             ProbeOutcome::Protocol => "protocol",
+            ProbeOutcome::Local => "local_error",
         }
     }
 }

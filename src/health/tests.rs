@@ -23,6 +23,8 @@ use crate::policy::HealthView;
 #[derive(Clone, Default)]
 struct Fake {
     healthy: Arc<Mutex<HashMap<IpAddr, bool>>>,
+    /// Probes of these fail for a local reason (out of descriptors).
+    local: Arc<Mutex<Vec<IpAddr>>>,
     log: Arc<Mutex<Vec<(IpAddr, Instant, bool)>>>,
     latency: Duration,
 }
@@ -48,6 +50,13 @@ impl Probe for FakeProbe {
                 .lock()
                 .unwrap()
                 .push((self.addr, Instant::now(), ok));
+            if self.fake.local.lock().unwrap().contains(&self.addr) {
+                return ProbeResult {
+                    outcome: ProbeOutcome::Local,
+                    reason: "local error (gslb's, not the backend's): too many open files".into(),
+                    latency: Duration::ZERO,
+                };
+            }
             ProbeResult {
                 outcome: if ok {
                     ProbeOutcome::Success
@@ -203,6 +212,44 @@ async fn endpoint_goes_down_after_exactly_fall_failures_with_rapid_recheck() {
     assert!(
         journal.iter().all(|j| j.endpoint.is_some()),
         "the region never changed"
+    );
+}
+
+/// Out of file descriptors, every probe fails locally: no verdict moves, and
+/// the failures do not count toward `fall` afterwards either.
+#[tokio::test(start_paused = true)]
+async fn local_errors_never_fail_an_endpoint() {
+    let fake = Fake::default();
+    let t = table(&fake, None);
+    let zh = t.apply(&config("")).remove(0);
+    until(Duration::from_secs(6), || {
+        fake.probes_of("192.0.2.3").len() == 1
+    })
+    .await;
+    fake.local
+        .lock()
+        .unwrap()
+        .push("192.0.2.3".parse().unwrap());
+    let n = fake.probes_of("192.0.2.3").len();
+    until(Duration::from_secs(60), || {
+        fake.probes_of("192.0.2.3").len() >= n + 5
+    })
+    .await;
+    assert!(zh.region_up(1), "still up after 5 local errors");
+    assert!(t.journal().is_empty(), "no transition");
+    let local = t.metrics.local_errors.with_label_values(&["probe"]).get();
+    assert!(local >= 5, "{local} local errors counted");
+    // The local errors left no run behind: two real failures are not three.
+    fake.local.lock().unwrap().clear();
+    fake.set("192.0.2.3", false);
+    let n = fake.probes_of("192.0.2.3").len();
+    until(Duration::from_secs(6), || {
+        fake.probes_of("192.0.2.3").len() == n + 2
+    })
+    .await;
+    assert!(
+        zh.region_up(1),
+        "two failures after local errors do not fail it"
     );
 }
 

@@ -435,16 +435,6 @@ fn settings_file(
     path
 }
 
-fn free_udp_tcp_addr() -> SocketAddr {
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = t.local_addr().unwrap();
-        if std::net::UdpSocket::bind(a).is_ok() {
-            return a;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_leaves_the_quorum_when_its_lease_expires() {
     let Rig {

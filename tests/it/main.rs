@@ -14,6 +14,7 @@ mod check;
 mod cluster;
 mod dns;
 mod failover;
+mod hardening;
 mod probes;
 mod reload;
 mod webhook;

@@ -357,3 +357,15 @@ pub fn test_ca_issuer(common_name: &str) -> rcgen::CertifiedIssuer<'static, rcge
     rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().expect("key"))
         .expect("CA")
 }
+
+/// A loopback address whose port is free for both UDP and TCP (for a
+/// server process that cannot report the port it bound).
+pub fn free_udp_tcp_addr() -> SocketAddr {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = t.local_addr().unwrap();
+        if std::net::UdpSocket::bind(a).is_ok() {
+            return a;
+        }
+    }
+}

@@ -29,9 +29,7 @@ pub(super) fn classify(
             }
             if matches!(
                 io_err.kind(),
-                io::ErrorKind::NetworkUnreachable
-                    | io::ErrorKind::HostUnreachable
-                    | io::ErrorKind::AddrNotAvailable
+                io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable
             ) {
                 connect_error.get_or_insert_with(|| strip_os_error(io_err));
             }
@@ -67,6 +65,22 @@ pub(super) fn classify(
 
 fn classify_io(e: &io::Error) -> Option<(ProbeOutcome, String)> {
     use io::ErrorKind as K;
+    // This process's own resources: no socket, buffer or local port to
+    // probe with. Not the backend's failure.
+    if let Some(code) = e.raw_os_error()
+        && matches!(
+            code,
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL
+        )
+    {
+        return Some((
+            ProbeOutcome::Local,
+            format!(
+                "local error (gslb's, not the backend's): {}",
+                strip_os_error(e)
+            ),
+        ));
+    }
     Some(match e.kind() {
         K::ConnectionRefused => (ProbeOutcome::Refused, "connection refused".into()),
         K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
@@ -196,6 +210,21 @@ mod tests {
         let (outcome, reason) = classify(&e, "x");
         assert_eq!(outcome, ProbeOutcome::Connect);
         assert_eq!(reason, "network unreachable");
+    }
+
+    #[test]
+    fn local_resource_errors_are_not_the_backends() {
+        for code in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::EADDRNOTAVAIL,
+        ] {
+            let e = wrap("tcp connect error", io::Error::from_raw_os_error(code));
+            let (outcome, reason) = classify(&e, "x");
+            assert_eq!(outcome, ProbeOutcome::Local, "{code}: {reason}");
+            assert!(reason.starts_with("local error (gslb's"), "{reason}");
+        }
     }
 
     #[test]

@@ -1,0 +1,355 @@
+//! What a hostile client can do to the process: take file descriptors,
+//! every DNS-over-TCP slot, admin connections and live streams. Each test
+//! runs the attack on loopback, bounded in count and time, and checks that
+//! a healthy region stays up and everything else keeps answering.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::backend::Backend;
+use crate::support::*;
+
+const API: &str = "api.gslb.example.com.";
+
+/// A zone whose `api` is answered by the region `primary` (a backend on
+/// 127.0.0.2) and else `secondary` (192.0.2.99, never probed healthy).
+fn zone(primary: SocketAddr) -> String {
+    format!(
+        "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n{}\n[region.secondary]\nendpoints = [\"192.0.2.99\"]\n\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
+        backend_regions(&[("primary", primary)])
+    )
+}
+
+/// A TCP connection to `to` from `from` (any 127/8 address is local).
+async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpSocket::new_v4()?;
+    s.bind(SocketAddr::new(from, 0))?;
+    s.connect(to).await
+}
+
+/// Whether the server closes `s` within `limit` (EOF or reset on read).
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut b = [0u8; 64];
+    loop {
+        match tokio::time::timeout(limit, s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// One client address per /24: 127.N.M.1.
+fn client(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 1 + (i / 250) as u8, (i % 250) as u8, 1))
+}
+
+/// Item 1 of the hardening issue: the real binary under systemd's default
+/// descriptor limit, with far more DNS-over-TCP clients than it has
+/// descriptors. Probes must keep working (the healthy region stays up),
+/// UDP and the admin API must keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_flood_fails_no_healthy_region() {
+    // The test process needs its own descriptors for the flood.
+    let _ = gslb::limits::raise_nofile();
+    let backend = Backend::start("127.0.0.2").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(dir.path().join("zones/z.toml"), zone(backend.addr)).unwrap();
+    let dns = free_udp_tcp_addr();
+    let admin = free_udp_tcp_addr();
+    let cfg = dir.path().join("gslb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "zones = \"{}\"\nlisten = [\"{dns}\"]\nadmin = \"{admin}\"\nstate-file = \"off\"\nlog-level = \"warn\"\ntcp-idle-timeout = \"30s\"\ntcp-connections-per-prefix = 1000\n",
+            dir.path().join("zones").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("gslb.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gslb"));
+    cmd.args(["serve", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        // A hard limit of 512: raising the soft one cannot go past it.
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 512,
+                rlim_max: 512,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().expect("gslb starts");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("http://{admin}{path}"));
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            (r.status() == 200).then_some(())?;
+            r.text().await.ok()
+        }
+    };
+    wait_until(Duration::from_secs(15), "ready", || async {
+        get("/readyz").await.is_some()
+    })
+    .await;
+    let api = || async {
+        let m = udp(dns, &request(API, RecordType::A, true)).await;
+        m.map(|m| addrs(&m)).unwrap_or_default()
+    };
+    assert_eq!(api().await, ["127.0.0.2"]);
+    let metrics = get("/metrics").await.expect("metrics");
+    let limit_line = metrics
+        .lines()
+        .find(|l| l.starts_with("gslb_connection_limit{listener=\"dns_tcp\"}"))
+        .expect("the DNS-TCP limit is exported")
+        .to_string();
+    let limit: usize = limit_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        limit < 512 - 128,
+        "the limit leaves the reserve: {limit_line}"
+    );
+
+    // More connections than the process has descriptors, each from its own
+    // /24, each asking once and then holding the connection.
+    let mut held = Vec::new();
+    for i in 0..600 {
+        if let Ok(mut s) = connect_from(client(i), dns).await {
+            let _ = tcp_exchange(&mut s, &request(API, RecordType::A, true)).await;
+            held.push(s);
+        }
+        if i % 100 == 99 {
+            // In the thick of it, everything else still works.
+            assert_eq!(api().await, ["127.0.0.2"], "UDP answers, primary up");
+            assert!(get("/healthz").await.is_some(), "the admin API answers");
+        }
+    }
+    // Several probe intervals under the flood.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(api().await, ["127.0.0.2"]);
+    }
+    // A fresh client still gets a TCP answer: an idle one made room.
+    let mut s = connect_from(client(900), dns).await.expect("connect");
+    let m = tcp_exchange(&mut s, &request(API, RecordType::A, true)).await;
+    assert_eq!(
+        addrs(&m.expect("TCP answer under the flood")),
+        ["127.0.0.2"]
+    );
+
+    let metrics = get("/metrics").await.expect("metrics");
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("gslb_state_transitions_total{endpoint=\"\",region=\"primary\",to=\"down\""),
+        0.0,
+        "no false failover"
+    );
+    assert_eq!(value("gslb_local_errors_total{where=\"probe\"}"), 0.0);
+    assert!(
+        value("gslb_connections_shed_total{listener=\"dns_tcp\",reason=\"oldest_idle\"}") > 0.0
+    );
+    assert!(value("gslb_connections{listener=\"dns_tcp\"}") <= limit as f64);
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("Too many open files"),
+        "no descriptor ran out:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_prefix_cannot_take_every_tcp_slot() {
+    let ts = TestServer::start_with(&[("z.toml", ZONE)], |s| {
+        s.tcp_connections = 8;
+        s.tcp_connections_per_prefix = 2;
+        s.tcp_idle = Duration::from_secs(30);
+    })
+    .await;
+    let q = request("www.gslb.example.com.", RecordType::A, true);
+    let ours = IpAddr::V4(Ipv4Addr::new(127, 0, 9, 1));
+    let mut a = connect_from(ours, ts.dns).await.unwrap();
+    let mut b = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 9, 2)), ts.dns)
+        .await
+        .unwrap();
+    assert!(tcp_exchange(&mut a, &q).await.is_some());
+    assert!(tcp_exchange(&mut b, &q).await.is_some());
+    // A third from the same /24 is closed at once; another /24 is served.
+    let mut c = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 9, 3)), ts.dns)
+        .await
+        .unwrap();
+    assert!(closed_within(&mut c, Duration::from_secs(2)).await);
+    let mut d = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 10, 1)), ts.dns)
+        .await
+        .unwrap();
+    assert!(tcp_exchange(&mut d, &q).await.is_some());
+    // The first two still work.
+    assert!(tcp_exchange(&mut a, &q).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_pressure_the_oldest_idle_tcp_connection_makes_room() {
+    let ts = TestServer::start_with(&[("z.toml", ZONE)], |s| {
+        s.tcp_connections = 4;
+        s.tcp_idle = Duration::from_secs(30);
+    })
+    .await;
+    let q = request("www.gslb.example.com.", RecordType::A, true);
+    let mut conns = Vec::new();
+    for i in 0..4 {
+        let mut s = connect_from(client(i), ts.dns).await.unwrap();
+        assert!(tcp_exchange(&mut s, &q).await.is_some());
+        conns.push(s);
+        // Distinct idle times.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every slot taken: a new client is served, and the oldest idle one
+    // (the first) is closed for it. Near the limit, idle ones are closed
+    // after PRESSURE_IDLE rather than 30 s anyway.
+    let mut new = connect_from(client(10), ts.dns).await.unwrap();
+    assert!(tcp_exchange(&mut new, &q).await.is_some());
+    assert!(closed_within(&mut conns[0], Duration::from_secs(5)).await);
+    let pressure = gslb::dns::PRESSURE_IDLE;
+    assert!(
+        closed_within(&mut conns[1], pressure + Duration::from_secs(3)).await,
+        "the short idle timeout applies near the limit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_bounds_connections_and_slow_clients() {
+    let ts = TestServer::start_with(&[("z.toml", ZONE)], |s| {
+        s.admin = Some("127.0.0.1:0".parse().unwrap());
+        s.admin_connections = 3;
+        s.admin_header_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let admin = ts.server.admin_addr.unwrap();
+    // Half a request head: closed after the header timeout.
+    let mut half = TcpStream::connect(admin).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut half, Duration::from_secs(5)).await);
+    // An idle kept connection: closed after the same timeout.
+    let mut kept = TcpStream::connect(admin).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(closed_within(&mut kept, Duration::from_secs(5)).await);
+    // Three idle connections hold every slot: a fourth is closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(admin).await.unwrap());
+    }
+    // Let the server accept them.
+    wait_until(
+        Duration::from_secs(5),
+        "three admin connections",
+        || async { ts.server.metrics.admin_conns.open.get() == 3 },
+    )
+    .await;
+    let mut fourth = TcpStream::connect(admin).await.unwrap();
+    assert!(closed_within(&mut fourth, Duration::from_millis(400)).await);
+    // Once they time out, the API answers again.
+    drop(idle);
+    wait_until(Duration::from_secs(5), "the API answers", || async {
+        let Ok(mut s) = TcpStream::connect(admin).await else {
+            return false;
+        };
+        let _ = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200")
+    })
+    .await;
+}
+
+/// Live streams: at most `event_streams` at once, and one status document
+/// a second per stream however many transitions (each transition is still
+/// sent on its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_bounded_and_coalesced() {
+    let backend = Backend::start("127.0.0.2").await;
+    let ts = TestServer::start_with(&[("z.toml", &zone(backend.addr))], |s| {
+        s.admin = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    ts.wait_first_verdicts(Duration::from_secs(10)).await;
+    let admin = ts.server.admin_addr.unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{admin}/api/v1/events");
+    let mut streams = Vec::new();
+    for _ in 0..gslb::admin::AdminLimits::default().event_streams {
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 503, "one stream too many");
+    let mut watched = streams.pop().unwrap();
+    drop(streams);
+    // Ten transitions within a moment: drain and undrain five times.
+    let post = |action: &str| {
+        let url = format!("http://{admin}/api/v1/regions/gslb.example.com/primary/{action}");
+        let http = http.clone();
+        async move { http.post(url).send().await.unwrap().status() }
+    };
+    let started = tokio::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(post("drain").await, 200);
+        assert_eq!(post("undrain").await, 200);
+    }
+    let mut text = String::new();
+    let window = Duration::from_millis(2500);
+    while started.elapsed() < window {
+        match tokio::time::timeout(window - started.elapsed(), watched.chunk()).await {
+            Ok(Ok(Some(c))) => text.push_str(&String::from_utf8_lossy(&c)),
+            _ => break,
+        }
+    }
+    let count = |kind: &str| text.matches(&format!("event: {kind}\n")).count();
+    assert!(
+        count("transition") >= 10,
+        "every transition: {}",
+        count("transition")
+    );
+    // The first status on connecting, then at most one a second.
+    assert!(
+        count("status") <= 1 + 3,
+        "{} status documents in 2.5 s",
+        count("status")
+    );
+}

@@ -45,6 +45,8 @@ pub struct Settings {
     pub admin_connections: usize,
     /// Time allowed for an admin request head, or between requests.
     pub admin_header_timeout: Duration,
+    /// The answer cache of the whole process, in bytes.
+    pub answer_cache_bytes: usize,
     /// UDP sockets per address.
     pub udp_workers: usize,
     /// Reload when zone files change.
@@ -72,6 +74,7 @@ impl Default for Settings {
             tcp_connections: 1024,
             tcp_connections_per_prefix: 64,
             admin_connections: 64,
+            answer_cache_bytes: dns::DEFAULT_CACHE_BYTES,
             admin_header_timeout: crate::admin::AdminLimits::default().header_timeout,
             udp_workers: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -227,6 +230,8 @@ impl Server {
         let opts = EngineOptions {
             udp_payload: settings.udp_payload,
             rng_seed: settings.rng_seed,
+            cache_bytes_per_worker: settings.answer_cache_bytes
+                / (settings.udp_workers.max(1) * settings.listen.len().max(1)),
             ..EngineOptions::default()
         };
         let engine = Arc::new(Engine::new(

@@ -191,6 +191,9 @@ pub fn merge_settings(
     if let Some(n) = count(&file.admin_connections) {
         s.admin_connections = n;
     }
+    if let Some(n) = count(&file.answer_cache_mib) {
+        s.answer_cache_bytes = n << 20;
+    }
     if let Some(w) = args.udp_workers {
         s.udp_workers = w.max(1);
     }

@@ -8,7 +8,7 @@
 //! per query) use ordinary `prometheus` vectors.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::ResponseCode;
@@ -25,6 +25,8 @@ pub const DNS_QUERIES: &str = "gslb_dns_queries_total";
 pub const DNS_ANSWERS: &str = "gslb_dns_answers_total";
 /// Packets dropped without an answer (no header, or a response), by proto.
 pub const DNS_DROPPED: &str = "gslb_dns_dropped_total";
+/// What the UDP workers' answer caches hold, in bytes (estimated).
+pub const ANSWER_CACHE_BYTES: &str = "gslb_answer_cache_bytes";
 /// Endpoint health (1 up, 0 down) by zone, region, endpoint.
 pub const ENDPOINT_UP: &str = "gslb_endpoint_up";
 /// Region health (1 up, 0 down) by zone, region.
@@ -189,6 +191,7 @@ struct DnsInner {
     answers: Mutex<HashMap<[String; 3], Arc<AnswerCounter>>>,
     no_zone: Arc<ZoneCounters>,
     dropped: [AtomicU64; 2],
+    cache_bytes: AtomicI64,
 }
 
 impl DnsMetrics {
@@ -200,6 +203,7 @@ impl DnsMetrics {
                 answers: Mutex::default(),
                 no_zone: Arc::new(ZoneCounters::new(String::new())),
                 dropped: [AtomicU64::new(0), AtomicU64::new(0)],
+                cache_bytes: AtomicI64::new(0),
             }),
         }
     }
@@ -236,6 +240,12 @@ impl DnsMetrics {
     /// Count a dropped packet.
     pub fn dropped(&self, transport: Transport) {
         self.inner.dropped[proto_slot(transport)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A worker's answer cache grew (or, negative, shrank) by `delta` bytes.
+    /// Called when the cache fills or empties, never per cached answer.
+    pub fn cache_bytes(&self, delta: i64) {
+        self.inner.cache_bytes.fetch_add(delta, Ordering::Relaxed);
     }
 
     fn families(&self) -> Vec<MetricFamily> {
@@ -309,7 +319,14 @@ impl DnsMetrics {
                 .with_label_values(&[p])
                 .inc_by(self.inner.dropped[i].load(Ordering::Relaxed));
         }
+        let cache = IntGauge::new(
+            ANSWER_CACHE_BYTES,
+            "What the UDP workers' answer caches hold, in bytes (estimated; bounded by answer-cache-mib).",
+        )
+        .expect("valid metric");
+        cache.set(self.inner.cache_bytes.load(Ordering::Relaxed));
         let mut out = Vec::new();
+        out.extend(cache.collect());
         out.extend(queries.collect());
         out.extend(answers.collect());
         out.extend(dropped.collect());
@@ -553,7 +570,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
         reg(Box::new(build));
-        let descs = [DNS_QUERIES, DNS_ANSWERS, DNS_DROPPED]
+        let descs = [DNS_QUERIES, DNS_ANSWERS, DNS_DROPPED, ANSWER_CACHE_BYTES]
             .iter()
             .map(|n| {
                 Desc::new(n.to_string(), "dns".into(), vec![], HashMap::new()).expect("valid desc")

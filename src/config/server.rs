@@ -49,6 +49,9 @@ pub struct ServerFile {
     /// Most admin API connections open at once (default 64; lowered to fit
     /// the file descriptor limit).
     pub admin_connections: Option<Spanned<i64>>,
+    /// The answer cache of the whole process, in MiB (default 32), shared
+    /// out between the UDP workers.
+    pub answer_cache_mib: Option<Spanned<i64>>,
     /// Reload when a file in the zones folder changes (default false).
     pub watch: Option<bool>,
     /// URL receiving a JSON POST on every region state change of any zone.
@@ -139,6 +142,7 @@ impl ServerFile {
                 &file.tcp_connections_per_prefix,
             ),
             ("admin-connections", &file.admin_connections),
+            ("answer-cache-mib", &file.answer_cache_mib),
         ] {
             if let Some(v) = v
                 && !(1..=1_000_000).contains(v.get_ref())

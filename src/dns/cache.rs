@@ -23,11 +23,18 @@ use rand::rngs::SmallRng;
 use super::snapshot::ServedZone;
 use crate::policy;
 
-/// Entries per worker; a full cache stops admitting (a flood of random
-/// names must not evict the working set, nor grow memory).
-pub(crate) const CAPACITY: usize = 16_384;
+/// The answer cache of the whole process, by default: 32 MiB, shared out
+/// between the UDP workers. A full cache stops admitting: a flood of
+/// random names neither evicts the working set nor grows memory.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 /// Pick variants kept per service entry.
 const MAX_VARIANTS: usize = 16;
+/// What an entry costs beyond its name and answer bytes: the key and entry
+/// structs, the boxes' headers and the hash table's slot, rounded up
+/// (measured with bench/cache-memory.sh, BENCHMARKS.md).
+const ENTRY_OVERHEAD: usize = 160;
+/// What a further pick variant costs beyond its bytes.
+const VARIANT_OVERHEAD: usize = 64;
 
 /// The parts of a request the fast path understands.
 #[derive(Debug)]
@@ -153,8 +160,18 @@ pub struct Worker {
     pub rng: SmallRng,
     entries: HashMap<Key, Entry>,
     generation: (u64, u64),
-    /// Most entries kept (0: no cache).
-    capacity: usize,
+    /// What the entries cost, by the estimate of [`ENTRY_OVERHEAD`].
+    bytes: usize,
+    /// Most bytes kept (0: no cache).
+    max_bytes: usize,
+    /// Told of every change of `bytes` (`gslb_answer_cache_bytes`).
+    gauge: Option<crate::metrics::DnsMetrics>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.account(-(self.bytes as i64));
+    }
 }
 
 /// What the engine tells the cache about an answer it built.
@@ -175,30 +192,66 @@ pub(super) enum Fill {
 }
 
 impl Worker {
-    /// A worker with this RNG and an empty cache.
+    /// A worker with this RNG and an empty cache of the default size.
     pub fn new(rng: SmallRng) -> Self {
+        Self::with_cache(rng, DEFAULT_CACHE_BYTES)
+    }
+
+    /// A worker whose cache holds at most `max_bytes` (its share of the
+    /// process's `answer-cache-mib`).
+    pub fn with_cache(rng: SmallRng, max_bytes: usize) -> Self {
         Worker {
             rng,
             entries: HashMap::new(),
             generation: (0, 0),
-            capacity: CAPACITY,
+            bytes: 0,
+            max_bytes,
+            gauge: None,
         }
+    }
+
+    /// Report the cache's size to `metrics`.
+    pub(super) fn reporting_to(mut self, metrics: crate::metrics::DnsMetrics) -> Self {
+        self.gauge = Some(metrics);
+        self
+    }
+
+    fn account(&self, delta: i64) {
+        if let Some(g) = &self.gauge
+            && delta != 0
+        {
+            g.cache_bytes(delta);
+        }
+    }
+
+    /// Whether `cost` more bytes fit; if so they are counted.
+    fn admit(&mut self, cost: usize) -> bool {
+        if self.bytes + cost > self.max_bytes {
+            return false;
+        }
+        self.bytes += cost;
+        self.account(cost as i64);
+        true
+    }
+
+    /// What the cached answers cost now (estimated, in bytes).
+    pub fn cache_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// A worker that caches nothing: for TCP connections, which are many,
     /// long-lived and carry answers up to 64 KiB, so per-connection caches
     /// could be driven to gigabytes; TCP is not the hot path.
     pub fn without_cache(rng: SmallRng) -> Self {
-        Worker {
-            capacity: 0,
-            ..Worker::new(rng)
-        }
+        Self::with_cache(rng, 0)
     }
 
     /// Forget everything when the generation moved.
     pub(super) fn sync(&mut self, generation: (u64, u64)) {
         if self.generation != generation {
             self.entries.clear();
+            self.account(-(self.bytes as i64));
+            self.bytes = 0;
             self.generation = generation;
         }
     }
@@ -298,7 +351,7 @@ impl Worker {
         match fill {
             Fill::No => {}
             Fill::Fixed => {
-                if self.entries.len() < self.capacity {
+                if self.admit(ENTRY_OVERHEAD + key.name.len() + bytes.len()) {
                     self.entries.insert(
                         key,
                         Entry {
@@ -319,17 +372,23 @@ impl Worker {
                     rcode,
                     counted,
                 };
+                let cost = VARIANT_OVERHEAD + variant.bytes.len();
+                let room = self.bytes + cost <= self.max_bytes;
                 if let Some(Entry {
                     body: Body::Picks { variants, .. },
                     ..
                 }) = self.entries.get_mut(&key)
                 {
-                    if variants.len() < MAX_VARIANTS
+                    if room
+                        && variants.len() < MAX_VARIANTS
                         && !variants.iter().any(|v| v.picks == variant.picks)
                     {
                         variants.push(variant);
+                        self.admit(cost);
                     }
-                } else if self.entries.len() < self.capacity && zone.is_some() {
+                } else if zone.is_some()
+                    && self.admit(ENTRY_OVERHEAD + key.name.len() + variant.bytes.len())
+                {
                     self.entries.insert(
                         key,
                         Entry {

@@ -39,6 +39,9 @@ pub struct EngineOptions {
     /// Seed of the per-worker RNGs (weighted picks, shuffles), for
     /// reproducible tests; `None`: seeded from the OS.
     pub rng_seed: Option<u64>,
+    /// Answer cache of each UDP worker, in bytes (its share of the
+    /// process's `answer-cache-mib`).
+    pub cache_bytes_per_worker: usize,
 }
 
 impl Default for EngineOptions {
@@ -47,6 +50,7 @@ impl Default for EngineOptions {
             udp_payload: DEFAULT_UDP_PAYLOAD,
             version: Some(format!("gslb {}", env!("CARGO_PKG_VERSION"))),
             rng_seed: None,
+            cache_bytes_per_worker: super::cache::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -90,6 +94,12 @@ impl Engine {
             metrics,
             epoch,
         }
+    }
+
+    /// A UDP worker's cache: its share of the answer cache.
+    pub fn worker(&self, rng: SmallRng) -> super::Worker {
+        super::Worker::with_cache(rng, self.opts.cache_bytes_per_worker)
+            .reporting_to(self.metrics.clone())
     }
 
     /// An RNG for one worker (UDP socket task or TCP connection): each
@@ -368,6 +378,9 @@ fn lookup(
                 .expect("wildcard label fits"),
         );
         if let Some(node) = zone.nodes.get(&wild) {
+            // Not cached: every name below a wildcard would take an entry
+            // of its own, and random names would fill the cache for nothing.
+            reply.fill = Fill::No;
             return answer_node(served, node, qname, qtype, transport, reply, rng);
         }
     }

@@ -37,7 +37,7 @@ pub(crate) fn run(
     rng: SmallRng,
     shutdown: CancellationToken,
 ) {
-    let mut worker = super::Worker::new(rng);
+    let mut worker = engine.worker(rng);
     if let Err(e) = sock
         .set_nonblocking(false)
         .and_then(|()| sock.set_read_timeout(Some(POLL)))

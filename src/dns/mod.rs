@@ -13,7 +13,7 @@ mod snapshot;
 mod tcp;
 
 pub use crate::metrics::Transport;
-pub use cache::Worker;
+pub use cache::{DEFAULT_CACHE_BYTES, Worker};
 pub use engine::{DEFAULT_UDP_PAYLOAD, Engine, EngineOptions};
 pub use server::{Listeners, bind, serve};
 pub use snapshot::{ServedZone, Snapshot};

@@ -168,7 +168,7 @@ async fn udp_loop(
     rng: SmallRng,
     shutdown: CancellationToken,
 ) {
-    let mut worker = super::Worker::new(rng);
+    let mut worker = engine.worker(rng);
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     loop {

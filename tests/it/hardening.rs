@@ -353,3 +353,55 @@ async fn live_streams_are_bounded_and_coalesced() {
         count("status")
     );
 }
+
+/// `gslb_answer_cache_bytes` from the server's own registry.
+fn cache_bytes(ts: &TestServer) -> f64 {
+    let text = ts.server.metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix("gslb_answer_cache_bytes "))
+        .expect("the cache gauge")
+        .parse()
+        .unwrap()
+}
+
+/// Random names fill the answer cache only up to its bound in bytes, and
+/// names below a wildcard are answered right without taking entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_names_cannot_grow_the_answer_cache_past_its_bound() {
+    const BOUND: usize = 256 << 10;
+    let ts = TestServer::start_with(&[("z.toml", ZONE)], |s| {
+        s.answer_cache_bytes = BOUND;
+    })
+    .await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 1500];
+    let mut ask = async |name: String| {
+        let m = request(&name, RecordType::A, true);
+        sock.send_to(&m.to_vec().unwrap(), ts.dns).await.unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        hickory_proto::op::Message::from_vec(&buf[..n]).unwrap()
+    };
+    // Below a wildcard: the synthesised answer, and nothing cached.
+    for i in 0..300 {
+        let m = ask(format!("r{i}.pages.gslb.example.com.")).await;
+        assert!(!m.answers.is_empty(), "{m}");
+    }
+    assert_eq!(cache_bytes(&ts), 0.0, "wildcard answers are not cached");
+    // Random names (NXDOMAIN, each its own entry): bounded.
+    for i in 0..4000 {
+        let m = ask(format!("x{i}-{}.gslb.example.com.", "q".repeat(40))).await;
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NXDomain
+        );
+    }
+    let held = cache_bytes(&ts);
+    assert!(held > 0.0 && held <= BOUND as f64, "{held} bytes held");
+    assert!(
+        held > BOUND as f64 * 0.8,
+        "the bound is what stops it: {held}"
+    );
+}

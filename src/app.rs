@@ -47,6 +47,8 @@ pub struct Settings {
     pub admin_header_timeout: Duration,
     /// The answer cache of the whole process, in bytes.
     pub answer_cache_bytes: usize,
+    /// Response rate limiting of UDP answers (off: `None`).
+    pub rate_limit: Option<crate::dns::rrl::RrlSettings>,
     /// UDP sockets per address.
     pub udp_workers: usize,
     /// Reload when zone files change.
@@ -75,6 +77,7 @@ impl Default for Settings {
             tcp_connections_per_prefix: 64,
             admin_connections: 64,
             answer_cache_bytes: dns::DEFAULT_CACHE_BYTES,
+            rate_limit: None,
             admin_header_timeout: crate::admin::AdminLimits::default().header_timeout,
             udp_workers: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -232,6 +235,16 @@ impl Server {
             rng_seed: settings.rng_seed,
             cache_bytes_per_worker: settings.answer_cache_bytes
                 / (settings.udp_workers.max(1) * settings.listen.len().max(1)),
+            rrl: settings.rate_limit.clone().map(|r| {
+                tracing::info!(
+                    rate = r.rate,
+                    slip = r.slip,
+                    whitelist = r.whitelist.len(),
+                    "response rate limiting: {} responses a second per /24 or /56 and class",
+                    r.rate
+                );
+                Arc::new(dns::rrl::Rrl::new(r, metrics.rrl.clone()))
+            }),
             ..EngineOptions::default()
         };
         let engine = Arc::new(Engine::new(

@@ -191,6 +191,7 @@ pub fn merge_settings(
     if let Some(n) = count(&file.admin_connections) {
         s.admin_connections = n;
     }
+    s.rate_limit = file.rate_limit();
     if let Some(n) = count(&file.answer_cache_mib) {
         s.answer_cache_bytes = n << 20;
     }

@@ -65,6 +65,8 @@ pub const LOCAL_ERRORS: &str = "gslb_local_errors_total";
 pub const CONNECTIONS: &str = "gslb_connections";
 /// The most connections a listener keeps open at once.
 pub const CONNECTION_LIMIT: &str = "gslb_connection_limit";
+/// UDP responses limited by response rate limiting, by class and action.
+pub const RRL_LIMITED: &str = "gslb_rrl_limited_total";
 /// Connections closed by gslb to stay within its limits, by listener and why.
 pub const CONNECTIONS_SHED: &str = "gslb_connections_shed_total";
 
@@ -390,6 +392,8 @@ pub struct Metrics {
     pub dns_tcp: ConnMetrics,
     /// Admin API connections.
     pub admin_conns: ConnMetrics,
+    /// Response rate limiting.
+    pub rrl: crate::dns::rrl::RrlMetrics,
 }
 
 /// The connection gauges and counters of one listener.
@@ -551,6 +555,18 @@ impl Metrics {
             shed_idle: shed.with_label_values(&[listener, "oldest_idle"]),
             accept_errors: local_errors.with_label_values(&[&format!("{listener}_accept")]),
         };
+        let rrl_limited = counter(
+            RRL_LIMITED,
+            "UDP responses limited by response rate limiting, by class (answer, nxdomain, error) and action (dropped, slipped: sent truncated).",
+            &["class", "action"],
+        );
+        let classes = |action: &str| {
+            ["answer", "nxdomain", "error"].map(|c| rrl_limited.with_label_values(&[c, action]))
+        };
+        let rrl = crate::dns::rrl::RrlMetrics {
+            dropped: classes("dropped"),
+            slipped: classes("slipped"),
+        };
         let dns_tcp = conn_metrics("dns_tcp");
         let admin_conns = conn_metrics("admin");
         local_errors.with_label_values(&["probe"]);
@@ -600,6 +616,7 @@ impl Metrics {
             local_errors,
             dns_tcp,
             admin_conns,
+            rrl,
         }
     }
 

@@ -52,6 +52,13 @@ pub struct ServerFile {
     /// The answer cache of the whole process, in MiB (default 32), shared
     /// out between the UDP workers.
     pub answer_cache_mib: Option<Spanned<i64>>,
+    /// Response rate limiting: UDP responses per second per /24 or /56
+    /// and class (default 0: off).
+    pub rate_limit: Option<Spanned<i64>>,
+    /// Every Nth limited response is sent truncated (default 2; 0: none).
+    pub rate_limit_slip: Option<Spanned<i64>>,
+    /// Prefixes never rate-limited (`"192.0.2.0/24"`, `"2001:db8::/32"`).
+    pub rate_limit_whitelist: Option<Vec<Spanned<String>>>,
     /// Reload when a file in the zones folder changes (default false).
     pub watch: Option<bool>,
     /// URL receiving a JSON POST on every region state change of any zone.
@@ -153,6 +160,30 @@ impl ServerFile {
                 );
             }
         }
+        for (what, v, hi) in [
+            ("rate-limit", &file.rate_limit, 1_000_000),
+            ("rate-limit-slip", &file.rate_limit_slip, 100),
+        ] {
+            if let Some(v) = v
+                && !(0..=hi).contains(v.get_ref())
+            {
+                err(
+                    v.span(),
+                    format!("{what} {} is out of range (0..={hi})", v.get_ref()),
+                );
+            }
+        }
+        for n in file.rate_limit_whitelist.iter().flatten() {
+            if n.get_ref().parse::<ipnet::IpNet>().is_err() {
+                err(
+                    n.span(),
+                    format!(
+                        "rate-limit-whitelist: {:?} is not a prefix like \"192.0.2.0/24\" or \"2001:db8::/32\"",
+                        n.get_ref()
+                    ),
+                );
+            }
+        }
         if let Some(c) = &file.cluster {
             let _ = cluster_settings(c, &mut err);
         }
@@ -174,6 +205,24 @@ impl ServerFile {
     pub fn cluster(&self) -> Option<ClusterSettings> {
         let c = self.cluster.as_ref()?;
         cluster_settings(c, &mut |_, _| {})
+    }
+
+    /// Response rate limiting, when on (validated by `load`).
+    pub fn rate_limit(&self) -> Option<crate::dns::rrl::RrlSettings> {
+        let rate = *self.rate_limit.as_ref()?.get_ref();
+        (rate > 0).then(|| crate::dns::rrl::RrlSettings {
+            rate: rate as u32,
+            slip: self
+                .rate_limit_slip
+                .as_ref()
+                .map_or(2, |s| *s.get_ref() as u32),
+            whitelist: self
+                .rate_limit_whitelist
+                .iter()
+                .flatten()
+                .filter_map(|n| n.get_ref().parse().ok())
+                .collect(),
+        })
     }
 
     /// The TCP idle timeout, parsed (validated by `load`).

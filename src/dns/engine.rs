@@ -42,6 +42,8 @@ pub struct EngineOptions {
     /// Answer cache of each UDP worker, in bytes (its share of the
     /// process's `answer-cache-mib`).
     pub cache_bytes_per_worker: usize,
+    /// Response rate limiting of UDP answers, when on.
+    pub rrl: Option<Arc<super::rrl::Rrl>>,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +53,7 @@ impl Default for EngineOptions {
             version: Some(format!("gslb {}", env!("CARGO_PKG_VERSION"))),
             rng_seed: None,
             cache_bytes_per_worker: super::cache::DEFAULT_CACHE_BYTES,
+            rrl: None,
         }
     }
 }
@@ -94,6 +97,11 @@ impl Engine {
             metrics,
             epoch,
         }
+    }
+
+    /// The response rate limiter of UDP answers, when on.
+    pub fn rrl(&self) -> Option<&super::rrl::Rrl> {
+        self.opts.rrl.as_deref()
     }
 
     /// A UDP worker's cache: its share of the answer cache.

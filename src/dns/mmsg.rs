@@ -101,6 +101,12 @@ pub(crate) fn run(
             if !engine.respond(&reqs[i][..len], Transport::Udp, out, &mut worker) {
                 continue;
             }
+            if let Some(rrl) = engine.rrl()
+                && let Some(ip) = peer_ip(&peers[i])
+                && !super::rrl::apply(rrl, ip, out)
+            {
+                continue;
+            }
             dests[count] = peers[i];
             iov_out[count] = libc::iovec {
                 iov_base: out.as_mut_ptr().cast(),
@@ -133,6 +139,25 @@ pub(crate) fn run(
                 sent += r as usize;
             }
         }
+    }
+}
+
+/// The address of a datagram's sender.
+fn peer_ip(sa: &libc::sockaddr_storage) -> Option<std::net::IpAddr> {
+    match i32::from(sa.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says it is a sockaddr_in, which fits.
+            let sin =
+                unsafe { &*(sa as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says it is a sockaddr_in6, which fits.
+            let sin6 =
+                unsafe { &*(sa as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).into())
+        }
+        _ => None,
     }
 }
 

@@ -8,6 +8,7 @@ mod cache;
 mod engine;
 #[cfg(target_os = "linux")]
 mod mmsg;
+pub mod rrl;
 mod server;
 mod snapshot;
 mod tcp;

@@ -405,3 +405,75 @@ async fn random_names_cannot_grow_the_answer_cache_past_its_bound() {
         "the bound is what stops it: {held}"
     );
 }
+
+/// Sends `n` queries for `name` at once from one socket; counts the full
+/// answers, the truncated ones (TC) and the unanswered.
+async fn burst(dns: SocketAddr, name: &str, n: u16) -> (usize, usize, usize) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in 0..n {
+        let mut m = request(name, RecordType::A, true);
+        m.metadata.id = id;
+        sock.send_to(&m.to_vec().unwrap(), dns).await.unwrap();
+    }
+    let (mut full, mut truncated) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while let Ok(Ok((len, _))) =
+        tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await
+    {
+        let m = hickory_proto::op::Message::from_vec(&buf[..len]).unwrap();
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty() && m.queries.len() == 1, "{m}");
+            truncated += 1;
+        } else {
+            full += 1;
+        }
+    }
+    (full, truncated, usize::from(n) - full - truncated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_rate_limiting_drops_and_slips_past_the_rate() {
+    let ts = TestServer::start_with(&[("z.toml", ZONE)], |s| {
+        s.rate_limit = Some(gslb::dns::rrl::RrlSettings {
+            rate: 5,
+            slip: 2,
+            whitelist: Vec::new(),
+        });
+    })
+    .await;
+    let (full, truncated, dropped) = burst(ts.dns, "mail.gslb.example.com.", 60).await;
+    // 5 a second (a burst may straddle two seconds), then one in two of
+    // the rest truncated and the others dropped.
+    assert!((5..=10).contains(&full), "{full} full answers");
+    assert!(
+        truncated >= 20 && dropped >= 20,
+        "{truncated} truncated, {dropped} dropped"
+    );
+    // NXDOMAIN has its own budget.
+    let (full, _, _) = burst(ts.dns, "nothing-here.gslb.example.com.", 3).await;
+    assert_eq!(full, 3);
+    // TCP is never limited: the truncated client's retry is answered.
+    for _ in 0..10 {
+        let m = ts.query_tcp("mail.gslb.example.com.", RecordType::A).await;
+        assert!(!m.answers.is_empty());
+    }
+    let metrics = ts.server.metrics.render();
+    assert!(
+        metrics.contains("gslb_rrl_limited_total{action=\"slipped\",class=\"answer\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whitelisted_prefixes_are_not_rate_limited() {
+    let ts = TestServer::start_with(&[("z.toml", ZONE)], |s| {
+        s.rate_limit = Some(gslb::dns::rrl::RrlSettings {
+            rate: 5,
+            slip: 2,
+            whitelist: vec!["127.0.0.0/8".parse().unwrap()],
+        });
+    })
+    .await;
+    let (full, truncated, dropped) = burst(ts.dns, "mail.gslb.example.com.", 60).await;
+    assert_eq!((full, truncated, dropped), (60, 0, 0));
+}

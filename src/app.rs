@@ -166,28 +166,22 @@ impl Server {
             settings.tcp_connections,
             settings.admin_connections,
         );
-        if budget.fits(settings.tcp_connections, settings.admin_connections) {
-            tracing::info!(
-                nofile,
-                reserve = budget.reserve,
-                dns_tcp = budget.dns_tcp,
-                admin = budget.admin,
-                "file descriptors: limit {nofile}; DNS-over-TCP connections {}, admin {}, {} kept for probes and the rest",
-                budget.dns_tcp,
-                budget.admin,
-                budget.reserve
-            );
+        let lowered = !budget.fits(settings.tcp_connections, settings.admin_connections);
+        let msg = format!(
+            "file descriptors: limit {nofile}; DNS-over-TCP connections {}, admin {}, {} kept for probing {endpoints} endpoints and the rest{}",
+            budget.dns_tcp,
+            budget.admin,
+            budget.reserve,
+            if lowered {
+                " (connections lowered to fit: raise LimitNOFILE)"
+            } else {
+                ""
+            }
+        );
+        if lowered {
+            tracing::warn!(nofile, reserve = budget.reserve, "{msg}");
         } else {
-            tracing::warn!(
-                nofile,
-                reserve = budget.reserve,
-                dns_tcp = budget.dns_tcp,
-                admin = budget.admin,
-                "file descriptor limit {nofile} is low: DNS-over-TCP connections lowered to {} and admin to {}, {} kept for probing {endpoints} endpoints and the rest (raise LimitNOFILE)",
-                budget.dns_tcp,
-                budget.admin,
-                budget.reserve
-            );
+            tracing::info!(nofile, reserve = budget.reserve, "{msg}");
         }
         // Bind before anything starts, so a busy port fails fast.
         let listeners = dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle)

@@ -29,6 +29,8 @@ pub mod config;
 pub mod demo;
 pub mod dns;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod health;
 pub mod limits;
 pub mod metrics;

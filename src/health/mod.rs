@@ -7,7 +7,7 @@
 //! structured event each, counted, journaled for the status API and
 //! broadcast (webhooks, live page).
 
-mod persist;
+pub(crate) mod persist;
 pub mod probe;
 mod scheduler;
 mod state;

@@ -97,7 +97,12 @@ impl StateFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let state: StateFile = serde_json::from_str(&text)
+        Self::parse(&text).map(Some)
+    }
+
+    /// Parse a state file's text.
+    pub fn parse(text: &str) -> std::io::Result<StateFile> {
+        let state: StateFile = serde_json::from_str(text)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         if state.version != VERSION {
             return Err(std::io::Error::new(
@@ -105,7 +110,7 @@ impl StateFile {
                 format!("state file version {} is not {VERSION}", state.version),
             ));
         }
-        Ok(Some(state))
+        Ok(state)
     }
 
     /// Write atomically: a crash never leaves a half-written file.

@@ -1,0 +1,231 @@
+//! Entry points for the fuzz targets in `fuzz/`, and for the test suite,
+//! which replays every saved corpus input and crash through these same
+//! functions (tests/it/fuzz_replay.rs), so CI checks them without a fuzzer.
+//!
+//! Each takes arbitrary bytes and must return without panicking, hanging
+//! or allocating without bound.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use crate::config::{LoadOptions, load_sources};
+use crate::dns::{Engine, EngineOptions, Transport, Worker};
+use crate::health::{HealthTable, RealProbes};
+use crate::metrics::Metrics;
+
+/// A zone with every kind of data the engine answers from, and no health
+/// checks (no probes run): static records of each type, a delegation with
+/// glue, wildcards, CNAME chains and a loop, and failover, weighted and
+/// all-healthy services, one with a cname region.
+pub const ZONE: &str = r#"
+[zone]
+name = "fuzz.example."
+nameservers = ["ns1.fuzz.example."]
+hostmaster = "hostmaster@fuzz.example"
+
+[[record]]
+name = "ns1"
+type = "A"
+value = "192.0.2.53"
+
+[[record]]
+name = "@"
+type = "MX"
+value = "10 mail"
+
+[[record]]
+name = "mail"
+type = "AAAA"
+value = "2001:db8::25"
+
+[[record]]
+name = "@"
+type = "TXT"
+value = "v=spf1 -all"
+
+[[record]]
+name = "@"
+type = "CAA"
+value = "0 issue \"ca.example\""
+
+[[record]]
+name = "_sip._tcp"
+type = "SRV"
+value = "10 5 5060 mail"
+
+[[record]]
+name = "sub"
+type = "NS"
+value = "ns.sub"
+
+[[record]]
+name = "ns.sub"
+type = "A"
+value = "192.0.2.54"
+
+[[record]]
+name = "*.wild"
+type = "A"
+value = "192.0.2.80"
+
+[[record]]
+name = "*"
+type = "TXT"
+value = "apex wildcard"
+
+[[record]]
+name = "c1"
+type = "CNAME"
+value = "c2"
+
+[[record]]
+name = "c2"
+type = "CNAME"
+value = "api"
+
+[[record]]
+name = "loop1"
+type = "CNAME"
+value = "loop2"
+
+[[record]]
+name = "loop2"
+type = "CNAME"
+value = "loop1"
+
+[region.a]
+endpoints = ["192.0.2.1", "2001:db8::1"]
+
+[region.b]
+endpoints = ["192.0.2.2", "192.0.2.3"]
+
+[region.lb]
+cname = "lb.cloud.example."
+
+[service.api]
+regions = ["a", "b"]
+
+[service.www]
+policy = "weighted"
+weights = { a = 3, b = 1 }
+
+[service.all]
+policy = "all-healthy"
+regions = ["a", "b"]
+
+[service."*.svc"]
+regions = ["b", "a"]
+
+[service.edge]
+regions = ["lb", "a"]
+"#;
+
+struct Fixture {
+    engine: Engine,
+    _health: Arc<HealthTable>,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let config = load_sources(
+            &[(PathBuf::from("fuzz.toml"), ZONE.to_string())],
+            LoadOptions { auto_serial: 1 },
+        )
+        .expect("the fuzz zone loads");
+        let metrics = Metrics::new();
+        let health = Arc::new(HealthTable::new(
+            metrics.clone(),
+            Arc::new(RealProbes::default()),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let snapshot = crate::reload::build_snapshot(&config, &health, &metrics);
+        let engine = Engine::new(
+            snapshot,
+            EngineOptions {
+                rng_seed: Some(1),
+                ..EngineOptions::default()
+            },
+            metrics.dns.clone(),
+            health.epoch.clone(),
+        );
+        Fixture {
+            engine,
+            _health: health,
+        }
+    })
+}
+
+/// One datagram, answered as over UDP (with the answer cache), then the
+/// same bytes read as a TCP stream: length-prefixed messages until the
+/// bytes run out.
+pub fn request(data: &[u8]) {
+    let f = fixture();
+    let mut worker = f.engine.worker(f.engine.rng(0));
+    let mut out = Vec::new();
+    // Twice: the second may come from the cache the first filled.
+    for _ in 0..2 {
+        if f.engine.respond(data, Transport::Udp, &mut out, &mut worker) {
+            check_response(data, &out, 65_535);
+        }
+    }
+    let mut tcp = Worker::without_cache(f.engine.rng(1));
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let Some(msg) = rest.get(2..2 + len) else {
+            break;
+        };
+        if f.engine.respond(msg, Transport::Tcp, &mut out, &mut tcp) {
+            check_response(msg, &out, 65_535);
+        }
+        rest = &rest[2 + len..];
+    }
+}
+
+/// What every response must be: a response to the request's ID, within
+/// the size a message can have.
+fn check_response(req: &[u8], out: &[u8], limit: usize) {
+    assert!(out.len() >= 12, "a response has a header");
+    assert!(out.len() <= limit, "a response fits a message");
+    assert_eq!(&out[..2], &req[..2], "the request's ID");
+    assert_eq!(out[2] & 0x80, 0x80, "QR set");
+}
+
+/// A zone file's text through the loader: errors or a zone, never a panic.
+pub fn zone(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = load_sources(
+        &[(PathBuf::from("fuzz.toml"), text.to_string())],
+        LoadOptions { auto_serial: 1 },
+    ) {
+        for err in &e.0 {
+            assert!(!err.msg.is_empty(), "every error says what is wrong");
+        }
+    }
+}
+
+/// A state file's bytes through its parser.
+pub fn state_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = crate::health::persist::StateFile::parse(text);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fixture_answers() {
+        let q = [
+            0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'a', b'p', b'i', 4, b'f', b'u', b'z',
+            b'z', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 0, 1, 0, 1,
+        ];
+        super::request(&q);
+        super::zone(super::ZONE.as_bytes());
+        super::state_file(b"{}");
+    }
+}

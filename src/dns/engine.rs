@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::cache::{self, Fill, Worker};
-use super::snapshot::{ServedZone, Snapshot};
+use super::snapshot::{ServedZone, Snapshot, labels};
 use crate::health::Epoch;
 use crate::metrics::{DnsMetrics, Transport};
 use crate::model::{Node, RegionTarget, Service, Zone};
@@ -327,13 +327,14 @@ fn lookup(
     rng: &mut SmallRng,
 ) -> Step {
     let zone = &served.zone;
-    let apex_labels = zone.apex.num_labels();
+    let apex_labels = labels(&zone.apex);
     // Ancestors from just below the apex down to qname: a zone cut on the way
     // means a referral; a missing name ends the walk at the closest encloser.
+    // Counted with the leading `*`: the literal `*.apex` is below the apex.
     let mut ancestors: Vec<LowerName> =
-        Vec::with_capacity(usize::from(lname.num_labels() - apex_labels));
+        Vec::with_capacity(labels(lname).saturating_sub(apex_labels));
     let mut n = lname.clone();
-    while n.num_labels() > apex_labels {
+    while labels(&n) > apex_labels {
         let parent = n.base_name();
         ancestors.push(n);
         n = parent;

@@ -269,6 +269,64 @@ async fn wildcards_synthesise_the_query_name() {
     assert!(m.answers.is_empty());
 }
 
+/// `*.<apex>` is a name one label below the apex, like any other: without a
+/// wildcard there it does not exist (Knot: NXDOMAIN), and it is never the apex.
+#[tokio::test]
+async fn the_literal_star_below_the_apex_is_not_the_apex() {
+    let s = server().await;
+    for rtype in [RecordType::MX, RecordType::A, RecordType::SOA] {
+        let m = s.query("*.gslb.example.com.", rtype).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{rtype}: {m}"
+        );
+        assert!(m.metadata.authoritative);
+        assert!(m.answers.is_empty(), "{rtype}: {m}");
+        assert_eq!(soa_ttl_in_authority(&m), 60);
+        let m = s.query_tcp("*.gslb.example.com.", rtype).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "TCP {rtype}: {m}"
+        );
+        assert!(m.answers.is_empty(), "TCP {rtype}: {m}");
+    }
+    // The apex itself still answers.
+    let m = s.query("gslb.example.com.", RecordType::MX).await;
+    assert_eq!(
+        answers(&m),
+        ["gslb.example.com. MX 10 mail.gslb.example.com."]
+    );
+    // A literal `*` one level further down is below its own parent, too.
+    let m = s.query("*.static.gslb.example.com.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m}");
+}
+
+/// With a wildcard right below the apex, the literal name `*.<apex>` is the
+/// wildcard's own node (RFC 4592 §2.2.1): its records, not the apex's.
+#[tokio::test]
+async fn a_wildcard_below_the_apex_answers_for_its_literal_name() {
+    let zone = format!(
+        "{ZONE}\n[[record]]\nname = \"*\"\ntype = \"TXT\"\nvalue = \"wildcard\"\n\n[[record]]\nname = \"@\"\ntype = \"TXT\"\nvalue = \"apex\"\n"
+    );
+    let s = TestServer::start(&[("gslb.example.com.toml", &zone)]).await;
+    let m = s.query("*.gslb.example.com.", RecordType::TXT).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert_eq!(answers(&m), ["*.gslb.example.com. TXT wildcard"]);
+    let m = s.query_tcp("*.gslb.example.com.", RecordType::TXT).await;
+    assert_eq!(answers(&m), ["*.gslb.example.com. TXT wildcard"]);
+    // Types the wildcard lacks: NODATA at the wildcard, not the apex's MX.
+    let m = s.query("*.gslb.example.com.", RecordType::MX).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert!(m.answers.is_empty(), "{m}");
+    // Other names are synthesised from it; the apex keeps its own.
+    let m = s.query("other.gslb.example.com.", RecordType::TXT).await;
+    assert_eq!(answers(&m), ["other.gslb.example.com. TXT wildcard"]);
+    let m = s.query("gslb.example.com.", RecordType::TXT).await;
+    assert_eq!(answers(&m), ["gslb.example.com. TXT apex"]);
+}
+
 #[tokio::test]
 async fn record_types_and_additional_section() {
     let s = server().await;

@@ -768,7 +768,16 @@ impl HealthTable {
             .collect();
         let (zname, rname) = match matches.as_slice() {
             [one] => (*one).clone(),
-            [] => return Err(OverrideError::UnknownRegion(region.to_string())),
+            [] => {
+                return Err(match zone {
+                    // Name what is missing: the zone, or the region in it.
+                    Some(z) if !inner.regions.keys().any(|(have, _)| *have == z) => {
+                        OverrideError::UnknownZone(z)
+                    }
+                    Some(z) => OverrideError::NoRegionInZone(region.to_string(), z),
+                    None => OverrideError::UnknownRegion(region.to_string()),
+                });
+            }
             many => {
                 let mut zones: Vec<String> = many.iter().map(|(z, _)| z.clone()).collect();
                 zones.sort();
@@ -778,7 +787,7 @@ impl HealthTable {
         if let Some(addr) = endpoint {
             let cell = &inner.regions[&(zname.clone(), rname.clone())];
             if !cell.endpoints.iter().any(|e| e.addr == addr) {
-                return Err(OverrideError::UnknownEndpoint(addr, region.to_string()));
+                return Err(OverrideError::UnknownEndpoint(addr, rname, zname));
             }
         }
         Ok(OverrideTarget {
@@ -967,15 +976,21 @@ pub struct OverrideTarget {
 /// Why an override could not be set.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum OverrideError {
-    /// No such region.
-    #[error("no region named {0:?}")]
+    /// No zone was named and no zone has a region of that name.
+    #[error("no region named {0:?} in any zone")]
     UnknownRegion(String),
+    /// The zone named is not served.
+    #[error("no zone named {0:?}")]
+    UnknownZone(String),
+    /// The zone named has no region of that name.
+    #[error("zone {1:?} has no region named {0:?}")]
+    NoRegionInZone(String, String),
     /// Several zones have a region of that name.
     #[error("region {name:?} exists in several zones ({zones}); name the zone", name = .0, zones = .1.join(", "))]
     Ambiguous(String, Vec<String>),
-    /// No such endpoint in the region.
-    #[error("region {1:?} has no endpoint {0}")]
-    UnknownEndpoint(IpAddr, String),
+    /// No such endpoint in the region (region, zone).
+    #[error("region {1:?} of zone {2:?} has no endpoint {0}")]
+    UnknownEndpoint(IpAddr, String, String),
 }
 
 /// The addresses probed for a region: its endpoints, or for a cname region

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, Metadata, OpCode, Query, ResponseCode, emit_message_parts};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
@@ -146,9 +146,12 @@ impl Engine {
             }
         }
         let rng = &mut worker.rng;
-        let msg = match Message::from_vec(req) {
-            Ok(m) => m,
-            Err(_) => {
+        // Bytes after the last section are as malformed as missing ones
+        // (Knot answers both FORMERR): not a message to answer as if whole.
+        let mut decoder = BinDecoder::new(req);
+        let msg = match Message::read(&mut decoder) {
+            Ok(m) if decoder.is_empty() => m,
+            _ => {
                 self.formerr_raw(req, out);
                 self.metrics.query_no_zone(
                     RecordType::Unknown(0),
@@ -212,6 +215,22 @@ impl Engine {
         if let (Some(q), true) = (&fast, complete) {
             worker.fill(q, tcp, reply.zone.cloned(), reply.rcode, reply.fill, out);
         }
+        true
+    }
+
+    /// Answer a datagram that the receive buffer cut: FORMERR, as the rest
+    /// of it is unknown, or nothing when it is a response (or too short to
+    /// have a header). Never answered from what fit, even when that parses.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn respond_cut(&self, req: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        if req.len() < 12 || req[2] & 0x80 != 0 {
+            self.metrics.dropped(transport);
+            return false;
+        }
+        self.formerr_raw(req, out);
+        self.metrics
+            .query_no_zone(RecordType::Unknown(0), ResponseCode::FormErr, transport);
         true
     }
 

@@ -135,6 +135,9 @@ pub struct HealthTable {
     /// Serials gslb gave its zones (persisted so they never go backwards).
     zone_serials: Mutex<Vec<SavedZone>>,
     state_file: Option<PathBuf>,
+    /// One state-file write at a time: the debounced writer and
+    /// [`HealthTable::persist_now`] share its temporary file.
+    writing: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
     /// The cluster, told of every local verdict.
     observer: OnceLock<Arc<dyn Observer>>,
@@ -181,6 +184,7 @@ impl HealthTable {
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
             dirty: Arc::default(),
             state_file,
+            writing: tokio::sync::Mutex::new(()),
             shutdown,
             observer: OnceLock::new(),
             verdicts: Mutex::new(()),
@@ -925,18 +929,37 @@ impl HealthTable {
                 () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
                 () = self.shutdown.cancelled() => break,
             }
-            self.write_state(&path).await;
+            let _ = self.write_state(&path).await;
         }
-        self.write_state(&path).await;
+        let _ = self.write_state(&path).await;
     }
 
-    async fn write_state(&self, path: &std::path::Path) {
+    /// Write the state file now, for a change an operator must know is
+    /// saved (an override): `Ok(true)` once written, `Ok(false)` when there
+    /// is no state file, `Err` saying why it could not be written.
+    pub async fn persist_now(&self) -> Result<bool, String> {
+        let Some(path) = self.state_file.clone() else {
+            return Ok(false);
+        };
+        self.write_state(&path).await.map(|()| true)
+    }
+
+    async fn write_state(&self, path: &std::path::Path) -> Result<(), String> {
+        let _one = self.writing.lock().await;
         let state = self.state();
         let path = path.to_path_buf();
         let res =
             tokio::task::spawn_blocking(move || state.write(&path).map_err(|e| (path, e))).await;
-        if let Ok(Err((path, e))) = res {
-            tracing::warn!(file = %path.display(), error = %e, "cannot write the state file");
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((path, e))) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the state file");
+                Err(format!(
+                    "cannot write the state file {}: {e}",
+                    path.display()
+                ))
+            }
+            Err(e) => Err(format!("the state file writer failed: {e}")),
         }
     }
 

@@ -6,6 +6,11 @@
 //! queue and delivery task, a full queue drops the event and counts it in
 //! `gslb_webhook_events_dropped_total`, and a slow or hanging receiver only
 //! delays its own queue.
+//!
+//! A URL may carry credentials or a key (user-info, query string): every log
+//! line and error shows it redacted ([`redact_url`]). Repeated warnings of one
+//! URL (retries, failures, drops) are logged at most once per [`LOG_PERIOD`],
+//! each line saying how many similar ones were suppressed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,10 +23,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
+use crate::config::redact_url;
 use crate::dns::Engine;
 use crate::health::HealthTable;
 use crate::health::Transition;
 use crate::metrics::Metrics;
+use crate::throttle::{LogThrottle, suppressed_note};
 
 /// Events waiting per webhook URL before new ones are dropped.
 pub const QUEUE_LEN: usize = 1024;
@@ -31,6 +38,9 @@ pub const ATTEMPTS: u32 = 5;
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First retry delay; doubles per attempt (0.5, 1, 2, 4 s).
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// At most one line per period for each kind of repeated warning of one URL
+/// (delivery retried, event given up, event dropped from a full queue).
+pub const LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// The JSON body of a webhook POST.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -137,6 +147,8 @@ pub async fn run(ev: Events, shutdown: CancellationToken) {
     let ev = Arc::new(ev);
     let mut rx = ev.health.subscribe();
     let mut queues: HashMap<String, mpsc::Sender<FailoverEvent>> = HashMap::new();
+    // One per URL: a full queue drops every further event, one line per period.
+    let mut drop_logs: HashMap<String, LogThrottle> = HashMap::new();
     let mut workers = JoinSet::new();
     let client = match reqwest::Client::builder()
         .no_proxy()
@@ -175,6 +187,7 @@ pub async fn run(ev: Events, shutdown: CancellationToken) {
         // its queue: its worker delivers what it holds, then ends.
         let configured = all_urls(&ev);
         queues.retain(|url, _| configured.contains(url));
+        drop_logs.retain(|url, _| configured.contains(url));
         let urls = urls_for(&ev, &t.zone);
         if urls.is_empty() {
             continue;
@@ -203,7 +216,12 @@ pub async fn run(ev: Events, shutdown: CancellationToken) {
                     .webhook_dropped
                     .with_label_values(&[&t.zone])
                     .inc();
-                tracing::warn!(url = %url, zone = %t.zone, region = %t.region, "webhook queue full: event dropped");
+                let log = drop_logs
+                    .entry(url.clone())
+                    .or_insert_with(|| LogThrottle::new(LOG_PERIOD));
+                if let Some(n) = log.allow() {
+                    tracing::warn!(url = %redact_url(&url), zone = %t.zone, region = %t.region, "webhook queue full: event dropped{}", suppressed_note(n));
+                }
             }
         }
     }
@@ -219,6 +237,8 @@ async fn deliver(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
+    let shown = redact_url(&url);
+    let (retries, failures) = (LogThrottle::new(LOG_PERIOD), LogThrottle::new(LOG_PERIOD));
     while let Some(event) = tokio::select! {
         e = rx.recv() => e,
         () = shutdown.cancelled() => None,
@@ -239,7 +259,7 @@ async fn deliver(
                     "timeout after {}",
                     humantime::format_duration(ATTEMPT_TIMEOUT)
                 )),
-                Err(e) => Some(e.to_string()),
+                Err(e) => Some(describe(e, &url, &shown)),
             };
             match err {
                 None => {
@@ -255,10 +275,14 @@ async fn deliver(
                         .with_label_values(&["error"])
                         .inc();
                     if attempt == ATTEMPTS {
-                        tracing::error!(%url, region = %event.region, error = %e, "webhook delivery failed {ATTEMPTS} times; event dropped");
+                        if let Some(n) = failures.allow() {
+                            tracing::error!(url = %shown, region = %event.region, error = %e, "webhook delivery failed {ATTEMPTS} times; event dropped{}", suppressed_note(n));
+                        }
                         break;
                     }
-                    tracing::warn!(%url, attempt, error = %e, "webhook delivery failed; retrying in {}", humantime::format_duration(backoff));
+                    if let Some(n) = retries.allow() {
+                        tracing::warn!(url = %shown, attempt, error = %e, "webhook delivery failed; retrying in {}{}", humantime::format_duration(backoff), suppressed_note(n));
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = shutdown.cancelled() => return,
@@ -267,5 +291,58 @@ async fn deliver(
                 }
             }
         }
+    }
+}
+
+/// A delivery error for the log: reqwest's message names the URL, with its
+/// credentials and query, so it goes; the causes (refused, reset, TLS...)
+/// come along instead, which reqwest's message leaves out.
+fn describe(e: reqwest::Error, url: &str, shown: &str) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !text.ends_with(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        cause = c.source();
+    }
+    // A cause quoting the URL itself still shows it redacted only.
+    text.replace(url, shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delivery_errors_name_the_cause_but_not_the_url() {
+        // A port nothing listens on: connection refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        crate::install_crypto_provider();
+        let url = format!("http://user:hunter2@127.0.0.1:{port}/hook?key=s3cret");
+        let e = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .post(&url)
+            .send()
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            e.to_string().contains("s3cret"),
+            "reqwest names the URL: {e}"
+        );
+        let text = describe(e, &url, &redact_url(&url));
+        assert!(
+            !text.contains("hunter2") && !text.contains("s3cret"),
+            "{text}"
+        );
+        assert!(text.to_lowercase().contains("refused"), "{text}");
     }
 }

@@ -3,7 +3,8 @@
 //! Exit codes (documented in the README): 0 success; 1 invalid configuration
 //! (`check` found problems, `serve` could not load its zones); 2 usage error;
 //! 3 runtime failure (a listener could not be bound, the admin API of the
-//! running server could not be reached or refused the request).
+//! running server could not be reached or refused the request); 4 an
+//! override applies but could not be saved in the state file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ use gslb::config::server::ServerFile;
 const EXIT_CONFIG: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_RUNTIME: u8 = 3;
+const EXIT_NOT_PERSISTED: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -86,7 +88,14 @@ fn override_call(args: &OverrideArgs, action: &str) -> ExitCode {
                 t["zone"].as_str().unwrap_or("?"),
                 t["state"].as_str().unwrap_or("?")
             );
-            ExitCode::SUCCESS
+            // Applied, but a restart would lose it: not a plain success.
+            match body["warning"].as_str() {
+                Some(w) if body["persisted"] == false => {
+                    eprintln!("gslb: {action}: {w}");
+                    ExitCode::from(EXIT_NOT_PERSISTED)
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         other => admin_failed(action, other),
     }

@@ -150,9 +150,11 @@ pub(crate) fn load(zones: &[PathBuf]) -> Result<Config, ConfigErrors> {
 /// Give zones without an explicit `serial` theirs: an unchanged file keeps
 /// the serial it had (across reloads and restarts, via the state file); a
 /// changed or new one gets the current unix time, or the previous serial + 1
-/// when that is higher, so a serial never goes backwards.
+/// when the time is not later in RFC 1982 serial arithmetic, so a serial
+/// always moves forward as secondaries compare it, wrapping past 2^32 - 1.
 pub(crate) fn assign_serials(config: &mut Config, health: &HealthTable) {
-    let now = u32::try_from(unix_now()).unwrap_or(u32::MAX);
+    // Modulo 2^32, as serial arithmetic counts (and past 2106 too).
+    let now = unix_now() as u32;
     let previous = health.zone_serials();
     let mut given = Vec::new();
     for zone in config.zones.iter_mut() {
@@ -162,7 +164,7 @@ pub(crate) fn assign_serials(config: &mut Config, health: &HealthTable) {
         let label = zone.label();
         let serial = match previous.iter().find(|p| p.zone == label) {
             Some(p) if p.content_hash == zone.content_hash => p.serial,
-            Some(p) => now.max(p.serial.saturating_add(1)),
+            Some(p) => next_serial(p.serial, now),
             None => now,
         };
         Arc::make_mut(zone).set_serial(serial);
@@ -173,6 +175,24 @@ pub(crate) fn assign_serials(config: &mut Config, health: &HealthTable) {
         });
     }
     health.set_zone_serials(given);
+}
+
+/// RFC 1982 §3.2: whether serial `a` is greater than `b` (the comparison
+/// secondaries make). Serials 2^31 apart compare neither way.
+pub(crate) fn serial_gt(a: u32, b: u32) -> bool {
+    const HALF: u32 = 1 << 31;
+    (a < b && b - a > HALF) || (a > b && a - b < HALF)
+}
+
+/// The serial of a changed zone after `prev`: the time when that is greater,
+/// else `prev + 1` modulo 2^32 (RFC 1982 §3.1 addition). Never `prev`: a
+/// saturating `+ 1` pinned 4294967295 for good.
+fn next_serial(prev: u32, now: u32) -> u32 {
+    if serial_gt(now, prev) {
+        now
+    } else {
+        prev.wrapping_add(1)
+    }
 }
 
 fn diff(old: &Config, new: &Config) -> ReloadSummary {
@@ -315,4 +335,46 @@ pub(crate) fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_arithmetic_follows_rfc_1982() {
+        assert!(serial_gt(1, 0));
+        assert!(!serial_gt(0, 1));
+        assert!(!serial_gt(5, 5));
+        assert!(serial_gt(0, u32::MAX), "wraps forward");
+        assert!(serial_gt(100, u32::MAX - 100));
+        assert!(!serial_gt(u32::MAX, 0));
+        // 2^31 apart: undefined, neither is greater.
+        assert!(!serial_gt(1 << 31, 0) && !serial_gt(0, 1 << 31));
+        assert!(serial_gt((1 << 31) - 1, 0));
+    }
+
+    #[test]
+    fn the_next_serial_always_moves_forward_and_wraps() {
+        let now = 1_800_000_000;
+        // The time when it is later, else one more.
+        assert_eq!(next_serial(1_700_000_000, now), now);
+        assert_eq!(next_serial(now, now), now + 1);
+        assert_eq!(
+            next_serial(2_024_010_101, now),
+            2_024_010_102,
+            "a dated serial is later"
+        );
+        // The top of the range: the time is later in serial arithmetic.
+        assert_eq!(next_serial(u32::MAX, now), now);
+        // ...and when it is not (the time within 2^31 below), wrap to 0.
+        assert_eq!(next_serial(u32::MAX, u32::MAX - 5), 0);
+        assert_eq!(next_serial(u32::MAX, u32::MAX), 0);
+        for prev in [0, 1, now, 1 << 31, u32::MAX - 1, u32::MAX] {
+            for t in [0, now, u32::MAX, prev, prev.wrapping_add(1 << 31)] {
+                let next = next_serial(prev, t);
+                assert!(serial_gt(next, prev), "{prev} at {t} -> {next}");
+            }
+        }
+    }
 }

@@ -434,11 +434,25 @@ async fn apply_override(
         None => shared.status.health.set_override(zone, region, endpoint, o),
     };
     match result {
-        Ok(target) => (
-            StatusCode::OK,
-            Json(json!({ "ok": true, "target": target })),
-        )
-            .into_response(),
+        Ok(target) => {
+            let mut body = json!({ "ok": true, "target": target });
+            if shared.status.cluster.is_some() {
+                body["persisted"] = json!(true); // in etcd, for every node
+            } else {
+                // Saved before answering: the operator must know whether a
+                // restart keeps it.
+                match shared.status.health.persist_now().await {
+                    Ok(saved) => body["persisted"] = json!(saved),
+                    Err(e) => {
+                        body["persisted"] = json!(false);
+                        body["warning"] = json!(format!(
+                            "the override applies but is not persisted: {e}; a restart loses it"
+                        ));
+                    }
+                }
+            }
+            (StatusCode::OK, Json(body)).into_response()
+        }
         Err(e) => (
             StatusCode::NOT_FOUND,
             Json(json!({ "error": e.to_string() })),

@@ -163,17 +163,19 @@ pub fn load_sources(
     }
 }
 
-/// A URL without user-info or query (they may hold secrets), for logs,
-/// messages and the status API.
+/// A URL without user-info, query or fragment (they may hold secrets), for
+/// logs, messages and the status API. Text that is no URL with a host
+/// (`user:pw@host` parses as scheme `user`) is cut by [`redact_unparsed`].
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut u) => {
+        Ok(mut u) if u.has_host() => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
             u.set_query(None);
+            u.set_fragment(None);
             u.to_string().trim_end_matches('/').to_string()
         }
-        Err(_) => "<not a URL>".to_string(),
+        _ => redact_unparsed(url),
     }
 }
 
@@ -182,9 +184,30 @@ pub fn check_webhook_url(url: &str) -> Result<(), String> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         Ok(_) => Err(format!(
-            "webhook {url:?} must be an http:// or https:// URL"
+            "webhook {:?} must be an http:// or https:// URL",
+            redact_url(url)
         )),
-        Err(e) => Err(format!("webhook {url:?} is not a URL: {e}")),
+        Err(e) => Err(format!(
+            "webhook {:?} is not a URL: {e}",
+            redact_unparsed(url)
+        )),
+    }
+}
+
+/// [`redact_url`] for text that does not parse as a URL with a host:
+/// everything from a `?` or `#` on, and everything up to the last `@` after
+/// the scheme, goes. Cruder than the parser, but an invalid URL may hold a
+/// secret too.
+fn redact_unparsed(text: &str) -> String {
+    let head = text.split(['?', '#']).next().unwrap_or_default();
+    let after_scheme = head.find("//").map_or(0, |i| i + 2);
+    match head[after_scheme..].rfind('@') {
+        Some(at) => format!(
+            "{}{}",
+            &head[..after_scheme],
+            &head[after_scheme + at + 1..]
+        ),
+        None => head.to_string(),
     }
 }
 

@@ -460,3 +460,27 @@ fn invalid_utf8_is_located_by_line_and_column() {
     let msg = err.0[0].to_string();
     assert!(msg.contains("z.toml:5:6: not UTF-8: byte 0xe9"), "{msg}");
 }
+
+#[test]
+fn webhook_errors_never_show_credentials_or_query() {
+    let wrong_scheme = check_webhook_url("ftp://user:hunter2@h.example/x?key=s3cret").unwrap_err();
+    assert_eq!(
+        wrong_scheme,
+        "webhook \"ftp://h.example/x\" must be an http:// or https:// URL"
+    );
+    for bad in [
+        "http://user:hunter2@h.example:99999/hook?key=s3cret",
+        "http://user:hunter2@[bad/hook#s3cret",
+        "user:hunter2@h.example/hook?key=s3cret",
+        "hunter2@h.example",
+    ] {
+        let e = check_webhook_url(bad).unwrap_err();
+        assert!(!e.contains("hunter2") && !e.contains("s3cret"), "{e}");
+        assert!(e.contains("h.example") || e.contains("[bad"), "{e}");
+    }
+    assert_eq!(
+        redact_url("https://u:p@h.example:8443/x/?key=s3cret#frag"),
+        "https://h.example:8443/x"
+    );
+    assert_eq!(redact_url("u:hunter2@10.0.0.1:2379"), "10.0.0.1:2379");
+}

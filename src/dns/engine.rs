@@ -13,12 +13,12 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, Metadata, OpCode, Query, ResponseCode, emit_message_parts};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::cache::{self, Fill, Worker};
-use super::snapshot::{ServedZone, Snapshot};
+use super::snapshot::{ServedZone, Snapshot, labels};
 use crate::health::Epoch;
 use crate::metrics::{DnsMetrics, Transport};
 use crate::model::{Node, RegionTarget, Service, Zone};
@@ -164,9 +164,12 @@ impl Engine {
             }
         }
         let rng = &mut worker.rng;
-        let msg = match Message::from_vec(req) {
-            Ok(m) => m,
-            Err(_) => {
+        // Bytes after the last section are as malformed as missing ones
+        // (Knot answers both FORMERR): not a message to answer as if whole.
+        let mut decoder = BinDecoder::new(req);
+        let msg = match Message::read(&mut decoder) {
+            Ok(m) if decoder.is_empty() => m,
+            _ => {
                 self.formerr_raw(req, out);
                 self.metrics.query_no_zone(
                     RecordType::Unknown(0),
@@ -230,6 +233,22 @@ impl Engine {
         if let (Some(q), true) = (&fast, complete) {
             worker.fill(q, tcp, reply.zone.cloned(), reply.rcode, reply.fill, out);
         }
+        true
+    }
+
+    /// Answer a datagram that the receive buffer cut: FORMERR, as the rest
+    /// of it is unknown, or nothing when it is a response (or too short to
+    /// have a header). Never answered from what fit, even when that parses.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn respond_cut(&self, req: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        if req.len() < 12 || req[2] & 0x80 != 0 {
+            self.metrics.dropped(transport);
+            return false;
+        }
+        self.formerr_raw(req, out);
+        self.metrics
+            .query_no_zone(RecordType::Unknown(0), ResponseCode::FormErr, transport);
         true
     }
 
@@ -345,13 +364,14 @@ fn lookup(
     rng: &mut SmallRng,
 ) -> Step {
     let zone = &served.zone;
-    let apex_labels = zone.apex.num_labels();
+    let apex_labels = labels(&zone.apex);
     // Ancestors from just below the apex down to qname: a zone cut on the way
     // means a referral; a missing name ends the walk at the closest encloser.
+    // Counted with the leading `*`: the literal `*.apex` is below the apex.
     let mut ancestors: Vec<LowerName> =
-        Vec::with_capacity(usize::from(lname.num_labels() - apex_labels));
+        Vec::with_capacity(labels(lname).saturating_sub(apex_labels));
     let mut n = lname.clone();
-    while n.num_labels() > apex_labels {
+    while labels(&n) > apex_labels {
         let parent = n.base_name();
         ancestors.push(n);
         n = parent;

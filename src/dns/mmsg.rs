@@ -25,7 +25,7 @@ use super::{Engine, Transport};
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 pub(crate) const BATCH: usize = 32;
 /// Largest request read; DNS queries are far smaller (a bigger datagram is
-/// cut and answered FORMERR, or dropped when not even a header fits).
+/// cut, and answered FORMERR however its first part reads).
 const REQ_MAX: usize = 4096;
 /// How often a worker blocked in `recvmmsg` checks for shutdown.
 const POLL: Duration = Duration::from_millis(200);
@@ -98,7 +98,13 @@ pub(crate) fn run(
         for i in 0..n as usize {
             let len = (hdr_in[i].msg_len as usize).min(REQ_MAX);
             let out = &mut outs[count];
-            if !engine.respond(&reqs[i][..len], Transport::Udp, out, &mut worker) {
+            // MSG_TRUNC: the datagram was longer than the buffer.
+            let answered = if hdr_in[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                engine.respond_cut(&reqs[i][..len], Transport::Udp, out)
+            } else {
+                engine.respond(&reqs[i][..len], Transport::Udp, out, &mut worker)
+            };
+            if !answered {
                 continue;
             }
             if let Some(rrl) = engine.rrl()

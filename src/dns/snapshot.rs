@@ -59,8 +59,8 @@ pub struct Snapshot {
     /// Unique per snapshot built: answer caches tell snapshots apart by it.
     pub(super) serial: u64,
     /// Fewest and most labels of any apex, to bound the zone search.
-    min_labels: u8,
-    max_labels: u8,
+    min_labels: usize,
+    max_labels: usize,
 }
 
 impl Snapshot {
@@ -68,12 +68,12 @@ impl Snapshot {
     pub fn new(zones: Vec<ServedZone>) -> Self {
         let min_labels = zones
             .iter()
-            .map(|z| z.zone.apex.num_labels())
+            .map(|z| labels(&z.zone.apex))
             .min()
             .unwrap_or(0);
         let max_labels = zones
             .iter()
-            .map(|z| z.zone.apex.num_labels())
+            .map(|z| labels(&z.zone.apex))
             .max()
             .unwrap_or(0);
         static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -98,11 +98,11 @@ impl Snapshot {
     pub(super) fn find_zone(&self, name: &LowerName) -> Option<&Arc<ServedZone>> {
         let mut n = name.clone();
         loop {
-            let labels = n.num_labels();
-            if labels < self.min_labels {
+            let count = labels(&n);
+            if count < self.min_labels {
                 return None;
             }
-            if labels <= self.max_labels
+            if count <= self.max_labels
                 && let Some(z) = self.zones.get(&n)
             {
                 return Some(z);
@@ -113,4 +113,12 @@ impl Snapshot {
             n = n.base_name();
         }
     }
+}
+
+/// How many labels `name` has, a leading `*` included. hickory's
+/// `num_labels` leaves a leading `*` out (RFC 4035's count for RRSIGs), which
+/// would take the literal name `*.apex` for the apex itself; every name
+/// comparison by depth in the DNS path uses this count instead.
+pub(super) fn labels(name: &LowerName) -> usize {
+    name.iter().len()
 }

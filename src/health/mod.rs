@@ -135,6 +135,9 @@ pub struct HealthTable {
     /// Serials gslb gave its zones (persisted so they never go backwards).
     zone_serials: Mutex<Vec<SavedZone>>,
     state_file: Option<PathBuf>,
+    /// One state-file write at a time: the debounced writer and
+    /// [`HealthTable::persist_now`] share its temporary file.
+    writing: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
     /// The cluster, told of every local verdict.
     observer: OnceLock<Arc<dyn Observer>>,
@@ -181,6 +184,7 @@ impl HealthTable {
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
             dirty: Arc::default(),
             state_file,
+            writing: tokio::sync::Mutex::new(()),
             shutdown,
             observer: OnceLock::new(),
             verdicts: Mutex::new(()),
@@ -768,7 +772,16 @@ impl HealthTable {
             .collect();
         let (zname, rname) = match matches.as_slice() {
             [one] => (*one).clone(),
-            [] => return Err(OverrideError::UnknownRegion(region.to_string())),
+            [] => {
+                return Err(match zone {
+                    // Name what is missing: the zone, or the region in it.
+                    Some(z) if !inner.regions.keys().any(|(have, _)| *have == z) => {
+                        OverrideError::UnknownZone(z)
+                    }
+                    Some(z) => OverrideError::NoRegionInZone(region.to_string(), z),
+                    None => OverrideError::UnknownRegion(region.to_string()),
+                });
+            }
             many => {
                 let mut zones: Vec<String> = many.iter().map(|(z, _)| z.clone()).collect();
                 zones.sort();
@@ -778,7 +791,7 @@ impl HealthTable {
         if let Some(addr) = endpoint {
             let cell = &inner.regions[&(zname.clone(), rname.clone())];
             if !cell.endpoints.iter().any(|e| e.addr == addr) {
-                return Err(OverrideError::UnknownEndpoint(addr, region.to_string()));
+                return Err(OverrideError::UnknownEndpoint(addr, rname, zname));
             }
         }
         Ok(OverrideTarget {
@@ -916,18 +929,37 @@ impl HealthTable {
                 () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
                 () = self.shutdown.cancelled() => break,
             }
-            self.write_state(&path).await;
+            let _ = self.write_state(&path).await;
         }
-        self.write_state(&path).await;
+        let _ = self.write_state(&path).await;
     }
 
-    async fn write_state(&self, path: &std::path::Path) {
+    /// Write the state file now, for a change an operator must know is
+    /// saved (an override): `Ok(true)` once written, `Ok(false)` when there
+    /// is no state file, `Err` saying why it could not be written.
+    pub async fn persist_now(&self) -> Result<bool, String> {
+        let Some(path) = self.state_file.clone() else {
+            return Ok(false);
+        };
+        self.write_state(&path).await.map(|()| true)
+    }
+
+    async fn write_state(&self, path: &std::path::Path) -> Result<(), String> {
+        let _one = self.writing.lock().await;
         let state = self.state();
         let path = path.to_path_buf();
         let res =
             tokio::task::spawn_blocking(move || state.write(&path).map_err(|e| (path, e))).await;
-        if let Ok(Err((path, e))) = res {
-            tracing::warn!(file = %path.display(), error = %e, "cannot write the state file");
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((path, e))) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the state file");
+                Err(format!(
+                    "cannot write the state file {}: {e}",
+                    path.display()
+                ))
+            }
+            Err(e) => Err(format!("the state file writer failed: {e}")),
         }
     }
 
@@ -967,15 +999,21 @@ pub struct OverrideTarget {
 /// Why an override could not be set.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum OverrideError {
-    /// No such region.
-    #[error("no region named {0:?}")]
+    /// No zone was named and no zone has a region of that name.
+    #[error("no region named {0:?} in any zone")]
     UnknownRegion(String),
+    /// The zone named is not served.
+    #[error("no zone named {0:?}")]
+    UnknownZone(String),
+    /// The zone named has no region of that name.
+    #[error("zone {1:?} has no region named {0:?}")]
+    NoRegionInZone(String, String),
     /// Several zones have a region of that name.
     #[error("region {name:?} exists in several zones ({zones}); name the zone", name = .0, zones = .1.join(", "))]
     Ambiguous(String, Vec<String>),
-    /// No such endpoint in the region.
-    #[error("region {1:?} has no endpoint {0}")]
-    UnknownEndpoint(IpAddr, String),
+    /// No such endpoint in the region (region, zone).
+    #[error("region {1:?} of zone {2:?} has no endpoint {0}")]
+    UnknownEndpoint(IpAddr, String, String),
 }
 
 /// The addresses probed for a region: its endpoints, or for a cname region

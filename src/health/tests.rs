@@ -346,6 +346,33 @@ async fn overrides_force_regions_and_endpoints() {
         t.set_override(None, "mars", None, Override::Down),
         Err(OverrideError::UnknownRegion(_))
     ));
+    // Each refusal names what is missing: the zone, or the region in it.
+    let refused = |zone: Option<&str>, region: &str, endpoint: Option<&str>| {
+        t.set_override(
+            zone,
+            region,
+            endpoint.map(|e| e.parse().unwrap()),
+            Override::Down,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(
+        refused(Some("us-east.example."), "east", None),
+        "no zone named \"us-east.example\""
+    );
+    assert_eq!(
+        refused(Some("Z.example."), "us-east", None),
+        "zone \"z.example\" has no region named \"us-east\""
+    );
+    assert_eq!(
+        refused(None, "us-east", None),
+        "no region named \"us-east\" in any zone"
+    );
+    assert_eq!(
+        refused(Some("z.example"), "east", Some("192.0.2.99")),
+        "region \"east\" of zone \"z.example\" has no endpoint 192.0.2.99"
+    );
     assert!(matches!(
         t.set_override(
             None,

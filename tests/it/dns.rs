@@ -269,6 +269,64 @@ async fn wildcards_synthesise_the_query_name() {
     assert!(m.answers.is_empty());
 }
 
+/// `*.<apex>` is a name one label below the apex, like any other: without a
+/// wildcard there it does not exist (Knot: NXDOMAIN), and it is never the apex.
+#[tokio::test]
+async fn the_literal_star_below_the_apex_is_not_the_apex() {
+    let s = server().await;
+    for rtype in [RecordType::MX, RecordType::A, RecordType::SOA] {
+        let m = s.query("*.gslb.example.com.", rtype).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{rtype}: {m}"
+        );
+        assert!(m.metadata.authoritative);
+        assert!(m.answers.is_empty(), "{rtype}: {m}");
+        assert_eq!(soa_ttl_in_authority(&m), 60);
+        let m = s.query_tcp("*.gslb.example.com.", rtype).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "TCP {rtype}: {m}"
+        );
+        assert!(m.answers.is_empty(), "TCP {rtype}: {m}");
+    }
+    // The apex itself still answers.
+    let m = s.query("gslb.example.com.", RecordType::MX).await;
+    assert_eq!(
+        answers(&m),
+        ["gslb.example.com. MX 10 mail.gslb.example.com."]
+    );
+    // A literal `*` one level further down is below its own parent, too.
+    let m = s.query("*.static.gslb.example.com.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m}");
+}
+
+/// With a wildcard right below the apex, the literal name `*.<apex>` is the
+/// wildcard's own node (RFC 4592 §2.2.1): its records, not the apex's.
+#[tokio::test]
+async fn a_wildcard_below_the_apex_answers_for_its_literal_name() {
+    let zone = format!(
+        "{ZONE}\n[[record]]\nname = \"*\"\ntype = \"TXT\"\nvalue = \"wildcard\"\n\n[[record]]\nname = \"@\"\ntype = \"TXT\"\nvalue = \"apex\"\n"
+    );
+    let s = TestServer::start(&[("gslb.example.com.toml", &zone)]).await;
+    let m = s.query("*.gslb.example.com.", RecordType::TXT).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert_eq!(answers(&m), ["*.gslb.example.com. TXT wildcard"]);
+    let m = s.query_tcp("*.gslb.example.com.", RecordType::TXT).await;
+    assert_eq!(answers(&m), ["*.gslb.example.com. TXT wildcard"]);
+    // Types the wildcard lacks: NODATA at the wildcard, not the apex's MX.
+    let m = s.query("*.gslb.example.com.", RecordType::MX).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert!(m.answers.is_empty(), "{m}");
+    // Other names are synthesised from it; the apex keeps its own.
+    let m = s.query("other.gslb.example.com.", RecordType::TXT).await;
+    assert_eq!(answers(&m), ["other.gslb.example.com. TXT wildcard"]);
+    let m = s.query("gslb.example.com.", RecordType::TXT).await;
+    assert_eq!(answers(&m), ["gslb.example.com. TXT apex"]);
+}
+
 #[tokio::test]
 async fn record_types_and_additional_section() {
     let s = server().await;
@@ -447,6 +505,92 @@ async fn malformed_packets_get_formerr_or_are_dropped_and_never_stall() {
         .expect("TCP FORMERR in time")
         .unwrap();
     let m = s.query("static.gslb.example.com.", RecordType::A).await;
+    assert_eq!(addrs(&m), ["192.0.2.10"], "still serving");
+}
+
+/// A request with `pad` bytes of EDNS padding (option 12) in its OPT.
+fn padded_request(name: &str, pad: usize) -> Vec<u8> {
+    let mut bytes = request(name, RecordType::A, false).to_vec().unwrap();
+    bytes[11] = 1; // ARCOUNT: the OPT
+    bytes.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&((4 + pad) as u16).to_be_bytes());
+    bytes.extend_from_slice(&[0, 12]);
+    bytes.extend_from_slice(&(pad as u16).to_be_bytes());
+    bytes.resize(bytes.len() + pad, 0);
+    bytes
+}
+
+fn rcode_of(resp: &[u8]) -> ResponseCode {
+    Message::from_vec(resp)
+        .expect("valid")
+        .metadata
+        .response_code
+}
+
+/// Bytes after the last section, or a datagram longer than the receive
+/// buffer (4096 bytes): FORMERR, as Knot answers, never an answer to the
+/// part that parsed.
+#[tokio::test]
+async fn trailing_bytes_and_datagrams_cut_by_the_buffer_get_formerr() {
+    let s = server().await;
+    let wait = Duration::from_secs(1);
+    let name = "static.gslb.example.com.";
+    // The same query, whole: answered. Asked twice, so that a cached answer
+    // would be there for the malformed ones to hit.
+    for edns in [false, true] {
+        let whole = request(name, RecordType::A, edns).to_vec().unwrap();
+        for _ in 0..2 {
+            let resp = udp_raw(s.dns, &whole, wait).await.expect("answer");
+            assert_eq!(rcode_of(&resp), ResponseCode::NoError);
+        }
+        for trailing in [&[0u8][..], &[0, 0, 0, 0], &[0xff; 100]] {
+            let mut bad = whole.clone();
+            bad.extend_from_slice(trailing);
+            let resp = udp_raw(s.dns, &bad, wait).await.expect("FORMERR");
+            assert_eq!(&resp[..2], &bad[..2], "ID echoed");
+            assert_eq!(
+                rcode_of(&resp),
+                ResponseCode::FormErr,
+                "EDNS {edns}, {} trailing bytes",
+                trailing.len()
+            );
+            // Over TCP, bytes after the last section inside the frame too.
+            let mut conn = TcpStream::connect(s.dns).await.unwrap();
+            let mut framed = (bad.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&bad);
+            tokio::io::AsyncWriteExt::write_all(&mut conn, &framed)
+                .await
+                .unwrap();
+            let mut len = [0u8; 2];
+            tokio::time::timeout(wait, conn.read_exact(&mut len))
+                .await
+                .expect("TCP reply in time")
+                .unwrap();
+            let mut resp = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut resp).await.unwrap();
+            assert_eq!(rcode_of(&resp), ResponseCode::FormErr, "TCP");
+        }
+    }
+    // A query that exactly fills the 4096-byte buffer is answered...
+    let base = padded_request(name, 0).len();
+    let full = padded_request(name, 4096 - base);
+    assert_eq!(full.len(), 4096);
+    for _ in 0..2 {
+        let resp = udp_raw(s.dns, &full, wait).await.expect("answer");
+        assert_eq!(rcode_of(&resp), ResponseCode::NoError);
+    }
+    // ...but not when more follows: the buffer holds only its first 4096
+    // bytes, which parse, and the datagram is not that message.
+    let mut longer = full.clone();
+    longer.extend_from_slice(&[0u8; 100]);
+    let resp = udp_raw(s.dns, &longer, wait).await.expect("FORMERR");
+    assert_eq!(&resp[..2], &longer[..2], "ID echoed");
+    assert_eq!(rcode_of(&resp), ResponseCode::FormErr);
+    // A longer one, whole and valid (its padding past the buffer): FORMERR.
+    let big = padded_request(name, 6000);
+    let resp = udp_raw(s.dns, &big, wait).await.expect("FORMERR");
+    assert_eq!(rcode_of(&resp), ResponseCode::FormErr);
+    let m = s.query(name, RecordType::A).await;
     assert_eq!(addrs(&m), ["192.0.2.10"], "still serving");
 }
 

@@ -952,6 +952,38 @@ async fn https_self_signed_fails_unless_verification_is_off() {
 }
 
 #[tokio::test]
+async fn https_with_a_ca_certificate_as_the_servers_own_fails_saying_so() {
+    // The server presents a CA certificate (basic constraints CA:TRUE) for
+    // its name, trusted as the CA: webpki refuses it as an end entity, and
+    // rustls passes that on as Other(OtherError(CaUsedAsEndEntity)).
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["api.test".to_string()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "api.test");
+    let cert = params.self_signed(&key).expect("certificate").der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let (addr, _sni) = tls_backend((cert.clone(), key)).await;
+    let mut c = https_check(addr.port(), Some("api.test"), None);
+    if let Some(tls) = &mut http(&mut c).tls {
+        tls.ca = Some(CaFile {
+            path: "ca.pem".into(),
+            certs: vec![cert],
+        });
+    }
+    assert_outcome(
+        &probe(c).await,
+        ProbeOutcome::Tls,
+        "TLS: certificate is a CA certificate, not a server's (CA used as end entity)",
+    );
+}
+
+#[tokio::test]
 async fn https_to_a_plain_http_backend_is_a_tls_failure() {
     let addr = backend(|mut s| async move {
         // A ClientHello is no request head: answer it as an HTTP server would.

@@ -309,6 +309,66 @@ async fn managed_serials_only_move_when_the_zone_changes_and_never_go_back() {
     );
 }
 
+/// RFC 1982 §3.2: `a` is greater than `b`.
+fn serial_gt(a: u32, b: u32) -> bool {
+    (a < b && b - a > 1 << 31) || (a > b && a - b < 1 << 31)
+}
+
+/// A saved serial at the top of the range (4294967295) does not pin the
+/// zone's serial: it moves on, forward in serial arithmetic, on every change.
+#[tokio::test]
+async fn a_saved_serial_of_4294967295_still_moves_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(
+        &state,
+        r#"{"version": 1, "endpoints": [], "regions": [],
+            "zones": [{"zone": "gslb.example.com", "serial": 4294967295, "content_hash": 1}]}"#,
+    )
+    .unwrap();
+    let zones = tempfile::tempdir().unwrap();
+    std::fs::write(
+        zones.path().join("z.toml"),
+        version("A", &["192.0.2.1"], 60),
+    )
+    .unwrap();
+    let mut settings = test_settings(zones.path());
+    settings.state_file = Some(state);
+    /// Stops the server however the test ends (a failed assertion too).
+    struct Stop(gslb::app::Server);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.shutdown();
+        }
+    }
+    let server = Stop(gslb::app::Server::start(settings).await.unwrap());
+    let dns = server.0.dns_addrs[0];
+    let soa = || async move {
+        serial(
+            &udp(dns, &request("gslb.example.com.", RecordType::SOA, true))
+                .await
+                .unwrap(),
+        )
+    };
+    let mut last = u32::MAX;
+    for (i, tag) in ["A", "B", "C", "D"].into_iter().enumerate() {
+        if i > 0 {
+            std::fs::write(
+                zones.path().join("z.toml"),
+                version(tag, &["192.0.2.1"], 60),
+            )
+            .unwrap();
+            server.0.reload().await.unwrap();
+        }
+        let s = soa().await;
+        assert!(
+            serial_gt(s, last),
+            "version {tag}: serial {s} is not after {last} (RFC 1982)"
+        );
+        last = s;
+    }
+}
+
 /// A `gslb serve` child process, killed on drop.
 struct Child(std::process::Child);
 impl Drop for Child {

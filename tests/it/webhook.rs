@@ -214,3 +214,198 @@ async fn a_hanging_receiver_delays_neither_dns_nor_failover() {
     .await;
     assert_eq!(ts.region_transitions(), 2);
 }
+
+/// A receiver that answers every request 500; the request heads it got.
+async fn failing_receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let h = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                h.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf).to_ascii_lowercase());
+                let _ = s
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Log lines of the test's own thread (tracing's thread-local default): the
+/// server's tasks run there on the current-thread runtime.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    fn count(&self, all: &[&str]) -> usize {
+        self.lines()
+            .iter()
+            .filter(|l| all.iter().all(|s| l.contains(s)))
+            .count()
+    }
+}
+
+/// A webhook URL's user-info and query may hold secrets: no log line shows
+/// them, whether the receiver answers 500 or refuses the connection. And a
+/// receiver that keeps failing, with a queue that overflows, costs a few
+/// lines, each saying how many similar ones it stands for.
+#[tokio::test]
+async fn webhook_secrets_never_reach_the_log_and_repeated_warnings_are_throttled() {
+    let log = Captured::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish(),
+    );
+    let (failing, heads) = failing_receiver().await;
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let zone_url = format!("http://hook-user:hunter2@{failing}/hook?key=s3cret-zone");
+    let global_url = format!("http://admin:swordfish@{refused}/events?token=s3cret-global");
+    let (zone_shown, global_shown) = (
+        format!("http://{failing}/hook"),
+        format!("http://{refused}/events"),
+    );
+    let zone = format!(
+        "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\nwebhook = \"{zone_url}\"\n\n[region.us]\nendpoints = [\"192.0.2.1\"]\n\n[region.eu]\nendpoints = [\"192.0.2.2\"]\n\n[service.api]\nregions = [\"us\", \"eu\"]\n"
+    );
+    let ts = TestServer::start_with(&[("z.toml", &zone)], |s| {
+        s.webhook = Some(global_url.clone());
+    })
+    .await;
+    let flip = |down: bool| {
+        let o = if down {
+            gslb::health::Override::Down
+        } else {
+            gslb::health::Override::Auto
+        };
+        ts.server.health.set_override(None, "us", None, o).unwrap();
+    };
+
+    // Let the spawned tasks start (the dispatcher subscribes to transitions).
+    tokio::task::yield_now().await;
+    // One event: both URLs fail it and retry.
+    flip(true);
+    wait_until(
+        Duration::from_secs(5),
+        "first retries of both URLs",
+        || async {
+            !heads.lock().unwrap().is_empty()
+                && log.count(&["retrying", &zone_shown]) >= 1
+                && log.count(&["retrying", &global_shown]) >= 1
+        },
+    )
+    .await;
+    // The secrets do go to the receiver: redaction is for the log only.
+    let head = heads.lock().unwrap()[0].clone();
+    assert!(head.starts_with("post /hook?key=s3cret-zone "), "{head}");
+    assert!(head.contains("authorization: basic "), "{head}");
+
+    // A storm of transitions while both workers are stuck retrying the
+    // first event: each queue fills (QUEUE_LEN) and the rest is dropped.
+    let storm = gslb::events::QUEUE_LEN + 100;
+    for i in 0..storm {
+        flip(i % 2 == 1);
+        tokio::task::yield_now().await; // the dispatcher takes each one
+    }
+    let dropped: f64 = ts
+        .server
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("gslb_webhook_events_dropped_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(dropped >= 2.0 * 90.0, "both queues overflowed: {dropped}");
+    for shown in [&zone_shown, &global_shown] {
+        assert_eq!(
+            log.count(&["event dropped", shown]),
+            1,
+            "one drop line per URL for {dropped} drops: {:#?}",
+            log.lines()
+        );
+    }
+
+    // Once the period is over, the next line of each kind says how many it
+    // stands for.
+    wait_until(
+        gslb::events::LOG_PERIOD + Duration::from_secs(10),
+        "lines counting what was suppressed",
+        || {
+            flip(true);
+            flip(false);
+            async {
+                tokio::task::yield_now().await;
+                [&zone_shown, &global_shown].iter().all(|shown| {
+                    log.count(&["queue full: event dropped (", "similar suppressed)", shown]) >= 1
+                        && log.count(&["retrying in", "similar suppressed)", shown]) >= 1
+                })
+            }
+        },
+    )
+    .await;
+    let lines = log.lines();
+    for shown in [&zone_shown, &global_shown] {
+        let retries = log.count(&["retrying in", shown]);
+        assert!(
+            retries <= 3,
+            "{retries} retry lines for {shown}: {lines:#?}"
+        );
+    }
+    assert!(
+        log.count(&["refused"]) >= 1,
+        "the cause of a failed connection is logged: {lines:#?}"
+    );
+    for secret in [
+        "hunter2",
+        "s3cret",
+        "swordfish",
+        "hook-user",
+        "key=",
+        "token=",
+    ] {
+        let leaks: Vec<&String> = lines.iter().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret:?} logged: {leaks:#?}");
+    }
+}

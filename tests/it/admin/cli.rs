@@ -224,3 +224,111 @@ async fn cli_drains_undrains_and_reloads_the_running_server() {
     let stdout = succeeded(&out);
     assert!(stdout.contains("reloaded: 1 zones"), "{stdout}");
 }
+
+/// A server with unchecked regions `primary` and `secondary`, the admin API
+/// on loopback without a token, and `state_file`.
+async fn unchecked(state_file: Option<std::path::PathBuf>) -> (TestServer, String) {
+    let zone = format!(
+        "[zone]\nname = \"{ZONE_NAME}.\"\nnameservers = [\"ns1.example.net.\"]\n\
+         hostmaster = \"hostmaster@example.com\"\n\n\
+         [region.primary]\nendpoints = [\"{PRIMARY_IP}\"]\n\n\
+         [region.secondary]\nendpoints = [\"{SECONDARY_IP}\"]\n\n\
+         [service.api]\nregions = [\"primary\", \"secondary\"]\n"
+    );
+    let ts = TestServer::start_with(&[("gslb.test.toml", &zone)], |s| {
+        s.admin = Some("127.0.0.1:0".parse().unwrap());
+        s.state_file = state_file;
+    })
+    .await;
+    let admin = ts.server.admin_addr.expect("admin API bound").to_string();
+    (ts, admin)
+}
+
+/// POST `/api/v1/regions/_/{path}`: (status, JSON body).
+async fn post(admin: &str, path: &str) -> (u16, Value) {
+    let r = client()
+        .post(format!("http://{admin}/api/v1/regions/_/{path}"))
+        .send()
+        .await
+        .expect("POST");
+    let code = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// An override that cannot be saved still applies, and says so: the API
+/// answers `persisted: false` with a warning, the CLI exits 4. Saved, it is
+/// on disk when the answer comes.
+#[tokio::test]
+async fn overrides_say_whether_the_state_file_kept_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A folder that does not exist: the state file cannot be written.
+    let unwritable = dir.path().join("missing").join("state.json");
+    let (ts, admin) = unchecked(Some(unwritable.clone())).await;
+    let (code, body) = post(&admin, "primary/drain").await;
+    assert_eq!(code, 200, "the override applies: {body}");
+    assert_eq!(body["persisted"], false, "{body}");
+    let warning = body["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("not persisted") && warning.contains(&*unwritable.to_string_lossy()),
+        "{body}"
+    );
+    let api = || async { addrs(&ts.query(API, RecordType::A).await) };
+    assert_eq!(api().await, [SECONDARY_IP], "drained all the same");
+    for (action, answer) in [
+        ("undrain", PRIMARY_IP),
+        ("drain", SECONDARY_IP),
+        ("force-up", PRIMARY_IP),
+    ] {
+        let out = gslb(args(&[action, "primary", "--admin", &admin])).await;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(4), "{action}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("region primary in zone gslb.test: override"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains("applies but is not persisted") && stderr.contains("state.json"),
+            "{stderr}"
+        );
+        assert_eq!(api().await, [answer], "{action} applied");
+    }
+    drop(ts);
+
+    // Writable: saved before the answer, exit 0.
+    let state = dir.path().join("state.json");
+    let (ts, admin) = unchecked(Some(state.clone())).await;
+    let out = gslb(args(&["drain", "primary", "--admin", &admin])).await;
+    succeeded(&out);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["regions"],
+        json!([{"zone": ZONE_NAME, "region": "primary", "override": "down"}]),
+        "{saved}"
+    );
+    let (code, body) = post(&admin, "primary/undrain").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["persisted"], true, "{body}");
+    assert!(body.get("warning").is_none(), "{body}");
+    drop(ts);
+
+    // No state file at all (`--state-file off`): nothing to save, no warning.
+    let (_ts, admin) = unchecked(None).await;
+    let out = gslb(args(&["drain", "primary", "--admin", &admin])).await;
+    succeeded(&out);
+    let (code, body) = post(&admin, "primary/undrain").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["persisted"], false, "{body}");
+    assert!(body.get("warning").is_none(), "{body}");
+}

@@ -166,7 +166,9 @@ pub fn request(data: &[u8]) {
     let mut out = Vec::new();
     // Twice: the second may come from the cache the first filled.
     for _ in 0..2 {
-        if f.engine.respond(data, Transport::Udp, &mut out, &mut worker) {
+        if f.engine
+            .respond(data, Transport::Udp, &mut out, &mut worker)
+        {
             check_response(data, &out, 65_535);
         }
     }

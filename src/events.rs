@@ -143,9 +143,20 @@ fn all_urls(ev: &Events) -> std::collections::HashSet<String> {
 }
 
 /// Dispatch region transitions to webhooks until `shutdown`.
-pub async fn run(ev: Events, shutdown: CancellationToken) {
-    let ev = Arc::new(ev);
-    let mut rx = ev.health.subscribe();
+///
+/// Subscribes to transitions when called, not when first polled: a
+/// transition right after start, before the spawned task first runs, is
+/// not missed.
+pub fn run(ev: Events, shutdown: CancellationToken) -> impl std::future::Future<Output = ()> {
+    let rx = ev.health.subscribe();
+    dispatch(Arc::new(ev), rx, shutdown)
+}
+
+async fn dispatch(
+    ev: Arc<Events>,
+    mut rx: tokio::sync::broadcast::Receiver<Transition>,
+    shutdown: CancellationToken,
+) {
     let mut queues: HashMap<String, mpsc::Sender<FailoverEvent>> = HashMap::new();
     // One per URL: a full queue drops every further event, one line per period.
     let mut drop_logs: HashMap<String, LogThrottle> = HashMap::new();

@@ -306,7 +306,12 @@ mod tests {
                 Verdict::Send
             );
         }
-        // 192.0.2.200 shares the /24's bucket but is not whitelisted.
+        // 192.0.2.200 is in the /24 but not whitelisted: limited, and the
+        // whitelisted traffic used none of its budget.
+        assert_eq!(
+            r.check_at(ip("192.0.2.200"), Class::Answer, 1),
+            Verdict::Send
+        );
         assert_eq!(
             r.check_at(ip("192.0.2.200"), Class::Answer, 1),
             Verdict::Drop

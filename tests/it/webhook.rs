@@ -323,9 +323,7 @@ async fn webhook_secrets_never_reach_the_log_and_repeated_warnings_are_throttled
         ts.server.health.set_override(None, "us", None, o).unwrap();
     };
 
-    // Let the spawned tasks start (the dispatcher subscribes to transitions).
-    tokio::task::yield_now().await;
-    // One event: both URLs fail it and retry.
+    // One event (the dispatcher subscribed when the server started): both URLs fail it and retry.
     flip(true);
     wait_until(
         Duration::from_secs(5),

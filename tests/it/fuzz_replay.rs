@@ -1,0 +1,41 @@
+//! Every input the fuzzers kept (fuzz/corpus/TARGET) and every crash they
+//! found (fuzz/artifacts/TARGET, kept after the fix) replayed through the
+//! functions the fuzz targets call (src/fuzz.rs): CI checks them all
+//! without a fuzzer.
+
+use std::path::Path;
+
+fn replay(target: &str, f: fn(&[u8])) -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut n = 0;
+    for dir in ["corpus", "artifacts"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for file in files {
+            let data = std::fs::read(&file).expect("read a fuzz input");
+            // A panic names the input that caused it.
+            let r = std::panic::catch_unwind(|| f(&data));
+            assert!(r.is_ok(), "{} fails", file.display());
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn request_inputs_replay() {
+    assert!(replay("request", gslb::fuzz::request) > 100, "the corpus is committed");
+}
+
+#[test]
+fn zone_inputs_replay() {
+    assert!(replay("zone", gslb::fuzz::zone) > 100, "the corpus is committed");
+}
+
+#[test]
+fn state_file_inputs_replay() {
+    assert!(replay("state_file", gslb::fuzz::state_file) > 10, "the corpus is committed");
+}

@@ -55,6 +55,8 @@ pub(crate) struct ZoneSpec {
     pub negative_ttl: Option<Spanned<i64>>,
     /// URL receiving a JSON POST on every region state change of this zone.
     pub webhook: Option<Spanned<String>>,
+    /// Honour EDNS Client Subnet (default true); false ignores it.
+    pub ecs: Option<bool>,
 }
 
 /// `[[record]]`: one static resource record.

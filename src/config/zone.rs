@@ -88,6 +88,7 @@ pub(super) fn load_zone(
         content_hash: crate::model::fnv1a(src.text.as_bytes()),
         webhook: head.webhook,
         serial_auto: file.zone.serial.is_none(),
+        ecs: file.zone.ecs.unwrap_or(true),
     })
 }
 

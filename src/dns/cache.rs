@@ -99,6 +99,11 @@ pub(crate) fn parse(req: &[u8]) -> Option<FastQuery<'_>> {
         if qend + 11 + rdlen != req.len() {
             return None;
         }
+        // A client subnet is echoed (or rejected) by the engine, and its
+        // answer is not cached: other clients' queries carry other ones.
+        if super::ecs::has_option(&req[qend + 11..]) {
+            return None;
+        }
         let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512);
         (Some(opt[7] & 0x80 != 0), payload)
     } else {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, Metadata, OpCode, Query, ResponseCode, emit_message_parts};
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
@@ -179,6 +180,19 @@ impl Engine {
                 return true;
             }
         };
+        // A malformed client subnet is rejected (RFC 7871 §7.1.1).
+        let ecs = match super::ecs::from_request(req) {
+            Ok(ecs) => ecs,
+            Err(_) => {
+                self.formerr_raw(req, out);
+                self.metrics.query_no_zone(
+                    RecordType::Unknown(0),
+                    ResponseCode::FormErr,
+                    transport,
+                );
+                return true;
+            }
+        };
         let mut meta = Metadata::response_from_request(&msg.metadata);
         let edns_req = msg.edns.as_ref();
         let mut edns = edns_req.map(|e| {
@@ -211,6 +225,16 @@ impl Engine {
         };
         meta.authoritative = reply.aa;
         meta.response_code = reply.rcode;
+        // ECS echoed with SCOPE 0: no answer depends on the client's
+        // location yet (RFC 7871 §7.2.1). Not for a zone with `ecs = false`,
+        // nor for queries outside every zone: those ignore the option.
+        if let (Some(cs), Some(e), Some(z)) = (ecs, edns.as_mut(), reply.zone)
+            && z.zone.ecs
+        {
+            e.options_mut().insert(EdnsOption::Subnet(
+                hickory_proto::rr::rdata::opt::ClientSubnet::new(cs.addr, cs.source, 0),
+            ));
+        }
         if reply.rcode.high() > 0 && edns.is_none() {
             // Extended rcodes need an OPT to carry them; only BADVERS is
             // extended, and it is only sent in reply to an OPT.

@@ -5,6 +5,7 @@
 //! inline instead of spawning a task per query.
 
 mod cache;
+pub mod ecs;
 mod engine;
 #[cfg(target_os = "linux")]
 mod mmsg;

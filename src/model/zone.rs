@@ -75,6 +75,9 @@ pub struct Zone {
     pub serial_auto: bool,
     /// Failover events of this zone are POSTed here.
     pub webhook: Option<String>,
+    /// Queries' EDNS Client Subnet is honoured (echoed per RFC 7871);
+    /// `false`: ignored, never echoed.
+    pub ecs: bool,
 }
 
 impl Zone {

@@ -13,6 +13,7 @@ mod admin;
 mod check;
 mod cluster;
 mod dns;
+mod ecs;
 mod failover;
 mod hardening;
 mod probes;

@@ -415,6 +415,16 @@ tls-verify = false
 }
 
 #[test]
+fn a_zone_name_has_no_wildcard_label() {
+    let text = HEAD.replace("name = \"z.example.\"", "name = \"*.example.\"");
+    let errs = errors(&text);
+    assert!(
+        errs[0].contains("z.toml:2:8: invalid zone name \"*.example.\""),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn an_empty_zone_name_is_not_the_root() {
     let text = HEAD.replace("name = \"z.example.\"", "name = \"\"");
     let errs = errors(&text);

@@ -98,7 +98,11 @@ fn zone_table(cx: &mut Ctx<'_, '_>, z: &ZoneSpec, opts: LoadOptions) -> Option<H
     let name = match Name::from_ascii(written) {
         // The root zone only when asked for by name: an empty `name` is a
         // mistake, not ".".
-        Ok(mut n) if !written.is_empty() && (!n.is_root() || written == ".") => {
+        Ok(mut n)
+            if !written.is_empty()
+                && (!n.is_root() || written == ".")
+                && !n.iter().any(|l| l == b"*") =>
+        {
             n.set_fqdn(true);
             n
         }

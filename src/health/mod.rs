@@ -953,7 +953,12 @@ impl HealthTable {
         match res {
             Ok(Ok(())) => Ok(()),
             Ok(Err((path, e))) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot write the state file");
+                // A full or read-only disk fails every write: one line a minute.
+                static FAILED: crate::throttle::LogThrottle =
+                    crate::throttle::LogThrottle::new(std::time::Duration::from_secs(60));
+                if let Some(n) = FAILED.allow() {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot write the state file{}", crate::throttle::suppressed_note(n));
+                }
                 Err(format!(
                     "cannot write the state file {}: {e}",
                     path.display()

@@ -27,15 +27,24 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
 
 #[test]
 fn request_inputs_replay() {
-    assert!(replay("request", gslb::fuzz::request) > 100, "the corpus is committed");
+    assert!(
+        replay("request", gslb::fuzz::request) > 100,
+        "the corpus is committed"
+    );
 }
 
 #[test]
 fn zone_inputs_replay() {
-    assert!(replay("zone", gslb::fuzz::zone) > 100, "the corpus is committed");
+    assert!(
+        replay("zone", gslb::fuzz::zone) > 100,
+        "the corpus is committed"
+    );
 }
 
 #[test]
 fn state_file_inputs_replay() {
-    assert!(replay("state_file", gslb::fuzz::state_file) > 10, "the corpus is committed");
+    assert!(
+        replay("state_file", gslb::fuzz::state_file) > 10,
+        "the corpus is committed"
+    );
 }

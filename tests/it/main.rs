@@ -15,6 +15,7 @@ mod cluster;
 mod dns;
 mod ecs;
 mod failover;
+mod fuzz_replay;
 mod hardening;
 mod probes;
 mod reload;

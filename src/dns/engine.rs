@@ -171,26 +171,14 @@ impl Engine {
         let msg = match Message::read(&mut decoder) {
             Ok(m) if decoder.is_empty() => m,
             _ => {
-                self.formerr_raw(req, out);
-                self.metrics.query_no_zone(
-                    RecordType::Unknown(0),
-                    ResponseCode::FormErr,
-                    transport,
-                );
-                return true;
+                return self.formerr(req, transport, out);
             }
         };
         // A malformed client subnet is rejected (RFC 7871 §7.1.1).
         let ecs = match super::ecs::from_request(req) {
             Ok(ecs) => ecs,
             Err(_) => {
-                self.formerr_raw(req, out);
-                self.metrics.query_no_zone(
-                    RecordType::Unknown(0),
-                    ResponseCode::FormErr,
-                    transport,
-                );
-                return true;
+                return self.formerr(req, transport, out);
             }
         };
         let mut meta = Metadata::response_from_request(&msg.metadata);
@@ -270,6 +258,12 @@ impl Engine {
             self.metrics.dropped(transport);
             return false;
         }
+        self.formerr(req, transport, out)
+    }
+
+    /// FORMERR for a request that is not a whole, well-formed query,
+    /// counted; always answered (true).
+    fn formerr(&self, req: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
         self.formerr_raw(req, out);
         self.metrics
             .query_no_zone(RecordType::Unknown(0), ResponseCode::FormErr, transport);

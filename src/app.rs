@@ -150,19 +150,29 @@ impl Server {
         metrics.last_reload.set(unix_now());
         // Descriptors: probes and the rest first, then client connections.
         let nofile = crate::limits::raise_nofile().unwrap_or(1024);
-        let endpoints: usize = config
+        let probed: Vec<u32> = config
             .zones
             .iter()
             .flat_map(|z| z.regions.values())
-            .filter(|r| r.check.is_some())
-            .map(|r| match &r.target {
-                crate::model::RegionTarget::Endpoints(e) => e.len(),
-                crate::model::RegionTarget::Alias(_) => 1,
+            .filter_map(|r| {
+                let check = r.check.as_ref()?;
+                let n = match &r.target {
+                    crate::model::RegionTarget::Endpoints(e) => e.len(),
+                    crate::model::RegionTarget::Alias(_) => 1,
+                };
+                Some(std::iter::repeat_n(check.fall.max(check.rise), n))
             })
-            .sum();
+            .flatten()
+            .collect();
+        let endpoints = probed.len();
+        let sockets = settings.listen.len() * (1 + settings.udp_workers.max(1));
+        let reserve = crate::limits::reserve(
+            sockets,
+            crate::limits::probe_fds(probed, crate::health::MAX_CONCURRENT_PROBES),
+        );
         let budget = crate::limits::FdBudget::new(
             nofile,
-            endpoints,
+            reserve,
             settings.tcp_connections,
             settings.admin_connections,
         );
@@ -182,6 +192,17 @@ impl Server {
             tracing::warn!(nofile, reserve = budget.reserve, "{msg}");
         } else {
             tracing::info!(nofile, reserve = budget.reserve, "{msg}");
+        }
+        // probe-source must be an address of this host: every probe would
+        // fail otherwise.
+        if let Some(source) = settings.probe_source {
+            let probe = std::net::TcpListener::bind(SocketAddr::new(source, 0));
+            if let Err(e) = probe {
+                return Err(AppError::Bind(std::io::Error::new(
+                    e.kind(),
+                    format!("probe-source {source} is not an address of this host: {e}"),
+                )));
+            }
         }
         // Bind before anything starts, so a busy port fails fast.
         let listeners = dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle)
@@ -278,7 +299,12 @@ impl Server {
                 let limits = crate::admin::AdminLimits {
                     connections: budget.admin,
                     header_timeout: settings.admin_header_timeout,
-                    ..crate::admin::AdminLimits::default()
+                    // Live streams never take every slot: /healthz and
+                    // /metrics keep half.
+                    event_streams: crate::admin::AdminLimits::default()
+                        .event_streams
+                        .min(budget.admin / 2)
+                        .max(1),
                 };
                 let addr = l.local_addr().ok();
                 let state = AdminState {

@@ -6,9 +6,10 @@
 //! 1024, a client holding that many DNS-over-TCP connections made every
 //! probe fail with `Too many open files`, and healthy regions went down. Now:
 //!
-//! - `reserve` = 128 (listeners, UDP sockets, the state file, etcd,
-//!   webhooks, logs) + 2 per probed endpoint (a kept connection and a fresh
-//!   one while a probe overlaps a recheck);
+//! - `reserve` = 128 (the state file, etcd, webhooks, logs, stdio) + every
+//!   listener and UDP socket + per probed endpoint its kept connection and
+//!   up to max(fall, rise) fresh ones while a transition is confirmed
+//!   (rechecks overlap), capped by the probes that can run at once;
 //! - what is left is shared: DNS over TCP at most three quarters of it, the
 //!   admin API at most an eighth; each also at most its setting.
 
@@ -17,8 +18,23 @@ use std::io;
 /// Descriptors set aside for everything but client connections.
 pub const BASE_RESERVE: u64 = 128;
 
-/// Descriptors set aside per probed endpoint.
-pub const PER_ENDPOINT: u64 = 2;
+/// The descriptors set aside for everything but client connections: the
+/// base, `sockets` listeners and UDP sockets, and `probes` for probing.
+pub fn reserve(sockets: usize, probes: u64) -> u64 {
+    BASE_RESERVE + sockets as u64 + probes
+}
+
+/// Descriptors probes may hold: per endpoint its kept connection and
+/// `1 + max(fall, rise)` more while a transition is confirmed, but never
+/// more than `max_in_flight` probes at once beyond the kept ones.
+pub fn probe_fds(endpoints: impl IntoIterator<Item = u32>, max_in_flight: usize) -> u64 {
+    let (mut kept, mut busy) = (0u64, 0u64);
+    for overlap in endpoints {
+        kept += 1;
+        busy += u64::from(overlap.max(1));
+    }
+    kept + busy.min(max_in_flight as u64)
+}
 
 /// How the descriptor limit is shared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,16 +50,15 @@ pub struct FdBudget {
 }
 
 impl FdBudget {
-    /// The budget under `nofile` descriptors with `endpoints` probed
-    /// endpoints, for the connection limits asked for.
-    pub fn new(nofile: u64, endpoints: usize, want_tcp: usize, want_admin: usize) -> FdBudget {
-        let reserve = BASE_RESERVE + PER_ENDPOINT * endpoints as u64;
+    /// The budget under `nofile` descriptors with `reserve` set aside, for
+    /// the connection limits asked for.
+    pub fn new(nofile: u64, reserve: u64, want_tcp: usize, want_admin: usize) -> FdBudget {
         let left = nofile.saturating_sub(reserve);
         let share = |n: u64, want: usize| usize::try_from(n).unwrap_or(usize::MAX).min(want).max(1);
         FdBudget {
             nofile,
             reserve,
-            dns_tcp: share(left * 3 / 4, want_tcp),
+            dns_tcp: share(left / 4 * 3, want_tcp),
             admin: share(left / 8, want_admin),
         }
     }
@@ -86,23 +101,38 @@ mod tests {
 
     #[test]
     fn a_small_limit_lowers_the_connection_limits_and_keeps_the_reserve() {
-        // systemd's default soft limit, two endpoints.
-        let b = FdBudget::new(1024, 2, 1024, 64);
-        assert_eq!(b.reserve, 132);
-        assert_eq!(b.dns_tcp, 669, "three quarters of 892");
+        // systemd's default soft limit; two listeners with 2 UDP workers
+        // each, two endpoints with fall 3.
+        let r = reserve(2 + 4, probe_fds([3, 3], 4096));
+        assert_eq!(r, 128 + 6 + 2 + 6);
+        let b = FdBudget::new(1024, r, 1024, 64);
+        assert_eq!(b.dns_tcp, 660, "three quarters of 882");
         assert_eq!(b.admin, 64);
         assert!(b.reserve + b.dns_tcp as u64 + b.admin as u64 <= 1024);
         assert!(!b.fits(1024, 64));
         // 10,000 endpoints under 1024: the probes come first.
-        let b = FdBudget::new(1024, 10_000, 1024, 64);
+        let b = FdBudget::new(1024, reserve(6, probe_fds(vec![3; 10_000], 4096)), 1024, 64);
         assert_eq!((b.dns_tcp, b.admin), (1, 1));
     }
 
     #[test]
+    fn in_flight_probes_are_capped() {
+        assert_eq!(probe_fds(vec![3; 10_000], 4096), 10_000 + 4096);
+        assert_eq!(probe_fds([2, 5], 4096), 2 + 7);
+    }
+
+    #[test]
     fn a_large_limit_gives_what_is_asked() {
-        let b = FdBudget::new(1 << 20, 10_000, 1024, 64);
+        let b = FdBudget::new(
+            1 << 20,
+            reserve(6, probe_fds(vec![3; 10_000], 4096)),
+            1024,
+            64,
+        );
         assert_eq!((b.dns_tcp, b.admin), (1024, 64));
         assert!(b.fits(1024, 64));
+        let huge = FdBudget::new(u64::MAX, 0, 1024, 64);
+        assert_eq!((huge.dns_tcp, huge.admin), (1024, 64), "no overflow");
     }
 
     #[test]

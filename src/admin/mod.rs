@@ -201,15 +201,25 @@ pub async fn serve(
             drop(stream);
             continue;
         }
+        // Given back however the task ends, a panic in a handler included.
+        struct Slot(Arc<AtomicUsize>, ConnMetrics);
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+                self.1.open.dec();
+            }
+        }
         open.fetch_add(1, Ordering::Relaxed);
         conn_metrics.open.inc();
+        let slot = Slot(open.clone(), conn_metrics.clone());
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout);
         let conn =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let (open, conn_metrics, shutdown) = (open.clone(), conn_metrics.clone(), shutdown.clone());
+        let shutdown = shutdown.clone();
         conns.spawn(async move {
+            let _slot = slot;
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -219,12 +229,11 @@ pub async fn serve(
                     let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
                 }
             }
-            open.fetch_sub(1, Ordering::Relaxed);
-            conn_metrics.open.dec();
         });
         while conns.try_join_next().is_some() {}
     }
-    conns.shutdown().await;
+    // Each connection finishes within a second of the shutdown.
+    while conns.join_next().await.is_some() {}
 }
 
 async fn page() -> Html<&'static str> {
@@ -279,11 +288,11 @@ async fn events(State(shared): State<AdminState>) -> Response {
     }
     let mut transitions = shared.status.health.subscribe();
     let mut statuses = feed.tx.subscribe();
-    let first = if statuses.borrow().is_empty() {
-        Arc::from(serde_json::to_string(&status(&shared.status)).unwrap_or_default())
-    } else {
-        statuses.borrow_and_update().clone()
-    };
+    // The first document is built for this stream: the feed's may be old
+    // when nobody was listening.
+    statuses.borrow_and_update();
+    let first: Arc<str> =
+        Arc::from(serde_json::to_string(&status(&shared.status)).unwrap_or_default());
     let stream = async_stream(move |tx| async move {
         struct Leave(Arc<StatusFeed>);
         impl Drop for Leave {
@@ -307,6 +316,8 @@ async fn events(State(shared): State<AdminState>) -> Response {
                     Ok(()) => status_event(&statuses.borrow_and_update().clone()),
                     Err(_) => return,
                 },
+                // The client went away: free the stream's place at once.
+                () = tx.closed() => return,
             };
             if tx.send(event).await.is_err() {
                 return;

@@ -229,6 +229,26 @@ impl Worker {
         }
     }
 
+    /// Store an entry already admitted; an entry it replaces gives its
+    /// bytes back.
+    fn put(&mut self, key: Key, entry: Entry) {
+        let name = key.name.len();
+        if let Some(old) = self.entries.insert(key, entry) {
+            let cost = ENTRY_OVERHEAD
+                + name
+                + match &old.body {
+                    Body::Fixed(b) => b.len(),
+                    Body::Picks { variants, .. } => variants
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| v.bytes.len() + if i > 0 { VARIANT_OVERHEAD } else { 0 })
+                        .sum(),
+                };
+            self.bytes -= cost.min(self.bytes);
+            self.account(-(cost as i64));
+        }
+    }
+
     /// Whether `cost` more bytes fit; if so they are counted.
     fn admit(&mut self, cost: usize) -> bool {
         if self.bytes + cost > self.max_bytes {
@@ -357,7 +377,7 @@ impl Worker {
             Fill::No => {}
             Fill::Fixed => {
                 if self.admit(ENTRY_OVERHEAD + key.name.len() + bytes.len()) {
-                    self.entries.insert(
+                    self.put(
                         key,
                         Entry {
                             counted: Counted { zone, rcode },
@@ -394,7 +414,7 @@ impl Worker {
                 } else if zone.is_some()
                     && self.admit(ENTRY_OVERHEAD + key.name.len() + variant.bytes.len())
                 {
-                    self.entries.insert(
+                    self.put(
                         key,
                         Entry {
                             counted: Counted { zone, rcode },

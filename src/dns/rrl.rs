@@ -190,13 +190,15 @@ pub fn apply(rrl: &Rrl, client: IpAddr, out: &mut Vec<u8>) -> bool {
     }
 }
 
-/// Turn a response into its truncated form: the header and the question,
-/// TC set, no records (an OPT is dropped too). False when it has no whole
+/// Turn a response into its truncated form: the header, the question and
+/// the OPT record when there is one (RFC 6891: a response to an EDNS query
+/// carries one), TC set, no other records. False when it has no whole
 /// question to keep (then it is dropped instead).
 pub fn truncate(out: &mut Vec<u8>) -> bool {
     if out.len() < 12 || u16::from_be_bytes([out[4], out[5]]) != 1 {
         return false;
     }
+    let opt: Option<Vec<u8>> = super::ecs::opt_record(out).map(|r| out[r].to_vec());
     let mut i = 12;
     loop {
         let Some(&len) = out.get(i) else {
@@ -221,6 +223,10 @@ pub fn truncate(out: &mut Vec<u8>) -> bool {
     out.truncate(end);
     out[2] |= 0x02; // TC
     out[6..12].fill(0);
+    if let Some(opt) = opt {
+        out.extend_from_slice(&opt);
+        out[11] = 1;
+    }
     true
 }
 
@@ -341,5 +347,15 @@ mod tests {
         assert_eq!(&m[6..12], &[0; 6]);
         let mut short = vec![0u8; 5];
         assert!(!truncate(&mut short));
+        // With an OPT after the answer: kept, ARCOUNT 1.
+        let mut m = vec![
+            0, 1, 0x84, 0, 0, 1, 0, 1, 0, 0, 0, 1, 1, b'a', 0, 0, 1, 0, 1,
+        ];
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        let opt = [0, 0, 41, 4, 0xd0, 0, 0, 0x80, 0, 0, 0];
+        m.extend_from_slice(&opt);
+        assert!(truncate(&mut m));
+        assert_eq!(&m[19..], &opt);
+        assert_eq!(&m[6..12], &[0, 0, 0, 0, 0, 1]);
     }
 }

@@ -220,8 +220,16 @@ pub(super) async fn accept_loop(
         };
         let (engine, table, shutdown) = (engine.clone(), table.clone(), shutdown.clone());
         conns.spawn(async move {
+            // Released however the task ends, a panic included.
+            struct Slot(Arc<Table>, u64);
+            impl Drop for Slot {
+                fn drop(&mut self) {
+                    self.0.release(self.1);
+                }
+            }
+            let slot = Slot(table, id);
             tokio::select! {
-                r = serve_conn(stream, &engine, &table, id) => {
+                r = serve_conn(stream, &engine, &slot.0, id) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "TCP connection ended");
                     }
@@ -229,13 +237,18 @@ pub(super) async fn accept_loop(
                 () = close.cancelled() => {}
                 () = shutdown.cancelled() => {}
             }
-            table.release(id);
         });
         // Reap finished connections so the set does not grow.
         while conns.try_join_next().is_some() {}
     }
-    conns.shutdown().await;
+    // Every connection ends at shutdown by itself.
+    while conns.join_next().await.is_some() {}
 }
+
+/// Most time a query, once its length has arrived, may take to arrive whole
+/// (and its answer to be written): a stalled message holds a busy slot,
+/// which eviction cannot take.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serve one connection: length-prefixed messages (RFC 1035 §4.2.2), answered
 /// in order, until the client closes or stays idle too long.
@@ -282,7 +295,7 @@ async fn serve_conn(
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(r) => r?,
         };
-        let idle = table.set_idle(id, false);
+        let idle = table.set_idle(id, false).min(MESSAGE_TIMEOUT);
         let n = usize::from(u16::from_be_bytes(len));
         buf.resize(n, 0);
         // A client that sends a length and then stalls is closed too.

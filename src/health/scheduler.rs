@@ -245,10 +245,11 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             if let Some(n) = LOCAL.allow() {
                 tracing::error!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, reason = %result.reason, "probe not run for a local reason; the endpoint's verdict is unchanged{}", suppressed_note(n));
             }
+            // Shown, but not a probe: `last_probe` (which readiness reads as
+            // "a verdict is known") stays as it was.
             task.cell.update_detail(|d| {
                 d.last_outcome = Some(result.outcome);
                 d.last_reason = Some(result.reason.clone());
-                d.last_probe = Some(SystemTime::now());
             });
             next = match (threshold.pending(), check.recheck) {
                 (true, Some(recheck)) => last_start + recheck,

@@ -477,3 +477,22 @@ async fn whitelisted_prefixes_are_not_rate_limited() {
     let (full, truncated, dropped) = burst(ts.dns, "mail.gslb.example.com.", 60).await;
     assert_eq!((full, truncated, dropped), (60, 0, 0));
 }
+
+/// A probe-source that is not an address of this host would make every
+/// probe fail (or, taken for a local error, freeze every verdict): the
+/// server refuses to start with it.
+#[tokio::test]
+async fn a_probe_source_that_is_not_local_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("z.toml"), ZONE).unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.probe_source = Some("192.0.2.1".parse().unwrap());
+    let err = match gslb::app::Server::start(settings).await {
+        Ok(_) => panic!("started with a foreign probe-source"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("probe-source 192.0.2.1 is not an address of this host"),
+        "{err}"
+    );
+}

@@ -228,10 +228,18 @@ impl EndpointProber {
                 } else {
                     tokio::net::TcpSocket::new_v6()
                 };
-                match socket.and_then(|s| s.bind(SocketAddr::new(source, 0)).map(|()| s)) {
-                    Ok(s) => s.connect(self.addr).await,
-                    Err(e) => Err(e),
+                let socket = socket.map_err(|e| classify(&e, &self.server_name()))?;
+                // Binding fails for a lasting reason (probe-source is not an
+                // address of this host: a typo, a VIP now on another node),
+                // not a passing shortage: a failure, never a local error that
+                // would freeze the verdict.
+                if let Err(e) = socket.bind(SocketAddr::new(source, 0)) {
+                    return Err((
+                        ProbeOutcome::Connect,
+                        format!("cannot bind probe-source {source}: {e}"),
+                    ));
                 }
+                socket.connect(self.addr).await
             }
         }
         .map_err(|e| classify(&e, &self.server_name()))?;

@@ -267,60 +267,59 @@ mod tests {
         assert_eq!(r.check_at(ip("192.0.2.1"), Class::Answer, 6), Send);
     }
 
+    /// Each (client, class, verdict) in turn, all in second 1.
+    fn expect(r: &Rrl, steps: &[(&str, Class, Verdict)]) {
+        for (i, (client, class, want)) in steps.iter().enumerate() {
+            assert_eq!(
+                r.check_at(ip(client), *class, 1),
+                *want,
+                "step {i}: {client}"
+            );
+        }
+    }
+
     #[test]
     fn prefixes_and_classes_are_counted_apart() {
-        let r = rrl(1, 0, &[]);
-        assert_eq!(r.check_at(ip("192.0.2.1"), Class::Answer, 1), Verdict::Send);
-        // Same /24: same budget.
-        assert_eq!(
-            r.check_at(ip("192.0.2.200"), Class::Answer, 1),
-            Verdict::Drop
-        );
-        // NXDOMAIN and errors have their own.
-        assert_eq!(
-            r.check_at(ip("192.0.2.1"), Class::NxDomain, 1),
-            Verdict::Send
-        );
-        assert_eq!(r.check_at(ip("192.0.2.1"), Class::Error, 1), Verdict::Send);
-        // Another /24, another /56.
-        assert_eq!(r.check_at(ip("192.0.3.1"), Class::Answer, 1), Verdict::Send);
-        assert_eq!(
-            r.check_at(ip("2001:db8:0:1::1"), Class::Answer, 1),
-            Verdict::Send
-        );
-        assert_eq!(
-            r.check_at(ip("2001:db8:0:2::1"), Class::Answer, 1),
-            Verdict::Drop
-        );
-        assert_eq!(
-            r.check_at(ip("2001:db8:0:100::1"), Class::Answer, 1),
-            Verdict::Send
+        use Class::*;
+        use Verdict::*;
+        expect(
+            &rrl(1, 0, &[]),
+            &[
+                ("192.0.2.1", Answer, Send),
+                // Same /24: same budget.
+                ("192.0.2.200", Answer, Drop),
+                // NXDOMAIN and errors have their own.
+                ("192.0.2.1", NxDomain, Send),
+                ("192.0.2.1", Error, Send),
+                // Another /24, another /56.
+                ("192.0.3.1", Answer, Send),
+                ("2001:db8:0:1::1", Answer, Send),
+                ("2001:db8:0:2::1", Answer, Drop),
+                ("2001:db8:0:100::1", Answer, Send),
+            ],
         );
     }
 
     #[test]
     fn whitelisted_prefixes_are_never_limited() {
+        use Class::*;
+        use Verdict::*;
         let r = rrl(1, 0, &["192.0.2.0/25", "2001:db8::/32"]);
         for _ in 0..10 {
-            assert_eq!(r.check_at(ip("192.0.2.7"), Class::Answer, 1), Verdict::Send);
-            assert_eq!(
-                r.check_at(ip("::ffff:192.0.2.7"), Class::Answer, 1),
-                Verdict::Send
-            );
-            assert_eq!(
-                r.check_at(ip("2001:db8::1"), Class::Answer, 1),
-                Verdict::Send
+            expect(
+                &r,
+                &[
+                    ("192.0.2.7", Answer, Send),
+                    ("::ffff:192.0.2.7", Answer, Send),
+                    ("2001:db8::1", Answer, Send),
+                ],
             );
         }
         // 192.0.2.200 is in the /24 but not whitelisted: limited, and the
         // whitelisted traffic used none of its budget.
-        assert_eq!(
-            r.check_at(ip("192.0.2.200"), Class::Answer, 1),
-            Verdict::Send
-        );
-        assert_eq!(
-            r.check_at(ip("192.0.2.200"), Class::Answer, 1),
-            Verdict::Drop
+        expect(
+            &r,
+            &[("192.0.2.200", Answer, Send), ("192.0.2.200", Answer, Drop)],
         );
     }
 

@@ -9,6 +9,7 @@ pub mod ecs;
 mod engine;
 #[cfg(target_os = "linux")]
 mod mmsg;
+mod prefix;
 pub mod rrl;
 mod server;
 mod snapshot;

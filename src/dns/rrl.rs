@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ipnet::IpNet;
+
+use super::prefix::client_prefix;
 use prometheus::IntCounter;
 
 /// Buckets in the table (a power of two): 64 K x 8 bytes = 512 KiB.
@@ -106,11 +108,6 @@ impl Rrl {
         }
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> &RrlSettings {
-        &self.settings
-    }
-
     /// Count one response of `class` to `client`; what to do with it.
     pub fn check(&self, client: IpAddr, class: Class) -> Verdict {
         let now = self.start.elapsed().as_secs() as u32;
@@ -121,8 +118,7 @@ impl Rrl {
         if !self.settings.whitelist.is_empty() && self.whitelisted(client) {
             return Verdict::Send;
         }
-        let (prefix, v4) = prefix(client);
-        let bucket = &self.buckets[slot(prefix, v4, class)];
+        let bucket = &self.buckets[slot(client_prefix(client), class)];
         let mut cur = bucket.load(Ordering::Relaxed);
         let count = loop {
             let (sec, n) = ((cur >> 32) as u32, cur as u32);
@@ -155,25 +151,10 @@ impl Rrl {
     }
 }
 
-/// The /24 or /56 of a client, and whether it is IPv4.
-fn prefix(ip: IpAddr) -> (u64, bool) {
-    match ip {
-        IpAddr::V4(v4) => (u64::from(u32::from(v4) >> 8), true),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => (u64::from(u32::from(v4) >> 8), true),
-            None => ((u128::from(v6) >> 72) as u64, false),
-        },
-    }
-}
-
-fn slot(prefix: u64, v4: bool, class: Class) -> usize {
-    // FNV-1a over the prefix, family and class: cheap and well spread.
+fn slot(prefix: u128, class: Class) -> usize {
+    // FNV-1a over the prefix and class: cheap and well spread.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in prefix
-        .to_le_bytes()
-        .into_iter()
-        .chain([u8::from(v4), class as u8])
-    {
+    for b in prefix.to_le_bytes().into_iter().chain([class as u8]) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }

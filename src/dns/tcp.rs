@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::prefix::client_prefix;
 use super::{Engine, Transport};
 use crate::metrics::ConnMetrics;
 use crate::throttle::{LogThrottle, suppressed_note};
@@ -45,18 +46,6 @@ pub struct TcpLimits {
     pub per_prefix: usize,
     /// Idle timeout between queries (and for a stalled query or answer).
     pub idle: Duration,
-}
-
-/// The /24 (IPv4) or /56 (IPv6) a client is in: the unit of the per-source
-/// cap, so a client cannot dodge it by rotating addresses in its own net.
-fn prefix(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xffff_ff00),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => u128::from(u32::from(v4) & 0xffff_ff00),
-            None => (u128::from(v6) & !((1u128 << 72) - 1)) | 1,
-        },
-    }
 }
 
 #[derive(Debug)]
@@ -106,7 +95,7 @@ impl Table {
     /// A slot for a connection from `ip`: its id and the token that closes
     /// it. At the limit, the longest-idle connection is closed for it.
     fn admit(&self, ip: IpAddr) -> Result<(u64, CancellationToken), Refused> {
-        let p = prefix(ip);
+        let p = client_prefix(ip);
         let mut inner = self.lock();
         if inner.per_prefix.get(&p).copied().unwrap_or(0) >= self.limits.per_prefix {
             self.metrics.shed_per_prefix.inc();
@@ -332,22 +321,6 @@ mod tests {
             },
             ConnMetrics::disabled(),
         )
-    }
-
-    #[test]
-    fn prefixes_are_slash_24_and_slash_56() {
-        assert_eq!(prefix(ip("192.0.2.1")), prefix(ip("192.0.2.254")));
-        assert_ne!(prefix(ip("192.0.2.1")), prefix(ip("192.0.3.1")));
-        assert_eq!(
-            prefix(ip("2001:db8:0:ff::1")),
-            prefix(ip("2001:db8:0:1::2"))
-        );
-        assert_ne!(
-            prefix(ip("2001:db8:0:100::1")),
-            prefix(ip("2001:db8:0:1::2"))
-        );
-        assert_eq!(prefix(ip("::ffff:192.0.2.1")), prefix(ip("192.0.2.9")));
-        assert_ne!(prefix(ip("::")), prefix(ip("0.0.0.0")));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod rrl;
 mod server;
 mod snapshot;
 mod tcp;
+mod wire;
 
 pub use crate::metrics::Transport;
 pub use cache::{DEFAULT_CACHE_BYTES, Worker};

@@ -179,24 +179,10 @@ pub fn truncate(out: &mut Vec<u8>) -> bool {
     if out.len() < 12 || u16::from_be_bytes([out[4], out[5]]) != 1 {
         return false;
     }
-    let opt: Option<Vec<u8>> = super::ecs::opt_record(out).map(|r| out[r].to_vec());
-    let mut i = 12;
-    loop {
-        let Some(&len) = out.get(i) else {
-            return false;
-        };
-        match len {
-            0 => {
-                i += 1;
-                break;
-            }
-            l if l & 0xc0 == 0xc0 => {
-                i += 2;
-                break;
-            }
-            l => i += 1 + usize::from(l),
-        }
-    }
+    let opt: Option<Vec<u8>> = super::wire::opt_record(out).map(|r| out[r].to_vec());
+    let Some(i) = super::wire::skip_name(out, 12) else {
+        return false;
+    };
     let end = i + 4;
     if out.len() < end {
         return false;

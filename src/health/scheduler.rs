@@ -209,10 +209,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                     let _permit = permits.acquire_owned().await.expect("probe semaphore never closed");
                     p.probe().await
                 });
-                next = match (threshold.pending(), check.recheck) {
-                    (true, Some(recheck)) => last_start + recheck,
-                    _ => last_start + check.interval,
-                };
+                next = next_probe(&check, &threshold, last_start);
                 continue;
             }
             // The backend closed the kept connection (killed, restarted):
@@ -251,10 +248,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                 d.last_outcome = Some(result.outcome);
                 d.last_reason = Some(result.reason.clone());
             });
-            next = match (threshold.pending(), check.recheck) {
-                (true, Some(recheck)) => last_start + recheck,
-                _ => last_start + check.interval,
-            };
+            next = next_probe(&check, &threshold, last_start);
             continue;
         }
         duration.observe(result.latency.as_secs_f64());
@@ -295,12 +289,17 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
         } else if !ok || threshold.pending() {
             tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, reason = %result.reason, run = threshold.run(), "probe result toward a transition");
         }
-        next = match (threshold.pending(), check.recheck) {
-            // Fast confirmation: re-probe `recheck` after the last start
-            // (at once if that has passed).
-            (true, Some(recheck)) => last_start + recheck,
-            // Back to the cadence, from the last probe's start.
-            _ => last_start + check.interval,
-        };
+        next = next_probe(&check, &threshold, last_start);
+    }
+}
+
+/// When the next probe starts, counted from the last one's start.
+fn next_probe(check: &Check, threshold: &Threshold, last_start: Instant) -> Instant {
+    match (threshold.pending(), check.recheck) {
+        // Fast confirmation: re-probe `recheck` after the last start (at
+        // once if that has passed).
+        (true, Some(recheck)) => last_start + recheck,
+        // Back to the cadence, from the last probe's start.
+        _ => last_start + check.interval,
     }
 }

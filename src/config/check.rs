@@ -20,8 +20,11 @@ use super::source::Ctx;
 use super::spec::{CheckSpec, RecheckSpec, StatusList, StatusSpec};
 use crate::model::{BODY_LIMIT, CaFile, Check, CheckKind, HttpCheck, StatusRange, TlsCheck};
 
-/// The settings that apply to HTTP(S) checks only, with where they are set.
-fn http_only(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 9] {
+/// A setting as written: its name and where it is, if it is set.
+type Field = (&'static str, Option<std::ops::Range<usize>>);
+
+/// The settings of HTTP and HTTPS checks (the request and its judgement).
+fn http_fields(s: &CheckSpec) -> [Field; 7] {
     [
         ("method", s.method.as_ref().map(Spanned::span)),
         ("path", s.path.as_ref().map(Spanned::span)),
@@ -33,9 +36,29 @@ fn http_only(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 
             "reuse-connection",
             s.reuse_connection.as_ref().map(Spanned::span),
         ),
+    ]
+}
+
+/// The settings of HTTPS checks only.
+fn tls_fields(s: &CheckSpec) -> [Field; 2] {
+    [
         ("tls-verify", s.tls_verify.as_ref().map(Spanned::span)),
         ("ca-file", s.ca_file.as_ref().map(Spanned::span)),
     ]
+}
+
+/// An error at each of `fields` that is set: it applies to `applies`
+/// checks, not to `kind`.
+fn misplaced(cx: &mut Ctx<'_, '_>, fields: &[Field], applies: &str, kind: &str) {
+    for (field, span) in fields {
+        if let Some(span) = span {
+            let origin = cx.src.origin(span.start);
+            cx.err_at(
+                origin,
+                format!("`{field}` applies to {applies} checks, not {kind}"),
+            );
+        }
+    }
 }
 
 pub(super) fn build_check(
@@ -46,15 +69,8 @@ pub(super) fn build_check(
     let before = cx.errors.len();
     let (kind, default_port) = match s.kind.get_ref().as_str() {
         "tcp" => {
-            for (field, span) in http_only(s) {
-                if let Some(span) = span {
-                    let origin = cx.src.origin(span.start);
-                    cx.err_at(
-                        origin,
-                        format!("`{field}` applies to http and https checks, not tcp"),
-                    );
-                }
-            }
+            misplaced(cx, &http_fields(s), "http and https", "tcp");
+            misplaced(cx, &tls_fields(s), "http and https", "tcp");
             if s.port.is_none() && s.target.is_none() {
                 cx.err(
                     name,
@@ -64,15 +80,7 @@ pub(super) fn build_check(
             (CheckKind::Tcp, 0)
         }
         "http" => {
-            for (field, span) in &http_only(s)[7..] {
-                if let Some(span) = span {
-                    let origin = cx.src.origin(span.start);
-                    cx.err_at(
-                        origin,
-                        format!("`{field}` applies to https checks, not http"),
-                    );
-                }
-            }
+            misplaced(cx, &tls_fields(s), "https", "http");
             (CheckKind::Http(http_check(cx, name, s, None)), 80)
         }
         "https" => {

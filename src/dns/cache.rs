@@ -229,21 +229,15 @@ impl Worker {
         }
     }
 
-    /// Store an entry already admitted; an entry it replaces gives its
-    /// bytes back.
+    /// Store an entry if it fits the cache's bytes; an entry it replaces
+    /// gives its bytes back.
     fn put(&mut self, key: Key, entry: Entry) {
         let name = key.name.len();
+        if !self.admit(entry_cost(name, &entry.body)) {
+            return;
+        }
         if let Some(old) = self.entries.insert(key, entry) {
-            let cost = ENTRY_OVERHEAD
-                + name
-                + match &old.body {
-                    Body::Fixed(b) => b.len(),
-                    Body::Picks { variants, .. } => variants
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| v.bytes.len() + if i > 0 { VARIANT_OVERHEAD } else { 0 })
-                        .sum(),
-                };
+            let cost = entry_cost(name, &old.body);
             self.bytes -= cost.min(self.bytes);
             self.account(-(cost as i64));
         }
@@ -375,17 +369,13 @@ impl Worker {
         let key = Self::key(q, tcp);
         match fill {
             Fill::No => {}
-            Fill::Fixed => {
-                if self.admit(ENTRY_OVERHEAD + key.name.len() + bytes.len()) {
-                    self.put(
-                        key,
-                        Entry {
-                            counted: Counted { zone, rcode },
-                            body: Body::Fixed(bytes.into()),
-                        },
-                    );
-                }
-            }
+            Fill::Fixed => self.put(
+                key,
+                Entry {
+                    counted: Counted { zone, rcode },
+                    body: Body::Fixed(bytes.into()),
+                },
+            ),
             Fill::Picks {
                 svc,
                 picks,
@@ -411,9 +401,7 @@ impl Worker {
                         variants.push(variant);
                         self.admit(cost);
                     }
-                } else if zone.is_some()
-                    && self.admit(ENTRY_OVERHEAD + key.name.len() + variant.bytes.len())
-                {
+                } else if zone.is_some() {
                     self.put(
                         key,
                         Entry {
@@ -428,6 +416,21 @@ impl Worker {
             }
         }
     }
+}
+
+/// What an entry costs the cache: its name and answer bytes and a fixed
+/// overhead, and for each further pick variant its bytes and overhead.
+fn entry_cost(name_len: usize, body: &Body) -> usize {
+    ENTRY_OVERHEAD
+        + name_len
+        + match body {
+            Body::Fixed(b) => b.len(),
+            Body::Picks { variants, .. } => variants
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.bytes.len() + if i > 0 { VARIANT_OVERHEAD } else { 0 })
+                .sum(),
+        }
 }
 
 /// Borrowed key lookups without allocating a `Key` per query.

@@ -96,6 +96,8 @@ async fn a_descriptor_flood_fails_no_healthy_region() {
         });
     }
     let mut child = cmd.spawn().expect("gslb starts");
+    // No server runs in this process to install it.
+    gslb::install_crypto_provider();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let get = |path: &str| {
         let (http, url) = (http.clone(), format!("http://{admin}{path}"));

@@ -150,29 +150,12 @@ impl Server {
         metrics.last_reload.set(unix_now());
         // Descriptors: probes and the rest first, then client connections.
         let nofile = crate::limits::raise_nofile().unwrap_or(1024);
-        let probed: Vec<u32> = config
-            .zones
-            .iter()
-            .flat_map(|z| z.regions.values())
-            .filter_map(|r| {
-                let check = r.check.as_ref()?;
-                let n = match &r.target {
-                    crate::model::RegionTarget::Endpoints(e) => e.len(),
-                    crate::model::RegionTarget::Alias(_) => 1,
-                };
-                Some(std::iter::repeat_n(check.fall.max(check.rise), n))
-            })
-            .flatten()
-            .collect();
-        let endpoints = probed.len();
         let sockets = settings.listen.len() * (1 + settings.udp_workers.max(1));
-        let reserve = crate::limits::reserve(
-            sockets,
-            crate::limits::probe_fds(probed, crate::health::MAX_CONCURRENT_PROBES),
-        );
-        let budget = crate::limits::FdBudget::new(
+        let (budget, endpoints) = crate::limits::FdBudget::for_config(
             nofile,
-            reserve,
+            &config,
+            sockets,
+            crate::health::MAX_CONCURRENT_PROBES,
             settings.tcp_connections,
             settings.admin_connections,
         );

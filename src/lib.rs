@@ -4,9 +4,9 @@
 //! the regions that are healthy right now. Modules, lowest first; each uses
 //! only modules above it in this list (tests excepted):
 //!
-//! - [`throttle`]: rate-limited log lines; [`limits`]: the file
-//!   descriptor budget.
+//! - [`throttle`]: rate-limited log lines.
 //! - [`model`]: validated configuration, plain data.
+//! - [`limits`]: the file descriptor budget for a configuration.
 //! - [`config`]: zone and settings files (TOML) to the model, errors with
 //!   `file:line:column`.
 //! - [`policy`]: pure answer selection over a health view.

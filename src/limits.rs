@@ -15,6 +15,8 @@
 
 use std::io;
 
+use crate::model::Config;
+
 /// Descriptors set aside for everything but client connections.
 pub const BASE_RESERVE: u64 = 128;
 
@@ -61,6 +63,39 @@ impl FdBudget {
             dns_tcp: share(left / 4 * 3, want_tcp),
             admin: share(left / 8, want_admin),
         }
+    }
+
+    /// The budget for serving `config` with `sockets` listeners and UDP
+    /// sockets, at most `max_in_flight` probes running at once, and the
+    /// number of probed endpoints it reserved for.
+    pub fn for_config(
+        nofile: u64,
+        config: &Config,
+        sockets: usize,
+        max_in_flight: usize,
+        want_tcp: usize,
+        want_admin: usize,
+    ) -> (FdBudget, usize) {
+        // Per probed endpoint, the rechecks that may overlap while a
+        // transition is confirmed; a cname region is probed once, at its
+        // check's target.
+        let probed: Vec<u32> = config
+            .zones
+            .iter()
+            .flat_map(|z| z.regions.values())
+            .filter_map(|r| {
+                let check = r.check.as_ref()?;
+                let n = r.endpoints().len().max(1);
+                Some(std::iter::repeat_n(check.fall.max(check.rise), n))
+            })
+            .flatten()
+            .collect();
+        let endpoints = probed.len();
+        let reserve = reserve(sockets, probe_fds(probed, max_in_flight));
+        (
+            FdBudget::new(nofile, reserve, want_tcp, want_admin),
+            endpoints,
+        )
     }
 
     /// Whether the limit leaves the reserve and the asked-for connections

@@ -15,8 +15,8 @@ use crate::metrics::Metrics;
 
 /// A zone with every kind of data the engine answers from, and no health
 /// checks (no probes run): static records of each type, a delegation with
-/// glue, wildcards, CNAME chains and a loop, and failover, weighted and
-/// all-healthy services, one with a cname region.
+/// glue, wildcards, CNAME chains and a loop, and failover, weighted,
+/// all-healthy, geo and nearest services, one with a cname region.
 pub const ZONE: &str = r#"
 [zone]
 name = "fuzz.example."
@@ -95,9 +95,14 @@ value = "loop1"
 
 [region.a]
 endpoints = ["192.0.2.1", "2001:db8::1"]
+location = [50.1, 8.7]
 
 [region.b]
 endpoints = ["192.0.2.2", "192.0.2.3"]
+location = [39.0, -77.5]
+
+[geo.world]
+nets = { "198.51.100.0/24" = "office", "198.51.100.128/25" = "a", "2001:db8::/32" = "b", "127.0.0.0/8" = "b" }
 
 [region.lb]
 cname = "lb.cloud.example."
@@ -118,7 +123,21 @@ regions = ["b", "a"]
 
 [service.edge]
 regions = ["lb", "a"]
+
+[service.geo]
+policy = "geo"
+geo = "world"
+map = { office = ["b", "a"], a = ["a"], "*" = ["a", "b"] }
+
+[service.near]
+policy = "nearest"
+geo = "world"
+regions = ["a", "b"]
+answers = 2
 "#;
+
+/// The source address of fuzzed queries (their ECS options vary).
+const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 struct Fixture {
     engine: Engine,
@@ -167,7 +186,7 @@ pub fn request(data: &[u8]) {
     // Twice: the second may come from the cache the first filled.
     for _ in 0..2 {
         if f.engine
-            .respond(data, Transport::Udp, &mut out, &mut worker)
+            .respond(data, CLIENT, Transport::Udp, &mut out, &mut worker)
         {
             check_response(data, &out);
         }
@@ -179,7 +198,9 @@ pub fn request(data: &[u8]) {
         let Some(msg) = rest.get(2..2 + len) else {
             break;
         };
-        if f.engine.respond(msg, Transport::Tcp, &mut out, &mut tcp) {
+        if f.engine
+            .respond(msg, CLIENT, Transport::Tcp, &mut out, &mut tcp)
+        {
             check_response(msg, &out);
         }
         rest = &rest[2 + len..];

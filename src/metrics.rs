@@ -170,7 +170,7 @@ impl ZoneCounters {
 /// Answers per (service, region) of one zone, kept across reloads.
 #[derive(Default)]
 pub struct AnswerCounter {
-    labels: [String; 3],
+    labels: [String; 4],
     count: AtomicU64,
 }
 
@@ -190,7 +190,7 @@ pub struct DnsMetrics {
 struct DnsInner {
     /// Zone name to counters; only touched when a snapshot is built and at scrape.
     zones: Mutex<HashMap<String, Arc<ZoneCounters>>>,
-    answers: Mutex<HashMap<[String; 3], Arc<AnswerCounter>>>,
+    answers: Mutex<HashMap<[String; 4], Arc<AnswerCounter>>>,
     no_zone: Arc<ZoneCounters>,
     dropped: [AtomicU64; 2],
     cache_bytes: AtomicI64,
@@ -219,9 +219,23 @@ impl DnsMetrics {
             .clone()
     }
 
-    /// The counter of answers for (zone, service, region).
-    pub fn answer(&self, zone: &str, service: &str, region: &str) -> Arc<AnswerCounter> {
-        let key = [zone.to_string(), service.to_string(), region.to_string()];
+    /// The counter of answers for (zone, service, region, location): the
+    /// location is a geo service's map key or a nearest service's nearest
+    /// region ("*": unknown), empty for other services. Never a client
+    /// address: the set is the configuration's.
+    pub fn answer(
+        &self,
+        zone: &str,
+        service: &str,
+        region: &str,
+        location: &str,
+    ) -> Arc<AnswerCounter> {
+        let key = [
+            zone.to_string(),
+            service.to_string(),
+            region.to_string(),
+            location.to_string(),
+        ];
         let mut answers = self.inner.answers.lock().expect("metrics lock poisoned");
         answers
             .entry(key.clone())
@@ -291,9 +305,9 @@ impl DnsMetrics {
         let answers = IntCounterVec::new(
             Opts::new(
                 DNS_ANSWERS,
-                "Service answers, by zone, service and the region that got the traffic.",
+                "Service answers, by zone, service, the region that got the traffic and the client's location (geo and nearest services).",
             ),
-            &["zone", "service", "region"],
+            &["zone", "service", "region", "location"],
         )
         .expect("valid metric");
         for a in self
@@ -303,9 +317,9 @@ impl DnsMetrics {
             .expect("metrics lock poisoned")
             .values()
         {
-            let [z, s, r] = &a.labels;
+            let [z, s, r, l] = &a.labels;
             answers
-                .with_label_values(&[z.as_str(), s.as_str(), r.as_str()])
+                .with_label_values(&[z.as_str(), s.as_str(), r.as_str(), l.as_str()])
                 .inc_by(a.count.load(Ordering::Relaxed));
         }
         let dropped = IntCounterVec::new(

@@ -5,6 +5,7 @@
 //! reload all call [`load`], so what `check` accepts is exactly what serves.
 
 mod check;
+mod geo;
 mod names;
 mod records;
 mod region;

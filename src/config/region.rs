@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::names::{Defined, parse_name};
 use super::source::Ctx;
 use super::spec::RegionSpec;
-use crate::model::{Check, Region, RegionTarget};
+use crate::model::{Check, Coords, Region, RegionTarget};
 
 pub(super) fn build_region(
     cx: &mut Ctx<'_, '_>,
@@ -104,15 +104,42 @@ pub(super) fn build_region(
         Some(m) => *m.get_ref() as usize,
         None => 1,
     };
+    let location = s.location.as_ref().and_then(|l| location(cx, l));
     if cx.errors.len() > before {
         return None;
     }
     Some(Region {
+        location,
         name: name.get_ref().clone(),
         index,
         target,
         check,
         min_healthy,
         origin: cx.src.at(name),
+    })
+}
+
+/// `location = [latitude, longitude]`.
+fn location(cx: &mut Ctx<'_, '_>, l: &Spanned<Vec<Spanned<f64>>>) -> Option<Coords> {
+    let [lat, lon] = l.get_ref().as_slice() else {
+        cx.err(
+            l,
+            "location is [latitude, longitude], two numbers in degrees",
+        );
+        return None;
+    };
+    let mut ok = true;
+    for (v, what, max) in [(lat, "latitude", 90.0), (lon, "longitude", 180.0)] {
+        if !(-max..=max).contains(v.get_ref()) {
+            cx.err(
+                v,
+                format!("{what} {} is outside -{max} to {max}", v.get_ref()),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| Coords {
+        lat: *lat.get_ref(),
+        lon: *lon.get_ref(),
     })
 }

@@ -5,17 +5,21 @@ use std::sync::Arc;
 use hickory_proto::rr::Name;
 use toml::Spanned;
 
+use super::geo::{geo_policy, map_of, nearest_policy};
 use super::names::{Defined, parse_owner};
 use super::source::Ctx;
 use super::spec::ServiceSpec;
 use super::{DEFAULT_DEGRADED_TTL, DEFAULT_SERVICE_TTL};
-use crate::model::{Origin, Policy, Region, RegionTarget, Service, ServiceRegion, WhenAllDown};
+use crate::model::{
+    GeoMap, Origin, Policy, Region, RegionTarget, Service, ServiceRegion, WhenAllDown,
+};
 
 pub(super) fn build_service(
     cx: &mut Ctx<'_, '_>,
     key: &Spanned<String>,
     s: &ServiceSpec,
     regions: &Defined<Region>,
+    maps: &Defined<GeoMap>,
     apex: &Name,
 ) -> Option<Service> {
     let before = cx.errors.len();
@@ -26,8 +30,7 @@ pub(super) fn build_service(
             return None;
         }
     };
-    let policy = policy(cx, s)?;
-    let members = members(cx, key, s, &policy, regions);
+    let (policy, members) = policy(cx, key, s, regions, maps)?;
     check_answers(cx, key, s, &policy, &members);
     let ttl = cx.ttl(&s.ttl, DEFAULT_SERVICE_TTL);
     let degraded_ttl = cx.ttl(&s.degraded_ttl, ttl.min(DEFAULT_DEGRADED_TTL));
@@ -73,26 +76,67 @@ fn lookup(
     }
 }
 
-fn policy(cx: &mut Ctx<'_, '_>, s: &ServiceSpec) -> Option<Policy> {
+/// The policy and the regions it answers from.
+fn policy(
+    cx: &mut Ctx<'_, '_>,
+    key: &Spanned<String>,
+    s: &ServiceSpec,
+    regions: &Defined<Region>,
+    maps: &Defined<GeoMap>,
+) -> Option<(Policy, Vec<ServiceRegion>)> {
     let answers = cx.int(&s.answers, "answers", 1, 64, 1) as usize;
-    let policy = match s.policy.as_ref() {
-        None => Policy::Failover,
-        Some(p) => match p.get_ref().as_str() {
-            "failover" => Policy::Failover,
-            "weighted" => Policy::Weighted { answers },
-            "all-healthy" => Policy::AllHealthy,
-            other => {
-                cx.err(p, format!("unknown policy {other:?} (expected \"failover\", \"weighted\" or \"all-healthy\")"));
-                return None;
+    let name = s.policy.as_ref().map(|p| p.get_ref().as_str());
+    if !matches!(name, Some("geo" | "nearest")) {
+        for (what, span) in [
+            ("geo", s.geo.as_ref().map(Spanned::span)),
+            ("map", s.map.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = span {
+                let at = cx.src.origin(span.start);
+                cx.err_at(
+                    at,
+                    format!("`{what}` applies to policy = \"geo\" or \"nearest\""),
+                );
             }
-        },
-    };
-    if let Some(answers) = &s.answers
-        && !matches!(policy, Policy::Weighted { .. })
-    {
-        cx.err(answers, "`answers` applies to the weighted policy only");
+        }
     }
-    Some(policy)
+    if let Some(a) = &s.answers
+        && !matches!(name, Some("weighted" | "nearest" | "geo"))
+    {
+        cx.err(
+            a,
+            "`answers` applies to the weighted and nearest policies only",
+        );
+    }
+    let simple = |cx: &mut Ctx<'_, '_>, policy: Policy| {
+        let members = members(cx, key, s, &policy, regions);
+        Some((policy, members))
+    };
+    match (s.policy.as_ref(), name) {
+        (_, None | Some("failover")) => simple(cx, Policy::Failover),
+        (_, Some("weighted")) => simple(cx, Policy::Weighted { answers }),
+        (_, Some("all-healthy")) => simple(cx, Policy::AllHealthy),
+        (Some(p), Some("geo")) => {
+            let map = map_of(cx, s, p, maps)?;
+            let mut find = |cx: &mut Ctx<'_, '_>, r: &Spanned<String>| {
+                let at = cx.src.at(r);
+                lookup(cx, regions, r.get_ref(), at)
+            };
+            let (g, members) = geo_policy(cx, key, s, map, &mut find)?;
+            Some((Policy::Geo(Arc::new(g)), members))
+        }
+        (Some(p), Some("nearest")) => {
+            let map = map_of(cx, s, p, maps);
+            let members = members(cx, key, s, &Policy::Failover, regions);
+            let n = nearest_policy(cx, key, s, map?, answers, &members, regions)?;
+            Some((Policy::Nearest(Arc::new(n)), members))
+        }
+        (Some(p), Some(other)) => {
+            cx.err(p, format!("unknown policy {other:?} (expected \"failover\", \"weighted\", \"all-healthy\", \"geo\" or \"nearest\")"));
+            None
+        }
+        (None, Some(_)) => unreachable!("a name comes from a policy"),
+    }
 }
 
 /// `regions` or `weights`: the service's regions in the file's order.
@@ -180,14 +224,17 @@ fn check_answers(
         .count();
     if aliases > 0
         && (matches!(policy, Policy::AllHealthy)
-            || matches!(policy, Policy::Weighted { answers } if *answers > 1))
+            || matches!(policy, Policy::Weighted { answers } if *answers > 1)
+            || matches!(policy, Policy::Nearest(n) if n.answers > 1))
     {
         cx.err(key, format!("service {}: a cname region can only be answered alone (failover, or weighted with answers = 1)", key.get_ref()));
     }
-    if let Policy::Weighted { answers } = *policy
-        && answers > members.len()
-        && !members.is_empty()
-    {
+    let answers = match policy {
+        Policy::Weighted { answers } => *answers,
+        Policy::Nearest(n) => n.answers,
+        _ => 1,
+    };
+    if answers > members.len() && !members.is_empty() {
         cx.err(
             s.answers.as_ref().expect("answers > 1 is set"),
             format!(

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// One zone file: `[zone]`, `[[record]]`, `[check.NAME]`, `[region.NAME]`, `[service.NAME]`.
+/// One zone file: `[zone]`, `[[record]]`, `[check.NAME]`, `[region.NAME]`,
+/// `[geo.NAME]`, `[service.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct ZoneFile {
@@ -25,9 +26,23 @@ pub(crate) struct ZoneFile {
     /// Regions, by name.
     #[serde(default)]
     pub region: BTreeMap<Spanned<String>, RegionSpec>,
+    /// Client location maps, by name.
+    #[serde(default)]
+    pub geo: BTreeMap<Spanned<String>, GeoSpec>,
     /// Health-aware names, by owner name relative to the zone.
     #[serde(default)]
     pub service: BTreeMap<Spanned<String>, ServiceSpec>,
+}
+
+/// `[geo.NAME]`: how a client's address becomes a location.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct GeoSpec {
+    /// A MaxMind DB file (GeoIP2/GeoLite2 City or Country, DB-IP), relative
+    /// to the zone file.
+    pub database: Option<Spanned<String>>,
+    /// CIDR to label; checked before the database, most specific first.
+    pub nets: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
 }
 
 /// `[zone]`: the apex and what the SOA is generated from.
@@ -161,13 +176,15 @@ pub(crate) struct RegionSpec {
     pub check: Option<Spanned<String>>,
     /// Region is up while at least this many endpoints are up (default 1).
     pub min_healthy: Option<Spanned<i64>>,
+    /// `[latitude, longitude]` in degrees, for `policy = "nearest"`.
+    pub location: Option<Spanned<Vec<Spanned<f64>>>>,
 }
 
 /// `[service.NAME]`: a health-aware name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct ServiceSpec {
-    /// `"failover"` (default), `"weighted"` or `"all-healthy"`.
+    /// `"failover"` (default), `"weighted"`, `"all-healthy"`, `"geo"` or `"nearest"`.
     pub policy: Option<Spanned<String>>,
     /// Regions in priority order.
     pub regions: Option<Spanned<Vec<Spanned<String>>>>,
@@ -177,7 +194,12 @@ pub(crate) struct ServiceSpec {
     pub ttl: Option<Spanned<i64>>,
     /// TTL while degraded (default: min(ttl, 10)).
     pub degraded_ttl: Option<Spanned<i64>>,
-    /// Weighted policy: distinct regions per answer (default 1).
+    /// Geo and nearest policies: the `[geo.NAME]` map that locates clients.
+    pub geo: Option<Spanned<String>>,
+    /// Geo policy: location key (a nets label, `country:XX`, `continent:XX`
+    /// or `*`) to regions in failover order.
+    pub map: Option<Spanned<BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>>>,
+    /// Weighted and nearest policies: distinct regions per answer (default 1).
     pub answers: Option<Spanned<i64>>,
     /// Cap on addresses per answer (default 8).
     pub max_records: Option<Spanned<i64>>,

@@ -227,7 +227,7 @@ fn service_rules() {
         ),
         (
             "[service.s]\nregions = [\"r\"]\nanswers = 2\n",
-            "weighted policy only",
+            "weighted and nearest policies only",
         ),
         (
             "[service.s]\nregions = [\"r\"]\nttl = 5\ndegraded-ttl = 9\n",
@@ -493,4 +493,102 @@ fn webhook_errors_never_show_credentials_or_query() {
         "https://h.example:8443/x"
     );
     assert_eq!(redact_url("u:hunter2@10.0.0.1:2379"), "10.0.0.1:2379");
+}
+
+const GEO_BASE: &str = r#"
+[region.us]
+endpoints = ["192.0.2.1"]
+location = [39.0, -77.5]
+
+[region.eu]
+endpoints = ["192.0.2.2"]
+location = [50.1, 8.7]
+
+[region.bare]
+endpoints = ["192.0.2.3"]
+
+[geo.w]
+nets = { "198.51.100.0/24" = "office", "10.0.0.0/8" = "corp", "10.1.0.0/16" = "eu" }
+"#;
+
+#[test]
+fn geo_services_load() {
+    let cfg = load_one(&format!(
+        "{HEAD}{GEO_BASE}
+[service.api]
+policy = \"geo\"
+geo = \"w\"
+map = {{ office = [\"eu\", \"us\"], \"*\" = [\"us\", \"eu\"], corp = [\"bare\"] }}
+
+[service.cdn]
+policy = \"nearest\"
+geo = \"w\"
+regions = [\"us\", \"eu\"]
+answers = 2
+"
+    ))
+    .unwrap();
+    let z = &cfg.zones[0];
+    let map = &z.geo["w"];
+    // Longest prefix first; labels sorted.
+    let nets: Vec<String> = map.nets.iter().map(|n| n.net.to_string()).collect();
+    assert_eq!(nets, ["198.51.100.0/24", "10.1.0.0/16", "10.0.0.0/8"]);
+    assert_eq!(map.labels, ["corp", "eu", "office"]);
+    let api = z.services.iter().find(|s| s.key == "api").unwrap();
+    let Policy::Geo(g) = &api.policy else {
+        panic!("geo policy")
+    };
+    // Regions in the order first named in the file.
+    let names: Vec<&str> = api.regions.iter().map(|r| r.region.name.as_str()).collect();
+    assert_eq!(names, ["eu", "us", "bare"]);
+    let keys: Vec<String> = g.entries.iter().map(|e| e.key.to_string()).collect();
+    assert_eq!(keys, ["corp", "office", "*"]);
+    assert_eq!(g.entries[g.default].order, [1, 0]);
+    assert_eq!(g.by_label, [Some(0), None, Some(1)]);
+    let cdn = z.services.iter().find(|s| s.key == "cdn").unwrap();
+    let Policy::Nearest(n) = &cdn.policy else {
+        panic!("nearest policy")
+    };
+    assert_eq!(n.answers, 2);
+    // The label "eu" names a region with a location; the others do not.
+    assert_eq!(n.label_coords[1].map(|c| c.lat), Some(50.1));
+    assert!(n.label_coords[0].is_none() && n.label_coords[2].is_none());
+}
+
+#[test]
+fn geo_rules() {
+    let base = format!("{HEAD}{GEO_BASE}");
+    let geo = |map: &str| format!("[service.s]\npolicy = \"geo\"\ngeo = \"w\"\nmap = {map}\n");
+    let cases = [
+        (geo("{ office = [\"us\"] }"), "z.toml:23:7: map needs a \"*\" entry"),
+        (geo("{ lab = [\"us\"], \"*\" = [\"us\"] }"), "z.toml:23:9: unknown map key \"lab\": not a nets label of geo w (labels: corp, eu, office)"),
+        (geo("{ \"country:IN\" = [\"us\"], \"*\" = [\"us\"] }"), "country keys need a database"),
+        (geo("{ \"country:IND\" = [\"us\"], \"*\" = [\"us\"] }"), "two-letter ISO 3166 code"),
+        (geo("{ \"continent:XX\" = [\"us\"], \"*\" = [\"us\"] }"), "unknown continent"),
+        (geo("{ \"*\" = [\"mars\"] }"), "unknown region \"mars\""),
+        (geo("{ \"*\" = [\"us\", \"us\"] }"), "listed twice"),
+        (geo("{ \"*\" = [] }"), "location * lists no regions"),
+        ("[service.s]\npolicy = \"geo\"\ngeo = \"w\"\nregions = [\"us\"]\nmap = { \"*\" = [\"us\"] }\n".into(), "`regions` does not apply to policy = \"geo\""),
+        ("[service.s]\npolicy = \"geo\"\nmap = { \"*\" = [\"us\"] }\n".into(), "needs `geo = \"NAME\"`"),
+        ("[service.s]\npolicy = \"geo\"\ngeo = \"x\"\nmap = { \"*\" = [\"us\"] }\n".into(), "unknown geo \"x\" (defined: w)"),
+        ("[service.s]\npolicy = \"geo\"\ngeo = \"w\"\n".into(), "needs `map`"),
+        ("[service.s]\nregions = [\"us\"]\ngeo = \"w\"\n".into(), "`geo` applies to policy = \"geo\" or \"nearest\""),
+        ("[service.s]\npolicy = \"nearest\"\ngeo = \"w\"\nregions = [\"us\", \"bare\"]\n".into(), "region bare has no `location`"),
+        ("[service.s]\npolicy = \"nearest\"\ngeo = \"w\"\nregions = [\"us\"]\nanswers = 2\n".into(), "answers = 2 but the service has 1 regions"),
+        ("[geo.n]\nnets = { \"10.0.0.0/8\" = \"x\" }\n[service.s]\npolicy = \"nearest\"\ngeo = \"n\"\nregions = [\"us\"]\n".into(), "geo n gives no coordinates"),
+        ("[geo.n]\nnets = { \"10.0.0.1/8\" = \"x\" }\n".into(), "bits set past its prefix length (the network is 10.0.0.0/8)"),
+        ("[geo.n]\nnets = { \"10.0.0/8\" = \"x\" }\n".into(), "is not a CIDR network"),
+        ("[geo.n]\nnets = { \"10.0.0.0/8\" = \"a:b\" }\n".into(), "a nets label is a name"),
+        ("[geo.n]\n".into(), "geo n needs `database` or `nets`"),
+        ("[geo.n]\ndatabase = \"/nonexistent/x.mmdb\"\n".into(), "database /nonexistent/x.mmdb: cannot read"),
+        ("[region.x]\nendpoints = [\"192.0.2.9\"]\nlocation = [91, 0]\n".into(), "latitude 91 is outside -90 to 90"),
+        ("[region.x]\nendpoints = [\"192.0.2.9\"]\nlocation = [1]\n".into(), "location is [latitude, longitude]"),
+    ];
+    for (tail, want) in cases {
+        let errs = errors(&format!("{base}\n{tail}"));
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{tail}: want {want:?}, got {errs:?}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::check::build_check;
+use super::geo::build_geo;
 use super::names::{Defined, parse_name, parse_owner};
 use super::region::build_region;
 use super::service::build_service;
@@ -66,7 +67,12 @@ pub(super) fn load_zone(
         let built = build_region(&mut cx, index, name, spec, &checks, &head.name).map(Arc::new);
         regions.insert(name.get_ref(), name.span().start, built);
     }
-    let services = services(&mut cx, &file, &head, &regions, &cuts, &data);
+    let mut maps = Defined::default();
+    for (name, spec) in &file.geo {
+        let built = build_geo(&mut cx, name, spec).map(Arc::new);
+        maps.insert(name.get_ref(), name.span().start, built);
+    }
+    let services = services(&mut cx, &file, &head, &regions, &maps, &cuts, &data);
     if cx.errors.len() > before {
         return None;
     }
@@ -85,7 +91,19 @@ pub(super) fn load_zone(
         regions: regions.valid,
         services,
         record_count,
-        content_hash: crate::model::fnv1a(src.text.as_bytes()),
+        // A changed database changes the zone as a changed file does.
+        content_hash: maps
+            .valid
+            .values()
+            .fold(crate::model::fnv1a(src.text.as_bytes()), |h, m| {
+                match &m.database {
+                    Some(db) => {
+                        crate::model::fnv1a(&[h.to_le_bytes(), db.hash.to_le_bytes()].concat())
+                    }
+                    None => h,
+                }
+            }),
+        geo: maps.valid,
         webhook: head.webhook,
         serial_auto: file.zone.serial.is_none(),
         ecs: file.zone.ecs.unwrap_or(true),
@@ -333,13 +351,14 @@ fn services(
     file: &ZoneFile,
     head: &Head,
     regions: &Defined<crate::model::Region>,
+    maps: &Defined<crate::model::GeoMap>,
     cuts: &[LowerName],
     data: &Data,
 ) -> Vec<Arc<Service>> {
     let mut services: Vec<Arc<Service>> = Vec::new();
     let mut service_at: HashMap<LowerName, Origin> = HashMap::new();
     for (key, spec) in &file.service {
-        let Some(s) = build_service(cx, key, spec, regions, &head.name) else {
+        let Some(s) = build_service(cx, key, spec, regions, maps, &head.name) else {
             continue;
         };
         let lname = LowerName::new(&s.name);

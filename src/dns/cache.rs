@@ -20,6 +20,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use rand::rngs::SmallRng;
 
+use super::ecs::{self, ClientSubnet};
 use super::snapshot::ServedZone;
 use crate::policy;
 
@@ -53,6 +54,9 @@ pub(crate) struct FastQuery<'a> {
     pub edns: Option<bool>,
     /// The client's UDP payload size (512 without EDNS).
     pub payload: u16,
+    /// The query's client subnet (a well-formed one: the engine answers
+    /// a malformed one with FORMERR).
+    pub ecs: Option<ClientSubnet>,
 }
 
 /// Parse a plain query: one question, no answer or authority records, at
@@ -89,7 +93,7 @@ pub(crate) fn parse(req: &[u8]) -> Option<FastQuery<'_>> {
     let qclass = u16::from_be_bytes([*req.get(i + 2)?, *req.get(i + 3)?]);
     let qend = i + 4;
     let question = &req[12..qend];
-    let (edns, payload) = if count(10) == 1 {
+    let (edns, payload, ecs) = if count(10) == 1 {
         // OPT: root name, type 41, class = payload, TTL = rcode/version/flags, rdlen, rdata.
         let opt = req.get(qend..qend + 11)?;
         if opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != 41 || opt[6] != 0 {
@@ -99,18 +103,16 @@ pub(crate) fn parse(req: &[u8]) -> Option<FastQuery<'_>> {
         if qend + 11 + rdlen != req.len() {
             return None;
         }
-        // A client subnet is echoed (or rejected) by the engine, and its
-        // answer is not cached: other clients' queries carry other ones.
-        if super::ecs::has_option(&req[qend + 11..]) {
-            return None;
-        }
+        // The answer bytes are stored without ECS; the echo is appended
+        // per query. A malformed option is the engine's to refuse.
+        let ecs = super::ecs::from_options(&req[qend + 11..]).ok()?;
         let payload = u16::from_be_bytes([opt[3], opt[4]]).max(512);
-        (Some(opt[7] & 0x80 != 0), payload)
+        (Some(opt[7] & 0x80 != 0), payload, ecs)
     } else {
         if qend != req.len() {
             return None;
         }
-        (None, 512)
+        (None, 512, None)
     };
     Some(FastQuery {
         key_name,
@@ -120,6 +122,7 @@ pub(crate) fn parse(req: &[u8]) -> Option<FastQuery<'_>> {
         qclass,
         edns,
         payload,
+        ecs,
     })
 }
 
@@ -148,6 +151,10 @@ enum Body {
 /// One pick's answer, with what the engine counted for it.
 struct Variant {
     picks: Vec<usize>,
+    /// Served with the degraded TTL: with geo and nearest services the same
+    /// picks are the preferred answer of one location and a failover of
+    /// another.
+    degraded: bool,
     bytes: Box<[u8]>,
     rcode: ResponseCode,
     /// Records were answered from the picked regions (not NODATA).
@@ -163,6 +170,8 @@ struct Entry {
 pub struct Worker {
     /// RNG for weighted picks and shuffles.
     pub rng: SmallRng,
+    /// Decoded geo database records.
+    pub geo: policy::geo::Memo,
     entries: HashMap<Key, Entry>,
     generation: (u64, u64),
     /// What the entries cost, by the estimate of [`ENTRY_OVERHEAD`].
@@ -192,6 +201,7 @@ pub(super) enum Fill {
     Picks {
         svc: usize,
         picks: Vec<usize>,
+        degraded: bool,
         counted: bool,
     },
 }
@@ -207,6 +217,7 @@ impl Worker {
     pub fn with_cache(rng: SmallRng, max_bytes: usize) -> Self {
         Worker {
             rng,
+            geo: Default::default(),
             entries: HashMap::new(),
             generation: (0, 0),
             bytes: 0,
@@ -268,6 +279,10 @@ impl Worker {
     /// Forget everything when the generation moved.
     pub(super) fn sync(&mut self, generation: (u64, u64)) {
         if self.generation != generation {
+            if self.generation.0 != generation.0 {
+                // A reload may have read the databases again.
+                self.geo.clear();
+            }
             self.entries.clear();
             self.account(-(self.bytes as i64));
             self.bytes = 0;
@@ -290,6 +305,7 @@ impl Worker {
         &mut self,
         req: &[u8],
         q: &FastQuery<'_>,
+        from: std::net::IpAddr,
         tcp: bool,
         limit: usize,
         out: &mut Vec<u8>,
@@ -306,9 +322,16 @@ impl Worker {
         let Some(entry) = self.entries.get(&key as &dyn AsKey) else {
             return false;
         };
+        // The echo of the client subnet, when the zone honours it, is
+        // appended to the stored bytes: it must fit too.
+        let echo = q
+            .ecs
+            .filter(|_| entry.counted.zone.as_ref().is_some_and(|z| z.zone.ecs));
+        let room = limit - echo.as_ref().map_or(0, ecs::echo_len);
+        let mut scope = 0;
         let (bytes, rcode): (&[u8], ResponseCode) = match &entry.body {
             Body::Fixed(b) => {
-                if b.len() > limit {
+                if b.len() > room {
                     return false;
                 }
                 (b, entry.counted.rcode)
@@ -318,20 +341,24 @@ impl Worker {
                     return false;
                 };
                 let service = &zone.zone.services[*svc];
-                let sel = policy::select(service, zone.health.as_ref(), &mut self.rng);
+                let addr = ecs::locating_addr(from, echo.as_ref());
+                let place = policy::geo::locate(service, addr, &mut self.geo);
+                let (order, loc) = match &place {
+                    Some(p) => (&p.order[..], p.loc),
+                    None => (&[][..], 0),
+                };
+                let sel = policy::select_at(service, zone.health.as_ref(), order, &mut self.rng);
                 // A pick not seen yet, or too big for this client: the engine
                 // builds it (and counts it).
-                let Some(v) = variants
-                    .iter()
-                    .find(|v| v.picks == sel.picks && v.bytes.len() <= limit)
-                else {
+                let Some(v) = variants.iter().find(|v| {
+                    v.picks == sel.picks && v.degraded == sel.degraded && v.bytes.len() <= room
+                }) else {
                     return false;
                 };
                 if v.counted {
-                    for &p in &v.picks {
-                        zone.answer_counters[*svc][p].inc();
-                    }
+                    zone.count_answer(*svc, loc, &v.picks);
                 }
+                scope = place.map_or(0, |p| p.scope);
                 (&v.bytes, v.rcode)
             }
         };
@@ -343,6 +370,9 @@ impl Worker {
         out[2] = (out[2] & !0x01) | (req[2] & 0x01);
         out[3] = (out[3] & !0x10) | (req[3] & 0x10);
         out[12..12 + q.question.len()].copy_from_slice(q.question);
+        if let Some(cs) = &echo {
+            ecs::append(out, cs, ecs::echo_scope(cs, scope));
+        }
         let qtype = RecordType::from(q.qtype);
         let transport = if tcp {
             super::Transport::Tcp
@@ -379,10 +409,12 @@ impl Worker {
             Fill::Picks {
                 svc,
                 picks,
+                degraded,
                 counted,
             } => {
                 let variant = Variant {
                     picks,
+                    degraded,
                     bytes: bytes.into(),
                     rcode,
                     counted,
@@ -396,7 +428,9 @@ impl Worker {
                 {
                     if room
                         && variants.len() < MAX_VARIANTS
-                        && !variants.iter().any(|v| v.picks == variant.picks)
+                        && !variants
+                            .iter()
+                            .any(|v| v.picks == variant.picks && v.degraded == variant.degraded)
                     {
                         variants.push(variant);
                         self.admit(cost);

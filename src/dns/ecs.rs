@@ -27,9 +27,14 @@ pub struct ClientSubnet {
 /// `Err(why)` when it is malformed (the request gets FORMERR). `req` must be
 /// a message hickory parsed whole.
 pub fn from_request(req: &[u8]) -> Result<Option<ClientSubnet>, &'static str> {
-    let Some(rdata) = opt_rdata(req) else {
-        return Ok(None);
-    };
+    match opt_rdata(req) {
+        Some(rdata) => from_options(rdata),
+        None => Ok(None),
+    }
+}
+
+/// The ECS option among an OPT record's options (its RDATA), if any.
+pub fn from_options(rdata: &[u8]) -> Result<Option<ClientSubnet>, &'static str> {
     let mut i = 0;
     let mut found = None;
     while i + 4 <= rdata.len() {
@@ -90,17 +95,55 @@ fn opt_rdata(req: &[u8]) -> Option<&[u8]> {
     req.get(rr.start + 11..rr.end)
 }
 
-/// Whether the request's OPT carries an ECS option (for the cache's fast
-/// path: such requests go to the engine). `opt` is the OPT's RDATA.
-pub fn has_option(opt: &[u8]) -> bool {
-    let mut i = 0;
-    while i + 4 <= opt.len() {
-        if u16::from_be_bytes([opt[i], opt[i + 1]]) == OPTION_CODE {
-            return true;
-        }
-        i += 4 + usize::from(u16::from_be_bytes([opt[i + 2], opt[i + 3]]));
+/// The address a client is located by: the subnet's (when the zone
+/// honours ECS, `echo`) unless its SOURCE PREFIX-LENGTH is 0, which asks
+/// for an answer that does not depend on the client (RFC 7871 §7.1.2):
+/// then the query's own source, as without ECS.
+pub fn locating_addr(from: IpAddr, echo: Option<&ClientSubnet>) -> IpAddr {
+    match echo {
+        Some(cs) if cs.source > 0 => cs.addr,
+        _ => from,
     }
-    false
+}
+
+/// The SCOPE PREFIX-LENGTH echoed for an answer that holds over the
+/// client's network of length `scope` (0: the answer does not depend on
+/// the location): 0 when the query's SOURCE is 0.
+pub fn echo_scope(cs: &ClientSubnet, scope: u8) -> u8 {
+    if cs.source == 0 { 0 } else { scope }
+}
+
+/// How many bytes the echo of `cs` adds to a response's OPT record.
+pub fn echo_len(cs: &ClientSubnet) -> usize {
+    8 + usize::from(cs.source).div_ceil(8)
+}
+
+/// Append the echo of `cs` with this SCOPE PREFIX-LENGTH to a response
+/// whose last record is an OPT without options (as the engine encodes
+/// them; the answer cache stores them so). Returns false, changing
+/// nothing, when `out` does not end so.
+pub fn append(out: &mut Vec<u8>, cs: &ClientSubnet, scope: u8) -> bool {
+    let n = out.len();
+    if n < 12 + 11 || out[n - 11] != 0 || out[n - 10..n - 8] != [0, 41] || out[n - 2..] != [0, 0] {
+        return false;
+    }
+    let len = usize::from(cs.source).div_ceil(8);
+    let (family, octets): (u16, [u8; 16]) = match cs.addr {
+        IpAddr::V4(a) => {
+            let mut o = [0; 16];
+            o[..4].copy_from_slice(&a.octets());
+            (1, o)
+        }
+        IpAddr::V6(a) => (2, a.octets()),
+    };
+    let rdlen = (echo_len(cs) as u16).to_be_bytes();
+    out[n - 2..].copy_from_slice(&rdlen);
+    out.extend_from_slice(&OPTION_CODE.to_be_bytes());
+    out.extend_from_slice(&((4 + len) as u16).to_be_bytes());
+    out.extend_from_slice(&family.to_be_bytes());
+    out.extend_from_slice(&[cs.source, scope.min(if family == 1 { 32 } else { 128 })]);
+    out.extend_from_slice(&octets[..len]);
+    true
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, Metadata, OpCode, Query, ResponseCode, emit_message_parts};
-use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
@@ -82,6 +81,23 @@ struct Reply<'s> {
     zone: Option<&'s Arc<ServedZone>>,
     /// Whether the answer cache may store this answer, and how.
     fill: Fill,
+    /// ECS SCOPE PREFIX-LENGTH: the answer depends on the client's
+    /// network of this length (0: on nothing about the client).
+    scope: u8,
+}
+
+/// Who asked: the query's source and the client subnet it carries.
+#[derive(Clone, Copy)]
+struct Client {
+    from: IpAddr,
+    ecs: Option<super::ecs::ClientSubnet>,
+}
+
+impl Client {
+    /// The address a service of `zone` locates this client by.
+    fn locating_addr(&self, zone: &Zone) -> IpAddr {
+        super::ecs::locating_addr(self.from, self.ecs.as_ref().filter(|_| zone.ecs))
+    }
 }
 
 impl Engine {
@@ -132,12 +148,15 @@ impl Engine {
         self.snapshot.load_full()
     }
 
-    /// Answer one request. Writes the response into `out` and returns true,
-    /// or returns false when the request gets no answer at all (too short to
-    /// have a header, or itself a response).
+    /// Answer one request from `from` (the source address, which locates
+    /// the client when the query has no client subnet). Writes the
+    /// response into `out` and returns true, or returns false when the
+    /// request gets no answer at all (too short to have a header, or itself
+    /// a response).
     pub fn respond(
         &self,
         req: &[u8],
+        from: IpAddr,
         transport: Transport,
         out: &mut Vec<u8>,
         worker: &mut Worker,
@@ -160,11 +179,10 @@ impl Engine {
                 }
                 (Transport::Udp, None) => 512,
             };
-            if worker.answer(req, q, tcp, limit, out, &self.metrics) {
+            if worker.answer(req, q, from, tcp, limit, out, &self.metrics) {
                 return true;
             }
         }
-        let rng = &mut worker.rng;
         // Bytes after the last section are as malformed as missing ones
         // (Knot answers both FORMERR): not a message to answer as if whole.
         let mut decoder = BinDecoder::new(req);
@@ -209,20 +227,19 @@ impl Engine {
             Reply::rcode(ResponseCode::BADVERS)
         } else {
             let q = query.expect("one query");
-            self.answer(&snap, q, transport, rng)
+            let client = Client { from, ecs };
+            self.answer(&snap, q, transport, &client, worker)
         };
         meta.authoritative = reply.aa;
         meta.response_code = reply.rcode;
-        // ECS echoed with SCOPE 0: no answer depends on the client's
-        // location yet (RFC 7871 §7.2.1). Not for a zone with `ecs = false`,
-        // nor for queries outside every zone: those ignore the option.
-        if let (Some(cs), Some(e), Some(z)) = (ecs, edns.as_mut(), reply.zone)
-            && z.zone.ecs
-        {
-            e.options_mut().insert(EdnsOption::Subnet(
-                hickory_proto::rr::rdata::opt::ClientSubnet::new(cs.addr, cs.source, 0),
-            ));
-        }
+        // ECS echoed (RFC 7871 §7.2.1) with the scope of the answer, after
+        // encoding: the answer cache stores the bytes without it. Not for a
+        // zone with `ecs = false`, nor for queries outside every zone:
+        // those ignore the option.
+        let echo = match (ecs, &edns, reply.zone) {
+            (Some(cs), Some(_), Some(z)) if z.zone.ecs => Some(cs),
+            _ => None,
+        };
         if reply.rcode.high() > 0 && edns.is_none() {
             // Extended rcodes need an OPT to carry them; only BADVERS is
             // extended, and it is only sent in reply to an OPT.
@@ -233,7 +250,7 @@ impl Engine {
             msg.queries.first(),
             &reply,
             edns.as_ref(),
-            limit,
+            limit - echo.as_ref().map_or(0, super::ecs::echo_len),
             out,
         );
         match reply.zone {
@@ -244,6 +261,9 @@ impl Engine {
         // (additional section dropped, or TC) must not be served to others.
         if let (Some(q), true) = (&fast, complete) {
             worker.fill(q, tcp, reply.zone.cloned(), reply.rcode, reply.fill, out);
+        }
+        if let Some(cs) = &echo {
+            super::ecs::append(out, cs, super::ecs::echo_scope(cs, reply.scope));
         }
         true
     }
@@ -284,7 +304,8 @@ impl Engine {
         snap: &'s Snapshot,
         q: &Query,
         transport: Transport,
-        rng: &mut SmallRng,
+        client: &Client,
+        worker: &mut Worker,
     ) -> Reply<'s> {
         let qtype = q.query_type();
         match q.query_class() {
@@ -316,7 +337,13 @@ impl Engine {
         let mut qname = q.name().clone();
         let mut lname = lname;
         loop {
-            match lookup(served, &qname, &lname, qtype, transport, &mut reply, rng) {
+            let mut at = At {
+                served,
+                transport,
+                client,
+                worker: &mut *worker,
+            };
+            match lookup(&mut at, &qname, &lname, qtype, &mut reply) {
                 Step::Done => break,
                 Step::Follow(target) => {
                     chain.push(lname);
@@ -371,17 +398,24 @@ enum Step {
     Follow(Name),
 }
 
+/// What a lookup needs besides the name: the zone, the transport, who
+/// asked, and the worker (its RNG and geo memo).
+struct At<'a> {
+    served: &'a ServedZone,
+    transport: Transport,
+    client: &'a Client,
+    worker: &'a mut Worker,
+}
+
 /// Look up `qname` in the zone and add what it yields to `reply`.
 fn lookup(
-    served: &ServedZone,
+    at: &mut At<'_>,
     qname: &Name,
     lname: &LowerName,
     qtype: RecordType,
-    transport: Transport,
     reply: &mut Reply<'_>,
-    rng: &mut SmallRng,
 ) -> Step {
-    let zone = &served.zone;
+    let zone = &at.served.zone;
     let apex_labels = labels(&zone.apex);
     // Ancestors from just below the apex down to qname: a zone cut on the way
     // means a referral; a missing name ends the walk at the closest encloser.
@@ -415,7 +449,7 @@ fn lookup(
         }
     }
     if let Some(node) = exact {
-        return answer_node(served, node, qname, qtype, transport, reply, rng);
+        return answer_node(at, node, qname, qtype, reply);
     }
     if zone.has_wildcards {
         let wild = LowerName::new(
@@ -427,7 +461,7 @@ fn lookup(
             // Not cached: every name below a wildcard would take an entry
             // of its own, and random names would fill the cache for nothing.
             reply.fill = Fill::No;
-            return answer_node(served, node, qname, qtype, transport, reply, rng);
+            return answer_node(at, node, qname, qtype, reply);
         }
     }
     reply.rcode = ResponseCode::NXDomain;
@@ -437,23 +471,21 @@ fn lookup(
 
 /// Answer from the node at (or synthesised for) `qname`.
 fn answer_node(
-    served: &ServedZone,
+    at: &mut At<'_>,
     node: &Node,
     qname: &Name,
     qtype: RecordType,
-    transport: Transport,
     reply: &mut Reply<'_>,
-    rng: &mut SmallRng,
 ) -> Step {
-    let zone = &served.zone;
-    let at = |r: &Record| {
+    let zone = &at.served.zone;
+    let owned = |r: &Record| {
         let mut r = r.clone();
         r.name = qname.clone();
         r
     };
     if let Some(cname) = node.rrset(RecordType::CNAME) {
         let rec = &cname.records[0];
-        reply.answers.push(at(rec));
+        reply.answers.push(owned(rec));
         if qtype == RecordType::CNAME || qtype == RecordType::ANY {
             return Step::Done;
         }
@@ -472,7 +504,7 @@ fn answer_node(
             .any(|r| matches!(r.region.target, RegionTarget::Alias(_)))
             || matches!(&svc.when_all_down, crate::model::WhenAllDown::LastResort(r) if matches!(r.target, RegionTarget::Alias(_)));
         if wants_addr || may_alias {
-            match service_answer(served, si, svc, qname, qtype, reply, rng) {
+            match service_answer(at, si, svc, qname, qtype, reply) {
                 ServiceStep::Records => return Step::Done,
                 ServiceStep::Alias(target) => {
                     if qtype == RecordType::CNAME || qtype == RecordType::ANY {
@@ -498,8 +530,8 @@ fn answer_node(
     if qtype == RecordType::ANY {
         // RFC 8482: over UDP, one RRset is enough; over TCP, all of them.
         for set in &node.rrsets {
-            reply.answers.extend(set.records.iter().map(at));
-            if transport == Transport::Udp {
+            reply.answers.extend(set.records.iter().map(owned));
+            if at.transport == Transport::Udp {
                 break;
             }
         }
@@ -510,7 +542,7 @@ fn answer_node(
     }
     match node.rrset(qtype) {
         Some(set) => {
-            reply.answers.extend(set.records.iter().map(at));
+            reply.answers.extend(set.records.iter().map(owned));
             additional_for(zone, &set.records, reply);
         }
         None => negative(zone, reply),
@@ -526,26 +558,39 @@ enum ServiceStep {
 }
 
 fn service_answer(
-    served: &ServedZone,
+    at: &mut At<'_>,
     si: usize,
     svc: &Service,
     qname: &Name,
     qtype: RecordType,
     reply: &mut Reply<'_>,
-    rng: &mut SmallRng,
 ) -> ServiceStep {
+    let served = at.served;
     let view: &dyn HealthView = served.health.as_ref();
+    let addr = at.client.locating_addr(&served.zone);
+    let place = policy::geo::locate(svc, addr, &mut at.worker.geo);
+    let rng = &mut at.worker.rng;
     {
-        let sel = policy::select(svc, view, rng);
+        let (order, loc) = match &place {
+            Some(p) => (&p.order[..], p.loc),
+            None => (&[][..], 0),
+        };
+        let sel = policy::select_at(svc, view, order, rng);
+        if let Some(p) = &place {
+            reply.scope = reply.scope.max(p.scope);
+        }
         // The cache stores one service's answer per pick; a second service in
         // a CNAME chain makes the answer depend on two draws: not stored.
+        // Nor is NODATA or SERVFAIL of a located service: another location
+        // may have regions up.
         reply.fill = match (&reply.fill, &sel.outcome) {
             (Fill::Fixed, Outcome::Answer) => Fill::Picks {
                 svc: si,
                 picks: sel.picks.clone(),
+                degraded: sel.degraded,
                 counted: false,
             },
-            (Fill::Fixed, _) => Fill::Fixed,
+            (Fill::Fixed, _) if place.is_none() => Fill::Fixed,
             _ => Fill::No,
         };
         match sel.outcome {
@@ -563,9 +608,7 @@ fn service_answer(
             if let Fill::Picks { counted, .. } = fill {
                 *counted = true;
             }
-            sel.picks
-                .iter()
-                .for_each(|&p| served.answer_counters[si][p].inc())
+            served.count_answer(si, loc, &sel.picks)
         };
         if let Some(&first) = sel.picks.first()
             && let RegionTarget::Alias(target) = &policy::picked_region(svc, first).target
@@ -728,6 +771,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(engine.respond(
             &req,
+            "127.0.0.1".parse().unwrap(),
             Transport::Udp,
             &mut out,
             &mut Worker::new(engine.rng(0))
@@ -749,6 +793,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(!engine.respond(
             &[1, 2, 3],
+            "127.0.0.1".parse().unwrap(),
             Transport::Udp,
             &mut out,
             &mut Worker::new(engine.rng(0))
@@ -756,6 +801,7 @@ mod tests {
         let resp = [0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         assert!(!engine.respond(
             &resp,
+            "127.0.0.1".parse().unwrap(),
             Transport::Udp,
             &mut out,
             &mut Worker::new(engine.rng(0))

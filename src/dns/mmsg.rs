@@ -99,16 +99,18 @@ pub(crate) fn run(
             let len = (hdr_in[i].msg_len as usize).min(REQ_MAX);
             let out = &mut outs[count];
             // MSG_TRUNC: the datagram was longer than the buffer.
+            let from = peer_ip(&peers[i]);
             let answered = if hdr_in[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 engine.respond_cut(&reqs[i][..len], Transport::Udp, out)
             } else {
-                engine.respond(&reqs[i][..len], Transport::Udp, out, &mut worker)
+                let client = from.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into());
+                engine.respond(&reqs[i][..len], client, Transport::Udp, out, &mut worker)
             };
             if !answered {
                 continue;
             }
             if let Some(rrl) = engine.rrl()
-                && let Some(ip) = peer_ip(&peers[i])
+                && let Some(ip) = from
                 && !super::rrl::apply(rrl, ip, out)
             {
                 continue;

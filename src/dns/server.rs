@@ -183,10 +183,15 @@ async fn udp_loop(
             },
             () = shutdown.cancelled() => return,
         };
-        if engine.respond(&buf[..len], Transport::Udp, &mut out, &mut worker)
-            && engine
-                .rrl()
-                .is_none_or(|rrl| super::rrl::apply(rrl, peer.ip(), &mut out))
+        if engine.respond(
+            &buf[..len],
+            peer.ip(),
+            Transport::Udp,
+            &mut out,
+            &mut worker,
+        ) && engine
+            .rrl()
+            .is_none_or(|rrl| super::rrl::apply(rrl, peer.ip(), &mut out))
             && let Err(e) = sock.send_to(&out, peer).await
         {
             tracing::debug!(%peer, error = %e, "UDP send failed");

@@ -19,8 +19,10 @@ pub struct ServedZone {
     pub health: Arc<ZoneHealth>,
     /// Query counters of the zone.
     pub counters: Arc<ZoneCounters>,
-    /// Answer counters by service index, then pick position.
-    pub answer_counters: Vec<Vec<Arc<AnswerCounter>>>,
+    /// Answer counters by service index, location (see
+    /// `policy::geo::Place::loc`; 0 for services without locations), then
+    /// pick position; `None` where a location never answers from a region.
+    pub answer_counters: Vec<Vec<Vec<Option<Arc<AnswerCounter>>>>>,
 }
 
 impl ServedZone {
@@ -34,12 +36,36 @@ impl ServedZone {
                 // One per pick position: the service's regions, then the
                 // last-resort region (see `policy::Selection::picks`).
                 let n = svc.regions.len();
-                (0..=n)
-                    .filter(|&p| {
-                        p < n
-                            || matches!(svc.when_all_down, crate::model::WhenAllDown::LastResort(_))
+                let last_resort =
+                    matches!(svc.when_all_down, crate::model::WhenAllDown::LastResort(_));
+                let locations = policy::geo::locations(svc);
+                locations
+                    .iter()
+                    .enumerate()
+                    .map(|(loc, location)| {
+                        // A geo location answers only from its own list.
+                        let order = match &svc.policy {
+                            crate::model::Policy::Geo(g) => Some(&g.entries[loc].order),
+                            _ => None,
+                        };
+                        (0..=n)
+                            .map(|p| {
+                                let reachable = if p == n {
+                                    last_resort
+                                } else {
+                                    order.is_none_or(|o| o.contains(&p))
+                                };
+                                reachable.then(|| {
+                                    metrics.answer(
+                                        &zname,
+                                        &svc.key,
+                                        &policy::picked_region(svc, p).name,
+                                        location,
+                                    )
+                                })
+                            })
+                            .collect()
                     })
-                    .map(|p| metrics.answer(&zname, &svc.key, &policy::picked_region(svc, p).name))
                     .collect()
             })
             .collect();
@@ -48,6 +74,19 @@ impl ServedZone {
             zone,
             health,
             answer_counters,
+        }
+    }
+}
+
+impl ServedZone {
+    /// Count an answer of service `svc` at location `loc` from these picks.
+    pub(super) fn count_answer(&self, svc: usize, loc: usize, picks: &[usize]) {
+        if let Some(per) = self.answer_counters[svc].get(loc) {
+            for &p in picks {
+                if let Some(Some(c)) = per.get(p) {
+                    c.inc();
+                }
+            }
         }
     }
 }

@@ -218,7 +218,7 @@ pub(super) async fn accept_loop(
             }
             let slot = Slot(table, id);
             tokio::select! {
-                r = serve_conn(stream, &engine, &slot.0, id) => {
+                r = serve_conn(stream, peer.ip(), &engine, &slot.0, id) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "TCP connection ended");
                     }
@@ -243,6 +243,7 @@ const MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// in order, until the client closes or stays idle too long.
 async fn serve_conn(
     mut stream: TcpStream,
+    client: std::net::IpAddr,
     engine: &Engine,
     table: &Table,
     id: u64,
@@ -292,7 +293,7 @@ async fn serve_conn(
             Err(_) => return Ok(()),
             Ok(r) => r?,
         };
-        if !engine.respond(&buf, Transport::Tcp, &mut out, &mut worker) {
+        if !engine.respond(&buf, client, Transport::Tcp, &mut out, &mut worker) {
             return Ok(());
         }
         let mut framed = Vec::with_capacity(out.len() + 2);

@@ -7,9 +7,11 @@
 //! serve, so keeping our own copy would only add a conversion.
 
 mod cluster;
+mod geo;
 mod zone;
 
 pub use cluster::{ClusterSettings, Quorum};
+pub use geo::{Coords, GeoDb, GeoEntry, GeoMap, GeoNet, GeoPolicy, MapKey, NearestPolicy};
 pub use zone::{Node, RRset, Zone};
 
 use std::collections::BTreeMap;
@@ -205,6 +207,8 @@ pub struct Region {
     pub check: Option<Arc<Check>>,
     /// The region is up while at least this many endpoints are up.
     pub min_healthy: usize,
+    /// Where it is, for `policy = "nearest"`.
+    pub location: Option<Coords>,
     /// Where it is defined.
     pub origin: Origin,
 }
@@ -232,6 +236,10 @@ pub enum Policy {
     },
     /// Every healthy endpoint of every listed region.
     AllHealthy,
+    /// The client's location chooses a list of regions, answered by failover.
+    Geo(Arc<GeoPolicy>),
+    /// The `answers` nearest healthy regions to the client.
+    Nearest(Arc<NearestPolicy>),
 }
 
 impl Policy {
@@ -241,6 +249,17 @@ impl Policy {
             Policy::Failover => "failover",
             Policy::Weighted { .. } => "weighted",
             Policy::AllHealthy => "all-healthy",
+            Policy::Geo(_) => "geo",
+            Policy::Nearest(_) => "nearest",
+        }
+    }
+
+    /// The map a geo or nearest service locates clients with.
+    pub fn geo_map(&self) -> Option<&Arc<GeoMap>> {
+        match self {
+            Policy::Geo(g) => Some(&g.map),
+            Policy::Nearest(n) => Some(&n.map),
+            _ => None,
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct Zone {
     pub checks: BTreeMap<String, Arc<Check>>,
     /// Regions by name.
     pub regions: BTreeMap<String, Arc<Region>>,
+    /// `[geo.NAME]` maps by name.
+    pub geo: BTreeMap<String, Arc<super::GeoMap>>,
     /// Services, indexed by `Node::service`.
     pub services: Vec<Arc<Service>>,
     /// Number of static records (SOA and NS included).

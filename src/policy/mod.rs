@@ -2,6 +2,9 @@
 //! answer from. No I/O, no clocks, no locks: the DNS path calls it per query
 //! and the unit tests drive it over literal health snapshots.
 
+pub mod geo;
+
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use rand::{Rng, RngExt, SeedableRng};
@@ -42,11 +45,47 @@ pub struct Selection {
     pub all_down: bool,
 }
 
-/// Choose the regions a query for `svc` is answered from.
+/// Choose the regions a query for `svc` is answered from, for a client
+/// of no known location (geo: the `*` entry; nearest: the service's order).
 pub fn select<R: Rng + ?Sized>(svc: &Service, view: &dyn HealthView, rng: &mut R) -> Selection {
+    select_at(svc, view, &default_order(svc), rng)
+}
+
+/// The region order of a geo or nearest service for a client of no known
+/// location (empty for the other policies, which have no order to give).
+pub fn default_order(svc: &Service) -> Cow<'_, [usize]> {
+    match &svc.policy {
+        Policy::Geo(g) => Cow::Borrowed(&g.entries[g.default].order),
+        Policy::Nearest(_) => Cow::Owned((0..svc.regions.len()).collect()),
+        _ => Cow::Borrowed(&[]),
+    }
+}
+
+/// [`select`] for a client located by [`geo::locate`]: `order` is its
+/// place's region order (ignored by the policies that have none).
+pub fn select_at<R: Rng + ?Sized>(
+    svc: &Service,
+    view: &dyn HealthView,
+    order: &[usize],
+    rng: &mut R,
+) -> Selection {
     let up = |pos: usize| view.region_up(svc.regions[pos].region.index);
     let n = svc.regions.len();
     let (picks, degraded) = match svc.policy {
+        Policy::Geo(_) => match order.iter().position(|&p| up(p)) {
+            Some(i) => (vec![order[i]], i != 0),
+            None => (Vec::new(), true),
+        },
+        Policy::Nearest(ref np) => {
+            let picks: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&p| up(p))
+                .take(np.answers)
+                .collect();
+            let degraded = picks[..] != order[..np.answers.min(order.len())];
+            (picks, degraded)
+        }
         Policy::Failover => match (0..n).find(|&p| up(p)) {
             Some(p) => (vec![p], p != 0),
             None => (Vec::new(), true),
@@ -89,6 +128,8 @@ pub fn select<R: Rng + ?Sized>(svc: &Service, view: &dyn HealthView, rng: &mut R
             // As if every region were up: the healthy answer.
             let picks = match svc.policy {
                 Policy::Failover => vec![0],
+                Policy::Geo(_) => order[..1].to_vec(),
+                Policy::Nearest(ref np) => order[..np.answers.min(order.len())].to_vec(),
                 Policy::AllHealthy => (0..n).collect(),
                 Policy::Weighted { answers } => {
                     let weighted: Vec<usize> =

@@ -37,6 +37,7 @@ fn region(index: usize, name: &str, addrs: &[&str]) -> Arc<Region> {
         target: RegionTarget::Endpoints(addrs.iter().map(|a| a.parse().unwrap()).collect()),
         check: None,
         min_healthy: 1,
+        location: None,
         origin: Origin::default(),
     })
 }

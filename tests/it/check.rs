@@ -196,7 +196,7 @@ fn registered() -> std::collections::BTreeSet<String> {
         .with_label_values(&["z", "r"])
         .set(1.0);
     m.webhook_dropped.with_label_values(&["z"]).inc();
-    m.dns.answer("z", "s", "r").inc();
+    m.dns.answer("z", "s", "r", "").inc();
     m.dns.zone("z").query(
         hickory_proto::rr::RecordType::A,
         hickory_proto::op::ResponseCode::NoError,

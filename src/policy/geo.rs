@@ -1,0 +1,414 @@
+//! Where a client is, for the `geo` and `nearest` policies: the most
+//! specific `nets` entry the service uses, else the database's record
+//! (country, then continent, or coordinates), else nowhere (`*`, or the
+//! service's own order). Also the ECS scope of the answer: the prefix length
+//! of the network over which that answer holds.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::model::{Coords, GeoMap, GeoNet, GeoPolicy, NearestPolicy, Policy, Service};
+
+/// What a database says about a network.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DbRecord {
+    /// ISO 3166 country code (the registered country when no country is given).
+    pub country: Option<[u8; 2]>,
+    /// Continent code.
+    pub continent: Option<[u8; 2]>,
+    /// Latitude and longitude.
+    pub coords: Option<Coords>,
+}
+
+impl std::fmt::Display for DbRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = |c: Option<[u8; 2]>| {
+            c.map(|c| String::from_utf8_lossy(&c).into_owned())
+                .unwrap_or_else(|| "-".into())
+        };
+        write!(
+            f,
+            "country {}, continent {}",
+            code(self.country),
+            code(self.continent)
+        )?;
+        match self.coords {
+            Some(c) => write!(f, ", location {:.4},{:.4}", c.lat, c.lon),
+            None => write!(f, ", no location"),
+        }
+    }
+}
+
+/// Why a client got its location.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Basis {
+    /// A `nets` entry of the map (index into `GeoMap::nets`).
+    Net(usize),
+    /// The database's record for this network.
+    Database {
+        /// The database network holding the address.
+        network: IpNet,
+        /// What it says.
+        record: DbRecord,
+    },
+    /// No `nets` entry and no database record; `network`: the database's
+    /// empty network holding the address (none without a database).
+    Unknown {
+        /// The network the database has no record for.
+        network: Option<IpNet>,
+    },
+}
+
+/// A client's location as a service sees it.
+#[derive(Clone, Debug)]
+pub struct Place<'s> {
+    /// Location index: the map entry (geo), or the nearest region's position,
+    /// `regions.len()` when unknown (nearest). Bounded by the configuration:
+    /// answer counters and the metrics' `location` label use it.
+    pub loc: usize,
+    /// Positions in `Service::regions` in preference order.
+    pub order: Cow<'s, [usize]>,
+    /// ECS SCOPE PREFIX-LENGTH: the answer holds for the client's network of
+    /// this length.
+    pub scope: u8,
+    /// Why.
+    pub basis: Basis,
+}
+
+/// Decoded database records of one worker, by (database, record offset):
+/// many networks share a record, so a busy worker decodes each once. Owned
+/// by one worker (no lock); emptied when full or when the snapshot changes.
+#[derive(Default)]
+pub struct Memo {
+    records: HashMap<(usize, usize), DbRecord>,
+}
+
+/// Decoded records kept per worker (about 64 bytes each).
+const MEMO_MAX: usize = 16_384;
+
+impl Memo {
+    /// Forget everything (a reload may have replaced the databases).
+    pub fn clear(&mut self) {
+        self.records.clear();
+    }
+}
+
+/// Where `addr` is for `svc`; `None` for a service that does not depend on
+/// the client's location.
+pub fn locate<'s>(svc: &'s Service, addr: IpAddr, memo: &mut Memo) -> Option<Place<'s>> {
+    let addr = addr.to_canonical();
+    match &svc.policy {
+        Policy::Geo(g) => Some(locate_geo(g, addr, memo)),
+        Policy::Nearest(n) => Some(locate_nearest(n, addr, memo)),
+        _ => None,
+    }
+}
+
+/// How many locations a service has (1 when it has none), and the name of each.
+pub fn locations(svc: &Service) -> Vec<String> {
+    match &svc.policy {
+        Policy::Geo(g) => g.entries.iter().map(|e| e.key.to_string()).collect(),
+        Policy::Nearest(_) => svc
+            .regions
+            .iter()
+            .map(|r| r.region.name.clone())
+            .chain(std::iter::once("*".to_string()))
+            .collect(),
+        _ => vec![String::new()],
+    }
+}
+
+/// The region order of location `loc` (for the status page: the answer of
+/// each location). Nearest: as seen from that region's own location.
+pub fn order_of(svc: &Service, loc: usize) -> Vec<usize> {
+    let n = svc.regions.len();
+    match &svc.policy {
+        Policy::Geo(g) => g.entries[loc].order.clone(),
+        Policy::Nearest(np) if loc < n => by_distance(np, np.coords[loc]),
+        _ => (0..n).collect(),
+    }
+}
+
+fn locate_geo<'s>(g: &'s GeoPolicy, addr: IpAddr, memo: &mut Memo) -> Place<'s> {
+    let relevant = |n: &GeoNet| g.by_label[n.label].is_some();
+    if let Some((i, n)) = net_match(&g.map, addr, relevant) {
+        let loc = g.by_label[n.label].expect("relevant");
+        return Place {
+            loc,
+            order: Cow::Borrowed(&g.entries[loc].order),
+            scope: scope(&g.map, addr, n.net.prefix_len(), relevant),
+            basis: Basis::Net(i),
+        };
+    }
+    let (base, basis) = database(&g.map, addr, memo);
+    let loc = match &basis {
+        Basis::Database { record, .. } => record
+            .country
+            .and_then(|c| g.by_country.get(&c))
+            .or_else(|| record.continent.and_then(|c| g.by_continent.get(&c)))
+            .copied()
+            .unwrap_or(g.default),
+        _ => g.default,
+    };
+    Place {
+        loc,
+        order: Cow::Borrowed(&g.entries[loc].order),
+        scope: scope(&g.map, addr, base, relevant),
+        basis,
+    }
+}
+
+fn locate_nearest<'s>(np: &'s NearestPolicy, addr: IpAddr, memo: &mut Memo) -> Place<'s> {
+    let relevant = |n: &GeoNet| np.label_coords[n.label].is_some();
+    let (coords, base, basis) = match net_match(&np.map, addr, relevant) {
+        Some((i, n)) => (np.label_coords[n.label], n.net.prefix_len(), Basis::Net(i)),
+        None => {
+            let (base, basis) = database(&np.map, addr, memo);
+            let coords = match &basis {
+                Basis::Database { record, .. } => record.coords,
+                _ => None,
+            };
+            (coords, base, basis)
+        }
+    };
+    let n = np.coords.len();
+    let (loc, order) = match coords {
+        Some(c) => {
+            let order = by_distance(np, c);
+            (order[0], order)
+        }
+        None => (n, (0..n).collect()),
+    };
+    Place {
+        loc,
+        order: Cow::Owned(order),
+        scope: scope(&np.map, addr, base, relevant),
+        basis,
+    }
+}
+
+/// The service's regions by distance from `from` (ties: the service's order).
+fn by_distance(np: &NearestPolicy, from: Coords) -> Vec<usize> {
+    let mut d: Vec<(f64, usize)> = np
+        .coords
+        .iter()
+        .enumerate()
+        .map(|(p, c)| (from.distance_km(*c), p))
+        .collect();
+    d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    d.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The most specific `nets` entry holding `addr` that the service uses.
+fn net_match(
+    map: &GeoMap,
+    addr: IpAddr,
+    relevant: impl Fn(&GeoNet) -> bool,
+) -> Option<(usize, &GeoNet)> {
+    map.nets
+        .iter()
+        .enumerate()
+        .find(|(_, n)| relevant(n) && n.net.contains(&addr))
+}
+
+/// The answer found for `addr` holds over its network of length `base`,
+/// except where a more specific `nets` entry (one the service uses, not
+/// holding `addr`) lies inside it: the scope grows until the client's
+/// network no longer overlaps any such entry (RFC 7871 §7.2.1: a resolver
+/// reuses the answer for the whole scope).
+fn scope(map: &GeoMap, addr: IpAddr, base: u8, relevant: impl Fn(&GeoNet) -> bool) -> u8 {
+    let mut s = base;
+    for n in &map.nets {
+        // Longest first: an entry this short cannot lengthen the scope.
+        if n.net.prefix_len() <= s {
+            break;
+        }
+        if !relevant(n) || n.net.contains(&addr) {
+            continue;
+        }
+        if let Some(common) = common_prefix(addr, n.net.network()) {
+            s = s.max(common + 1);
+        }
+    }
+    s
+}
+
+/// Leading bits `a` and `b` share (`None` across families).
+fn common_prefix(a: IpAddr, b: IpAddr) -> Option<u8> {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => Some((a.to_bits() ^ b.to_bits()).leading_zeros() as u8),
+        (IpAddr::V6(a), IpAddr::V6(b)) => Some((a.to_bits() ^ b.to_bits()).leading_zeros() as u8),
+        _ => None,
+    }
+}
+
+/// The database's answer for `addr`: the length of its network and what it says.
+fn database(map: &GeoMap, addr: IpAddr, memo: &mut Memo) -> (u8, Basis) {
+    let Some(db) = &map.database else {
+        return (0, Basis::Unknown { network: None });
+    };
+    let family_max = if addr.is_ipv4() { 32 } else { 128 };
+    let found = match db.reader.lookup(addr) {
+        Ok(found) => found,
+        // A damaged tree: nothing known, and the answer holds for this
+        // address only.
+        Err(_) => return (family_max, Basis::Unknown { network: None }),
+    };
+    let network = found.network().ok().and_then(|n| {
+        // An IPv4 address in a database without an IPv4 subtree: every IPv4
+        // address ends at the same node, so the record holds for all of them.
+        let prefix = if n.is_ipv4() == addr.is_ipv4() {
+            n.prefix()
+        } else {
+            0
+        };
+        IpNet::new(addr, prefix).ok().map(|n| n.trunc())
+    });
+    let base = network.map(|n| n.prefix_len()).unwrap_or(family_max);
+    let Some(offset) = found.offset() else {
+        return (base, Basis::Unknown { network });
+    };
+    let key = (std::ptr::from_ref(db.as_ref()) as usize, offset);
+    let record = match memo.records.get(&key) {
+        Some(r) => *r,
+        None => {
+            let r = found
+                .decode::<Raw<'_>>()
+                .ok()
+                .flatten()
+                .map(Raw::record)
+                .unwrap_or_default();
+            if memo.records.len() >= MEMO_MAX {
+                memo.records.clear();
+            }
+            memo.records.insert(key, r);
+            r
+        }
+    };
+    let network = network.unwrap_or_else(|| IpNet::from(addr));
+    (base, Basis::Database { network, record })
+}
+
+/// The parts of a GeoIP2 City/Country record used here; the rest is skipped.
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    country: Option<Code<'a>>,
+    #[serde(borrow)]
+    registered_country: Option<Code<'a>>,
+    #[serde(borrow)]
+    continent: Option<Code<'a>>,
+    location: Option<Location>,
+}
+
+#[derive(Deserialize)]
+struct Code<'a> {
+    iso_code: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Location {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+impl Raw<'_> {
+    fn record(self) -> DbRecord {
+        let two = |s: Option<&str>| -> Option<[u8; 2]> {
+            let b = s?.as_bytes();
+            (b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic))
+                .then(|| [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()])
+        };
+        let country = self
+            .country
+            .and_then(|c| two(c.iso_code))
+            .or_else(|| self.registered_country.and_then(|c| two(c.iso_code)));
+        let continent = self.continent.and_then(|c| two(c.code));
+        let coords = self.location.and_then(|l| match (l.latitude, l.longitude) {
+            (Some(lat), Some(lon))
+                if lat.is_finite()
+                    && lon.is_finite()
+                    && (-90.0..=90.0).contains(&lat)
+                    && (-180.0..=180.0).contains(&lon) =>
+            {
+                Some(Coords { lat, lon })
+            }
+            _ => None,
+        });
+        DbRecord {
+            country,
+            continent,
+            coords,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(nets: &[(&str, usize)]) -> GeoMap {
+        let mut nets: Vec<GeoNet> = nets
+            .iter()
+            .map(|(n, l)| GeoNet {
+                net: n.parse().unwrap(),
+                label: *l,
+            })
+            .collect();
+        nets.sort_by(|a, b| b.net.prefix_len().cmp(&a.net.prefix_len()));
+        GeoMap {
+            name: "t".into(),
+            nets,
+            labels: vec!["a".into(), "b".into()],
+            database: None,
+            origin: Default::default(),
+        }
+    }
+
+    #[test]
+    fn scope_grows_past_more_specific_nets_inside_the_answer() {
+        let m = map(&[("10.0.0.0/8", 0), ("10.1.2.0/24", 1)]);
+        let all = |_: &GeoNet| true;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // 10.9.0.0 is in /8 "a"; the /24 "b" differs from it at bit 12
+        // (10.0000_1001 vs 10.0000_0001): a /13 around the client excludes it.
+        assert_eq!(scope(&m, ip("10.9.0.0"), 8, all), 13);
+        // Inside the /24 itself: nothing more specific.
+        assert_eq!(scope(&m, ip("10.1.2.7"), 24, all), 24);
+        // Next door to the /24: 10.1.3.x shares 23 bits with it.
+        assert_eq!(scope(&m, ip("10.1.3.1"), 8, all), 24);
+        // An entry the service does not use changes nothing.
+        assert_eq!(scope(&m, ip("10.1.3.1"), 8, |n: &GeoNet| n.label == 0), 8);
+        // Another family never matters.
+        assert_eq!(scope(&m, ip("2001:db8::1"), 0, all), 0);
+    }
+
+    #[test]
+    fn nets_match_most_specific_used_entry() {
+        let m = map(&[("10.0.0.0/8", 0), ("10.1.0.0/16", 1)]);
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(net_match(&m, ip, |_| true).unwrap().1.label, 1);
+        assert_eq!(net_match(&m, ip, |n| n.label == 0).unwrap().1.label, 0);
+        assert!(net_match(&m, "11.0.0.1".parse().unwrap(), |_| true).is_none());
+    }
+
+    #[test]
+    fn distances_are_great_circle() {
+        let ny = Coords {
+            lat: 40.7,
+            lon: -74.0,
+        };
+        let london = Coords {
+            lat: 51.5,
+            lon: -0.1,
+        };
+        let d = ny.distance_km(london);
+        assert!((5500.0..5650.0).contains(&d), "{d}");
+        assert_eq!(ny.distance_km(ny), 0.0);
+    }
+}

@@ -8,8 +8,9 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::names::Defined;
+use super::service::lookup;
 use super::source::Ctx;
-use super::spec::{GeoSpec, ServiceSpec};
+use super::spec::{GeoSpec, NameList, ServiceSpec};
 use crate::model::{
     Coords, GeoDb, GeoEntry, GeoMap, GeoNet, GeoPolicy, MapKey, NearestPolicy, Region,
     ServiceRegion,
@@ -183,7 +184,7 @@ pub(super) fn geo_policy(
     key: &Spanned<String>,
     s: &ServiceSpec,
     map: Arc<GeoMap>,
-    lookup: &mut dyn FnMut(&mut Ctx<'_, '_>, &Spanned<String>) -> Option<Arc<Region>>,
+    regions: &Defined<Region>,
 ) -> Option<(GeoPolicy, Vec<ServiceRegion>)> {
     let before = cx.errors.len();
     let Some(spec) = &s.map else {
@@ -207,8 +208,7 @@ pub(super) fn geo_policy(
         }
     }
     // The file's order, for the service's region order.
-    let mut keys: Vec<(&Spanned<String>, &Spanned<Vec<Spanned<String>>>)> =
-        spec.get_ref().iter().collect();
+    let mut keys: Vec<(&Spanned<String>, &NameList)> = spec.get_ref().iter().collect();
     keys.sort_by_key(|(k, _)| k.span().start);
     let mut members: Vec<ServiceRegion> = Vec::new();
     let mut entries: Vec<GeoEntry> = Vec::new();
@@ -218,7 +218,8 @@ pub(super) fn geo_policy(
         };
         let mut order = Vec::new();
         for r in list.get_ref() {
-            let Some(region) = lookup(cx, r) else {
+            let at = cx.src.at(r);
+            let Some(region) = lookup(cx, regions, r.get_ref(), at) else {
                 continue;
             };
             let pos = match members.iter().position(|m| m.region.name == region.name) {

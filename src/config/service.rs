@@ -60,7 +60,7 @@ pub(super) fn build_service(
 
 /// The region called `name`; `None` when it is unknown (reported here) or
 /// invalid (reported already, and the zone is rejected for it).
-fn lookup(
+pub(super) fn lookup(
     cx: &mut Ctx<'_, '_>,
     regions: &Defined<Region>,
     name: &str,
@@ -118,11 +118,7 @@ fn policy(
         (_, Some("all-healthy")) => simple(cx, Policy::AllHealthy),
         (Some(p), Some("geo")) => {
             let map = map_of(cx, s, p, maps)?;
-            let mut find = |cx: &mut Ctx<'_, '_>, r: &Spanned<String>| {
-                let at = cx.src.at(r);
-                lookup(cx, regions, r.get_ref(), at)
-            };
-            let (g, members) = geo_policy(cx, key, s, map, &mut find)?;
+            let (g, members) = geo_policy(cx, key, s, map, regions)?;
             Some((Policy::Geo(Arc::new(g)), members))
         }
         (Some(p), Some("nearest")) => {

@@ -34,6 +34,9 @@ pub(crate) struct ZoneFile {
     pub service: BTreeMap<Spanned<String>, ServiceSpec>,
 }
 
+/// A list of names (regions), each with its position.
+pub(crate) type NameList = Spanned<Vec<Spanned<String>>>;
+
 /// `[geo.NAME]`: how a client's address becomes a location.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -198,7 +201,7 @@ pub(crate) struct ServiceSpec {
     pub geo: Option<Spanned<String>>,
     /// Geo policy: location key (a nets label, `country:XX`, `continent:XX`
     /// or `*`) to regions in failover order.
-    pub map: Option<Spanned<BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>>>,
+    pub map: Option<Spanned<BTreeMap<Spanned<String>, NameList>>>,
     /// Weighted and nearest policies: distinct regions per answer (default 1).
     pub answers: Option<Spanned<i64>>,
     /// Cap on addresses per answer (default 8).

@@ -40,6 +40,8 @@ const VARIANT_OVERHEAD: usize = 64;
 /// The parts of a request the fast path understands.
 #[derive(Debug)]
 pub(crate) struct FastQuery<'a> {
+    /// The whole request.
+    pub req: &'a [u8],
     /// Lower-cased question name, wire form (length-prefixed labels).
     pub key_name: [u8; 256],
     /// Its length.
@@ -115,6 +117,7 @@ pub(crate) fn parse(req: &[u8]) -> Option<FastQuery<'_>> {
         (None, 512, None)
     };
     Some(FastQuery {
+        req,
         key_name,
         key_len,
         question,
@@ -303,7 +306,6 @@ impl Worker {
     /// Answer from the cache into `out`, or return false.
     pub(super) fn answer(
         &mut self,
-        req: &[u8],
         q: &FastQuery<'_>,
         from: std::net::IpAddr,
         tcp: bool,
@@ -365,6 +367,7 @@ impl Worker {
         out.clear();
         out.extend_from_slice(bytes);
         // ID; RD and CD from the request; the question exactly as asked.
+        let req = q.req;
         out[0] = req[0];
         out[1] = req[1];
         out[2] = (out[2] & !0x01) | (req[2] & 0x01);

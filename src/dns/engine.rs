@@ -179,7 +179,7 @@ impl Engine {
                 }
                 (Transport::Udp, None) => 512,
             };
-            if worker.answer(req, q, from, tcp, limit, out, &self.metrics) {
+            if worker.answer(q, from, tcp, limit, out, &self.metrics) {
                 return true;
             }
         }

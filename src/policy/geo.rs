@@ -360,7 +360,7 @@ mod tests {
                 label: *l,
             })
             .collect();
-        nets.sort_by(|a, b| b.net.prefix_len().cmp(&a.net.prefix_len()));
+        nets.sort_by_key(|n| std::cmp::Reverse(n.net.prefix_len()));
         GeoMap {
             name: "t".into(),
             nets,

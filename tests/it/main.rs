@@ -16,6 +16,7 @@ mod dns;
 mod ecs;
 mod failover;
 mod fuzz_replay;
+mod geo;
 mod hardening;
 mod probes;
 mod reload;

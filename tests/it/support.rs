@@ -32,7 +32,18 @@ impl TestServer {
         zones: &[(&str, &str)],
         adjust: impl FnOnce(&mut Settings),
     ) -> TestServer {
+        Self::start_prepared(zones, |_| {}, adjust).await
+    }
+
+    /// Start with these zone files, after `prepare` wrote what else the
+    /// zones folder needs (a geo database, say).
+    pub async fn start_prepared(
+        zones: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        prepare(dir.path());
         for (name, text) in zones {
             std::fs::write(dir.path().join(name), text).expect("write zone");
         }

@@ -32,6 +32,31 @@ pub enum Command {
     ForceUp(OverrideArgs),
     /// Reload the zones of the running server.
     Reload(AdminArgs),
+    /// Ask the running server what a client gets for a name, and why: its
+    /// location, the region order there, each region's health, the answer.
+    Explain(ExplainArgs),
+}
+
+/// `gslb explain`.
+#[derive(Debug, Args, Clone)]
+pub struct ExplainArgs {
+    /// The name to ask for.
+    pub name: String,
+    /// The query's source address (a resolver, or a client querying directly). [default: 0.0.0.0]
+    #[arg(long, value_name = "ADDR")]
+    pub client: Option<String>,
+    /// EDNS Client Subnet: ADDR/LEN, or an address (sent as /24 or /56).
+    #[arg(long, value_name = "PREFIX")]
+    pub ecs: Option<String>,
+    /// Record type.
+    #[arg(long = "type", value_name = "TYPE", default_value = "A")]
+    pub qtype: String,
+    /// Print the server's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The running server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `gslb serve`.
@@ -126,6 +151,88 @@ pub struct DemoArgs {
     /// Port of the three demo backends (on 127.0.0.2, .3 and .4).
     #[arg(long, default_value_t = 18081)]
     pub backend_port: u16,
+}
+
+/// `gslb explain`'s text, from the server's JSON (`GET /api/v1/explain`).
+pub fn explain_text(x: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "{} {} from {}",
+        s(&x["name"]),
+        s(&x["type"]),
+        s(&x["client"])
+    );
+    if let Some(e) = x["ecs"].as_str() {
+        let _ = write!(o, ", ECS {e}");
+    }
+    o.push('\n');
+    match x["zone"].as_str() {
+        Some(z) => {
+            let _ = writeln!(o, "zone:       {z}");
+        }
+        None => o.push_str("zone:       none served here (REFUSED)\n"),
+    }
+    let svc = &x["service"];
+    if svc.is_object() {
+        let _ = write!(
+            o,
+            "service:    {} (policy {}",
+            s(&svc["key"]),
+            s(&svc["policy"])
+        );
+        if let Some(g) = svc["geo"].as_str() {
+            let _ = write!(o, ", geo {g}");
+        }
+        o.push_str(")\n");
+        if let Some(l) = svc["located_by"].as_str() {
+            let _ = writeln!(o, "located by: {l}");
+            let _ = writeln!(o, "location:   {}", s(&svc["location"]));
+            let _ = writeln!(o, "because:    {}", s(&svc["why"]));
+        }
+        o.push_str("regions, in the order this client prefers:\n");
+        for (i, r) in svc["order"].as_array().into_iter().flatten().enumerate() {
+            let up = if r["up"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "DOWN"
+            };
+            let _ = write!(
+                o,
+                "  {}. {:<12} {:<4}  {}/{} endpoints up",
+                i + 1,
+                s(&r["region"]),
+                up,
+                r["endpoints_up"],
+                r["endpoints"]
+            );
+            if let Some(d) = r["distance_km"].as_f64() {
+                let _ = write!(o, ", {d:.0} km");
+            }
+            o.push('\n');
+        }
+    }
+    let _ = write!(o, "answer:     {}", s(&x["rcode"]));
+    if let Some(t) = x["ttl"].as_u64() {
+        let _ = write!(o, ", TTL {t}");
+    }
+    match x["scope"].as_u64() {
+        Some(sc) => {
+            let _ = write!(o, ", ECS scope /{sc}");
+        }
+        None if x["ecs"].is_string() => o.push_str(", no ECS echoed (the zone ignores ECS)"),
+        None => {}
+    }
+    o.push('\n');
+    for r in x["answers"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  {}", s(r));
+    }
+    for r in x["authority"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  {} (authority)", s(r));
+    }
+    o
 }
 
 /// What `serve` runs with, after merging.

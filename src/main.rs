@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gslb::app::{AppError, Server, Settings};
-use gslb::cli::{AdminArgs, Cli, Command, DemoArgs, OverrideArgs, ServeArgs};
+use gslb::cli::{AdminArgs, Cli, Command, DemoArgs, ExplainArgs, OverrideArgs, ServeArgs};
 use gslb::config::server::ServerFile;
 
 const EXIT_CONFIG: u8 = 1;
@@ -30,11 +30,22 @@ fn main() -> ExitCode {
         Command::ForceUp(args) => override_call(&args, "force-up"),
         Command::Reload(args) => reload_call(&args),
         Command::Demo(args) => demo(args),
+        Command::Explain(args) => explain_call(&args),
     }
 }
 
 /// POST to the running server's admin API; (status, JSON body).
 fn admin_post(admin: &AdminArgs, path: &str) -> Result<(u16, serde_json::Value), String> {
+    admin_call(admin, reqwest::Method::POST, path, &[])
+}
+
+/// Call the running server's admin API; (status, JSON body).
+fn admin_call(
+    admin: &AdminArgs,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<(u16, serde_json::Value), String> {
     let url = format!("http://{}{path}", admin.admin);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -46,7 +57,9 @@ fn admin_post(admin: &AdminArgs, path: &str) -> Result<(u16, serde_json::Value),
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| e.to_string())?;
-        let mut req = client.post(&url);
+        let url = reqwest::Url::parse_with_params(&url, query)
+            .map_err(|e| format!("admin address {}: {e}", admin.admin))?;
+        let mut req = client.request(method, url);
         if let Some(t) = &admin.token {
             req = req.bearer_auth(t);
         }
@@ -112,6 +125,27 @@ fn admin_failed(action: &str, result: Result<(u16, serde_json::Value), String>) 
         Err(e) => eprintln!("gslb: {e}"),
     }
     ExitCode::from(EXIT_RUNTIME)
+}
+
+fn explain_call(args: &ExplainArgs) -> ExitCode {
+    let mut query = vec![("name", args.name.as_str()), ("type", args.qtype.as_str())];
+    if let Some(c) = &args.client {
+        query.push(("client", c));
+    }
+    if let Some(e) = &args.ecs {
+        query.push(("ecs", e));
+    }
+    match admin_call(&args.admin, reqwest::Method::GET, "/api/v1/explain", &query) {
+        Ok((200, body)) if args.json => {
+            println!("{body:#}");
+            ExitCode::SUCCESS
+        }
+        Ok((200, body)) => {
+            print!("{}", gslb::cli::explain_text(&body));
+            ExitCode::SUCCESS
+        }
+        other => admin_failed("explain", other),
+    }
 }
 
 fn reload_call(args: &AdminArgs) -> ExitCode {

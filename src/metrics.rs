@@ -131,6 +131,14 @@ fn qtype_slot(t: RecordType) -> usize {
         .position(|(q, _)| *q == t)
         .unwrap_or(QTYPES.len())
 }
+/// A response code as dig and the metrics name it (`NOERROR`, `NXDOMAIN`...).
+pub fn rcode_name(r: ResponseCode) -> String {
+    match RCODES.iter().find(|(c, _)| *c == r) {
+        Some((_, n)) => (*n).to_string(),
+        None => format!("RCODE{}", u16::from(r)),
+    }
+}
+
 fn rcode_slot(r: ResponseCode) -> usize {
     RCODES
         .iter()

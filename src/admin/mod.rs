@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -150,6 +150,7 @@ pub fn router(shared: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/explain", get(explain))
         .route("/api/v1/reload", post(reload))
         .route(
             "/api/v1/regions/{zone}/{region}/{action}",
@@ -268,6 +269,57 @@ async fn readyz(State(shared): State<AdminState>) -> Response {
 
 async fn status_json(State(shared): State<AdminState>) -> Json<Status> {
     Json(status(&shared.status))
+}
+
+/// `GET /api/v1/explain?name=NAME[&type=A][&client=ADDR][&ecs=PREFIX]`:
+/// the answer a client gets and why (see `dns::explain`). Read-only, like
+/// the status. `ecs` is ADDR/LEN, or an address (then /24 or /56, as
+/// resolvers send); `client` defaults to 0.0.0.0 (located nowhere).
+async fn explain(
+    State(shared): State<AdminState>,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let bad =
+        |msg: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+    let Some(name) = params.get("name").filter(|n| !n.is_empty()) else {
+        return bad("`name` is required".into());
+    };
+    let qtype = match params.get("type") {
+        None => hickory_proto::rr::RecordType::A,
+        Some(t) => match t.to_ascii_uppercase().parse() {
+            Ok(t) => t,
+            Err(_) => return bad(format!("type {t:?} is not a record type")),
+        },
+    };
+    let client: IpAddr = match params.get("client") {
+        None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        Some(c) => match c.parse() {
+            Ok(c) => c,
+            Err(_) => return bad(format!("client {c:?} is not an address")),
+        },
+    };
+    let ecs = match params.get("ecs") {
+        None => None,
+        Some(e) => match e.parse::<ipnet::IpNet>().or_else(|_| {
+            e.parse::<IpAddr>().map(|a| {
+                let len = if a.is_ipv4() { 24 } else { 56 };
+                ipnet::IpNet::new(a, len).expect("valid length")
+            })
+        }) {
+            Ok(n) => Some(n),
+            Err(_) => return bad(format!("ecs {e:?} is not ADDRESS/LENGTH or an address")),
+        },
+    };
+    let q = crate::dns::explain::Question {
+        name: name.clone(),
+        qtype,
+        client,
+        ecs,
+    };
+    match crate::dns::explain::explain(&shared.status.engine, &q) {
+        Ok(x) => Json(x).into_response(),
+        Err(e) => bad(e),
+    }
 }
 
 /// Server-sent events: a `transition` event per state change, and a

@@ -70,8 +70,32 @@ pub struct ServiceStatus {
     pub ttl: u32,
     /// The all-down rule.
     pub when_all_down: String,
-    /// What a query gets now.
+    /// What a query gets now (geo and nearest: a client of no known
+    /// location).
     pub answer: AnswerStatus,
+    /// Geo and nearest services: the `[geo.NAME]` map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geo: Option<String>,
+    /// Geo and nearest services: each location's region order and what it
+    /// is answered now (nearest: a client at each region's location).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<LocationStatus>,
+}
+
+/// One location of a geo or nearest service.
+#[derive(Serialize, Debug)]
+pub struct LocationStatus {
+    /// The map key (geo), or the region the client is nearest (nearest); `*`
+    /// for clients of no known location.
+    pub location: String,
+    /// Its regions in order of preference.
+    pub order: Vec<String>,
+    /// The regions answered now.
+    pub answer: Vec<String>,
+    /// The answer is not the location's first choice.
+    pub degraded: bool,
+    /// NOERROR with records, or "nodata" / "servfail" when its regions are all down.
+    pub kind: &'static str,
 }
 
 /// A region as a service lists it.
@@ -308,12 +332,10 @@ fn service_status(svc: &crate::model::Service, view: &dyn HealthView) -> Service
             crate::model::WhenAllDown::NoData => "nodata".into(),
             crate::model::WhenAllDown::ServFail => "servfail".into(),
         },
+        geo: svc.policy.geo_map().map(|m| m.name.clone()),
+        locations: locations(svc, view),
         answer: AnswerStatus {
-            kind: match sel.outcome {
-                Outcome::Answer => "answer",
-                Outcome::NoData => "nodata",
-                Outcome::ServFail => "servfail",
-            },
+            kind: outcome_kind(&sel.outcome),
             regions: shares
                 .iter()
                 .map(|&(p, share)| (policy::picked_region(svc, p).name.clone(), share))
@@ -322,6 +344,38 @@ fn service_status(svc: &crate::model::Service, view: &dyn HealthView) -> Service
             cname,
         },
     }
+}
+
+fn outcome_kind(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Answer => "answer",
+        Outcome::NoData => "nodata",
+        Outcome::ServFail => "servfail",
+    }
+}
+
+/// The answer of each location of a geo or nearest service.
+fn locations(svc: &crate::model::Service, view: &dyn HealthView) -> Vec<LocationStatus> {
+    if svc.policy.geo_map().is_none() {
+        return Vec::new();
+    }
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
+    let name = |p: usize| policy::picked_region(svc, p).name.clone();
+    policy::geo::locations(svc)
+        .into_iter()
+        .enumerate()
+        .map(|(loc, location)| {
+            let order = policy::geo::order_of(svc, loc);
+            let sel = policy::select_at(svc, view, &order, &mut rng);
+            LocationStatus {
+                location,
+                order: order.iter().map(|&p| name(p)).collect(),
+                answer: sel.picks.iter().map(|&p| name(p)).collect(),
+                degraded: sel.degraded,
+                kind: outcome_kind(&sel.outcome),
+            }
+        })
+        .collect()
 }
 
 /// Set `gslb_service_degraded` for every service (at scrape time).

@@ -7,6 +7,7 @@
 mod cache;
 pub mod ecs;
 mod engine;
+pub mod explain;
 #[cfg(target_os = "linux")]
 mod mmsg;
 mod prefix;

@@ -134,7 +134,7 @@ impl Snapshot {
     }
 
     /// The deepest zone containing `name`.
-    pub(super) fn find_zone(&self, name: &LowerName) -> Option<&Arc<ServedZone>> {
+    pub fn find_zone(&self, name: &LowerName) -> Option<&Arc<ServedZone>> {
         let mut n = name.clone();
         loop {
             let count = labels(&n);

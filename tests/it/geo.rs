@@ -447,3 +447,190 @@ async fn reload_reads_a_changed_database_and_refuses_a_corrupt_one() {
     let r = udp(dns, &us_client).await.unwrap();
     assert_eq!(region_of(&r), "ap", "the new database answers: {r}");
 }
+
+async fn get_json(url: String) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (code, serde_json::from_str(&text).unwrap())
+}
+
+/// `gslb explain` with these arguments against the admin API at `admin`.
+async fn explain_cli(admin: SocketAddr, args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    // The CLI blocks on its own runtime: off this test's threads.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gslb"))
+            .arg("explain")
+            .args(&args)
+            .arg("--admin")
+            .arg(admin.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_status_show_locations_orders_health_and_answers() {
+    let g = start_geo(|s| s.admin = Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin = g.ts.server.admin_addr.unwrap();
+    let api = |q: &str| format!("http://{admin}/api/v1/explain?{q}");
+
+    // A database location.
+    let (code, x) = get_json(api("name=api.gslb.example.com&ecs=203.0.113.0/24")).await;
+    assert_eq!(code, 200, "{x}");
+    let svc = &x["service"];
+    assert_eq!(svc["policy"], "geo");
+    assert_eq!(svc["location"], "country:IN");
+    assert_eq!(svc["located_by"], "ECS subnet 203.0.113.0/24");
+    assert_eq!(
+        svc["why"],
+        "database network 203.0.113.0/24: country IN, continent AS, location 19.0000,72.8000"
+    );
+    let order: Vec<&str> = svc["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["ap", "eu"]);
+    assert_eq!(svc["order"][0]["up"], true);
+    assert_eq!(
+        (x["rcode"].as_str(), x["ttl"].as_u64()),
+        (Some("NOERROR"), Some(30))
+    );
+    assert!(
+        x["answers"][0].as_str().unwrap().ends_with("127.0.0.4"),
+        "{x}"
+    );
+    assert_eq!(x["scope"], 24);
+    assert_eq!(x["ecs_echo"], "203.0.113.0/24/24");
+
+    // Nearest, by distance from the database's coordinates.
+    let (_, x) = get_json(api("name=cdn.gslb.example.com&ecs=2001:db8:1::/56")).await;
+    let order: Vec<(&str, f64)> = x["service"]["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["region"].as_str().unwrap(),
+                r["distance_km"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order.iter().map(|o| o.0).collect::<Vec<_>>(),
+        ["eu", "us", "ap"]
+    );
+    assert!(order.windows(2).all(|w| w[0].1 < w[1].1), "{order:?}");
+
+    // Bad requests are refused with a reason.
+    let (code, x) = get_json(api("ecs=1.2.3.0/24")).await;
+    assert_eq!(
+        (code, x["error"].as_str()),
+        (400, Some("`name` is required"))
+    );
+    let (code, _) = get_json(api("name=api.gslb.example.com&ecs=nowhere")).await;
+    assert_eq!(code, 400);
+
+    // Status: each location's order and answer.
+    let (_, st) = get_json(format!("http://{admin}/api/v1/status")).await;
+    let location = |st: &serde_json::Value, key: &str, loc: &str| {
+        st["zones"][0]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .unwrap()["locations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["location"] == loc)
+            .unwrap_or_else(|| panic!("{key} {loc}"))
+            .clone()
+    };
+    let office = location(&st, "api", "office");
+    assert_eq!(office["order"], serde_json::json!(["eu", "us"]));
+    assert_eq!(office["answer"], serde_json::json!(["eu"]));
+    assert_eq!(
+        location(&st, "api", "*")["answer"],
+        serde_json::json!(["us"])
+    );
+    assert_eq!(
+        location(&st, "cdn", "ap")["order"],
+        serde_json::json!(["ap", "eu", "us"])
+    );
+
+    // The office's first region fails: explain and status follow.
+    g.eu.set(Mode::Failing);
+    wait_until(Duration::from_secs(10), "eu down", || async {
+        region_of(
+            &udp(g.ts.dns, &with_subnet(API, "198.51.100.0", 24))
+                .await
+                .unwrap(),
+        ) == "us"
+    })
+    .await;
+    let (_, st) = get_json(format!("http://{admin}/api/v1/status")).await;
+    let office = location(&st, "api", "office");
+    assert_eq!(
+        (office["answer"].clone(), office["degraded"].clone()),
+        (serde_json::json!(["us"]), serde_json::json!(true))
+    );
+
+    // The CLI, against the running server.
+    let (code, out, err) =
+        explain_cli(admin, &["api.gslb.example.com", "--ecs", "198.51.100.7"]).await;
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "api.gslb.example.com. A from 0.0.0.0, ECS 198.51.100.0/24",
+        "service:    api (policy geo, geo world)",
+        "located by: ECS subnet 198.51.100.0/24",
+        "location:   office",
+        "because:    nets entry 198.51.100.0/24 = \"office\" of geo world",
+        "  1. eu           DOWN  0/1 endpoints up",
+        "  2. us           up    1/1 endpoints up",
+        "answer:     NOERROR, TTL 5, ECS scope /24",
+        "IN A 127.0.0.2",
+    ] {
+        assert!(out.contains(want), "{want:?} not in\n{out}");
+    }
+    // Without ECS, the source address locates.
+    let (code, out, _) = explain_cli(
+        admin,
+        &[
+            "cdn.gslb.example.com",
+            "--client",
+            "127.0.0.33",
+            "--type",
+            "A",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("located by: source address 127.0.0.33 (no ECS)"),
+        "{out}"
+    );
+    assert!(out.contains("location:   ap"), "{out}");
+    assert!(out.contains("1. ap "), "{out}");
+    // A refused request: the reason, exit 3.
+    let (code, _, err) = explain_cli(admin, &["api.gslb.example.com", "--ecs", "x"]).await;
+    assert_eq!(code, 3);
+    assert!(err.contains("explain refused (400)"), "{err}");
+}

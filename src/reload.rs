@@ -272,15 +272,24 @@ fn diff(old: &Config, new: &Config) -> ReloadSummary {
     s
 }
 
-/// Reload when a zone file is added, removed or changed: polls the files'
+/// Reload when a zone file is added, removed or changed, or a geo database
+/// the served zones read (geoipupdate replacing it, say): polls the files'
 /// size and modification time every second and reloads once they have been
 /// stable for one more poll (editors write in several steps). Polling needs
 /// no extra dependency and a second of delay is fine for config changes.
 pub(crate) async fn watch_zones(reloader: Arc<Reloader>, shutdown: CancellationToken) {
     let fingerprint = |paths: &[PathBuf]| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+        let databases: Vec<PathBuf> = reloader
+            .served_config()
+            .zones
+            .iter()
+            .flat_map(|z| z.geo.values())
+            .filter_map(|m| m.database.as_ref().map(|d| d.path.clone()))
+            .collect();
         config::zone_files(paths)
             .unwrap_or_default()
             .into_iter()
+            .chain(databases)
             .map(|p| {
                 let m = std::fs::metadata(&p).ok();
                 let len = m.as_ref().map(|m| m.len()).unwrap_or(0);

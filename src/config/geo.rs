@@ -392,6 +392,7 @@ pub(super) fn nearest_policy(
     Some(NearestPolicy {
         map,
         answers,
+        units: coords.iter().map(|c| c.unit()).collect(),
         coords,
         label_coords,
     })

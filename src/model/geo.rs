@@ -56,6 +56,9 @@ impl std::fmt::Debug for GeoDb {
     }
 }
 
+// Units are computed from the finite coordinates.
+impl Eq for NearestPolicy {}
+
 impl PartialEq for GeoDb {
     fn eq(&self, other: &Self) -> bool {
         self.path == other.path && self.hash == other.hash
@@ -77,6 +80,15 @@ pub struct Coords {
 impl Eq for Coords {}
 
 impl Coords {
+    /// The point on the unit sphere: regions are ordered by the dot
+    /// product of these (the larger, the nearer), which orders them as
+    /// the great-circle distance does without a trigonometric call per
+    /// region and query.
+    pub fn unit(self) -> [f64; 3] {
+        let (lat, lon) = (self.lat.to_radians(), self.lon.to_radians());
+        [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+    }
+
     /// Great-circle distance in kilometres (haversine).
     pub fn distance_km(self, other: Coords) -> f64 {
         let (p1, p2) = (self.lat.to_radians(), other.lat.to_radians());
@@ -139,7 +151,7 @@ pub struct GeoPolicy {
 }
 
 /// `policy = "nearest"`: healthy regions by distance from the client.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct NearestPolicy {
     /// The map the client is located with.
     pub map: Arc<GeoMap>,
@@ -147,6 +159,8 @@ pub struct NearestPolicy {
     pub answers: usize,
     /// Location of each of the service's regions (by position).
     pub coords: Vec<Coords>,
+    /// The same, as points on the unit sphere (`Coords::unit`).
+    pub units: Vec<[f64; 3]>,
     /// Coordinates of each `nets` label that names a region of the zone
     /// with a location (indexed like `GeoMap::labels`).
     pub label_coords: Vec<Option<Coords>>,

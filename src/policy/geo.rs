@@ -22,6 +22,8 @@ pub struct DbRecord {
     pub continent: Option<[u8; 2]>,
     /// Latitude and longitude.
     pub coords: Option<Coords>,
+    /// The same on the unit sphere (`Coords::unit`), computed once per record.
+    pub unit: Option<[f64; 3]>,
 }
 
 impl std::fmt::Display for DbRecord {
@@ -79,21 +81,51 @@ pub struct Place<'s> {
     pub basis: Basis,
 }
 
-/// Decoded database records of one worker, by (database, record offset):
-/// many networks share a record, so a busy worker decodes each once. Owned
-/// by one worker (no lock); emptied when full or when the snapshot changes.
+/// One worker's memory of database answers, so that the database is not
+/// walked per query: what it says for each client network (a /24, or a
+/// /48 for IPv6) that lies whole inside one database network, and the
+/// decoded records by (database, record offset), since many networks share
+/// a record. Owned by one worker (no lock); each map is emptied when full
+/// and both when the snapshot changes.
 #[derive(Default)]
 pub struct Memo {
+    subnets: HashMap<SubnetKey, (u8, Option<DbRecord>)>,
     records: HashMap<(usize, usize), DbRecord>,
 }
 
-/// Decoded records kept per worker (about 64 bytes each).
+/// (database, the client network's bits, IPv6).
+type SubnetKey = (usize, u128, bool);
+
+/// Entries kept per map per worker (under 100 bytes each: at most about
+/// 3 MiB per worker for both).
 const MEMO_MAX: usize = 16_384;
+/// The client networks the memo is keyed by: what resolvers send as ECS.
+const SUBNET_V4: u8 = 24;
+const SUBNET_V6: u8 = 48;
 
 impl Memo {
     /// Forget everything (a reload may have replaced the databases).
     pub fn clear(&mut self) {
+        self.subnets.clear();
         self.records.clear();
+    }
+}
+
+/// The memo key of `addr`'s client network in database `db`, and its length.
+fn subnet_key(db: usize, addr: IpAddr) -> (SubnetKey, u8) {
+    match addr {
+        IpAddr::V4(a) => (
+            (
+                db,
+                u128::from(a.to_bits() & !(u32::MAX >> SUBNET_V4)),
+                false,
+            ),
+            SUBNET_V4,
+        ),
+        IpAddr::V6(a) => (
+            (db, a.to_bits() & !(u128::MAX >> SUBNET_V6), true),
+            SUBNET_V6,
+        ),
     }
 }
 
@@ -128,7 +160,7 @@ pub fn order_of(svc: &Service, loc: usize) -> Vec<usize> {
     let n = svc.regions.len();
     match &svc.policy {
         Policy::Geo(g) => g.entries[loc].order.clone(),
-        Policy::Nearest(np) if loc < n => by_distance(np, np.coords[loc]),
+        Policy::Nearest(np) if loc < n => by_distance(np, np.units[loc]),
         _ => (0..n).collect(),
     }
 }
@@ -164,19 +196,23 @@ fn locate_geo<'s>(g: &'s GeoPolicy, addr: IpAddr, memo: &mut Memo) -> Place<'s> 
 
 fn locate_nearest<'s>(np: &'s NearestPolicy, addr: IpAddr, memo: &mut Memo) -> Place<'s> {
     let relevant = |n: &GeoNet| np.label_coords[n.label].is_some();
-    let (coords, base, basis) = match net_match(&np.map, addr, relevant) {
-        Some((i, n)) => (np.label_coords[n.label], n.net.prefix_len(), Basis::Net(i)),
+    let (unit, base, basis) = match net_match(&np.map, addr, relevant) {
+        Some((i, n)) => (
+            np.label_coords[n.label].map(Coords::unit),
+            n.net.prefix_len(),
+            Basis::Net(i),
+        ),
         None => {
             let (base, basis) = database(&np.map, addr, memo);
-            let coords = match &basis {
-                Basis::Database { record, .. } => record.coords,
+            let unit = match &basis {
+                Basis::Database { record, .. } => record.unit,
                 _ => None,
             };
-            (coords, base, basis)
+            (unit, base, basis)
         }
     };
     let n = np.coords.len();
-    let (loc, order) = match coords {
+    let (loc, order) = match unit {
         Some(c) => {
             let order = by_distance(np, c);
             (order[0], order)
@@ -191,16 +227,18 @@ fn locate_nearest<'s>(np: &'s NearestPolicy, addr: IpAddr, memo: &mut Memo) -> P
     }
 }
 
-/// The service's regions by distance from `from` (ties: the service's order).
-fn by_distance(np: &NearestPolicy, from: Coords) -> Vec<usize> {
-    let mut d: Vec<(f64, usize)> = np
-        .coords
-        .iter()
-        .enumerate()
-        .map(|(p, c)| (from.distance_km(*c), p))
-        .collect();
-    d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    d.into_iter().map(|(_, p)| p).collect()
+/// The service's regions by distance from the point `from` on the unit
+/// sphere, nearest first (ties: the service's order): the larger the dot
+/// product of the two points, the shorter the great circle between them.
+fn by_distance(np: &NearestPolicy, from: [f64; 3]) -> Vec<usize> {
+    let dot = |u: &[f64; 3]| from[0] * u[0] + from[1] * u[1] + from[2] * u[2];
+    let mut order: Vec<usize> = (0..np.units.len()).collect();
+    order.sort_by(|&a, &b| {
+        dot(&np.units[b])
+            .total_cmp(&dot(&np.units[a]))
+            .then(a.cmp(&b))
+    });
+    order
 }
 
 /// The most specific `nets` entry holding `addr` that the service uses.
@@ -252,6 +290,25 @@ fn database(map: &GeoMap, addr: IpAddr, memo: &mut Memo) -> (u8, Basis) {
         return (0, Basis::Unknown { network: None });
     };
     let family_max = if addr.is_ipv4() { 32 } else { 128 };
+    let db_id = std::ptr::from_ref(db.as_ref()) as usize;
+    let (key, key_len) = subnet_key(db_id, addr);
+    let network_of = |prefix: u8| {
+        IpNet::new(addr, prefix)
+            .map(|n| n.trunc())
+            .unwrap_or_else(|_| IpNet::from(addr))
+    };
+    if let Some(&(prefix, record)) = memo.subnets.get(&key) {
+        let network = network_of(prefix);
+        return match record {
+            Some(record) => (prefix, Basis::Database { network, record }),
+            None => (
+                prefix,
+                Basis::Unknown {
+                    network: Some(network),
+                },
+            ),
+        };
+    }
     let found = match db.reader.lookup(addr) {
         Ok(found) => found,
         // A damaged tree: nothing known, and the answer holds for this
@@ -269,11 +326,21 @@ fn database(map: &GeoMap, addr: IpAddr, memo: &mut Memo) -> (u8, Basis) {
         IpNet::new(addr, prefix).ok().map(|n| n.trunc())
     });
     let base = network.map(|n| n.prefix_len()).unwrap_or(family_max);
+    // The whole client network lies in the database's: one answer for all.
+    let remember = |memo: &mut Memo, record: Option<DbRecord>| {
+        if network.is_some() && base <= key_len {
+            if memo.subnets.len() >= MEMO_MAX {
+                memo.subnets.clear();
+            }
+            memo.subnets.insert(key, (base, record));
+        }
+    };
     let Some(offset) = found.offset() else {
+        remember(memo, None);
         return (base, Basis::Unknown { network });
     };
-    let key = (std::ptr::from_ref(db.as_ref()) as usize, offset);
-    let record = match memo.records.get(&key) {
+    let rkey = (db_id, offset);
+    let record = match memo.records.get(&rkey) {
         Some(r) => *r,
         None => {
             let r = found
@@ -285,10 +352,11 @@ fn database(map: &GeoMap, addr: IpAddr, memo: &mut Memo) -> (u8, Basis) {
             if memo.records.len() >= MEMO_MAX {
                 memo.records.clear();
             }
-            memo.records.insert(key, r);
+            memo.records.insert(rkey, r);
             r
         }
     };
+    remember(memo, Some(record));
     let network = network.unwrap_or_else(|| IpNet::from(addr));
     (base, Basis::Database { network, record })
 }
@@ -343,6 +411,7 @@ impl Raw<'_> {
         DbRecord {
             country,
             continent,
+            unit: coords.map(Coords::unit),
             coords,
         }
     }
@@ -395,6 +464,45 @@ mod tests {
         assert_eq!(net_match(&m, ip, |_| true).unwrap().1.label, 1);
         assert_eq!(net_match(&m, ip, |n| n.label == 0).unwrap().1.label, 0);
         assert!(net_match(&m, "11.0.0.1".parse().unwrap(), |_| true).is_none());
+    }
+
+    #[test]
+    fn the_unit_sphere_orders_as_great_circle_distance_does() {
+        let regions = [
+            (39.0, -77.5),
+            (45.6, -121.2),
+            (53.3, -6.3),
+            (19.1, 72.9),
+            (-23.5, -46.6),
+            (-33.9, 151.2),
+            (1.3, 103.8),
+        ];
+        let coords: Vec<Coords> = regions
+            .iter()
+            .map(|&(lat, lon)| Coords { lat, lon })
+            .collect();
+        let np = NearestPolicy {
+            map: std::sync::Arc::new(map(&[])),
+            answers: 1,
+            units: coords.iter().map(|c| c.unit()).collect(),
+            coords: coords.clone(),
+            label_coords: Vec::new(),
+        };
+        // Clients on a grid over the globe, poles and antimeridian included.
+        for lat in (-90..=90).step_by(15) {
+            for lon in (-180..=180).step_by(20) {
+                let from = Coords {
+                    lat: f64::from(lat),
+                    lon: f64::from(lon),
+                };
+                let mut want: Vec<usize> = (0..coords.len()).collect();
+                want.sort_by(|&a, &b| {
+                    from.distance_km(coords[a])
+                        .total_cmp(&from.distance_km(coords[b]))
+                });
+                assert_eq!(by_distance(&np, from.unit()), want, "from {lat},{lon}");
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::support::*;
 /// The test database: networks with country, continent and coordinates.
 pub const DB_SPEC: &str = r#"{
   "192.0.2.0/24":    {"country": "US", "continent": "NA", "lat": 39.0, "lon": -77.5},
+  "192.0.2.128/25":  {"country": "IN", "continent": "AS", "lat": 19.0, "lon": 72.8},
   "203.0.113.0/24":  {"country": "IN", "continent": "AS", "lat": 19.0, "lon": 72.8},
   "198.51.0.0/16":   {"country": "CA", "continent": "NA", "lat": 45.4, "lon": -75.7},
   "100.64.0.0/16":   {"continent": "SA"},
@@ -190,8 +191,10 @@ const CASES: &[Case] = &[
     // A nets label: the office's list. The nearest service does not use
     // the label (not a region's name): the database's Canadian /16.
     ("198.51.100.0", 24, ("eu", 24), ("us", 16)),
-    // The database's US network: not in the map, so `*`.
-    ("192.0.2.0", 24, ("us", 24), ("us", 24)),
+    // The database's US network: not in the map, so `*`. Its /24 holds an
+    // Indian /25: the answer holds for the /25 only.
+    ("192.0.2.0", 24, ("us", 25), ("us", 25)),
+    ("192.0.2.128", 25, ("ap", 25), ("ap", 25)),
     // country:IN wins over continent; nearest: Mumbai.
     ("203.0.113.0", 24, ("ap", 24), ("ap", 24)),
     // continent:EU (France is not in the map); nearest: Frankfurt.
@@ -633,4 +636,29 @@ async fn explain_and_status_show_locations_orders_health_and_answers() {
     let (code, _, err) = explain_cli(admin, &["api.gslb.example.com", "--ecs", "x"]).await;
     assert_eq!(code, 3);
     assert!(err.contains("explain refused (400)"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_when_the_database_is_replaced() {
+    let g = start_geo(|s| s.watch = true).await;
+    let dns = g.ts.dns;
+    let us_client = with_subnet(API, "192.0.2.0", 24);
+    assert_eq!(region_of(&udp(dns, &us_client).await.unwrap()), "us");
+    // As geoipupdate does: a new file renamed over the old one.
+    let db = g.ts.zone_path("geo.mmdb");
+    let tmp = g.ts.zone_path("geo.mmdb.new");
+    write_mmdb(
+        &DB_SPEC.replace(
+            "\"country\": \"US\", \"continent\": \"NA\"",
+            "\"country\": \"IN\", \"continent\": \"AS\"",
+        ),
+        &tmp,
+    );
+    std::fs::rename(&tmp, &db).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the new database answers",
+        || async { region_of(&udp(dns, &us_client).await.unwrap()) == "ap" },
+    )
+    .await;
 }

@@ -2,13 +2,14 @@
 """Closed-loop UDP load with a different EDNS Client Subnet per query
 (dnsperf sends one fixed option for a whole run).
 
-    bench/ecs-load.py PORT NAME SECONDS [--no-ecs] [--subnets N] [--window W]
+    bench/ecs-load.py PORT NAME SECONDS [--no-ecs] [--subnets N] [--window W] [--count C]
 
 Queries NAME (type A) at 127.0.0.1:PORT for SECONDS, keeping W queries
 outstanding, each carrying the next of N distinct /24 client subnets drawn
 once (seed 7) from the public IPv4 space, so a geo service sees as many
 database networks as real resolver traffic does. Prints one line:
 `sent N answered N`. The server's CPU time is measured by the caller.
+`--count C` stops after C answers (for instruction counts under callgrind).
 """
 import random
 import select
@@ -49,6 +50,7 @@ def main():
     ecs = "--no-ecs" not in args
     n = int(args[args.index("--subnets") + 1]) if "--subnets" in args else 10000
     window = int(args[args.index("--window") + 1]) if "--window" in args else 64
+    count = int(args[args.index("--count") + 1]) if "--count" in args else None
     nets = subnets(n) if ecs else [None]
     # Pre-built packets; the ID is patched per send.
     packets = [bytearray(packet(0, name, net)) for net in nets]
@@ -61,8 +63,8 @@ def main():
     i = 0
     end = time.monotonic() + secs
     last_progress = time.monotonic()
-    while time.monotonic() < end:
-        while outstanding < window:
+    while time.monotonic() < end and (count is None or answered < count):
+        while outstanding < window and (count is None or sent < count):
             p = packets[i % len(packets)]
             p[0:2] = struct.pack(">H", i & 0xFFFF)
             try:

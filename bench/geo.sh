@@ -12,8 +12,13 @@
 #   nearest   policy = "nearest", 5 regions by distance
 #   geo-src   the geo service without ECS: located by the source address
 #   bench/geo.sh [SECONDS] [REPS]
+#   bench/geo.sh --callgrind [QUERIES]: user-space instructions per query
+#     of each mode under valgrind (repeatable where CPU time is not), over
+#     QUERIES (default 20000) after as many of warm-up.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+CALLGRIND=0
+if [ "${1:-}" = --callgrind ]; then CALLGRIND=1; shift; fi
 SECS=${1:-8}; REPS=${2:-5}
 need dig bind9-dnsutils
 build_release
@@ -92,6 +97,32 @@ run() { # MODE REP
     'BEGIN { printf "%-8s rep %s: sent %d  answered/s %.0f  srv us/query %.2f\n", m, r, s, a / secs, c / hz / s * 1e6 }'
   stop_gslb
 }
+callgrind() { # MODE QUERIES
+  local name="$1.gslb.example.com" extra=() n="$2"
+  case "$1" in geo-src) name=geo.gslb.example.com; extra=(--no-ecs) ;; esac
+  rm -f "$WORK"/cg.out.*
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.out.%p" \
+    "$GSLB" serve --zones "$WORK" --listen 127.0.0.1:5324 --admin off --state-file off \
+    --udp-workers 1 --log-level warn > "$WORK/cg.log" 2>&1 &
+  local vp=$! _
+  for _ in $(seq 1 240); do
+    dig +time=1 +tries=1 @127.0.0.1 -p 5324 . SOA >/dev/null 2>&1 && break; sleep 0.5
+  done
+  python3 "$ROOT/bench/ecs-load.py" 5324 "$name" 300 --count "$n" --window 16 "${extra[@]}" >/dev/null
+  callgrind_control -i on "$vp" >/dev/null 2>&1
+  python3 "$ROOT/bench/ecs-load.py" 5324 "$name" 300 --count "$n" --window 16 "${extra[@]}" >/dev/null
+  callgrind_control -i off "$vp" >/dev/null 2>&1
+  callgrind_control -d "$vp" >/dev/null 2>&1
+  kill "$vp"; wait "$vp" 2>/dev/null || true
+  local total
+  total=$(awk '/^totals:/ {print $2}' "$WORK"/cg.out.*.1)
+  echo "$1: $((total / n)) instructions per query ($total over $n)"
+}
+if [ "$CALLGRIND" = 1 ]; then
+  need valgrind valgrind
+  for mode in plain geo nearest geo-src; do callgrind "$mode" "${1:-20000}"; done
+  exit 0
+fi
 for r in $(seq 1 "$REPS"); do
   for mode in plain geo nearest geo-src; do run "$mode" "$r"; done
 done

@@ -175,3 +175,46 @@ async fn status_page_shows_a_region_going_down_live() {
     std::fs::write(&path, &png).expect("write screenshot");
     println!("status page screenshot: {}", path.display());
 }
+
+/// The office row of the geo service's locations table.
+const OFFICE_ROW_JS: &str = r#"
+const card = document.querySelector('.card[data-service="api.gslb.example.com."]');
+const row = card && card.querySelector('table.locations tr[data-location="office"]');
+return row ? { text: row.innerText, degraded: !!row.querySelector('td.degraded'),
+  rows: card.querySelectorAll('table.locations tr[data-location]').length } : null;
+"#;
+
+#[tokio::test]
+async fn status_page_shows_each_locations_answer_of_a_geo_service() {
+    let g = crate::geo::start_geo(|s| s.admin = Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin = g.ts.server.admin_addr.unwrap();
+    let browser = Browser::start().await;
+    let web = &browser.client;
+    web.goto(&format!("http://{admin}/"))
+        .await
+        .expect("open the page");
+    let row = poll(LIMIT, "the office location on eu", || async {
+        let row = browser.script(OFFICE_ROW_JS).await;
+        row["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("→ eu"))
+            .then_some(row)
+    })
+    .await;
+    let text = row["text"].as_str().unwrap();
+    assert!(text.contains("eu › us"), "the office's order: {row:#}");
+    assert_eq!(row["degraded"], false);
+    // office, continent:EU, country:IN and `*`.
+    assert_eq!(row["rows"], 4, "{row:#}");
+    // Its first region fails: the page follows, live.
+    g.eu.set(Mode::Failing);
+    let row = poll(LIMIT, "the office location on us", || async {
+        let row = browser.script(OFFICE_ROW_JS).await;
+        row["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("→ us"))
+            .then_some(row)
+    })
+    .await;
+    assert_eq!(row["degraded"], true, "{row:#}");
+}

@@ -452,16 +452,7 @@ async fn reload_reads_a_changed_database_and_refuses_a_corrupt_one() {
 }
 
 async fn get_json(url: String) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(url)
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    let text = r.text().await.unwrap();
+    let (code, text) = http_get(&url).await;
     (code, serde_json::from_str(&text).unwrap())
 }
 

@@ -594,17 +594,7 @@ async fn a_restart_resumes_health_and_overrides_from_the_state_file() {
 /// The /metrics page of a server with its admin API on.
 async fn scrape(ts: &TestServer) -> String {
     let url = format!("http://{}/metrics", ts.server.admin_addr.expect("admin on"));
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    http_get(&url).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,20 @@ pub fn test_settings(zones: &Path) -> Settings {
     }
 }
 
+/// GET a URL on loopback: (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.text().await.unwrap())
+}
+
 /// A query message.
 pub fn request(name: &str, rtype: RecordType, edns: bool) -> Message {
     let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);

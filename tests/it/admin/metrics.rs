@@ -95,7 +95,7 @@ async fn metrics_follow_a_region_failover_and_pass_promtool() {
         ),
         Some(0.0)
     );
-    let svc = |r| [z, ("service", "api"), ("region", r)];
+    let svc = |r| [z, ("service", "api"), ("region", r), ("location", "")];
     assert_eq!(after.must(DNS_ANSWERS, &svc("primary")), to_primary);
     assert_eq!(after.must(DNS_ANSWERS, &svc("secondary")), to_secondary);
     assert_eq!(

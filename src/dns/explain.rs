@@ -186,7 +186,7 @@ fn service(
         (Some(p), Policy::Nearest(np)) => match &p.basis {
             Basis::Net(i) => np.label_coords[np.map.nets[*i].label],
             Basis::Database { record, .. } => record.coords,
-            Basis::Unknown { .. } => None,
+            Basis::Unknown { .. } | Basis::Remembered => None,
         },
         _ => None,
     };
@@ -221,6 +221,7 @@ fn service(
             format!("no nets entry, and the database has no record for {n}")
         }
         Basis::Unknown { network: None } => "no nets entry, and no database record".into(),
+        Basis::Remembered => "as for an earlier client of this network".into(),
     });
     ServiceExplanation {
         key: svc.key.clone(),

@@ -63,6 +63,9 @@ pub enum Basis {
         /// The network the database has no record for.
         network: Option<IpNet>,
     },
+    /// As found for an earlier client of the same /24 (/48), which the
+    /// answer covers whole (the DNS path's memory; `explain` never sees it).
+    Remembered,
 }
 
 /// A client's location as a service sees it.
@@ -94,10 +97,22 @@ pub struct Place<'s> {
 pub struct Memo {
     subnets: HashMap<u128, (u8, Option<DbRecord>)>,
     records: HashMap<u128, DbRecord>,
+    /// Places by (policy, client network), when the place covers the whole
+    /// client network: a repeated client costs one lookup, not the nets
+    /// scan, the database and the scope.
+    places: HashMap<u128, Remembered>,
+}
+
+/// A place without its basis; `order` only for nearest (geo borrows its
+/// entry's).
+struct Remembered {
+    loc: usize,
+    scope: u8,
+    order: Option<Box<[usize]>>,
 }
 
 /// Entries kept per map per worker (under 100 bytes each: at most about
-/// 3 MiB per worker for both).
+/// 5 MiB per worker for the three).
 const MEMO_MAX: usize = 16_384;
 /// The client networks the memo is keyed by: what resolvers send as ECS.
 const SUBNET_V4: u8 = 24;
@@ -108,6 +123,7 @@ impl Memo {
     pub fn clear(&mut self) {
         self.subnets.clear();
         self.records.clear();
+        self.places.clear();
     }
 }
 
@@ -126,15 +142,57 @@ fn subnet_key(db: usize, addr: IpAddr) -> (u128, u8) {
     ((db as u128) << 64 | u128::from(low), len)
 }
 
+/// Put `value` in a memo map, emptying it first when full.
+fn remember<V>(map: &mut HashMap<u128, V>, key: u128, value: V) {
+    if map.len() >= MEMO_MAX {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
 /// Where `addr` is for `svc`; `None` for a service that does not depend on
 /// the client's location.
 pub fn locate<'s>(svc: &'s Service, addr: IpAddr, memo: &mut Memo) -> Option<Place<'s>> {
     let addr = addr.to_canonical();
-    match &svc.policy {
-        Policy::Geo(g) => Some(locate_geo(g, addr, memo)),
-        Policy::Nearest(n) => Some(locate_nearest(n, addr, memo)),
-        _ => None,
+    let id = match &svc.policy {
+        Policy::Geo(g) => std::ptr::from_ref(g.as_ref()) as usize,
+        Policy::Nearest(n) => std::ptr::from_ref(n.as_ref()) as usize,
+        _ => return None,
+    };
+    let (key, key_len) = subnet_key(id, addr);
+    if let Some(r) = memo.places.get(&key) {
+        let order = match (&svc.policy, &r.order) {
+            (_, Some(o)) => Cow::Owned(o.to_vec()),
+            (Policy::Geo(g), None) => Cow::Borrowed(&g.entries[r.loc].order[..]),
+            (_, None) => Cow::Owned(Vec::new()),
+        };
+        return Some(Place {
+            loc: r.loc,
+            order,
+            scope: r.scope,
+            basis: Basis::Remembered,
+        });
     }
+    let place = match &svc.policy {
+        Policy::Geo(g) => locate_geo(g, addr, memo),
+        Policy::Nearest(n) => locate_nearest(n, addr, memo),
+        _ => unreachable!("located policies only"),
+    };
+    // The answer holds over the client's network of length `scope`: when
+    // that covers the whole memo network, so does the place.
+    if place.scope <= key_len {
+        let order = match &svc.policy {
+            Policy::Nearest(_) => Some(place.order.to_vec().into_boxed_slice()),
+            _ => None,
+        };
+        let r = Remembered {
+            loc: place.loc,
+            scope: place.scope,
+            order,
+        };
+        remember(&mut memo.places, key, r);
+    }
+    Some(place)
 }
 
 /// How many locations a service has (1 when it has none), and the name of each.
@@ -320,16 +378,11 @@ fn database(map: &GeoMap, addr: IpAddr, memo: &mut Memo) -> (u8, Basis) {
     });
     let base = network.map(|n| n.prefix_len()).unwrap_or(family_max);
     // The whole client network lies in the database's: one answer for all.
-    let remember = |memo: &mut Memo, record: Option<DbRecord>| {
-        if network.is_some() && base <= key_len {
-            if memo.subnets.len() >= MEMO_MAX {
-                memo.subnets.clear();
-            }
-            memo.subnets.insert(key, (base, record));
-        }
-    };
+    let whole = network.is_some() && base <= key_len;
     let Some(offset) = found.offset() else {
-        remember(memo, None);
+        if whole {
+            remember(&mut memo.subnets, key, (base, None));
+        }
         return (base, Basis::Unknown { network });
     };
     let rkey = (db_id as u128) << 64 | offset as u128;
@@ -342,14 +395,13 @@ fn database(map: &GeoMap, addr: IpAddr, memo: &mut Memo) -> (u8, Basis) {
                 .flatten()
                 .map(Raw::record)
                 .unwrap_or_default();
-            if memo.records.len() >= MEMO_MAX {
-                memo.records.clear();
-            }
-            memo.records.insert(rkey, r);
+            remember(&mut memo.records, rkey, r);
             r
         }
     };
-    remember(memo, Some(record));
+    if whole {
+        remember(&mut memo.subnets, key, (base, Some(record)));
+    }
     let network = network.unwrap_or_else(|| IpNet::from(addr));
     (base, Basis::Database { network, record })
 }

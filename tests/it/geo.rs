@@ -653,3 +653,31 @@ async fn watch_reloads_when_the_database_is_replaced() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_with_ecs_off_locates_by_the_source_address() {
+    let (us, eu, ap) = (
+        Backend::start("127.0.0.2").await,
+        Backend::start("127.0.0.3").await,
+        Backend::start("127.0.0.4").await,
+    );
+    let zone = geo_zone(us.addr, eu.addr, ap.addr).replace(
+        "hostmaster = \"h.example.com.\"\n",
+        "hostmaster = \"h.example.com.\"\necs = false\n",
+    );
+    assert!(zone.contains("ecs = false"));
+    let ts = TestServer::start_prepared(
+        &[("z.toml", &zone)],
+        |dir| write_mmdb(DB_SPEC, &dir.join("geo.mmdb")),
+        |_| {},
+    )
+    .await;
+    ts.wait_first_verdicts(Duration::from_secs(10)).await;
+    // India's subnet, sent from the office's source address: the office
+    // answer, and no ECS echoed.
+    for _ in 0..2 {
+        let r = udp_from("127.0.0.17", ts.dns, &with_subnet(API, "203.0.113.0", 24)).await;
+        assert_eq!(region_of(&r), "eu", "{r}");
+        assert!(ecs_of(&r).is_none(), "{r}");
+    }
+}

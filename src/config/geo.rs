@@ -358,10 +358,10 @@ pub(super) fn nearest_policy(
             "`map` applies to policy = \"geo\"; nearest orders `regions` by distance",
         );
     }
-    let mut coords = Vec::new();
+    let mut units = Vec::new();
     for m in members {
         match m.region.location {
-            Some(c) => coords.push(c),
+            Some(c) => units.push(c.unit()),
             None => cx.err(
                 key,
                 format!(
@@ -372,12 +372,18 @@ pub(super) fn nearest_policy(
             ),
         }
     }
-    let label_coords: Vec<Option<Coords>> = map
+    let label_units: Vec<Option<[f64; 3]>> = map
         .labels
         .iter()
-        .map(|l| regions.valid.get(l).and_then(|r| r.location))
+        .map(|l| {
+            regions
+                .valid
+                .get(l)
+                .and_then(|r| r.location)
+                .map(Coords::unit)
+        })
         .collect();
-    if map.database.is_none() && label_coords.iter().all(Option::is_none) {
+    if map.database.is_none() && label_units.iter().all(Option::is_none) {
         cx.err(
             s.geo.as_ref().expect("map found"),
             format!(
@@ -392,8 +398,7 @@ pub(super) fn nearest_policy(
     Some(NearestPolicy {
         map,
         answers,
-        units: coords.iter().map(|c| c.unit()).collect(),
-        coords,
-        label_coords,
+        units,
+        label_units,
     })
 }

@@ -551,8 +551,12 @@ answers = 2
     };
     assert_eq!(n.answers, 2);
     // The label "eu" names a region with a location; the others do not.
-    assert_eq!(n.label_coords[1].map(|c| c.lat), Some(50.1));
-    assert!(n.label_coords[0].is_none() && n.label_coords[2].is_none());
+    let eu = crate::model::Coords {
+        lat: 50.1,
+        lon: 8.7,
+    };
+    assert_eq!(n.label_units[1], Some(eu.unit()));
+    assert!(n.label_units[0].is_none() && n.label_units[2].is_none());
 }
 
 #[test]

@@ -184,7 +184,12 @@ fn service(
     };
     let from = match (&place, &svc.policy) {
         (Some(p), Policy::Nearest(np)) => match &p.basis {
-            Basis::Net(i) => np.label_coords[np.map.nets[*i].label],
+            // A label placing its clients at the region of that name.
+            Basis::Net(i) => z
+                .zone
+                .regions
+                .get(&np.map.labels[np.map.nets[*i].label])
+                .and_then(|r| r.location),
             Basis::Database { record, .. } => record.coords,
             Basis::Unknown { .. } | Basis::Remembered => None,
         },

@@ -157,11 +157,10 @@ pub struct NearestPolicy {
     pub map: Arc<GeoMap>,
     /// How many of the nearest healthy regions to answer.
     pub answers: usize,
-    /// Location of each of the service's regions (by position).
-    pub coords: Vec<Coords>,
-    /// The same, as points on the unit sphere (`Coords::unit`).
+    /// Location of each of the service's regions (by position), as a
+    /// point on the unit sphere (`Coords::unit`).
     pub units: Vec<[f64; 3]>,
-    /// Coordinates of each `nets` label that names a region of the zone
-    /// with a location (indexed like `GeoMap::labels`).
-    pub label_coords: Vec<Option<Coords>>,
+    /// The same for each `nets` label that names a region of the zone with
+    /// a location (indexed like `GeoMap::labels`); `None` for other labels.
+    pub label_units: Vec<Option<[f64; 3]>>,
 }

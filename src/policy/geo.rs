@@ -250,13 +250,9 @@ fn locate_geo<'s>(g: &'s GeoPolicy, addr: IpAddr, memo: &mut Memo) -> Place<'s> 
 }
 
 fn locate_nearest<'s>(np: &'s NearestPolicy, addr: IpAddr, memo: &mut Memo) -> Place<'s> {
-    let relevant = |n: &GeoNet| np.label_coords[n.label].is_some();
+    let relevant = |n: &GeoNet| np.label_units[n.label].is_some();
     let (unit, base, basis) = match net_match(&np.map, addr, relevant) {
-        Some((i, n)) => (
-            np.label_coords[n.label].map(Coords::unit),
-            n.net.prefix_len(),
-            Basis::Net(i),
-        ),
+        Some((i, n)) => (np.label_units[n.label], n.net.prefix_len(), Basis::Net(i)),
         None => {
             let (base, basis) = database(&np.map, addr, memo);
             let unit = match &basis {
@@ -266,7 +262,7 @@ fn locate_nearest<'s>(np: &'s NearestPolicy, addr: IpAddr, memo: &mut Memo) -> P
             (unit, base, basis)
         }
     };
-    let n = np.coords.len();
+    let n = np.units.len();
     let (loc, order) = match unit {
         Some(c) => {
             let order = by_distance(np, c);
@@ -530,8 +526,7 @@ mod tests {
             map: std::sync::Arc::new(map(&[])),
             answers: 1,
             units: coords.iter().map(|c| c.unit()).collect(),
-            coords: coords.clone(),
-            label_coords: Vec::new(),
+            label_units: Vec::new(),
         };
         // Clients on a grid over the globe, poles and antimeridian included.
         for lat in (-90..=90).step_by(15) {

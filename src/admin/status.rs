@@ -226,12 +226,14 @@ pub fn status(shared: &StatusSource) -> Status {
                             .map(|e| {
                                 let d = e.detail();
                                 let observations = match &shared.cluster {
-                                    Some(c) => c.observations(&crate::health::EndpointKey {
-                                        zone: zone.label(),
-                                        region: r.name.clone(),
-                                        addr: e.addr,
-                                        check: r.check.as_deref().cloned(),
-                                    }),
+                                    Some(c) => c.observations(
+                                        &crate::health::EndpointKey {
+                                            zone: zone.label(),
+                                            region: r.name.clone(),
+                                            addr: e.addr,
+                                        },
+                                        r.check.as_deref(),
+                                    ),
                                     None => Vec::new(),
                                 };
                                 EndpointStatus {

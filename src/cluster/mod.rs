@@ -33,7 +33,7 @@ use crate::health::{
     EndpointCell, EndpointKey, HealthTable, Observer, Override, OverrideTarget, Transition,
 };
 use crate::metrics::Metrics;
-use crate::model::{ClusterSettings, unix_ms};
+use crate::model::{Check, ClusterSettings, unix_ms};
 use view::{NodeInfo, Observation, OverrideKey, StoredOverride, Touched, View, endpoint_id};
 
 /// Bound on one etcd request (a watch or keep-alive stream excepted).
@@ -171,6 +171,7 @@ pub struct Cluster {
     view: Mutex<View>,
     /// Endpoint id to this node's cell, rebuilt after every config load.
     index: Mutex<HashMap<String, (EndpointKey, Arc<EndpointCell>)>>,
+
     /// This node's current observations, to publish and republish.
     local: Mutex<HashMap<String, Observation>>,
     /// Ids whose observation changed since the last publish (or went away).
@@ -278,7 +279,7 @@ impl Cluster {
         let endpoints = self.health.endpoints();
         let index: HashMap<String, (EndpointKey, Arc<EndpointCell>)> = endpoints
             .into_iter()
-            .map(|(k, c)| (endpoint_id(&k), (k, c)))
+            .map(|e| (endpoint_id(&e.key, e.check.as_deref()), (e.key, e.cell)))
             .collect();
         {
             let mut local = self.local.lock().expect("cluster lock poisoned");
@@ -302,9 +303,12 @@ impl Cluster {
         if initial {
             let view = self.view.lock().expect("cluster lock poisoned");
             let quorum = self.settings.quorum;
+            let index = self.index.lock().expect("cluster lock poisoned");
+            let ids: HashMap<&EndpointKey, &String> =
+                index.iter().map(|(id, (k, _))| (k, id)).collect();
             self.health.seed(
                 |key| {
-                    view.obs.get(&endpoint_id(key)).and_then(|m| {
+                    view.obs.get(*ids.get(key)?).and_then(|m| {
                         let down = m.values().filter(|o| !o.up).count();
                         quorum.decide(m.len() - down, down)
                     })
@@ -721,10 +725,14 @@ impl Cluster {
     }
 
     /// Every live node's observation of an endpoint.
-    pub fn observations(&self, key: &EndpointKey) -> Vec<ObservationStatus> {
+    pub fn observations(
+        &self,
+        key: &EndpointKey,
+        check: Option<&crate::model::Check>,
+    ) -> Vec<ObservationStatus> {
         let view = self.view.lock().expect("cluster lock poisoned");
         view.obs
-            .get(&endpoint_id(key))
+            .get(&endpoint_id(key, check))
             .map(|m| {
                 m.iter()
                     .map(|(n, o)| ObservationStatus {
@@ -753,8 +761,8 @@ fn rendezvous(node: &str, id: &str) -> u64 {
 }
 
 impl Observer for Cluster {
-    fn should_probe(&self, key: &EndpointKey) -> bool {
-        let Some(k) = key.check.as_ref().and_then(|c| c.probers) else {
+    fn should_probe(&self, key: &EndpointKey, check: &Check) -> bool {
+        let Some(k) = check.probers else {
             return true;
         };
         // Alone (etcd lost), a node probes everything it answers for.
@@ -766,15 +774,15 @@ impl Observer for Cluster {
         if !view.nodes.contains_key(me) {
             return true;
         }
-        let id = endpoint_id(key);
+        let id = endpoint_id(key, Some(check));
         let mut ranked: Vec<(u64, &String)> =
             view.nodes.keys().map(|n| (rendezvous(n, &id), n)).collect();
         ranked.sort_unstable_by(|a, b| b.cmp(a));
         ranked.iter().take(k as usize).any(|(_, n)| *n == me)
     }
 
-    fn withdraw(&self, key: &EndpointKey) {
-        let id = endpoint_id(key);
+    fn withdraw(&self, key: &EndpointKey, check: &Check) {
+        let id = endpoint_id(key, Some(check));
         if self
             .local
             .lock()
@@ -787,8 +795,8 @@ impl Observer for Cluster {
         }
     }
 
-    fn observed(&self, key: &EndpointKey, up: bool, reason: &str) {
-        let id = endpoint_id(key);
+    fn observed(&self, key: &EndpointKey, check: &Check, up: bool, reason: &str) {
+        let id = endpoint_id(key, Some(check));
         let obs = Observation {
             up,
             reason: reason.to_string(),

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::health::{EndpointKey, Override, fingerprint};
+use crate::model::Check;
 
 /// One node's verdict on one endpoint, as published.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -77,15 +78,18 @@ fn dec(s: &str) -> String {
     s.replace("%2F", "/").replace("%25", "%")
 }
 
-/// The id of an endpoint in etcd: zone, region, address and a fingerprint
-/// of the check, so nodes that probe it differently never mix their views.
-pub fn endpoint_id(key: &EndpointKey) -> String {
+/// The id of an endpoint's votes in etcd: zone, region, address and the
+/// versioned fingerprint of what its check probes
+/// ([`Check::probe_fingerprint`]), so nodes that probe it differently never
+/// mix their votes, while a change of interval or fall/rise keeps them.
+pub fn endpoint_id(key: &EndpointKey, check: Option<&Check>) -> String {
     format!(
-        "{}/{}/{}/{:016x}",
+        "{}/{}/{}/v{}-{:016x}",
         enc(&key.zone),
         enc(&key.region),
         key.addr,
-        fingerprint(key.check.as_ref())
+        crate::model::PROBE_FINGERPRINT_VERSION,
+        fingerprint(check)
     )
 }
 

@@ -42,10 +42,12 @@ pub const JOURNAL_LEN: usize = 256;
 /// most one timeout, so a backlog drains within a timeout.
 pub const MAX_CONCURRENT_PROBES: usize = 4096;
 
-/// Identifies an endpoint across reloads: same zone, region, address and
-/// check settings means the same endpoint, whose state and threshold run
-/// carry over.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// What an endpoint is: its zone, region and address. Its check is a
+/// setting that can change under it: a reload that keeps these three keeps
+/// the endpoint's verdict, counters and overrides, and a changed check only
+/// restarts the probing (the last verdict stands until the new check's own
+/// fall/rise decides).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointKey {
     /// Zone label.
     pub zone: String,
@@ -53,8 +55,6 @@ pub struct EndpointKey {
     pub region: String,
     /// Address.
     pub addr: IpAddr,
-    /// The check, `None` for an unchecked region.
-    pub check: Option<Check>,
 }
 
 /// One state change, as logged, journaled and sent to webhooks.
@@ -90,14 +90,16 @@ pub struct Transition {
 /// Who is told of this node's own verdicts: the cluster, which publishes
 /// them and decides the effective verdicts from every node's.
 pub trait Observer: Send + Sync {
-    /// This node's probes decided `up` for `key` (a change, or the first
-    /// verdict after a start).
-    fn observed(&self, key: &EndpointKey, up: bool, reason: &str);
+    /// This node's probes decided `up` for `key` under `check` (a change,
+    /// or a verdict confirmed by fall/rise after a start: never a starting
+    /// state).
+    fn observed(&self, key: &EndpointKey, check: &Check, up: bool, reason: &str);
     /// Whether this node probes `key` now (a check with `probers = K`
     /// is probed by K of the live nodes).
-    fn should_probe(&self, key: &EndpointKey) -> bool;
-    /// This node stopped probing `key`: its observation is withdrawn.
-    fn withdraw(&self, key: &EndpointKey);
+    fn should_probe(&self, key: &EndpointKey, check: &Check) -> bool;
+    /// This node stopped probing `key` under `check` (hand-off, or its
+    /// probing stalled): its observation is withdrawn.
+    fn withdraw(&self, key: &EndpointKey, check: &Check);
 }
 
 fn word(up: bool) -> &'static str {
@@ -106,7 +108,21 @@ fn word(up: bool) -> &'static str {
 
 struct EndpointEntry {
     cell: Arc<EndpointCell>,
+    /// The check it is probed with now (a setting, not part of the key).
+    check: Option<Arc<Check>>,
     task: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+/// An endpoint as the cluster indexes it: what it is, how it is probed now,
+/// and its cell.
+#[derive(Clone)]
+pub struct EndpointRef {
+    /// Zone, region, address.
+    pub key: EndpointKey,
+    /// The check it is probed with now.
+    pub check: Option<Arc<Check>>,
+    /// Its health.
+    pub cell: Arc<EndpointCell>,
 }
 
 #[derive(Default)]
@@ -209,50 +225,49 @@ impl HealthTable {
     }
 
     /// The one place where a verdict of this node's own probes arrives (the
-    /// probe task calls it on a change, and on its first result). Alone,
-    /// the local verdict is the effective one; in a cluster it is published
-    /// and the cluster decides.
+    /// probe task calls it on a change, `changed` holding the consecutive
+    /// results that made it, and once fall/rise first confirms a starting
+    /// state). Alone, the local verdict is the effective one; in a cluster
+    /// it is published and the cluster decides.
     pub(crate) fn local_verdict(
         &self,
         key: &EndpointKey,
+        check: &Check,
         cell: &EndpointCell,
         up: bool,
-        changed: bool,
-        consecutive: u32,
+        changed: Option<u32>,
         reason: &str,
     ) {
         cell.set_local_up(up);
         if let Some(o) = self.observer.get() {
-            if changed {
+            if let Some(consecutive) = changed {
                 let to = word(up);
                 tracing::info!(zone = %key.zone, region = %key.region, endpoint = %key.addr, to, reason, consecutive,
                     "this node's probes say endpoint {} of {}/{} is {to}: {reason}", key.addr, key.zone, key.region);
             }
-            o.observed(key, up, reason);
+            o.observed(key, check, up, reason);
         }
-        if changed {
+        if changed.is_some() {
             let _one = self.verdict_guard();
             if !self.cluster_decides() {
-                self.set_effective(key, cell, up, reason, Some(consecutive));
+                self.set_effective(key, cell, up, reason, changed);
             }
         }
     }
 
     /// Whether this node probes `key` now: always alone, and in a cluster
     /// unless the check's `probers` picks other nodes.
-    pub(crate) fn should_probe(&self, key: &EndpointKey) -> bool {
+    pub(crate) fn should_probe(&self, key: &EndpointKey, check: &Check) -> bool {
         match self.observer.get() {
-            Some(o) if key.check.as_ref().is_some_and(|c| c.probers.is_some()) => {
-                o.should_probe(key)
-            }
+            Some(o) if check.probers.is_some() => o.should_probe(key, check),
             _ => true,
         }
     }
 
-    /// This node stopped probing `key`.
-    pub(crate) fn withdraw(&self, key: &EndpointKey) {
+    /// This node stopped probing `key` under `check`.
+    pub(crate) fn withdraw(&self, key: &EndpointKey, check: &Check) {
         if let Some(o) = self.observer.get() {
-            o.withdraw(key);
+            o.withdraw(key, check);
         }
     }
 
@@ -324,23 +339,27 @@ impl HealthTable {
         let changes: Vec<_> = self
             .endpoints()
             .into_iter()
-            .filter(|(_, cell)| cell.detail().last_probe.is_some())
-            .map(|(key, cell)| {
-                let up = cell.local_up();
-                (key, cell, up, why.to_string())
+            .filter(|e| e.cell.detail().last_probe.is_some())
+            .map(|e| {
+                let up = e.cell.local_up();
+                (e.key, e.cell, up, why.to_string())
             })
             .collect();
         self.set_effective_batch(&changes);
     }
 
-    /// Every endpoint cell with its key.
-    pub fn endpoints(&self) -> Vec<(EndpointKey, Arc<EndpointCell>)> {
+    /// Every endpoint: key, check and cell.
+    pub fn endpoints(&self) -> Vec<EndpointRef> {
         self.inner
             .lock()
             .expect("health lock poisoned")
             .endpoints
             .iter()
-            .map(|(k, e)| (k.clone(), e.cell.clone()))
+            .map(|(k, e)| EndpointRef {
+                key: k.clone(),
+                check: e.check.clone(),
+                cell: e.cell.clone(),
+            })
             .collect()
     }
 
@@ -398,6 +417,8 @@ impl HealthTable {
         let mut inner = self.inner.lock().expect("health lock poisoned");
         let mut seen_eps: HashMap<EndpointKey, ()> = HashMap::new();
         let mut seen_regions: HashMap<(String, String), ()> = HashMap::new();
+        // Endpoints whose check was removed: unchecked means up.
+        let mut unchecked: Vec<(EndpointKey, Arc<EndpointCell>)> = Vec::new();
         let mut out = Vec::with_capacity(config.zones.len());
         for zone in &config.zones {
             let zname = zone.label();
@@ -409,11 +430,28 @@ impl HealthTable {
                         zone: zname.clone(),
                         region: region.name.clone(),
                         addr,
-                        check: region.check.as_deref().cloned(),
                     };
                     seen_eps.insert(key.clone(), ());
-                    let cell = match inner.endpoints.get(&key) {
-                        Some(e) => e.cell.clone(),
+                    let cell = match inner.endpoints.get_mut(&key) {
+                        Some(e) if e.check.as_deref() == region.check.as_deref() => e.cell.clone(),
+                        Some(e) => {
+                            // The check changed: the endpoint stays what it
+                            // is (verdict, counters, overrides); only its
+                            // probing restarts with the new settings.
+                            if let Some((cancel, _task)) = e.task.take() {
+                                cancel.cancel();
+                            }
+                            let cell = e.cell.clone();
+                            e.check = region.check.clone();
+                            e.task = region
+                                .check
+                                .as_ref()
+                                .map(|check| self.spawn_probe(zone, region, check, &key, &cell));
+                            if region.check.is_none() {
+                                unchecked.push((key.clone(), cell.clone()));
+                            }
+                            cell
+                        }
                         None => {
                             let cell = Arc::new(self.new_cell(&mut inner, &key));
                             let task = region
@@ -424,6 +462,7 @@ impl HealthTable {
                                 key.clone(),
                                 EndpointEntry {
                                     cell: cell.clone(),
+                                    check: region.check.clone(),
                                     task,
                                 },
                             );
@@ -546,6 +585,11 @@ impl HealthTable {
         // Restored state applies to the first load only.
         inner.restored = None;
         drop(inner);
+        for (key, cell) in unchecked {
+            cell.set_local_up(true);
+            let _one = self.verdict_guard();
+            self.set_effective(&key, &cell, true, "check removed: always up", None);
+        }
         // A config change (min-healthy, endpoints) may flip a region.
         self.reconcile_regions(None, None, "configuration changed");
         out
@@ -555,7 +599,7 @@ impl HealthTable {
         let restored = inner.restored.as_ref().and_then(|s| s.endpoint(key));
         let cell = EndpointCell::new(key.addr, true);
         if let Some(saved) = restored {
-            // A restart resumes the last verdict (when the check is unchanged)
+            // A restart resumes the last verdict (whatever the check is now)
             // and the override, so a healthy region does not flap.
             if let Some(up) = saved.up {
                 cell.set_probed_up(up);
@@ -883,16 +927,20 @@ impl HealthTable {
     /// had its state restored from the state file).
     pub fn first_verdicts_known(&self) -> bool {
         let inner = self.inner.lock().expect("health lock poisoned");
-        inner.endpoints.iter().all(|(k, e)| {
-            k.check.is_none() || e.cell.detail().last_probe.is_some() || e.cell.restored()
-        })
+        inner
+            .endpoints
+            .values()
+            .all(|e| e.check.is_none() || e.cell.detail().last_probe.is_some() || e.cell.restored())
     }
 
     /// The current state in state-file form.
     pub fn state(&self) -> StateFile {
         let inner = self.inner.lock().expect("health lock poisoned");
         let mut state = StateFile::capture(
-            inner.endpoints.iter().map(|(k, e)| (k, &e.cell)),
+            inner
+                .endpoints
+                .iter()
+                .map(|(k, e)| (k, e.check.as_deref(), &e.cell)),
             inner.regions.values(),
         );
         state.zones = self.zone_serials();

@@ -17,12 +17,10 @@ use crate::model::Check;
 /// Format version of the file.
 const VERSION: u32 = 1;
 
-/// A stable fingerprint of a check's settings: the saved verdict of an
-/// endpoint is only trusted when it was reached with the same check.
+/// The fingerprint of how an endpoint is probed: [`Check::probe_fingerprint`],
+/// 0 for an unchecked endpoint.
 pub fn fingerprint(check: Option<&Check>) -> u64 {
-    // FNV-1a over the Debug form: stable within a gslb version, which is
-    // what a restart needs; after an upgrade at worst endpoints start up.
-    crate::model::fnv1a(format!("{check:?}").as_bytes())
+    check.map_or(0, Check::probe_fingerprint)
 }
 
 /// One endpoint's saved state.
@@ -34,9 +32,10 @@ pub struct SavedEndpoint {
     pub region: String,
     /// Address.
     pub addr: IpAddr,
-    /// Fingerprint of the check it was probed with.
+    /// Fingerprint of the check it was probed with (shown; an endpoint
+    /// keeps its verdict when its check changes).
     pub check: u64,
-    /// The verdict (None when restoring for a different check).
+    /// The verdict.
     pub up: Option<bool>,
     /// Override.
     #[serde(rename = "override", default)]
@@ -130,15 +129,15 @@ impl StateFile {
 
     /// Capture the current cells.
     pub fn capture<'a>(
-        endpoints: impl Iterator<Item = (&'a EndpointKey, &'a Arc<EndpointCell>)>,
+        endpoints: impl Iterator<Item = (&'a EndpointKey, Option<&'a Check>, &'a Arc<EndpointCell>)>,
         regions: impl Iterator<Item = &'a Arc<RegionCell>>,
     ) -> StateFile {
         let mut eps: Vec<SavedEndpoint> = endpoints
-            .map(|(k, cell)| SavedEndpoint {
+            .map(|(k, check, cell)| SavedEndpoint {
                 zone: k.zone.clone(),
                 region: k.region.clone(),
                 addr: k.addr,
-                check: fingerprint(k.check.as_ref()),
+                check: fingerprint(check),
                 up: Some(cell.probed_up()),
                 overridden: cell.override_state(),
                 since_ms: cell
@@ -167,20 +166,13 @@ impl StateFile {
         }
     }
 
-    /// The saved state of an endpoint: the verdict only when the check is
-    /// unchanged, the override in any case.
+    /// The saved state of an endpoint, whatever its check is now: the
+    /// verdict stands until the (new) check's own fall/rise decides.
     pub fn endpoint(&self, key: &EndpointKey) -> Option<SavedEndpoint> {
-        let fp = fingerprint(key.check.as_ref());
         self.endpoints
             .iter()
             .find(|e| e.zone == key.zone && e.region == key.region && e.addr == key.addr)
-            .map(|e| {
-                let mut e = e.clone();
-                if e.check != fp {
-                    e.up = None;
-                }
-                e
-            })
+            .cloned()
     }
 
     /// The saved override of a region.

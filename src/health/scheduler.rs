@@ -164,9 +164,18 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     let max_in_flight = check.fall.max(check.rise).max(1) as usize;
     let mut in_flight: JoinSet<ProbeResult> = JoinSet::new();
     let mut last_start = Instant::now();
-    // The first verdict is told even when it is no change (a cluster
-    // publishes it).
+    // The next result is the first of this task (or after a withdrawal):
+    // the threshold starts from the verdict in force then.
     let mut first = true;
+    // This node's verdict has been told to the cluster (which publishes
+    // only verdicts fall/rise decided, never a starting state).
+    let mut published = false;
+    // Evidence ends when probing does: a node whose probes of this endpoint
+    // produce no result (local errors freeze the verdict on purpose, a
+    // starved prober) withdraws its vote after a few intervals rather than
+    // vote on with what it saw minutes ago.
+    let stale_after = check.interval * STALE_INTERVALS + check.timeout;
+    let mut last_evidence = Instant::now();
     // Not probing now (`probers`), observation withdrawn.
     let mut withdrawn = false;
     // The probe in flight was started early, by the backend closing the
@@ -182,14 +191,15 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             () = tokio::time::sleep_until(next), if may_launch => {
                 if check.probers.is_some() {
                     let Some(table) = task.table.upgrade() else { return };
-                    if !table.should_probe(&task.key) {
+                    if !table.should_probe(&task.key, &check) {
                         // Other nodes probe it now; look again next interval.
                         if !withdrawn {
                             // A probe still in flight must not publish
                             // again after the withdrawal.
                             in_flight.abort_all();
-                            table.withdraw(&task.key);
+                            table.withdraw(&task.key, &check);
                             withdrawn = true;
+                            published = false;
                         }
                         next = Instant::now() + check.interval;
                         continue;
@@ -201,6 +211,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                         task.cell.set_local_up(task.cell.probed_up());
                         first = true;
                         withdrawn = false;
+                        last_evidence = Instant::now();
                     }
                 }
                 last_start = Instant::now();
@@ -226,6 +237,17 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                 Ok(r) => r,
                 Err(_) => continue, // a probe task that panicked: no verdict
             },
+            // No result for too long: the vote goes; a result that comes
+            // later must confirm the verdict anew before it counts again.
+            () = tokio::time::sleep_until(last_evidence + stale_after), if published => {
+                if let Some(table) = task.table.upgrade() {
+                    tracing::warn!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, "no probe result for {}: this node's vote on the endpoint is withdrawn until its probes decide again", humantime::format_duration(stale_after));
+                    table.withdraw(&task.key, &check);
+                }
+                published = false;
+                threshold.undecide();
+                continue;
+            }
             // Dropping the JoinSet aborts probes in flight.
             () = cancel.cancelled() => return,
         };
@@ -252,11 +274,12 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             continue;
         }
         duration.observe(result.latency.as_secs_f64());
+        last_evidence = Instant::now();
         let ok = result.ok();
         if std::mem::take(&mut early) && ok {
             early_quiet_until = Instant::now() + check.interval * 10;
         }
-        if first {
+        if std::mem::take(&mut first) {
             // Start from the verdict in force when the first result comes
             // (restored, or taken from a cluster this node joined).
             threshold = Threshold::new(task.cell.local_up());
@@ -271,8 +294,10 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             d.probes += 1;
             d.failures += u64::from(!ok);
         });
-        if change.is_some() || first {
-            first = false;
+        // A change, or the first verdict that fall/rise stands behind: a
+        // starting state (up, restored, the cluster's) is never told.
+        if change.is_some() || (!published && threshold.decided()) {
+            published = true;
             let Some(table) = task.table.upgrade() else {
                 return;
             };
@@ -280,10 +305,10 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             let needed = if up { check.rise } else { check.fall };
             table.local_verdict(
                 &task.key,
+                &check,
                 &task.cell,
                 up,
-                change.is_some(),
-                needed,
+                change.map(|_| needed),
                 &result.reason,
             );
         } else if !ok || threshold.pending() {
@@ -292,6 +317,10 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
         next = next_probe(&check, &threshold, last_start);
     }
 }
+
+/// A node withdraws its vote on an endpoint after this many intervals (plus
+/// a timeout) without a probe result.
+pub(super) const STALE_INTERVALS: u32 = 3;
 
 /// When the next probe starts, counted from the last one's start.
 fn next_probe(check: &Check, threshold: &Threshold, last_start: Instant) -> Instant {

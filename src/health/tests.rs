@@ -442,28 +442,102 @@ async fn reload_keeps_state_counters_and_runs_of_unchanged_endpoints() {
     );
 }
 
+/// `config("")` with the west check changed by `f`.
+fn with_west_check(f: impl Fn(&mut Check)) -> Config {
+    let mut z = (*config("").zones[0]).clone();
+    let mut west = (*z.regions["west"]).clone();
+    let mut check = (*west.check.clone().unwrap()).clone();
+    f(&mut check);
+    west.check = Some(Arc::new(check));
+    z.regions.insert("west".into(), Arc::new(west));
+    Config {
+        zones: vec![Arc::new(z)],
+    }
+}
+
+// Fails on the code before identities left the check out: the edited
+// check made a fresh cell that started up, so the dead region was answered
+// again until three new failures (and "up" then "down" went out).
 #[tokio::test(start_paused = true)]
-async fn a_changed_check_starts_the_endpoint_fresh() {
+async fn editing_a_check_keeps_the_verdict_override_and_counters() {
+    let fake = Fake::default();
+    let t = table(&fake, None);
+    let mut events = t.subscribe();
+    let zh = t.apply(&config("")).remove(0);
+    fake.set("192.0.2.3", false);
+    until(Duration::from_secs(30), || !zh.region_up(1)).await;
+    t.set_override(
+        None,
+        "east",
+        Some("192.0.2.1".parse().unwrap()),
+        Override::Down,
+    )
+    .unwrap();
+    let probes_before = zh.regions[1].endpoints[0].detail().probes;
+    while events.try_recv().is_ok() {}
+
+    // interval, fall and rise change; the endpoint is the same one.
+    let zh2 = t
+        .apply(&with_west_check(|c| {
+            c.interval = Duration::from_secs(2);
+            c.fall = 5;
+            c.rise = 3;
+        }))
+        .remove(0);
+    assert!(
+        Arc::ptr_eq(&zh.regions[1].endpoints[0], &zh2.regions[1].endpoints[0]),
+        "same cell"
+    );
+    // Record the region every 100 ms for 20 s: down the whole time.
+    let mut timeline = Vec::new();
+    for _ in 0..200 {
+        timeline.push(zh2.region_up(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        timeline.iter().all(|up| !up),
+        "the dead region came back after a check edit: {timeline:?}"
+    );
+    assert!(events.try_recv().is_err(), "no transition from an edit");
+    let d = zh2.regions[1].endpoints[0].detail();
+    assert!(d.probes > probes_before, "counters carry on: {d:?}");
+    assert_eq!(
+        zh2.regions[0].endpoints[0].override_state(),
+        Override::Down,
+        "the drain survives"
+    );
+    // The new check probes now: every 2 s, and its own rise (3) decides.
+    let n = fake.probes_of("192.0.2.3").len();
+    fake.set("192.0.2.3", true);
+    until(Duration::from_secs(30), || zh2.region_up(1)).await;
+    let ups: Vec<_> = fake.probes_of("192.0.2.3")[n..]
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(ups.len(), 3, "rise = 3 of the new check: {ups:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_check_makes_the_endpoint_up_and_stops_probing() {
     let fake = Fake::default();
     let t = table(&fake, None);
     let zh = t.apply(&config("")).remove(0);
     fake.set("192.0.2.3", false);
-    until(Duration::from_secs(10), || !zh.region_up(1)).await;
+    until(Duration::from_secs(30), || !zh.region_up(1)).await;
     let mut z = (*config("").zones[0]).clone();
     let mut west = (*z.regions["west"]).clone();
-    let mut check = (*west.check.clone().unwrap()).clone();
-    check.fall = 5;
-    west.check = Some(Arc::new(check));
+    west.check = None;
     z.regions.insert("west".into(), Arc::new(west));
     let zh2 = t
         .apply(&Config {
             zones: vec![Arc::new(z)],
         })
         .remove(0);
-    assert!(
-        zh2.region_up(1),
-        "new endpoint (new check) starts per the start-up rule: up"
-    );
+    assert!(zh2.region_up(1), "unchecked means up");
+    let n = fake.probes_of("192.0.2.3").len();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(fake.probes_of("192.0.2.3").len(), n, "no longer probed");
 }
 
 #[tokio::test(start_paused = true)]

@@ -175,7 +175,71 @@ pub struct Check {
     pub rise: u32,
 }
 
+/// Version of [`Check::probe_fingerprint`]'s encoding: bump it whenever the
+/// encoding changes, so old and new fingerprints can never be equal by
+/// accident.
+pub const PROBE_FINGERPRINT_VERSION: u8 = 1;
+
 impl Check {
+    /// A canonical, versioned hash of what changes what a probe of this
+    /// check sees: the kind, where it connects, its timeout and what it
+    /// sends and accepts. Scheduling and decision settings (`interval`,
+    /// `recheck`, `fall`, `rise`, `probers`) and the table's name are left
+    /// out: changing them changes when and how often one probes, not what
+    /// one observes, so it must not part an endpoint from its evidence.
+    ///
+    /// Written field by field with lengths, not derived from `Debug` (which
+    /// moves with every new field and every formatting change).
+    pub fn probe_fingerprint(&self) -> u64 {
+        let mut b: Vec<u8> = Vec::with_capacity(128);
+        fn field(b: &mut Vec<u8>, tag: &str, bytes: &[u8]) {
+            b.extend_from_slice(tag.as_bytes());
+            b.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            b.extend_from_slice(bytes);
+        }
+        b.extend_from_slice(b"gslb-probe\0");
+        b.push(PROBE_FINGERPRINT_VERSION);
+        field(&mut b, "kind", self.kind.as_str().as_bytes());
+        field(&mut b, "port", &self.port.to_be_bytes());
+        if let Some(t) = self.target {
+            field(&mut b, "target", t.to_string().as_bytes());
+        }
+        field(
+            &mut b,
+            "timeout",
+            &(self.timeout.as_millis() as u64).to_be_bytes(),
+        );
+        if let CheckKind::Http(h) = &self.kind {
+            if let Some(tls) = &h.tls {
+                field(&mut b, "verify", &[u8::from(tls.verify)]);
+                for c in tls.ca.iter().flat_map(|ca| &ca.certs) {
+                    field(&mut b, "ca", c.as_ref());
+                }
+            }
+            field(&mut b, "method", h.method.as_bytes());
+            field(&mut b, "path", h.path.as_bytes());
+            if let Some(host) = &h.host {
+                field(&mut b, "host", host.as_bytes());
+            }
+            for (k, v) in &h.headers {
+                field(&mut b, "header", k.as_bytes());
+                field(&mut b, "value", v.as_bytes());
+            }
+            for r in &h.expect_status {
+                field(
+                    &mut b,
+                    "status",
+                    &[r.lo.to_be_bytes(), r.hi.to_be_bytes()].concat(),
+                );
+            }
+            if let Some(body) = &h.expect_body {
+                field(&mut b, "body", body.as_bytes());
+            }
+            field(&mut b, "reuse", &[u8::from(h.reuse_connection)]);
+        }
+        fnv1a(&b)
+    }
+
     /// The HTTP part of an HTTP(S) check.
     pub fn http(&self) -> Option<&HttpCheck> {
         match &self.kind {
@@ -347,4 +411,95 @@ pub fn unix_ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp() -> Check {
+        Check {
+            name: "web".into(),
+            kind: CheckKind::Tcp,
+            port: 443,
+            target: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(800),
+            recheck: Some(Duration::from_millis(200)),
+            fall: 3,
+            probers: None,
+            rise: 2,
+        }
+    }
+
+    #[test]
+    fn probe_fingerprint_ignores_scheduling_and_names() {
+        let base = tcp().probe_fingerprint();
+        // Pinned: the fingerprint keys observations in etcd, so it must not
+        // move between builds or releases unless the version is bumped.
+        assert_eq!(base, 0x0cc3_21b6_6c49_307c, "{base:#x}");
+        let same = [
+            Check {
+                name: "other".into(),
+                ..tcp()
+            },
+            Check {
+                interval: Duration::from_secs(2),
+                ..tcp()
+            },
+            Check {
+                recheck: None,
+                ..tcp()
+            },
+            Check {
+                fall: 5,
+                rise: 7,
+                ..tcp()
+            },
+            Check {
+                probers: Some(2),
+                ..tcp()
+            },
+        ];
+        for c in same {
+            assert_eq!(c.probe_fingerprint(), base, "{c:?}");
+        }
+        let differ = [
+            Check { port: 80, ..tcp() },
+            Check {
+                timeout: Duration::from_secs(1),
+                ..tcp()
+            },
+            Check {
+                target: Some("192.0.2.9:443".parse().unwrap()),
+                ..tcp()
+            },
+            Check {
+                kind: CheckKind::Http(HttpCheck::new(None)),
+                ..tcp()
+            },
+        ];
+        for c in differ {
+            assert_ne!(c.probe_fingerprint(), base, "{c:?}");
+        }
+        let http = |f: &dyn Fn(&mut HttpCheck)| {
+            let mut h = HttpCheck::new(None);
+            f(&mut h);
+            Check {
+                kind: CheckKind::Http(h),
+                ..tcp()
+            }
+            .probe_fingerprint()
+        };
+        let plain = http(&|_| {});
+        assert_ne!(http(&|h| h.path = "/health".into()), plain);
+        assert_ne!(http(&|h| h.host = Some("a.example".into())), plain);
+        assert_ne!(http(&|h| h.expect_body = Some("ok".into())), plain);
+        assert_ne!(http(&|h| h.headers.push(("x".into(), "y".into()))), plain);
+        // Lengths keep neighbouring fields apart.
+        assert_ne!(
+            http(&|h| h.headers.push(("ab".into(), "c".into()))),
+            http(&|h| h.headers.push(("a".into(), "bc".into())))
+        );
+    }
 }

@@ -920,12 +920,6 @@ async fn a_large_cluster_state_is_loaded_in_pages() {
     } = rig().await;
     // 4,500 other nodes' observations of the primary: more than two pages,
     // and several MiB with padding in the reasons.
-    let key = gslb::health::EndpointKey {
-        zone: "gslb.example.com".into(),
-        region: "primary".into(),
-        addr: primary.addr.ip(),
-        check: None,
-    };
     let z = zone(&primary, &secondary, "");
     let a = node(&etcd, &name, 1, Quorum::Majority, &z).await;
     let real = a
@@ -933,14 +927,10 @@ async fn a_large_cluster_state_is_loaded_in_pages() {
         .health
         .endpoints()
         .into_iter()
-        .find(|(k, _)| k.region == "primary")
-        .map(|(k, _)| k)
+        .find(|e| e.key.region == "primary")
         .expect("primary endpoint");
     drop(a);
-    let id = gslb::cluster::view::endpoint_id(&gslb::health::EndpointKey {
-        check: real.check.clone(),
-        ..key
-    });
+    let id = gslb::cluster::view::endpoint_id(&real.key, real.check.as_deref());
     let mut c = etcd.client().await;
     let pad = "x".repeat(1000);
     for chunk in (0..4500).collect::<Vec<_>>().chunks(100) {

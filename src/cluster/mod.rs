@@ -15,6 +15,7 @@
 //! - `local`: etcd lost for longer (or never reached since start); this
 //!   node's own verdicts are in force, until etcd is back.
 
+pub mod arbiter;
 mod session;
 pub mod view;
 
@@ -202,6 +203,9 @@ pub struct Cluster {
     /// The lease event claims are written under, and when it was granted
     /// (one per few minutes, not one per claim).
     claim_lease: Mutex<Option<(i64, Instant)>>,
+    /// Verdicts this node decided that etcd's record (`verdict/<id>`) may
+    /// not have yet: the session writes them, for nodes that join later.
+    records: Mutex<HashMap<String, arbiter::Held>>,
 }
 
 fn fingerprints(zones: BTreeMap<String, u64>) -> BTreeMap<String, String> {
@@ -242,6 +246,7 @@ impl Cluster {
             lease: Mutex::new(None),
             session_live: AtomicBool::new(false),
             claim_lease: Mutex::new(None),
+            records: Mutex::default(),
         });
         health.set_observer(c.clone());
         c
@@ -302,17 +307,11 @@ impl Cluster {
         let _one = self.health.verdict_guard();
         if initial {
             let view = self.view.lock().expect("cluster lock poisoned");
-            let quorum = self.settings.quorum;
             let index = self.index.lock().expect("cluster lock poisoned");
             let ids: HashMap<&EndpointKey, &String> =
                 index.iter().map(|(id, (k, _))| (k, id)).collect();
             self.health.seed(
-                |key| {
-                    view.obs.get(*ids.get(key)?).and_then(|m| {
-                        let down = m.values().filter(|o| !o.up).count();
-                        quorum.decide(m.len() - down, down)
-                    })
-                },
+                |key| Some(view.tallies.get(*ids.get(key)?)?.held?.up),
                 |z, r, a| view.override_of(z, r, a),
             );
             self.health.set_cluster_rev(view.rev);
@@ -323,7 +322,7 @@ impl Cluster {
 
     /// Follow the cluster's verdicts from the view as it stands (a session
     /// started, or etcd answered again): every effective verdict and
-    /// override is decided anew at the view's revision.
+    /// override is taken from the view at its revision.
     fn enter_cluster_mode(&self) {
         let _one = self.health.verdict_guard();
         let rev = self.view.lock().expect("cluster lock poisoned").rev;
@@ -332,8 +331,12 @@ impl Cluster {
         self.decide_all();
     }
 
-    /// Decide every endpoint and override from the view (after a load or a
-    /// reconnect). The caller holds the health table's verdict guard.
+    /// Take every verdict in force and every override from the view (after
+    /// a load or a reconnect). Nothing is decided anew here: the verdicts
+    /// in force are those the cluster's votes decided, revision by
+    /// revision, while this node followed them or not; an endpoint the
+    /// cluster never decided keeps this node's verdict. The caller holds
+    /// the health table's verdict guard.
     fn decide_all(&self) {
         let ids: Vec<String> = self
             .index
@@ -342,7 +345,7 @@ impl Cluster {
             .keys()
             .cloned()
             .collect();
-        self.decide(&ids);
+        self.apply_held(&ids, "the cluster's verdict in force");
         let overrides: Vec<(OverrideKey, Override)> = {
             let view = self.view.lock().expect("cluster lock poisoned");
             let mut all: Vec<(OverrideKey, Override)> = view
@@ -373,79 +376,74 @@ impl Cluster {
         });
     }
 
-    /// Decide these endpoints from the view: the one place where a cluster
-    /// verdict is made. The caller holds the health table's verdict guard.
-    fn decide(&self, ids: &[String]) {
+    /// Set these endpoints' effective verdicts to the cluster's verdicts in
+    /// force: the one place where a cluster verdict reaches the cells. The
+    /// caller holds the health table's verdict guard.
+    fn apply_held(&self, ids: &[String], why: &str) {
         let decisions: Vec<(EndpointKey, Arc<EndpointCell>, bool, String)> = {
             let view = self.view.lock().expect("cluster lock poisoned");
             let index = self.index.lock().expect("cluster lock poisoned");
             ids.iter()
                 .filter_map(|id| {
                     let (key, cell) = index.get(id)?;
-                    let obs = view.obs.get(id).filter(|m| !m.is_empty());
-                    if obs.is_some() {
+                    let tally = view.tallies.get(id)?;
+                    if !tally.votes.is_empty() || tally.held.is_some() {
                         // Known from the cluster, whether or not this node
                         // probes it (`probers`): ready.
                         cell.set_restored();
                     }
-                    let (up, why) = self.verdict(obs, cell);
-                    Some((key.clone(), cell.clone(), up, why))
+                    let up = tally.held?.up;
+                    Some((key.clone(), cell.clone(), up, self.reason(&view, id, why)))
                 })
                 .collect()
         };
         self.health.set_effective_batch(&decisions);
     }
 
-    fn verdict(
-        &self,
-        obs: Option<&BTreeMap<String, Observation>>,
-        cell: &EndpointCell,
-    ) -> (bool, String) {
+    /// Why an endpoint has the verdict it has: the votes behind it.
+    fn reason(&self, view: &View, id: &str, why: &str) -> String {
         let q = self.settings.quorum;
-        // Nobody observes it (a prober hand-off, every prober gone): keep
-        // the verdict in force, which every node shares, rather than each
-        // node's own possibly stale one.
-        let Some(obs) = obs.filter(|m| !m.is_empty()) else {
-            return (
-                cell.probed_up(),
-                "no live node observes it: the last verdict stands".into(),
-            );
-        };
-        let down: Vec<String> = obs
+        let counted = view.counted(id);
+        let down: Vec<String> = counted
             .iter()
-            .filter(|(_, o)| !o.up)
-            .map(|(n, o)| format!("{n}: {}", o.reason))
+            .filter(|(_, up)| !**up)
+            .map(|(n, _)| match view.obs.get(id).and_then(|m| m.get(n)) {
+                Some(o) => format!("{n}: {}", o.reason),
+                None => n.clone(),
+            })
             .collect();
-        let n = obs.len();
-        let up = q.decide(n - down.len(), down.len()).unwrap_or(true);
-        let mut why = format!(
-            "{} of {n} nodes see it down (quorum {})",
+        let mut out = format!(
+            "{why}: {} of {} voting nodes see it down (quorum {})",
             down.len(),
+            counted.len(),
             q.describe()
         );
         if !down.is_empty() {
-            why.push_str(": ");
-            why.push_str(&down.join("; "));
+            out.push_str(": ");
+            out.push_str(&down.join("; "));
         }
-        (up, why)
+        out
     }
 
-    /// Apply a batch of changes that etcd made at `rev`.
+    /// Apply a batch of changes that etcd made at `rev`: count the votes of
+    /// every endpoint touched, let the arbiter ([`arbiter::Tally`]) decide
+    /// where a vote was cast, and in `cluster` and `stale` mode set the
+    /// verdicts that changed. In `local` mode this node's own verdicts stand
+    /// and the tallies are kept current, so that it follows the cluster's
+    /// verdicts in force when it comes back.
     fn commit(&self, rev: i64, touched: Vec<Touched>) {
         let _one = self.health.verdict_guard();
-        // Alone (`local`), this node's own verdicts stand: the view is kept
-        // current and decides again when the node follows the cluster.
-        // `stale` decides: a session catching up replays the revisions
-        // the others decided at, and decides at the same ones.
         let deciding = self.mode() != Mode::Local;
         if deciding {
             self.health.set_cluster_rev(rev);
         }
         let mut ids = Vec::new();
+        let mut records = Vec::new();
         let mut nodes = false;
         for t in touched {
             match t {
                 Touched::Endpoint(id) => ids.push(id),
+                Touched::Record(id) => records.push(id),
                 Touched::Override(_) if !deciding => {}
                 Touched::Override(k) => {
                     let o = self
@@ -459,15 +457,55 @@ impl Cluster {
                 Touched::Nothing => {}
             }
         }
-        ids.sort();
-        ids.dedup();
-        if deciding {
-            self.decide(&ids);
+        let changed: Vec<String> = {
+            let mut view = self.view.lock().expect("cluster lock poisoned");
+            if nodes {
+                // A node came, went or took a new lease: whose votes count
+                // may have changed anywhere.
+                ids = view.ids();
+            }
+            ids.sort();
+            ids.dedup();
+            let q = self.settings.quorum;
+            let mut changed = Vec::new();
+            let mut decided = Vec::new();
+            for id in ids {
+                let votes = view.counted(&id);
+                let mut tally = view.tallies.remove(&id).unwrap_or_default();
+                if tally.step(q, votes, rev).is_some() {
+                    decided.push((id.clone(), tally.held.expect("just decided")));
+                    changed.push(id.clone());
+                }
+                view.note_contest(q, &id, &tally);
+                view.tallies.insert(id, tally);
+            }
+            for id in records {
+                let Some((record, _)) = view.records.get(&id).copied() else {
+                    continue;
+                };
+                let mut tally = view.tallies.remove(&id).unwrap_or_default();
+                if tally.adopt(record).is_some() {
+                    changed.push(id.clone());
+                }
+                view.note_contest(q, &id, &tally);
+                view.tallies.insert(id, tally);
+            }
+            view.rev = rev;
+            if !decided.is_empty() {
+                self.records
+                    .lock()
+                    .expect("cluster lock poisoned")
+                    .extend(decided);
+                self.wake.notify_one();
+            }
+            changed
+        };
+        if deciding && !changed.is_empty() {
+            self.apply_held(&changed, "decided");
         }
         if nodes {
             self.nodes_changed();
         }
-        self.view.lock().expect("cluster lock poisoned").rev = rev;
         self.applied.send_replace(rev);
     }
 
@@ -520,7 +558,8 @@ impl Cluster {
         *self.mode.lock().expect("cluster lock poisoned")
     }
 
-    /// Moves from `stale` to `local` once the view is older than the TTL.
+    /// Moves from `stale` to `local` once the view is older than the TTL,
+    /// and ends the grace of contested verdicts.
     async fn watchdog(self: Arc<Self>, shutdown: CancellationToken) {
         let ttl = self.settings.lease_ttl;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -528,6 +567,9 @@ impl Cluster {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => return,
+            }
+            if self.mode() == Mode::Cluster {
+                self.end_graces();
             }
             let age = self
                 .last_contact
@@ -547,6 +589,49 @@ impl Cluster {
                     "cluster view older than lease-ttl: this node's own verdict",
                 );
             }
+        }
+    }
+
+    /// Verdicts that have stood on withdrawn votes alone for `vote-grace`:
+    /// the votes left decide now. The decision is written to the record
+    /// (by the endpoint's first node in rendezvous order, see
+    /// `session::record_verdicts`) and every node takes it from there, at
+    /// one revision.
+    fn end_graces(&self) {
+        let grace = self.settings.vote_grace;
+        let q = self.settings.quorum;
+        let due: Vec<(String, arbiter::Held)> = {
+            let mut view = self.view.lock().expect("cluster lock poisoned");
+            let rev = view.rev;
+            let ids: Vec<String> = view
+                .contested
+                .iter()
+                .filter(|(_, since)| since.elapsed() >= grace)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let mut due = Vec::new();
+            for id in ids {
+                let Some(up) = view.tallies.get(&id).and_then(|t| t.contested(q)) else {
+                    view.contested.remove(&id);
+                    continue;
+                };
+                // Again after another grace if the record does not come.
+                view.contested.insert(id.clone(), std::time::Instant::now());
+                due.push((id, arbiter::Held { up, rev }));
+            }
+            due
+        };
+        if !due.is_empty() {
+            tracing::info!(
+                endpoints = due.len(),
+                grace = %humantime::format_duration(grace),
+                "verdicts held only by withdrawn votes for vote-grace: the votes left decide"
+            );
+            self.records
+                .lock()
+                .expect("cluster lock poisoned")
+                .extend(due);
+            self.wake.notify_one();
         }
     }
 
@@ -678,6 +763,7 @@ impl Cluster {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_ms: self.started_ms,
             zones: self.zones.lock().expect("cluster lock poisoned").clone(),
+            lease: 0,
         }
     }
 
@@ -731,13 +817,16 @@ impl Cluster {
         check: Option<&crate::model::Check>,
     ) -> Vec<ObservationStatus> {
         let view = self.view.lock().expect("cluster lock poisoned");
+        let id = endpoint_id(key, check);
+        let counted = view.counted(&id);
         view.obs
-            .get(&endpoint_id(key, check))
+            .get(&id)
             .map(|m| {
                 m.iter()
                     .map(|(n, o)| ObservationStatus {
                         node: n.clone(),
                         up: o.up,
+                        counted: counted.contains_key(n),
                         reason: o.reason.clone(),
                         since_ms: o.since_ms,
                     })
@@ -801,6 +890,7 @@ impl Observer for Cluster {
             up,
             reason: reason.to_string(),
             since_ms: unix_ms(SystemTime::now()),
+            lease: 0,
         };
         {
             let mut local = self.local.lock().expect("cluster lock poisoned");
@@ -879,6 +969,9 @@ pub struct ObservationStatus {
     pub node: String,
     /// Its verdict.
     pub up: bool,
+    /// Whether it counts as a vote (its node is live, under that node's
+    /// lease).
+    pub counted: bool,
     /// Its reason.
     pub reason: String,
     /// Since when.

@@ -14,12 +14,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use tokio_util::sync::CancellationToken;
 
-use super::view::{Touched, View, node_key, observation_key};
+use super::arbiter::Held;
+use super::view::{Touched, View, node_key, observation_key, verdict_key};
 use super::{Cluster, ClusterError, Mode, TXN_OPS, timeout};
 
 /// First delay before reconnecting; doubles up to [`MAX_BACKOFF`].
@@ -344,7 +345,13 @@ async fn load(cluster: &Cluster, client: &mut Client) -> Result<View, ClusterErr
             view.rev = resp.header().map(|h| h.revision()).unwrap_or(1);
         }
         for kv in resp.kvs() {
-            view.apply(&cluster.prefix, kv.key(), Some(kv.value()));
+            view.apply(
+                &cluster.prefix,
+                kv.key(),
+                Some(kv.value()),
+                kv.lease(),
+                kv.mod_revision(),
+            );
             view.note_rev(&cluster.prefix, kv.key(), kv.mod_revision(), false);
         }
         match resp.kvs().last() {
@@ -352,7 +359,10 @@ async fn load(cluster: &Cluster, client: &mut Client) -> Result<View, ClusterErr
                 start = kv.key().to_vec();
                 start.push(0);
             }
-            _ => return Ok(view),
+            _ => {
+                view.tally_all(cluster.settings.quorum);
+                return Ok(view);
+            }
         }
     }
 }
@@ -377,7 +387,7 @@ fn apply_events(cluster: &Cluster, events: &[etcd_client::Event]) {
         let touched = {
             let mut view = cluster.view.lock().expect("cluster lock poisoned");
             view.note_rev(&cluster.prefix, kv.key(), rev, value.is_none());
-            view.apply(&cluster.prefix, kv.key(), value)
+            view.apply(&cluster.prefix, kv.key(), value, kv.lease(), rev)
         };
         batch.push(touched);
     }
@@ -446,6 +456,95 @@ async fn publish(
             .expect("cluster lock poisoned")
             .extend(taken);
         cluster.node_dirty.store(true, Ordering::Release);
+        return result;
     }
+    record_verdicts(cluster, client).await?;
     result
+}
+
+/// Write the verdicts this node decided to their records (`verdict/<id>`),
+/// where the record is older: the record is what a node that joins later
+/// starts from when the votes it loads cannot decide. Every node decides
+/// the same verdicts; the first live node in rendezvous order for an
+/// endpoint writes its record, the others leave it. Each write is a
+/// compare-and-swap on the record's revision, so a late write of an older
+/// decision never replaces a newer one.
+async fn record_verdicts(cluster: &Cluster, client: &mut Client) -> Result<(), ClusterError> {
+    let mut pending: Vec<(String, Held)> = cluster
+        .records
+        .lock()
+        .expect("cluster lock poisoned")
+        .drain()
+        .collect();
+    pending.sort_by(|a, b| a.0.cmp(&b.0));
+    let me = &cluster.settings.node;
+    let mut todo: Vec<(String, Held, i64)> = {
+        let view = cluster.view.lock().expect("cluster lock poisoned");
+        pending
+            .into_iter()
+            .filter(|(id, _)| {
+                view.nodes
+                    .keys()
+                    .max_by_key(|n| super::rendezvous(n, id))
+                    .is_none_or(|first| first == me)
+            })
+            .filter_map(|(id, held)| match view.records.get(&id) {
+                Some((rec, _)) if rec.rev >= held.rev => None,
+                Some((_, mod_rev)) => Some((id, held, *mod_rev)),
+                None => Some((id, held, 0)),
+            })
+            .collect()
+    };
+    let prefix = &cluster.prefix;
+    let cas = |batch: &[(String, Held, i64)]| {
+        let compares: Vec<Compare> = batch
+            .iter()
+            .map(|(id, _, m)| Compare::mod_revision(verdict_key(prefix, id), CompareOp::Equal, *m))
+            .collect();
+        let puts: Vec<TxnOp> = batch
+            .iter()
+            .map(|(id, held, _)| {
+                TxnOp::put(
+                    verdict_key(prefix, id),
+                    serde_json::to_vec(held).expect("verdict serialises"),
+                    None,
+                )
+            })
+            .collect();
+        Txn::new().when(compares).and_then(puts)
+    };
+    // Batches first; a batch that loses a race goes one by one, each
+    // after reading the record again.
+    let mut lost = Vec::new();
+    for batch in todo.chunks(TXN_OPS / 2) {
+        cluster.count("txn");
+        if !timeout(client.txn(cas(batch))).await?.succeeded() {
+            lost.extend_from_slice(batch);
+        }
+    }
+    todo = lost;
+    for (id, held, _) in todo {
+        for _ in 0..3 {
+            cluster.count("get");
+            let resp = timeout(client.get(verdict_key(prefix, &id), None)).await?;
+            let (rec, mod_rev) = match resp.kvs().first() {
+                Some(kv) => (
+                    serde_json::from_slice::<Held>(kv.value()).ok(),
+                    kv.mod_revision(),
+                ),
+                None => (None, 0),
+            };
+            if rec.is_some_and(|r| r.rev >= held.rev) {
+                break; // as new or newer already
+            }
+            cluster.count("txn");
+            if timeout(client.txn(cas(&[(id.clone(), held, mod_rev)])))
+                .await?
+                .succeeded()
+            {
+                break;
+            }
+        }
+    }
+    Ok(())
 }

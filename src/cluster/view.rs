@@ -7,18 +7,28 @@
 //! | `obs/<zone>/<region>/<addr>/<check>/<node>` | [`Observation`] | the node's |
 //! | `override/<zone>/<region>[/<addr>]` | [`StoredOverride`] | none |
 //! | `events/<zone>/<region>/<to>/<revision>` | the sending node | 10 minutes |
+//! | `verdict/<zone>/<region>/<addr>/<check>` | [`Held`]: the last decision | none |
 //!
 //! Observations live under their node's lease, so the observations present
 //! are exactly those of live nodes: a node that dies or is cut off from etcd
-//! loses them all in one revision when its lease expires.
+//! loses them all in one revision when its lease expires. Only those count
+//! as votes: an observation whose node has no live record, or that is not
+//! under that record's lease (written by hand, left from an old session),
+//! is shown but never counted; a malformed one is no vote at all, on every
+//! node alike.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::arbiter::{Held, Tally, Votes};
 use crate::health::{EndpointKey, Override, fingerprint};
 use crate::model::Check;
+
+/// Reasons read from etcd are cut to this many bytes: another node's (or a
+/// hand-written) reason must not fill this node's memory and logs.
+pub const MAX_REASON: usize = 512;
 
 /// One node's verdict on one endpoint, as published.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -29,6 +39,10 @@ pub struct Observation {
     pub reason: String,
     /// Unix milliseconds of that node's last change.
     pub since_ms: u64,
+    /// The etcd lease it was written under (read from etcd, not stored in
+    /// the value).
+    #[serde(skip)]
+    pub lease: i64,
 }
 
 /// What a node publishes about itself.
@@ -40,6 +54,10 @@ pub struct NodeInfo {
     pub started_ms: u64,
     /// Zone label to the fingerprint of its zone file's content.
     pub zones: BTreeMap<String, String>,
+    /// The etcd lease it was written under (read from etcd, not stored in
+    /// the value).
+    #[serde(skip)]
+    pub lease: i64,
 }
 
 /// An override as stored.
@@ -63,6 +81,8 @@ pub enum Touched {
     Endpoint(String),
     /// This override.
     Override(OverrideKey),
+    /// The recorded verdict of this endpoint id.
+    Record(String),
     /// The set of nodes or their zone fingerprints.
     Nodes,
     /// Nothing this node follows (event claims, unknown keys).
@@ -106,6 +126,11 @@ pub fn observation_key(prefix: &str, id: &str, node: &str) -> String {
     format!("{prefix}obs/{id}/{node}")
 }
 
+/// Key of an endpoint's recorded verdict.
+pub fn verdict_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}verdict/{id}")
+}
+
 /// Key of a node's record.
 pub fn node_key(prefix: &str, node: &str) -> String {
     format!("{prefix}nodes/{node}")
@@ -130,13 +155,31 @@ pub struct View {
     /// The revision at which each live node last wrote its record (once per
     /// session): tells which nodes have republished after an outage.
     pub node_revs: BTreeMap<String, i64>,
+    /// Recorded verdicts (`verdict/<id>`) and the revision of their key.
+    pub records: HashMap<String, (Held, i64)>,
+    /// Endpoint id to its counted votes and the verdict in force.
+    pub tallies: HashMap<String, Tally>,
+    /// Since when the verdict in force on an endpoint has stood on
+    /// withdrawals alone ([`Tally::contested`]), by this node's clock.
+    pub contested: HashMap<String, std::time::Instant>,
 }
 
 impl View {
     /// Apply one key's new value (`None`: deleted). Malformed keys and
     /// values are ignored (another version's, or a hand edit): they must
     /// not stop a node from following the rest.
-    pub fn apply(&mut self, prefix: &str, key: &[u8], value: Option<&[u8]>) -> Touched {
+    ///
+    /// A malformed value replaces what the key held before: it is no vote
+    /// (and no node record), so a node that saw the old value and one that
+    /// joins later count the same votes.
+    pub fn apply(
+        &mut self,
+        prefix: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        lease: i64,
+        mod_rev: i64,
+    ) -> Touched {
         let Some(rest) = std::str::from_utf8(key)
             .ok()
             .and_then(|k| k.strip_prefix(prefix))
@@ -145,29 +188,48 @@ impl View {
         };
         if let Some(node) = rest.strip_prefix("nodes/") {
             match value.map(serde_json::from_slice::<NodeInfo>) {
-                Some(Ok(info)) => {
+                Some(Ok(mut info)) => {
+                    info.lease = lease;
                     self.nodes.insert(node.to_string(), info);
                 }
-                Some(Err(_)) => return Touched::Nothing,
-                None => {
+                Some(Err(_)) | None => {
                     self.nodes.remove(node);
                 }
             }
             return Touched::Nodes;
+        }
+        if let Some(id) = rest.strip_prefix("verdict/") {
+            match value.map(serde_json::from_slice::<Held>) {
+                Some(Ok(h)) => {
+                    self.records.insert(id.to_string(), (h, mod_rev));
+                }
+                Some(Err(_)) | None => {
+                    self.records.remove(id);
+                }
+            }
+            return Touched::Record(id.to_string());
         }
         if let Some(o) = rest.strip_prefix("obs/") {
             let Some((id, node)) = o.rsplit_once('/') else {
                 return Touched::Nothing;
             };
             match value.map(serde_json::from_slice::<Observation>) {
-                Some(Ok(obs)) => {
+                Some(Ok(mut obs)) => {
+                    obs.lease = lease;
+                    if obs.reason.len() > MAX_REASON {
+                        let mut cut = MAX_REASON;
+                        while !obs.reason.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        obs.reason.truncate(cut);
+                        obs.reason.push('…');
+                    }
                     self.obs
                         .entry(id.to_string())
                         .or_default()
                         .insert(node.to_string(), obs);
                 }
-                Some(Err(_)) => return Touched::Nothing,
-                None => {
+                Some(Err(_)) | None => {
                     if let Some(m) = self.obs.get_mut(id) {
                         m.remove(node);
                         if m.is_empty() {
@@ -217,6 +279,64 @@ impl View {
         }
     }
 
+    /// The votes that count on endpoint `id`: observations of live nodes,
+    /// under that node's current lease.
+    pub fn counted(&self, id: &str) -> Votes {
+        self.obs
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter(|(n, o)| {
+                o.lease != 0 && self.nodes.get(*n).is_some_and(|info| info.lease == o.lease)
+            })
+            .map(|(n, o)| (n.clone(), o.up))
+            .collect()
+    }
+
+    /// Every endpoint id the view knows of (votes, tallies, records).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .obs
+            .keys()
+            .chain(self.tallies.keys())
+            .chain(self.records.keys())
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// After a full load: every endpoint's votes as counted now, and the
+    /// verdict in force as recorded (or, where nothing is recorded, as the
+    /// votes decide it if they can).
+    pub fn tally_all(&mut self, q: crate::model::Quorum) {
+        self.tallies.clear();
+        self.contested.clear();
+        for id in self.ids() {
+            let votes = self.counted(&id);
+            let held = self
+                .records
+                .get(&id)
+                .map(|(h, _)| *h)
+                .or_else(|| super::arbiter::decide(q, &votes).map(|up| Held { up, rev: 0 }));
+            let tally = Tally { votes, held };
+            self.note_contest(q, &id, &tally);
+            self.tallies.insert(id, tally);
+        }
+    }
+
+    /// Start or end the grace of an endpoint's contested verdict.
+    pub fn note_contest(&mut self, q: crate::model::Quorum, id: &str, tally: &Tally) {
+        if tally.contested(q).is_some() {
+            self.contested
+                .entry(id.to_string())
+                .or_insert_with(std::time::Instant::now);
+        } else {
+            self.contested.remove(id);
+        }
+    }
+
     /// The override of a region (`endpoint` None) or endpoint.
     pub fn override_of(&self, zone: &str, region: &str, endpoint: Option<IpAddr>) -> Override {
         self.overrides
@@ -262,6 +382,7 @@ mod tests {
             up,
             reason: "ok".into(),
             since_ms: 1,
+            lease: 0,
         })
         .unwrap()
     }
@@ -270,13 +391,25 @@ mod tests {
     fn observations_come_and_go_per_node() {
         let mut v = View::default();
         let id = "z/r%2Fx/192.0.2.1/00000000000000ab";
-        let t = v.apply(P, format!("{P}obs/{id}/ns1").as_bytes(), Some(&obs(true)));
+        let t = v.apply(
+            P,
+            format!("{P}obs/{id}/ns1").as_bytes(),
+            Some(&obs(true)),
+            7,
+            1,
+        );
         assert_eq!(t, Touched::Endpoint(id.into()));
-        v.apply(P, format!("{P}obs/{id}/ns2").as_bytes(), Some(&obs(false)));
+        v.apply(
+            P,
+            format!("{P}obs/{id}/ns2").as_bytes(),
+            Some(&obs(false)),
+            7,
+            1,
+        );
         assert_eq!(v.obs[id].len(), 2);
         assert!(!v.obs[id]["ns2"].up);
-        v.apply(P, format!("{P}obs/{id}/ns1").as_bytes(), None);
-        v.apply(P, format!("{P}obs/{id}/ns2").as_bytes(), None);
+        v.apply(P, format!("{P}obs/{id}/ns1").as_bytes(), None, 7, 1);
+        v.apply(P, format!("{P}obs/{id}/ns2").as_bytes(), None, 7, 1);
         assert!(!v.obs.contains_key(id), "no observer left");
     }
 
@@ -293,7 +426,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            v.apply(P, key.as_bytes(), Some(&val)),
+            v.apply(P, key.as_bytes(), Some(&val), 7, 1),
             Touched::Override(region.clone())
         );
         assert_eq!(v.override_of("z", "us/east", None), Override::Down);
@@ -302,28 +435,94 @@ mod tests {
             "r".to_string(),
             Some("2001:db8::1".parse().unwrap()),
         );
-        v.apply(P, override_key(P, &ep).as_bytes(), Some(&val));
+        v.apply(P, override_key(P, &ep).as_bytes(), Some(&val), 7, 1);
         assert_eq!(v.override_of("z", "r", ep.2), Override::Down);
-        v.apply(P, key.as_bytes(), None);
+        v.apply(P, key.as_bytes(), None, 7, 1);
         assert_eq!(v.override_of("z", "us/east", None), Override::Auto);
     }
 
     #[test]
-    fn garbage_is_ignored() {
+    fn garbage_is_no_vote_and_stops_nothing() {
         let mut v = View::default();
+        v.apply(
+            P,
+            format!("{P}obs/x/ns1").as_bytes(),
+            Some(&obs(true)),
+            7,
+            1,
+        );
         assert_eq!(
-            v.apply(P, format!("{P}obs/x/ns1").as_bytes(), Some(b"{not json")),
+            v.apply(
+                P,
+                format!("{P}obs/x/ns1").as_bytes(),
+                Some(b"{not json"),
+                7,
+                2
+            ),
+            Touched::Endpoint("x".into()),
+            "a malformed vote replaces the vote it overwrote"
+        );
+        assert_eq!(
+            v.apply(P, b"/other/obs/a/b", Some(&obs(true)), 7, 1),
             Touched::Nothing
         );
         assert_eq!(
-            v.apply(P, b"/other/obs/a/b", Some(&obs(true))),
-            Touched::Nothing
-        );
-        assert_eq!(
-            v.apply(P, format!("{P}override/a/b/notanip").as_bytes(), None),
+            v.apply(P, format!("{P}override/a/b/notanip").as_bytes(), None, 7, 1),
             Touched::Nothing
         );
         assert!(v.obs.is_empty());
+    }
+
+    fn node(v: &mut View, n: &str, lease: i64) {
+        let info = serde_json::to_vec(&NodeInfo::default()).unwrap();
+        v.apply(P, format!("{P}nodes/{n}").as_bytes(), Some(&info), lease, 1);
+    }
+
+    #[test]
+    fn only_live_nodes_under_their_lease_vote() {
+        let mut v = View::default();
+        let id = "z/r/192.0.2.1/v1-00000000000000ab";
+        let put = |v: &mut View, n: &str, up: bool, lease: i64| {
+            v.apply(
+                P,
+                format!("{P}obs/{id}/{n}").as_bytes(),
+                Some(&obs(up)),
+                lease,
+                2,
+            );
+        };
+        node(&mut v, "ns1", 11);
+        node(&mut v, "ns2", 12);
+        put(&mut v, "ns1", true, 11);
+        put(&mut v, "ns2", false, 12);
+        // Written by hand: no lease, and names with no live node.
+        for n in ["x1", "x2", "x3", "x4"] {
+            put(&mut v, n, false, 0);
+        }
+        // An old session's lease.
+        put(&mut v, "ns3", false, 99);
+        node(&mut v, "ns3", 13);
+        let counted = v.counted(id);
+        assert_eq!(
+            counted,
+            [("ns1".to_string(), true), ("ns2".to_string(), false)].into(),
+            "only ns1 and ns2 vote"
+        );
+        assert_eq!(v.obs[id].len(), 7, "all are shown");
+    }
+
+    #[test]
+    fn reasons_from_etcd_are_capped() {
+        let mut v = View::default();
+        let long = serde_json::to_vec(&Observation {
+            up: false,
+            reason: "é".repeat(700_000),
+            since_ms: 1,
+            lease: 0,
+        })
+        .unwrap();
+        v.apply(P, format!("{P}obs/x/ns1").as_bytes(), Some(&long), 7, 1);
+        assert!(v.obs["x"]["ns1"].reason.len() <= MAX_REASON + 3);
     }
 
     #[test]

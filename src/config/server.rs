@@ -83,6 +83,9 @@ pub struct ClusterFile {
     pub quorum: Option<Spanned<QuorumValue>>,
     /// How long a silent node's observations stay valid (default "5s").
     pub lease_ttl: Option<Spanned<String>>,
+    /// How long a verdict that only withdrawn votes hold stands before the
+    /// votes left decide (default "30s").
+    pub vote_grace: Option<Spanned<String>>,
     /// etcd user.
     pub etcd_user: Option<Spanned<String>>,
     /// etcd password (or env `GSLB_ETCD_PASSWORD`).
@@ -385,6 +388,31 @@ fn cluster_settings(
             }
         },
     };
+    let vote_grace = match &c.vote_grace {
+        None => DEFAULT_VOTE_GRACE,
+        Some(t) => match humantime::parse_duration(t.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(86_400) => d,
+            Ok(_) => {
+                err(
+                    t.span(),
+                    format!("vote-grace {:?} must be from 1s to 24h", t.get_ref()),
+                );
+                ok = false;
+                DEFAULT_VOTE_GRACE
+            }
+            Err(_) => {
+                err(
+                    t.span(),
+                    format!(
+                        "vote-grace {:?} is not a duration like \"30s\"",
+                        t.get_ref()
+                    ),
+                );
+                ok = false;
+                DEFAULT_VOTE_GRACE
+            }
+        },
+    };
     let user = c.etcd_user.as_ref().map(|u| u.get_ref().clone());
     let password: Option<String> = c
         .etcd_password
@@ -436,6 +464,7 @@ fn cluster_settings(
         etcd,
         quorum,
         lease_ttl,
+        vote_grace,
         user,
         password,
         ca_file: c.etcd_ca_file.as_ref().map(|f| f.get_ref().clone()),
@@ -443,6 +472,11 @@ fn cluster_settings(
         key_file: c.etcd_key_file.as_ref().map(|f| f.get_ref().clone()),
     })
 }
+
+/// How long a verdict held up by withdrawn votes alone stands, by default:
+/// longer than a restart and the fall/rise that follows it, short enough
+/// that a node gone for good does not pin a verdict for long.
+pub const DEFAULT_VOTE_GRACE: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -58,6 +58,9 @@ pub struct ClusterSettings {
     pub quorum: Quorum,
     /// How long a silent node's observations stay valid (whole seconds).
     pub lease_ttl: Duration,
+    /// How long a verdict that only withdrawn votes hold stands before the
+    /// votes left decide.
+    pub vote_grace: Duration,
     /// etcd user name.
     pub user: Option<String>,
     /// etcd password (never logged or shown).
@@ -86,6 +89,7 @@ impl std::fmt::Debug for ClusterSettings {
             .field("etcd", &self.etcd)
             .field("quorum", &self.quorum)
             .field("lease_ttl", &self.lease_ttl)
+            .field("vote_grace", &self.vote_grace)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ca_file", &self.ca_file)

@@ -217,6 +217,7 @@ fn registered() -> std::collections::BTreeSet<String> {
             etcd: vec!["http://127.0.0.1:2379".into()],
             quorum: gslb::model::Quorum::Majority,
             lease_ttl: std::time::Duration::from_secs(5),
+            vote_grace: std::time::Duration::from_secs(30),
             user: None,
             password: None,
             ca_file: None,

@@ -17,6 +17,8 @@ use crate::etcd::Etcd;
 use crate::support::*;
 
 const LEASE_TTL: Duration = Duration::from_secs(2);
+/// Short, so that the tests of a node gone for good stay short.
+const VOTE_GRACE: Duration = Duration::from_secs(3);
 
 fn zone(primary: &Backend, secondary: &Backend, extra: &str) -> String {
     format!(
@@ -75,6 +77,7 @@ fn settings(etcd: &Etcd, name: &str, i: usize, quorum: Quorum) -> ClusterSetting
         etcd: vec![etcd.url.clone()],
         quorum,
         lease_ttl: LEASE_TTL,
+        vote_grace: VOTE_GRACE,
         user: None,
         password: None,
         ca_file: None,
@@ -425,7 +428,7 @@ fn settings_file(
     std::fs::write(
         &path,
         format!(
-            "zones = \"{}\"\nlisten = [\"{dns}\"]\nadmin = \"off\"\nstate-file = \"off\"\nlog-level = \"warn\"\nprobe-source = \"{}\"\n\n[cluster]\nname = \"{name}\"\nnode = \"ns{i}\"\netcd = [\"{}\"]\nquorum = \"{quorum}\"\nlease-ttl = \"2s\"\n",
+            "zones = \"{}\"\nlisten = [\"{dns}\"]\nadmin = \"off\"\nstate-file = \"off\"\nlog-level = \"warn\"\nprobe-source = \"{}\"\n\n[cluster]\nname = \"{name}\"\nnode = \"ns{i}\"\netcd = [\"{}\"]\nquorum = \"{quorum}\"\nlease-ttl = \"2s\"\nvote-grace = \"3s\"\n",
             dir.join("zones").display(),
             source(i),
             etcd.url
@@ -496,9 +499,11 @@ async fn a_killed_node_leaves_the_quorum_when_its_lease_expires() {
     let _ = c.wait();
     // After the lease TTL node 3's observations are gone: the quorum is
     // computed over nodes 1 and 2, which both say down.
-    wait_until(LEASE_TTL * 5, "quorum over the live nodes", || async {
-        all_answer(&two, &s).await
-    })
+    wait_until(
+        LEASE_TTL * 5 + VOTE_GRACE,
+        "quorum over the live nodes",
+        || async { all_answer(&two, &s).await },
+    )
     .await;
     for ts in &two {
         assert_eq!(observers(ts, "primary").len(), 2);
@@ -976,4 +981,179 @@ async fn a_node_that_was_away_during_a_drain_applies_it_and_clusters_share_etcd_
     assert_eq!(status(&other)["zones"][0]["regions"][0]["override"], "auto");
     let nodes_seen = status(&other)["cluster"]["nodes"].as_array().unwrap().len();
     assert_eq!(nodes_seen, 1, "only itself");
+}
+
+/// Every answer of some nodes, a few times a second, until stopped: the
+/// record that tests of behaviour over time assert on.
+struct Recorder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(Duration, usize, Vec<String>)>>,
+}
+
+impl Recorder {
+    fn start(nodes: &[&TestServer]) -> Recorder {
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|ts| ts.dns).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut out = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                for (i, a) in addrs.iter().enumerate() {
+                    let m = udp(*a, &request("api.gslb.example.com.", RecordType::A, true)).await;
+                    out.push((
+                        start.elapsed(),
+                        i,
+                        m.map(|m| addrs_of(&m)).unwrap_or_default(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            out
+        });
+        Recorder { stop, task }
+    }
+
+    async fn finish(self) -> Vec<(Duration, usize, Vec<String>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("recorder")
+    }
+}
+
+fn addrs_of(m: &hickory_proto::op::Message) -> Vec<String> {
+    addrs(m)
+}
+
+// Issue 24 item 4. Fails on the code before the arbiter: with ns2 gone,
+// "1 of 2 see it down" was no majority, and every node answered the dead
+// primary again until ns2 was back and had decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_a_node_while_observations_are_split_moves_no_answer() {
+    let Rig {
+        etcd,
+        primary,
+        secondary: _secondary,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let mut ns: Vec<Option<TestServer>> = nodes(&etcd, &name, 3, Quorum::Majority, &z)
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    // ns1 and ns2 see the primary fail, ns3 sees it fine: 2 of 3.
+    primary.set_for(&source(1), Some(Mode::Failing));
+    primary.set_for(&source(2), Some(Mode::Failing));
+    wait_until(Duration::from_secs(10), "failed over", || async {
+        for ts in ns.iter().flatten() {
+            if answer(ts).await != [s.clone()] {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let journal_before = ns[0].as_ref().unwrap().region_transitions();
+
+    let rec = Recorder::start(&[ns[0].as_ref().unwrap(), ns[2].as_ref().unwrap()]);
+    // Restart ns2: it leaves (its lease revoked), then comes back.
+    drop(ns[1].take());
+    wait_until(Duration::from_secs(10), "ns2's vote withdrawn", || async {
+        observers(ns[0].as_ref().unwrap(), "primary").len() == 2
+    })
+    .await;
+    let back = node(&etcd, &name, 2, Quorum::Majority, &z).await;
+    assert_eq!(
+        answer(&back).await,
+        [s.clone()],
+        "the new ns2's first answer"
+    );
+    wait_until(Duration::from_secs(15), "ns2 votes again", || async {
+        observers(ns[0].as_ref().unwrap(), "primary").contains(&("ns2".into(), false))
+    })
+    .await;
+    let timeline = rec.finish().await;
+    let wrong: Vec<_> = timeline
+        .iter()
+        .filter(|(_, _, a)| *a != [s.clone()])
+        .collect();
+    assert!(
+        timeline.len() > 20 && wrong.is_empty(),
+        "{} of {} answers were not the secondary: {wrong:?}",
+        wrong.len(),
+        timeline.len()
+    );
+    assert_eq!(
+        ns[0].as_ref().unwrap().region_transitions(),
+        journal_before,
+        "no transition from a restart"
+    );
+    assert_eq!(answer(&back).await, [s]);
+}
+
+// Issue 24 item 4: fails on the code before it, where any key under an
+// endpoint was a vote ("4 of 7 nodes see it down").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn votes_written_by_hand_without_a_live_node_count_for_nothing() {
+    let Rig {
+        etcd,
+        primary,
+        secondary: _secondary,
+        p,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let ns = nodes(&etcd, &name, 3, Quorum::Majority, &z).await;
+    let ep = ns[0]
+        .server
+        .health
+        .endpoints()
+        .into_iter()
+        .find(|e| e.key.region == "primary")
+        .expect("primary endpoint");
+    let id = gslb::cluster::view::endpoint_id(&ep.key, ep.check.as_deref());
+    let _ = primary;
+    let mut c = etcd.client().await;
+    for n in ["x1", "x2", "x3", "x4"] {
+        c.put(
+            format!("/gslb/{name}/obs/{id}/{n}"),
+            r#"{"up":false,"reason":"written by hand","since_ms":1}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    // And ns1's own key overwritten with garbage: no vote from ns1.
+    c.put(format!("/gslb/{name}/obs/{id}/ns1"), "{garbage", None)
+        .await
+        .unwrap();
+    let rec = Recorder::start(&ns.iter().collect::<Vec<_>>());
+    wait_until(
+        Duration::from_secs(10),
+        "every node saw the keys",
+        || async { ns.iter().all(|ts| observers(ts, "primary").len() == 6) },
+    )
+    .await;
+    // A vote cast after them: ns3 changes its mind twice, so the arbiter
+    // decides with them present.
+    primary.set_for(&source(3), Some(Mode::Failing));
+    wait_until(Duration::from_secs(10), "ns3 says down", || async {
+        ns.iter()
+            .all(|ts| observers(ts, "primary").contains(&("ns3".into(), false)))
+    })
+    .await;
+    primary.set_for(&source(3), None);
+    wait_until(Duration::from_secs(10), "ns3 says up", || async {
+        ns.iter()
+            .all(|ts| observers(ts, "primary").contains(&("ns3".into(), true)))
+    })
+    .await;
+    let timeline = rec.finish().await;
+    assert!(
+        timeline.iter().all(|(_, _, a)| *a == [p.clone()]),
+        "keys with no live node behind them moved an answer: {timeline:?}"
+    );
 }

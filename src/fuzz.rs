@@ -233,7 +233,10 @@ pub fn zone(data: &[u8]) {
 
 /// A state file's bytes through its parser.
 pub fn state_file(data: &[u8]) {
-    let _ = crate::health::persist::StateFile::parse(&String::from_utf8_lossy(data));
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::health::persist::StateFile::parse(&text);
+    // What a start reads of a damaged file.
+    let _ = crate::health::persist::StateFile::salvage(&text);
 }
 
 #[cfg(test)]

@@ -172,10 +172,25 @@ impl HealthTable {
         state_file: Option<PathBuf>,
         shutdown: CancellationToken,
     ) -> Self {
-        let restored = state_file.as_deref().and_then(|p| match StateFile::read(p) {
-            Ok(s) => s,
+        let mut state_file = state_file;
+        let restored = state_file.clone().and_then(|p| match StateFile::recover(&p) {
+            Ok(persist::Recovered::Absent) => None,
+            Ok(persist::Recovered::Read(s)) => Some(s),
+            Ok(persist::Recovered::SetAside { state, aside, error }) => {
+                let overrides = state
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.overridden != Override::Auto)
+                    .count()
+                    + state.regions.len();
+                tracing::warn!(file = %p.display(), kept_as = %aside.display(), error = %error, overrides,
+                    "the state file is unreadable: kept as {}; the {overrides} overrides that still parse are restored, verdicts start afresh", aside.display());
+                Some(state)
+            }
             Err(e) => {
-                tracing::warn!(file = %p.display(), error = %e, "cannot read the state file; endpoints start up");
+                // Never write over what we could not read or move.
+                tracing::error!(file = %p.display(), error = %e, "the state file is unreadable and stays as it is: no state is saved until it is moved or repaired");
+                state_file = None;
                 None
             }
         });

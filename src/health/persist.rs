@@ -112,6 +112,72 @@ impl StateFile {
         Ok(state)
     }
 
+    /// What can still be read of a damaged or foreign state file (cut
+    /// short, edited badly, written by a newer version): every complete
+    /// endpoint, region and zone entry that parses on its own. Endpoint
+    /// verdicts are dropped (a file we cannot read whole is no evidence);
+    /// overrides and zone serials are kept.
+    pub fn salvage(text: &str) -> StateFile {
+        let mut out = StateFile {
+            version: VERSION,
+            ..StateFile::default()
+        };
+        for obj in json_objects(text) {
+            if let Ok(mut e) = serde_json::from_str::<SavedEndpoint>(obj) {
+                e.up = None;
+                out.endpoints.push(e);
+            } else if let Ok(r) = serde_json::from_str::<SavedRegion>(obj) {
+                out.regions.push(r);
+            } else if let Ok(z) = serde_json::from_str::<SavedZone>(obj) {
+                out.zones.push(z);
+            }
+        }
+        out
+    }
+
+    /// Read the state file at `path` for a start. A file that cannot be
+    /// read whole is renamed aside (`NAME.damaged-UNIXSECONDS`) before
+    /// anything new is written, and what still parses of it is returned
+    /// ([`StateFile::salvage`]). `Err` when it could not be moved aside:
+    /// then nothing may be written over it.
+    pub fn recover(path: &Path) -> Result<Recovered, String> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Recovered::Absent),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let error = match Self::parse(&text) {
+            Ok(s) => return Ok(Recovered::Read(s)),
+            Err(e) => e.to_string(),
+        };
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".damaged-{secs}"));
+        let aside = std::path::PathBuf::from(name);
+        if aside.exists() {
+            return Err(format!(
+                "{} is unreadable ({error}) and {} exists already",
+                path.display(),
+                aside.display()
+            ));
+        }
+        std::fs::rename(path, &aside).map_err(|e| {
+            format!(
+                "{} is unreadable ({error}) and cannot be moved aside: {e}",
+                path.display()
+            )
+        })?;
+        Ok(Recovered::SetAside {
+            state: Self::salvage(&text),
+            aside,
+            error,
+        })
+    }
+
     /// Write atomically: a crash never leaves a half-written file.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("tmp");
@@ -190,6 +256,63 @@ impl StateFile {
             .map(|e| ((e.zone.clone(), e.region.clone(), e.addr), e))
             .collect()
     }
+}
+
+/// What [`StateFile::recover`] found.
+#[derive(Debug)]
+pub enum Recovered {
+    /// No state file yet.
+    Absent,
+    /// Read whole.
+    Read(StateFile),
+    /// Unreadable: moved aside, and what still parses of it.
+    SetAside {
+        /// What could be salvaged.
+        state: StateFile,
+        /// Where the damaged file is kept now.
+        aside: std::path::PathBuf,
+        /// Why it could not be read.
+        error: String,
+    },
+}
+
+/// Every balanced `{...}` in `text` that contains no other object, outside
+/// and inside strings told apart: the entries of a state file, each of
+/// which parses alone even where the whole does not.
+fn json_objects(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    // Stack of (start, has a nested object).
+    let mut stack: Vec<(usize, bool)> = Vec::new();
+    let (mut in_str, mut escaped) = (false, false);
+    for (i, c) in text.char_indices() {
+        if in_str {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '{' => {
+                if let Some(top) = stack.last_mut() {
+                    top.1 = true;
+                }
+                stack.push((i, false));
+            }
+            '}' => {
+                if let Some((start, nested)) = stack.pop()
+                    && !nested
+                {
+                    out.push(&text[start..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Serialise a `SystemTime` as unix milliseconds.

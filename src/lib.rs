@@ -4,7 +4,7 @@
 //! the regions that are healthy right now. Modules, lowest first; each uses
 //! only modules above it in this list (tests excepted):
 //!
-//! - [`throttle`]: rate-limited log lines.
+//! - [`throttle`]: rate-limited log lines; [`logging`]: where they go.
 //! - [`model`]: validated configuration, plain data.
 //! - [`limits`]: the file descriptor budget for a configuration.
 //! - [`config`]: zone and settings files (TOML) to the model, errors with
@@ -33,6 +33,7 @@ pub mod events;
 pub mod fuzz;
 pub mod health;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -183,9 +183,9 @@ fn reload_call(args: &AdminArgs) -> ExitCode {
 }
 
 fn demo(args: DemoArgs) -> ExitCode {
-    if let Err(e) = init_logging("warn,gslb=warn", "text") {
-        eprintln!("gslb: {e}");
-    }
+    let _log = gslb::logging::init("warn,gslb=warn", "text")
+        .map_err(|e| eprintln!("gslb: {e}"))
+        .ok();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -253,22 +253,6 @@ fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
     Ok((merged.settings, merged.log_level, merged.log_format))
 }
 
-fn init_logging(level: &str, format: &str) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| format!("log level {level:?}: {e}"))?;
-    // Colours only on a terminal: a log file or journald gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        "json" => builder.json().flatten_event(true).init(),
-        "text" => builder.init(),
-        other => return Err(format!("log format {other:?} is not text or json")),
-    }
-    Ok(())
-}
-
 fn serve(args: ServeArgs) -> ExitCode {
     let (settings, level, format) = match settings(&args) {
         Ok(v) => v,
@@ -277,10 +261,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = init_logging(&level, &format) {
-        eprintln!("gslb: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let _log = match gslb::logging::init(&level, &format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("gslb: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         // UDP has threads of its own (one per socket); the runtime runs TCP,
         // probes and the admin API, and gets one thread per CPU.

@@ -69,6 +69,9 @@ pub const CONNECTION_LIMIT: &str = "gslb_connection_limit";
 pub const RRL_LIMITED: &str = "gslb_rrl_limited_total";
 /// Connections closed by gslb to stay within its limits, by listener and why.
 pub const CONNECTIONS_SHED: &str = "gslb_connections_shed_total";
+/// Log lines that never reached stderr, by why (`write_error`: stderr
+/// failed, a closed pipe; `queue_full`: stderr too slow).
+pub const LOG_LINES_LOST: &str = "gslb_log_lines_lost_total";
 
 /// The transport a request came over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,6 +361,42 @@ impl DnsMetrics {
     }
 }
 
+/// Renders [`LOG_LINES_LOST`] from the log writer's counters at scrape time.
+struct LogCollector {
+    desc: Vec<Desc>,
+}
+
+impl LogCollector {
+    fn family() -> IntCounterVec {
+        IntCounterVec::new(
+            Opts::new(
+                LOG_LINES_LOST,
+                "Log lines that never reached stderr: write_error (stderr failed, e.g. a closed pipe), queue_full (stderr too slow).",
+            ),
+            &["why"],
+        )
+        .expect("valid metric")
+    }
+    fn new() -> Self {
+        LogCollector {
+            desc: Self::family().desc().into_iter().cloned().collect(),
+        }
+    }
+}
+
+impl Collector for LogCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.desc.iter().collect()
+    }
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (errors, dropped) = crate::logging::lost();
+        let c = Self::family();
+        c.with_label_values(&["write_error"]).inc_by(errors);
+        c.with_label_values(&["queue_full"]).inc_by(dropped);
+        c.collect()
+    }
+}
+
 /// Renders the DNS counters at scrape time.
 struct DnsCollector {
     dns: DnsMetrics,
@@ -618,6 +657,7 @@ impl Metrics {
             dns: dns.clone(),
             descs,
         }));
+        reg(Box::new(LogCollector::new()));
         Metrics {
             registry,
             dns,

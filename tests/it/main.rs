@@ -18,6 +18,7 @@ mod failover;
 mod fuzz_replay;
 mod geo;
 mod hardening;
+mod logging;
 mod probes;
 mod reload;
 mod webhook;

@@ -1,0 +1,103 @@
+//! Logs that cannot be written: the real binary with its stderr a pipe
+//! whose reader went away (`gslb serve 2>&1 | head`, an SSH session that
+//! dropped under `| tee`).
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+
+use crate::backend::{Backend, Mode};
+use crate::support::*;
+
+async fn answer(dns: std::net::SocketAddr) -> Vec<String> {
+    match udp(dns, &request("api.gslb.example.com.", RecordType::A, true)).await {
+        Some(m) => addrs(&m),
+        None => Vec::new(),
+    }
+}
+
+// Issue 24 item 14. Fails on the code before it: the first log line after
+// the reader went away panicked the task that wrote it (tracing reports a
+// failed write with eprintln!, which panics on EPIPE), so the primary
+// stayed down after it recovered and SIGTERM was never acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_pipe_stops_no_probe_and_no_shutdown() {
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).unwrap();
+    std::fs::write(
+        zones.join("z.toml"),
+        format!(
+            "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n{}\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
+            backend_regions(&[("primary", primary.addr), ("secondary", secondary.addr)])
+        ),
+    )
+    .unwrap();
+    let dns = free_udp_tcp_addr();
+    let admin = free_udp_tcp_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gslb"))
+        .args(["serve", "--state-file", "off", "--log-level", "debug"])
+        .args(["--listen", &dns.to_string(), "--admin", &admin.to_string()])
+        .arg("--zones")
+        .arg(&zones)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gslb serve starts");
+    let mut stderr = child.stderr.take().expect("piped");
+    // Read until it serves, then close our end: every write fails now.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("listening for DNS") {
+        let n = stderr.read(&mut buf).expect("read the log");
+        assert!(n > 0, "gslb exited: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(stderr);
+    let p = primary.addr.ip().to_string();
+    let s = secondary.addr.ip().to_string();
+    wait_until(Duration::from_secs(10), "answers the primary", || async {
+        answer(dns).await == [p.clone()]
+    })
+    .await;
+    // Transitions log lines (at info and warn) into the closed pipe.
+    primary.set(Mode::Failing);
+    wait_until(Duration::from_secs(10), "fails over", || async {
+        answer(dns).await == [s.clone()]
+    })
+    .await;
+    primary.set(Mode::Healthy);
+    wait_until(Duration::from_secs(10), "comes back", || async {
+        answer(dns).await == [p.clone()]
+    })
+    .await;
+    gslb::install_crypto_provider();
+    let (code, page) = http_get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(code, 200);
+    let lost: f64 = page
+        .lines()
+        .find(|l| l.starts_with("gslb_log_lines_lost_total{why=\"write_error\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the lost-lines counter");
+    assert!(lost > 0.0, "failed writes are counted: {lost}");
+
+    // SIGTERM still shuts it down.
+    let start = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "clean exit: {status}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "SIGTERM was not acted on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

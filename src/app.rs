@@ -53,6 +53,9 @@ pub struct Settings {
     pub udp_workers: usize,
     /// Reload when zone files change.
     pub watch: bool,
+    /// With `watch`: a zone file that disappears is removed from service
+    /// (otherwise such a reload is refused, as for `gslb reload`).
+    pub watch_allow_removal: bool,
     /// Global webhook for failover events.
     pub webhook: Option<String>,
     /// Seed the answer RNGs (tests: reproducible weighted splits).
@@ -83,6 +86,7 @@ impl Default for Settings {
                 .map(|n| n.get())
                 .unwrap_or(1),
             watch: false,
+            watch_allow_removal: false,
             webhook: None,
             rng_seed: None,
             probe_source: None,
@@ -330,7 +334,11 @@ impl Server {
         };
         tasks.spawn(crate::events::run(events, shutdown.clone()));
         if settings.watch {
-            tasks.spawn(reload::watch_zones(reloader.clone(), shutdown.clone()));
+            tasks.spawn(reload::watch_zones(
+                reloader.clone(),
+                settings.watch_allow_removal,
+                shutdown.clone(),
+            ));
         }
         Ok(Server {
             dns_addrs,
@@ -362,7 +370,12 @@ impl Server {
 
     /// Reload the zones (see [`Reloader::reload`]).
     pub async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
-        self.reloader.reload().await
+        self.reloader.reload(false).await
+    }
+
+    /// Reload, removing the zones whose files are gone.
+    pub async fn reload_allowing_removal(&self) -> Result<ReloadSummary, ConfigErrors> {
+        self.reloader.reload(true).await
     }
 
     /// The status document, as `GET /api/v1/status` serves it.

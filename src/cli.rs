@@ -31,7 +31,7 @@ pub enum Command {
     /// Force a region (or one endpoint) up on the running server, whatever its probes say.
     ForceUp(OverrideArgs),
     /// Reload the zones of the running server.
-    Reload(AdminArgs),
+    Reload(ReloadArgs),
     /// Ask the running server what a client gets for a name, and why: its
     /// location, the region order there, each region's health, the answer.
     Explain(ExplainArgs),
@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Reload when a zone file changes (polled every second).
     #[arg(long)]
     pub watch: bool,
+    /// With --watch: stop serving a zone whose file disappears (otherwise
+    /// such a reload is refused and the zone stays served).
+    #[arg(long)]
+    pub watch_allow_removal: bool,
     /// Local address that health probes connect from (an allowlisted address, a multi-homed host).
     #[arg(long, value_name = "ADDR")]
     pub probe_source: Option<std::net::IpAddr>,
@@ -121,6 +125,18 @@ pub struct AdminArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+}
+
+/// `gslb reload`.
+#[derive(Debug, Args, Clone)]
+pub struct ReloadArgs {
+    /// Stop serving zones whose files are gone (without it, such a reload
+    /// is refused and every zone stays served).
+    #[arg(long)]
+    pub allow_removal: bool,
+    /// The running server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `gslb drain|undrain|force-up`.
@@ -306,6 +322,7 @@ pub fn merge_settings(
         s.udp_workers = w.max(1);
     }
     s.watch = args.watch || file.watch.unwrap_or(false);
+    s.watch_allow_removal = args.watch_allow_removal || file.watch_allow_removal.unwrap_or(false);
     s.probe_source = args.probe_source.or(file.probe_source());
     s.cluster = file.cluster();
     if let Some(w) = &file.webhook {

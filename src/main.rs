@@ -148,8 +148,13 @@ fn explain_call(args: &ExplainArgs) -> ExitCode {
     }
 }
 
-fn reload_call(args: &AdminArgs) -> ExitCode {
-    match admin_post(args, "/api/v1/reload") {
+fn reload_call(args: &gslb::cli::ReloadArgs) -> ExitCode {
+    let query: &[(&str, &str)] = if args.allow_removal {
+        &[("allow-removal", "true")]
+    } else {
+        &[]
+    };
+    match admin_call(&args.admin, reqwest::Method::POST, "/api/v1/reload", query) {
         Ok((200, body)) => {
             let s = &body["summary"];
             let list = |k: &str| {

@@ -69,8 +69,12 @@ impl Reloader {
     }
 
     /// Load every zone file into a new snapshot; on any error keep serving the
-    /// old one and return every problem; otherwise swap atomically.
-    pub async fn reload(&self) -> Result<ReloadSummary, ConfigErrors> {
+    /// old one and return every problem; otherwise swap atomically. A
+    /// reload that would stop serving a zone (its file gone, moved or
+    /// renamed) is refused unless `allow_removal`: a file deleted by
+    /// mistake, or not yet restored by a deploy, must not take a zone off
+    /// the air.
+    pub async fn reload(&self, allow_removal: bool) -> Result<ReloadSummary, ConfigErrors> {
         let _serial = self.lock.lock().await;
         let zones = self.zones.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&zones))
@@ -92,6 +96,30 @@ impl Reloader {
         };
         let old = self.served_config();
         let summary = diff(&old, &new);
+        if !summary.zones_removed.is_empty() && !allow_removal {
+            self.metrics.reloads.with_label_values(&["error"]).inc();
+            let errors: Vec<config::ConfigError> = old
+                .zones
+                .iter()
+                .filter(|z| summary.zones_removed.contains(&z.label()))
+                .map(|z| config::ConfigError {
+                    origin: crate::model::Origin {
+                        file: z.origin.file.clone(),
+                        line: 0,
+                        col: 0,
+                    },
+                    msg: format!(
+                        "zone {} would no longer be served (its file is gone): reload refused; to remove it, reload with `gslb reload --allow-removal` (API: POST /api/v1/reload?allow-removal=true)",
+                        z.name
+                    ),
+                })
+                .collect();
+            tracing::warn!(
+                removed = ?summary.zones_removed,
+                "reload refused: it would stop serving zones whose files are gone; still serving the previous zones"
+            );
+            return Err(ConfigErrors(errors));
+        }
         assign_serials(&mut new, &self.health);
         let snapshot = build_snapshot(&new, &self.health, &self.metrics);
         if let Some(c) = &self.cluster {
@@ -100,6 +128,9 @@ impl Reloader {
         self.engine.store(snapshot);
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics.last_reload.set(unix_now());
+        if !summary.zones_removed.is_empty() {
+            tracing::warn!(removed = ?summary.zones_removed, "zones removed: no longer served (REFUSED); their overrides are kept for when they return");
+        }
         tracing::info!(
             zones = summary.zones,
             added = ?summary.zones_added,
@@ -277,8 +308,25 @@ fn diff(old: &Config, new: &Config) -> ReloadSummary {
 /// size and modification time every second and reloads once they have been
 /// stable for one more poll (editors write in several steps). Polling needs
 /// no extra dependency and a second of delay is fine for config changes.
-pub(crate) async fn watch_zones(reloader: Arc<Reloader>, shutdown: CancellationToken) {
-    let fingerprint = |paths: &[PathBuf]| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+///
+/// The files are first looked at when this is called, not when the task
+/// first runs: a change made in between would otherwise be the baseline,
+/// and never reloaded.
+pub(crate) fn watch_zones(
+    reloader: Arc<Reloader>,
+    allow_removal: bool,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    let first = files_fingerprint(&reloader);
+    watch_from(reloader, allow_removal, shutdown, first)
+}
+
+/// What the watcher compares: every zone file and geo database the served
+/// zones read, with size and modification time.
+type FilesFingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+fn files_fingerprint(reloader: &Reloader) -> FilesFingerprint {
+    let fingerprint = |paths: &[PathBuf]| -> FilesFingerprint {
         let databases: Vec<PathBuf> = reloader
             .served_config()
             .zones
@@ -298,18 +346,26 @@ pub(crate) async fn watch_zones(reloader: Arc<Reloader>, shutdown: CancellationT
             })
             .collect()
     };
-    let mut last = fingerprint(&reloader.zones);
-    let mut pending: Option<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>> = None;
+    fingerprint(&reloader.zones)
+}
+
+async fn watch_from(
+    reloader: Arc<Reloader>,
+    allow_removal: bool,
+    shutdown: CancellationToken,
+    mut last: FilesFingerprint,
+) {
+    let mut pending: Option<FilesFingerprint> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = shutdown.cancelled() => return,
         }
-        let now = fingerprint(&reloader.zones);
+        let now = files_fingerprint(&reloader);
         match &pending {
             Some(p) if *p == now => {
                 tracing::info!("zone files changed: reloading");
-                let _ = reloader.reload().await;
+                let _ = reloader.reload(allow_removal).await;
                 last = now;
                 pending = None;
             }
@@ -335,7 +391,7 @@ pub(crate) async fn sighup_reloads(reloader: Arc<Reloader>, shutdown: Cancellati
             () = shutdown.cancelled() => return,
         }
         tracing::info!("SIGHUP: reloading zones");
-        let _ = reloader.reload().await;
+        let _ = reloader.reload(false).await;
     }
 }
 

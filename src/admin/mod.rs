@@ -553,11 +553,23 @@ async fn endpoint_override(
     apply_override(&shared, &zone, &region, Some(addr), &action).await
 }
 
-async fn reload(State(shared): State<AdminState>, headers: HeaderMap) -> Response {
+/// `POST /api/v1/reload[?allow-removal=true]`.
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct ReloadQuery {
+    #[serde(default)]
+    allow_removal: bool,
+}
+
+async fn reload(
+    State(shared): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<ReloadQuery>,
+) -> Response {
     if let Err(r) = authorize(&shared, &headers) {
         return *r;
     }
-    match shared.reloader.reload().await {
+    match shared.reloader.reload(q.allow_removal).await {
         Ok(summary) => (StatusCode::OK, Json(json!({ "ok": true, "summary": summary }))).into_response(),
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -69,7 +69,10 @@ impl Default for LoadOptions {
 }
 
 /// The zone files named by `paths`: each a `.toml` file or a folder whose
-/// `*.toml` files are read (not recursively), in name order.
+/// `*.toml` files are read (not recursively), in name order. A `*.toml`
+/// entry that cannot be opened (a dangling link, a loop of links) is an
+/// error, as any unreadable file is: skipping it would stop serving its
+/// zone without a word.
 pub fn zone_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -85,10 +88,25 @@ pub fn zone_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => match std::fs::read_dir(path) {
                 Ok(rd) => {
-                    let mut found: Vec<PathBuf> = rd
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
-                        .collect();
+                    let mut found: Vec<PathBuf> = Vec::new();
+                    for p in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+                        if p.extension().is_none_or(|e| e != "toml") {
+                            continue;
+                        }
+                        // metadata follows links: a dangling one fails here.
+                        match std::fs::metadata(&p) {
+                            Ok(m) if m.is_dir() => {}
+                            Ok(_) => found.push(p),
+                            Err(e) => errors.push(ConfigError {
+                                origin: Origin {
+                                    file: p,
+                                    line: 0,
+                                    col: 0,
+                                },
+                                msg: format!("cannot read: {e}"),
+                            }),
+                        }
+                    }
                     found.sort();
                     files.extend(found);
                 }
@@ -96,6 +114,20 @@ pub fn zone_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
             },
             Ok(_) => files.push(path.clone()),
             Err(e) => errors.push(err(format!("cannot read: {e}"))),
+        }
+    }
+    if errors.is_empty() && files.is_empty() {
+        // Nothing to serve is never what was meant (an empty folder, a
+        // wrong path, a deploy that has not copied the files yet).
+        for path in paths {
+            errors.push(ConfigError {
+                origin: Origin {
+                    file: path.clone(),
+                    line: 0,
+                    col: 0,
+                },
+                msg: "no zone files (*.toml) here: nothing to serve".into(),
+            });
         }
     }
     if errors.is_empty() {

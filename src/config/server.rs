@@ -61,6 +61,9 @@ pub struct ServerFile {
     pub rate_limit_whitelist: Option<Vec<Spanned<String>>>,
     /// Reload when a file in the zones folder changes (default false).
     pub watch: Option<bool>,
+    /// With `watch`: stop serving a zone whose file disappears (default
+    /// false: such a reload is refused).
+    pub watch_allow_removal: Option<bool>,
     /// URL receiving a JSON POST on every region state change of any zone.
     pub webhook: Option<String>,
     /// Local address that probes connect from.

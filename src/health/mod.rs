@@ -131,6 +131,10 @@ struct Inner {
     regions: HashMap<(String, String), Arc<RegionCell>>,
     /// State read from the state file, applied to cells as they are created.
     restored: Option<StateFile>,
+    /// Overrides of zones not served now (their file gone, or not yet
+    /// loaded since a restart): kept, saved, and applied when the zone
+    /// comes back, so a drain survives a zone file's absence.
+    absent: HashMap<String, StateFile>,
 }
 
 /// All health cells and probe tasks, by key: reload reuses the cells (and
@@ -523,7 +527,13 @@ impl HealthTable {
                                 let restored = inner
                                     .restored
                                     .as_ref()
-                                    .and_then(|s| s.region_override(&zname, &region.name));
+                                    .and_then(|s| s.region_override(&zname, &region.name))
+                                    .or_else(|| {
+                                        inner
+                                            .absent
+                                            .get(&zname)
+                                            .and_then(|s| s.region_override(&zname, &region.name))
+                                    });
                                 if let Some(o) = restored {
                                     cell.set_override(o);
                                 }
@@ -538,6 +548,37 @@ impl HealthTable {
             }
             out.push(Arc::new(ZoneHealth { regions }));
         }
+        // Zones no longer served keep their overrides (see `absent`).
+        let served: std::collections::HashSet<String> =
+            config.zones.iter().map(|z| z.label()).collect();
+        let mut gone_overrides: HashMap<String, StateFile> = HashMap::new();
+        for ((zone, region), cell) in &inner.regions {
+            if served.contains(zone) {
+                continue;
+            }
+            let kept = gone_overrides.entry(zone.clone()).or_default();
+            if cell.override_state() != Override::Auto {
+                kept.regions.push(persist::SavedRegion {
+                    zone: zone.clone(),
+                    region: region.clone(),
+                    overridden: cell.override_state(),
+                });
+            }
+            for e in &cell.endpoints {
+                if e.override_state() != Override::Auto {
+                    kept.endpoints.push(persist::SavedEndpoint {
+                        zone: zone.clone(),
+                        region: region.clone(),
+                        addr: e.addr,
+                        check: 0,
+                        up: None,
+                        overridden: e.override_state(),
+                        since_ms: 0,
+                    });
+                }
+            }
+        }
+        gone_overrides.retain(|_, k| !k.regions.is_empty() || !k.endpoints.is_empty());
         // Stop what is gone, and drop its metric series.
         let gone: Vec<EndpointKey> = inner
             .endpoints
@@ -597,8 +638,40 @@ impl HealthTable {
                     .remove_label_values(&[&key.0, &key.1, "", to]);
             }
         }
-        // Restored state applies to the first load only.
-        inner.restored = None;
+        // The overrides of zones served again have been applied; those of
+        // zones no longer served are kept for their return.
+        inner.absent.retain(|z, _| !served.contains(z));
+        if let Some(restored) = inner.restored.take() {
+            // Restored state applies to the first load only; the overrides
+            // of zones that this load does not serve wait for them.
+            for e in restored.endpoints {
+                if e.overridden != Override::Auto && !served.contains(&e.zone) {
+                    let mut e = e;
+                    e.up = None;
+                    inner
+                        .absent
+                        .entry(e.zone.clone())
+                        .or_default()
+                        .endpoints
+                        .push(e);
+                }
+            }
+            for r in restored.regions {
+                if !served.contains(&r.zone) {
+                    inner
+                        .absent
+                        .entry(r.zone.clone())
+                        .or_default()
+                        .regions
+                        .push(r);
+                }
+            }
+        }
+        for (zone, kept) in gone_overrides {
+            let slot = inner.absent.entry(zone).or_default();
+            slot.endpoints.extend(kept.endpoints);
+            slot.regions.extend(kept.regions);
+        }
         drop(inner);
         for (key, cell) in unchecked {
             cell.set_local_up(true);
@@ -611,7 +684,11 @@ impl HealthTable {
     }
 
     fn new_cell(&self, inner: &mut Inner, key: &EndpointKey) -> EndpointCell {
-        let restored = inner.restored.as_ref().and_then(|s| s.endpoint(key));
+        let restored = inner
+            .restored
+            .as_ref()
+            .and_then(|s| s.endpoint(key))
+            .or_else(|| inner.absent.get(&key.zone).and_then(|s| s.endpoint(key)));
         let cell = EndpointCell::new(key.addr, true);
         if let Some(saved) = restored {
             // A restart resumes the last verdict (whatever the check is now)
@@ -958,6 +1035,10 @@ impl HealthTable {
                 .map(|(k, e)| (k, e.check.as_deref(), &e.cell)),
             inner.regions.values(),
         );
+        for kept in inner.absent.values() {
+            state.endpoints.extend(kept.endpoints.iter().cloned());
+            state.regions.extend(kept.regions.iter().cloned());
+        }
         state.zones = self.zone_serials();
         state
     }

@@ -131,6 +131,33 @@ fn check_says_what_it_loaded() {
     );
 }
 
+// Issue 24 item 15: `ok: 0 zones` before.
+#[test]
+fn a_folder_without_zones_is_a_problem_for_check_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gslb().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no zone files"), "{stderr}");
+    let out = gslb()
+        .args([
+            "serve",
+            "--state-file",
+            "off",
+            "--admin",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--zones")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve refuses to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no zone files"), "{stderr}");
+}
+
 #[test]
 fn missing_path_is_a_problem() {
     let out = gslb()

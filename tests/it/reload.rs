@@ -224,7 +224,7 @@ async fn zones_are_added_and_removed_at_runtime() {
         ["192.0.2.99"]
     );
     std::fs::remove_file(ts.zone_path("other.toml")).unwrap();
-    let s = ts.server.reload().await.unwrap();
+    let s = ts.server.reload_allowing_removal().await.unwrap();
     assert_eq!(s.zones_removed, ["other.example"]);
     let m = ts.query("www.other.example.", RecordType::A).await;
     assert_eq!(
@@ -645,4 +645,137 @@ async fn service_and_region_series_follow_reloads_and_exist_from_the_start() {
             .collect();
         assert!(left.is_empty(), "series left behind: {left:?}");
     }
+}
+
+/// A zone with regions r1 (192.0.2.5) and r2 (192.0.2.6), no checks, and a
+/// failover service `api` over them.
+const OTHER: &str = "[zone]\nname = \"other.example.\"\nnameservers = [\"ns.example.net.\"]\nhostmaster = \"h.example.net.\"\n[region.r1]\nendpoints = [\"192.0.2.5\"]\n[region.r2]\nendpoints = [\"192.0.2.6\"]\n[service.api]\nregions = [\"r1\", \"r2\"]\n";
+
+// Issue 24 item 15. Fails on the code before it: the reload went through
+// quietly (the zone answered REFUSED) and the drain was gone when the
+// file came back.
+#[tokio::test]
+async fn a_reload_that_would_drop_a_zone_is_refused_unless_asked_and_drains_wait_for_it() {
+    let ts = TestServer::start(&[
+        ("a.toml", &version("A", &["192.0.2.1"], 60)),
+        ("other.toml", OTHER),
+    ])
+    .await;
+    let api = || ts.query("api.other.example.", RecordType::A);
+    assert_eq!(addrs(&api().await), ["192.0.2.5"]);
+    ts.server
+        .health
+        .set_override(None, "r1", None, gslb::health::Override::Down)
+        .unwrap();
+    assert_eq!(addrs(&api().await), ["192.0.2.6"], "r1 drained");
+
+    // The file goes (a careless deploy): the reload is refused, the zone
+    // stays served.
+    let saved = ts.zone_path("other.toml");
+    std::fs::remove_file(&saved).unwrap();
+    let err = ts.server.reload().await.expect_err("refused").to_string();
+    assert!(
+        err.contains("other.toml") && err.contains("--allow-removal"),
+        "{err}"
+    );
+    assert_eq!(addrs(&api().await), ["192.0.2.6"], "still served");
+
+    // Asked for: removed, and the drain waits for the zone.
+    let s = ts.server.reload_allowing_removal().await.unwrap();
+    assert_eq!(s.zones_removed, ["other.example"]);
+    assert_eq!(api().await.metadata.response_code, ResponseCode::Refused);
+    std::fs::write(&saved, OTHER).unwrap();
+    let s = ts.server.reload().await.unwrap();
+    assert_eq!(s.zones_added, ["other.example"]);
+    assert_eq!(
+        addrs(&api().await),
+        ["192.0.2.6"],
+        "the drain came back with the zone"
+    );
+}
+
+// Issue 24 item 15: a dangling link was skipped as if absent.
+#[tokio::test]
+async fn a_zone_file_that_cannot_be_opened_is_an_error() {
+    let ts = TestServer::start(&[
+        ("a.toml", &version("A", &["192.0.2.1"], 60)),
+        ("other.toml", OTHER),
+    ])
+    .await;
+    let other = ts.zone_path("other.toml");
+    std::fs::remove_file(&other).unwrap();
+    std::os::unix::fs::symlink(ts.zone_path("nowhere.toml"), &other).unwrap();
+    let err = ts
+        .server
+        .reload_allowing_removal()
+        .await
+        .expect_err("a dangling link is an error")
+        .to_string();
+    assert!(
+        err.contains("other.toml") && err.contains("cannot read"),
+        "{err}"
+    );
+    assert_eq!(
+        addrs(&ts.query("api.other.example.", RecordType::A).await),
+        ["192.0.2.5"],
+        "the old snapshot is still served"
+    );
+}
+
+// Issue 24 item 15: under --watch, deleting a zone file and putting it
+// back within seconds (rsync --delete, a careless deploy) made the zone
+// answer REFUSED in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_watch_a_zone_file_deleted_and_restored_is_served_throughout() {
+    let ts = TestServer::start_with(
+        &[
+            ("a.toml", &version("A", &["192.0.2.1"], 60)),
+            ("other.toml", OTHER),
+        ],
+        |s| s.watch = true,
+    )
+    .await;
+    let reloads = |r: &str| ts.server.metrics.reloads.with_label_values(&[r]).get();
+    let dns = ts.dns;
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let m = udp(dns, &request("api.other.example.", RecordType::A, true)).await;
+                seen.push(m.map(|m| (m.metadata.response_code, addrs(&m))));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
+    let path = ts.zone_path("other.toml");
+    std::fs::remove_file(&path).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the watched reload refused",
+        || async { reloads("error") >= 1 },
+    )
+    .await;
+    let ok_before = reloads("success");
+    std::fs::write(&path, OTHER).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the watched reload after the restore",
+        || async { reloads("success") > ok_before },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = poller.await.unwrap();
+    let bad: Vec<_> = seen
+        .iter()
+        .filter(|a| **a != Some((ResponseCode::NoError, vec!["192.0.2.5".to_string()])))
+        .collect();
+    assert!(
+        seen.len() > 20 && bad.is_empty(),
+        "{} of {} answers were not the zone's: {bad:?}",
+        bad.len(),
+        seen.len()
+    );
 }

@@ -45,6 +45,8 @@ pub const EVENT_CLAIM_TTL: i64 = 600;
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
 /// Operations per etcd transaction (etcd's default limit is 128).
 pub const TXN_OPS: usize = 100;
+/// While a node cannot join, why is said at WARN once per this period.
+pub const OUT_WARNING_PERIOD: Duration = Duration::from_secs(30);
 
 /// Why a cluster call failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,18 @@ pub enum ClusterError {
     /// etcd could not be reached or refused the call.
     #[error("the cluster store (etcd) is unreachable: {0}")]
     Unavailable(String),
+    /// Another live gslb process holds this node's name.
+    #[error(
+        "node name {node:?} is in use by another live gslb process (version {version}, started {started}): this node does not join; give each node its own [cluster] node name"
+    )]
+    NameTaken {
+        /// The name.
+        node: String,
+        /// The other process's version.
+        version: String,
+        /// When it started (RFC 3339).
+        started: String,
+    },
 }
 
 /// The mode a node is in.
@@ -198,7 +212,9 @@ pub struct Cluster {
     client: Mutex<Option<etcd_client::Client>>,
     /// The current session's lease, revoked at shutdown.
     lease: Mutex<Option<(etcd_client::Client, i64)>>,
-    /// A session is connected and watching.
+    /// A session is connected, watching, has written this node's record
+    /// and passed the rejoin guard: only then may a late keep-alive answer
+    /// bring the node back to `cluster` mode.
     session_live: AtomicBool,
     /// The lease event claims are written under, and when it was granted
     /// (one per few minutes, not one per claim).
@@ -206,6 +222,10 @@ pub struct Cluster {
     /// Verdicts this node decided that etcd's record (`verdict/<id>`) may
     /// not have yet: the session writes them, for nodes that join later.
     records: Mutex<HashMap<String, arbiter::Held>>,
+    /// This process's id in its node record (see [`NodeInfo::instance`]).
+    instance: String,
+    /// One warning per period while this node stays out of the cluster.
+    out_warnings: crate::throttle::LogThrottle,
 }
 
 fn fingerprints(zones: BTreeMap<String, u64>) -> BTreeMap<String, String> {
@@ -247,6 +267,8 @@ impl Cluster {
             session_live: AtomicBool::new(false),
             claim_lease: Mutex::new(None),
             records: Mutex::default(),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            out_warnings: crate::throttle::LogThrottle::new(OUT_WARNING_PERIOD),
         });
         health.set_observer(c.clone());
         c
@@ -763,6 +785,7 @@ impl Cluster {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_ms: self.started_ms,
             zones: self.zones.lock().expect("cluster lock poisoned").clone(),
+            instance: self.instance.clone(),
             lease: 0,
         }
     }

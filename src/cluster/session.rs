@@ -60,8 +60,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
         };
         if cluster.mode() == Mode::Cluster {
             cluster.set_mode(Mode::Stale, &why);
-        } else {
-            tracing::debug!(error = %why, "etcd still unreachable");
+        } else if let Some(n) = cluster.out_warnings.allow() {
+            // Said at WARN for as long as it lasts (a wrong password, CA,
+            // URL or node name), not only at debug.
+            tracing::warn!(node = %cluster.settings.node, error = %why, "not in the cluster: {why}{}", crate::throttle::suppressed_note(n));
         }
         if started.elapsed() > Duration::from_secs(10) {
             backoff = FIRST_BACKOFF;
@@ -169,7 +171,6 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
     )
     .await?;
     *cluster.client.lock().expect("cluster lock poisoned") = Some(client.clone());
-    cluster.session_live.store(true, Ordering::Release);
     cluster.nodes_changed();
     cluster.applied.send_replace(from);
     // Everything this node knows, under this session's lease, once the
@@ -223,6 +224,10 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
             }
         }
     }
+    // Only now may the keep-alive task bring the node back into the
+    // cluster after a silence: the name is this node's, the state loaded
+    // and the others' republished.
+    cluster.session_live.store(true, Ordering::Release);
     cluster.enter_cluster_mode();
     loop {
         tokio::select! {
@@ -408,13 +413,11 @@ async fn publish(
     let node = &cluster.settings.node;
     let mut ops = Vec::new();
     let mut taken = Vec::new();
-    if cluster.node_dirty.swap(false, Ordering::AcqRel) {
-        let info = serde_json::to_vec(&cluster.node_info()).expect("node record serialises");
-        ops.push(TxnOp::put(
-            node_key(prefix, node),
-            info,
-            Some(PutOptions::new().with_lease(lease)),
-        ));
+    if cluster.node_dirty.swap(false, Ordering::AcqRel)
+        && let Err(e) = write_node_record(cluster, client, lease).await
+    {
+        cluster.node_dirty.store(true, Ordering::Release);
+        return Err(e);
     }
     {
         let ids: Vec<String> = cluster
@@ -460,6 +463,78 @@ async fn publish(
     }
     record_verdicts(cluster, client).await?;
     result
+}
+
+/// Write this node's record, unless another live process holds the name:
+/// the record is created where there is none, and replaced only where this
+/// process wrote it (an earlier session's). A crashed process's record
+/// goes with its lease, so a restart under the same name waits at most
+/// one `lease-ttl`; a second host with the same name never joins.
+async fn write_node_record(
+    cluster: &Cluster,
+    client: &mut Client,
+    lease: i64,
+) -> Result<(), ClusterError> {
+    let key = node_key(&cluster.prefix, &cluster.settings.node);
+    let info = serde_json::to_vec(&cluster.node_info()).expect("node record serialises");
+    let put = TxnOp::put(key.clone(), info, Some(PutOptions::new().with_lease(lease)));
+    cluster.count("txn");
+    let resp = timeout(
+        client.txn(
+            Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([put.clone()])
+                .or_else([TxnOp::get(key.clone(), None)]),
+        ),
+    )
+    .await?;
+    if resp.succeeded() {
+        return Ok(());
+    }
+    let held = resp.op_responses().into_iter().find_map(|r| match r {
+        etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| {
+            (
+                serde_json::from_slice::<super::view::NodeInfo>(kv.value()).ok(),
+                kv.mod_revision(),
+            )
+        }),
+        _ => None,
+    });
+    let Some((info, mod_rev)) = held else {
+        // Gone in between (its lease expired): the next session creates it.
+        return Err(ClusterError::Unavailable(
+            "the node record changed while it was written".into(),
+        ));
+    };
+    match info {
+        Some(other) if other.instance != cluster.instance => Err(ClusterError::NameTaken {
+            node: cluster.settings.node.clone(),
+            version: other.version,
+            started: humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_millis(other.started_ms),
+            )
+            .to_string(),
+        }),
+        // Ours, from an earlier session (or unreadable): replace it.
+        _ => {
+            cluster.count("txn");
+            let r = timeout(
+                client.txn(
+                    Txn::new()
+                        .when([Compare::mod_revision(key, CompareOp::Equal, mod_rev)])
+                        .and_then([put]),
+                ),
+            )
+            .await?;
+            if r.succeeded() {
+                Ok(())
+            } else {
+                Err(ClusterError::Unavailable(
+                    "the node record changed while it was written".into(),
+                ))
+            }
+        }
+    }
 }
 
 /// Write the verdicts this node decided to their records (`verdict/<id>`),

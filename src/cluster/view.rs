@@ -54,6 +54,10 @@ pub struct NodeInfo {
     pub started_ms: u64,
     /// Zone label to the fingerprint of its zone file's content.
     pub zones: BTreeMap<String, String>,
+    /// A random id of the process: two processes that claim one node name
+    /// tell each other apart by it.
+    #[serde(default)]
+    pub instance: String,
     /// The etcd lease it was written under (read from etcd, not stored in
     /// the value).
     #[serde(skip)]

@@ -1157,3 +1157,124 @@ async fn votes_written_by_hand_without_a_live_node_count_for_nothing() {
         "keys with no live node behind them moved an answer: {timeline:?}"
     );
 }
+
+/// A real `gslb serve` of this settings file with its stderr read line by
+/// line into a shared buffer.
+struct Logged {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Logged {
+    fn start(cfg: &std::path::Path) -> Logged {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gslb"))
+            .arg("serve")
+            .arg("--config")
+            .arg(cfg)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("gslb starts");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (out, err) = (lines.clone(), child.stderr.take().expect("piped"));
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                out.lock().unwrap().push(l);
+            }
+        });
+        Logged { child, lines }
+    }
+
+    async fn wait_for(&self, what: &str, limit: Duration) -> String {
+        let lines = self.lines.clone();
+        wait_until(limit, what, || {
+            let lines = lines.clone();
+            async move { lines.lock().unwrap().iter().any(|l| l.contains(what)) }
+        })
+        .await;
+        let found = self.lines.lock().unwrap();
+        found
+            .iter()
+            .find(|l| l.contains(what))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// Issue 24 item 6. Fails on the code before it: the second ns1 joined and
+// the two shared one vote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_a_name_in_use_refuses_to_join() {
+    let Rig {
+        etcd,
+        primary,
+        secondary: _secondary,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let first = node(&etcd, &name, 1, Quorum::Majority, &z).await;
+    wait_until(Duration::from_secs(10), "ns1 votes", || async {
+        observers(&first, "primary") == [("ns1".to_string(), true)]
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(dir.path().join("zones/z.toml"), &z).unwrap();
+    // Same node name (ns1), another host (probing from 127.0.1.9).
+    let cfg = settings_file(dir.path(), &etcd, &name, 1, free_udp_tcp_addr(), "majority");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&source(1), &source(9));
+    std::fs::write(&cfg, text).unwrap();
+    // The second one cannot reach the primary: were it to vote as ns1, the
+    // first's view of ns1's vote would flip.
+    primary.set_for(&source(9), Some(Mode::Failing));
+    let second = Logged::start(&cfg);
+    let line = second
+        .wait_for(
+            "is in use by another live gslb process",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(line.contains("ns1") && line.contains("WARN"), "{line}");
+    // Each session of the second writes its node record first and stops
+    // there: it never reaches its observations.
+    assert_eq!(
+        observers(&first, "primary"),
+        [("ns1".to_string(), true)],
+        "one vote for ns1, the first's"
+    );
+    assert_eq!(status(&first)["cluster"]["mode"], "cluster");
+    let nodes = status(&first)["cluster"]["nodes"].clone();
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
+}
+
+// Issue 24 item 8: before, only a debug line said why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_reaches_etcd_says_why_at_warn() {
+    let Rig {
+        mut etcd, name, z, ..
+    } = rig().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(dir.path().join("zones/z.toml"), &z).unwrap();
+    etcd.kill();
+    let cfg = settings_file(dir.path(), &etcd, &name, 1, free_udp_tcp_addr(), "majority");
+    let n = Logged::start(&cfg);
+    let line = n
+        .wait_for("not in the cluster", Duration::from_secs(15))
+        .await;
+    assert!(
+        line.contains("WARN") && line.contains("unreachable"),
+        "{line}"
+    );
+}

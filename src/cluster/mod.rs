@@ -9,11 +9,14 @@
 //! it reads the same atomics as a single node, which this module sets.
 //!
 //! Modes, each change logged once:
-//! - `cluster`: etcd reached; the cluster's verdicts are in force.
-//! - `stale`: etcd lost less than `lease-ttl` ago; the last cluster
-//!   verdicts stay in force.
-//! - `local`: etcd lost for longer (or never reached since start); this
-//!   node's own verdicts are in force, until etcd is back.
+//! - `cluster`: a session is live (state loaded, watch running), or was
+//!   less than [`STALE_AFTER`] ago (a reconnect to another member, an etcd
+//!   leader election); the cluster's verdicts are in force.
+//! - `stale`: no live session for longer than that, but less than
+//!   `lease-ttl` since one was last live; the last cluster verdicts stay in
+//!   force.
+//! - `local`: no live session for `lease-ttl` (or never since start); this
+//!   node's own verdicts are in force, until a session is live again.
 
 pub mod arbiter;
 mod session;
@@ -45,6 +48,18 @@ pub const EVENT_CLAIM_TTL: i64 = 600;
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
 /// Operations per etcd transaction (etcd's default limit is 128).
 pub const TXN_OPS: usize = 100;
+/// A session's opening calls (connect, lease grant, keep-alive stream) on
+/// one member: past this, the next member is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Lease keep-alives are sent this often...
+pub const KEEPALIVE_EVERY: Duration = Duration::from_millis(500);
+/// ...and a member that answers none for this long is left for the next.
+pub const KEEPALIVE_SILENCE: Duration = Duration::from_millis(1500);
+/// With no live session for this long, a node in `cluster` mode goes
+/// `stale` (and `local` at `lease-ttl` after it was last live, whichever
+/// comes first): long enough for a reconnect to another member and for
+/// etcd to elect a new leader (1 to 2 s with etcd's defaults).
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
 /// While a node cannot join, why is said at WARN once per this period.
 pub const OUT_WARNING_PERIOD: Duration = Duration::from_secs(30);
 
@@ -98,6 +113,7 @@ struct ClusterMetrics {
     requests: IntCounterVec,
     claims: IntCounterVec,
     errors: prometheus::IntCounter,
+    attempts_failed: prometheus::IntCounter,
 }
 
 impl ClusterMetrics {
@@ -148,7 +164,16 @@ impl ClusterMetrics {
             errors: {
                 let c = prometheus::IntCounter::with_opts(Opts::new(
                     "gslb_cluster_etcd_session_errors_total",
-                    "etcd sessions that ended in an error (each is followed by a reconnect).",
+                    "Live etcd sessions (state loaded, watch running) that ended in an error: each is a reconnect.",
+                ))
+                .expect("valid metric");
+                reg(Box::new(c.clone()));
+                c
+            },
+            attempts_failed: {
+                let c = prometheus::IntCounter::with_opts(Opts::new(
+                    "gslb_cluster_etcd_connect_failures_total",
+                    "Attempts to open an etcd session that failed before it was live (a member down, an election, wrong credentials).",
                 ))
                 .expect("valid metric");
                 reg(Box::new(c.clone()));
@@ -195,8 +220,12 @@ pub struct Cluster {
     node_dirty: AtomicBool,
     /// Wakes the session to publish.
     wake: Notify,
-    /// When etcd last answered a keep-alive (None: not since start).
+    /// When a session was last fully live (state loaded, watch running,
+    /// keep-alives answered); None: not since start. `stale` ends at
+    /// `lease-ttl` after it, whatever single requests do meanwhile.
     last_contact: Mutex<Option<Instant>>,
+    /// When the last live session ended, and why.
+    lost_at: Mutex<Option<(Instant, String)>>,
     mode: Mutex<Mode>,
     /// The revision applied so far (0 before the first load).
     applied: watch::Sender<i64>,
@@ -212,6 +241,8 @@ pub struct Cluster {
     client: Mutex<Option<etcd_client::Client>>,
     /// The current session's lease, revoked at shutdown.
     lease: Mutex<Option<(etcd_client::Client, i64)>>,
+    /// This node's lease, kept across sessions while etcd keeps it alive.
+    lease_id: Mutex<Option<i64>>,
     /// A session is connected, watching, has written this node's record
     /// and passed the rejoin guard: only then may a late keep-alive answer
     /// bring the node back to `cluster` mode.
@@ -256,6 +287,7 @@ impl Cluster {
             node_dirty: AtomicBool::new(false),
             wake: Notify::new(),
             last_contact: Mutex::new(None),
+            lost_at: Mutex::new(None),
             mode: Mutex::new(Mode::Local),
             applied: watch::channel(0).0,
             entered: watch::channel(false).0,
@@ -264,6 +296,7 @@ impl Cluster {
             started_ms: unix_ms(SystemTime::now()),
             client: Mutex::new(None),
             lease: Mutex::new(None),
+            lease_id: Mutex::new(None),
             session_live: AtomicBool::new(false),
             claim_lease: Mutex::new(None),
             records: Mutex::default(),
@@ -591,7 +624,16 @@ impl Cluster {
                 () = shutdown.cancelled() => return,
             }
             if self.mode() == Mode::Cluster {
-                self.end_graces();
+                if self.session_live.load(Ordering::Acquire) {
+                    self.end_graces();
+                } else {
+                    let lost = self.lost_at.lock().expect("cluster lock poisoned").clone();
+                    if let Some((at, why)) = lost
+                        && at.elapsed() > STALE_AFTER
+                    {
+                        self.set_mode(Mode::Stale, &why);
+                    }
+                }
             }
             let age = self
                 .last_contact

@@ -31,15 +31,33 @@ const PAGE: i64 = 2000;
 /// Largest gRPC message accepted from etcd (watch responses).
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// Run sessions until `shutdown`, one etcd member at a time.
+///
+/// etcd-client's balanced channel spreads requests over every endpoint,
+/// the dead one included, so one member down broke sessions again and
+/// again (its issue #39). As etcd's own Go client does, a session talks to
+/// one member; on a failure the next session goes to the next member at
+/// once, and only a whole round of failures waits (backing off). The mode
+/// leaves `cluster` only when no session has been live for
+/// [`super::STALE_AFTER`] (the watchdog), so losing one member costs one
+/// reconnect and no mode change.
 pub(super) async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let members = cluster.settings.etcd.len().max(1);
     let mut backoff = FIRST_BACKOFF;
+    // The member to use next, and sessions failed since one was live.
+    let mut at = 0usize;
+    let mut failed = 0usize;
     loop {
         let started = Instant::now();
+        let endpoint = cluster.settings.etcd[at % members].clone();
         let result = tokio::select! {
-            r = session(&cluster, &shutdown) => r,
+            r = session(&cluster, &endpoint, &shutdown) => r,
             () = shutdown.cancelled() => Ok(()),
         };
-        cluster.session_live.store(false, Ordering::Release);
+        let was_live = cluster.session_live.swap(false, Ordering::AcqRel);
+        if was_live {
+            failed = 0;
+        }
         *cluster.client.lock().expect("cluster lock poisoned") = None;
         let lease = cluster.lease.lock().expect("cluster lock poisoned").take();
         if shutdown.is_cancelled() {
@@ -54,16 +72,31 @@ pub(super) async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
         let why = match result {
             Ok(()) => "session ended".to_string(),
             Err(e) => {
-                cluster.metrics.errors.inc();
+                if was_live {
+                    cluster.metrics.errors.inc();
+                } else {
+                    cluster.metrics.attempts_failed.inc();
+                }
                 e.to_string()
             }
         };
-        if cluster.mode() == Mode::Cluster {
-            cluster.set_mode(Mode::Stale, &why);
-        } else if let Some(n) = cluster.out_warnings.allow() {
+        let redacted = crate::config::redact_url(&endpoint);
+        if was_live {
+            *cluster.lost_at.lock().expect("cluster lock poisoned") =
+                Some((Instant::now(), why.clone()));
+            tracing::info!(node = %cluster.settings.node, etcd = %redacted, error = %why, "etcd session ended; reconnecting");
+        } else if cluster.mode() != Mode::Cluster
+            && let Some(n) = cluster.out_warnings.allow()
+        {
             // Said at WARN for as long as it lasts (a wrong password, CA,
             // URL or node name), not only at debug.
-            tracing::warn!(node = %cluster.settings.node, error = %why, "not in the cluster: {why}{}", crate::throttle::suppressed_note(n));
+            tracing::warn!(node = %cluster.settings.node, etcd = %redacted, error = %why, "not in the cluster: {why}{}", crate::throttle::suppressed_note(n));
+        }
+        // The next member, at once; a whole round of failures backs off.
+        at += 1;
+        failed += 1;
+        if !failed.is_multiple_of(members) {
+            continue;
         }
         if started.elapsed() > Duration::from_secs(10) {
             backoff = FIRST_BACKOFF;
@@ -76,7 +109,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
     }
 }
 
-async fn connect(cluster: &Cluster) -> Result<Client, ClusterError> {
+async fn connect(cluster: &Cluster, endpoint: &str) -> Result<Client, ClusterError> {
     let s = &cluster.settings;
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
@@ -108,21 +141,65 @@ async fn connect(cluster: &Cluster) -> Result<Client, ClusterError> {
         }
         opts = opts.with_tls(tls);
     }
-    timeout(Client::connect(s.etcd.clone(), Some(opts))).await
+    first_answer(Client::connect([endpoint], Some(opts))).await
 }
 
-async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result<(), ClusterError> {
+/// Bound a session's opening calls more tightly than [`timeout`]: a member
+/// that does not answer them within a second (frozen, partitioned) is left
+/// for the next one rather than waited for.
+async fn first_answer<T>(
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(super::CONNECT_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
+        Err(_) => Err(ClusterError::Unavailable(format!(
+            "no answer within {}",
+            humantime::format_duration(super::CONNECT_TIMEOUT)
+        ))),
+    }
+}
+
+async fn session(
+    cluster: &Arc<Cluster>,
+    endpoint: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), ClusterError> {
     let s = &cluster.settings;
     let ttl = s.lease_ttl;
-    let mut client = connect(cluster).await?;
-    cluster.count("grant");
-    let lease = timeout(client.lease_grant(ttl.as_secs() as i64, None))
-        .await?
-        .id();
+    let mut client = connect(cluster, endpoint).await?;
+    // The lease of the last session, if it still lives: a reconnect (to
+    // another member, after a leader change) keeps this node's record and
+    // votes as they are, under the lease they were written with.
+    let kept = *cluster.lease_id.lock().expect("cluster lock poisoned");
+    let resumed = match kept {
+        Some(id) => {
+            cluster.count("keepalive");
+            match first_answer(client.lease_keep_alive(id)).await {
+                Ok((keeper, stream)) => Some((id, keeper, stream)),
+                Err(ClusterError::Unavailable(e)) if e.contains("lease not found") => None,
+                Err(e) => return Err(e),
+            }
+        }
+        None => None,
+    };
+    let (lease, keeper, stream) = match resumed {
+        Some(r) => r,
+        None => {
+            cluster.count("grant");
+            let lease = first_answer(client.lease_grant(ttl.as_secs() as i64, None))
+                .await?
+                .id();
+            *cluster.lease_id.lock().expect("cluster lock poisoned") = Some(lease);
+            cluster.count("keepalive");
+            let (keeper, stream) = first_answer(client.lease_keep_alive(lease)).await?;
+            (lease, keeper, stream)
+        }
+    };
     *cluster.lease.lock().expect("cluster lock poisoned") = Some((client.clone(), lease));
-    cluster.count("keepalive");
-    let (keeper, stream) = timeout(client.lease_keep_alive(lease)).await?;
-    *cluster.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
+    // `last_contact` is not touched here: it says when a session was last
+    // fully live (state loaded, watch running), and a session that gets
+    // this far and fails must not keep `stale` alive past `lease-ttl`.
     // The lease lives in a task of its own: nothing this session waits on
     // can delay a keep-alive.
     let lost = CancellationToken::new();
@@ -227,6 +304,7 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
     // Only now may the keep-alive task bring the node back into the
     // cluster after a silence: the name is this node's, the state loaded
     // and the others' republished.
+    *cluster.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
     cluster.session_live.store(true, Ordering::Release);
     cluster.enter_cluster_mode();
     loop {
@@ -238,7 +316,7 @@ async fn session(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> Result
             () = lost.cancelled() => {
                 return Err(ClusterError::Unavailable(format!(
                     "no lease keep-alive answer for {}",
-                    humantime::format_duration(ttl)
+                    humantime::format_duration(super::KEEPALIVE_SILENCE)
                 )));
             }
         }
@@ -286,35 +364,37 @@ async fn keep_alive(
     lost: CancellationToken,
     shutdown: CancellationToken,
 ) {
-    let ttl = cluster.settings.lease_ttl;
-    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
+    // Often, so that a member that stops answering (frozen, cut off) is
+    // left within KEEPALIVE_SILENCE, not after a whole TTL.
+    let mut tick = tokio::time::interval(super::KEEPALIVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut last_answer = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let silent = cluster
-                    .last_contact
-                    .lock()
-                    .expect("cluster lock poisoned")
-                    .is_none_or(|t| t.elapsed() > ttl);
-                if silent {
+                if last_answer.elapsed() > super::KEEPALIVE_SILENCE {
                     lost.cancel();
                     return;
                 }
                 cluster.count("keepalive");
                 // Sending only queues the request on the stream.
-                if tokio::time::timeout(ttl / 2, keeper.keep_alive()).await.map_or(true, |r| r.is_err()) {
+                if tokio::time::timeout(super::KEEPALIVE_SILENCE, keeper.keep_alive()).await.map_or(true, |r| r.is_err()) {
                     lost.cancel();
                     return;
                 }
             }
             m = stream.message() => match m {
                 Ok(Some(r)) if r.ttl() > 0 => {
+                    last_answer = Instant::now();
+                    if !cluster.session_live.load(Ordering::Acquire) {
+                        // Not yet live: `last_contact` waits for that.
+                        continue;
+                    }
                     *cluster.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
                     // A late answer after the watchdog gave up on etcd:
                     // follow the cluster again.
-                    if cluster.mode() != Mode::Cluster && cluster.session_live.load(Ordering::Acquire) {
+                    if cluster.mode() != Mode::Cluster {
                         cluster.enter_cluster_mode();
                     }
                 }

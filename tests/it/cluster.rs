@@ -1278,3 +1278,223 @@ async fn a_node_that_never_reaches_etcd_says_why_at_warn() {
         "{line}"
     );
 }
+
+/// Poll every node's answer and mode until all answer `want`; returns every
+/// mode seen on the way.
+async fn until_all_answer_recording_modes(
+    ns: &[TestServer],
+    want: &str,
+    limit: Duration,
+) -> std::collections::BTreeSet<String> {
+    let start = Instant::now();
+    let mut modes = std::collections::BTreeSet::new();
+    loop {
+        for ts in ns {
+            modes.insert(
+                status(ts)["cluster"]["mode"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            );
+        }
+        if all_answer(ns, want).await {
+            return modes;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "not every node answers {want} after {limit:?}; modes seen {modes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three nodes on a three-member etcd, each given the members with the
+/// leader first (so that every node talks to the leader), and their
+/// session-error counts.
+async fn nodes_on(
+    etcd: &crate::etcd::EtcdCluster,
+    leader: usize,
+    name: &str,
+    z: &str,
+) -> Vec<TestServer> {
+    let mut urls = etcd.urls();
+    urls.swap(0, leader);
+    let mut ns = Vec::new();
+    for i in 1..=3 {
+        // The default lease-ttl: a leader election (1 to 2 s) must fit in
+        // it without a mode change.
+        let mut cs = ClusterSettings {
+            etcd: urls.clone(),
+            lease_ttl: Duration::from_secs(5),
+            ..settings(&Etcd::placeholder(), name, i, Quorum::Majority)
+        };
+        cs.node = format!("ns{i}");
+        ns.push(node_with(cs, i, z).await);
+    }
+    wait_until(Duration::from_secs(15), "all votes published", || async {
+        ns.iter().all(|ts| observers(ts, "primary").len() == 3)
+    })
+    .await;
+    ns
+}
+
+fn session_errors(ns: &[TestServer]) -> Vec<f64> {
+    ns.iter()
+        .map(|ts| metric(ts, "gslb_cluster_etcd_session_errors_total", ""))
+        .collect()
+}
+
+// Issue 24 item 1. Fails on the code before it: etcd-client's balanced
+// channel kept sending to the dead member, sessions broke again and again
+// and nodes went stale (then local) with a majority of etcd alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_etcd_leader_costs_one_reconnect_and_no_mode_change() {
+    let mut etcd = crate::etcd::EtcdCluster::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let (p, s) = (
+        primary.addr.ip().to_string(),
+        secondary.addr.ip().to_string(),
+    );
+    let z = zone(&primary, &secondary, "");
+    let leader = etcd.leader().await;
+    let ns = nodes_on(&etcd, leader, &cluster_name(), &z).await;
+    let before = session_errors(&ns);
+    etcd.kill(leader);
+    // A failover and a recovery with one member dead.
+    primary.set(Mode::Failing);
+    let mut modes = until_all_answer_recording_modes(&ns, &s, Duration::from_secs(15)).await;
+    primary.set(Mode::Healthy);
+    modes.extend(until_all_answer_recording_modes(&ns, &p, Duration::from_secs(15)).await);
+    assert_eq!(
+        modes.into_iter().collect::<Vec<_>>(),
+        ["cluster"],
+        "a mode change"
+    );
+    let after = session_errors(&ns);
+    for (b, a) in before.iter().zip(&after) {
+        assert!(a - b <= 1.0, "reconnects per node: {before:?} -> {after:?}");
+    }
+}
+
+// Issue 24 item 1: a member that hangs (SIGSTOP) is left within
+// KEEPALIVE_SILENCE for another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_etcd_leader_costs_one_reconnect_and_no_mode_change() {
+    let etcd = crate::etcd::EtcdCluster::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let (p, s) = (
+        primary.addr.ip().to_string(),
+        secondary.addr.ip().to_string(),
+    );
+    let z = zone(&primary, &secondary, "");
+    let leader = etcd.leader().await;
+    let ns = nodes_on(&etcd, leader, &cluster_name(), &z).await;
+    let before = session_errors(&ns);
+    etcd.freeze(leader);
+    primary.set(Mode::Failing);
+    let mut modes = until_all_answer_recording_modes(&ns, &s, Duration::from_secs(15)).await;
+    primary.set(Mode::Healthy);
+    modes.extend(until_all_answer_recording_modes(&ns, &p, Duration::from_secs(15)).await);
+    etcd.thaw(leader);
+    assert_eq!(
+        modes.into_iter().collect::<Vec<_>>(),
+        ["cluster"],
+        "a mode change"
+    );
+    let after = session_errors(&ns);
+    for (b, a) in before.iter().zip(&after) {
+        assert!(a - b <= 1.0, "reconnects per node: {before:?} -> {after:?}");
+    }
+}
+
+// Issue 24 item 2. Fails on the code before it: every reconnect that got
+// as far as a lease refreshed "last contact", so a node whose sessions
+// kept failing after that stayed `stale` past lease-ttl (or flapped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_ends_at_lease_ttl_after_the_session_was_last_live() {
+    let Rig {
+        etcd,
+        primary,
+        secondary: _secondary,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let prefix = format!("/gslb/{name}/");
+    let mut c = etcd.client().await;
+    c.user_add("root", "root-pass", None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.role_add("gslb").await.unwrap();
+    let mut end = prefix.clone().into_bytes();
+    *end.last_mut().unwrap() += 1;
+    c.role_grant_permission(
+        "gslb",
+        etcd_client::Permission::read_write(prefix.clone()).with_range_end(end.clone()),
+    )
+    .await
+    .unwrap();
+    c.user_add("gslb", "gslb-pass", None).await.unwrap();
+    c.user_grant_role("gslb", "gslb").await.unwrap();
+    c.auth_enable().await.unwrap();
+    let mut cs = settings(&etcd, &name, 1, Quorum::Majority);
+    cs.user = Some("gslb".into());
+    cs.password = Some("gslb-pass".into());
+    let ts = node_with(cs, 1, &z).await;
+    assert_eq!(status(&ts)["cluster"]["mode"], "cluster");
+    wait_until(Duration::from_secs(10), "ns1 votes", || async {
+        observers(&ts, "primary").len() == 1
+    })
+    .await;
+
+    // Its keys become off limits: leases still work, nothing else does.
+    let mut root = etcd_client::Client::connect(
+        [etcd.url.clone()],
+        Some(etcd_client::ConnectOptions::new().with_user("root", "root-pass")),
+    )
+    .await
+    .unwrap();
+    root.role_revoke_permission(
+        "gslb",
+        prefix.clone(),
+        Some(etcd_client::RoleRevokePermissionOptions::new().with_range_end(end)),
+    )
+    .await
+    .unwrap();
+    // A vote to publish: the session fails on it.
+    primary.set(Mode::Failing);
+    let start = Instant::now();
+    let mut timeline: Vec<(Duration, String)> = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        let m = status(&ts)["cluster"]["mode"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        if timeline.last().is_none_or(|(_, last)| *last != m) {
+            timeline.push((start.elapsed(), m));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let local = timeline
+        .iter()
+        .find(|(_, m)| m == "local")
+        .map(|(t, _)| *t)
+        .unwrap_or_else(|| panic!("never local: {timeline:?}"));
+    // The session fails once ns1 decides the primary down (fall 3 at
+    // 200 ms with 50 ms rechecks: well within a second); local at most
+    // lease-ttl after that, plus the watchdog's tick.
+    assert!(
+        local <= Duration::from_secs(1) + LEASE_TTL + Duration::from_millis(500),
+        "stale outlived lease-ttl: {timeline:?}"
+    );
+    assert_eq!(
+        timeline.last().map(|(_, m)| m.as_str()),
+        Some("local"),
+        "and stays local while the sessions fail: {timeline:?}"
+    );
+    assert!(
+        timeline.iter().filter(|(_, m)| m == "cluster").count() == 1,
+        "no flapping back: {timeline:?}"
+    );
+}

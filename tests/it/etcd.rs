@@ -114,6 +114,18 @@ impl Etcd {
         self.child = Some(child);
     }
 
+    /// No member at all: for settings whose endpoints a test fills in.
+    pub fn placeholder() -> Etcd {
+        Etcd {
+            child: None,
+            tls: None,
+            url: "http://127.0.0.1:9".into(),
+            client_port: 9,
+            peer_port: 9,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
     /// Connect options that this member accepts (its CA and a client
     /// certificate when it serves TLS).
     pub fn options(&self) -> Option<etcd_client::ConnectOptions> {
@@ -236,5 +248,161 @@ fn make_certs(dir: &std::path::Path) -> TlsFiles {
         server_key: write("server-key.pem", &server_key),
         client_cert: write("client.pem", &client_cert),
         client_key: write("client-key.pem", &client_key),
+    }
+}
+
+/// A three-member etcd cluster on loopback, whose members a test can kill,
+/// freeze and thaw one by one.
+pub struct EtcdCluster {
+    members: Vec<Option<Child>>,
+    client_ports: Vec<u16>,
+    peer_ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Start three members and wait until each answers.
+    pub async fn start() -> EtcdCluster {
+        let mut c = EtcdCluster {
+            members: Vec::new(),
+            client_ports: (0..3).map(|_| free_port()).collect(),
+            peer_ports: (0..3).map(|_| free_port()).collect(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        for i in 0..3 {
+            let child = c.spawn(i);
+            c.members.push(Some(child));
+        }
+        for i in 0..3 {
+            c.wait_ready(i).await;
+        }
+        c
+    }
+
+    /// Client URL of member `i`.
+    pub fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.client_ports[i])
+    }
+
+    /// Every member's client URL.
+    pub fn urls(&self) -> Vec<String> {
+        (0..3).map(|i| self.url(i)).collect()
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let peer = |j: usize| format!("http://127.0.0.1:{}", self.peer_ports[j]);
+        let initial: Vec<String> = (0..3).map(|j| format!("m{j}={}", peer(j))).collect();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("m{i}.log")))
+            .expect("etcd log");
+        Command::new(etcd_binary())
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("m{i}")))
+            .args(["--listen-client-urls", &self.url(i)])
+            .args(["--advertise-client-urls", &self.url(i)])
+            .args(["--listen-peer-urls", &peer(i)])
+            .args(["--initial-advertise-peer-urls", &peer(i)])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "gslb-test"])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("etcd starts")
+    }
+
+    async fn wait_ready(&self, i: usize) {
+        let url = self.url(i);
+        wait_until(Duration::from_secs(30), "etcd member answers", || {
+            let url = url.clone();
+            async move {
+                let Ok(Ok(mut c)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    etcd_client::Client::connect([url], None),
+                )
+                .await
+                else {
+                    return false;
+                };
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(1), c.put("/probe", "x", None)).await,
+                    Ok(Ok(_))
+                )
+            }
+        })
+        .await;
+    }
+
+    /// The index of the member that leads now.
+    pub async fn leader(&self) -> usize {
+        for i in 0..3 {
+            if self.members[i].is_none() {
+                continue;
+            }
+            let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                etcd_client::Client::connect([self.url(i)], None),
+            )
+            .await
+            else {
+                continue;
+            };
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), c.status()).await
+                && s.header().is_some_and(|h| h.member_id() == s.leader())
+            {
+                return i;
+            }
+        }
+        panic!("no member leads");
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start member `i` again on its ports and data.
+    pub async fn revive(&mut self, i: usize) {
+        self.kill(i);
+        let child = self.spawn(i);
+        self.members[i] = Some(child);
+        self.wait_ready(i).await;
+    }
+
+    /// SIGSTOP member `i`.
+    pub fn freeze(&self, i: usize) {
+        self.signal(i, "STOP");
+    }
+
+    /// SIGCONT member `i`.
+    pub fn thaw(&self, i: usize) {
+        self.signal(i, "CONT");
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.members[i].as_ref().expect("member running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
     }
 }

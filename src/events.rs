@@ -30,8 +30,9 @@ use crate::health::Transition;
 use crate::metrics::Metrics;
 use crate::throttle::{LogThrottle, suppressed_note};
 
-/// Events waiting per webhook URL before new ones are dropped.
-pub const QUEUE_LEN: usize = 1024;
+/// Events waiting per webhook URL before new ones are dropped: a few
+/// thousand regions failing at once fit.
+pub const QUEUE_LEN: usize = 16_384;
 /// Delivery attempts per event.
 pub const ATTEMPTS: u32 = 5;
 /// Bound on one delivery attempt.
@@ -148,7 +149,7 @@ fn all_urls(ev: &Events) -> std::collections::HashSet<String> {
 /// transition right after start, before the spawned task first runs, is
 /// not missed.
 pub fn run(ev: Events, shutdown: CancellationToken) -> impl std::future::Future<Output = ()> {
-    let rx = ev.health.subscribe();
+    let rx = ev.health.subscribe_regions();
     dispatch(Arc::new(ev), rx, shutdown)
 }
 

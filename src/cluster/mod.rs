@@ -752,13 +752,50 @@ impl Cluster {
     /// the transition's revision in etcd does. A transition this node
     /// decided alone (no revision), or one it cannot claim because etcd
     /// fails, is sent: a duplicate is better than a lost page.
+    ///
+    /// While this node is in `cluster` mode but between sessions (a
+    /// reconnect to another member, an etcd election), the claim is tried
+    /// again until a session is back, for up to [`STALE_AFTER`]: sending at
+    /// once from every node would page everyone several times for one
+    /// transition.
     pub async fn claim_event(&self, t: &Transition) -> bool {
         let Some(rev) = t.cluster_rev else {
             return true;
         };
-        let Some(mut client) = self.client.lock().expect("cluster lock poisoned").clone() else {
-            return true;
-        };
+        let deadline = Instant::now() + STALE_AFTER;
+        loop {
+            let client = self.client.lock().expect("cluster lock poisoned").clone();
+            let result = match client {
+                Some(client) => self.try_claim(t, rev, client).await,
+                None => Err(ClusterError::Unavailable("no etcd session".into())),
+            };
+            match result {
+                Ok(won) => {
+                    tracing::debug!(zone = %t.zone, region = %t.region, to = t.to, rev, won, "webhook claim");
+                    self.metrics
+                        .claims
+                        .with_label_values(&[if won { "won" } else { "lost" }])
+                        .inc();
+                    return won;
+                }
+                Err(e) if self.mode() != Mode::Cluster || Instant::now() >= deadline => {
+                    self.metrics.claims.with_label_values(&["error"]).inc();
+                    tracing::warn!(zone = %t.zone, region = %t.region, error = %e, "cannot claim the webhook event in etcd; sending it from this node");
+                    return true;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// One attempt at claiming `t` (decided at `rev`): whether this node
+    /// won it.
+    async fn try_claim(
+        &self,
+        t: &Transition,
+        rev: i64,
+        mut client: etcd_client::Client,
+    ) -> Result<bool, ClusterError> {
         let key = view::event_key(&self.prefix, &t.zone, &t.region, t.to, rev);
         let claim = async {
             let lease = self.claim_lease(&mut client).await?;
@@ -776,28 +813,11 @@ impl Cluster {
             self.count("txn");
             Ok::<bool, ClusterError>(timeout(client.txn(txn)).await?.succeeded())
         };
-        // A claim that etcd does not answer quickly is sent anyway: the
+        // A claim that etcd does not answer quickly is an error: the
         // dispatcher must not fall behind a storm of transitions.
-        let claim = async {
-            tokio::time::timeout(CLAIM_TIMEOUT, claim)
-                .await
-                .unwrap_or_else(|_| Err(ClusterError::Unavailable("claim timed out".into())))
-        };
-        match claim.await {
-            Ok(won) => {
-                tracing::debug!(zone = %t.zone, region = %t.region, to = t.to, rev, won, "webhook claim");
-                self.metrics
-                    .claims
-                    .with_label_values(&[if won { "won" } else { "lost" }])
-                    .inc();
-                won
-            }
-            Err(e) => {
-                self.metrics.claims.with_label_values(&["error"]).inc();
-                tracing::warn!(zone = %t.zone, region = %t.region, error = %e, "cannot claim the webhook event in etcd; sending it from this node");
-                true
-            }
-        }
+        tokio::time::timeout(CLAIM_TIMEOUT, claim)
+            .await
+            .unwrap_or_else(|_| Err(ClusterError::Unavailable("claim timed out".into())))
     }
 
     /// The lease for event claims: granted for [`EVENT_CLAIM_TTL`] and used

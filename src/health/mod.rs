@@ -38,6 +38,9 @@ use crate::model::{Check, Config, Region, RegionTarget, Zone};
 
 /// Transitions kept for the status API.
 pub const JOURNAL_LEN: usize = 256;
+/// Region transitions the webhook dispatcher may fall behind by before it
+/// loses one (it claims each in etcd, in a cluster).
+pub const REGION_EVENTS: usize = 65_536;
 /// Probes running at once across all endpoints. Each holds its permit at
 /// most one timeout, so a backlog drains within a timeout.
 pub const MAX_CONCURRENT_PROBES: usize = 4096;
@@ -144,7 +147,12 @@ pub struct HealthTable {
     // admin API; never across an `.await`, never by the DNS path.
     inner: Mutex<Inner>,
     journal: Mutex<VecDeque<Transition>>,
+    /// Every transition (the live page).
     events: broadcast::Sender<Transition>,
+    /// Region transitions alone, for webhooks: a storm of endpoint
+    /// transitions (thousands of endpoints failing at once) cannot push a
+    /// region transition out of this one.
+    region_events: broadcast::Sender<Transition>,
     /// Bumped on every change of what DNS answers.
     pub epoch: Arc<Epoch>,
     metrics: Metrics,
@@ -213,6 +221,7 @@ impl HealthTable {
             }),
             journal: Mutex::new(VecDeque::with_capacity(JOURNAL_LEN)),
             events: broadcast::channel(1024).0,
+            region_events: broadcast::channel(REGION_EVENTS).0,
             epoch: Arc::default(),
             metrics,
             probes,
@@ -417,6 +426,11 @@ impl HealthTable {
     /// Subscribe to transitions.
     pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
         self.events.subscribe()
+    }
+
+    /// Subscribe to region transitions alone.
+    pub fn subscribe_regions(&self) -> broadcast::Receiver<Transition> {
+        self.region_events.subscribe()
     }
 
     /// The last transitions, oldest first.
@@ -835,6 +849,9 @@ impl HealthTable {
             j.push_back(t.clone());
         }
         // No receivers is fine.
+        if t.endpoint.is_none() {
+            let _ = self.region_events.send(t.clone());
+        }
         let _ = self.events.send(t);
     }
 

@@ -1498,3 +1498,50 @@ async fn stale_ends_at_lease_ttl_after_the_session_was_last_live() {
         "no flapping back: {timeline:?}"
     );
 }
+
+// Issue 24 item 9. Fails on the code before it: with a member down, claims
+// went to the dead member, failed, and every node sent the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_webhook_per_transition_with_the_etcd_leader_dead() {
+    let mut etcd = crate::etcd::EtcdCluster::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let (p, s) = (
+        primary.addr.ip().to_string(),
+        secondary.addr.ip().to_string(),
+    );
+    let (url, got, _) = crate::webhook::receiver(false).await;
+    let z = zone(&primary, &secondary, &format!("webhook = \"{url}\""));
+    let leader = etcd.leader().await;
+    let ns = nodes_on(&etcd, leader, &cluster_name(), &z).await;
+    etcd.kill(leader);
+    primary.set(Mode::Failing);
+    until_all_answer_recording_modes(&ns, &s, Duration::from_secs(15)).await;
+    primary.set(Mode::Healthy);
+    until_all_answer_recording_modes(&ns, &p, Duration::from_secs(15)).await;
+    wait_until(Duration::from_secs(10), "both events delivered", || async {
+        got.lock().unwrap().len() >= 2
+    })
+    .await;
+    // Every node has dispatched both transitions by now: claimed (won or
+    // lost) or sent after an error.
+    wait_until(Duration::from_secs(10), "every node's claims", || async {
+        ns.iter()
+            .all(|ts| metric(ts, "gslb_cluster_event_claims_total", "") >= 2.0)
+    })
+    .await;
+    let events: Vec<(String, String)> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e["region"].to_string(), e["new"].to_string()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("\"primary\"".to_string(), "\"down\"".to_string()),
+            ("\"primary\"".to_string(), "\"up\"".to_string())
+        ],
+        "exactly one event per transition"
+    );
+}

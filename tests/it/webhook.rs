@@ -407,3 +407,52 @@ async fn webhook_secrets_never_reach_the_log_and_repeated_warnings_are_throttled
         assert!(leaks.is_empty(), "{secret:?} logged: {leaks:#?}");
     }
 }
+
+// Issue 24 item 9. Fails on the code before it: every endpoint and region
+// transition shared one broadcast channel of 1,024 and each URL a queue of
+// 1,024, so when thousands of endpoints failed at once region events were
+// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_regions_failing_at_once_lose_no_event() {
+    const N: usize = 2000;
+    let (url, got, _) = receiver(false).await;
+    let mut backend = Backend::start("127.0.0.2").await;
+    let mut z = format!(
+        "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\nwebhook = \"{url}\"\n\n[check.c]\ntype = \"http\"\nport = {}\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nrecheck = \"100ms\"\nfall = 2\nrise = 1\n",
+        backend.addr.port()
+    );
+    for i in 0..N {
+        z.push_str(&format!(
+            "\n[region.r{i}]\nendpoints = [\"{}\"]\ncheck = \"c\"\n",
+            backend.addr.ip()
+        ));
+    }
+    let names: Vec<String> = (0..N).map(|i| format!("\"r{i}\"")).collect();
+    z.push_str(&format!(
+        "\n[service.api]\nregions = [{}]\n",
+        names.join(", ")
+    ));
+    let ts = TestServer::start(&[("z.toml", &z)]).await;
+    ts.wait_first_verdicts(Duration::from_secs(10)).await;
+    backend.kill();
+    wait_until(Duration::from_secs(60), "every region's event", || async {
+        got.lock().unwrap().len() >= N
+    })
+    .await;
+    let mut per_region = std::collections::HashMap::new();
+    for e in got.lock().unwrap().iter() {
+        assert_eq!(e["new"], "down", "{e}");
+        *per_region
+            .entry(e["region"].as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(per_region.len(), N, "one event for every region");
+    assert!(per_region.values().all(|n| *n == 1), "no duplicate");
+    let metrics = ts.server.metrics.render();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("gslb_webhook_events_dropped_total") && !l.ends_with(" 0")),
+        "nothing dropped"
+    );
+}

@@ -618,10 +618,17 @@ impl Cluster {
     async fn watchdog(self: Arc<Self>, shutdown: CancellationToken) {
         let ttl = self.settings.lease_ttl;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => return,
+            }
+            let gap = last_tick.elapsed();
+            last_tick = Instant::now();
+            if gap > ttl {
+                self.resumed_after(gap);
             }
             if self.mode() == Mode::Cluster {
                 if self.session_live.load(Ordering::Acquire) {
@@ -653,6 +660,23 @@ impl Cluster {
                     "cluster view older than lease-ttl: this node's own verdict",
                 );
             }
+        }
+    }
+
+    /// This process was not running for `gap` (SIGSTOP, a VM frozen or
+    /// migrated), longer than `lease-ttl`: its lease is gone, and what it
+    /// holds is as old as the pause. Its own verdicts are no better (its
+    /// probes were paused too), so it does not fall back to them: the time
+    /// away does not count toward `local`, the watch delivers at once what
+    /// the cluster decided meanwhile, and the keep-alive finds the lease
+    /// gone and opens a new session (or `local` comes lease-ttl later).
+    fn resumed_after(&self, gap: Duration) {
+        tracing::warn!(node = %self.settings.node, paused = %humantime::format_duration(Duration::from_millis(gap.as_millis() as u64)),
+            "this process was not running for longer than lease-ttl: reconnecting to catch up with the cluster");
+        if self.mode() != Mode::Local {
+            *self.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
+            *self.lost_at.lock().expect("cluster lock poisoned") =
+                Some((Instant::now(), "this process was paused".into()));
         }
     }
 

@@ -1545,3 +1545,97 @@ async fn one_webhook_per_transition_with_the_etcd_leader_dead() {
         "exactly one event per transition"
     );
 }
+
+// Issue 24 item 11. Fails on the code before it: the resumed node found its
+// view older than lease-ttl, fell back to its own (10-second-old) verdicts
+// and answered the dead primary until its session was back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_longer_than_lease_ttl_answers_the_cluster_when_it_resumes() {
+    let Rig {
+        etcd,
+        primary,
+        secondary: _secondary,
+        p,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let (url, got, _) = crate::webhook::receiver(false).await;
+    let z = z.replace(
+        "hostmaster = \"hostmaster.example.com.\"\n",
+        &format!("hostmaster = \"hostmaster.example.com.\"\nwebhook = \"{url}\"\n"),
+    );
+    let two = [
+        node(&etcd, &name, 1, Quorum::Majority, &z).await,
+        node(&etcd, &name, 2, Quorum::Majority, &z).await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    std::fs::write(dir.path().join("zones/z.toml"), &z).unwrap();
+    let c_dns = free_udp_tcp_addr();
+    let cfg = settings_file(dir.path(), &etcd, &name, 3, c_dns, "majority");
+    let c = Logged::start(&cfg);
+    let c_answer = || async move {
+        udp(
+            c_dns,
+            &request("api.gslb.example.com.", RecordType::A, true),
+        )
+        .await
+        .map(|m| addrs(&m))
+        .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(15), "three votes", || async {
+        two.iter().all(|ts| observers(ts, "primary").len() == 3)
+    })
+    .await;
+    assert_eq!(c_answer().await, [p.clone()]);
+
+    // ns3 is paused; meanwhile ns1 and ns2 see the primary fail (ns3's own
+    // probes would still see it up).
+    let pid = c.child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    primary.set_for(&source(1), Some(Mode::Failing));
+    primary.set_for(&source(2), Some(Mode::Failing));
+    wait_until(Duration::from_secs(10), "ns1 and ns2 fail over", || async {
+        all_answer(&two, &s).await
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "ns3's lease expired", || async {
+        observers(&two[0], "primary").len() == 2
+    })
+    .await;
+    tokio::time::sleep(LEASE_TTL).await;
+    signal("-CONT");
+    let resumed = Instant::now();
+    let mut timeline = Vec::new();
+    while resumed.elapsed() < Duration::from_secs(4) {
+        timeline.push((resumed.elapsed(), c_answer().await));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The answers of its first tick (100 ms) may be the old ones; none
+    // after that.
+    let wrong: Vec<_> = timeline
+        .iter()
+        .filter(|(t, a)| *t > Duration::from_millis(300) && *a != [s.clone()])
+        .collect();
+    assert!(wrong.is_empty(), "wrong answers after resuming: {wrong:?}");
+    c.wait_for("this process was not running", Duration::from_secs(5))
+        .await;
+    // One event for the one transition, sent by ns1 or ns2; none by ns3.
+    wait_until(Duration::from_secs(5), "the event", || async {
+        !got.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(got.lock().unwrap().len(), 1, "{:?}", got.lock().unwrap());
+}

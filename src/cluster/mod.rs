@@ -114,6 +114,7 @@ struct ClusterMetrics {
     claims: IntCounterVec,
     errors: prometheus::IntCounter,
     attempts_failed: prometheus::IntCounter,
+    identity_changes: prometheus::IntCounter,
 }
 
 impl ClusterMetrics {
@@ -165,6 +166,15 @@ impl ClusterMetrics {
                 let c = prometheus::IntCounter::with_opts(Opts::new(
                     "gslb_cluster_etcd_session_errors_total",
                     "Live etcd sessions (state loaded, watch running) that ended in an error: each is a reconnect.",
+                ))
+                .expect("valid metric");
+                reg(Box::new(c.clone()));
+                c
+            },
+            identity_changes: {
+                let c = prometheus::IntCounter::with_opts(Opts::new(
+                    "gslb_cluster_etcd_identity_changes_total",
+                    "Times etcd was found not to be the cluster state this node followed (another cluster id, or its revision went back): the node republished what it holds.",
                 ))
                 .expect("valid metric");
                 reg(Box::new(c.clone()));
@@ -243,6 +253,8 @@ pub struct Cluster {
     lease: Mutex<Option<(etcd_client::Client, i64)>>,
     /// This node's lease, kept across sessions while etcd keeps it alive.
     lease_id: Mutex<Option<i64>>,
+    /// The cluster id of the etcd this node follows.
+    etcd_identity: Mutex<Option<u64>>,
     /// A session is connected, watching, has written this node's record
     /// and passed the rejoin guard: only then may a late keep-alive answer
     /// bring the node back to `cluster` mode.
@@ -297,6 +309,7 @@ impl Cluster {
             client: Mutex::new(None),
             lease: Mutex::new(None),
             lease_id: Mutex::new(None),
+            etcd_identity: Mutex::new(None),
             session_live: AtomicBool::new(false),
             claim_lease: Mutex::new(None),
             records: Mutex::default(),

@@ -212,6 +212,7 @@ async fn session(
     ));
     let _stop_keeping = AbortOnDrop(keep);
 
+    check_identity(cluster, &mut client, endpoint).await?;
     // Resume where the view stopped, or read everything once.
     let loaded = cluster.view.lock().expect("cluster lock poisoned").rev;
     let from = if loaded == 0 {
@@ -321,6 +322,129 @@ async fn session(
             }
         }
     }
+}
+
+/// Whether the etcd this session reached is the one this node followed:
+/// the same cluster id, and a revision not behind the view's. A different
+/// etcd at the same address (rebuilt, replaced), or the same one that lost
+/// its data (restarted empty, restored from an old snapshot), must not be
+/// mixed with the view: every node that finds it says so at WARN and
+/// applies one rule, **republish**: the overrides and verdicts it holds
+/// are written back (overrides made equal to its set, verdict records
+/// where absent; its votes are written by every session anyway), then it
+/// reads everything again. Nodes that were following agree on those
+/// sets, so whichever writes first, the result is the same.
+async fn check_identity(
+    cluster: &Cluster,
+    client: &mut Client,
+    endpoint: &str,
+) -> Result<(), ClusterError> {
+    cluster.count("get");
+    let resp = timeout(client.get(
+        cluster.prefix.clone(),
+        Some(GetOptions::new().with_prefix().with_count_only()),
+    ))
+    .await?;
+    let Some(header) = resp.header() else {
+        return Ok(());
+    };
+    let (id, rev) = (header.cluster_id(), header.revision());
+    let known = cluster
+        .etcd_identity
+        .lock()
+        .expect("cluster lock poisoned")
+        .replace(id);
+    let loaded = cluster.view.lock().expect("cluster lock poisoned").rev;
+    let why = match known {
+        Some(old) if old != id => format!("its cluster id changed from {old:x} to {id:x}"),
+        _ if loaded > 0 && rev < loaded => {
+            format!("its revision went back from {loaded} to {rev}: it lost data")
+        }
+        _ => return Ok(()),
+    };
+    cluster.metrics.identity_changes.inc();
+    tracing::warn!(node = %cluster.settings.node, etcd = %crate::config::redact_url(endpoint), reason = %why,
+        "etcd is not the cluster state this node followed ({why}): republishing this node's overrides and verdicts, then reading everything again");
+    republish(cluster, client).await?;
+    cluster.view.lock().expect("cluster lock poisoned").rev = 0;
+    Ok(())
+}
+
+/// Write back the overrides and verdicts this node holds (see
+/// [`check_identity`]).
+async fn republish(cluster: &Cluster, client: &mut Client) -> Result<(), ClusterError> {
+    let prefix = &cluster.prefix;
+    let (overrides, held): (Vec<_>, Vec<_>) = {
+        let view = cluster.view.lock().expect("cluster lock poisoned");
+        (
+            view.overrides
+                .iter()
+                .map(|(k, o)| (k.clone(), *o))
+                .collect(),
+            view.tallies
+                .iter()
+                .filter_map(|(id, t)| Some((id.clone(), t.held?)))
+                .collect(),
+        )
+    };
+    let mut ops: Vec<TxnOp> = Vec::new();
+    // Overrides: exactly the held set (an etcd restored from an old
+    // snapshot may hold drains since lifted). etcd refuses a transaction
+    // whose puts fall in its delete range: delete the others key by key.
+    let held_keys: std::collections::HashSet<String> = overrides
+        .iter()
+        .map(|(k, _)| super::view::override_key(prefix, k))
+        .collect();
+    cluster.count("get");
+    let there = timeout(client.get(
+        format!("{prefix}override/"),
+        Some(GetOptions::new().with_prefix().with_keys_only()),
+    ))
+    .await?;
+    for kv in there.kvs() {
+        if let Ok(k) = kv.key_str()
+            && !held_keys.contains(k)
+        {
+            ops.push(TxnOp::delete(k, None));
+        }
+    }
+    for (k, state) in &overrides {
+        let value = serde_json::to_vec(&super::view::StoredOverride {
+            state: *state,
+            node: cluster.settings.node.clone(),
+            at_ms: crate::model::unix_ms(std::time::SystemTime::now()),
+        })
+        .expect("override serialises");
+        ops.push(TxnOp::put(
+            super::view::override_key(prefix, k),
+            value,
+            None,
+        ));
+    }
+    cluster.count("txn");
+    // One transaction for the overrides, so nobody sees half of them.
+    timeout(client.txn(Txn::new().and_then(ops))).await?;
+    for chunk in held.chunks(TXN_OPS / 2) {
+        let compares: Vec<Compare> = chunk
+            .iter()
+            .map(|(id, _)| Compare::create_revision(verdict_key(prefix, id), CompareOp::Equal, 0))
+            .collect();
+        let puts: Vec<TxnOp> = chunk
+            .iter()
+            .map(|(id, h)| {
+                TxnOp::put(
+                    verdict_key(prefix, id),
+                    serde_json::to_vec(h).expect("verdict serialises"),
+                    None,
+                )
+            })
+            .collect();
+        cluster.count("txn");
+        // Another node wrote them first: theirs are the same.
+        let _ = timeout(client.txn(Txn::new().when(compares).and_then(puts))).await?;
+    }
+    tracing::info!(node = %cluster.settings.node, overrides = overrides.len(), verdicts = held.len(), "republished into etcd");
+    Ok(())
 }
 
 /// Handle one watch message.

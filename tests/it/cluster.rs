@@ -1639,3 +1639,55 @@ async fn a_node_paused_longer_than_lease_ttl_answers_the_cluster_when_it_resumes
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(got.lock().unwrap().len(), 1, "{:?}", got.lock().unwrap());
 }
+
+// Issue 24 item 16. Fails on the code before it: the nodes logged
+// "connected" to the new, empty etcd and carried on; a node started
+// afterwards saw no drain and answered the drained region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_rebuilt_empty_gets_back_what_the_nodes_hold() {
+    let Rig {
+        mut etcd,
+        primary: _primary,
+        secondary: _secondary,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let ns = nodes(&etcd, &name, 2, Quorum::Majority, &z).await;
+    let (code, _) = post(&ns[0], "/api/v1/regions/_/primary/drain").await;
+    assert_eq!(code, 200);
+    assert!(all_answer(&ns, &s).await, "drained everywhere");
+    let rec = Recorder::start(&ns.iter().collect::<Vec<_>>());
+
+    etcd.wipe_and_restart().await;
+    wait_until(Duration::from_secs(15), "both nodes noticed", || async {
+        ns.iter()
+            .all(|ts| metric(ts, "gslb_cluster_etcd_identity_changes_total", "") >= 1.0)
+    })
+    .await;
+    // Back in etcd, and both nodes follow it again (their records are).
+    let c = etcd.client().await;
+    let count = |what: &str| {
+        let key = format!("/gslb/{name}/{what}/");
+        let mut c = c.clone();
+        async move {
+            c.get(key, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+                .map(|r| r.kvs().len())
+                .unwrap_or(0)
+        }
+    };
+    wait_until(Duration::from_secs(15), "republished", || async {
+        count("override").await == 1 && count("nodes").await == 2
+    })
+    .await;
+    // A node that starts now sees it from its first answer.
+    let late = node(&etcd, &name, 3, Quorum::Majority, &z).await;
+    assert_eq!(answer(&late).await, [s.clone()]);
+    let timeline = rec.finish().await;
+    assert!(
+        timeline.iter().all(|(_, _, a)| *a == [s.clone()]),
+        "the running nodes kept the drain throughout: {timeline:?}"
+    );
+}

@@ -197,6 +197,15 @@ impl Etcd {
         assert!(ok, "kill -{sig} {pid}");
     }
 
+    /// Start again on the same ports with no data at all: an etcd rebuilt
+    /// empty at the same address.
+    pub async fn wipe_and_restart(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+        self.spawn();
+        self.wait_ready().await;
+    }
+
     /// Start again on the same ports with the same data.
     pub async fn restart(&mut self) {
         self.kill();

@@ -140,7 +140,14 @@ impl Server {
     ) -> Result<Server, AppError> {
         crate::install_crypto_provider();
         let metrics = Metrics::new();
-        let mut config = match reload::load(&settings.zones) {
+        let mut config = match reload::load(&settings.zones).and_then(|c| {
+            let conflicts = crate::config::cross_check(settings.cluster.as_ref(), &c);
+            if conflicts.is_empty() {
+                Ok(c)
+            } else {
+                Err(ConfigErrors(conflicts))
+            }
+        }) {
             Ok(c) => c,
             Err(e) => {
                 metrics.reloads.with_label_values(&["error"]).inc();

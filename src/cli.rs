@@ -101,6 +101,11 @@ pub struct ServeArgs {
 /// `gslb check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The settings file: validated too (every problem as
+    /// file:line:column), its `zones` checked unless paths are given, and
+    /// cross-checked with the zones as `serve` does.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Zone files or folders of them. [default: zones]
     #[arg(value_name = "DIR|FILE")]
     pub paths: Vec<PathBuf>,

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     gslb::install_crypto_provider();
     match cli.command {
-        Command::Check(args) => check(args.paths),
+        Command::Check(args) => check(args.paths, args.config),
         Command::Serve(args) => serve(args),
         Command::Drain(args) => override_call(&args, "drain"),
         Command::Undrain(args) => override_call(&args, "undrain"),
@@ -209,13 +209,39 @@ fn demo(args: DemoArgs) -> ExitCode {
     }
 }
 
-fn check(paths: Vec<PathBuf>) -> ExitCode {
-    let paths = if paths.is_empty() {
-        vec![PathBuf::from("zones")]
-    } else {
-        paths
+fn check(paths: Vec<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    // The settings file first: exactly the loader `serve` uses.
+    let file = match config
+        .as_deref()
+        .map(gslb::config::server::ServerFile::load)
+    {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(errs)) => {
+            for e in &errs.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} found", gslb::model::count(errs.0.len(), "problem"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
-    match gslb::config::load(&paths, gslb::config::LoadOptions::default()) {
+    let paths = if !paths.is_empty() {
+        paths
+    } else if let Some(z) = file.as_ref().and_then(|f| f.zones.clone()) {
+        vec![z]
+    } else {
+        vec![PathBuf::from("zones")]
+    };
+    let cluster = file.as_ref().and_then(|f| f.cluster());
+    let loaded = gslb::config::load(&paths, gslb::config::LoadOptions::default()).and_then(|c| {
+        let conflicts = gslb::config::cross_check(cluster.as_ref(), &c);
+        if conflicts.is_empty() {
+            Ok(c)
+        } else {
+            Err(gslb::config::ConfigErrors(conflicts))
+        }
+    });
+    match loaded {
         Ok(cfg) => {
             for z in &cfg.zones {
                 println!(

@@ -77,9 +77,19 @@ impl Reloader {
     pub async fn reload(&self, allow_removal: bool) -> Result<ReloadSummary, ConfigErrors> {
         let _serial = self.lock.lock().await;
         let zones = self.zones.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&zones))
-            .await
-            .expect("zone loading does not panic");
+        let cluster = self.cluster.as_ref().map(|c| c.settings().clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            load(&zones).and_then(|c| {
+                let conflicts = config::cross_check(cluster.as_ref(), &c);
+                if conflicts.is_empty() {
+                    Ok(c)
+                } else {
+                    Err(ConfigErrors(conflicts))
+                }
+            })
+        })
+        .await
+        .expect("zone loading does not panic");
         let mut new = match loaded {
             Ok(c) => c,
             Err(e) => {

@@ -158,6 +158,42 @@ pub fn load(paths: &[PathBuf], opts: LoadOptions) -> Result<Config, ConfigErrors
     }
 }
 
+/// What the settings and the zones say that cannot work together: a check
+/// with `probers = K` under `quorum = N > K` (at most K nodes vote on its
+/// endpoints, so N down votes never come: they can never fail). `check
+/// --config`, `serve` and every reload run it.
+pub fn cross_check(
+    cluster: Option<&crate::model::ClusterSettings>,
+    cfg: &Config,
+) -> Vec<ConfigError> {
+    let Some(crate::model::Quorum::AtLeast(n)) = cluster.map(|c| c.quorum) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for zone in &cfg.zones {
+        for region in zone.regions.values() {
+            let Some(k) = region.check.as_ref().and_then(|c| c.probers) else {
+                continue;
+            };
+            if k < n {
+                let check = &region
+                    .check
+                    .as_ref()
+                    .expect("probers come with a check")
+                    .name;
+                out.push(ConfigError {
+                    origin: region.origin.clone(),
+                    msg: format!(
+                        "region {} uses check {check} with probers = {k}, but the cluster's quorum is {n}: at most {k} nodes vote on its endpoints, so they can never be failed (raise probers to {n} or more, or lower quorum)",
+                        region.name
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Validate zone files given as (path, text): the part of [`load`] after I/O.
 pub fn load_sources(
     sources: &[(PathBuf, String)],

@@ -285,3 +285,88 @@ fn readme_documents_every_metric() {
         .collect();
     assert!(missing.is_empty(), "README misses: {missing:?}");
 }
+
+/// A settings file and a zones folder in `dir`: the zone's check has
+/// `probers = 2`; the cluster's quorum is `quorum`.
+fn cluster_setup(dir: &Path, quorum: &str, extra: &str) -> PathBuf {
+    let zones = dir.join("zones");
+    std::fs::create_dir_all(&zones).unwrap();
+    std::fs::write(
+        zones.join("z.toml"),
+        "[zone]\nname = \"z.example.\"\nnameservers = [\"ns.example.net.\"]\nhostmaster = \"h.example.net.\"\n\n[check.web]\ntype = \"tcp\"\nport = 80\nprobers = 2\n\n[region.east]\nendpoints = [\"192.0.2.1\"]\ncheck = \"web\"\n\n[service.api]\nregions = [\"east\"]\n",
+    )
+    .unwrap();
+    let cfg = dir.join("gslb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "zones = \"{}\"\nstate-file = \"off\"\nadmin = \"off\"\nlisten = [\"127.0.0.1:0\"]\n{extra}\n[cluster]\nname = \"t\"\nnode = \"ns1\"\netcd = [\"http://127.0.0.1:9\"]\nquorum = {quorum}\n",
+            zones.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+// Issue 24 item 7. Fails on the code before it: check had no --config, and
+// serve started with a quorum its probers could never reach.
+#[test]
+fn check_config_cross_checks_the_settings_with_the_zones_and_serve_refuses_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cluster_setup(dir.path(), "3", "");
+    let out = gslb()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("z.toml:11:9")
+            && stderr.contains("probers = 2")
+            && stderr.contains("quorum is 3"),
+        "{stderr}"
+    );
+    let out = gslb()
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve refuses it too");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("probers = 2"), "{stderr}");
+
+    // quorum = 2 works with probers = 2.
+    let cfg = cluster_setup(dir.path(), "2", "");
+    let out = gslb()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_reports_the_settings_files_own_problems_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cluster_setup(dir.path(), "2", "wacth = true");
+    let out = gslb()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gslb.toml:5:1") && stderr.contains("wacth"),
+        "{stderr}"
+    );
+}

@@ -199,8 +199,13 @@ impl Server {
             }
         }
         // Bind before anything starts, so a busy port fails fast.
-        let listeners = dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle)
-            .map_err(AppError::Bind)?;
+        let listeners = match dns::from_systemd(settings.udp_workers, settings.tcp_idle)
+            .map_err(AppError::Bind)?
+        {
+            Some(l) => l,
+            None => dns::bind(&settings.listen, settings.udp_workers, settings.tcp_idle)
+                .map_err(AppError::Bind)?,
+        };
         let dns_addrs = listeners.addrs();
         let admin = match settings.admin {
             Some(a) => Some(crate::admin::bind(a).await.map_err(|e| {

@@ -20,6 +20,6 @@ mod wire;
 pub use crate::metrics::Transport;
 pub use cache::{DEFAULT_CACHE_BYTES, Worker};
 pub use engine::{DEFAULT_UDP_PAYLOAD, Engine, EngineOptions};
-pub use server::{Listeners, bind, serve};
+pub use server::{Listeners, bind, from_systemd, serve};
 pub use snapshot::{ServedZone, Snapshot};
 pub use tcp::{PRESSURE_IDLE, TcpLimits};

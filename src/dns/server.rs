@@ -122,6 +122,63 @@ pub fn bind(addrs: &[SocketAddr], udp_workers: usize, tcp_idle: Duration) -> io:
     Ok(Listeners { udp, tcp, tcp_idle })
 }
 
+/// The sockets systemd passed this process (socket activation:
+/// `LISTEN_PID` is this process, `LISTEN_FDS` sockets from fd 3 on), or
+/// `None` when it passed none. A `gslb.socket` unit holds the DNS ports
+/// across restarts: queries that arrive while gslb restarts wait in the
+/// sockets' queues instead of finding the port closed. UDP sockets are
+/// shared by `udp_workers` threads (each reads the same socket); `--listen`
+/// is not used then.
+#[cfg(unix)]
+pub fn from_systemd(udp_workers: usize, tcp_idle: Duration) -> io::Result<Option<Listeners>> {
+    use std::os::fd::FromRawFd;
+    const SD_LISTEN_FDS_START: i32 = 3;
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let n: i32 = match std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(n) if ours && n > 0 => n,
+        _ => return Ok(None),
+    };
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + n {
+        // SAFETY: systemd's protocol hands these descriptors to this process
+        // (LISTEN_PID checked above); nothing else in gslb owns them.
+        let s = unsafe { Socket::from_raw_fd(fd) };
+        s.set_cloexec(true)?;
+        s.set_nonblocking(true)?;
+        let addr = s
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other(format!("systemd socket {fd} is not an IP socket")))?;
+        match s.r#type()? {
+            Type::DGRAM => {
+                let _ = s.set_recv_buffer_size(4 << 20);
+                tracing::info!(%addr, workers = udp_workers.max(1), "listening for DNS over UDP on {addr} (socket from systemd)");
+                for _ in 1..udp_workers.max(1) {
+                    udp.push(UdpSocket::from_std(s.try_clone()?.into())?);
+                }
+                udp.push(UdpSocket::from_std(s.into())?);
+            }
+            Type::STREAM => {
+                tracing::info!(%addr, "listening for DNS over TCP on {addr} (socket from systemd)");
+                tcp.push(TcpListener::from_std(s.into())?);
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "systemd socket {fd} is of type {other:?}, neither UDP nor TCP"
+                )));
+            }
+        }
+    }
+    Ok(Some(Listeners { udp, tcp, tcp_idle }))
+}
+
 /// Serve until `shutdown` is cancelled; DNS over TCP within `tcp` limits.
 pub async fn serve(
     listeners: Listeners,

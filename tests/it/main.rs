@@ -21,4 +21,5 @@ mod hardening;
 mod logging;
 mod probes;
 mod reload;
+mod systemd;
 mod webhook;

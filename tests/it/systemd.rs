@@ -1,0 +1,129 @@
+//! Socket activation: the real binary given its DNS sockets the way systemd
+//! passes them (`LISTEN_FDS`, `LISTEN_PID`, fds from 3), and restarted while
+//! a client keeps asking.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+const ZONE: &str = "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n\n[[record]]\nname = \"www\"\ntype = \"A\"\nvalue = \"192.0.2.1\"\n";
+
+/// `gslb serve` with `udp` as fd 3 and `tcp` as fd 4, as systemd passes a
+/// `gslb.socket` with one ListenDatagram and one ListenStream.
+fn activated(zones: &std::path::Path, udp: i32, tcp: i32) -> Child {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("export LISTEN_PID=$$ LISTEN_FDS=2; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_gslb"))
+        .args([
+            "serve",
+            "--admin",
+            "off",
+            "--state-file",
+            "off",
+            "--log-level",
+            "warn",
+        ])
+        // Never used: the sockets come from the parent.
+        .args(["--listen", "127.0.0.1:9"])
+        .arg("--zones")
+        .arg(zones)
+        .stdin(Stdio::null());
+    // SAFETY: only dup2, which is async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(udp, 3) < 0 || libc::dup2(tcp, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("gslb starts")
+}
+
+/// A descriptor of `fd` numbered 100 or above (close-on-exec): dup2 to 3 and
+/// 4 in the child must not find its own source there.
+fn high(fd: i32) -> i32 {
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
+    assert!(d >= 100, "fcntl: {}", std::io::Error::last_os_error());
+    d
+}
+
+fn stop(mut c: Child) {
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let _ = c.wait();
+}
+
+// Issue 24 item 12. Fails on the code before it: gslb ignored the sockets
+// and bound --listen itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_sockets_from_systemd_loses_no_query() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("z.toml"), ZONE).unwrap();
+    // What systemd's gslb.socket holds: the DNS port, UDP and TCP.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let held_udp = std::net::UdpSocket::bind(addr).unwrap();
+    let (u, t) = (high(held_udp.as_raw_fd()), high(tcp.as_raw_fd()));
+    let mut child = Some(activated(dir.path(), u, t));
+    wait_until(
+        Duration::from_secs(10),
+        "it answers on the passed sockets",
+        || async {
+            udp_raw(
+                addr,
+                &request("www.gslb.example.com.", RecordType::A, false)
+                    .to_vec()
+                    .unwrap(),
+                Duration::from_millis(200),
+            )
+            .await
+            .is_some()
+        },
+    )
+    .await;
+    let q = tcp_exchange(
+        &mut tokio::net::TcpStream::connect(addr).await.unwrap(),
+        &request("www.gslb.example.com.", RecordType::A, false),
+    )
+    .await
+    .expect("TCP answer");
+    assert_eq!(addrs(&q), ["192.0.2.1"]);
+
+    // A client asking 20 times a second; gslb restarted twice meanwhile.
+    let start = Instant::now();
+    let (mut asked, mut answered) = (0, 0);
+    let mut restarts = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        if (restarts == 0 && start.elapsed() > Duration::from_secs(1))
+            || (restarts == 1 && start.elapsed() > Duration::from_secs(2))
+        {
+            stop(child.take().expect("running"));
+            child = Some(activated(dir.path(), u, t));
+            restarts += 1;
+        }
+        asked += 1;
+        let m = udp(
+            addr,
+            &request("www.gslb.example.com.", RecordType::A, false),
+        )
+        .await;
+        if m.is_some_and(|m| addrs(&m) == ["192.0.2.1"]) {
+            answered += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(child.take().expect("running"));
+    assert_eq!(restarts, 2);
+    assert_eq!(
+        answered,
+        asked,
+        "{} of {asked} queries lost across two restarts",
+        asked - answered
+    );
+}

@@ -288,6 +288,9 @@ impl Server {
             shutdown.clone(),
         ));
         tasks.spawn(health.clone().persist_loop());
+        // Overrides with an expiry end by themselves: here the local ones,
+        // and alone the shared ones too (in a cluster etcd ends those).
+        tasks.spawn(health.clone().expiry_loop(cluster.is_none()));
         let status = StatusSource {
             engine: engine.clone(),
             health: health.clone(),

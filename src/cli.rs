@@ -155,6 +155,16 @@ pub struct OverrideArgs {
     /// Zone of the region; needed only when several zones have a region of that name.
     #[arg(long, value_name = "ZONE")]
     pub zone: Option<String>,
+    /// The override ends by itself after this long ("30m", "2h"), on every node.
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Why: shown in status, the page and logs (at most 256 characters).
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// In a cluster: on this node alone, not through etcd (works while etcd
+    /// is unreachable; undo with the same command and --local).
+    #[arg(long)]
+    pub local: bool,
     /// The running server.
     #[command(flatten)]
     pub admin: AdminArgs,

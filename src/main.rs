@@ -34,11 +34,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// POST to the running server's admin API; (status, JSON body).
-fn admin_post(admin: &AdminArgs, path: &str) -> Result<(u16, serde_json::Value), String> {
-    admin_call(admin, reqwest::Method::POST, path, &[])
-}
-
 /// Call the running server's admin API; (status, JSON body).
 fn admin_call(
     admin: &AdminArgs,
@@ -86,7 +81,17 @@ fn override_call(args: &OverrideArgs, action: &str) -> ExitCode {
         path.push_str(&format!("/endpoints/{}", enc(ep)));
     }
     path.push_str(&format!("/{action}"));
-    match admin_post(&args.admin, &path) {
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    if let Some(d) = &args.duration {
+        query.push(("for", d));
+    }
+    if let Some(c) = &args.comment {
+        query.push(("comment", c));
+    }
+    if args.local {
+        query.push(("local", "true"));
+    }
+    match admin_call(&args.admin, reqwest::Method::POST, &path, &query) {
         Ok((200, body)) => {
             let t = &body["target"];
             let what = match t["endpoint"].as_str() {

@@ -69,6 +69,8 @@ pub const CONNECTION_LIMIT: &str = "gslb_connection_limit";
 pub const RRL_LIMITED: &str = "gslb_rrl_limited_total";
 /// Connections closed by gslb to stay within its limits, by listener and why.
 pub const CONNECTIONS_SHED: &str = "gslb_connections_shed_total";
+/// Overrides in force on this node alone (`drain --local` in a cluster).
+pub const LOCAL_OVERRIDES: &str = "gslb_local_overrides";
 /// Log lines that never reached stderr, by why (`write_error`: stderr
 /// failed, a closed pipe; `queue_full`: stderr too slow).
 pub const LOG_LINES_LOST: &str = "gslb_log_lines_lost_total";
@@ -449,6 +451,8 @@ pub struct Metrics {
     pub webhook_deliveries: IntCounterVec,
     /// `gslb_local_errors_total`.
     pub local_errors: IntCounterVec,
+    /// `gslb_local_overrides`.
+    pub local_overrides: IntGauge,
     /// DNS-over-TCP connections.
     pub dns_tcp: ConnMetrics,
     /// Admin API connections.
@@ -582,6 +586,12 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(last_reload.clone()));
+        let local_overrides = IntGauge::new(
+            LOCAL_OVERRIDES,
+            "Overrides in force on this node alone (drain --local in a cluster): this node may answer differently from the others.",
+        )
+        .expect("valid metric");
+        reg(Box::new(local_overrides.clone()));
         let webhook_dropped = counter(
             WEBHOOK_DROPPED,
             "Failover events dropped because the webhook queue was full.",
@@ -676,6 +686,7 @@ impl Metrics {
             webhook_dropped,
             webhook_deliveries,
             local_errors,
+            local_overrides,
             dns_tcp,
             admin_conns,
             rrl,

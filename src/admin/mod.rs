@@ -461,7 +461,12 @@ async fn apply_override(
     region: &str,
     endpoint: Option<IpAddr>,
     action: &str,
+    q: &OverrideQuery,
 ) -> Response {
+    let note = match q.note() {
+        Ok(n) => n,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
+    };
     let Some(o) = parse_action(action) else {
         return (
             StatusCode::NOT_FOUND,
@@ -473,15 +478,20 @@ async fn apply_override(
     };
     // `_` stands for "the zone that has this region".
     let zone = (zone != "_").then_some(zone);
+    let local = note.local && shared.status.cluster.is_some();
     let result = match &shared.status.cluster {
         // In a cluster the override is stored in etcd and applies on
         // every node; without etcd it is refused rather than applied here
-        // alone (nodes would answer differently).
-        Some(c) => match shared
+        // alone (nodes would answer differently), unless asked for
+        // (`local`): then it is this node's alone.
+        Some(c) if !local => match shared
             .status
             .health
             .resolve_override(zone, region, endpoint, o)
-        {
+            .map(|t| crate::health::OverrideTarget {
+                note: note.clone(),
+                ..t
+            }) {
             Ok(target) => match c.set_override(&target).await {
                 Ok(()) => Ok(target),
                 Err(e) => {
@@ -494,12 +504,26 @@ async fn apply_override(
             },
             Err(e) => Err(e),
         },
-        None => shared.status.health.set_override(zone, region, endpoint, o),
+        _ => shared
+            .status
+            .health
+            .resolve_override(zone, region, endpoint, o)
+            .map(|t| {
+                let t = crate::health::OverrideTarget {
+                    note: crate::health::OverrideNote {
+                        local,
+                        ..note.clone()
+                    },
+                    ..t
+                };
+                shared.status.health.apply_override(&t);
+                t
+            }),
     };
     match result {
         Ok(target) => {
             let mut body = json!({ "ok": true, "target": target });
-            if shared.status.cluster.is_some() {
+            if shared.status.cluster.is_some() && !local {
                 body["persisted"] = json!(true); // in etcd, for every node
             } else {
                 // Saved before answering: the operator must know whether a
@@ -524,21 +548,65 @@ async fn apply_override(
     }
 }
 
+/// `?for=2h&comment=...&local=true` on an override call.
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct OverrideQuery {
+    /// It ends by itself after this long (`"30m"`, `"2h"`).
+    #[serde(default, rename = "for")]
+    duration: Option<String>,
+    /// Why.
+    #[serde(default)]
+    comment: Option<String>,
+    /// On this node alone, even in a cluster (and while etcd is away).
+    #[serde(default)]
+    local: bool,
+}
+
+impl OverrideQuery {
+    fn note(&self) -> Result<crate::health::OverrideNote, String> {
+        let expires_ms = match &self.duration {
+            None => None,
+            Some(d) => match humantime::parse_duration(d) {
+                Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(366 * 86_400) => {
+                    Some(crate::model::unix_ms(std::time::SystemTime::now() + d))
+                }
+                _ => {
+                    return Err(format!(
+                        "for={d:?} is not a duration from 1s to 366 days, like \"2h\""
+                    ));
+                }
+            },
+        };
+        let mut comment = self.comment.clone().filter(|c| !c.trim().is_empty());
+        if let Some(c) = &mut comment {
+            crate::health::cap_comment(c);
+        }
+        Ok(crate::health::OverrideNote {
+            comment,
+            expires_ms,
+            local: self.local,
+        })
+    }
+}
+
 async fn region_override(
     State(shared): State<AdminState>,
     headers: HeaderMap,
     Path((zone, region, action)): Path<(String, String, String)>,
+    Query(q): Query<OverrideQuery>,
 ) -> Response {
     if let Err(r) = authorize(&shared, &headers) {
         return *r;
     }
-    apply_override(&shared, &zone, &region, None, &action).await
+    apply_override(&shared, &zone, &region, None, &action, &q).await
 }
 
 async fn endpoint_override(
     State(shared): State<AdminState>,
     headers: HeaderMap,
     Path((zone, region, endpoint, action)): Path<(String, String, String, String)>,
+    Query(q): Query<OverrideQuery>,
 ) -> Response {
     if let Err(r) = authorize(&shared, &headers) {
         return *r;
@@ -550,7 +618,7 @@ async fn endpoint_override(
         )
             .into_response();
     };
-    apply_override(&shared, &zone, &region, Some(addr), &action).await
+    apply_override(&shared, &zone, &region, Some(addr), &action, &q).await
 }
 
 /// `POST /api/v1/reload[?allow-removal=true]`.

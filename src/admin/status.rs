@@ -137,6 +137,9 @@ pub struct RegionStatus {
     /// Override.
     #[serde(rename = "override")]
     pub overridden: Override,
+    /// The override's comment, expiry and whether it is this node's alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_note: Option<crate::health::OverrideNote>,
     /// min-healthy.
     pub min_healthy: usize,
     /// Check name, if any.
@@ -164,6 +167,9 @@ pub struct EndpointStatus {
     /// Override.
     #[serde(rename = "override")]
     pub overridden: Override,
+    /// The override's comment, expiry and whether it is this node's alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_note: Option<crate::health::OverrideNote>,
     /// Last probe outcome.
     pub last_result: Option<ProbeOutcome>,
     /// Last probe reason.
@@ -214,6 +220,7 @@ pub fn status(shared: &StatusSource) -> Status {
                         probed_up: cell.probed_up(),
                         since_ms: unix_ms(cell.since()),
                         overridden: cell.override_state(),
+                        override_note: shared.health.note(&(zone.label(), r.name.clone(), None)),
                         min_healthy: r.min_healthy,
                         check: r.check.as_ref().map(|c| c.name.clone()),
                         cname: match &r.target {
@@ -243,6 +250,11 @@ pub fn status(shared: &StatusSource) -> Status {
                                     local_up: e.local_up(),
                                     observations,
                                     overridden: e.override_state(),
+                                    override_note: shared.health.note(&(
+                                        zone.label(),
+                                        r.name.clone(),
+                                        Some(e.addr),
+                                    )),
                                     last_result: d.last_outcome,
                                     reason: d.last_reason,
                                     latency_ms: d.last_latency.map(|l| l.as_secs_f64() * 1000.0),

@@ -34,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::redact_url;
 use crate::health::{
-    EndpointCell, EndpointKey, HealthTable, Observer, Override, OverrideTarget, Transition,
+    EndpointCell, EndpointKey, HealthTable, Observer, Override, OverrideNote, OverrideTarget,
+    Transition,
 };
 use crate::metrics::Metrics;
 use crate::model::{Check, ClusterSettings, unix_ms};
@@ -255,6 +256,11 @@ pub struct Cluster {
     lease_id: Mutex<Option<i64>>,
     /// The cluster id of the etcd this node follows.
     etcd_identity: Mutex<Option<u64>>,
+    /// Override keys to delete in etcd (expired, or of regions in no
+    /// node's zones), with the revision they must still have; and when
+    /// each was last asked for, so the watch has time to bring it.
+    deletions: Mutex<Vec<(String, i64, &'static str)>>,
+    asked: Mutex<HashMap<String, Instant>>,
     /// A session is connected, watching, has written this node's record
     /// and passed the rejoin guard: only then may a late keep-alive answer
     /// bring the node back to `cluster` mode.
@@ -310,6 +316,8 @@ impl Cluster {
             lease: Mutex::new(None),
             lease_id: Mutex::new(None),
             etcd_identity: Mutex::new(None),
+            deletions: Mutex::default(),
+            asked: Mutex::default(),
             session_live: AtomicBool::new(false),
             claim_lease: Mutex::new(None),
             records: Mutex::default(),
@@ -380,7 +388,7 @@ impl Cluster {
                 index.iter().map(|(id, (k, _))| (k, id)).collect();
             self.health.seed(
                 |key| Some(view.tallies.get(*ids.get(key)?)?.held?.up),
-                |z, r, a| view.override_of(z, r, a),
+                |k| (view.override_of(&k.0, &k.1, k.2), view.note_of(k)),
             );
             self.health.set_cluster_rev(view.rev);
         } else if self.mode() == Mode::Cluster {
@@ -414,33 +422,35 @@ impl Cluster {
             .cloned()
             .collect();
         self.apply_held(&ids, "the cluster's verdict in force");
-        let overrides: Vec<(OverrideKey, Override)> = {
+        let overrides: Vec<(OverrideKey, Override, OverrideNote)> = {
             let view = self.view.lock().expect("cluster lock poisoned");
-            let mut all: Vec<(OverrideKey, Override)> = view
+            let mut all: Vec<(OverrideKey, Override, OverrideNote)> = view
                 .overrides
                 .iter()
-                .map(|(k, o)| (k.clone(), *o))
+                .map(|(k, (s, _))| (k.clone(), s.state, s.note.clone()))
                 .collect();
-            // Overrides in force here that etcd no longer has end.
+            // Overrides in force here that etcd no longer has end (this
+            // node's local ones excepted: etcd never had them).
             for t in self.health.overrides() {
-                let k = (t.zone, t.region, t.endpoint);
-                if !view.overrides.contains_key(&k) {
-                    all.push((k, Override::Auto));
+                let k = t.key();
+                if !t.note.local && !view.overrides.contains_key(&k) {
+                    all.push((k, Override::Auto, OverrideNote::default()));
                 }
             }
             all
         };
-        for (k, o) in overrides {
-            self.apply_override(k, o);
+        for (k, o, note) in overrides {
+            self.apply_override(k, o, note);
         }
     }
 
-    fn apply_override(&self, k: OverrideKey, state: Override) {
+    fn apply_override(&self, k: OverrideKey, state: Override, note: OverrideNote) {
         self.health.apply_override(&OverrideTarget {
             zone: k.0,
             region: k.1,
             endpoint: k.2,
             state,
+            note,
         });
     }
 
@@ -514,12 +524,11 @@ impl Cluster {
                 Touched::Record(id) => records.push(id),
                 Touched::Override(_) if !deciding => {}
                 Touched::Override(k) => {
-                    let o = self
-                        .view
-                        .lock()
-                        .expect("cluster lock poisoned")
-                        .override_of(&k.0, &k.1, k.2);
-                    self.apply_override(k, o);
+                    let (o, note) = {
+                        let view = self.view.lock().expect("cluster lock poisoned");
+                        (view.override_of(&k.0, &k.1, k.2), view.note_of(&k))
+                    };
+                    self.apply_override(k, o, note);
                 }
                 Touched::Nodes => nodes = true,
                 Touched::Nothing => {}
@@ -633,7 +642,9 @@ impl Cluster {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
+        let mut ticks: u64 = 0;
         loop {
+            ticks += 1;
             tokio::select! {
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => return,
@@ -646,6 +657,9 @@ impl Cluster {
             if self.mode() == Mode::Cluster {
                 if self.session_live.load(Ordering::Acquire) {
                     self.end_graces();
+                    if ticks.is_multiple_of(10) {
+                        self.housekeeping();
+                    }
                 } else {
                     let lost = self.lost_at.lock().expect("cluster lock poisoned").clone();
                     if let Some((at, why)) = lost
@@ -690,6 +704,60 @@ impl Cluster {
             *self.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
             *self.lost_at.lock().expect("cluster lock poisoned") =
                 Some((Instant::now(), "this process was paused".into()));
+        }
+    }
+
+    /// Overrides that end in etcd, once a second: those whose expiry has
+    /// passed (every node asks; the delete is conditional on the key's
+    /// revision, so a renewed override survives and every node applies the
+    /// end at one revision), and those of regions or endpoints that no node
+    /// serves any more while their zone is still served, once every live
+    /// node serves the same zone data (so a region re-added months later
+    /// does not come back drained; a zone absent altogether keeps them).
+    fn housekeeping(&self) {
+        let now = unix_ms(SystemTime::now());
+        let served: std::collections::HashSet<String> = self
+            .zones
+            .lock()
+            .expect("cluster lock poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        let mut present: std::collections::HashSet<OverrideKey> = std::collections::HashSet::new();
+        for cell in self.health.regions() {
+            present.insert((cell.zone.clone(), cell.name.clone(), None));
+            for e in &cell.endpoints {
+                present.insert((cell.zone.clone(), cell.name.clone(), Some(e.addr)));
+            }
+        }
+        let view = self.view.lock().expect("cluster lock poisoned");
+        let same_zones = view.skew().is_empty();
+        let mut asked = self.asked.lock().expect("cluster lock poisoned");
+        asked.retain(|_, at| at.elapsed() < Duration::from_secs(2));
+        let mut due = Vec::new();
+        for (k, (s, rev)) in &view.overrides {
+            let key = view::override_key(&self.prefix, k);
+            if asked.contains_key(&key) {
+                continue;
+            }
+            let why = if s.note.expires_ms.is_some_and(|t| t <= now) {
+                "expired"
+            } else if same_zones && served.contains(&k.0) && !present.contains(k) {
+                "its region or endpoint is in no node's zones"
+            } else {
+                continue;
+            };
+            asked.insert(key.clone(), Instant::now());
+            due.push((key, *rev, why));
+        }
+        drop(asked);
+        drop(view);
+        if !due.is_empty() {
+            self.deletions
+                .lock()
+                .expect("cluster lock poisoned")
+                .extend(due);
+            self.wake.notify_one();
         }
     }
 
@@ -761,6 +829,10 @@ impl Cluster {
                 state: target.state,
                 node: self.settings.node.clone(),
                 at_ms: unix_ms(SystemTime::now()),
+                note: OverrideNote {
+                    local: false,
+                    ..target.note.clone()
+                },
             })
             .expect("override serialises");
             self.count("put");
@@ -917,7 +989,7 @@ impl Cluster {
             name: self.settings.name.clone(),
             node: self.settings.node.clone(),
             mode,
-            connected: mode == Mode::Cluster,
+            connected: mode == Mode::Cluster && self.session_live.load(Ordering::Acquire),
             quorum: self.settings.quorum.describe(),
             lease_ttl_ms: self.settings.lease_ttl.as_millis() as u64,
             etcd: self.settings.etcd.iter().map(|e| redact_url(e)).collect(),
@@ -1049,7 +1121,9 @@ pub struct ClusterStatus {
     pub node: String,
     /// cluster, stale or local.
     pub mode: Mode,
-    /// Reaching etcd and following the cluster.
+    /// A session is live now (state loaded, watch running) and the node
+    /// follows the cluster. Mode `cluster` with `connected` false: between
+    /// two sessions (a reconnect).
     pub connected: bool,
     /// The quorum rule.
     pub quorum: String,

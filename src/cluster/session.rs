@@ -379,7 +379,7 @@ async fn republish(cluster: &Cluster, client: &mut Client) -> Result<(), Cluster
         (
             view.overrides
                 .iter()
-                .map(|(k, o)| (k.clone(), *o))
+                .map(|(k, (s, _))| (k.clone(), s.clone()))
                 .collect(),
             view.tallies
                 .iter()
@@ -408,13 +408,8 @@ async fn republish(cluster: &Cluster, client: &mut Client) -> Result<(), Cluster
             ops.push(TxnOp::delete(k, None));
         }
     }
-    for (k, state) in &overrides {
-        let value = serde_json::to_vec(&super::view::StoredOverride {
-            state: *state,
-            node: cluster.settings.node.clone(),
-            at_ms: crate::model::unix_ms(std::time::SystemTime::now()),
-        })
-        .expect("override serialises");
+    for (k, stored) in &overrides {
+        let value = serde_json::to_vec(stored).expect("override serialises");
         ops.push(TxnOp::put(
             super::view::override_key(prefix, k),
             value,
@@ -666,6 +661,22 @@ async fn publish(
         return result;
     }
     record_verdicts(cluster, client).await?;
+    let deletions: Vec<(String, i64, &str)> =
+        std::mem::take(&mut *cluster.deletions.lock().expect("cluster lock poisoned"));
+    for (key, rev, why) in deletions {
+        cluster.count("txn");
+        let r = timeout(
+            client.txn(
+                Txn::new()
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::delete(key.clone(), None)]),
+            ),
+        )
+        .await?;
+        if r.succeeded() {
+            tracing::info!(key = %key, reason = why, "override ended in etcd: {why}");
+        }
+    }
     result
 }
 

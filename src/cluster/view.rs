@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::arbiter::{Held, Tally, Votes};
-use crate::health::{EndpointKey, Override, fingerprint};
+use crate::health::{EndpointKey, Override, OverrideNote, fingerprint};
 use crate::model::Check;
 
 /// Reasons read from etcd are cut to this many bytes: another node's (or a
@@ -73,10 +73,12 @@ pub struct StoredOverride {
     pub node: String,
     /// Unix milliseconds.
     pub at_ms: u64,
+    /// Comment and expiry.
+    #[serde(flatten, default)]
+    pub note: OverrideNote,
 }
 
-/// What an override applies to: (zone, region, endpoint).
-pub type OverrideKey = (String, String, Option<IpAddr>);
+pub use crate::health::OverrideKey;
 
 /// What one etcd key change touched.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,8 +156,8 @@ pub struct View {
     pub obs: HashMap<String, BTreeMap<String, Observation>>,
     /// Live nodes.
     pub nodes: BTreeMap<String, NodeInfo>,
-    /// Overrides in force.
-    pub overrides: HashMap<OverrideKey, Override>,
+    /// Overrides in force, and the revision of their key.
+    pub overrides: HashMap<OverrideKey, (StoredOverride, i64)>,
     /// The revision at which each live node last wrote its record (once per
     /// session): tells which nodes have republished after an outage.
     pub node_revs: BTreeMap<String, i64>,
@@ -255,8 +257,13 @@ impl View {
                 _ => return Touched::Nothing,
             };
             match value.map(serde_json::from_slice::<StoredOverride>) {
-                Some(Ok(s)) if s.state != Override::Auto => {
-                    self.overrides.insert(k.clone(), s.state);
+                Some(Ok(mut s)) if s.state != Override::Auto => {
+                    // What etcd holds is the cluster's, never one node's.
+                    s.note.local = false;
+                    if let Some(c) = &mut s.note.comment {
+                        crate::health::cap_comment(c);
+                    }
+                    self.overrides.insert(k.clone(), (s, mod_rev));
                 }
                 Some(Ok(_)) | None => {
                     self.overrides.remove(&k);
@@ -345,7 +352,15 @@ impl View {
     pub fn override_of(&self, zone: &str, region: &str, endpoint: Option<IpAddr>) -> Override {
         self.overrides
             .get(&(zone.to_string(), region.to_string(), endpoint))
-            .copied()
+            .map(|(s, _)| s.state)
+            .unwrap_or_default()
+    }
+
+    /// The note of an override in force.
+    pub fn note_of(&self, k: &OverrideKey) -> OverrideNote {
+        self.overrides
+            .get(k)
+            .map(|(s, _)| s.note.clone())
             .unwrap_or_default()
     }
 
@@ -427,6 +442,7 @@ mod tests {
             state: Override::Down,
             node: "ns1".into(),
             at_ms: 0,
+            note: OverrideNote::default(),
         })
         .unwrap();
         assert_eq!(

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -155,6 +155,8 @@ pub struct HealthTable {
     region_events: broadcast::Sender<Transition>,
     /// Bumped on every change of what DNS answers.
     pub epoch: Arc<Epoch>,
+    /// Override notes and shadowed cluster overrides.
+    notes: Mutex<Notes>,
     metrics: Metrics,
     probes: Arc<dyn ProbeFactory>,
     permits: Arc<Semaphore>,
@@ -223,6 +225,7 @@ impl HealthTable {
             events: broadcast::channel(1024).0,
             region_events: broadcast::channel(REGION_EVENTS).0,
             epoch: Arc::default(),
+            notes: Mutex::default(),
             metrics,
             probes,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
@@ -399,21 +402,43 @@ impl HealthTable {
     pub fn seed(
         &self,
         verdict: impl Fn(&EndpointKey) -> Option<bool>,
-        override_of: impl Fn(&str, &str, Option<IpAddr>) -> Override,
+        override_of: impl Fn(&OverrideKey) -> (Override, OverrideNote),
     ) {
         let cells: Vec<Arc<RegionCell>> = {
             let inner = self.inner.lock().expect("health lock poisoned");
+            let mut notes = self.notes.lock().expect("notes lock poisoned");
+            // The cluster's override goes in force, or under this node's
+            // local one (restored from the state file), which stays.
+            let mut take = |key: OverrideKey, set: &dyn Fn(Override)| {
+                let (o, note) = override_of(&key);
+                if notes.notes.get(&key).is_some_and(|n| n.local) {
+                    if o != Override::Auto {
+                        notes.shadowed.insert(key, (o, note));
+                    }
+                    return;
+                }
+                set(o);
+                if o == Override::Auto {
+                    notes.notes.remove(&key);
+                } else {
+                    notes.notes.insert(key, note);
+                }
+            };
             for (key, e) in &inner.endpoints {
                 if let Some(up) = verdict(key) {
                     e.cell.set_probed_up(up);
                     e.cell.set_local_up(up);
                     e.cell.set_restored();
                 }
-                e.cell
-                    .set_override(override_of(&key.zone, &key.region, Some(key.addr)));
+                take(
+                    (key.zone.clone(), key.region.clone(), Some(key.addr)),
+                    &|o| e.cell.set_override(o),
+                );
             }
             for ((zone, region), cell) in &inner.regions {
-                cell.set_override(override_of(zone, region, None));
+                take((zone.clone(), region.clone(), None), &|o| {
+                    cell.set_override(o)
+                });
                 cell.reset_last_up();
             }
             inner.regions.values().cloned().collect()
@@ -548,8 +573,13 @@ impl HealthTable {
                                             .get(&zname)
                                             .and_then(|s| s.region_override(&zname, &region.name))
                                     });
-                                if let Some(o) = restored {
+                                if let Some((o, note)) = restored {
                                     cell.set_override(o);
+                                    self.notes
+                                        .lock()
+                                        .expect("notes lock poisoned")
+                                        .notes
+                                        .insert((zname.clone(), region.name.clone(), None), note);
                                 }
                                 cell.reset_last_up();
                             }
@@ -576,6 +606,9 @@ impl HealthTable {
                     zone: zone.clone(),
                     region: region.clone(),
                     overridden: cell.override_state(),
+                    note: self
+                        .note(&(zone.clone(), region.clone(), None))
+                        .unwrap_or_default(),
                 });
             }
             for e in &cell.endpoints {
@@ -588,6 +621,9 @@ impl HealthTable {
                         up: None,
                         overridden: e.override_state(),
                         since_ms: 0,
+                        note: self
+                            .note(&(zone.clone(), region.clone(), Some(e.addr)))
+                            .unwrap_or_default(),
                     });
                 }
             }
@@ -712,6 +748,16 @@ impl HealthTable {
                 cell.set_local_up(up);
             }
             cell.set_override(saved.overridden);
+            if saved.overridden != Override::Auto {
+                self.notes
+                    .lock()
+                    .expect("notes lock poisoned")
+                    .notes
+                    .insert(
+                        (key.zone.clone(), key.region.clone(), Some(key.addr)),
+                        saved.note.clone(),
+                    );
+            }
             cell.update_detail(|d| d.since = Some(saved.since()));
             cell.set_restored();
         }
@@ -952,14 +998,59 @@ impl HealthTable {
             region: rname,
             endpoint,
             state: o,
+            note: OverrideNote::default(),
         })
     }
 
     /// Apply an override to the region or endpoint it names, if that exists
-    /// and the override differs from the one in force. Returns whether
-    /// anything changed.
+    /// and differs from the one in force. Returns whether anything changed.
+    ///
+    /// Two layers: the shared one (this node's alone, or the cluster's from
+    /// etcd) and, in a cluster, a local one (`note.local`, an operator's
+    /// emergency override on this node) that hides the shared one until it
+    /// ends; the shared override under it is kept and comes back then.
     pub fn apply_override(&self, target: &OverrideTarget) -> bool {
-        let o = target.state;
+        let key = target.key();
+        // Before the notes lock: lock order is inner, then notes.
+        let in_force = self.override_in_force(&key);
+        let (state, note) = {
+            let mut n = self.notes.lock().expect("notes lock poisoned");
+            let local_in_force = n.notes.get(&key).is_some_and(|x| x.local);
+            match (target.note.local, local_in_force) {
+                // The cluster's override under a local one: kept for later.
+                (false, true) => {
+                    if target.state == Override::Auto {
+                        n.shadowed.remove(&key);
+                    } else {
+                        n.shadowed.insert(key, (target.state, target.note.clone()));
+                    }
+                    return false;
+                }
+                // A local one ends: the cluster's comes back.
+                (true, _) if target.state == Override::Auto => match n.shadowed.remove(&key) {
+                    Some((o, note)) => (o, note),
+                    None => (Override::Auto, OverrideNote::default()),
+                },
+                // A local one over the shared one in force: keep that.
+                (true, false) => {
+                    let shared = in_force;
+                    if shared != Override::Auto {
+                        let note = n.notes.get(&key).cloned().unwrap_or_default();
+                        n.shadowed.insert(key.clone(), (shared, note));
+                    }
+                    (target.state, target.note.clone())
+                }
+                _ => (target.state, target.note.clone()),
+            }
+        };
+        {
+            let mut n = self.notes.lock().expect("notes lock poisoned");
+            if state == Override::Auto {
+                n.notes.remove(&key);
+            } else {
+                n.notes.insert(key.clone(), note.clone());
+            }
+        }
         let changed = {
             let inner = self.inner.lock().expect("health lock poisoned");
             let Some(cell) = inner
@@ -970,46 +1061,129 @@ impl HealthTable {
             };
             match target.endpoint {
                 None => {
-                    let changed = cell.override_state() != o;
-                    cell.set_override(o);
+                    let changed = cell.override_state() != state;
+                    cell.set_override(state);
                     changed
                 }
                 Some(addr) => match cell.endpoints.iter().find(|e| e.addr == addr) {
                     Some(ep) => {
-                        let changed = ep.override_state() != o;
-                        ep.set_override(o);
+                        let changed = ep.override_state() != state;
+                        ep.set_override(state);
                         changed
                     }
                     None => false,
                 },
             }
         };
+        self.metrics
+            .local_overrides
+            .set(self.local_override_count() as i64);
+        self.dirty.notify_one();
         if !changed {
             return false;
         }
         // Drop cached answers now, before logging and reconciling.
         self.epoch.bump();
-        tracing::info!(zone = %target.zone, region = %target.region, endpoint = ?target.endpoint, state = o.as_str(), "override set");
+        tracing::info!(zone = %target.zone, region = %target.region, endpoint = ?target.endpoint, state = state.as_str(),
+            local = note.local, comment = note.comment.as_deref().unwrap_or(""), expires_ms = note.expires_ms.unwrap_or(0), "override set");
         self.reconcile_regions(
             Some(&target.zone),
             Some(&target.region),
-            &format!("override {}", o.as_str()),
+            &format!("override {}", state.as_str()),
         );
         true
     }
 
-    /// Every override in force: (zone, region, endpoint) and its state.
+    /// The override a cell holds now.
+    fn override_in_force(&self, key: &OverrideKey) -> Override {
+        let inner = self.inner.lock().expect("health lock poisoned");
+        let Some(cell) = inner.regions.get(&(key.0.clone(), key.1.clone())) else {
+            return Override::Auto;
+        };
+        match key.2 {
+            None => cell.override_state(),
+            Some(a) => cell
+                .endpoints
+                .iter()
+                .find(|e| e.addr == a)
+                .map_or(Override::Auto, |e| e.override_state()),
+        }
+    }
+
+    fn local_override_count(&self) -> usize {
+        self.notes
+            .lock()
+            .expect("notes lock poisoned")
+            .notes
+            .values()
+            .filter(|n| n.local)
+            .count()
+    }
+
+    /// The note of the override in force on `key`.
+    pub fn note(&self, key: &OverrideKey) -> Option<OverrideNote> {
+        self.notes
+            .lock()
+            .expect("notes lock poisoned")
+            .notes
+            .get(key)
+            .cloned()
+    }
+
+    /// End the overrides whose expiry has passed (`now_ms`, unix ms): the
+    /// local ones always, the shared ones when `shared_too` (alone; in a
+    /// cluster etcd ends them, at one revision for every node). Returns
+    /// what ended.
+    pub fn expire_overrides(&self, now_ms: u64, shared_too: bool) -> Vec<OverrideKey> {
+        let due: Vec<(OverrideKey, bool)> = {
+            let n = self.notes.lock().expect("notes lock poisoned");
+            n.notes
+                .iter()
+                .filter(|(_, note)| note.expires_ms.is_some_and(|t| t <= now_ms))
+                .filter(|(_, note)| note.local || shared_too)
+                .map(|(k, note)| (k.clone(), note.local))
+                .collect()
+        };
+        for (key, local) in &due {
+            tracing::info!(zone = %key.0, region = %key.1, endpoint = ?key.2, local, "override expired");
+            self.apply_override(&OverrideTarget {
+                zone: key.0.clone(),
+                region: key.1.clone(),
+                endpoint: key.2,
+                state: Override::Auto,
+                note: OverrideNote {
+                    local: *local,
+                    ..OverrideNote::default()
+                },
+            });
+        }
+        due.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Every override in force: (zone, region, endpoint), its state and
+    /// note.
     pub fn overrides(&self) -> Vec<OverrideTarget> {
+        let notes = self
+            .notes
+            .lock()
+            .expect("notes lock poisoned")
+            .notes
+            .clone();
         let inner = self.inner.lock().expect("health lock poisoned");
         let mut out = Vec::new();
         for ((zone, region), cell) in &inner.regions {
             let mut push = |endpoint, state| {
                 if state != Override::Auto {
+                    let note = notes
+                        .get(&(zone.clone(), region.clone(), endpoint))
+                        .cloned()
+                        .unwrap_or_default();
                     out.push(OverrideTarget {
                         zone: zone.clone(),
                         region: region.clone(),
                         endpoint,
                         state,
+                        note,
                     });
                 }
             };
@@ -1056,6 +1230,22 @@ impl HealthTable {
             state.endpoints.extend(kept.endpoints.iter().cloned());
             state.regions.extend(kept.regions.iter().cloned());
         }
+        drop(inner);
+        let notes = self.notes.lock().expect("notes lock poisoned");
+        for e in state.endpoints.iter_mut() {
+            if let Some(n) = notes
+                .notes
+                .get(&(e.zone.clone(), e.region.clone(), Some(e.addr)))
+            {
+                e.note = n.clone();
+            }
+        }
+        for r in state.regions.iter_mut() {
+            if let Some(n) = notes.notes.get(&(r.zone.clone(), r.region.clone(), None)) {
+                r.note = n.clone();
+            }
+        }
+        drop(notes);
         state.zones = self.zone_serials();
         state
     }
@@ -1072,6 +1262,19 @@ impl HealthTable {
     pub fn set_zone_serials(&self, serials: Vec<SavedZone>) {
         *self.zone_serials.lock().expect("serial lock poisoned") = serials;
         self.dirty.notify_one();
+    }
+
+    /// End expired overrides every second (see
+    /// [`HealthTable::expire_overrides`]) until shutdown.
+    pub async fn expiry_loop(self: Arc<Self>, shared_too: bool) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            self.expire_overrides(crate::model::unix_ms(SystemTime::now()), shared_too);
+        }
     }
 
     /// Write the state file whenever health changes (debounced), and once
@@ -1150,7 +1353,7 @@ impl HealthTable {
 }
 
 /// What an override was applied to.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct OverrideTarget {
     /// Zone label.
     pub zone: String,
@@ -1160,6 +1363,55 @@ pub struct OverrideTarget {
     pub endpoint: Option<IpAddr>,
     /// The override now in force.
     pub state: Override,
+    /// Why, until when, and whether it is this node's alone.
+    #[serde(flatten)]
+    pub note: OverrideNote,
+}
+
+impl OverrideTarget {
+    /// (zone, region, endpoint): what the override is on.
+    pub fn key(&self) -> OverrideKey {
+        (self.zone.clone(), self.region.clone(), self.endpoint)
+    }
+}
+
+/// What an override applies to: (zone, region, endpoint).
+pub type OverrideKey = (String, String, Option<IpAddr>);
+
+/// What goes with an override besides its state, as Route 53 ARC's zonal
+/// shifts do: every one can expire and say why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideNote {
+    /// Why (the operator's words), at most [`MAX_COMMENT`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Unix milliseconds when it ends by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    /// In a cluster: on this node alone (`--local`), not stored in etcd.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
+}
+
+/// Longest override comment kept.
+pub const MAX_COMMENT: usize = 256;
+
+/// Cut a comment to [`MAX_COMMENT`] characters.
+pub fn cap_comment(c: &mut String) {
+    if let Some((i, _)) = c.char_indices().nth(MAX_COMMENT) {
+        c.truncate(i);
+    }
+}
+
+/// The notes of the overrides in force, and the cluster's override that a
+/// local one hides (std Mutex: short sections, never across `.await`).
+#[derive(Default)]
+struct Notes {
+    /// The note of the override in force, where there is one.
+    notes: HashMap<OverrideKey, OverrideNote>,
+    /// The cluster's override under a local one, in force again when the
+    /// local one ends.
+    shadowed: HashMap<OverrideKey, (Override, OverrideNote)>,
 }
 
 /// Why an override could not be set.

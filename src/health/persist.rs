@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{EndpointCell, EndpointKey, Override, RegionCell};
+use super::{EndpointCell, EndpointKey, Override, OverrideNote, RegionCell};
 use crate::model::Check;
 
 /// Format version of the file.
@@ -42,6 +42,9 @@ pub struct SavedEndpoint {
     pub overridden: Override,
     /// Unix milliseconds of the last change.
     pub since_ms: u64,
+    /// The override's comment, expiry, and whether it is local.
+    #[serde(flatten, default)]
+    pub note: OverrideNote,
 }
 
 impl SavedEndpoint {
@@ -61,6 +64,9 @@ pub struct SavedRegion {
     /// Override.
     #[serde(rename = "override")]
     pub overridden: Override,
+    /// Its comment, expiry, and whether it is local.
+    #[serde(flatten, default)]
+    pub note: OverrideNote,
 }
 
 /// The state file.
@@ -212,6 +218,7 @@ impl StateFile {
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
+                note: OverrideNote::default(),
             })
             .collect();
         eps.sort_by(|a, b| (&a.zone, &a.region, a.addr).cmp(&(&b.zone, &b.region, b.addr)));
@@ -221,6 +228,7 @@ impl StateFile {
                 zone: r.zone.clone(),
                 region: r.name.clone(),
                 overridden: r.override_state(),
+                note: OverrideNote::default(),
             })
             .collect();
         regions.sort_by(|a, b| (&a.zone, &a.region).cmp(&(&b.zone, &b.region)));
@@ -241,12 +249,12 @@ impl StateFile {
             .cloned()
     }
 
-    /// The saved override of a region.
-    pub fn region_override(&self, zone: &str, region: &str) -> Option<Override> {
+    /// The saved override of a region, with its note.
+    pub fn region_override(&self, zone: &str, region: &str) -> Option<(Override, OverrideNote)> {
         self.regions
             .iter()
             .find(|r| r.zone == zone && r.region == region)
-            .map(|r| r.overridden)
+            .map(|r| (r.overridden, r.note.clone()))
     }
 
     /// Index for quick checks in tests and tools.

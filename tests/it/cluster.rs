@@ -1691,3 +1691,197 @@ async fn an_etcd_rebuilt_empty_gets_back_what_the_nodes_hold() {
         "the running nodes kept the drain throughout: {timeline:?}"
     );
 }
+
+// Issue 24 item 10: with etcd unreachable an operator could not drain at
+// all (503); now `--local` drains this node alone, shown as such, and it
+// stays in force on that node when etcd returns until undone with --local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_drain_works_without_etcd_and_stays_this_nodes_alone() {
+    let Rig {
+        mut etcd,
+        primary: _primary,
+        secondary: _secondary,
+        p,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let ns = nodes(&etcd, &name, 2, Quorum::Majority, &z).await;
+    etcd.kill();
+    let (code, _) = post(&ns[0], "/api/v1/regions/_/primary/drain").await;
+    assert_eq!(code, 503, "a cluster drain needs etcd");
+    let (code, body) = post(
+        &ns[0],
+        "/api/v1/regions/_/primary/drain?local=true&comment=etcd%20down%2C%20primary%20flaky",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["target"]["local"], true, "{body}");
+    assert_eq!(answer(&ns[0]).await, [s.clone()], "this node drained");
+    assert_eq!(answer(&ns[1]).await, [p.clone()], "the other not");
+    let region = |ts: &TestServer| {
+        status(ts)["zones"][0]["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "primary")
+            .cloned()
+            .unwrap()
+    };
+    let r = region(&ns[0]);
+    assert_eq!(r["override_note"]["local"], true, "{r}");
+    assert_eq!(
+        r["override_note"]["comment"], "etcd down, primary flaky",
+        "{r}"
+    );
+    assert_eq!(metric(&ns[0], "gslb_local_overrides", ""), 1.0);
+
+    // etcd back: the local drain stays this node's, in force.
+    etcd.restart().await;
+    wait_until(
+        Duration::from_secs(15),
+        "both back in the cluster",
+        || async {
+            ns.iter()
+                .all(|ts| status(ts)["cluster"]["connected"] == true)
+        },
+    )
+    .await;
+    assert_eq!(answer(&ns[0]).await, [s.clone()]);
+    assert_eq!(answer(&ns[1]).await, [p.clone()]);
+    // A cluster drain meanwhile goes under it, and stays when it ends.
+    let (code, _) = post(&ns[1], "/api/v1/regions/_/primary/drain").await;
+    assert_eq!(code, 200);
+    wait_until(Duration::from_secs(5), "drained everywhere", || async {
+        all_answer(&ns, &s).await
+    })
+    .await;
+    let (code, _) = post(&ns[0], "/api/v1/regions/_/primary/undrain?local=true").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        answer(&ns[0]).await,
+        [s.clone()],
+        "the cluster's drain is in force"
+    );
+    assert_eq!(metric(&ns[0], "gslb_local_overrides", ""), 0.0);
+    let (code, _) = post(&ns[1], "/api/v1/regions/_/primary/undrain").await;
+    assert_eq!(code, 200);
+    wait_until(Duration::from_secs(5), "undrained everywhere", || async {
+        all_answer(&ns, &p).await
+    })
+    .await;
+}
+
+// Issue 24 item 10: a drain with an expiry ends by itself on every node,
+// at one etcd revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_for_a_while_ends_on_every_node() {
+    let Rig {
+        etcd,
+        primary: _primary,
+        secondary: _secondary,
+        p,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let ns = nodes(&etcd, &name, 3, Quorum::Majority, &z).await;
+    let (code, body) = post(
+        &ns[0],
+        "/api/v1/regions/_/primary/drain?for=2s&comment=deploy",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    wait_until(Duration::from_secs(5), "drained everywhere", || async {
+        all_answer(&ns, &s).await
+    })
+    .await;
+    for ts in &ns {
+        let v = status(ts);
+        let r = &v["zones"][0]["regions"][0];
+        assert_eq!(r["override_note"]["comment"], "deploy", "{r}");
+        assert!(r["override_note"]["expires_ms"].as_u64().is_some(), "{r}");
+    }
+    let times = change_times(&ns, &p, Duration::from_secs(10)).await;
+    eprintln!("the drain ended on the nodes within {times:?} of each other");
+    let mut c = etcd.client().await;
+    let left = c
+        .get(
+            format!("/gslb/{name}/override/"),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert!(left.kvs().is_empty(), "the key is gone from etcd");
+}
+
+// Issue 24 item 10: the override of a region that every node removed goes
+// from etcd, so the region re-added later is not drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_of_a_region_removed_everywhere_is_cleaned_up() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let third = Backend::start("127.0.0.4").await;
+    let with_third = format!(
+        "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n{}\n[service.api]\nregions = [\"primary\", \"secondary\", \"third\"]\n",
+        backend_regions(&[
+            ("primary", primary.addr),
+            ("secondary", secondary.addr),
+            ("third", third.addr)
+        ])
+    );
+    let without = zone(&primary, &secondary, "");
+    let name = cluster_name();
+    let ns = nodes(&etcd, &name, 2, Quorum::Majority, &with_third).await;
+    let (code, _) = post(&ns[0], "/api/v1/regions/_/third/drain").await;
+    assert_eq!(code, 200);
+    let mut c = etcd.client().await;
+    let key = format!("/gslb/{name}/override/gslb.example.com/third");
+    assert_eq!(c.get(key.clone(), None).await.unwrap().kvs().len(), 1);
+    // Removed on one node: the other still has it, the drain stays.
+    std::fs::write(ns[0].zone_path("z.toml"), &without).unwrap();
+    ns[0].server.reload().await.expect("reload");
+    wait_until(Duration::from_secs(5), "the skew is seen", || async {
+        metric(&ns[1], "gslb_cluster_config_skew_zones", "") == 1.0
+    })
+    .await;
+    assert_eq!(
+        c.get(key.clone(), None).await.unwrap().kvs().len(),
+        1,
+        "kept while a node serves it"
+    );
+    // Removed everywhere: gone from etcd.
+    std::fs::write(ns[1].zone_path("z.toml"), &without).unwrap();
+    ns[1].server.reload().await.expect("reload");
+    wait_until(
+        Duration::from_secs(10),
+        "the override is cleaned up",
+        || {
+            let (key, mut c) = (key.clone(), c.clone());
+            async move {
+                c.get(key, None)
+                    .await
+                    .map(|r| r.kvs().is_empty())
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+    // Re-added: not drained.
+    for ts in &ns {
+        std::fs::write(ts.zone_path("z.toml"), &with_third).unwrap();
+        ts.server.reload().await.expect("reload");
+    }
+    let v = status(&ns[0]);
+    let r = v["zones"][0]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "third")
+        .cloned()
+        .unwrap();
+    assert_eq!(r["override"], "auto", "{r}");
+}

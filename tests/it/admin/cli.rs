@@ -332,3 +332,71 @@ async fn overrides_say_whether_the_state_file_kept_them() {
     assert_eq!(body["persisted"], false, "{body}");
     assert!(body.get("warning").is_none(), "{body}");
 }
+
+// Issue 24 item 10: a drain may carry an expiry and a comment (as Route 53
+// ARC's zonal shifts do); alone, it ends by itself, and a restart keeps
+// both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_for_a_while_with_a_comment_ends_by_itself_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let (ts, admin) = unchecked(Some(state.clone())).await;
+    let out = gslb(args(&[
+        "drain",
+        "primary",
+        "--for",
+        "3s",
+        "--comment",
+        "db migration",
+        "--admin",
+        &admin,
+    ]))
+    .await;
+    succeeded(&out);
+    let answer = |ts: &TestServer| {
+        let dns = ts.dns;
+        async move {
+            addrs(
+                &udp(
+                    dns,
+                    &request(&format!("api.{ZONE_NAME}."), RecordType::A, true),
+                )
+                .await
+                .unwrap(),
+            )
+        }
+    };
+    assert_eq!(answer(&ts).await, [SECONDARY_IP]);
+    let st = serde_json::to_value(ts.server.status()).unwrap();
+    let r = region(&st, "primary");
+    assert_eq!(r["override_note"]["comment"], "db migration", "{r}");
+    let ends = r["override_note"]["expires_ms"]
+        .as_u64()
+        .expect("an expiry");
+    // A restart in between keeps the drain, its comment and its end (the
+    // API answered once the state file had it).
+    drop(ts);
+    let (ts, admin) = unchecked(Some(state)).await;
+    assert_eq!(
+        answer(&ts).await,
+        [SECONDARY_IP],
+        "still drained after a restart"
+    );
+    let st = serde_json::to_value(ts.server.status()).unwrap();
+    assert_eq!(region(&st, "primary")["override_note"]["expires_ms"], ends);
+    let start = std::time::Instant::now();
+    wait_for(Duration::from_secs(10), "the drain ends", || async {
+        answer(&ts).await == [PRIMARY_IP]
+    })
+    .await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now_ms >= ends, "not before its end ({:?})", start.elapsed());
+    let out = gslb(args(&[
+        "drain", "primary", "--for", "soon", "--admin", &admin,
+    ]))
+    .await;
+    assert_ne!(out.status.code(), Some(0), "a bad duration is refused");
+}

@@ -278,30 +278,11 @@ async fn session(
             on_watch(cluster, m)?;
         }
     }
-    // Back from `local` (etcd lost for longer than the TTL): the others'
-    // observations in the view may predate the outage (etcd keeps leases
-    // across its own restart). Keep this node's own verdicts until every
-    // other live node has written its record again in this epoch, or for
-    // one TTL: by then a node that did not come back has lost its lease.
-    if loaded != 0 && cluster.mode() == Mode::Local {
-        let deadline = tokio::time::Instant::now() + ttl;
-        let me = &cluster.settings.node;
-        loop {
-            let waiting = {
-                let view = cluster.view.lock().expect("cluster lock poisoned");
-                view.nodes
-                    .keys()
-                    .any(|n| n != me && view.node_revs.get(n).is_none_or(|r| *r <= from))
-            };
-            if !waiting {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, watch.message()).await {
-                Ok(m) => on_watch(cluster, m)?,
-                Err(_) => break,
-            }
-        }
-    }
+    // Back from `local`, the node takes the verdicts in force as the
+    // cluster decided them, replayed by the watch revision by revision
+    // (up to this node's own writes, above): what the connected nodes
+    // answer. No wait for the others to republish: a vote that comes again
+    // unchanged is no evidence (see `arbiter`), so stale ones move nothing.
     // Only now may the keep-alive task bring the node back into the
     // cluster after a silence: the name is this node's, the state loaded
     // and the others' republished.
@@ -556,7 +537,6 @@ async fn load(cluster: &Cluster, client: &mut Client) -> Result<View, ClusterErr
                 kv.lease(),
                 kv.mod_revision(),
             );
-            view.note_rev(&cluster.prefix, kv.key(), kv.mod_revision(), false);
         }
         match resp.kvs().last() {
             Some(kv) if resp.more() => {
@@ -590,7 +570,6 @@ fn apply_events(cluster: &Cluster, events: &[etcd_client::Event]) {
         };
         let touched = {
             let mut view = cluster.view.lock().expect("cluster lock poisoned");
-            view.note_rev(&cluster.prefix, kv.key(), rev, value.is_none());
             view.apply(&cluster.prefix, kv.key(), value, kv.lease(), rev)
         };
         batch.push(touched);

@@ -158,9 +158,6 @@ pub struct View {
     pub nodes: BTreeMap<String, NodeInfo>,
     /// Overrides in force, and the revision of their key.
     pub overrides: HashMap<OverrideKey, (StoredOverride, i64)>,
-    /// The revision at which each live node last wrote its record (once per
-    /// session): tells which nodes have republished after an outage.
-    pub node_revs: BTreeMap<String, i64>,
     /// Recorded verdicts (`verdict/<id>`) and the revision of their key.
     pub records: HashMap<String, (Held, i64)>,
     /// Endpoint id to its counted votes and the verdict in force.
@@ -273,21 +270,6 @@ impl View {
             return Touched::Override(k);
         }
         Touched::Nothing
-    }
-
-    /// Note the revision of a write to `key`, if it is a node's record.
-    pub fn note_rev(&mut self, prefix: &str, key: &[u8], rev: i64, deleted: bool) {
-        let node = std::str::from_utf8(key)
-            .ok()
-            .and_then(|k| k.strip_prefix(prefix))
-            .and_then(|k| k.strip_prefix("nodes/"));
-        if let Some(node) = node {
-            if deleted {
-                self.node_revs.remove(node);
-            } else {
-                self.node_revs.insert(node.to_string(), rev);
-            }
-        }
     }
 
     /// The votes that count on endpoint `id`: observations of live nodes,

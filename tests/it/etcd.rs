@@ -264,6 +264,7 @@ fn make_certs(dir: &std::path::Path) -> TlsFiles {
 /// freeze and thaw one by one.
 pub struct EtcdCluster {
     members: Vec<Option<Child>>,
+    ips: Vec<String>,
     client_ports: Vec<u16>,
     peer_ports: Vec<u16>,
     dir: tempfile::TempDir,
@@ -272,10 +273,19 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Start three members and wait until each answers.
     pub async fn start() -> EtcdCluster {
+        Self::start_on(&["127.0.0.1", "127.0.0.1", "127.0.0.1"]).await
+    }
+
+    /// Three members, member `i` on `ips[i]` (addresses of this host: a
+    /// test lab's bridge), ports 2379 and 2380 unless on loopback.
+    pub async fn start_on(ips: &[&str; 3]) -> EtcdCluster {
+        let loopback = ips.iter().all(|ip| ip.starts_with("127."));
+        let port = |fixed: u16| if loopback { free_port() } else { fixed };
         let mut c = EtcdCluster {
             members: Vec::new(),
-            client_ports: (0..3).map(|_| free_port()).collect(),
-            peer_ports: (0..3).map(|_| free_port()).collect(),
+            ips: ips.iter().map(|s| s.to_string()).collect(),
+            client_ports: (0..3).map(|_| port(2379)).collect(),
+            peer_ports: (0..3).map(|_| port(2380)).collect(),
             dir: tempfile::tempdir().expect("temp dir"),
         };
         for i in 0..3 {
@@ -290,7 +300,7 @@ impl EtcdCluster {
 
     /// Client URL of member `i`.
     pub fn url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.client_ports[i])
+        format!("http://{}:{}", self.ips[i], self.client_ports[i])
     }
 
     /// Every member's client URL.
@@ -299,7 +309,7 @@ impl EtcdCluster {
     }
 
     fn spawn(&self, i: usize) -> Child {
-        let peer = |j: usize| format!("http://127.0.0.1:{}", self.peer_ports[j]);
+        let peer = |j: usize| format!("http://{}:{}", self.ips[j], self.peer_ports[j]);
         let initial: Vec<String> = (0..3).map(|j| format!("m{j}={}", peer(j))).collect();
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -10,6 +10,7 @@ mod etcd;
 mod support;
 
 mod admin;
+mod chaos;
 mod check;
 mod cluster;
 mod dns;

@@ -12,15 +12,21 @@ use tokio::net::TcpListener;
 use crate::backend::Backend;
 use crate::support::*;
 
-/// A receiver that records every POST body; `hang` makes it never answer.
-pub(crate) async fn receiver(
-    hang: bool,
-) -> (
+/// What a receiver gives: its URL, the bodies it got, connections accepted.
+pub(crate) type Receiver = (
     String,
     Arc<Mutex<Vec<serde_json::Value>>>,
     Arc<Mutex<usize>>,
-) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+);
+
+/// A receiver that records every POST body; `hang` makes it never answer.
+pub(crate) async fn receiver(hang: bool) -> Receiver {
+    receiver_on("127.0.0.1", hang).await
+}
+
+/// [`receiver`] on an address of this host.
+pub(crate) async fn receiver_on(ip: &str, hang: bool) -> Receiver {
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
     let accepted = Arc::new(Mutex::new(0usize));

@@ -13,7 +13,7 @@ runs="${1:-3}"
 cargo build --release --tests --quiet
 for run in $(seq 1 "$runs"); do
   echo "== run $run of $runs"
-  out="$(cargo test --release --quiet --test it chaos:: -- --nocapture 2>&1)" || { echo "$out" | tail -40 >&2; exit 1; }
+  out="$(cargo test --release --quiet --test it chaos:: -- --nocapture 2>&1)" || { echo "$out" | grep -E "^CHAOS |panicked" -A3 >&2; exit 1; }
   # The table is printed last, after its header.
   echo "$out" | grep '^CHAOS ' | sed -n '/^CHAOS | scenario/,$p' | sed 's/^CHAOS //' \
     | awk 'NR == 1 { print; print "|---|---|---|---|---|---|---|"; next } { print }'

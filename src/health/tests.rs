@@ -840,3 +840,94 @@ fn salvage_reads_every_complete_entry_and_no_verdict() {
     assert_eq!(s.regions.len(), 1);
     assert_eq!(s.regions[0].region, "r\"}");
 }
+
+/// Records what the table tells a cluster, for the evidence rules.
+#[derive(Default)]
+struct Votes(Mutex<Vec<(String, Instant, &'static str)>>);
+
+impl Observer for Votes {
+    fn observed(&self, key: &EndpointKey, _check: &Check, up: bool, _reason: &str) {
+        let what = if up { "up" } else { "down" };
+        self.0
+            .lock()
+            .unwrap()
+            .push((key.addr.to_string(), Instant::now(), what));
+    }
+    fn should_probe(&self, _key: &EndpointKey, _check: &Check) -> bool {
+        true
+    }
+    fn withdraw(&self, key: &EndpointKey, _check: &Check) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((key.addr.to_string(), Instant::now(), "withdrawn"));
+    }
+}
+
+impl Votes {
+    fn of(&self, addr: &str) -> Vec<(Instant, &'static str)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(a, _, _)| a == addr)
+            .map(|(_, t, w)| (*t, *w))
+            .collect()
+    }
+}
+
+// Issue 24 item 4. Fails on the code before it: the first probe result
+// published the starting state (up) as a vote, and a node whose probing
+// stalled (local errors) kept voting for as long as its lease lived.
+#[tokio::test(start_paused = true)]
+async fn a_vote_is_published_once_decided_and_withdrawn_when_probing_stalls() {
+    let fake = Fake::default();
+    let t = table(&fake, None);
+    let votes = Arc::new(Votes::default());
+    t.set_observer(votes.clone());
+    t.apply(&config(""));
+    // rise = 2: the starting state counts once two results stand behind it.
+    until(Duration::from_secs(20), || {
+        !votes.of("192.0.2.3").is_empty()
+    })
+    .await;
+    let probes = fake.probes_of("192.0.2.3");
+    let first = votes.of("192.0.2.3")[0];
+    assert_eq!(first.1, "up");
+    assert_eq!(
+        probes.len(),
+        2,
+        "published after the second result: {probes:?}"
+    );
+    assert!(first.0 >= probes[1].0, "not before it");
+    // Probing stalls: every probe fails locally. The vote goes after three
+    // intervals and a timeout (5 s, 2 s) without a result.
+    fake.local
+        .lock()
+        .unwrap()
+        .push("192.0.2.3".parse().unwrap());
+    let stalled = Instant::now();
+    until(Duration::from_secs(60), || {
+        votes
+            .of("192.0.2.3")
+            .last()
+            .is_some_and(|v| v.1 == "withdrawn")
+    })
+    .await;
+    let after = votes.of("192.0.2.3").last().unwrap().0 - stalled;
+    assert!(
+        after <= Duration::from_secs(17) + Duration::from_secs(5),
+        "withdrawn {after:?} after the stall"
+    );
+    // Probing again: the vote comes back once fall/rise stands behind it.
+    fake.local.lock().unwrap().clear();
+    let resumed = fake.probes_of("192.0.2.3").len();
+    until(Duration::from_secs(30), || {
+        votes.of("192.0.2.3").last().is_some_and(|v| v.1 == "up")
+    })
+    .await;
+    assert!(
+        fake.probes_of("192.0.2.3").len() >= resumed + 2,
+        "two results before voting again"
+    );
+}

@@ -50,6 +50,9 @@ async fn a_closed_log_pipe_stops_no_probe_and_no_shutdown() {
         .spawn()
         .expect("gslb serve starts");
     let mut stderr = child.stderr.take().expect("piped");
+    // Killed if the test fails before its SIGTERM (on the code before the
+    // fix, SIGTERM was never acted on).
+    let mut child = KillOnDrop(child);
     // Read until it serves, then close our end: every write fails now.
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -88,9 +91,9 @@ async fn a_closed_log_pipe_stops_no_probe_and_no_shutdown() {
 
     // SIGTERM still shuts it down.
     let start = Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             assert!(status.success(), "clean exit: {status}");
             break;
         }
@@ -99,5 +102,14 @@ async fn a_closed_log_pipe_stops_no_probe_and_no_shutdown() {
             "SIGTERM was not acted on"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

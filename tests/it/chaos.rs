@@ -40,6 +40,8 @@ fn node_ip(i: usize) -> String {
 }
 /// etcd's default: an etcd leader election (1 to 2 s) must not take a node
 /// out of the cluster (with 2 s it can: every node then decided alone).
+/// gslb nodes in the lab.
+const NODES: usize = 3;
 const LEASE_TTL: Duration = Duration::from_secs(5);
 /// Detection: fall 3 at 500 ms with 100 ms rechecks, 300 ms timeouts; rise
 /// 2. Every bound below is detection plus what the scenario adds, plus a
@@ -394,26 +396,32 @@ impl Lab {
         out
     }
 
-    /// Record for `hold` more, then check the window since `fault` against
-    /// the scenario's expectations and print its row:
-    /// - every node answers `after` from `fault + bound[i]` on, and never
+    /// The moment of a fault: the record's time and the webhooks so far.
+    fn mark(&self) -> Mark {
+        Mark {
+            at: self.now(),
+            hooks: self.hooks_now(),
+        }
+    }
+
+    /// Record for `e.hold` more, then check the window since the fault
+    /// (`m`) against the scenario's expectations and print its row:
+    /// - every node answers `after` from `m.at + bound[i]` on, and never
     ///   anything else after that;
     /// - before that it answers `before` or `after` only, changing at most
     ///   `changes` times;
     /// - `hooks` webhooks arrived for it.
-    #[allow(clippy::too_many_arguments)]
-    async fn judge(
-        &mut self,
-        name: &str,
-        fault: Duration,
-        before: &str,
-        after: &str,
-        bound: &[Duration],
-        changes: usize,
-        hooks_before: usize,
-        hooks: usize,
-        hold: Duration,
-    ) {
+    async fn judge(&mut self, m: Mark, e: Expect) {
+        let Expect {
+            name,
+            before,
+            after,
+            bound,
+            changes,
+            hooks,
+            hold,
+        } = e;
+        let (fault, hooks_before) = (m.at, m.hooks);
         tokio::time::sleep(hold).await;
         let end = self.now();
         let w = self.window(fault, end);
@@ -499,6 +507,74 @@ impl Lab {
     }
 }
 
+/// The moment of a fault (see [`Lab::mark`]).
+#[derive(Clone, Copy)]
+struct Mark {
+    at: Duration,
+    hooks: usize,
+}
+
+/// What a scenario expects of the record from its fault on.
+struct Expect {
+    name: &'static str,
+    before: &'static str,
+    after: &'static str,
+    /// Per node: from the fault plus this on, only `after`.
+    bound: Vec<Duration>,
+    /// Answer changes per node at most.
+    changes: usize,
+    /// Webhooks for the scenario.
+    hooks: usize,
+    /// How long to record after the fault.
+    hold: Duration,
+}
+
+impl Expect {
+    /// Every node moves from `before` to `after` within detection: one
+    /// change each, one webhook.
+    fn change(name: &'static str, before: &'static str, after: &'static str) -> Expect {
+        Expect {
+            name,
+            before,
+            after,
+            bound: vec![DETECT + MARGIN; NODES],
+            changes: 1,
+            hooks: 1,
+            hold: Duration::from_secs(4),
+        }
+    }
+
+    /// No node's answer changes, no webhook.
+    fn steady(name: &'static str, answer: &'static str) -> Expect {
+        Expect {
+            bound: vec![Duration::ZERO; NODES],
+            changes: 0,
+            hooks: 0,
+            ..Expect::change(name, answer, answer)
+        }
+    }
+
+    fn bound(mut self, d: Duration) -> Expect {
+        self.bound = vec![d; NODES];
+        self
+    }
+
+    fn bound_for(mut self, node: usize, d: Duration) -> Expect {
+        self.bound[node] = d;
+        self
+    }
+
+    fn hooks(mut self, n: usize) -> Expect {
+        self.hooks = n;
+        self
+    }
+
+    fn hold(mut self, d: Duration) -> Expect {
+        self.hold = d;
+        self
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -547,116 +623,61 @@ fn addrs_of(m: &hickory_proto::op::Message) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_three_nodes_in_namespaces_three_etcd_members() {
     gslb::install_crypto_provider();
-    let mut lab = Lab::start(3).await;
-    let n = lab.nodes.len();
-    let same = |d: Duration| vec![d; n];
+    let mut lab = Lab::start(NODES).await;
     let ns: Vec<String> = lab.nodes.iter().map(|x| x.ns.clone()).collect();
 
     // 1. The primary killed, then restored.
-    let h = lab.hooks_now();
-    let t = lab.now();
+    let m = lab.mark();
     lab.primary.kill();
-    lab.judge(
-        "primary killed",
-        t,
-        PRIMARY,
-        SECONDARY,
-        &same(DETECT + MARGIN),
-        1,
-        h,
-        1,
-        Duration::from_secs(4),
-    )
-    .await;
-    let h = lab.hooks_now();
-    let t = lab.now();
+    lab.judge(m, Expect::change("primary killed", PRIMARY, SECONDARY))
+        .await;
+    let m = lab.mark();
     lab.primary.revive().await;
-    lab.judge(
-        "primary restored",
-        t,
-        SECONDARY,
-        PRIMARY,
-        &same(DETECT + MARGIN),
-        1,
-        h,
-        1,
-        Duration::from_secs(4),
-    )
-    .await;
+    lab.judge(m, Expect::change("primary restored", SECONDARY, PRIMARY))
+        .await;
 
     // 2. One node cut off from the primary: 1 of 3 fails nothing.
-    let h = lab.hooks_now();
-    let t = lab.now();
+    let m = lab.mark();
     cut(&ns[0], &[PRIMARY]);
     lab.judge(
-        "one node cut off from the primary",
-        t,
-        PRIMARY,
-        PRIMARY,
-        &same(Duration::ZERO),
-        0,
-        h,
-        0,
-        Duration::from_secs(4),
+        m,
+        Expect::steady("one node cut off from the primary", PRIMARY),
     )
     .await;
     // 3. A second one: 2 of 3, everyone fails over.
-    let h = lab.hooks_now();
-    let t = lab.now();
+    let m = lab.mark();
     cut(&ns[1], &[PRIMARY]);
     lab.judge(
-        "two nodes cut off from the primary",
-        t,
-        PRIMARY,
-        SECONDARY,
-        &same(DETECT + MARGIN),
-        1,
-        h,
-        1,
-        Duration::from_secs(4),
+        m,
+        Expect::change("two nodes cut off from the primary", PRIMARY, SECONDARY),
     )
     .await;
-    let h = lab.hooks_now();
-    let t = lab.now();
+    let m = lab.mark();
     heal(&ns[0]);
     heal(&ns[1]);
-    lab.judge(
-        "both healed",
-        t,
-        SECONDARY,
-        PRIMARY,
-        &same(DETECT + MARGIN),
-        1,
-        h,
-        1,
-        Duration::from_secs(4),
-    )
-    .await;
+    lab.judge(m, Expect::change("both healed", SECONDARY, PRIMARY))
+        .await;
 
     // 4. One node cut off from etcd, then the primary killed: the others
-    // follow the cluster; the cut node decides alone after lease-ttl;
-    // healed, it rejoins with no change of answer.
-    let h = lab.hooks_now();
+    // follow the cluster; the cut node decides alone after lease-ttl (and,
+    // alone, sends its own event: 2 in all); healed, it rejoins with no
+    // change of answer.
     cut(&ns[2], &ETCD);
-    let t = lab.now();
+    let m = lab.mark();
     lab.primary.kill();
-    let mut bound = same(DETECT + MARGIN);
-    bound[2] = LEASE_TTL + DETECT + MARGIN;
-    // The cut node sends its own event (it cannot claim): 2 in all.
     lab.judge(
-        "one node cut off from etcd, primary killed",
-        t,
-        PRIMARY,
-        SECONDARY,
-        &bound,
-        1,
-        h,
-        2,
-        Duration::from_secs(5),
+        m,
+        Expect::change(
+            "one node cut off from etcd, primary killed",
+            PRIMARY,
+            SECONDARY,
+        )
+        .bound_for(2, LEASE_TTL + DETECT + MARGIN)
+        .hooks(2)
+        .hold(Duration::from_secs(5)),
     )
     .await;
-    let h = lab.hooks_now();
-    let t = lab.now();
+    let m = lab.mark();
     heal(&ns[2]);
     // Back in the cluster (a session live): within a reconnect backoff.
     let ip = lab.nodes[2].ip.clone();
@@ -671,112 +692,56 @@ async fn chaos_three_nodes_in_namespaces_three_etcd_members() {
         }
     })
     .await;
-    lab.judge(
-        "it rejoins",
-        t,
-        SECONDARY,
-        SECONDARY,
-        &same(Duration::ZERO),
-        0,
-        h,
-        0,
-        Duration::from_secs(4),
-    )
-    .await;
-    let h = lab.hooks_now();
-    let t = lab.now();
+    lab.judge(m, Expect::steady("it rejoins", SECONDARY)).await;
+    let m = lab.mark();
     lab.primary.revive().await;
-    lab.judge(
-        "primary restored",
-        t,
-        SECONDARY,
-        PRIMARY,
-        &same(DETECT + MARGIN),
-        1,
-        h,
-        1,
-        Duration::from_secs(4),
-    )
-    .await;
+    lab.judge(m, Expect::change("primary restored", SECONDARY, PRIMARY))
+        .await;
 
-    // 5. The etcd leader killed during a failover and a recovery.
+    // 5. The etcd leader killed during a failover and a recovery. The
+    // bound adds etcd's election and the reconnect to a member that has a
+    // leader again (measured 3.4 to 3.7 s, BENCHMARKS.md).
     let leader = lab.etcd.leader().await;
-    let h = lab.hooks_now();
-    let t = lab.now();
+    let m = lab.mark();
     lab.etcd.kill(leader);
     lab.primary.set(Mode::Failing);
-    // The bound adds etcd's election and the reconnect to a member that
-    // has a leader again (measured 3.6 s, BENCHMARKS.md).
     lab.judge(
-        "etcd leader killed during a failover",
-        t,
-        PRIMARY,
-        SECONDARY,
-        &same(DETECT + MARGIN + Duration::from_secs(4)),
-        1,
-        h,
-        1,
-        Duration::from_secs(5),
+        m,
+        Expect::change("etcd leader killed during a failover", PRIMARY, SECONDARY)
+            .bound(DETECT + MARGIN + Duration::from_secs(4))
+            .hold(Duration::from_secs(5)),
     )
     .await;
-    let h = lab.hooks_now();
-    let t = lab.now();
+    let m = lab.mark();
     lab.primary.set(Mode::Healthy);
     lab.judge(
-        "recovery with that member dead",
-        t,
-        SECONDARY,
-        PRIMARY,
-        &same(DETECT + MARGIN),
-        1,
-        h,
-        1,
-        Duration::from_secs(4),
+        m,
+        Expect::change("recovery with that member dead", SECONDARY, PRIMARY),
     )
     .await;
 
-    // 6. A node paused longer than lease-ttl while the others fail over.
-    let h = lab.hooks_now();
+    // 6. A node paused longer than lease-ttl while the others fail over:
+    // no answer while stopped, the cluster's as soon as it runs.
     lab.nodes[2].signal(libc::SIGSTOP);
-    let t = lab.now();
+    let m = lab.mark();
     lab.primary.set(Mode::Failing);
     tokio::time::sleep(LEASE_TTL + Duration::from_secs(1)).await;
     lab.nodes[2].signal(libc::SIGCONT);
-    let resumed = lab.now() - t;
-    let mut bound = same(DETECT + MARGIN);
-    bound[2] = resumed + Duration::from_millis(500);
+    let resumed = lab.now() - m.at;
     lab.judge(
-        "a node paused 6 s during a failover",
-        t,
-        PRIMARY,
-        SECONDARY,
-        &bound,
-        1,
-        h,
-        1,
-        Duration::from_secs(4),
+        m,
+        Expect::change("a node paused 6 s during a failover", PRIMARY, SECONDARY)
+            .bound_for(2, resumed + Duration::from_millis(500)),
     )
     .await;
-    let h = lab.hooks_now();
-    let t = lab.now();
+    let m = lab.mark();
     lab.primary.set(Mode::Healthy);
-    lab.judge(
-        "primary restored",
-        t,
-        SECONDARY,
-        PRIMARY,
-        &same(DETECT + MARGIN),
-        1,
-        h,
-        1,
-        Duration::from_secs(4),
-    )
-    .await;
+    lab.judge(m, Expect::change("primary restored", SECONDARY, PRIMARY))
+        .await;
 
     // 7. A rolling restart: no answer changes.
-    let h = lab.hooks_now();
-    let t = lab.now();
-    for i in 0..n {
+    let m = lab.mark();
+    for i in 0..NODES {
         lab.nodes[i].stop();
         lab.nodes[i].start();
         let ip = lab.nodes[i].ip.clone();
@@ -787,17 +752,55 @@ async fn chaos_three_nodes_in_namespaces_three_etcd_members() {
         .await;
     }
     lab.judge(
-        "rolling restart",
-        t,
-        PRIMARY,
-        PRIMARY,
-        &same(Duration::ZERO),
-        0,
-        h,
-        0,
-        Duration::from_secs(2),
+        m,
+        Expect::steady("rolling restart", PRIMARY).hold(Duration::from_secs(2)),
     )
     .await;
+
+    // 8. All of etcd down for 30 s, the primary failing meanwhile: every
+    // node keeps the cluster's verdicts for lease-ttl, then decides alone
+    // (and, alone, sends its own event: one per node); etcd back, they
+    // rejoin with no change of answer.
+    let m = lab.mark();
+    for i in 0..3 {
+        lab.etcd.kill(i);
+    }
+    lab.primary.set(Mode::Failing);
+    lab.judge(
+        m,
+        Expect::change("all of etcd down, primary failing", PRIMARY, SECONDARY)
+            .bound(LEASE_TTL + DETECT + MARGIN)
+            .hooks(NODES)
+            .hold(LEASE_TTL + Duration::from_secs(3)),
+    )
+    .await;
+    let rest = Duration::from_secs(30).saturating_sub(lab.now() - m.at);
+    tokio::time::sleep(rest).await;
+    let m = lab.mark();
+    lab.etcd.revive_all().await;
+    for i in 0..NODES {
+        let ip = lab.nodes[i].ip.clone();
+        wait_until(Duration::from_secs(30), "the node rejoins", || {
+            let url = format!("http://{ip}:9153/api/v1/status");
+            async move {
+                get(&url).await.is_some_and(|(code, body)| {
+                    code == 200
+                        && serde_json::from_str::<serde_json::Value>(&body)
+                            .is_ok_and(|v| v["cluster"]["connected"] == true)
+                })
+            }
+        })
+        .await;
+    }
+    lab.judge(
+        m,
+        Expect::steady("etcd back after 30 s", SECONDARY).hold(Duration::from_secs(2)),
+    )
+    .await;
+    let m = lab.mark();
+    lab.primary.set(Mode::Healthy);
+    lab.judge(m, Expect::change("primary restored", SECONDARY, PRIMARY))
+        .await;
 
     eprintln!(
         "CHAOS | scenario | nodes disagree | time to the new answer per node | bound | wrong answers | no answer (node down or paused) | webhooks |"

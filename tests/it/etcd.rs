@@ -396,6 +396,20 @@ impl EtcdCluster {
         self.wait_ready(i).await;
     }
 
+    /// Start every member that is not running, then wait for each (one
+    /// alone has no quorum to answer).
+    pub async fn revive_all(&mut self) {
+        for i in 0..3 {
+            if self.members[i].is_none() {
+                let child = self.spawn(i);
+                self.members[i] = Some(child);
+            }
+        }
+        for i in 0..3 {
+            self.wait_ready(i).await;
+        }
+    }
+
     /// SIGSTOP member `i`.
     pub fn freeze(&self, i: usize) {
         self.signal(i, "STOP");

@@ -396,6 +396,23 @@ impl Lab {
         out
     }
 
+    /// Wait until node `i` has a live etcd session again (its status says
+    /// `connected`): within a reconnect backoff of etcd coming back.
+    async fn until_connected(&self, i: usize) {
+        let url = format!("http://{}:9153/api/v1/status", self.nodes[i].ip);
+        wait_until(Duration::from_secs(30), "the node rejoins", || {
+            let url = url.clone();
+            async move {
+                get(&url).await.is_some_and(|(code, body)| {
+                    code == 200
+                        && serde_json::from_str::<serde_json::Value>(&body)
+                            .is_ok_and(|v| v["cluster"]["connected"] == true)
+                })
+            }
+        })
+        .await;
+    }
+
     /// The moment of a fault: the record's time and the webhooks so far.
     fn mark(&self) -> Mark {
         Mark {
@@ -680,18 +697,7 @@ async fn chaos_three_nodes_in_namespaces_three_etcd_members() {
     let m = lab.mark();
     heal(&ns[2]);
     // Back in the cluster (a session live): within a reconnect backoff.
-    let ip = lab.nodes[2].ip.clone();
-    wait_until(Duration::from_secs(20), "the cut node rejoins", || {
-        let url = format!("http://{ip}:9153/api/v1/status");
-        async move {
-            get(&url).await.is_some_and(|(code, body)| {
-                code == 200
-                    && serde_json::from_str::<serde_json::Value>(&body)
-                        .is_ok_and(|v| v["cluster"]["connected"] == true)
-            })
-        }
-    })
-    .await;
+    lab.until_connected(2).await;
     lab.judge(m, Expect::steady("it rejoins", SECONDARY)).await;
     let m = lab.mark();
     lab.primary.revive().await;
@@ -779,18 +785,7 @@ async fn chaos_three_nodes_in_namespaces_three_etcd_members() {
     let m = lab.mark();
     lab.etcd.revive_all().await;
     for i in 0..NODES {
-        let ip = lab.nodes[i].ip.clone();
-        wait_until(Duration::from_secs(30), "the node rejoins", || {
-            let url = format!("http://{ip}:9153/api/v1/status");
-            async move {
-                get(&url).await.is_some_and(|(code, body)| {
-                    code == 200
-                        && serde_json::from_str::<serde_json::Value>(&body)
-                            .is_ok_and(|v| v["cluster"]["connected"] == true)
-                })
-            }
-        })
-        .await;
+        lab.until_connected(i).await;
     }
     lab.judge(
         m,

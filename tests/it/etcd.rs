@@ -144,27 +144,7 @@ impl Etcd {
     }
 
     async fn wait_ready(&self) {
-        let url = self.url.clone();
-        let opts = self.options();
-        wait_until(Duration::from_secs(20), "etcd answers", || {
-            let url = url.clone();
-            let opts = opts.clone();
-            async move {
-                let Ok(Ok(mut c)) = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    etcd_client::Client::connect([url], opts),
-                )
-                .await
-                else {
-                    return false;
-                };
-                matches!(
-                    tokio::time::timeout(Duration::from_secs(1), c.get("/probe", None)).await,
-                    Ok(Ok(_))
-                )
-            }
-        })
-        .await;
+        wait_answers(&self.url, self.options(), false, Duration::from_secs(20)).await;
     }
 
     /// SIGKILL: no goodbye to anyone.
@@ -225,6 +205,42 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Wait until the etcd at `url` answers a read (or, with `write`, a write)
+/// within a second.
+async fn wait_answers(
+    url: &str,
+    opts: Option<etcd_client::ConnectOptions>,
+    write: bool,
+    limit: Duration,
+) {
+    wait_until(limit, "etcd answers", || {
+        let (url, opts) = (url.to_string(), opts.clone());
+        async move {
+            let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                etcd_client::Client::connect([url], opts),
+            )
+            .await
+            else {
+                return false;
+            };
+            let second = Duration::from_secs(1);
+            if write {
+                matches!(
+                    tokio::time::timeout(second, c.put("/probe", "x", None)).await,
+                    Ok(Ok(_))
+                )
+            } else {
+                matches!(
+                    tokio::time::timeout(second, c.get("/probe", None)).await,
+                    Ok(Ok(_))
+                )
+            }
+        }
+    })
+    .await;
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as
@@ -336,25 +352,8 @@ impl EtcdCluster {
     }
 
     async fn wait_ready(&self, i: usize) {
-        let url = self.url(i);
-        wait_until(Duration::from_secs(30), "etcd member answers", || {
-            let url = url.clone();
-            async move {
-                let Ok(Ok(mut c)) = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    etcd_client::Client::connect([url], None),
-                )
-                .await
-                else {
-                    return false;
-                };
-                matches!(
-                    tokio::time::timeout(Duration::from_secs(1), c.put("/probe", "x", None)).await,
-                    Ok(Ok(_))
-                )
-            }
-        })
-        .await;
+        // A write: it needs a quorum of members, not just this one.
+        wait_answers(&self.url(i), None, true, Duration::from_secs(30)).await;
     }
 
     /// The index of the member that leads now.

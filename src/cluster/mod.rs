@@ -19,6 +19,7 @@
 //!   node's own verdicts are in force, until a session is live again.
 
 pub mod arbiter;
+pub mod mode;
 mod session;
 pub mod view;
 
@@ -231,13 +232,8 @@ pub struct Cluster {
     node_dirty: AtomicBool,
     /// Wakes the session to publish.
     wake: Notify,
-    /// When a session was last fully live (state loaded, watch running,
-    /// keep-alives answered); None: not since start. `stale` ends at
-    /// `lease-ttl` after it, whatever single requests do meanwhile.
-    last_contact: Mutex<Option<Instant>>,
-    /// When the last live session ended, and why.
-    lost_at: Mutex<Option<(Instant, String)>>,
-    mode: Mutex<Mode>,
+    /// The mode, as one state machine (see [`mode`]).
+    machine: Mutex<mode::ModeMachine>,
     /// The revision applied so far (0 before the first load).
     applied: watch::Sender<i64>,
     /// Set once the node first follows the cluster's verdicts.
@@ -261,10 +257,6 @@ pub struct Cluster {
     /// each was last asked for, so the watch has time to bring it.
     deletions: Mutex<Vec<(String, i64, &'static str)>>,
     asked: Mutex<HashMap<String, Instant>>,
-    /// A session is connected, watching, has written this node's record
-    /// and passed the rejoin guard: only then may a late keep-alive answer
-    /// bring the node back to `cluster` mode.
-    session_live: AtomicBool,
     /// The lease event claims are written under, and when it was granted
     /// (one per few minutes, not one per claim).
     claim_lease: Mutex<Option<(i64, Instant)>>,
@@ -293,6 +285,7 @@ impl Cluster {
         metrics: &Metrics,
         zones: BTreeMap<String, u64>,
     ) -> Arc<Cluster> {
+        let machine = mode::ModeMachine::new(settings.lease_ttl);
         let c = Arc::new(Cluster {
             prefix: settings.prefix(),
             settings,
@@ -304,9 +297,7 @@ impl Cluster {
             dirty: Mutex::default(),
             node_dirty: AtomicBool::new(false),
             wake: Notify::new(),
-            last_contact: Mutex::new(None),
-            lost_at: Mutex::new(None),
-            mode: Mutex::new(Mode::Local),
+            machine: Mutex::new(machine),
             applied: watch::channel(0).0,
             entered: watch::channel(false).0,
             zones: Mutex::new(fingerprints(zones)),
@@ -318,7 +309,6 @@ impl Cluster {
             etcd_identity: Mutex::new(None),
             deletions: Mutex::default(),
             asked: Mutex::default(),
-            session_live: AtomicBool::new(false),
             claim_lease: Mutex::new(None),
             records: Mutex::default(),
             instance: format!("{:016x}", rand::random::<u64>()),
@@ -396,13 +386,23 @@ impl Cluster {
         }
     }
 
+    /// Whether a verdict in force in the cluster differs from this node's
+    /// own verdict on an endpoint it has probed.
+    fn held_disagrees_with_own(&self) -> bool {
+        let view = self.view.lock().expect("cluster lock poisoned");
+        let index = self.index.lock().expect("cluster lock poisoned");
+        index.iter().any(|(id, (_, cell))| {
+            let held = view.tallies.get(id).and_then(|t| t.held);
+            held.is_some_and(|h| h.up != cell.local_up()) && cell.detail().last_probe.is_some()
+        })
+    }
+
     /// Follow the cluster's verdicts from the view as it stands (a session
-    /// started, or etcd answered again): every effective verdict and
+    /// became live, or etcd answered again): every effective verdict and
     /// override is taken from the view at its revision.
-    fn enter_cluster_mode(&self) {
+    fn follow_cluster(&self) {
         let _one = self.health.verdict_guard();
         let rev = self.view.lock().expect("cluster lock poisoned").rev;
-        self.set_mode(Mode::Cluster, "connected");
         self.health.set_cluster_rev(rev);
         self.decide_all();
     }
@@ -604,44 +604,65 @@ impl Cluster {
         }
     }
 
-    fn set_mode(&self, mode: Mode, why: &str) {
-        let mut m = self.mode.lock().expect("cluster lock poisoned");
-        if *m == mode {
+    /// Take a mode event (see [`mode`]) now, and carry out the change it
+    /// makes: log and metrics, and what the new mode means for verdicts
+    /// (`cluster`: the cluster's verdicts in force; `local`: this node's).
+    fn event(&self, ev: mode::Event) {
+        let (change, paused) = {
+            let mut m = self.machine.lock().expect("cluster lock poisoned");
+            let change = m.on(ev, Instant::now());
+            (change, m.take_pause())
+        };
+        if let Some(gap) = paused {
+            // This process was not running (SIGSTOP, a VM frozen or
+            // migrated) for longer than lease-ttl: its lease is gone, and
+            // what it holds is as old as the pause. Its own verdicts are no
+            // better (its probes were paused too), so it does not fall back
+            // to them: the watch delivers what the cluster decided
+            // meanwhile, and the keep-alive finds the lease gone and opens a
+            // new session (or `local` comes lease-ttl later).
+            tracing::warn!(node = %self.settings.node, paused = %humantime::format_duration(Duration::from_millis(gap.as_millis() as u64)),
+                "this process was not running for longer than lease-ttl: catching up with the cluster");
+        }
+        let Some(change) = change else {
             return;
-        }
-        let old = *m;
-        *m = mode;
-        drop(m);
-        if mode == Mode::Cluster {
-            self.entered.send_replace(true);
-        }
-        self.metrics.connected.set(i64::from(mode == Mode::Cluster));
-        self.metrics.local.set(i64::from(mode == Mode::Local));
-        match mode {
+        };
+        let (from, to, why) = (change.from, change.to, change.why.as_str());
+        self.metrics.connected.set(i64::from(to == Mode::Cluster));
+        self.metrics.local.set(i64::from(to == Mode::Local));
+        match to {
             Mode::Cluster => {
-                tracing::info!(cluster = %self.settings.name, node = %self.settings.node, from = old.as_str(), to = mode.as_str(), "cluster mode: connected to etcd; following the cluster's verdicts")
+                tracing::info!(cluster = %self.settings.name, node = %self.settings.node, from = from.as_str(), to = to.as_str(), "cluster mode: connected to etcd; following the cluster's verdicts");
+                self.follow_cluster();
+                self.entered.send_replace(true);
             }
             Mode::Stale => {
-                tracing::warn!(cluster = %self.settings.name, node = %self.settings.node, from = old.as_str(), to = mode.as_str(), reason = why, "cluster mode: etcd unreachable ({why}); keeping the last cluster verdicts for up to lease-ttl ({})", humantime::format_duration(self.settings.lease_ttl))
+                tracing::warn!(cluster = %self.settings.name, node = %self.settings.node, from = from.as_str(), to = to.as_str(), reason = why, "cluster mode: etcd unreachable ({why}); keeping the last cluster verdicts for up to lease-ttl ({})", humantime::format_duration(self.settings.lease_ttl));
             }
             Mode::Local => {
-                tracing::warn!(cluster = %self.settings.name, node = %self.settings.node, from = old.as_str(), to = mode.as_str(), reason = why, "cluster mode: answering from this node's own verdicts ({why})")
+                tracing::warn!(cluster = %self.settings.name, node = %self.settings.node, from = from.as_str(), to = to.as_str(), reason = why, "cluster mode: answering from this node's own verdicts ({why})");
+                self.health.use_local_verdicts(
+                    "no live etcd session for lease-ttl: this node's own verdict",
+                );
             }
         }
     }
 
     /// The mode now.
     pub fn mode(&self) -> Mode {
-        *self.mode.lock().expect("cluster lock poisoned")
+        self.machine.lock().expect("cluster lock poisoned").mode()
     }
 
-    /// Moves from `stale` to `local` once the view is older than the TTL,
-    /// and ends the grace of contested verdicts.
+    /// Whether a session is live now.
+    fn live(&self) -> bool {
+        self.machine.lock().expect("cluster lock poisoned").live()
+    }
+
+    /// Ticks the mode machine (stale, local, pauses), ends the grace of
+    /// contested verdicts and, once a second, ends overrides in etcd.
     async fn watchdog(self: Arc<Self>, shutdown: CancellationToken) {
-        let ttl = self.settings.lease_ttl;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_tick = Instant::now();
         let mut ticks: u64 = 0;
         loop {
             ticks += 1;
@@ -649,61 +670,13 @@ impl Cluster {
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => return,
             }
-            let gap = last_tick.elapsed();
-            last_tick = Instant::now();
-            if gap > ttl {
-                self.resumed_after(gap);
-            }
-            if self.mode() == Mode::Cluster {
-                if self.session_live.load(Ordering::Acquire) {
-                    self.end_graces();
-                    if ticks.is_multiple_of(10) {
-                        self.housekeeping();
-                    }
-                } else {
-                    let lost = self.lost_at.lock().expect("cluster lock poisoned").clone();
-                    if let Some((at, why)) = lost
-                        && at.elapsed() > STALE_AFTER
-                    {
-                        self.set_mode(Mode::Stale, &why);
-                    }
+            if self.mode() == Mode::Cluster && self.live() {
+                self.end_graces();
+                if ticks.is_multiple_of(10) {
+                    self.housekeeping();
                 }
             }
-            let age = self
-                .last_contact
-                .lock()
-                .expect("cluster lock poisoned")
-                .map(|t| t.elapsed());
-            let mode = self.mode();
-            if mode != Mode::Local && age.is_none_or(|a| a > ttl) {
-                self.set_mode(
-                    Mode::Local,
-                    &format!(
-                        "no answer from etcd for longer than lease-ttl ({})",
-                        humantime::format_duration(ttl)
-                    ),
-                );
-                self.health.use_local_verdicts(
-                    "cluster view older than lease-ttl: this node's own verdict",
-                );
-            }
-        }
-    }
-
-    /// This process was not running for `gap` (SIGSTOP, a VM frozen or
-    /// migrated), longer than `lease-ttl`: its lease is gone, and what it
-    /// holds is as old as the pause. Its own verdicts are no better (its
-    /// probes were paused too), so it does not fall back to them: the time
-    /// away does not count toward `local`, the watch delivers at once what
-    /// the cluster decided meanwhile, and the keep-alive finds the lease
-    /// gone and opens a new session (or `local` comes lease-ttl later).
-    fn resumed_after(&self, gap: Duration) {
-        tracing::warn!(node = %self.settings.node, paused = %humantime::format_duration(Duration::from_millis(gap.as_millis() as u64)),
-            "this process was not running for longer than lease-ttl: reconnecting to catch up with the cluster");
-        if self.mode() != Mode::Local {
-            *self.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
-            *self.lost_at.lock().expect("cluster lock poisoned") =
-                Some((Instant::now(), "this process was paused".into()));
+            self.event(mode::Event::Tick);
         }
     }
 
@@ -989,15 +962,16 @@ impl Cluster {
             name: self.settings.name.clone(),
             node: self.settings.node.clone(),
             mode,
-            connected: mode == Mode::Cluster && self.session_live.load(Ordering::Acquire),
+            connected: mode == Mode::Cluster && self.live(),
             quorum: self.settings.quorum.describe(),
             lease_ttl_ms: self.settings.lease_ttl.as_millis() as u64,
             etcd: self.settings.etcd.iter().map(|e| redact_url(e)).collect(),
             revision: view.rev,
             last_contact_ms_ago: self
-                .last_contact
+                .machine
                 .lock()
                 .expect("cluster lock poisoned")
+                .last_live()
                 .map(|t| t.elapsed().as_millis() as u64),
             nodes,
             skew: view.skew(),

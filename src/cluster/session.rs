@@ -54,7 +54,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             r = session(&cluster, &endpoint, &shutdown) => r,
             () = shutdown.cancelled() => Ok(()),
         };
-        let was_live = cluster.session_live.swap(false, Ordering::AcqRel);
+        let was_live = cluster.live();
         if was_live {
             failed = 0;
         }
@@ -82,8 +82,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
         };
         let redacted = crate::config::redact_url(&endpoint);
         if was_live {
-            *cluster.lost_at.lock().expect("cluster lock poisoned") =
-                Some((Instant::now(), why.clone()));
+            cluster.event(super::mode::Event::Lost(why.clone()));
             tracing::info!(node = %cluster.settings.node, etcd = %redacted, error = %why, "etcd session ended; reconnecting");
         } else if cluster.mode() != Mode::Cluster
             && let Some(n) = cluster.out_warnings.allow()
@@ -197,9 +196,9 @@ async fn session(
         }
     };
     *cluster.lease.lock().expect("cluster lock poisoned") = Some((client.clone(), lease));
-    // `last_contact` is not touched here: it says when a session was last
-    // fully live (state loaded, watch running), and a session that gets
-    // this far and fails must not keep `stale` alive past `lease-ttl`.
+    // The mode machine is not told of this session until it is live
+    // (record, state, watch, own writes): a session that gets this far and
+    // fails must not keep `stale` alive past `lease-ttl`.
     // The lease lives in a task of its own: nothing this session waits on
     // can delay a keep-alive.
     let lost = CancellationToken::new();
@@ -279,18 +278,45 @@ async fn session(
         }
     }
     // Back from `local`, the node takes the verdicts in force as the
-    // cluster decided them, replayed by the watch revision by revision
-    // (up to this node's own writes, above): what the connected nodes
-    // answer. No wait for the others to republish: a vote that comes again
-    // unchanged is no evidence (see `arbiter`), so stale ones move nothing.
+    // cluster decided them, replayed by the watch revision by revision (up
+    // to this node's own writes, above): what the connected nodes answer.
+    // But after an etcd outage every node was out, and etcd keeps leases
+    // across its own restart: the others' votes may predate the outage, and
+    // verdicts decided from them would flip this node's answers back for
+    // a moment (4 changes for one failure). So where a verdict in force
+    // disagrees with this node's own, it waits until every other live node
+    // has written its record again since this session began, or one
+    // lease-ttl. Where they agree (only this node was cut off: the others'
+    // votes are current) it follows at once.
+    if loaded != 0 && cluster.mode() == Mode::Local && cluster.held_disagrees_with_own() {
+        let deadline = tokio::time::Instant::now() + ttl;
+        let me = &cluster.settings.node;
+        loop {
+            let waiting = {
+                let view = cluster.view.lock().expect("cluster lock poisoned");
+                view.nodes
+                    .keys()
+                    .any(|n| n != me && view.node_revs.get(n).is_none_or(|r| *r <= from))
+            };
+            if !waiting || !cluster.held_disagrees_with_own() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, watch.message()).await {
+                Ok(m) => on_watch(cluster, m)?,
+                Err(_) => break,
+            }
+        }
+    }
     // Only now may the keep-alive task bring the node back into the
     // cluster after a silence: the name is this node's, the state loaded
     // and the others' republished.
-    *cluster.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
-    cluster.session_live.store(true, Ordering::Release);
-    cluster.enter_cluster_mode();
+    cluster.event(super::mode::Event::Live);
     loop {
         tokio::select! {
+            // Watch first: what etcd already sent is applied before a lost
+            // lease ends the session (a node resuming from a pause catches
+            // up from the buffered events instead of a new session's replay).
+            biased;
             m = watch.message() => on_watch(cluster, m)?,
             () = cluster.wake.notified() => {
                 publish(cluster, &mut client, lease).await?;
@@ -487,16 +513,10 @@ async fn keep_alive(
             m = stream.message() => match m {
                 Ok(Some(r)) if r.ttl() > 0 => {
                     last_answer = Instant::now();
-                    if !cluster.session_live.load(Ordering::Acquire) {
-                        // Not yet live: `last_contact` waits for that.
-                        continue;
-                    }
-                    *cluster.last_contact.lock().expect("cluster lock poisoned") = Some(Instant::now());
-                    // A late answer after the watchdog gave up on etcd:
-                    // follow the cluster again.
-                    if cluster.mode() != Mode::Cluster {
-                        cluster.enter_cluster_mode();
-                    }
+                    // Keeps a live session's node in the cluster (and
+                    // brings it back after the watchdog gave up); ignored
+                    // until the session is live.
+                    cluster.event(super::mode::Event::Answered);
                 }
                 _ => {
                     lost.cancel();

@@ -158,6 +158,9 @@ pub struct View {
     pub nodes: BTreeMap<String, NodeInfo>,
     /// Overrides in force, and the revision of their key.
     pub overrides: HashMap<OverrideKey, (StoredOverride, i64)>,
+    /// The revision at which each live node last wrote its record (once per
+    /// session): tells which nodes have republished after an outage.
+    pub node_revs: BTreeMap<String, i64>,
     /// Recorded verdicts (`verdict/<id>`) and the revision of their key.
     pub records: HashMap<String, (Held, i64)>,
     /// Endpoint id to its counted votes and the verdict in force.
@@ -194,9 +197,11 @@ impl View {
                 Some(Ok(mut info)) => {
                     info.lease = lease;
                     self.nodes.insert(node.to_string(), info);
+                    self.node_revs.insert(node.to_string(), mod_rev);
                 }
                 Some(Err(_)) | None => {
                     self.nodes.remove(node);
+                    self.node_revs.remove(node);
                 }
             }
             return Touched::Nodes;

@@ -924,12 +924,13 @@ impl Cluster {
     }
 
     /// The node record this node publishes.
-    fn node_info(&self) -> NodeInfo {
+    fn node_info(&self, republished: bool) -> NodeInfo {
         NodeInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_ms: self.started_ms,
             zones: self.zones.lock().expect("cluster lock poisoned").clone(),
             instance: self.instance.clone(),
+            republished,
             lease: 0,
         }
     }

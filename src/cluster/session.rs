@@ -294,9 +294,10 @@ async fn session(
         loop {
             let waiting = {
                 let view = cluster.view.lock().expect("cluster lock poisoned");
-                view.nodes
-                    .keys()
-                    .any(|n| n != me && view.node_revs.get(n).is_none_or(|r| *r <= from))
+                view.nodes.iter().any(|(n, info)| {
+                    n != me
+                        && (!info.republished || view.node_revs.get(n).is_none_or(|r| *r <= from))
+                })
             };
             if !waiting || !cluster.held_disagrees_with_own() {
                 break;
@@ -611,9 +612,10 @@ async fn publish(
     let node = &cluster.settings.node;
     let mut ops = Vec::new();
     let mut taken = Vec::new();
-    if cluster.node_dirty.swap(false, Ordering::AcqRel)
-        && let Err(e) = write_node_record(cluster, client, lease).await
-    {
+    // The record first (it claims the name), marked not yet republished;
+    // again after the votes, marked republished.
+    let record = cluster.node_dirty.swap(false, Ordering::AcqRel);
+    if record && let Err(e) = write_node_record(cluster, client, lease).await {
         cluster.node_dirty.store(true, Ordering::Release);
         return Err(e);
     }
@@ -637,6 +639,13 @@ async fn publish(
             }
             taken.push(id);
         }
+    }
+    if record {
+        ops.push(TxnOp::put(
+            node_key(prefix, node),
+            serde_json::to_vec(&cluster.node_info(true)).expect("node record serialises"),
+            Some(PutOptions::new().with_lease(lease)),
+        ));
     }
     let mut result = Ok(None);
     for chunk in ops.chunks(TXN_OPS) {
@@ -690,7 +699,7 @@ async fn write_node_record(
     lease: i64,
 ) -> Result<(), ClusterError> {
     let key = node_key(&cluster.prefix, &cluster.settings.node);
-    let info = serde_json::to_vec(&cluster.node_info()).expect("node record serialises");
+    let info = serde_json::to_vec(&cluster.node_info(false)).expect("node record serialises");
     let put = TxnOp::put(key.clone(), info, Some(PutOptions::new().with_lease(lease)));
     cluster.count("txn");
     let resp = timeout(

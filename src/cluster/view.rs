@@ -45,6 +45,10 @@ pub struct Observation {
     pub lease: i64,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// What a node publishes about itself.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 pub struct NodeInfo {
@@ -58,6 +62,11 @@ pub struct NodeInfo {
     /// tell each other apart by it.
     #[serde(default)]
     pub instance: String,
+    /// Written once the session's votes are all written too: a node back
+    /// from an outage waits for the others' records with this set (see the
+    /// rejoin guard in `session`). Absent (an older version): set.
+    #[serde(default = "yes")]
+    pub republished: bool,
     /// The etcd lease it was written under (read from etcd, not stored in
     /// the value).
     #[serde(skip)]

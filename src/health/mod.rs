@@ -1013,10 +1013,12 @@ impl HealthTable {
         let key = target.key();
         // Before the notes lock: lock order is inner, then notes.
         let in_force = self.override_in_force(&key);
+        // One section decides the layer and records the note in force, so
+        // two overrides of one key never interleave between the two.
         let (state, note) = {
             let mut n = self.notes.lock().expect("notes lock poisoned");
             let local_in_force = n.notes.get(&key).is_some_and(|x| x.local);
-            match (target.note.local, local_in_force) {
+            let (state, note) = match (target.note.local, local_in_force) {
                 // The cluster's override under a local one: kept for later.
                 (false, true) => {
                     if target.state == Override::Auto {
@@ -1041,16 +1043,14 @@ impl HealthTable {
                     (target.state, target.note.clone())
                 }
                 _ => (target.state, target.note.clone()),
-            }
-        };
-        {
-            let mut n = self.notes.lock().expect("notes lock poisoned");
+            };
             if state == Override::Auto {
                 n.notes.remove(&key);
             } else {
                 n.notes.insert(key.clone(), note.clone());
             }
-        }
+            (state, note)
+        };
         let changed = {
             let inner = self.inner.lock().expect("health lock poisoned");
             let Some(cell) = inner

@@ -897,9 +897,17 @@ impl Cluster {
         };
         // A claim that etcd does not answer quickly is an error: the
         // dispatcher must not fall behind a storm of transitions.
-        tokio::time::timeout(CLAIM_TIMEOUT, claim)
+        let result = tokio::time::timeout(CLAIM_TIMEOUT, claim)
             .await
-            .unwrap_or_else(|_| Err(ClusterError::Unavailable("claim timed out".into())))
+            .unwrap_or_else(|_| Err(ClusterError::Unavailable("claim timed out".into())));
+        if result.is_err() {
+            // The lease may be what failed: an etcd rebuilt or restored
+            // does not have it ("requested lease not found"), and every
+            // claim under it would fail, each node then sending the event.
+            // The next attempt grants a new one.
+            *self.claim_lease.lock().expect("cluster lock poisoned") = None;
+        }
+        result
     }
 
     /// The lease for event claims: granted for [`EVENT_CLAIM_TTL`] and used

@@ -48,6 +48,8 @@ const LEASE_TTL: Duration = Duration::from_secs(5);
 /// margin of one second for the poller and the debug build.
 const DETECT: Duration = Duration::from_millis(1500);
 const MARGIN: Duration = Duration::from_secs(1);
+/// The nodes' admin token (their admin listeners are not on loopback).
+const TOKEN: &str = "chaos-lab-token";
 
 fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd).args(args).output().expect("command runs");
@@ -229,7 +231,7 @@ struct Lab {
     nodes: Vec<Node>,
     etcd: EtcdCluster,
     primary: Backend,
-    _secondary: Backend,
+    secondary: Backend,
     hooks: crate::webhook::Receiver,
     record: Record,
     start: Instant,
@@ -240,10 +242,12 @@ struct Lab {
     _net: Net,
 }
 
-fn zone(primary: &Backend, secondary: &Backend, hook: &str) -> String {
+/// The lab's zone; `probe` is the checks' interval and timeout.
+fn zone(primary: &Backend, secondary: &Backend, hook: &str, probe: (&str, &str)) -> String {
+    let (interval, timeout) = probe;
     let check = |name: &str, b: &Backend| {
         format!(
-            "\n[check.{name}]\ntype = \"http\"\nport = {}\npath = \"/health\"\ninterval = \"500ms\"\ntimeout = \"300ms\"\nrecheck = \"100ms\"\nfall = 3\nrise = 2\n\n[region.{name}]\nendpoints = [\"{}\"]\ncheck = \"{name}\"\n",
+            "\n[check.{name}]\ntype = \"http\"\nport = {}\npath = \"/health\"\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\nrecheck = \"100ms\"\nfall = 3\nrise = 2\n\n[region.{name}]\nendpoints = [\"{}\"]\ncheck = \"{name}\"\n",
             b.addr.port(),
             b.addr.ip()
         )
@@ -268,7 +272,7 @@ impl Lab {
         std::fs::create_dir(dir.path().join("zones")).expect("zones");
         std::fs::write(
             dir.path().join("zones/z.toml"),
-            zone(&primary, &secondary, &hooks.0),
+            zone(&primary, &secondary, &hooks.0, ("500ms", "300ms")),
         )
         .expect("zone");
         let etcd_urls: Vec<String> = (0..3).map(|i| format!("\"{}\"", etcd.url(i))).collect();
@@ -279,7 +283,7 @@ impl Lab {
             std::fs::write(
                 &cfg,
                 format!(
-                    "zones = \"{}\"\nlisten = [\"{ip}:5353\"]\nadmin = \"{ip}:9153\"\nstate-file = \"{}\"\nlog-level = \"info\"\n\n[cluster]\nname = \"chaos\"\nnode = \"ns{i}\"\netcd = [{}]\nlease-ttl = \"5s\"\nvote-grace = \"30s\"\n",
+                    "zones = \"{}\"\nlisten = [\"{ip}:5353\"]\nadmin = \"{ip}:9153\"\nadmin-token = \"{TOKEN}\"\nstate-file = \"{}\"\nlog-level = \"info\"\n\n[cluster]\nname = \"chaos\"\nnode = \"ns{i}\"\netcd = [{}]\nlease-ttl = \"5s\"\nvote-grace = \"30s\"\n",
                     dir.path().join("zones").display(),
                     dir.path().join(format!("state{i}.json")).display(),
                     etcd_urls.join(", ")
@@ -300,7 +304,7 @@ impl Lab {
             nodes: lab_nodes,
             etcd,
             primary,
-            _secondary: secondary,
+            secondary,
             hooks,
             record: Arc::default(),
             start: Instant::now(),
@@ -519,6 +523,91 @@ impl Lab {
         self.rows.push(row);
     }
 
+    /// Stop node `i` and start it again; returns once it is ready.
+    async fn restart(&mut self, i: usize) {
+        self.nodes[i].stop();
+        self.nodes[i].start();
+        let ip = self.nodes[i].ip.clone();
+        wait_until(Duration::from_secs(15), "the node is back", || {
+            let url = format!("http://{ip}:9153/readyz");
+            async move { get(&url).await.is_some_and(|(code, _)| code == 200) }
+        })
+        .await;
+    }
+
+    /// POST `path` to node `i`'s admin API; asserts it succeeded.
+    async fn post(&self, i: usize, path: &str) {
+        let url = format!("http://{}:9153{path}", self.nodes[i].ip);
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client")
+            .post(&url)
+            .header("content-type", "application/json")
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("admin API answers");
+        let code = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(code, 200, "POST {url}: {body}");
+    }
+
+    /// Rewrite the zone with another probe interval and timeout (the
+    /// timeout is part of what a probe sees, so the observations' keys
+    /// change too) and reload every node.
+    async fn edit_checks(&self, probe: (&str, &str)) {
+        std::fs::write(
+            self._dir.path().join("zones/z.toml"),
+            zone(&self.primary, &self.secondary, &self.hooks.0, probe),
+        )
+        .expect("zone");
+        for i in 0..self.nodes.len() {
+            self.post(i, "/api/v1/reload").await;
+        }
+    }
+
+    /// Write `n` observations of the primary by hand, saying down: keys
+    /// with no lease and no node behind them. Returns their keys.
+    async fn forge_votes(&self, n: usize) -> Vec<String> {
+        let mut c = etcd_client::Client::connect(self.etcd.urls(), None)
+            .await
+            .expect("etcd client");
+        let obs = c
+            .get(
+                "/gslb/chaos/obs/",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only(),
+                ),
+            )
+            .await
+            .expect("list observations");
+        let own = obs
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok())
+            .find(|k| k.contains(&format!("/primary/{PRIMARY}/")))
+            .expect("an observation of the primary")
+            .to_string();
+        let id = &own[..own.rfind('/').expect("node part")];
+        let mut keys = Vec::new();
+        for j in 0..n {
+            let key = format!("{id}/forged{j}");
+            c.put(
+                key.as_str(),
+                r#"{"up":false,"reason":"written by hand","since_ms":1}"#,
+                None,
+            )
+            .await
+            .expect("put");
+            keys.push(key);
+        }
+        keys
+    }
+
     fn hooks_now(&self) -> usize {
         self.hooks.1.lock().expect("hooks").len()
     }
@@ -669,11 +758,65 @@ async fn chaos_three_nodes_in_namespaces_three_etcd_members() {
         Expect::change("two nodes cut off from the primary", PRIMARY, SECONDARY),
     )
     .await;
+    // 3b. A restart while observations are split 2:1 (item 4): neither a
+    // node that sees the primary down nor the one that sees it up moves an
+    // answer by restarting, itself included from its first answer.
+    for (i, name) in [
+        (0, "restart while split 2:1, a node that sees it down"),
+        (2, "restart while split 2:1, the node that sees it up"),
+    ] {
+        let m = lab.mark();
+        lab.restart(i).await;
+        lab.judge(
+            m,
+            Expect::steady(name, SECONDARY).hold(Duration::from_secs(3)),
+        )
+        .await;
+    }
     let m = lab.mark();
     heal(&ns[0]);
     heal(&ns[1]);
     lab.judge(m, Expect::change("both healed", SECONDARY, PRIMARY))
         .await;
+
+    // 3c. Four observations of the primary written by hand, saying down,
+    // with no lease and no node behind them (item 4): no vote, no change.
+    let m = lab.mark();
+    let forged = lab.forge_votes(4).await;
+    lab.judge(
+        m,
+        Expect::steady("four down votes written by hand", PRIMARY),
+    )
+    .await;
+    let mut c = etcd_client::Client::connect(lab.etcd.urls(), None)
+        .await
+        .expect("etcd client");
+    for k in forged {
+        c.delete(k, None).await.expect("delete");
+    }
+
+    // 3d. A check edited while its endpoint is down (item 5): a new
+    // interval and timeout, reloaded on every node; the timeout is part of
+    // what a probe sees, so the observations move to new keys. The dead
+    // primary stays out until its new check's own rise.
+    let m = lab.mark();
+    lab.primary.set(Mode::Failing);
+    lab.judge(m, Expect::change("primary failing", PRIMARY, SECONDARY))
+        .await;
+    let m = lab.mark();
+    lab.edit_checks(("600ms", "250ms")).await;
+    lab.judge(
+        m,
+        Expect::steady("its check edited, reloaded on every node", SECONDARY),
+    )
+    .await;
+    let m = lab.mark();
+    lab.primary.set(Mode::Healthy);
+    lab.judge(
+        m,
+        Expect::change("primary restored, under the new check", SECONDARY, PRIMARY),
+    )
+    .await;
 
     // 4. One node cut off from etcd, then the primary killed: the others
     // follow the cluster; the cut node decides alone after lease-ttl (and,
@@ -748,14 +891,7 @@ async fn chaos_three_nodes_in_namespaces_three_etcd_members() {
     // 7. A rolling restart: no answer changes.
     let m = lab.mark();
     for i in 0..NODES {
-        lab.nodes[i].stop();
-        lab.nodes[i].start();
-        let ip = lab.nodes[i].ip.clone();
-        wait_until(Duration::from_secs(15), "the node is back", || {
-            let url = format!("http://{ip}:9153/readyz");
-            async move { get(&url).await.is_some_and(|(code, _)| code == 200) }
-        })
-        .await;
+        lab.restart(i).await;
     }
     lab.judge(
         m,
@@ -796,6 +932,70 @@ async fn chaos_three_nodes_in_namespaces_three_etcd_members() {
     lab.primary.set(Mode::Healthy);
     lab.judge(m, Expect::change("primary restored", SECONDARY, PRIMARY))
         .await;
+
+    // 9. etcd rebuilt empty at the same addresses under a drain (item 16):
+    // every node notices the new cluster and republishes what it holds, so
+    // the drain stands on every node, and an undrain made on another node
+    // afterwards reaches them all through the new etcd.
+    let m = lab.mark();
+    lab.post(0, "/api/v1/regions/_/primary/drain").await;
+    lab.judge(m, Expect::change("primary drained", PRIMARY, SECONDARY))
+        .await;
+    let m = lab.mark();
+    lab.etcd.wipe_all().await;
+    for i in 0..NODES {
+        lab.until_connected(i).await;
+    }
+    lab.judge(
+        m,
+        Expect::steady("etcd rebuilt empty under a drain", SECONDARY).hold(Duration::from_secs(2)),
+    )
+    .await;
+    let m = lab.mark();
+    lab.post(1, "/api/v1/regions/_/primary/undrain").await;
+    lab.judge(
+        m,
+        Expect::change("undrained on another node, new etcd", SECONDARY, PRIMARY),
+    )
+    .await;
+
+    // 10. A two-node cluster: a node leaves (no change), then with two
+    // live nodes one that sees the primary down changes nothing (a tie
+    // holds), both do fail it over, and both healed bring it back.
+    let m = lab.mark();
+    lab.nodes[2].stop();
+    lab.judge(
+        m,
+        Expect::steady("a node leaves: two live nodes", PRIMARY)
+            .hold(LEASE_TTL + Duration::from_secs(1)),
+    )
+    .await;
+    let m = lab.mark();
+    cut(&ns[0], &[PRIMARY]);
+    lab.judge(
+        m,
+        Expect::steady("two nodes: one cut off from the primary", PRIMARY),
+    )
+    .await;
+    let m = lab.mark();
+    cut(&ns[1], &[PRIMARY]);
+    lab.judge(
+        m,
+        Expect::change(
+            "two nodes: both cut off from the primary",
+            PRIMARY,
+            SECONDARY,
+        ),
+    )
+    .await;
+    let m = lab.mark();
+    heal(&ns[0]);
+    heal(&ns[1]);
+    lab.judge(
+        m,
+        Expect::change("two nodes: both healed", SECONDARY, PRIMARY),
+    )
+    .await;
 
     eprintln!(
         "CHAOS | scenario | nodes disagree | time to the new answer per node | bound | wrong answers | no answer (node down or paused) | webhooks |"

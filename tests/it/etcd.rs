@@ -409,6 +409,17 @@ impl EtcdCluster {
         }
     }
 
+    /// Kill every member, delete every member's data and start them again
+    /// on the same addresses: an etcd cluster rebuilt empty (a new cluster
+    /// id, revisions from 1).
+    pub async fn wipe_all(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+            let _ = std::fs::remove_dir_all(self.dir.path().join(format!("m{i}")));
+        }
+        self.revive_all().await;
+    }
+
     /// SIGSTOP member `i`.
     pub fn freeze(&self, i: usize) {
         self.signal(i, "STOP");

@@ -1309,8 +1309,10 @@ async fn until_all_answer_recording_modes(
 }
 
 /// Three nodes on a three-member etcd, each given the members with the
-/// leader first (so that every node talks to the leader), and their
-/// session-error counts.
+/// leader first. A node races the members for its session and takes the
+/// first that answers a linearizable read, usually the leader (a follower
+/// asks the leader first); either way, killing or freezing the leader
+/// leaves every node's session with a member electing a new one.
 async fn nodes_on(
     etcd: &crate::etcd::EtcdCluster,
     leader: usize,

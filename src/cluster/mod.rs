@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::redact_url;
 use crate::health::{
-    EndpointCell, EndpointKey, HealthTable, Observer, Override, OverrideNote, OverrideTarget,
-    Transition,
+    Deciding, EndpointCell, EndpointKey, HealthTable, Observer, Override, OverrideNote,
+    OverrideTarget, Transition,
 };
 use crate::metrics::Metrics;
 use crate::model::{Check, ClusterSettings, unix_ms};
@@ -370,19 +370,19 @@ impl Cluster {
         if *self.applied.borrow() == 0 {
             return; // not joined: own verdicts (or the state file's) stand
         }
-        let _one = self.health.verdict_guard();
+        let mut d = self.health.deciding();
         if initial {
             let view = self.view.lock().expect("cluster lock poisoned");
             let index = self.index.lock().expect("cluster lock poisoned");
             let ids: HashMap<&EndpointKey, &String> =
                 index.iter().map(|(id, (k, _))| (k, id)).collect();
-            self.health.seed(
+            d.seed(
                 |key| Some(view.tallies.get(*ids.get(key)?)?.held?.up),
                 |k| (view.override_of(&k.0, &k.1, k.2), view.note_of(k)),
             );
-            self.health.set_cluster_rev(view.rev);
+            d.follow_cluster(view.rev);
         } else if self.mode() == Mode::Cluster {
-            self.decide_all();
+            self.decide_all(&d);
         }
     }
 
@@ -401,19 +401,19 @@ impl Cluster {
     /// became live, or etcd answered again): every effective verdict and
     /// override is taken from the view at its revision.
     fn follow_cluster(&self) {
-        let _one = self.health.verdict_guard();
+        let mut d = self.health.deciding();
         let rev = self.view.lock().expect("cluster lock poisoned").rev;
-        self.health.set_cluster_rev(rev);
-        self.decide_all();
+        d.follow_cluster(rev);
+        self.decide_all(&d);
     }
 
     /// Take every verdict in force and every override from the view (after
     /// a load or a reconnect). Nothing is decided anew here: the verdicts
     /// in force are those the cluster's votes decided, revision by
     /// revision, while this node followed them or not; an endpoint the
-    /// cluster never decided keeps this node's verdict. The caller holds
-    /// the health table's verdict guard.
-    fn decide_all(&self) {
+    /// cluster never decided keeps this node's verdict. Within the health
+    /// table's decision section `d`.
+    fn decide_all(&self, d: &Deciding<'_>) {
         let ids: Vec<String> = self
             .index
             .lock()
@@ -421,7 +421,7 @@ impl Cluster {
             .keys()
             .cloned()
             .collect();
-        self.apply_held(&ids, "the cluster's verdict in force");
+        self.apply_held(d, &ids, "the cluster's verdict in force");
         let overrides: Vec<(OverrideKey, Override, OverrideNote)> = {
             let view = self.view.lock().expect("cluster lock poisoned");
             let mut all: Vec<(OverrideKey, Override, OverrideNote)> = view
@@ -455,9 +455,9 @@ impl Cluster {
     }
 
     /// Set these endpoints' effective verdicts to the cluster's verdicts in
-    /// force: the one place where a cluster verdict reaches the cells. The
-    /// caller holds the health table's verdict guard.
-    fn apply_held(&self, ids: &[String], why: &str) {
+    /// force: the one place where a cluster verdict reaches the cells,
+    /// within the health table's decision section `d`.
+    fn apply_held(&self, d: &Deciding<'_>, ids: &[String], why: &str) {
         let decisions: Vec<(EndpointKey, Arc<EndpointCell>, bool, String)> = {
             let view = self.view.lock().expect("cluster lock poisoned");
             let index = self.index.lock().expect("cluster lock poisoned");
@@ -475,7 +475,7 @@ impl Cluster {
                 })
                 .collect()
         };
-        self.health.set_effective_batch(&decisions);
+        d.set(&decisions);
     }
 
     /// Why an endpoint has the verdict it has: the votes behind it.
@@ -510,10 +510,10 @@ impl Cluster {
     /// and the tallies are kept current, so that it follows the cluster's
     /// verdicts in force when it comes back.
     fn commit(&self, rev: i64, touched: Vec<Touched>) {
-        let _one = self.health.verdict_guard();
+        let mut d = self.health.deciding();
         let deciding = self.mode() != Mode::Local;
         if deciding {
-            self.health.set_cluster_rev(rev);
+            d.follow_cluster(rev);
         }
         let mut ids = Vec::new();
         let mut records = Vec::new();
@@ -578,7 +578,7 @@ impl Cluster {
             changed
         };
         if deciding && !changed.is_empty() {
-            self.apply_held(&changed, "decided");
+            self.apply_held(&d, &changed, "decided");
         }
         if nodes {
             self.nodes_changed();
@@ -641,9 +641,9 @@ impl Cluster {
             }
             Mode::Local => {
                 tracing::warn!(cluster = %self.settings.name, node = %self.settings.node, from = from.as_str(), to = to.as_str(), reason = why, "cluster mode: answering from this node's own verdicts ({why})");
-                self.health.use_local_verdicts(
-                    "no live etcd session for lease-ttl: this node's own verdict",
-                );
+                self.health
+                    .deciding()
+                    .take_own("no live etcd session for lease-ttl: this node's own verdict");
             }
         }
     }

@@ -338,3 +338,109 @@ pub(crate) mod unix_millis {
         )
     }
 }
+
+/// Saving the table's state: what goes in the file, and when.
+impl super::HealthTable {
+    /// The current state in state-file form.
+    pub fn state(&self) -> StateFile {
+        let inner = self.inner.lock().expect("health lock poisoned");
+        let mut state = StateFile::capture(
+            inner
+                .endpoints
+                .iter()
+                .map(|(k, e)| (k, e.check.as_deref(), &e.cell)),
+            inner.regions.values(),
+        );
+        for kept in inner.absent.values() {
+            state.endpoints.extend(kept.endpoints.iter().cloned());
+            state.regions.extend(kept.regions.iter().cloned());
+        }
+        drop(inner);
+        let notes = self.notes.lock().expect("notes lock poisoned");
+        for e in state.endpoints.iter_mut() {
+            if let Some(n) = notes
+                .notes
+                .get(&(e.zone.clone(), e.region.clone(), Some(e.addr)))
+            {
+                e.note = n.clone();
+            }
+        }
+        for r in state.regions.iter_mut() {
+            if let Some(n) = notes.notes.get(&(r.zone.clone(), r.region.clone(), None)) {
+                r.note = n.clone();
+            }
+        }
+        drop(notes);
+        state.zones = self.zone_serials();
+        state
+    }
+
+    /// The serials last given to zones (restored from the state file at start).
+    pub fn zone_serials(&self) -> Vec<SavedZone> {
+        self.zone_serials
+            .lock()
+            .expect("serial lock poisoned")
+            .clone()
+    }
+
+    /// Remember the serials given to zones, and persist them.
+    pub fn set_zone_serials(&self, serials: Vec<SavedZone>) {
+        *self.zone_serials.lock().expect("serial lock poisoned") = serials;
+        self.dirty.notify_one();
+    }
+
+    /// Write the state file whenever health changes (debounced), and once
+    /// more at shutdown. Returns when `shutdown` is cancelled.
+    pub async fn persist_loop(self: Arc<Self>) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = self.dirty.notified() => {}
+                () = self.shutdown.cancelled() => break,
+            }
+            // Let a burst of changes settle into one write.
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                () = self.shutdown.cancelled() => break,
+            }
+            let _ = self.write_state(&path).await;
+        }
+        let _ = self.write_state(&path).await;
+    }
+
+    /// Write the state file now, for a change an operator must know is
+    /// saved (an override): `Ok(true)` once written, `Ok(false)` when there
+    /// is no state file, `Err` saying why it could not be written.
+    pub async fn persist_now(&self) -> Result<bool, String> {
+        let Some(path) = self.state_file.clone() else {
+            return Ok(false);
+        };
+        self.write_state(&path).await.map(|()| true)
+    }
+
+    async fn write_state(&self, path: &std::path::Path) -> Result<(), String> {
+        let _one = self.writing.lock().await;
+        let state = self.state();
+        let path = path.to_path_buf();
+        let res =
+            tokio::task::spawn_blocking(move || state.write(&path).map_err(|e| (path, e))).await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((path, e))) => {
+                // A full or read-only disk fails every write: one line a minute.
+                static FAILED: crate::throttle::LogThrottle =
+                    crate::throttle::LogThrottle::new(std::time::Duration::from_secs(60));
+                if let Some(n) = FAILED.allow() {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot write the state file{}", crate::throttle::suppressed_note(n));
+                }
+                Err(format!(
+                    "cannot write the state file {}: {e}",
+                    path.display()
+                ))
+            }
+            Err(e) => Err(format!("the state file writer failed: {e}")),
+        }
+    }
+}

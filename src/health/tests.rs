@@ -931,3 +931,56 @@ async fn a_vote_is_published_once_decided_and_withdrawn_when_probing_stalls() {
         "two results before voting again"
     );
 }
+
+// The design of issue 24: one decider at a time, and only it writes
+// effective verdicts. This node's probes keep their own verdict (for
+// `local` mode and for publishing) while the cluster decides; the cluster's
+// decisions carry its revision; taking its own verdicts back applies them.
+#[tokio::test(start_paused = true)]
+async fn only_the_decider_writes_effective_verdicts() {
+    let fake = Fake::default();
+    let t = table(&fake, None);
+    let votes = Arc::new(Votes::default());
+    t.set_observer(votes.clone());
+    let zh = t.apply(&config("")).remove(0);
+    let said = |what: &'static str| votes.of("192.0.2.3").last().is_some_and(|v| v.1 == what);
+    until(Duration::from_secs(20), || said("up")).await;
+    let ep = t
+        .endpoints()
+        .into_iter()
+        .find(|e| e.key.addr.to_string() == "192.0.2.3")
+        .unwrap();
+    t.deciding().follow_cluster(42);
+    assert_eq!(t.deciding().by(), DecidedBy::Cluster(42));
+
+    // This node's probes see it down: its own verdict, published, and not
+    // the effective one while the cluster decides.
+    fake.set("192.0.2.3", false);
+    until(Duration::from_secs(30), || said("down")).await;
+    assert!(!ep.cell.local_up());
+    assert!(ep_up(&zh, 1, 0), "the cluster has not decided: still up");
+    assert!(t.journal().is_empty(), "{:?}", t.journal());
+
+    // The cluster decides down: stamped with its revision.
+    let d = t.deciding();
+    d.set(&[(ep.key.clone(), ep.cell.clone(), false, "decided".into())]);
+    drop(d);
+    assert!(!ep_up(&zh, 1, 0));
+    let j = t.journal();
+    assert!(
+        !j.is_empty() && j.iter().all(|x| x.cluster_rev == Some(42)),
+        "{j:?}"
+    );
+
+    // Probes see it up again: still the cluster's down.
+    fake.set("192.0.2.3", true);
+    until(Duration::from_secs(30), || said("up")).await;
+    assert!(!ep_up(&zh, 1, 0), "only the cluster moves it");
+
+    // Out of the cluster: this node's own verdict, unstamped.
+    t.deciding().take_own("no live etcd session");
+    assert_eq!(t.deciding().by(), DecidedBy::ThisNode);
+    assert!(ep_up(&zh, 1, 0));
+    let last = t.journal().pop().unwrap();
+    assert_eq!((last.to, last.cluster_rev), ("up", None), "{last:?}");
+}

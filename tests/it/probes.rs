@@ -1038,6 +1038,12 @@ async fn a_killed_backend_fails_its_region_long_before_the_next_interval() {
         !region().is_up()
     })
     .await;
+    // The region reads its endpoints' cells, stored just before the
+    // transition is journaled: wait for the journal too.
+    crate::support::wait_until(Duration::from_secs(1), "journaled", || async {
+        ts.server.health.journal().iter().any(|t| t.endpoint.is_some())
+    })
+    .await;
     let t = ts
         .server
         .health

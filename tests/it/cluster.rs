@@ -188,6 +188,7 @@ async fn post(ts: &TestServer, path: &str) -> (u16, serde_json::Value) {
         .build()
         .unwrap()
         .post(admin_url(ts, path))
+        .header("x-gslb-request", "test")
         .send()
         .await
         .expect("admin API answers");
@@ -1692,6 +1693,72 @@ async fn an_etcd_rebuilt_empty_gets_back_what_the_nodes_hold() {
         timeline.iter().all(|(_, _, a)| *a == [s.clone()]),
         "the running nodes kept the drain throughout: {timeline:?}"
     );
+}
+
+// Issue 24 item 16, the other half: an etcd restored from an old backup
+// has the same cluster id and a revision behind the nodes' views. Every
+// node notices, and the drain made after the backup is written back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_restored_from_an_old_backup_gets_back_what_the_nodes_hold() {
+    let Rig {
+        mut etcd,
+        primary: _primary,
+        secondary: _secondary,
+        s,
+        name,
+        z,
+        ..
+    } = rig().await;
+    let ns = nodes(&etcd, &name, 2, Quorum::Majority, &z).await;
+    etcd.copy_data().await;
+    wait_until(
+        Duration::from_secs(15),
+        "both back after the copy",
+        || async {
+            ns.iter()
+                .all(|ts| status(ts)["cluster"]["connected"] == true)
+        },
+    )
+    .await;
+    let before: Vec<f64> = ns
+        .iter()
+        .map(|ts| metric(ts, "gslb_cluster_etcd_identity_changes_total", ""))
+        .collect();
+    let (code, _) = post(&ns[0], "/api/v1/regions/_/primary/drain").await;
+    assert_eq!(code, 200);
+    assert!(all_answer(&ns, &s).await, "drained everywhere");
+    let rec = Recorder::start(&ns.iter().collect::<Vec<_>>());
+
+    etcd.restore_copy().await;
+    wait_until(Duration::from_secs(15), "both nodes noticed", || async {
+        ns.iter()
+            .zip(&before)
+            .all(|(ts, b)| metric(ts, "gslb_cluster_etcd_identity_changes_total", "") > *b)
+    })
+    .await;
+    let mut c = etcd.client().await;
+    wait_until(Duration::from_secs(15), "the drain written back", || {
+        let key = format!("/gslb/{name}/override/");
+        let mut c = c.clone();
+        async move {
+            c.get(key, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+                .is_ok_and(|r| r.kvs().len() == 1)
+        }
+    })
+    .await;
+    let late = node(&etcd, &name, 3, Quorum::Majority, &z).await;
+    assert_eq!(
+        answer(&late).await,
+        [s.clone()],
+        "a node started now sees it"
+    );
+    let timeline = rec.finish().await;
+    assert!(
+        timeline.iter().all(|(_, _, a)| *a == [s.clone()]),
+        "the running nodes kept the drain throughout: {timeline:?}"
+    );
+    let _ = c.status().await;
 }
 
 // Issue 24 item 10: with etcd unreachable an operator could not drain at

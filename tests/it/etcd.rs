@@ -39,6 +39,19 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
 fn etcd_binary() -> PathBuf {
     for p in ["/usr/bin/etcd", "/usr/local/bin/etcd"] {
         if std::path::Path::new(p).exists() {
@@ -182,6 +195,27 @@ impl Etcd {
     pub async fn wipe_and_restart(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Keep a copy of the data as it is now (stopping the member for the
+    /// copy, as a file-level backup does); [`Etcd::restore_copy`] brings it
+    /// back.
+    pub async fn copy_data(&mut self) {
+        self.kill();
+        copy_dir(&self.dir.path().join("data"), &self.dir.path().join("copy"));
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Start again from the copy [`Etcd::copy_data`] kept: an etcd restored
+    /// from an old backup, with the same cluster id and an older revision.
+    pub async fn restore_copy(&mut self) {
+        self.kill();
+        let data = self.dir.path().join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        copy_dir(&self.dir.path().join("copy"), &data);
         self.spawn();
         self.wait_ready().await;
     }

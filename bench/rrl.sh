@@ -7,6 +7,8 @@
 # response is dropped or slipped: the cost when under attack (offered at
 # 50,000 q/s open loop, since dropped queries never return).
 #   bench/rrl.sh [SECONDS] [REPS]
+#   BASELINE=path/to/older/gslb bench/rrl.sh 10 3   # that binary's off/on too,
+#                                                   # interleaved, for A/B
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 SECS=${1:-10}; REPS=${2:-3}
@@ -18,7 +20,7 @@ printf 'rate-limit = 0\n' > "$WORK/off.toml"
 printf 'rate-limit = 1000000\n' > "$WORK/on.toml"
 printf 'rate-limit = 100\nrate-limit-slip = 2\n' > "$WORK/limiting.toml"
 hz=$(getconf CLK_TCK)
-run() { # MODE REP
+run() { # MODE REP [LABEL]
   start_gslb "$ROOT/bench/zones" 127.0.0.1:5322 127.0.0.1:9322 1 --config "$WORK/$1.toml"
   taskset -a -cp 1 "$GSLB_PID" >/dev/null
   sleep 1
@@ -32,9 +34,15 @@ run() { # MODE REP
   t1=$(awk '{print $14+$15}' "/proc/$GSLB_PID/stat")
   q=$(echo "$out" | awk '/Queries sent/ {print $3}')
   qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
-  python3 -c "print(f'$1 rep $2: sent {int($q)}  answered/s {float($qps):.0f}  srv us per query received {($t1-$t0)/$hz/$q*1e6:.2f}')"
+  python3 -c "print(f'${3:-}$1 rep $2: sent {int($q)}  answered/s {float($qps):.0f}  srv us per query received {($t1-$t0)/$hz/$q*1e6:.2f}')"
   stop_gslb
 }
+ours="$GSLB"
 for r in $(seq 1 "$REPS"); do
-  for mode in off on limiting; do run "$mode" "$r"; done
+  for mode in off on limiting; do
+    GSLB="$ours" run "$mode" "$r"
+    if [ -n "${BASELINE:-}" ] && [ "$mode" != limiting ]; then
+      GSLB="$BASELINE" run "$mode" "$r" "baseline "
+    fi
+  done
 done

@@ -31,6 +31,8 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// Token for mutating admin calls.
     pub admin_token: Option<String>,
+    /// Host names mutating admin calls may use (lowercase).
+    pub admin_hosts: Vec<String>,
     /// Health state file, if enabled.
     pub state_file: Option<PathBuf>,
     /// EDNS payload size.
@@ -41,6 +43,8 @@ pub struct Settings {
     pub tcp_connections: usize,
     /// Most DNS-over-TCP connections from one /24 or /56.
     pub tcp_connections_per_prefix: usize,
+    /// Most DNS-over-TCP connections from one IPv6 /48.
+    pub tcp_connections_per_48: usize,
     /// Most admin API connections (lowered to fit the descriptor limit).
     pub admin_connections: usize,
     /// Time allowed for an admin request head, or between requests.
@@ -56,6 +60,8 @@ pub struct Settings {
     /// With `watch`: a zone file that disappears is removed from service
     /// (otherwise such a reload is refused, as for `gslb reload`).
     pub watch_allow_removal: bool,
+    /// With `watch`: how long files stay unchanged before a reload.
+    pub watch_settle: Duration,
     /// Global webhook for failover events.
     pub webhook: Option<String>,
     /// Seed the answer RNGs (tests: reproducible weighted splits).
@@ -73,11 +79,13 @@ impl Default for Settings {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9153))),
             admin_token: None,
+            admin_hosts: Vec::new(),
             state_file: Some(PathBuf::from("gslb-state.json")),
             udp_payload: dns::DEFAULT_UDP_PAYLOAD,
             tcp_idle: Duration::from_secs(10),
             tcp_connections: 1024,
             tcp_connections_per_prefix: 64,
+            tcp_connections_per_48: 128,
             admin_connections: 64,
             answer_cache_bytes: dns::DEFAULT_CACHE_BYTES,
             rate_limit: None,
@@ -87,6 +95,7 @@ impl Default for Settings {
                 .unwrap_or(1),
             watch: false,
             watch_allow_removal: false,
+            watch_settle: crate::reload::WATCH_SETTLE,
             webhook: None,
             rng_seed: None,
             probe_source: None,
@@ -278,6 +287,8 @@ impl Server {
         let tcp = dns::TcpLimits {
             max: budget.dns_tcp,
             per_prefix: settings.tcp_connections_per_prefix.max(1),
+            per_48: settings.tcp_connections_per_48.max(1),
+            per_addr: 0,
             idle: settings.tcp_idle,
         };
         tasks.spawn(dns::serve(
@@ -316,6 +327,11 @@ impl Server {
                     auth: Arc::new(AdminAuth {
                         token: settings.admin_token.clone(),
                         loopback: settings.admin.is_some_and(|a| a.ip().is_loopback()),
+                        hosts: settings
+                            .admin_hosts
+                            .iter()
+                            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                            .collect(),
                     }),
                     feed: crate::admin::StatusFeed::new(limits.event_streams),
                 };
@@ -352,6 +368,7 @@ impl Server {
             tasks.spawn(reload::watch_zones(
                 reloader.clone(),
                 settings.watch_allow_removal,
+                settings.watch_settle,
                 shutdown.clone(),
             ));
         }

@@ -304,9 +304,19 @@ pub fn merge_settings(
             ),
         };
     }
-    s.admin_token = env_token
-        .filter(|t| !t.is_empty())
-        .or(file.admin_token.clone());
+    if env_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(
+            "GSLB_ADMIN_TOKEN is set but empty: give it a token, or unset it (without one, changes are allowed from loopback only)"
+                .into(),
+        );
+    }
+    s.admin_token = env_token.or(file.admin_token.as_ref().map(|t| t.get_ref().clone()));
+    s.admin_hosts = file
+        .admin_hosts
+        .iter()
+        .flatten()
+        .map(|h| h.get_ref().clone())
+        .collect();
     if let Some(f) = args.state_file.clone().or(file.state_file.clone()) {
         s.state_file = match f.as_str() {
             "off" | "" => None,
@@ -323,6 +333,9 @@ pub fn merge_settings(
     if let Some(n) = count(&file.tcp_connections) {
         s.tcp_connections = n;
     }
+    if let Some(n) = count(&file.tcp_connections_per_48) {
+        s.tcp_connections_per_48 = n;
+    }
     if let Some(n) = count(&file.tcp_connections_per_prefix) {
         s.tcp_connections_per_prefix = n;
     }
@@ -338,6 +351,9 @@ pub fn merge_settings(
     }
     s.watch = args.watch || file.watch.unwrap_or(false);
     s.watch_allow_removal = args.watch_allow_removal || file.watch_allow_removal.unwrap_or(false);
+    if let Some(d) = file.watch_settle() {
+        s.watch_settle = d;
+    }
     s.probe_source = args.probe_source.or(file.probe_source());
     s.cluster = file.cluster();
     if let Some(w) = &file.webhook {

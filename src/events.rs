@@ -7,8 +7,9 @@
 //! `gslb_webhook_events_dropped_total`, and a slow or hanging receiver only
 //! delays its own queue.
 //!
-//! A URL may carry credentials or a key (user-info, query string): every log
-//! line and error shows it redacted ([`redact_url`]). Repeated warnings of one
+//! A URL may carry credentials or a key (user-info, query string, and for
+//! Slack, Discord and Teams the path itself): every log line and error shows
+//! a webhook by scheme and host only ([`webhook_label`]). Repeated warnings of one
 //! URL (retries, failures, drops) are logged at most once per [`LOG_PERIOD`],
 //! each line saying how many similar ones were suppressed.
 
@@ -23,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
-use crate::config::redact_url;
+use crate::config::webhook_label;
 use crate::dns::Engine;
 use crate::health::HealthTable;
 use crate::health::Transition;
@@ -232,7 +233,7 @@ async fn dispatch(
                     .entry(url.clone())
                     .or_insert_with(|| LogThrottle::new(LOG_PERIOD));
                 if let Some(n) = log.allow() {
-                    tracing::warn!(url = %redact_url(&url), zone = %t.zone, region = %t.region, "webhook queue full: event dropped{}", suppressed_note(n));
+                    tracing::warn!(webhook = %webhook_label(&url), zone = %t.zone, region = %t.region, "webhook queue full: event dropped{}", suppressed_note(n));
                 }
             }
         }
@@ -249,7 +250,7 @@ async fn deliver(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let shown = redact_url(&url);
+    let shown = webhook_label(&url);
     let (retries, failures) = (LogThrottle::new(LOG_PERIOD), LogThrottle::new(LOG_PERIOD));
     while let Some(event) = tokio::select! {
         e = rx.recv() => e,
@@ -288,12 +289,12 @@ async fn deliver(
                         .inc();
                     if attempt == ATTEMPTS {
                         if let Some(n) = failures.allow() {
-                            tracing::error!(url = %shown, region = %event.region, error = %e, "webhook delivery failed {ATTEMPTS} times; event dropped{}", suppressed_note(n));
+                            tracing::error!(webhook = %shown, region = %event.region, error = %e, "webhook delivery failed {ATTEMPTS} times; event dropped{}", suppressed_note(n));
                         }
                         break;
                     }
                     if let Some(n) = retries.allow() {
-                        tracing::warn!(url = %shown, attempt, error = %e, "webhook delivery failed; retrying in {}{}", humantime::format_duration(backoff), suppressed_note(n));
+                        tracing::warn!(webhook = %shown, attempt, error = %e, "webhook delivery failed; retrying in {}{}", humantime::format_duration(backoff), suppressed_note(n));
                     }
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
@@ -350,7 +351,7 @@ mod tests {
             e.to_string().contains("s3cret"),
             "reqwest names the URL: {e}"
         );
-        let text = describe(e, &url, &redact_url(&url));
+        let text = describe(e, &url, &webhook_label(&url));
         assert!(
             !text.contains("hunter2") && !text.contains("s3cret"),
             "{text}"

@@ -26,6 +26,7 @@ pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod conns;
 pub mod demo;
 pub mod dns;
 pub mod events;

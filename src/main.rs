@@ -54,7 +54,11 @@ fn admin_call(
             .map_err(|e| e.to_string())?;
         let url = reqwest::Url::parse_with_params(&url, query)
             .map_err(|e| format!("admin address {}: {e}", admin.admin))?;
-        let mut req = client.request(method, url);
+        // Marks the call as an API client's (the server refuses changes
+        // that a web page could have sent cross-site).
+        let mut req = client
+            .request(method, url)
+            .header(gslb::admin::REQUEST_HEADER, "cli");
         if let Some(t) = &admin.token {
             req = req.bearer_auth(t);
         }

@@ -474,6 +474,9 @@ pub struct ConnMetrics {
     pub shed_full: prometheus::IntCounter,
     /// Closed by gslb: the oldest idle one, to make room for a new one.
     pub shed_idle: prometheus::IntCounter,
+    /// Closed by gslb: none idle, the one whose current request had taken
+    /// longest, to make room for a new one.
+    pub shed_slowest: prometheus::IntCounter,
     /// Accept failed for a local reason.
     pub accept_errors: prometheus::IntCounter,
 }
@@ -488,6 +491,7 @@ impl ConnMetrics {
             shed_per_prefix: c(),
             shed_full: c(),
             shed_idle: c(),
+            shed_slowest: c(),
             accept_errors: c(),
         }
     }
@@ -624,6 +628,7 @@ impl Metrics {
             shed_per_prefix: shed.with_label_values(&[listener, "per_prefix"]),
             shed_full: shed.with_label_values(&[listener, "full"]),
             shed_idle: shed.with_label_values(&[listener, "oldest_idle"]),
+            shed_slowest: shed.with_label_values(&[listener, "slowest"]),
             accept_errors: local_errors.with_label_values(&[&format!("{listener}_accept")]),
         };
         let rrl_limited = counter(

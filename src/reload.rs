@@ -313,11 +313,21 @@ fn diff(old: &Config, new: &Config) -> ReloadSummary {
     s
 }
 
+/// How long the files must stay unchanged before `--watch` reloads them
+/// (`watch-settle`).
+pub const WATCH_SETTLE: Duration = Duration::from_secs(3);
+/// How often `--watch` looks at the files.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
 /// Reload when a zone file is added, removed or changed, or a geo database
 /// the served zones read (geoipupdate replacing it, say): polls the files'
-/// size and modification time every second and reloads once they have been
-/// stable for one more poll (editors write in several steps). Polling needs
-/// no extra dependency and a second of delay is fine for config changes.
+/// size and modification time every [`WATCH_POLL`] and reloads once they
+/// have stayed unchanged for `settle` ([`WATCH_SETTLE`] by default). A file
+/// written in steps (an editor, a deploy tool, a copy in two parts) may
+/// parse half-written; a reload of it would be accepted, so only files that
+/// have settled are read. A reload that fails (the settled files do not
+/// parse) keeps the zones served and says why, as any reload. Polling needs
+/// no extra dependency, and seconds of delay are fine for config changes.
 ///
 /// The files are first looked at when this is called, not when the task
 /// first runs: a change made in between would otherwise be the baseline,
@@ -325,10 +335,11 @@ fn diff(old: &Config, new: &Config) -> ReloadSummary {
 pub(crate) fn watch_zones(
     reloader: Arc<Reloader>,
     allow_removal: bool,
+    settle: Duration,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
     let first = files_fingerprint(&reloader);
-    watch_from(reloader, allow_removal, shutdown, first)
+    watch_from(reloader, allow_removal, settle, shutdown, first)
 }
 
 /// What the watcher compares: every zone file and geo database the served
@@ -362,25 +373,28 @@ fn files_fingerprint(reloader: &Reloader) -> FilesFingerprint {
 async fn watch_from(
     reloader: Arc<Reloader>,
     allow_removal: bool,
+    settle: Duration,
     shutdown: CancellationToken,
     mut last: FilesFingerprint,
 ) {
-    let mut pending: Option<FilesFingerprint> = None;
+    // The files as last seen, and since when they have looked so.
+    let mut seen = last.clone();
+    let mut since = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(WATCH_POLL) => {}
             () = shutdown.cancelled() => return,
         }
         let now = files_fingerprint(&reloader);
-        match &pending {
-            Some(p) if *p == now => {
-                tracing::info!("zone files changed: reloading");
-                let _ = reloader.reload(allow_removal).await;
-                last = now;
-                pending = None;
-            }
-            _ if now != last => pending = Some(now),
-            _ => pending = None,
+        if now != seen {
+            seen = now;
+            since = tokio::time::Instant::now();
+            continue;
+        }
+        if seen != last && since.elapsed() >= settle {
+            tracing::info!(settle = %humantime::format_duration(settle), "zone files changed and settled: reloading");
+            let _ = reloader.reload(allow_removal).await;
+            last = seen.clone();
         }
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Reading is open on the admin listener. Mutating calls need the bearer
 //! token (`admin-token` or `GSLB_ADMIN_TOKEN`); without a configured token
-//! they are allowed only when the listener is bound to loopback.
+//! they are allowed only when the listener is bound to loopback. Either
+//! way they must come from an API client, not from a web page a browser
+//! shows ([`same_site`]: cross-site requests and DNS rebinding).
 
 mod status;
 
@@ -38,13 +40,23 @@ pub use status::{ServiceStatus, Status, StatusSource, status};
 const PAGE: &str = include_str!("status.html");
 
 /// Who may call the mutating endpoints.
+#[derive(Default)]
 pub struct AdminAuth {
     /// Bearer token, if configured.
     pub token: Option<String>,
     /// The listener is bound to loopback (then no token is needed when none
     /// is configured).
     pub loopback: bool,
+    /// Host names a mutating call may name in its `Host` header besides an
+    /// IP address and `localhost` (`admin-hosts`), lowercase.
+    pub hosts: Vec<String>,
 }
+
+/// The header a client may send to mark a mutating call as its own (any
+/// value): a page on another site cannot send it without a CORS preflight,
+/// which gslb never grants. A JSON content type or a bearer token does the
+/// same.
+pub const REQUEST_HEADER: &str = "x-gslb-request";
 
 /// What the admin API reaches: the status sources, metrics, the reloader
 /// and its authorisation. Overrides go through the health table (alone) or
@@ -66,8 +78,11 @@ pub struct AdminState {
 /// Bounds of the admin listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdminLimits {
-    /// Connections open at once (sized from the descriptor limit); more are
-    /// closed at once.
+    /// Connections open at once (sized from the descriptor limit). One
+    /// address keeps at most a quarter of them, one /24 or /56 (or IPv6
+    /// /48) half; at a budget or the limit, the connection idle longest
+    /// (a half-sent request head is idle) makes room, else the one whose
+    /// request has taken longest ([`crate::conns`]).
     pub connections: usize,
     /// A request head (or, on a kept connection, the next one) must arrive
     /// within this long, else the connection is closed: a half-sent or idle
@@ -81,8 +96,22 @@ impl Default for AdminLimits {
     fn default() -> Self {
         AdminLimits {
             connections: 64,
-            header_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(3),
             event_streams: 32,
+        }
+    }
+}
+
+impl AdminLimits {
+    /// The connection table's limits.
+    fn table(&self) -> crate::conns::Limits {
+        let n = self.connections.max(1);
+        crate::conns::Limits {
+            max: n,
+            per_prefix: (n / 2).max(1),
+            per_48: (n / 2).max(1),
+            per_addr: (n / 4).max(1),
+            idle: self.header_timeout,
         }
     }
 }
@@ -179,15 +208,14 @@ pub async fn serve(
             .run(shared.status.clone(), shutdown.clone()),
     );
     let app = router(shared);
-    conn_metrics.limit.set(limits.connections as i64);
-    let open = Arc::new(AtomicUsize::new(0));
+    let table = Arc::new(crate::conns::Table::new(limits.table(), conn_metrics));
     let mut conns = JoinSet::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok(v) => v,
                 Err(e) => {
-                    conn_metrics.accept_errors.inc();
+                    table.accept_error();
                     if let Some(n) = ACCEPT_ERRORS.allow() {
                         tracing::error!(error = %e, "admin API accept failed (a local resource problem of gslb){}", suppressed_note(n));
                     }
@@ -197,33 +225,57 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        if open.load(Ordering::Relaxed) >= limits.connections {
-            conn_metrics.shed_full.inc();
+        let Ok((id, close)) = table.admit(peer.ip()) else {
             drop(stream);
             continue;
-        }
+        };
         // Given back however the task ends, a panic in a handler included.
-        struct Slot(Arc<AtomicUsize>, ConnMetrics);
+        struct Slot(Arc<crate::conns::Table>, u64);
         impl Drop for Slot {
             fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Relaxed);
-                self.1.open.dec();
+                self.0.release(self.1);
             }
         }
-        open.fetch_add(1, Ordering::Relaxed);
-        conn_metrics.open.inc();
-        let slot = Slot(open.clone(), conn_metrics.clone());
+        let slot = Slot(table.clone(), id);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout);
-        let conn =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // Busy from a request's head until its response's body is written
+        // (a live stream is busy while it lasts, an answer a client does
+        // not read is busy and the slowest); a connection waiting for (the
+        // rest of) a request head is idle, and makes room first.
+        let (svc, busy) = (app.clone(), table.clone());
+        let svc = tower::service_fn(move |req| {
+            busy.set_idle(id, false);
+            let (call, table) = (tower::ServiceExt::oneshot(svc.clone(), req), busy.clone());
+            async move {
+                let r: Result<Response, Infallible> = call.await;
+                struct Written(Arc<crate::conns::Table>, u64);
+                impl Drop for Written {
+                    fn drop(&mut self) {
+                        self.0.set_idle(self.1, true);
+                    }
+                }
+                let written = Written(table, id);
+                r.map(|resp| {
+                    resp.map(move |body| {
+                        axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
+                            let _until_written = &written;
+                            f
+                        }))
+                    })
+                })
+            }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let shutdown = shutdown.clone();
         conns.spawn(async move {
             let _slot = slot;
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                // Made room for another connection.
+                () = close.cancelled() => {}
                 () = shutdown.cancelled() => {
                     // Finish what is in flight, briefly (a live stream never ends).
                     conn.as_mut().graceful_shutdown();
@@ -404,8 +456,72 @@ impl futures_core::Stream for ReceiverStream {
     }
 }
 
+/// Whether a mutating call comes from a client of the admin API rather
+/// than from a web page that a browser on an operator's host is showing:
+///
+/// - it is not a "simple" request that any page may send cross-site
+///   without asking (a form post, `text/plain`): it carries a JSON content
+///   type, [`REQUEST_HEADER`] or a bearer token, none of which a page on
+///   another site can send without a CORS preflight (never granted);
+/// - its `Host` is an IP address, `localhost` or a name in `admin-hosts`:
+///   a page whose name was made to resolve to 127.0.0.1 (DNS rebinding) is
+///   same-origin for the browser, but its `Host` is its own name;
+/// - an `Origin` (browsers send one on every POST) is this listener's own
+///   (the status page), and a browser's `Sec-Fetch-Site` is not
+///   `cross-site`.
+///
+/// `Err`: why not, as a 403.
+fn same_site(shared: &AdminState, headers: &HeaderMap) -> Result<(), String> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let json = text(header::CONTENT_TYPE.as_str()).is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !(json
+        || headers.contains_key(REQUEST_HEADER)
+        || headers.contains_key(header::AUTHORIZATION))
+    {
+        return Err(format!(
+            "a mutating call needs Content-Type: application/json, an {REQUEST_HEADER} header or a bearer token (a page on another site can send none of them)"
+        ));
+    }
+    let host = text(header::HOST.as_str()).unwrap_or_default();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    }
+    .trim_end_matches('.')
+    .to_ascii_lowercase();
+    let known =
+        name.parse::<IpAddr>().is_ok() || name == "localhost" || shared.auth.hosts.contains(&name);
+    if !known {
+        return Err(format!(
+            "Host {host:?} is not an address of this listener (a page whose name resolves here?); list the name in admin-hosts to use it"
+        ));
+    }
+    if text("sec-fetch-site") == Some("cross-site") {
+        return Err("cross-site request refused".into());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let own = ["http://", "https://"]
+            .iter()
+            .any(|scheme| origin.strip_prefix(scheme) == Some(host));
+        if !own {
+            return Err(format!("cross-site request from Origin {origin:?} refused"));
+        }
+    }
+    Ok(())
+}
+
 /// `Err`: the refusal to send (boxed: a `Response` is large).
 fn authorize(shared: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    if let Err(why) = same_site(shared, headers) {
+        return Err(Box::new(
+            (StatusCode::FORBIDDEN, Json(json!({ "error": why }))).into_response(),
+        ));
+    }
     let deny = |code: StatusCode, msg: &str| {
         Box::new(
             (

@@ -248,17 +248,43 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// How a webhook is shown in logs and messages: scheme, host and port, and
+/// "/…" for a path. Slack, Discord and Teams put the webhook's secret in
+/// its path (`/services/T00/B00/SECRET`), so no part of a path is shown;
+/// user-info, query and fragment go as in [`redact_url`].
+pub fn webhook_label(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.has_host() => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let path = if u.path().len() > 1 { "/…" } else { "" };
+            format!(
+                "{}://{}{port}{path}",
+                u.scheme(),
+                u.host_str().unwrap_or_default()
+            )
+        }
+        _ => {
+            let r = redact_unparsed(url);
+            let after = r.find("//").map_or(0, |i| i + 2);
+            match r[after..].find('/') {
+                Some(i) => format!("{}/…", &r[..after + i]),
+                None => r,
+            }
+        }
+    }
+}
+
 /// A webhook must be an absolute http(s) URL.
 pub fn check_webhook_url(url: &str) -> Result<(), String> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         Ok(_) => Err(format!(
             "webhook {:?} must be an http:// or https:// URL",
-            redact_url(url)
+            webhook_label(url)
         )),
         Err(e) => Err(format!(
             "webhook {:?} is not a URL: {e}",
-            redact_unparsed(url)
+            webhook_label(url)
         )),
     }
 }

@@ -29,7 +29,10 @@ pub struct ServerFile {
     /// Admin HTTP listener (default `127.0.0.1:9153`); `"off"` disables it.
     pub admin: Option<String>,
     /// Bearer token for mutating admin calls (or env `GSLB_ADMIN_TOKEN`).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Spanned<String>>,
+    /// Host names mutating admin calls may be sent to, besides addresses
+    /// and `localhost` (the `Host` header; DNS rebinding is refused).
+    pub admin_hosts: Option<Vec<Spanned<String>>>,
     /// `error`, `warn`, `info` (default), `debug`, `trace`, or a tracing filter.
     pub log_level: Option<String>,
     /// `text` (default) or `json`.
@@ -46,6 +49,8 @@ pub struct ServerFile {
     pub tcp_connections: Option<Spanned<i64>>,
     /// Most DNS-over-TCP connections from one /24 or /56 (default 64).
     pub tcp_connections_per_prefix: Option<Spanned<i64>>,
+    /// Most DNS-over-TCP connections from one IPv6 /48 (default 128).
+    pub tcp_connections_per_48: Option<Spanned<i64>>,
     /// Most admin API connections open at once (default 64; lowered to fit
     /// the file descriptor limit).
     pub admin_connections: Option<Spanned<i64>>,
@@ -64,6 +69,9 @@ pub struct ServerFile {
     /// With `watch`: stop serving a zone whose file disappears (default
     /// false: such a reload is refused).
     pub watch_allow_removal: Option<bool>,
+    /// With `watch`: how long the files must stay unchanged before they are
+    /// reloaded (default `"3s"`).
+    pub watch_settle: Option<Spanned<String>>,
     /// URL receiving a JSON POST on every region state change of any zone.
     pub webhook: Option<String>,
     /// Local address that probes connect from.
@@ -140,6 +148,45 @@ impl ServerFile {
                 msg,
             })
         };
+        if let Some(t) = &file.watch_settle
+            && humantime::parse_duration(t.get_ref()).map_or(true, |d| {
+                d < Duration::from_millis(100) || d > Duration::from_secs(600)
+            })
+        {
+            err(
+                t.span(),
+                format!(
+                    "watch-settle {:?} is not a duration from \"100ms\" to \"10m\"",
+                    t.get_ref()
+                ),
+            );
+        }
+        if let Some(t) = &file.admin_token
+            && t.get_ref().trim().is_empty()
+        {
+            err(
+                t.span(),
+                "admin-token is empty: give a token, or remove the line (without one, changes are allowed from loopback only)".into(),
+            );
+        }
+        for h in file.admin_hosts.iter().flatten() {
+            let name = h.get_ref();
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                err(
+                    h.span(),
+                    format!(
+                        "admin-hosts: {name:?} is not a host name like \"gslb-1.example.net\" (no port, no scheme)"
+                    ),
+                );
+            }
+        }
         if let Some(p) = &file.probe_source
             && p.get_ref().parse::<IpAddr>().is_err()
         {
@@ -154,6 +201,7 @@ impl ServerFile {
                 "tcp-connections-per-prefix",
                 &file.tcp_connections_per_prefix,
             ),
+            ("tcp-connections-per-48", &file.tcp_connections_per_48),
             ("admin-connections", &file.admin_connections),
             ("answer-cache-mib", &file.answer_cache_mib),
         ] {
@@ -232,6 +280,13 @@ impl ServerFile {
     }
 
     /// The TCP idle timeout, parsed (validated by `load`).
+    /// `watch-settle`, parsed.
+    pub fn watch_settle(&self) -> Option<Duration> {
+        self.watch_settle
+            .as_ref()
+            .and_then(|t| humantime::parse_duration(t.get_ref()).ok())
+    }
+
     pub fn tcp_idle(&self) -> Option<Duration> {
         self.tcp_idle_timeout
             .as_deref()

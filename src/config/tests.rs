@@ -476,7 +476,7 @@ fn webhook_errors_never_show_credentials_or_query() {
     let wrong_scheme = check_webhook_url("ftp://user:hunter2@h.example/x?key=s3cret").unwrap_err();
     assert_eq!(
         wrong_scheme,
-        "webhook \"ftp://h.example/x\" must be an http:// or https:// URL"
+        "webhook \"ftp://h.example/…\" must be an http:// or https:// URL"
     );
     for bad in [
         "http://user:hunter2@h.example:99999/hook?key=s3cret",
@@ -493,6 +493,35 @@ fn webhook_errors_never_show_credentials_or_query() {
         "https://h.example:8443/x"
     );
     assert_eq!(redact_url("u:hunter2@10.0.0.1:2379"), "10.0.0.1:2379");
+}
+
+// Issue 19 item 3: Slack, Discord and Teams webhooks carry their secret in
+// the path, and the whole URL but its query was logged on every retry.
+#[test]
+fn a_webhook_is_shown_by_scheme_and_host_only() {
+    for (url, shown) in [
+        (
+            "https://hooks.slack.com/services/T00/B00/XXXSECRETXXX",
+            "https://hooks.slack.com/…",
+        ),
+        (
+            "https://discord.com/api/webhooks/123/XXXSECRETXXX?wait=true",
+            "https://discord.com/…",
+        ),
+        (
+            "http://user:XXXSECRETXXX@[2001:db8::1]:8080/hook",
+            "http://[2001:db8::1]:8080/…",
+        ),
+        ("http://10.0.0.1:9", "http://10.0.0.1:9"),
+        (
+            "http://h.example:99999/XXXSECRETXXX",
+            "http://h.example:99999/…",
+        ),
+    ] {
+        assert_eq!(webhook_label(url), shown, "{url}");
+    }
+    let e = check_webhook_url("ftp://hooks.example/services/XXXSECRETXXX").unwrap_err();
+    assert!(!e.contains("XXXSECRETXXX"), "{e}");
 }
 
 const GEO_BASE: &str = r#"

@@ -200,6 +200,12 @@ impl Engine {
             }
         };
         let mut meta = Metadata::response_from_request(&msg.metadata);
+        if msg.metadata.op_code != OpCode::Query {
+            // RD and CD are QUERY's bits: not copied into another opcode's
+            // NOTIMP (ISC's compliance tester flags it).
+            meta.recursion_desired = false;
+            meta.checking_disabled = false;
+        }
         let edns_req = msg.edns.as_ref();
         let mut edns = edns_req.map(|e| {
             let mut r = Edns::new();
@@ -293,10 +299,21 @@ impl Engine {
     /// FORMERR for a request whose header parsed but the rest did not.
     fn formerr_raw(&self, req: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&req[..12]);
-        // QR=1, keep opcode and RD; clear AA, TC; RA=0, Z=0, RCODE=FORMERR; no sections.
-        out[2] = 0x80 | (req[2] & 0x79);
+        // QR=1, keep opcode, and RD for QUERY only; clear AA, TC; RA=0,
+        // Z=0, RCODE=FORMERR; no sections.
+        let rd = if req[2] & 0x78 == 0 { req[2] & 0x01 } else { 0 };
+        out[2] = 0x80 | (req[2] & 0x78) | rd;
         out[3] = ResponseCode::FormErr.low();
         out[4..12].fill(0);
+        // A request with an OPT gets one back (RFC 6891 §7, as BIND and
+        // Knot answer), even when its option is what was malformed (a bad
+        // client subnet): our payload size, version 0, no options.
+        if super::wire::opt_record(req).is_some() {
+            out.extend_from_slice(&[0, 0, 41]);
+            out.extend_from_slice(&self.opts.udp_payload.max(512).to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            out[11] = 1;
+        }
     }
 
     fn answer<'s>(

@@ -11,6 +11,7 @@ pub mod explain;
 #[cfg(target_os = "linux")]
 mod mmsg;
 mod prefix;
+pub(crate) use prefix::client_prefix;
 pub mod rrl;
 mod server;
 mod snapshot;

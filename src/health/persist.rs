@@ -187,7 +187,7 @@ impl StateFile {
     /// Write atomically: a crash never leaves a half-written file.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("tmp");
-        {
+        let written = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(
                 serde_json::to_string_pretty(self)
@@ -195,8 +195,14 @@ impl StateFile {
                     .as_bytes(),
             )?;
             f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            // A full disk leaves a cut temporary file: nothing of it may
+            // stay behind (the state file itself is untouched).
+            let _ = std::fs::remove_file(&tmp);
         }
-        std::fs::rename(&tmp, path)
+        written
     }
 
     /// Capture the current cells.

@@ -437,10 +437,16 @@ async fn other_opcodes_get_notimp() {
     for op in [OpCode::Notify, OpCode::Update, OpCode::Status] {
         let mut req = request("gslb.example.com.", RecordType::SOA, false);
         req.metadata.op_code = op;
+        // Issue 19 item 7. Fails on the code before it: RD and CD, bits
+        // that only QUERY defines, were copied into the NOTIMP.
+        req.metadata.recursion_desired = true;
+        req.metadata.checking_disabled = true;
         let m = udp(s.dns, &req).await.expect("answer");
         assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "{op:?}");
         assert_eq!(m.metadata.op_code, op, "opcode echoed");
         assert!(!m.metadata.authoritative);
+        assert!(!m.metadata.recursion_desired, "{op:?}: RD not copied");
+        assert!(!m.metadata.checking_disabled, "{op:?}: CD not copied");
     }
 }
 

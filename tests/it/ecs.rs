@@ -94,6 +94,12 @@ async fn malformed_client_subnets_get_formerr() {
         let r = Message::from_vec(&r).unwrap();
         assert_eq!(r.metadata.response_code, ResponseCode::FormErr, "{what}");
         assert_eq!(r.metadata.id, q.metadata.id, "{what}");
+        // Issue 19 item 7. Fails on the code before it: the FORMERR went
+        // out without an OPT although the request had one (RFC 6891 §7,
+        // BIND and Knot include it).
+        let opt = r.edns.as_ref().unwrap_or_else(|| panic!("{what}: no OPT"));
+        assert_eq!(opt.version(), 0, "{what}");
+        assert!(opt.max_payload() >= 512, "{what}");
     }
 }
 

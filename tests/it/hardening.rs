@@ -203,17 +203,117 @@ async fn one_prefix_cannot_take_every_tcp_slot() {
         .unwrap();
     assert!(tcp_exchange(&mut a, &q).await.is_some());
     assert!(tcp_exchange(&mut b, &q).await.is_some());
-    // A third from the same /24 is closed at once; another /24 is served.
+    // Both busy (a query under way: its length sent, the rest not yet):
+    // a third from the same /24 is closed at once; another /24 is served.
+    a.write_all(&[0, 40]).await.unwrap();
+    b.write_all(&[0, 40]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut c = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 9, 3)), ts.dns)
         .await
         .unwrap();
-    assert!(closed_within(&mut c, Duration::from_secs(2)).await);
+    assert!(closed_within(&mut c, Duration::from_secs(1)).await);
     let mut d = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 10, 1)), ts.dns)
         .await
         .unwrap();
     assert!(tcp_exchange(&mut d, &q).await.is_some());
-    // The first two still work.
+    // The stalled queries end (2 s); with two idle connections the /24
+    // makes room among its own: a newcomer from it takes the slot of the
+    // one idle longest, never another /24's.
+    assert!(closed_within(&mut a, Duration::from_secs(4)).await);
+    assert!(closed_within(&mut b, Duration::from_secs(4)).await);
+    let mut a = connect_from(ours, ts.dns).await.unwrap();
     assert!(tcp_exchange(&mut a, &q).await.is_some());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut b = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 9, 2)), ts.dns)
+        .await
+        .unwrap();
+    assert!(tcp_exchange(&mut b, &q).await.is_some());
+    let mut e = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 9, 4)), ts.dns)
+        .await
+        .unwrap();
+    assert!(tcp_exchange(&mut e, &q).await.is_some());
+    assert!(
+        closed_within(&mut a, Duration::from_secs(1)).await,
+        "its idle longest made room"
+    );
+    assert!(
+        tcp_exchange(&mut d, &q).await.is_some(),
+        "the other /24 keeps its slot"
+    );
+}
+
+// Issue 19 item 5. Fails on the code before it: with every slot held by
+// connections that are never idle (a query sent a byte at a time), a new
+// client was refused; now the connection whose message has taken longest
+// makes room for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_senders_that_are_never_idle_cannot_keep_a_client_out() {
+    let ts = TestServer::start_with(&[("z.toml", ZONE)], |s| {
+        s.tcp_connections = 12;
+        s.tcp_connections_per_prefix = 4;
+        s.tcp_idle = Duration::from_secs(30);
+    })
+    .await;
+    let q = request("www.gslb.example.com.", RecordType::A, true);
+    let wire = q.to_vec().unwrap();
+    // Three /24s, four each: every slot, each connection trickling a query
+    // a byte every 100 ms (each message under the 2 s message timeout).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loris = Vec::new();
+    for i in 0..12 {
+        let from = client(i / 4);
+        let s = connect_from(from, ts.dns).await.unwrap();
+        let (stop, wire) = (stop.clone(), wire.clone());
+        loris.push(tokio::spawn(async move {
+            let mut s = s;
+            // Query after query, each sent a byte at a time over 1.5 s
+            // (inside the 2 s a message may take), the next begun as soon
+            // as the answer is read: never idle.
+            let gap = Duration::from_millis(1500) / wire.len() as u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if s.write_all(&(wire.len() as u16).to_be_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                for b in &wire {
+                    tokio::time::sleep(gap).await;
+                    if s.write_all(&[*b]).await.is_err() {
+                        return;
+                    }
+                }
+                let mut len = [0u8; 2];
+                if s.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if s.read_exact(&mut answer).await.is_err() {
+                    return;
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until(Duration::from_secs(5), "every slot held", || async {
+        ts.server.metrics.dns_tcp.open.get() == 12
+    })
+    .await;
+    // Every one of them busy with a query under way.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Legitimate clients from other /24s, one after another: each served.
+    let mut served = 0;
+    for i in 0..8 {
+        let mut s = connect_from(client(10 + i), ts.dns).await.unwrap();
+        if tcp_exchange(&mut s, &q).await.is_some() {
+            served += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(served, 8, "every legitimate client served");
+    for l in loris {
+        l.abort();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,10 +369,12 @@ async fn the_admin_listener_bounds_connections_and_slow_clients() {
     let n = kept.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(closed_within(&mut kept, Duration::from_secs(5)).await);
-    // Three idle connections hold every slot: a fourth is closed at once.
+    // Three idle connections hold every slot: a fourth takes the slot of
+    // the one idle longest, and is answered.
     let mut idle = Vec::new();
-    for _ in 0..3 {
-        idle.push(TcpStream::connect(admin).await.unwrap());
+    for i in 0..3 {
+        idle.push(connect_from(client(i), admin).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Let the server accept them.
     wait_until(
@@ -281,10 +383,6 @@ async fn the_admin_listener_bounds_connections_and_slow_clients() {
         || async { ts.server.metrics.admin_conns.open.get() == 3 },
     )
     .await;
-    let mut fourth = TcpStream::connect(admin).await.unwrap();
-    assert!(closed_within(&mut fourth, Duration::from_millis(400)).await);
-    // Once they time out, the API answers again.
-    drop(idle);
     wait_until(Duration::from_secs(5), "the API answers", || async {
         let Ok(mut s) = TcpStream::connect(admin).await else {
             return false;
@@ -297,6 +395,122 @@ async fn the_admin_listener_bounds_connections_and_slow_clients() {
         String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200")
     })
     .await;
+    assert!(closed_within(&mut idle[0], Duration::from_secs(1)).await);
+}
+
+/// Where admin attacks come from (scrapes and drains: 127.0.0.1).
+const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66));
+
+/// An admin client that keeps `conns` connections sending half a request
+/// head each, reconnecting whenever one is closed, until `stop`.
+fn half_head_flood(
+    admin: SocketAddr,
+    conns: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..conns)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut s) = connect_from(ATTACKER, admin).await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await;
+                    let mut b = [0u8; 64];
+                    let _ = tokio::time::timeout(Duration::from_secs(20), s.read(&mut b)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Scrape `/metrics` and drain through fresh connections while an attack
+/// runs: how many of `n` each answered within 2 s.
+async fn admin_under_attack(admin: SocketAddr, n: usize) -> (usize, usize) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (mut scrapes, mut drains) = (0, 0);
+    for i in 0..n {
+        if http
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            scrapes += 1;
+        }
+        let action = if i % 2 == 0 { "drain" } else { "undrain" };
+        if http
+            .post(format!(
+                "http://{admin}/api/v1/regions/_/secondary/{action}"
+            ))
+            .header("x-gslb-request", "test")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            drains += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (scrapes, drains)
+}
+
+// Issue 19 item 1. Fails on the code before it: 64 connections sending
+// half a request head each, reconnecting when closed, held every admin
+// slot (0 of 27 scrapes answered); and 200 pipelined requests never read
+// held the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_the_admin_api() {
+    let b = Backend::start("127.0.0.2").await;
+    let ts = TestServer::start_with(&[("z.toml", &zone(b.addr))], |s| {
+        s.admin = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin = ts.server.admin_addr.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = half_head_flood(admin, 64, stop.clone());
+    wait_until(
+        Duration::from_secs(5),
+        "the flood holds connections",
+        || async { ts.server.metrics.admin_conns.open.get() >= 16 },
+    )
+    .await;
+    let (scrapes, drains) = admin_under_attack(admin, 10).await;
+    assert_eq!(
+        (scrapes, drains),
+        (10, 10),
+        "scrapes and drains answered during the flood"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flood {
+        f.abort();
+    }
+
+    // Pipelined requests never read, from four connections.
+    let mut pipes = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect_from(ATTACKER, admin).await.unwrap();
+        let one = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut all = Vec::new();
+        for _ in 0..200 {
+            all.extend_from_slice(one);
+        }
+        s.write_all(&all).await.unwrap();
+        pipes.push(s);
+    }
+    let (scrapes, drains) = admin_under_attack(admin, 10).await;
+    assert_eq!(
+        (scrapes, drains),
+        (10, 10),
+        "scrapes and drains answered beside unread pipelines"
+    );
 }
 
 /// Live streams: at most `event_streams` at once, and one status document
@@ -314,8 +528,18 @@ async fn live_streams_are_bounded_and_coalesced() {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = format!("http://{admin}/api/v1/events");
     let mut streams = Vec::new();
-    for _ in 0..gslb::admin::AdminLimits::default().event_streams {
-        let r = http.get(&url).send().await.unwrap();
+    // From eight /24s: one address keeps at most a quarter of the slots.
+    let from: Vec<reqwest::Client> = (0..8)
+        .map(|i| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .local_address(client(i))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for i in 0..gslb::admin::AdminLimits::default().event_streams {
+        let r = from[i % 8].get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200);
         streams.push(r);
     }
@@ -327,7 +551,14 @@ async fn live_streams_are_bounded_and_coalesced() {
     let post = |action: &str| {
         let url = format!("http://{admin}/api/v1/regions/gslb.example.com/primary/{action}");
         let http = http.clone();
-        async move { http.post(url).send().await.unwrap().status() }
+        async move {
+            http.post(url)
+                .header("x-gslb-request", "test")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
     };
     let started = tokio::time::Instant::now();
     for _ in 0..5 {
@@ -466,6 +697,53 @@ async fn response_rate_limiting_drops_and_slips_past_the_rate() {
     );
 }
 
+// Issue 19 item 4. Fails on the code before it, which counted responses by
+// prefix and class only: a spoofer flooding one name at a resolver's /24
+// left that resolver 0 full answers of 10 for any other name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_one_name_limits_that_name_only() {
+    let ts = TestServer::start_with(&[("z.toml", ZONE)], |s| {
+        s.rate_limit = Some(gslb::dns::rrl::RrlSettings {
+            rate: 5,
+            slip: 2,
+            whitelist: Vec::new(),
+        });
+    })
+    .await;
+    // From one address (the resolver's /24 the spoofer aims at): 200
+    // queries for one name, and among them, 5 for another.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in 0..205u16 {
+        let name = if id % 41 == 40 {
+            "static.gslb.example.com."
+        } else {
+            "mail.gslb.example.com."
+        };
+        let mut m = request(name, RecordType::A, true);
+        m.metadata.id = id;
+        sock.send_to(&m.to_vec().unwrap(), ts.dns).await.unwrap();
+    }
+    let (mut flood_full, mut victim_full) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while let Ok(Ok((len, _))) =
+        tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await
+    {
+        let m = hickory_proto::op::Message::from_vec(&buf[..len]).unwrap();
+        if m.metadata.truncation {
+            continue;
+        }
+        match m.metadata.id % 41 {
+            40 => victim_full += 1,
+            _ => flood_full += 1,
+        }
+    }
+    assert!(
+        flood_full <= 10,
+        "the flooded name is limited: {flood_full}"
+    );
+    assert_eq!(victim_full, 5, "every answer of the other name");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whitelisted_prefixes_are_not_rate_limited() {
     let ts = TestServer::start_with(&[("z.toml", ZONE)], |s| {
@@ -496,5 +774,60 @@ async fn a_probe_source_that_is_not_local_is_refused_at_start() {
     assert!(
         err.contains("probe-source 192.0.2.1 is not an address of this host"),
         "{err}"
+    );
+}
+
+// Issue 19 item 7. Fails on the code before it: a write of the state file
+// that ran out of space left its cut temporary file behind.
+#[test]
+fn a_full_disk_leaves_no_temporary_state_file_behind() {
+    use gslb::health::{SavedRegion, StateFile};
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount runs")
+        .success();
+    assert!(
+        ok,
+        "mounting a small tmpfs (the test runs as root, as CI does)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let path = mnt.join("state.json");
+    let small = StateFile::default();
+    small.write(&path).expect("a small state fits");
+    let before = std::fs::read(&path).unwrap();
+    // Fill the disk, then write a state far larger than what is left.
+    let _ = std::fs::write(mnt.join("filler"), vec![0u8; 60 * 1024]);
+    let big = StateFile {
+        regions: (0..2000)
+            .map(|i| SavedRegion {
+                zone: "gslb.example.com".into(),
+                region: format!("region-{i}"),
+                overridden: gslb::health::Override::Down,
+                note: Default::default(),
+            })
+            .collect(),
+        ..StateFile::default()
+    };
+    let e = big.write(&path).expect_err("no space left");
+    assert!(e.to_string().to_lowercase().contains("space"), "{e}");
+    assert!(
+        !path.with_extension("tmp").exists(),
+        "the cut temporary file is gone"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the state file is untouched"
     );
 }

@@ -113,3 +113,135 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Run `gslb serve` with `zones` and `extra` arguments, its stderr read
+/// into a shared buffer by a thread.
+fn serve_logged(
+    zones: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (
+    KillOnDrop,
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::net::SocketAddr,
+) {
+    let dns = free_udp_tcp_addr();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gslb"));
+    cmd.args(["serve", "--state-file", "off", "--admin", "off"])
+        .args(["--listen", &dns.to_string()])
+        .arg("--zones")
+        .arg(zones)
+        .args(extra)
+        .env_remove("GSLB_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("gslb serve starts");
+    let mut stderr = child.stderr.take().expect("piped");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let into = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    (KillOnDrop(child), log, dns)
+}
+
+// Issue 19 item 3. Fails on the code before it: the webhook URL was logged
+// with its path on every retry and drop, and Slack, Discord and Teams keep
+// the webhook's secret in the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhooks_secret_path_never_reaches_the_log() {
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    // Nothing listens there: every delivery fails and is retried.
+    let closed = free_udp_tcp_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).unwrap();
+    std::fs::write(
+        zones.join("z.toml"),
+        format!(
+            "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\nwebhook = \"http://{closed}/services/T00/B00/XXSECRETXX\"\n{}\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
+            backend_regions(&[("primary", primary.addr), ("secondary", secondary.addr)])
+        ),
+    )
+    .unwrap();
+    let (_child, log, dns) = serve_logged(&zones, &["--log-level", "debug"], &[]);
+    let p = primary.addr.ip().to_string();
+    wait_until(Duration::from_secs(10), "answers the primary", || async {
+        answer(dns).await == [p.clone()]
+    })
+    .await;
+    primary.set(Mode::Failing);
+    wait_until(
+        Duration::from_secs(15),
+        "a failed delivery logged",
+        || async { log.lock().unwrap().contains("webhook delivery failed") },
+    )
+    .await;
+    let text = log.lock().unwrap().clone();
+    assert!(!text.contains("XXSECRETXX"), "{text}");
+    assert!(
+        text.contains(&format!("http://{closed}/…")),
+        "shown by scheme and host: {text}"
+    );
+}
+
+// Issue 19 item 3. Fails on the code before it: an empty GSLB_ADMIN_TOKEN
+// was ignored (changes then went unauthenticated on loopback) and
+// `admin-token = ""` was taken (every change then refused), both silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_admin_token_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).unwrap();
+    std::fs::write(
+        zones.join("z.toml"),
+        "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n",
+    )
+    .unwrap();
+    let settings = dir.path().join("gslb.toml");
+    std::fs::write(&settings, "log-level = \"info\"\nadmin-token = \"\"\n").unwrap();
+    for (args, env, want) in [
+        (
+            vec!["--config", settings.to_str().unwrap()],
+            vec![],
+            format!("{}:2:15: admin-token is empty", settings.display()),
+        ),
+        (
+            vec![],
+            vec![("GSLB_ADMIN_TOKEN", "")],
+            "GSLB_ADMIN_TOKEN is set but empty".to_string(),
+        ),
+    ] {
+        let (mut child, log, _) = serve_logged(&zones, &args, &env);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "still running: {}",
+                log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(!status.success());
+        wait_until(Duration::from_secs(2), "the reason", || async {
+            log.lock().unwrap().contains(&want)
+        })
+        .await;
+    }
+}

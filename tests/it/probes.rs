@@ -337,6 +337,27 @@ async fn close_mid_body_is_reported() {
     );
 }
 
+// Issue 19 item 7. Fails on the code before it: "invalid HTTP response"
+// alone, which sent operators looking for a broken backend rather than a
+// chatty one.
+#[tokio::test]
+async fn too_many_response_headers_are_named_as_such() {
+    let addr = backend(|mut s| async move {
+        read_head(&mut s).await;
+        let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n".to_vec();
+        for i in 0..150 {
+            head.extend_from_slice(format!("X-Trace-{i}: x\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let _ = s.write_all(&head).await;
+        drain(&mut s).await;
+    })
+    .await;
+    let r = probe(http_check(addr.port())).await;
+    assert_eq!(r.outcome, ProbeOutcome::Protocol, "{r:?}");
+    assert!(r.reason.contains("more than 100 header fields"), "{r:?}");
+}
+
 #[tokio::test]
 async fn garbage_is_an_invalid_http_response() {
     let addr = backend(|mut s| async move {
@@ -346,7 +367,8 @@ async fn garbage_is_an_invalid_http_response() {
     })
     .await;
     let r = probe(http_check(addr.port())).await;
-    assert_outcome(&r, ProbeOutcome::Protocol, "invalid HTTP response");
+    assert_eq!(r.outcome, ProbeOutcome::Protocol, "{r:?}");
+    assert!(r.reason.starts_with("invalid HTTP response: "), "{r:?}");
 }
 
 #[tokio::test]
@@ -1041,7 +1063,11 @@ async fn a_killed_backend_fails_its_region_long_before_the_next_interval() {
     // The region reads its endpoints' cells, stored just before the
     // transition is journaled: wait for the journal too.
     crate::support::wait_until(Duration::from_secs(1), "journaled", || async {
-        ts.server.health.journal().iter().any(|t| t.endpoint.is_some())
+        ts.server
+            .health
+            .journal()
+            .iter()
+            .any(|t| t.endpoint.is_some())
     })
     .await;
     let t = ts

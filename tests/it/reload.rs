@@ -779,3 +779,70 @@ async fn under_watch_a_zone_file_deleted_and_restored_is_served_throughout() {
         seen.len()
     );
 }
+
+// Issue 19 item 7. Fails on the code before it: --watch reloaded after one
+// quiet second, so a file written in two steps more than a second apart
+// was served half-written in between (here: without its last service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_watch_a_file_written_in_two_steps_is_read_once_settled() {
+    let head = "[zone]\nname = \"other.example.\"\nnameservers = [\"ns.example.net.\"]\nhostmaster = \"h.example.net.\"\n[region.r1]\nendpoints = [\"192.0.2.5\"]\n[region.r2]\nendpoints = [\"192.0.2.6\"]\n[service.www]\nregions = [\"r2\"]\n";
+    let tail = "[service.ftp]\nregions = [\"r2\"]\n";
+    let first = format!("{head}[service.api]\nregions = [\"r1\", \"r2\"]\n{tail}");
+    let ts = TestServer::start_with(
+        &[
+            ("a.toml", &version("A", &["192.0.2.1"], 60)),
+            ("other.toml", &first),
+        ],
+        |s| s.watch = true,
+    )
+    .await;
+    let reloads = || {
+        ts.server
+            .metrics
+            .reloads
+            .with_label_values(&["success"])
+            .get()
+    };
+    let before = reloads();
+    let dns = ts.dns;
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let m = udp(dns, &request("ftp.other.example.", RecordType::A, true)).await;
+                seen.push(m.map(|m| m.metadata.response_code));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
+    // A deploy that writes the new file in two parts, 2.2 s apart: the
+    // first part parses (every table whole), but lacks `ftp`.
+    let path = ts.zone_path("other.toml");
+    let new_head = format!("{head}[service.api]\nregions = [\"r2\", \"r1\"]\n");
+    std::fs::write(&path, &new_head).unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    std::fs::write(&path, format!("{new_head}{tail}")).unwrap();
+    wait_until(Duration::from_secs(10), "the settled reload", || async {
+        reloads() > before
+    })
+    .await;
+    let api = ts.query("api.other.example.", RecordType::A).await;
+    assert_eq!(addrs(&api), ["192.0.2.6"], "the new file is served");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = poller.await.unwrap();
+    let bad: Vec<_> = seen
+        .iter()
+        .filter(|r| **r != Some(ResponseCode::NoError))
+        .collect();
+    assert!(
+        seen.len() > 40 && bad.is_empty(),
+        "ftp was not answered {} times of {}: the half file was served",
+        bad.len(),
+        seen.len()
+    );
+    assert_eq!(reloads(), before + 1, "one reload, of the whole file");
+}

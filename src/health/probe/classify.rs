@@ -45,8 +45,25 @@ pub(super) fn classify(
             if h.is_incomplete_message() {
                 return (ProbeOutcome::Reset, CLOSED_BEFORE_RESPONSE.into());
             }
-            if h.is_parse() || h.is_parse_too_large() || h.is_parse_status() {
-                return (ProbeOutcome::Protocol, "invalid HTTP response".into());
+            // Say what was wrong: "invalid HTTP response" alone sent
+            // operators looking at the wrong thing.
+            if h.is_parse_too_large() {
+                return (
+                    ProbeOutcome::Protocol,
+                    "invalid HTTP response: its head is too large (more than 100 header fields, or more than 400 KiB)".into(),
+                );
+            }
+            if h.is_parse_status() {
+                return (
+                    ProbeOutcome::Protocol,
+                    "invalid HTTP response: its status code is not a number from 100 to 999".into(),
+                );
+            }
+            if h.is_parse() {
+                return (
+                    ProbeOutcome::Protocol,
+                    format!("invalid HTTP response: {h}"),
+                );
             }
         }
         cur = e.source();

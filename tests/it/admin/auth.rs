@@ -200,3 +200,118 @@ async fn readyz_waits_for_the_first_verdicts_healthz_does_not() {
     }
     assert_eq!(rig.get("/healthz").await.0, 200);
 }
+
+// Issue 19 item 2. Fails on the code before it: with no token and the
+// listener on loopback, any page a browser on the host showed could drain
+// a region: a POST with `Origin: http://evil.example` and `Content-Type:
+// text/plain` (a "simple" request, sent cross-site without asking) was
+// taken, and so was one from a page whose name resolved to 127.0.0.1.
+#[tokio::test]
+async fn mutating_calls_refuse_cross_site_requests_and_foreign_hosts() {
+    let rig = Rig::start(&FAST, None).await;
+    rig.wait_healthy().await;
+    let drain = rig.url(&format!("/api/v1/regions/{ZONE_NAME}/primary/drain"));
+    let own = format!("http://{}", rig.admin);
+    let send = |headers: Vec<(&'static str, String)>| {
+        let mut req = rig.http.post(&drain);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.expect("POST");
+            let code = r.status().as_u16();
+            (code, r.text().await.unwrap_or_default())
+        }
+    };
+    for (what, headers) in [
+        ("a form post: no header of a client", vec![]),
+        (
+            "text/plain from another site",
+            vec![
+                ("origin", "http://evil.example".to_string()),
+                ("content-type", "text/plain".to_string()),
+            ],
+        ),
+        (
+            "JSON from another site",
+            vec![
+                ("origin", "http://evil.example".to_string()),
+                ("content-type", "application/json".to_string()),
+            ],
+        ),
+        (
+            "a page whose name resolves here (DNS rebinding)",
+            vec![
+                ("host", format!("rebind.evil.example:{}", rig.admin.port())),
+                (
+                    "origin",
+                    format!("http://rebind.evil.example:{}", rig.admin.port()),
+                ),
+                ("content-type", "application/json".to_string()),
+            ],
+        ),
+        (
+            "a browser says cross-site",
+            vec![
+                ("x-gslb-request", "1".to_string()),
+                ("sec-fetch-site", "cross-site".to_string()),
+            ],
+        ),
+        (
+            "Origin null",
+            vec![
+                ("x-gslb-request", "1".to_string()),
+                ("origin", "null".to_string()),
+            ],
+        ),
+    ] {
+        let (code, body) = send(headers).await;
+        assert_eq!(code, 403, "{what}: {body}");
+        assert!(body.contains("error"), "{what}: {body}");
+    }
+    assert_eq!(region(&rig.status().await, "primary")["override"], "auto");
+    assert_eq!(rig.api().await, [PRIMARY_IP], "nothing drained");
+
+    // The status page (its own origin, a JSON body) and API clients (the
+    // header, a JSON content type; Host an address or localhost) may.
+    for headers in [
+        vec![
+            ("origin", own.clone()),
+            ("content-type", "application/json".to_string()),
+        ],
+        vec![("x-gslb-request", "cli".to_string())],
+        vec![
+            ("host", format!("localhost:{}", rig.admin.port())),
+            (
+                "content-type",
+                "application/json; charset=utf-8".to_string(),
+            ),
+        ],
+    ] {
+        let (code, body) = send(headers.clone()).await;
+        assert_eq!(code, 200, "{headers:?}: {body}");
+    }
+    assert_eq!(region(&rig.status().await, "primary")["override"], "down");
+}
+
+// A name listed in admin-hosts may be used as the Host of mutating calls.
+#[tokio::test]
+async fn admin_hosts_names_the_hosts_a_mutating_call_may_use() {
+    let rig = Rig::start_with(&FAST, None, |s| {
+        s.admin_hosts = vec!["gslb-1.example.net".into()];
+    })
+    .await;
+    rig.wait_healthy().await;
+    let url = rig.url(&format!("/api/v1/regions/{ZONE_NAME}/primary/drain"));
+    for (host, want) in [("gslb-1.example.net", 200), ("gslb-2.example.net", 403)] {
+        let r = rig
+            .http
+            .post(&url)
+            .header("host", format!("{host}:{}", rig.admin.port()))
+            .header("x-gslb-request", "1")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status().as_u16(), want, "{host}");
+    }
+}

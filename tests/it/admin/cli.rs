@@ -248,6 +248,7 @@ async fn unchecked(state_file: Option<std::path::PathBuf>) -> (TestServer, Strin
 async fn post(admin: &str, path: &str) -> (u16, Value) {
     let r = client()
         .post(format!("http://{admin}/api/v1/regions/_/{path}"))
+        .header("x-gslb-request", "test")
         .send()
         .await
         .expect("POST");

@@ -92,8 +92,26 @@ impl Rig {
         Self::start_backends_in(p, token, Mode::Healthy).await
     }
 
+    /// Like [`Rig::start`], with more settings.
+    async fn start_with(
+        p: &Probing,
+        token: Option<&str>,
+        more: impl FnOnce(&mut gslb::app::Settings) + Send + 'static,
+    ) -> Rig {
+        Self::start_full(p, token, Mode::Healthy, more).await
+    }
+
     /// Like [`Rig::start`], the backends in `mode` before the first probe.
     async fn start_backends_in(p: &Probing, token: Option<&str>, mode: Mode) -> Rig {
+        Self::start_full(p, token, mode, |_| {}).await
+    }
+
+    async fn start_full(
+        p: &Probing,
+        token: Option<&str>,
+        mode: Mode,
+        more: impl FnOnce(&mut gslb::app::Settings) + Send + 'static,
+    ) -> Rig {
         let primary = Backend::start(PRIMARY_IP).await;
         let secondary = Backend::start(SECONDARY_IP).await;
         primary.set(mode);
@@ -103,6 +121,7 @@ impl Rig {
         let ts = TestServer::start_with(&[("gslb.test.toml", &text)], |s| {
             s.admin = Some("127.0.0.1:0".parse().unwrap());
             s.admin_token = token;
+            more(s);
         })
         .await;
         let admin = ts.server.admin_addr.expect("admin API bound");
@@ -132,7 +151,10 @@ impl Rig {
         path: &str,
         token: Option<&str>,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
-        let mut req = self.http.post(self.url(path));
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("x-gslb-request", "test");
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

@@ -176,6 +176,61 @@ async fn status_page_shows_a_region_going_down_live() {
     println!("status page screenshot: {}", path.display());
 }
 
+// Issue 19 item 2. Fails on the code before it: the drain button acted on
+// one click, with no way to send a token (a server with one refused it).
+#[tokio::test]
+async fn the_page_asks_before_a_drain_and_sends_the_token() {
+    let rig = Rig::start(&FAST, Some(TOKEN)).await;
+    rig.wait_healthy().await;
+    let browser = Browser::start().await;
+    let web = &browser.client;
+    web.goto(&rig.url("/")).await.expect("open the page");
+    let button = r#"button[data-act][data-r="primary"]"#;
+    // The page re-renders its table on every status: an element found
+    // may be gone by the click, so find and click again until one lands.
+    let click = || async {
+        poll(LIMIT, "a click on the drain button", || async {
+            let b = web.find(fantoccini::Locator::Css(button)).await.ok()?;
+            b.click().await.ok()
+        })
+        .await;
+    };
+    // Asked, and dismissed: nothing happens.
+    click().await;
+    let asked = web.get_alert_text().await.expect("a confirmation");
+    assert!(
+        asked.contains("drain") && asked.contains("primary"),
+        "{asked}"
+    );
+    web.dismiss_alert().await.expect("dismiss");
+    // Accepted without the token: refused, and the page says why.
+    click().await;
+    web.accept_alert().await.expect("accept");
+    let msg = poll(LIMIT, "the refusal shown", || async {
+        let m = browser
+            .script("return document.getElementById('msg').textContent")
+            .await;
+        m.as_str().filter(|m| !m.is_empty()).map(str::to_string)
+    })
+    .await;
+    assert!(msg.contains("token"), "{msg}");
+    assert_eq!(region(&rig.status().await, "primary")["override"], "auto");
+    // With the token: drained.
+    web.find(fantoccini::Locator::Id("token"))
+        .await
+        .expect("the token field")
+        .send_keys(TOKEN)
+        .await
+        .expect("type");
+    click().await;
+    web.accept_alert().await.expect("accept");
+    poll(LIMIT, "drained", || async {
+        (region(&rig.status().await, "primary")["override"] == "down").then_some(())
+    })
+    .await;
+    assert_eq!(rig.api().await, [SECONDARY_IP]);
+}
+
 /// The office row of the geo service's locations table.
 const OFFICE_ROW_JS: &str = r#"
 const card = document.querySelector('.card[data-service="api.gslb.example.com."]');

@@ -2,6 +2,8 @@
 """Generate benchmark zones.
 
   gen-zone.py services N > zone.toml   N failover services over 2 regions (zone scale)
+  gen-zone.py records N > zone.toml    N static records: A, AAAA, TXT and MX in turn,
+                                       at names host0..hostN/4 (zone scale, memory per record)
   gen-zone.py endpoints N [KIND] [PORT] > zone.toml
                                        N endpoints on 127.1.x.y in regions of 100,
                                        probed by an http (default) or tcp check every 1 s
@@ -64,10 +66,27 @@ timeout = "{os.environ.get('TIMEOUT', '500ms')}"
     out.append(f"\n[service.all]\npolicy = \"all-healthy\"\nregions = [{', '.join(regions[:64])}]\n")
     return "".join(out)
 
+def records(n):
+    out = [HEAD]
+    for i in range(n):
+        host, kind = i // 4, i % 4
+        if kind == 0:
+            rec = f'type = "A"\nvalue = "10.{host >> 16 & 255}.{host >> 8 & 255}.{host & 255}"'
+        elif kind == 1:
+            rec = f'type = "AAAA"\nvalue = "2001:db8::{host:x}"'
+        elif kind == 2:
+            rec = f'type = "TXT"\nvalue = "v=spf1 ip4:10.0.0.{host % 256} -all"'
+        else:
+            rec = f'type = "MX"\nvalue = "10 mail{host % 100}.scale.example."'
+        out.append(f'\n[[record]]\nname = "host{host}"\n{rec}\n')
+    return "".join(out)
+
 if __name__ == "__main__":
     what, n = sys.argv[1], int(sys.argv[2])
     if what == "services":
         sys.stdout.write(services(n))
+    elif what == "records":
+        sys.stdout.write(records(n))
     elif what == "endpoints":
         kind = sys.argv[3] if len(sys.argv) > 3 else "http"
         port = int(sys.argv[4]) if len(sys.argv) > 4 else 18090

@@ -73,7 +73,7 @@ def records(n):
         if kind == 0:
             rec = f'type = "A"\nvalue = "10.{host >> 16 & 255}.{host >> 8 & 255}.{host & 255}"'
         elif kind == 1:
-            rec = f'type = "AAAA"\nvalue = "2001:db8::{host:x}"'
+            rec = f'type = "AAAA"\nvalue = "2001:db8::{host >> 16:x}:{host & 0xffff:x}"'
         elif kind == 2:
             rec = f'type = "TXT"\nvalue = "v=spf1 ip4:10.0.0.{host % 256} -all"'
         else:

@@ -84,7 +84,12 @@ pub(crate) fn run(
             match e.kind() {
                 io::ErrorKind::WouldBlock
                 | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => continue,
+                | io::ErrorKind::Interrupted => {
+                    // Idle: let go of an older snapshot's zones (a reload's
+                    // memory comes back without waiting for a query).
+                    engine.refresh(&mut worker);
+                    continue;
+                }
                 // ICMP errors from earlier sends surface here; keep serving,
                 // but never spin on an error that does not go away.
                 _ => {

@@ -18,6 +18,27 @@ async fn answer(dns: std::net::SocketAddr) -> Vec<String> {
     }
 }
 
+/// A zones folder with `api` failing over from `primary` to `secondary`;
+/// `zone_extra` goes in the `[zone]` table.
+fn zones_dir(
+    primary: &Backend,
+    secondary: &Backend,
+    zone_extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).unwrap();
+    std::fs::write(
+        zones.join("z.toml"),
+        format!(
+            "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n{zone_extra}{}\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
+            backend_regions(&[("primary", primary.addr), ("secondary", secondary.addr)])
+        ),
+    )
+    .unwrap();
+    (dir, zones)
+}
+
 // Issue 24 item 14. Fails on the code before it: the first log line after
 // the reader went away panicked the task that wrote it (tracing reports a
 // failed write with eprintln!, which panics on EPIPE), so the primary
@@ -26,17 +47,7 @@ async fn answer(dns: std::net::SocketAddr) -> Vec<String> {
 async fn a_closed_log_pipe_stops_no_probe_and_no_shutdown() {
     let primary = Backend::start("127.0.0.2").await;
     let secondary = Backend::start("127.0.0.3").await;
-    let dir = tempfile::tempdir().unwrap();
-    let zones = dir.path().join("zones");
-    std::fs::create_dir(&zones).unwrap();
-    std::fs::write(
-        zones.join("z.toml"),
-        format!(
-            "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n{}\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
-            backend_regions(&[("primary", primary.addr), ("secondary", secondary.addr)])
-        ),
-    )
-    .unwrap();
+    let (_dir, zones) = zones_dir(&primary, &secondary, "");
     let dns = free_udp_tcp_addr();
     let admin = free_udp_tcp_addr();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gslb"))
@@ -166,17 +177,11 @@ async fn a_webhooks_secret_path_never_reaches_the_log() {
     let secondary = Backend::start("127.0.0.3").await;
     // Nothing listens there: every delivery fails and is retried.
     let closed = free_udp_tcp_addr();
-    let dir = tempfile::tempdir().unwrap();
-    let zones = dir.path().join("zones");
-    std::fs::create_dir(&zones).unwrap();
-    std::fs::write(
-        zones.join("z.toml"),
-        format!(
-            "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\nwebhook = \"http://{closed}/services/T00/B00/XXSECRETXX\"\n{}\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
-            backend_regions(&[("primary", primary.addr), ("secondary", secondary.addr)])
-        ),
-    )
-    .unwrap();
+    let (_dir, zones) = zones_dir(
+        &primary,
+        &secondary,
+        &format!("webhook = \"http://{closed}/services/T00/B00/XXSECRETXX\"\n"),
+    );
     let (_child, log, dns) = serve_logged(&zones, &["--log-level", "debug"], &[]);
     let p = primary.addr.ip().to_string();
     wait_until(Duration::from_secs(10), "answers the primary", || async {

@@ -325,7 +325,8 @@ impl Server {
                     metrics: metrics.clone(),
                     reloader: reloader.clone(),
                     auth: Arc::new(AdminAuth {
-                        token: settings.admin_token.clone(),
+                        // Compared with the client's token trimmed: trimmed too.
+                        token: settings.admin_token.as_ref().map(|t| t.trim().to_string()),
                         loopback: settings.admin.is_some_and(|a| a.ip().is_loopback()),
                         hosts: settings
                             .admin_hosts
@@ -333,7 +334,10 @@ impl Server {
                             .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
                             .collect(),
                     }),
-                    feed: crate::admin::StatusFeed::new(limits.event_streams),
+                    feed: crate::admin::StatusFeed::with_limits(
+                        limits.event_streams,
+                        limits.streams_per_address(),
+                    ),
                 };
                 tasks.spawn(crate::admin::serve(
                     l,

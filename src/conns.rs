@@ -141,24 +141,38 @@ impl Table {
     pub fn admit(&self, ip: IpAddr) -> Result<(u64, CancellationToken), Refused> {
         let groups = self.groups(ip);
         let mut inner = self.lock();
+        // Every budget the client is at makes room among its own (the one
+        // idle longest), all or none: when one of them cannot, nothing is
+        // closed and the new one is refused.
+        let mut victims: Vec<u64> = Vec::new();
         for (group, cap) in &groups {
             if inner.counts.get(group).copied().unwrap_or(0) < *cap {
                 continue;
             }
-            // Its own connections make room: the one idle longest.
+            if victims
+                .iter()
+                .any(|v| inner.conns.get(v).is_some_and(|c| c.groups.contains(group)))
+            {
+                continue; // a victim found for a narrower budget counts here too
+            }
             let oldest = inner
                 .conns
                 .iter()
-                .filter(|(_, c)| c.groups.contains(group))
+                .filter(|(id, c)| c.groups.contains(group) && !victims.contains(id))
                 .filter_map(|(id, c)| match c.activity {
                     Activity::Idle(t) => Some((t, *id)),
                     Activity::Busy(_) => None,
                 })
                 .min();
-            let Some((_, id)) = oldest else {
-                self.metrics.shed_per_prefix.inc();
-                return Err(Refused::Budget);
-            };
+            match oldest {
+                Some((_, id)) => victims.push(id),
+                None => {
+                    self.metrics.shed_per_prefix.inc();
+                    return Err(Refused::Budget);
+                }
+            }
+        }
+        for id in victims {
             Self::remove_locked(&mut inner, id);
             self.metrics.shed_per_prefix.inc();
         }
@@ -371,6 +385,32 @@ mod tests {
             "another /48 is served"
         );
         assert!(t.admit(ip("192.0.2.1")).is_ok());
+    }
+
+    #[test]
+    fn a_refusal_closes_nothing() {
+        let t = Table::new(
+            Limits {
+                max: 100,
+                per_prefix: 2,
+                per_48: 0,
+                per_addr: 1,
+                idle: Duration::from_secs(10),
+            },
+            ConnMetrics::disabled(),
+        );
+        // 192.0.2.1 idle, 192.0.2.2 busy: the /24 is at its budget.
+        let (_, idle) = t.admit(ip("192.0.2.1")).unwrap();
+        let (busy, _) = t.admit(ip("192.0.2.2")).unwrap();
+        t.set_idle(busy, false);
+        // A second from 192.0.2.2: its address budget has no idle one, so
+        // it is refused, and 192.0.2.1's idle connection is left alone.
+        assert_eq!(t.admit(ip("192.0.2.2")), Err(Refused::Budget));
+        assert!(!idle.is_cancelled());
+        // From 192.0.2.1: its own idle one makes room for both budgets.
+        assert!(t.admit(ip("192.0.2.1")).is_ok());
+        assert!(idle.is_cancelled());
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

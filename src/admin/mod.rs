@@ -52,6 +52,10 @@ pub struct AdminAuth {
     pub hosts: Vec<String>,
 }
 
+/// The client address of a request (set by the listener).
+#[derive(Clone, Copy, Debug)]
+struct Peer(IpAddr);
+
 /// The header a client may send to mark a mutating call as its own (any
 /// value): a page on another site cannot send it without a CORS preflight,
 /// which gslb never grants. A JSON content type or a bearer token does the
@@ -103,6 +107,12 @@ impl Default for AdminLimits {
 }
 
 impl AdminLimits {
+    /// Live streams one address may hold: half its connection budget, so
+    /// its other calls always find room.
+    pub fn streams_per_address(&self) -> usize {
+        (self.table().per_addr / 2).max(1)
+    }
+
     /// The connection table's limits.
     fn table(&self) -> crate::conns::Limits {
         let n = self.connections.max(1);
@@ -123,16 +133,63 @@ pub struct StatusFeed {
     tx: watch::Sender<Arc<str>>,
     streams: AtomicUsize,
     max_streams: usize,
+    /// Streams open per client address, and the most one may have: a live
+    /// stream is busy for as long as it lasts, so without this one address
+    /// could hold its whole connection budget with streams and be refused
+    /// everything else (its own scrapes and CLI calls).
+    per_addr: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    max_per_addr: usize,
 }
 
 impl StatusFeed {
     /// A feed for at most `max_streams` live streams.
     pub fn new(max_streams: usize) -> Arc<StatusFeed> {
+        Self::with_limits(max_streams, max_streams)
+    }
+
+    /// A feed for at most `max_streams` live streams, `max_per_addr` of
+    /// them from one client address.
+    pub fn with_limits(max_streams: usize, max_per_addr: usize) -> Arc<StatusFeed> {
         Arc::new(StatusFeed {
             tx: watch::channel(Arc::from("")).0,
             streams: AtomicUsize::new(0),
             max_streams,
+            per_addr: std::sync::Mutex::default(),
+            max_per_addr: max_per_addr.max(1),
         })
+    }
+
+    /// Take a stream's place for `addr`, if there is one.
+    fn enter(&self, addr: Option<IpAddr>) -> bool {
+        if self.streams.fetch_add(1, Ordering::Relaxed) >= self.max_streams {
+            self.streams.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        if let Some(a) = addr {
+            let mut m = self.per_addr.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(a).or_default();
+            if *n >= self.max_per_addr {
+                drop(m);
+                self.streams.fetch_sub(1, Ordering::Relaxed);
+                return false;
+            }
+            *n += 1;
+        }
+        true
+    }
+
+    /// Give a stream's place back.
+    fn leave(&self, addr: Option<IpAddr>) {
+        self.streams.fetch_sub(1, Ordering::Relaxed);
+        if let Some(a) = addr {
+            let mut m = self.per_addr.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = m.get_mut(&a) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&a);
+                }
+            }
+        }
     }
 
     /// Builds the status after transitions (at most once a second) and
@@ -245,8 +302,9 @@ pub async fn serve(
         // not read is busy and the slowest); a connection waiting for (the
         // rest of) a request head is idle, and makes room first.
         let (svc, busy) = (app.clone(), table.clone());
-        let svc = tower::service_fn(move |req| {
+        let svc = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
             busy.set_idle(id, false);
+            req.extensions_mut().insert(Peer(peer.ip()));
             let (call, table) = (tower::ServiceExt::oneshot(svc.clone(), req), busy.clone());
             async move {
                 let r: Result<Response, Infallible> = call.await;
@@ -379,10 +437,10 @@ async fn explain(
 /// change (and every 5 s regardless), for the live page. The status is the
 /// [`StatusFeed`]'s, built once for every stream; a stream that falls behind
 /// gets the latest one, not each. At most `event_streams` at once.
-async fn events(State(shared): State<AdminState>) -> Response {
+async fn events(State(shared): State<AdminState>, peer: Option<axum::Extension<Peer>>) -> Response {
     let feed = shared.feed.clone();
-    if feed.streams.fetch_add(1, Ordering::Relaxed) >= feed.max_streams {
-        feed.streams.fetch_sub(1, Ordering::Relaxed);
+    let addr = peer.map(|p| p.0.0);
+    if !feed.enter(addr) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "10")],
@@ -398,13 +456,13 @@ async fn events(State(shared): State<AdminState>) -> Response {
     let first: Arc<str> =
         Arc::from(serde_json::to_string(&status(&shared.status)).unwrap_or_default());
     let stream = async_stream(move |tx| async move {
-        struct Leave(Arc<StatusFeed>);
+        struct Leave(Arc<StatusFeed>, Option<IpAddr>);
         impl Drop for Leave {
             fn drop(&mut self) {
-                self.0.streams.fetch_sub(1, Ordering::Relaxed);
+                self.0.leave(self.1);
             }
         }
-        let _leave = Leave(feed);
+        let _leave = Leave(feed, addr);
         let status_event = |s: &str| Event::default().event("status").data(s);
         if tx.send(status_event(&first)).await.is_err() {
             return;
@@ -478,10 +536,13 @@ fn same_site(shared: &AdminState, headers: &HeaderMap) -> Result<(), String> {
             .next()
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
     });
-    if !(json
-        || headers.contains_key(REQUEST_HEADER)
-        || headers.contains_key(header::AUTHORIZATION))
-    {
+    // A bearer token, not any Authorization: a browser adds cached Basic
+    // credentials to cross-site form posts by itself.
+    let bearer = text(header::AUTHORIZATION.as_str()).is_some_and(|v| {
+        v.split_once(' ')
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+    });
+    if !(json || headers.contains_key(REQUEST_HEADER) || bearer) {
         return Err(format!(
             "a mutating call needs Content-Type: application/json, an {REQUEST_HEADER} header or a bearer token (a page on another site can send none of them)"
         ));

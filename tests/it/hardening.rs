@@ -831,3 +831,55 @@ fn a_full_disk_leaves_no_temporary_state_file_behind() {
         "the state file is untouched"
     );
 }
+
+// A review of issue 19's admin budgets found it: a live stream is busy for
+// as long as it lasts, so 16 streams from one address (a quarter of the
+// slots) held its whole budget and every other call from it (Prometheus,
+// the CLI, a health check on localhost) was closed at accept. Streams per
+// address are capped at half the address's budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_leave_their_address_room_for_other_calls() {
+    let backend = Backend::start("127.0.0.2").await;
+    let ts = TestServer::start_with(&[("z.toml", &zone(backend.addr))], |s| {
+        s.admin = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin = ts.server.admin_addr.unwrap();
+    let limits = gslb::admin::AdminLimits::default();
+    let per_address = limits.streams_per_address();
+    assert!(
+        per_address < limits.connections / 4,
+        "half the address budget"
+    );
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let url = format!("http://{admin}/api/v1/events");
+    let mut streams = Vec::new();
+    for _ in 0..per_address {
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 503, "one stream too many for this address");
+    // The address's other calls still find room.
+    for _ in 0..5 {
+        let r = http
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Another address may open its own.
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(client(3))
+        .build()
+        .unwrap();
+    assert_eq!(other.get(&url).send().await.unwrap().status(), 200);
+    drop(streams);
+}

@@ -1664,12 +1664,30 @@ async fn an_etcd_rebuilt_empty_gets_back_what_the_nodes_hold() {
     let rec = Recorder::start(&ns.iter().collect::<Vec<_>>());
 
     etcd.wipe_and_restart().await;
+    the_nodes_give_etcd_back_the_drain(&etcd, &ns, &[0.0, 0.0], rec, &name, &z, &s).await;
+}
+
+/// After etcd lost its data under `ns` while a drain (answer `s`) was in
+/// force and `rec` recorded their answers: every node noticed (its count
+/// of identity changes passed `before`) and wrote back what it holds (the
+/// drain and both node records are in etcd again), a node started now
+/// answers `s` from its first query, and the running nodes answered `s`
+/// throughout.
+async fn the_nodes_give_etcd_back_the_drain(
+    etcd: &Etcd,
+    ns: &[TestServer],
+    before: &[f64],
+    rec: Recorder,
+    name: &str,
+    z: &str,
+    s: &str,
+) {
     wait_until(Duration::from_secs(15), "both nodes noticed", || async {
         ns.iter()
-            .all(|ts| metric(ts, "gslb_cluster_etcd_identity_changes_total", "") >= 1.0)
+            .zip(before)
+            .all(|(ts, b)| metric(ts, "gslb_cluster_etcd_identity_changes_total", "") > *b)
     })
     .await;
-    // Back in etcd, and both nodes follow it again (their records are).
     let c = etcd.client().await;
     let count = |what: &str| {
         let key = format!("/gslb/{name}/{what}/");
@@ -1681,16 +1699,19 @@ async fn an_etcd_rebuilt_empty_gets_back_what_the_nodes_hold() {
                 .unwrap_or(0)
         }
     };
-    wait_until(Duration::from_secs(15), "republished", || async {
+    wait_until(Duration::from_secs(15), "written back", || async {
         count("override").await == 1 && count("nodes").await == 2
     })
     .await;
-    // A node that starts now sees it from its first answer.
-    let late = node(&etcd, &name, 3, Quorum::Majority, &z).await;
-    assert_eq!(answer(&late).await, [s.clone()]);
+    let late = node(etcd, name, 3, Quorum::Majority, z).await;
+    assert_eq!(
+        answer(&late).await,
+        [s.to_string()],
+        "a node started now sees it"
+    );
     let timeline = rec.finish().await;
     assert!(
-        timeline.iter().all(|(_, _, a)| *a == [s.clone()]),
+        timeline.iter().all(|(_, _, a)| *a == [s.to_string()]),
         "the running nodes kept the drain throughout: {timeline:?}"
     );
 }
@@ -1730,35 +1751,7 @@ async fn an_etcd_restored_from_an_old_backup_gets_back_what_the_nodes_hold() {
     let rec = Recorder::start(&ns.iter().collect::<Vec<_>>());
 
     etcd.restore_copy().await;
-    wait_until(Duration::from_secs(15), "both nodes noticed", || async {
-        ns.iter()
-            .zip(&before)
-            .all(|(ts, b)| metric(ts, "gslb_cluster_etcd_identity_changes_total", "") > *b)
-    })
-    .await;
-    let mut c = etcd.client().await;
-    wait_until(Duration::from_secs(15), "the drain written back", || {
-        let key = format!("/gslb/{name}/override/");
-        let mut c = c.clone();
-        async move {
-            c.get(key, Some(etcd_client::GetOptions::new().with_prefix()))
-                .await
-                .is_ok_and(|r| r.kvs().len() == 1)
-        }
-    })
-    .await;
-    let late = node(&etcd, &name, 3, Quorum::Majority, &z).await;
-    assert_eq!(
-        answer(&late).await,
-        [s.clone()],
-        "a node started now sees it"
-    );
-    let timeline = rec.finish().await;
-    assert!(
-        timeline.iter().all(|(_, _, a)| *a == [s.clone()]),
-        "the running nodes kept the drain throughout: {timeline:?}"
-    );
-    let _ = c.status().await;
+    the_nodes_give_etcd_back_the_drain(&etcd, &ns, &before, rec, &name, &z, &s).await;
 }
 
 // Issue 24 item 10: with etcd unreachable an operator could not drain at

@@ -538,11 +538,7 @@ fn same_site(shared: &AdminState, headers: &HeaderMap) -> Result<(), String> {
     });
     // A bearer token, not any Authorization: a browser adds cached Basic
     // credentials to cross-site form posts by itself.
-    let bearer = text(header::AUTHORIZATION.as_str()).is_some_and(|v| {
-        v.split_once(' ')
-            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-    });
-    if !(json || headers.contains_key(REQUEST_HEADER) || bearer) {
+    if !(json || headers.contains_key(REQUEST_HEADER) || bearer_token(headers).is_some()) {
         return Err(format!(
             "a mutating call needs Content-Type: application/json, an {REQUEST_HEADER} header or a bearer token (a page on another site can send none of them)"
         ));
@@ -576,6 +572,16 @@ fn same_site(shared: &AdminState, headers: &HeaderMap) -> Result<(), String> {
     Ok(())
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header, trimmed.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
 /// `Err`: the refusal to send (boxed: a `Response` is large).
 fn authorize(shared: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     if let Err(why) = same_site(shared, headers) {
@@ -594,23 +600,14 @@ fn authorize(shared: &AdminState, headers: &HeaderMap) -> Result<(), Box<Respons
         )
     };
     match &shared.auth.token {
-        Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token)
-                .map(str::trim);
-            match given {
-                Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-                Some(_) => Err(deny(StatusCode::UNAUTHORIZED, "wrong bearer token")),
-                None => Err(deny(
-                    StatusCode::UNAUTHORIZED,
-                    "this call needs Authorization: Bearer TOKEN",
-                )),
-            }
-        }
+        Some(token) => match bearer_token(headers) {
+            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(deny(StatusCode::UNAUTHORIZED, "wrong bearer token")),
+            None => Err(deny(
+                StatusCode::UNAUTHORIZED,
+                "this call needs Authorization: Bearer TOKEN",
+            )),
+        },
         None if shared.auth.loopback => Ok(()),
         None => Err(deny(
             StatusCode::UNAUTHORIZED,

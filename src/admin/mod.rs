@@ -142,11 +142,6 @@ pub struct StatusFeed {
 }
 
 impl StatusFeed {
-    /// A feed for at most `max_streams` live streams.
-    pub fn new(max_streams: usize) -> Arc<StatusFeed> {
-        Self::with_limits(max_streams, max_streams)
-    }
-
     /// A feed for at most `max_streams` live streams, `max_per_addr` of
     /// them from one client address.
     pub fn with_limits(max_streams: usize, max_per_addr: usize) -> Arc<StatusFeed> {

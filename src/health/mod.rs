@@ -30,7 +30,7 @@ pub use overrides::{
 pub use transitions::{JOURNAL_LEN, REGION_EVENTS, Transition};
 pub use verdicts::{DecidedBy, Deciding, Decision, Observer};
 
-pub use persist::{SavedEndpoint, SavedRegion, SavedZone, StateFile, fingerprint};
+pub use persist::{SavedRegion, SavedZone, StateFile, fingerprint};
 pub use probe::{CheckProber, EndpointProber, ProbeError, ProbeResult};
 pub use scheduler::{Probe, ProbeFactory, RealProbes};
 pub use state::{

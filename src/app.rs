@@ -276,6 +276,8 @@ impl Server {
             metrics.dns.clone(),
             health.epoch.clone(),
         ));
+        // Reading the zones left their parse trees' pages with the allocator.
+        reload::give_back_memory();
         let reloader = Arc::new(Reloader {
             zones: settings.zones.clone(),
             engine: engine.clone(),

@@ -165,7 +165,7 @@ impl Reloader {
 /// one per thread that allocated: without this, RSS after reloads of a
 /// large zone climbed to several times its size and never came down, not
 /// even when the zone was removed. `malloc_trim` walks every arena.
-fn give_back_memory() {
+pub(crate) fn give_back_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     tokio::spawn(async {
         tokio::time::sleep(Duration::from_secs(1)).await;

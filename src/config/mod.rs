@@ -13,6 +13,7 @@ pub mod server;
 mod service;
 mod source;
 mod spec;
+mod split;
 mod zone;
 
 use std::collections::HashMap;
@@ -220,12 +221,14 @@ pub fn load_sources(
     if errors.is_empty() {
         Ok(Config { zones })
     } else {
-        // Report in reading order, file by file.
+        // Report in reading order, file by file (two at one place by
+        // message: names are checked in no particular order).
         errors.sort_by(|a, b| {
-            (&a.origin.file, a.origin.line, a.origin.col).cmp(&(
+            (&a.origin.file, a.origin.line, a.origin.col, &a.msg).cmp(&(
                 &b.origin.file,
                 b.origin.line,
                 b.origin.col,
+                &b.msg,
             ))
         });
         Err(ConfigErrors(errors))

@@ -170,34 +170,59 @@ fn remove_key_at(table: &mut toml::de::DeTable<'_>, offset: usize) -> bool {
 const MAX_UNKNOWN_KEYS: usize = 64;
 
 /// Parse a zone or settings file. Every unknown key is reported with its position, not
-/// only the first: on serde's "unknown field" error the key is taken out
-/// of the parsed tree and the file deserialised again, so a typo in one
-/// table hides neither the others nor the semantic errors found later.
+/// only the first: on serde's "unknown field" error the file is parsed
+/// again without that key (and those found before it) and deserialised
+/// again, so a typo in one table hides neither the others nor the semantic
+/// errors found later.
 pub(super) fn parse_collecting<T: serde::de::DeserializeOwned>(
     src: &Source<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
-    let at = |e: &toml::de::Error| {
-        e.span().map(|s| src.origin(s.start)).unwrap_or(Origin {
-            file: src.file.to_path_buf(),
-            line: 1,
-            col: 1,
-        })
+    parse_piece(src, src.text, None, errors)
+}
+
+/// Parse `text`, a piece of `src` (config/split.rs), as
+/// [`parse_collecting`] does: `to_file` moves an offset in `text` to the
+/// file's (`None`: `text` is the whole file), so every span of the result
+/// and every error is where it is in the file.
+pub(super) fn parse_piece<T: serde::de::DeserializeOwned>(
+    src: &Source<'_>,
+    text: &str,
+    to_file: Option<&dyn Fn(usize) -> usize>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let whole_file = || Origin {
+        file: src.file.to_path_buf(),
+        line: 1,
+        col: 1,
     };
-    let mut tree = match toml::de::DeTable::parse(src.text) {
+    let parse = || -> Result<Spanned<toml::de::DeTable<'_>>, toml::de::Error> {
+        let mut tree = toml::de::DeTable::parse(text)?;
+        if let Some(to_file) = to_file {
+            move_spans(tree.get_mut(), to_file);
+        }
+        Ok(tree)
+    };
+    let mut tree = match parse() {
         Ok(t) => t,
         Err(e) => {
+            let origin = e.span().map_or_else(whole_file, |s| {
+                src.origin(to_file.map_or(s.start, |f| f(s.start)))
+            });
             errors.push(ConfigError {
-                origin: at(&e),
+                origin,
                 msg: e.message().trim().to_string(),
             });
             return None;
         }
     };
-    let mut removed = 0;
+    // Where the keys taken out so far were written (file offsets).
+    let mut removed = Vec::new();
     for _ in 0..=MAX_UNKNOWN_KEYS {
+        // The tree is deserialised as it is, not cloned: it is most of the
+        // memory a large file costs. A retry parses the text again.
         let parsed: Result<T, toml::de::Error> =
-            serde::Deserialize::deserialize(toml::de::Deserializer::from(tree.clone()));
+            serde::Deserialize::deserialize(toml::de::Deserializer::from(tree));
         let e = match parsed {
             Ok(f) => return Some(f),
             Err(e) => e,
@@ -205,18 +230,50 @@ pub(super) fn parse_collecting<T: serde::de::DeserializeOwned>(
         // A field missing once a misspelt one was taken out is that typo
         // again (`vaule` for `value`): already reported, with the names
         // expected.
-        if removed > 0 && e.message().starts_with("missing field") {
+        if !removed.is_empty() && e.message().starts_with("missing field") {
             return None;
         }
+        // The tree's spans are the file's already.
         errors.push(ConfigError {
-            origin: at(&e),
+            origin: e.span().map_or_else(whole_file, |s| src.origin(s.start)),
             msg: e.message().trim().to_string(),
         });
         let unknown = e.message().starts_with("unknown field");
         match e.span() {
-            Some(span) if unknown && remove_key_at(tree.get_mut(), span.start) => removed += 1,
+            Some(span) if unknown => removed.push(span.start),
             _ => return None,
+        }
+        tree = parse().ok()?;
+        if !removed.iter().all(|&at| remove_key_at(tree.get_mut(), at)) {
+            return None;
         }
     }
     None
+}
+
+/// Move every span of the tree from a piece's offsets to the file's.
+fn move_spans(table: &mut toml::de::DeTable<'_>, to_file: &dyn Fn(usize) -> usize) {
+    let old = std::mem::take(table);
+    for (key, mut value) in old {
+        let span = moved(key.span(), to_file);
+        move_value(&mut value, to_file);
+        table.insert(Spanned::new(span, key.into_inner()), value);
+    }
+}
+
+fn move_value(v: &mut Spanned<toml::de::DeValue<'_>>, to_file: &dyn Fn(usize) -> usize) {
+    use toml::de::DeValue;
+    let span = moved(v.span(), to_file);
+    let mut inner = std::mem::replace(v, Spanned::new(0..0, DeValue::Boolean(false))).into_inner();
+    match &mut inner {
+        DeValue::Table(t) => move_spans(t, to_file),
+        DeValue::Array(a) => a.iter_mut().for_each(|i| move_value(i, to_file)),
+        _ => {}
+    }
+    *v = Spanned::new(span, inner);
+}
+
+fn moved(span: std::ops::Range<usize>, to_file: &dyn Fn(usize) -> usize) -> std::ops::Range<usize> {
+    let start = to_file(span.start);
+    start..start + span.len()
 }

@@ -34,6 +34,15 @@ pub(crate) struct ZoneFile {
     pub service: BTreeMap<Spanned<String>, ServiceSpec>,
 }
 
+/// A run of `[[record]]` tables of a large zone file, read on its own
+/// (config/split.rs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordPiece {
+    #[serde(default)]
+    pub record: Vec<RecordSpec>,
+}
+
 /// A list of names (regions), each with its position.
 pub(crate) type NameList = Spanned<Vec<Spanned<String>>>;
 

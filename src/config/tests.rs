@@ -12,11 +12,49 @@ nameservers = ["ns1.example.net."]
 hostmaster = "h.example.net."
 "#;
 
+/// Load one zone file, read whole and read one `[[record]]` per piece
+/// (config/split.rs): both must give the same zone or the same errors.
 fn load_one(text: &str) -> Result<Config, ConfigErrors> {
-    load_sources(
-        &[(PathBuf::from("z.toml"), text.to_string())],
-        LoadOptions { auto_serial: 7 },
-    )
+    let load = |per_piece| {
+        zone::PER_PIECE.with(|c| c.set(per_piece));
+        let r = load_sources(
+            &[(PathBuf::from("z.toml"), text.to_string())],
+            LoadOptions { auto_serial: 7 },
+        );
+        zone::PER_PIECE.with(|c| c.set(usize::MAX));
+        r
+    };
+    let whole = load(usize::MAX);
+    let in_pieces = load(1);
+    assert_eq!(
+        outline(&whole),
+        outline(&in_pieces),
+        "read whole and in pieces:\n{text}"
+    );
+    whole
+}
+
+/// A zone's label, record count and names with their records.
+type ZoneOutline = (String, usize, Vec<String>);
+
+/// What a load gave, to compare two: each zone's outline, or the messages.
+fn outline(r: &Result<Config, ConfigErrors>) -> Result<Vec<ZoneOutline>, Vec<String>> {
+    match r {
+        Ok(cfg) => Ok(cfg
+            .zones
+            .iter()
+            .map(|z| {
+                let mut names: Vec<String> = z
+                    .nodes
+                    .iter()
+                    .map(|(k, n)| format!("{k} {:?}", z.rrsets(n).collect::<Vec<_>>()))
+                    .collect();
+                names.sort();
+                (z.label(), z.record_count, names)
+            })
+            .collect()),
+        Err(e) => Err(e.0.iter().map(|e| e.to_string()).collect()),
+    }
 }
 
 fn errors(text: &str) -> Vec<String> {
@@ -83,13 +121,21 @@ fn relative_absolute_apex_and_wildcard_names() {
     let cfg = load_one(&text).unwrap();
     let z = &cfg.zones[0];
     let key = |s: &str| LowerName::new(&Name::from_ascii(s).unwrap());
-    assert!(z.nodes[&key("z.example.")].rrset(RecordType::TXT).is_some());
-    assert!(z.nodes[&key("a.z.example.")].rrset(RecordType::A).is_some());
-    let cname = &z.nodes[&key("b.z.example.")]
-        .rrset(RecordType::CNAME)
+    assert!(
+        z.rrset(&z.nodes[&key("z.example.")], RecordType::TXT)
+            .is_some()
+    );
+    assert!(
+        z.rrset(&z.nodes[&key("a.z.example.")], RecordType::A)
+            .is_some()
+    );
+    let cname = z
+        .rrset(&z.nodes[&key("b.z.example.")], RecordType::CNAME)
         .unwrap()
-        .records[0];
-    assert_eq!(cname.data.to_string(), "a.z.example.");
+        .rdatas()
+        .next()
+        .unwrap();
+    assert_eq!(cname.to_string(), "a.z.example.");
     assert!(z.has_wildcards);
     assert!(
         z.nodes[&key("w.z.example.")].is_empty_non_terminal(),
@@ -624,4 +670,88 @@ fn geo_rules() {
             "{tail}: want {want:?}, got {errs:?}"
         );
     }
+}
+
+#[test]
+fn a_file_read_in_pieces_reports_every_error_where_it_is_written() {
+    // `errors` reads it whole and one record per piece and wants the same.
+    let text = format!(
+        "{HEAD}\n[[record]]\nname = \"a\"\ntype = \"A\"\nvalue = \"192.0.2.300\"\n\n[check.c]\ntype = \"tcp\"\n\n[[record]]\nname = \"b\"\ntype = \"A\"\nvalue = \"192.0.2.2\"\ncolour = \"red\"\n\n[[record]]\nname = \"b\"\ntype = \"A\"\nvalue = \"192.0.2.2\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        errs,
+        [
+            "z.toml:9:9: A value \"192.0.2.300\" is not an IPv4 address",
+            "z.toml:11:8: check c: a tcp check needs `port`",
+            "z.toml:18:1: unknown field `colour`, expected one of `name`, `type`, `value`, `ttl`",
+            "z.toml:21:8: duplicate record b.z.example. A (same as at z.toml:15:8)",
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn every_record_type_is_served_as_written() {
+    // RRsets keep RDATA in wire form: each must decode to what was parsed,
+    // case of names included.
+    let cases = [
+        ("A", "192.0.2.1"),
+        ("AAAA", "2001:db8::1"),
+        ("CNAME", "Target.Example.NET."),
+        ("MX", "10 Mail.z.example."),
+        ("NS", "ns1.Example.NET."),
+        ("PTR", "host.example.net."),
+        ("SRV", "10 5 5060 Sip.z.example."),
+        ("TXT", &"v=spf1 -all ".repeat(40)),
+        (
+            "CAA",
+            "128 issue \"letsencrypt.org; validationmethods=dns-01\"",
+        ),
+        ("CAA", "0 iodef \"mailto:security@example.net\""),
+        ("CAA", "0 tbs \"Unknown\""),
+    ];
+    let mut text = HEAD.to_string();
+    for (i, (t, v)) in cases.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[record]]\nname = \"N{i}\"\ntype = \"{t}\"\nvalue = '{v}'\n"
+        ));
+    }
+    text.push_str("\n[[record]]\nname = \"mail\"\ntype = \"A\"\nvalue = \"192.0.2.2\"\n[[record]]\nname = \"sip\"\ntype = \"A\"\nvalue = \"192.0.2.3\"\n");
+    let cfg = load_one(&text).unwrap();
+    let z = &cfg.zones[0];
+    let apex = Name::from_ascii("z.example.").unwrap();
+    for (i, (t, v)) in cases.iter().enumerate() {
+        let owner = Name::from_ascii(format!("N{i}.z.example.")).unwrap();
+        let want = records::parse_rdata(t, v, &apex).unwrap_or_else(|_| panic!("{t} {v}"));
+        let set = z
+            .rrset(&z.nodes[&LowerName::new(&owner)], want.record_type())
+            .unwrap();
+        let got: Vec<_> = set.records(&owner).collect();
+        assert_eq!(got.len(), 1, "{t} {v}");
+        assert_eq!(got[0].data, want, "{t} {v}");
+        assert_eq!(
+            got[0].data.to_string(),
+            want.to_string(),
+            "{t} {v}: case kept"
+        );
+        assert_eq!(got[0].ttl, DEFAULT_TTL);
+    }
+}
+
+#[test]
+fn a_new_serial_is_served_from_the_apex_soa_set() {
+    let mut cfg = load_one(HEAD).unwrap();
+    let z = Arc::get_mut(&mut cfg.zones[0]).unwrap();
+    z.set_serial(2_026_120_601);
+    let apex = z.nodes[&z.apex].clone();
+    let soa = z
+        .rrset(&apex, RecordType::SOA)
+        .unwrap()
+        .rdatas()
+        .next()
+        .unwrap();
+    let RData::SOA(soa) = soa else { panic!() };
+    assert_eq!((soa.serial, z.serial()), (2_026_120_601, 2_026_120_601));
+    assert_eq!(soa.rname.to_string(), "h.example.net.");
 }

@@ -466,7 +466,7 @@ fn lookup(
         };
         let is_qname = i + 1 == ancestors.len();
         if node.cut && !(is_qname && qtype == RecordType::DS) {
-            referral(zone, node, reply);
+            referral(zone, anc, node, reply);
             return Step::Done;
         }
         encloser = anc.clone();
@@ -504,21 +504,19 @@ fn answer_node(
     reply: &mut Reply<'_>,
 ) -> Step {
     let zone = &at.served.zone;
-    let owned = |r: &Record| {
-        let mut r = r.clone();
-        r.name = qname.clone();
-        r
-    };
-    if let Some(cname) = node.rrset(RecordType::CNAME) {
-        let rec = &cname.records[0];
-        reply.answers.push(owned(rec));
+    if let Some(cname) = zone.rrset(node, RecordType::CNAME) {
+        let Some(rec) = cname.records(qname).next() else {
+            return Step::Done;
+        };
+        let target = match &rec.data {
+            RData::CNAME(t) => Some(t.0.clone()),
+            _ => None,
+        };
+        reply.answers.push(rec);
         if qtype == RecordType::CNAME || qtype == RecordType::ANY {
             return Step::Done;
         }
-        return match &rec.data {
-            RData::CNAME(t) => Step::Follow(t.0.clone()),
-            _ => Step::Done,
-        };
+        return target.map_or(Step::Done, Step::Follow);
     }
     // A service answers A and AAAA (or a CNAME when its pick is a cname region).
     if let Some(si) = node.service {
@@ -555,8 +553,8 @@ fn answer_node(
     }
     if qtype == RecordType::ANY {
         // RFC 8482: over UDP, one RRset is enough; over TCP, all of them.
-        for set in &node.rrsets {
-            reply.answers.extend(set.records.iter().map(owned));
+        for set in zone.rrsets(node) {
+            reply.answers.extend(set.records(qname));
             if at.transport == Transport::Udp {
                 break;
             }
@@ -566,10 +564,10 @@ fn answer_node(
         }
         return Step::Done;
     }
-    match node.rrset(qtype) {
+    match zone.rrset(node, qtype) {
         Some(set) => {
-            reply.answers.extend(set.records.iter().map(owned));
-            additional_for(zone, &set.records, reply);
+            reply.answers.extend(set.records(qname));
+            additional_for(zone, set, reply);
         }
         None => negative(zone, reply),
     }
@@ -692,23 +690,28 @@ fn negative(zone: &Zone, reply: &mut Reply<'_>) {
 }
 
 /// A referral to a child zone: its NS set in authority, glue in additional, AA clear.
-fn referral(zone: &Zone, cut: &Node, reply: &mut Reply<'_>) {
+fn referral(zone: &Zone, name: &LowerName, cut: &Node, reply: &mut Reply<'_>) {
     // AA belongs to the first owner: a CNAME chain into a delegation keeps it.
     if reply.answers.is_empty() {
         reply.aa = false;
     }
-    if let Some(ns) = cut.rrset(RecordType::NS) {
-        reply.authority.extend(ns.records.iter().cloned());
+    if let Some(ns) = zone.rrset(cut, RecordType::NS) {
+        reply
+            .authority
+            .extend(ns.records(&Name::from(name.clone())));
         let before = reply.additional.len();
-        additional_for(zone, &ns.records, reply);
+        additional_for(zone, ns, reply);
         reply.glue_required = reply.additional.len() > before;
     }
 }
 
 /// A and AAAA of in-zone targets of NS, MX and SRV records.
-fn additional_for(zone: &Zone, records: &[Record], reply: &mut Reply<'_>) {
-    for r in records {
-        let target = match &r.data {
+fn additional_for(zone: &Zone, set: crate::model::RRset<'_>, reply: &mut Reply<'_>) {
+    if !matches!(set.rtype, RecordType::NS | RecordType::MX | RecordType::SRV) {
+        return;
+    }
+    for data in set.rdatas() {
+        let target = match &data {
             RData::NS(ns) => &ns.0,
             RData::MX(mx) => &mx.exchange,
             RData::SRV(srv) => &srv.target,
@@ -720,10 +723,10 @@ fn additional_for(zone: &Zone, records: &[Record], reply: &mut Reply<'_>) {
         }
         if let Some(node) = zone.nodes.get(&lt) {
             for t in [RecordType::A, RecordType::AAAA] {
-                if let Some(set) = node.rrset(t) {
-                    for rec in &set.records {
-                        if !reply.additional.contains(rec) {
-                            reply.additional.push(rec.clone());
+                if let Some(set) = zone.rrset(node, t) {
+                    for rec in set.records(target) {
+                        if !reply.additional.contains(&rec) {
+                            reply.additional.push(rec);
                         }
                     }
                 }

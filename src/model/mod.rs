@@ -12,7 +12,7 @@ mod zone;
 
 pub use cluster::{ClusterSettings, Quorum};
 pub use geo::{Coords, GeoDb, GeoEntry, GeoMap, GeoNet, GeoPolicy, MapKey, NearestPolicy};
-pub use zone::{Node, RRset, Zone};
+pub use zone::{Node, RRset, RecordStore, Zone};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -6,24 +6,149 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{
+    BinDecoder, BinEncodable, BinEncoder, NameEncoding, Restrict,
+};
 
 use super::{Check, Origin, Region, Service};
 
-/// Records of one type at one name, with one TTL.
-#[derive(Clone, Debug)]
-pub struct RRset {
+/// The static records of a zone: every RRset, and the RDATA of all of them
+/// in wire form (names uncompressed, case as written) in one buffer. A
+/// record costs its RDATA and two bytes, not a 272-byte `Record` with its
+/// own copy of the owner, and the whole zone is a few large allocations,
+/// not one per record: a million small ones, interleaved with the garbage
+/// of parsing, kept the pages around them from ever going back to the
+/// system. The engine decodes what it answers (the answer cache keeps the
+/// message).
+#[derive(Clone, Debug, Default)]
+pub struct RecordStore {
+    sets: Vec<StoredSet>,
+    /// Each record's RDATA after its length (a big-endian u16).
+    wire: Vec<u8>,
+}
+
+/// One RRset's type, TTL and place in [`RecordStore::wire`].
+#[derive(Clone, Copy, Debug)]
+struct StoredSet {
+    rtype: RecordType,
+    ttl: u32,
+    start: u32,
+    end: u32,
+}
+
+impl RecordStore {
+    /// Add a set of these records, in this order; returns its index. Fails
+    /// on RDATA that does not encode (longer than 65,535 bytes) and when the
+    /// store is full (4 GB of RDATA).
+    pub fn push<'a>(
+        &mut self,
+        rtype: RecordType,
+        ttl: u32,
+        rdatas: impl IntoIterator<Item = &'a RData>,
+    ) -> Result<u32, String> {
+        let full = || "more record data than one zone can hold (4 GB)".to_string();
+        let start = self.wire.len();
+        let mut one = Vec::new();
+        for rdata in rdatas {
+            one.clear();
+            let mut encoder = BinEncoder::new(&mut one);
+            encoder.set_name_encoding(NameEncoding::Uncompressed);
+            if let Err(e) = rdata.emit(&mut encoder) {
+                self.wire.truncate(start);
+                return Err(e.to_string());
+            }
+            let Ok(len) = u16::try_from(one.len()) else {
+                self.wire.truncate(start);
+                return Err(format!("{rtype} data longer than 65,535 bytes"));
+            };
+            self.wire.extend(len.to_be_bytes());
+            self.wire.extend_from_slice(&one);
+        }
+        let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(self.wire.len())) else {
+            self.wire.truncate(start);
+            return Err(full());
+        };
+        let index = u32::try_from(self.sets.len()).map_err(|_| full())?;
+        self.sets.push(StoredSet {
+            rtype,
+            ttl,
+            start,
+            end,
+        });
+        Ok(index)
+    }
+
+    /// Give back what the buffers reserved beyond their contents.
+    pub fn shrink_to_fit(&mut self) {
+        self.sets.shrink_to_fit();
+        self.wire.shrink_to_fit();
+    }
+
+    fn get(&self, index: u32) -> Option<RRset<'_>> {
+        let s = self.sets.get(index as usize)?;
+        Some(RRset {
+            rtype: s.rtype,
+            ttl: s.ttl,
+            wire: self.wire.get(s.start as usize..s.end as usize)?,
+        })
+    }
+
+    /// Bytes held, for the memory the zone costs.
+    pub fn bytes(&self) -> usize {
+        self.sets.capacity() * std::mem::size_of::<StoredSet>() + self.wire.capacity()
+    }
+}
+
+/// Records of one type at one name, with one TTL, as stored.
+#[derive(Clone, Copy)]
+pub struct RRset<'a> {
     /// Record type.
     pub rtype: RecordType,
-    /// The records, owner name as written in the zone file.
-    pub records: Vec<Record>,
+    /// TTL, one for the set (RFC 2181 §5.2).
+    pub ttl: u32,
+    wire: &'a [u8],
+}
+
+impl<'a> RRset<'a> {
+    /// The records' data, in order.
+    pub fn rdatas(self) -> impl Iterator<Item = RData> + 'a {
+        let mut rest = self.wire;
+        let rtype = self.rtype;
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<2>()?;
+            let len = u16::from_be_bytes(*len);
+            let (data, tail) = tail.split_at_checked(usize::from(len))?;
+            rest = tail;
+            // Encoded by `RecordStore::push` from valid data: it decodes.
+            RData::read(&mut BinDecoder::new(data), rtype, Restrict::new(len)).ok()
+        })
+    }
+
+    /// The records, with this owner.
+    pub fn records(self, owner: &'a Name) -> impl Iterator<Item = Record> + 'a {
+        let ttl = self.ttl;
+        self.rdatas()
+            .map(move |d| Record::from_rdata(owner.clone(), ttl, d))
+    }
+}
+
+impl std::fmt::Debug for RRset<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RRset")
+            .field("rtype", &self.rtype)
+            .field("ttl", &self.ttl)
+            .field("rdatas", &self.rdatas().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Everything at one owner name.
 #[derive(Clone, Debug, Default)]
 pub struct Node {
-    /// Static RRsets, at most one per type.
-    pub rrsets: Vec<RRset>,
+    /// Static RRsets, at most one per type: indexes `first..end` of the
+    /// zone's [`RecordStore`].
+    pub sets: (u32, u32),
     /// NS records here and this is not the apex: a delegation to a child zone.
     pub cut: bool,
     /// Index into `Zone::services` of the service answering at this name.
@@ -31,14 +156,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// The static RRset of this type.
-    pub fn rrset(&self, rtype: RecordType) -> Option<&RRset> {
-        self.rrsets.iter().find(|s| s.rtype == rtype)
-    }
     /// True for an empty non-terminal: a name that exists only because names
     /// below it do.
     pub fn is_empty_non_terminal(&self) -> bool {
-        self.rrsets.is_empty() && self.service.is_none()
+        self.sets.0 == self.sets.1 && self.service.is_none()
     }
 }
 
@@ -59,6 +180,8 @@ pub struct Zone {
     pub negative_ttl: u32,
     /// Owner names (and empty non-terminals) to their data.
     pub nodes: HashMap<LowerName, Node>,
+    /// The static RRsets of the nodes.
+    pub records: RecordStore,
     /// Whether any owner is a wildcard, to skip the wildcard step otherwise.
     pub has_wildcards: bool,
     /// Health checks by name.
@@ -109,14 +232,34 @@ impl Zone {
             }
         };
         set(&mut self.soa);
-        if let Some(node) = self.nodes.get_mut(&self.apex) {
-            for set_ in node
-                .rrsets
-                .iter_mut()
-                .filter(|s| s.rtype == RecordType::SOA)
-            {
-                set_.records.iter_mut().for_each(set);
-            }
+        // The apex's SOA set, written again (same length: only the serial
+        // differs) in place.
+        let Some(node) = self.nodes.get(&self.apex) else {
+            return;
+        };
+        let Some(i) = (node.sets.0..node.sets.1)
+            .find(|&i| self.records.sets[i as usize].rtype == RecordType::SOA)
+        else {
+            return;
+        };
+        let old = self.records.sets[i as usize];
+        let mut fresh = RecordStore::default();
+        if fresh
+            .push(RecordType::SOA, old.ttl, [&self.soa.data])
+            .is_ok()
+            && fresh.wire.len() == (old.end - old.start) as usize
+        {
+            self.records.wire[old.start as usize..old.end as usize].copy_from_slice(&fresh.wire);
         }
+    }
+
+    /// The static RRsets at a node.
+    pub fn rrsets(&self, node: &Node) -> impl Iterator<Item = RRset<'_>> {
+        (node.sets.0..node.sets.1).filter_map(|i| self.records.get(i))
+    }
+
+    /// The static RRset of this type at a node.
+    pub fn rrset(&self, node: &Node, rtype: RecordType) -> Option<RRset<'_>> {
+        self.rrsets(node).find(|s| s.rtype == rtype)
     }
 }

@@ -20,10 +20,12 @@ mkdir -p "$WORK/z"
 # A small zone that stays: removing the big one must leave something served.
 python3 "$ROOT/bench/gen-zone.py" records 4 | sed 's/scale.example/small.example/g' > "$WORK/z/small.toml"
 rss() { echo $(( $(awk '/^VmRSS/ {print $2}' "/proc/$GSLB_PID/status") / 1024 )); }
+peak() { echo $(( $(awk '/^VmHWM/ {print $2}' "/proc/$GSLB_PID/status") / 1024 )); }
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f} s')"; }
 # Baseline: the small zone alone.
 start_gslb "$WORK/z" 127.0.0.1:5312 127.0.0.1:9312 1
+sleep 2
 base=$(rss); stop_gslb
 python3 "$ROOT/bench/gen-zone.py" "$KIND" "$N" > "$WORK/z/scale.toml"
 echo "== $N $KIND, $(du -h "$WORK/z/scale.toml" | cut -f1) of TOML"
@@ -39,6 +41,8 @@ if [ "$KIND" = records ]; then
 else
   dig +short @127.0.0.1 -p 5312 "svc$((N - 1)).scale.example" A | head -1 | sed 's/^/  last service answers   /'
 fi
+echo "  serve peak RSS          $(peak) MiB"
+sleep 2 # what parsing left goes back a second after start
 with=$(rss)
 echo "  server RSS              $with MiB (small zone alone: $base MiB)"
 python3 -c "print(f'  per $KIND entry          {($with - $base) * 1048576 / $N:.0f} bytes')"

@@ -41,6 +41,26 @@ pub mod policy;
 pub mod reload;
 pub mod throttle;
 
+/// Fix glibc's thresholds for giving memory back (call once, first thing).
+///
+/// glibc raises its mmap threshold to the size of any large block freed,
+/// up to 32 MB, and its trim threshold to twice that: after one reload had
+/// parsed a large zone (token vectors of many MB), every later block went
+/// into the arenas and the freed top of a thread's arena stayed resident
+/// for good (malloc_trim does not shrink those). Measured with a
+/// 100,000-record zone: 58 MiB resident after it was removed, 14 MiB of it
+/// in use. Fixed thresholds keep blocks of 256 KiB and more in their own
+/// mappings, unmapped when freed, and return a free arena top above 256 KiB.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's parameters; called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
+    }
+}
+
 /// Install rustls' ring provider as the process default (idempotent).
 /// reqwest is built without a provider of its own and needs one for any
 /// client, even one that only speaks plain HTTP.

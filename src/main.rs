@@ -20,6 +20,7 @@ const EXIT_RUNTIME: u8 = 3;
 const EXIT_NOT_PERSISTED: u8 = 4;
 
 fn main() -> ExitCode {
+    gslb::tune_allocator();
     let cli = Cli::parse();
     gslb::install_crypto_provider();
     match cli.command {

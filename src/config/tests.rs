@@ -327,6 +327,10 @@ fn check_rules() {
             "`reuse-connection` applies to http and https",
         ),
         (
+            "type = \"tcp\"\nport = 1\nca-file = \"ca.pem\"",
+            "`ca-file` applies to https checks, not tcp",
+        ),
+        (
             "type = \"http\"\nexpect-status = [\"200-1000\"]",
             "expect-status",
         ),

@@ -4,27 +4,63 @@
 //! uses it (hyper's header and URI types, rustls' server names and trust
 //! store), and the CA file is read here: `gslb check`, serve and reload
 //! accept exactly the checks that can be probed.
+//!
+//! A check kind is one entry of [`KINDS`] and one module: its name, the
+//! settings of its own and the builder of its [`CheckKind`]. What every
+//! kind shares (port, target, timing, fall and rise, probers) is read
+//! here; a setting of another kind is refused with the kinds it applies
+//! to, from the same table, so adding a kind touches its module and the
+//! table.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+mod http;
+mod tcp;
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_proto::rr::Name;
-use hyper::Uri;
-use hyper::header::{HeaderName, HeaderValue};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use toml::Spanned;
 
 use super::source::Ctx;
-use super::spec::{CheckSpec, RecheckSpec, StatusList, StatusSpec};
-use crate::model::{BODY_LIMIT, CaFile, Check, CheckKind, HttpCheck, StatusRange, TlsCheck};
+use super::spec::{CheckSpec, RecheckSpec};
+use crate::model::{Check, CheckKind};
 
-/// A setting as written: its name and where it is, if it is set.
-type Field = (&'static str, Option<std::ops::Range<usize>>);
+/// A check kind as the zone file names it.
+struct Kind {
+    /// `type = "..."`.
+    name: &'static str,
+    /// The settings of its own, besides those every check has.
+    fields: &'static [&'static str],
+    /// `port` when the check does not set it (0: it must).
+    default_port: u16,
+    /// What a probe of it does, from the table.
+    build: fn(&mut Ctx<'_, '_>, &Spanned<String>, &CheckSpec) -> CheckKind,
+}
 
-/// The settings of HTTP and HTTPS checks (the request and its judgement).
-fn http_fields(s: &CheckSpec) -> [Field; 7] {
+/// Every check kind.
+const KINDS: &[Kind] = &[
+    Kind {
+        name: "http",
+        fields: http::HTTP_FIELDS,
+        default_port: 80,
+        build: http::build_http,
+    },
+    Kind {
+        name: "https",
+        fields: http::HTTPS_FIELDS,
+        default_port: 443,
+        build: http::build_https,
+    },
+    Kind {
+        name: "tcp",
+        fields: &[],
+        default_port: 0,
+        build: tcp::build,
+    },
+];
+
+/// The settings that belong to some kinds only, and where each is written
+/// if it is set.
+fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 9] {
     [
         ("method", s.method.as_ref().map(Spanned::span)),
         ("path", s.path.as_ref().map(Spanned::span)),
@@ -36,28 +72,31 @@ fn http_fields(s: &CheckSpec) -> [Field; 7] {
             "reuse-connection",
             s.reuse_connection.as_ref().map(Spanned::span),
         ),
-    ]
-}
-
-/// The settings of HTTPS checks only.
-fn tls_fields(s: &CheckSpec) -> [Field; 2] {
-    [
         ("tls-verify", s.tls_verify.as_ref().map(Spanned::span)),
         ("ca-file", s.ca_file.as_ref().map(Spanned::span)),
     ]
 }
 
-/// An error at each of `fields` that is set: it applies to `applies`
-/// checks, not to `kind`.
-fn misplaced(cx: &mut Ctx<'_, '_>, fields: &[Field], applies: &str, kind: &str) {
-    for (field, span) in fields {
-        if let Some(span) = span {
-            let origin = cx.src.origin(span.start);
-            cx.err_at(
-                origin,
-                format!("`{field}` applies to {applies} checks, not {kind}"),
-            );
-        }
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
+fn one_of(names: &[&str], quote: bool) -> String {
+    let q: Vec<String> = names
+        .iter()
+        .map(|n| {
+            if quote {
+                format!("{n:?}")
+            } else {
+                (*n).to_string()
+            }
+        })
+        .collect();
+    match q.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!(
+            "{} {} {last}",
+            rest.join(", "),
+            if quote { "or" } else { "and" }
+        ),
     }
 }
 
@@ -67,35 +106,42 @@ pub(super) fn build_check(
     s: &CheckSpec,
 ) -> Option<Check> {
     let before = cx.errors.len();
-    let (kind, default_port) = match s.kind.get_ref().as_str() {
-        "tcp" => {
-            misplaced(cx, &http_fields(s), "http and https", "tcp");
-            misplaced(cx, &tls_fields(s), "http and https", "tcp");
-            if s.port.is_none() && s.target.is_none() {
-                cx.err(
-                    name,
-                    format!("check {}: a tcp check needs `port`", name.get_ref()),
-                );
-            }
-            (CheckKind::Tcp, 0)
-        }
-        "http" => {
-            misplaced(cx, &tls_fields(s), "https", "http");
-            (CheckKind::Http(http_check(cx, name, s, None)), 80)
-        }
-        "https" => {
-            let tls = tls_check(cx, s);
-            (CheckKind::Http(http_check(cx, name, s, Some(tls))), 443)
-        }
-        other => {
-            cx.err(
-                &s.kind,
-                format!("unknown check type {other:?} (expected \"http\", \"https\" or \"tcp\")"),
-            );
-            return None;
-        }
+    let Some(kind) = KINDS.iter().find(|k| k.name == s.kind.get_ref()) else {
+        let mut names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        cx.err(
+            &s.kind,
+            format!(
+                "unknown check type {:?} (expected {})",
+                s.kind.get_ref(),
+                one_of(&names, true)
+            ),
+        );
+        return None;
     };
-    let port = cx.int(&s.port, "port", 1, 65535, default_port) as u16;
+    for (field, span) in kind_fields(s) {
+        let Some(span) = span else { continue };
+        if kind.fields.contains(&field) {
+            continue;
+        }
+        let owners: Vec<&str> = KINDS
+            .iter()
+            .filter(|k| k.fields.contains(&field))
+            .map(|k| k.name)
+            .collect();
+        let origin = cx.src.origin(span.start);
+        cx.err_at(
+            origin,
+            format!(
+                "`{field}` applies to {} checks, not {}",
+                one_of(&owners, false),
+                kind.name
+            ),
+        );
+    }
+    let default_port = kind.default_port;
+    let kind = (kind.build)(cx, name, s);
+    let port = cx.int(&s.port, "port", 1, 65535, i64::from(default_port)) as u16;
     let target = s.target.as_ref().and_then(|t| match t.get_ref().parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -125,187 +171,6 @@ pub(super) fn build_check(
         rise,
         probers,
     })
-}
-
-/// The request and the judgement of an HTTP(S) check.
-fn http_check(
-    cx: &mut Ctx<'_, '_>,
-    name: &Spanned<String>,
-    s: &CheckSpec,
-    tls: Option<TlsCheck>,
-) -> Box<HttpCheck> {
-    let mut http = HttpCheck::new(tls);
-    if let Some(m) = &s.method {
-        let up = m.get_ref().to_ascii_uppercase();
-        if up != "GET" && up != "HEAD" {
-            cx.err(
-                m,
-                format!("method {:?} is not supported (GET or HEAD)", m.get_ref()),
-            );
-        }
-        http.method = up;
-    }
-    if let Some(p) = &s.path {
-        // What hyper will send: an origin-form request target.
-        let origin_form = p.get_ref().starts_with('/')
-            && Uri::try_from(p.get_ref().as_str())
-                .is_ok_and(|u| u.scheme().is_none() && u.authority().is_none());
-        if origin_form {
-            http.path = p.get_ref().clone();
-        } else {
-            cx.err(
-                p,
-                format!(
-                    "path {:?} is not a request path: it must start with / and hold no spaces or control characters (write a space as %20)",
-                    p.get_ref()
-                ),
-            );
-        }
-    }
-    if let Some(list) = &s.expect_status {
-        http.expect_status = expect_status(cx, list);
-    }
-    if let (Some(b), "HEAD") = (&s.expect_body, http.method.as_str()) {
-        cx.err(
-            b,
-            "expect-body cannot be checked with method HEAD (a HEAD response has no body)",
-        );
-    }
-    if let Some(b) = &s.expect_body {
-        if b.get_ref().is_empty() || b.get_ref().len() > BODY_LIMIT {
-            cx.err(
-                b,
-                "expect-body must be 1 to 5120 bytes (only the first 5120 bytes of a body are read)",
-            );
-        }
-        http.expect_body = Some(b.get_ref().clone());
-    }
-    if let Some(h) = &s.host {
-        let v = h.get_ref();
-        // The Host header and the TLS server name: both must take it.
-        let valid = !v.is_empty()
-            && !v.contains(':')
-            && !v.contains('/')
-            && (v.parse::<IpAddr>().is_ok() || Name::from_ascii(v).is_ok())
-            && ServerName::try_from(v.as_str()).is_ok()
-            && HeaderValue::from_str(v).is_ok();
-        if !valid {
-            cx.err(
-                h,
-                format!(
-                    "host {v:?} is not a host name or address (no port or path: the port is `port`)"
-                ),
-            );
-        }
-        http.host = Some(v.clone());
-    }
-    if let Some(headers) = &s.headers {
-        for (k, v) in headers.get_ref() {
-            let valid =
-                HeaderName::from_bytes(k.as_bytes()).is_ok() && HeaderValue::from_str(v).is_ok();
-            if !valid {
-                cx.err(
-                    headers,
-                    format!(
-                        "check {}: header {k:?} is not a valid HTTP header (a token name, and a value of visible ASCII)",
-                        name.get_ref()
-                    ),
-                );
-            }
-            http.headers.push((k.clone(), v.clone()));
-        }
-    }
-    if let Some(r) = &s.reuse_connection {
-        http.reuse_connection = *r.get_ref();
-    }
-    http
-}
-
-fn expect_status(cx: &mut Ctx<'_, '_>, list: &Spanned<StatusList>) -> Vec<StatusRange> {
-    let items: Vec<StatusSpec> = match list.get_ref() {
-        StatusList::One(one) => vec![one.clone()],
-        StatusList::Many(many) => many.clone(),
-    };
-    let mut out = Vec::new();
-    for item in items {
-        match status_range(&item) {
-            Some(r) => out.push(r),
-            None => cx.err(
-                list,
-                format!(
-                    "expect-status: {item:?} is not a status (100..=599) or a range \"200-299\""
-                ),
-            ),
-        }
-    }
-    if out.is_empty() {
-        cx.err(list, "expect-status is empty");
-    }
-    out
-}
-
-fn status_range(s: &StatusSpec) -> Option<StatusRange> {
-    let ok = |v: i64| (100..=599).contains(&v).then_some(v as u16);
-    match s {
-        StatusSpec::Code(c) => ok(*c).map(|c| StatusRange { lo: c, hi: c }),
-        StatusSpec::Range(r) => {
-            let (lo, hi) = match r.split_once('-') {
-                Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-                None => {
-                    let v = r.trim().parse().ok()?;
-                    (v, v)
-                }
-            };
-            let (lo, hi) = (ok(lo)?, ok(hi)?);
-            (lo <= hi).then_some(StatusRange { lo, hi })
-        }
-    }
-}
-
-/// `tls-verify` and `ca-file` of an HTTPS check; the CA file is read and
-/// its certificates checked here, so a file that cannot serve as a trust
-/// store is a config error, not a region that every probe fails.
-fn tls_check(cx: &mut Ctx<'_, '_>, s: &CheckSpec) -> TlsCheck {
-    let ca = s.ca_file.as_ref().and_then(|f| {
-        let path = PathBuf::from(f.get_ref());
-        let path = if path.is_relative() {
-            cx.src.file.parent().unwrap_or(Path::new(".")).join(path)
-        } else {
-            path
-        };
-        match read_ca_file(&path) {
-            Ok(certs) => Some(CaFile { path, certs }),
-            Err(e) => {
-                cx.err(f, format!("ca-file {}: {e}", path.display()));
-                None
-            }
-        }
-    });
-    TlsCheck {
-        verify: s.tls_verify.as_ref().is_none_or(|v| *v.get_ref()),
-        ca,
-    }
-}
-
-/// The certificates of a PEM file, each one usable as a trust anchor.
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "does not exist".to_string(),
-        _ => format!("cannot be read: {e}"),
-    })?;
-    let mut certs = Vec::new();
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert = cert.map_err(|e| format!("is not valid PEM: {e}"))?;
-        roots
-            .add(cert.clone())
-            .map_err(|e| format!("certificate #{} is not a usable CA: {e}", i + 1))?;
-        certs.push(cert);
-    }
-    if certs.is_empty() {
-        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
-    }
-    Ok(certs)
 }
 
 /// `interval`, `timeout` and `recheck`, each checked against the others.
@@ -356,4 +221,40 @@ fn timing(
         },
     };
     (interval, timeout, recheck)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_setting_belongs_to_a_kind_and_is_refused_by_the_others() {
+        let spec: CheckSpec = toml::from_str("type = \"tcp\"").expect("a minimal check");
+        let refused: Vec<&str> = kind_fields(&spec).iter().map(|(f, _)| *f).collect();
+        for f in &refused {
+            assert!(
+                KINDS.iter().any(|k| k.fields.contains(f)),
+                "`{f}` belongs to no kind"
+            );
+        }
+        for k in KINDS {
+            for f in k.fields {
+                assert!(
+                    refused.contains(f),
+                    "{}'s `{f}` would be taken silently by every other kind",
+                    k.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lists_read_as_sentences() {
+        assert_eq!(
+            one_of(&["http", "https", "tcp"], true),
+            r#""http", "https" or "tcp""#
+        );
+        assert_eq!(one_of(&["http", "https"], false), "http and https");
+        assert_eq!(one_of(&["https"], false), "https");
+    }
 }

@@ -199,7 +199,7 @@ impl EndpointProber {
     /// probe at once. Pending while no connection is kept. Cancel-safe:
     /// dropped, it puts the connection back.
     pub async fn idle_closed(&self) {
-        let Some(target) = &self.http else {
+        let super::KindTarget::Http(target) = &self.kind else {
             return std::future::pending().await;
         };
         let taken = target

@@ -8,7 +8,12 @@
 //! error: every way a backend can misbehave becomes a [`ProbeResult`] with an
 //! outcome class and a reason for operators.
 //!
-//! - this file: set-up, the deadline, TCP connect;
+//! A check kind is a variant of [`KindShared`] and [`KindTarget`] and a
+//! module with its probe; the deadline, the outcome and the scheduler
+//! around it are the same for every kind.
+//!
+//! - this file: set-up, the deadline, TCP connect (the `tcp` kind, and the
+//!   transport of `http`);
 //! - [`http`]: the HTTP/1.1 exchange, over hyper's connection API on our own
 //!   socket (no pool, connector, URL or task per probe), and the kept
 //!   connection of the last successful probe;
@@ -114,8 +119,23 @@ pub enum ProbeError {
 #[derive(Debug)]
 struct Shared {
     check: Arc<Check>,
-    /// HTTP(S) checks: the request, parsed once.
-    http: Option<http::RequestParts>,
+    kind: KindShared,
+}
+
+/// What every endpoint of a check shares, by kind.
+#[derive(Debug)]
+enum KindShared {
+    Tcp,
+    /// The request, parsed once; the TLS configuration.
+    Http(Box<http::RequestParts>),
+}
+
+/// What the prober of one endpoint keeps, by kind.
+#[derive(Debug)]
+enum KindTarget {
+    Tcp,
+    /// The `Host`, the TLS server name, the kept connection.
+    Http(http::Target),
 }
 
 /// Probes endpoints for one check; build once per check (and per reload) and
@@ -137,8 +157,7 @@ pub struct EndpointProber {
     shared: Arc<Shared>,
     /// Where to connect: the endpoint on the check's port, or the `target`.
     addr: SocketAddr,
-    /// HTTP(S) only.
-    http: Option<http::Target>,
+    kind: KindTarget,
     /// Local address to connect from (`probe-source`), when of the same
     /// family as `addr`.
     source: Option<IpAddr>,
@@ -148,12 +167,14 @@ impl CheckProber {
     /// Prepares the probes of `check`: parses the method, path, host and
     /// headers and builds the TLS configuration.
     pub fn new(check: Arc<Check>) -> Result<CheckProber, ProbeError> {
-        let http = match &check.kind {
-            CheckKind::Tcp => None,
-            CheckKind::Http(spec) => Some(http::RequestParts::new(&check.name, spec)?),
+        let kind = match &check.kind {
+            CheckKind::Tcp => KindShared::Tcp,
+            CheckKind::Http(spec) => {
+                KindShared::Http(Box::new(http::RequestParts::new(&check.name, spec)?))
+            }
         };
         Ok(CheckProber {
-            shared: Arc::new(Shared { check, http }),
+            shared: Arc::new(Shared { check, kind }),
         })
     }
 
@@ -173,14 +194,16 @@ impl CheckProber {
         let shared = &self.shared;
         let check = &shared.check;
         let connect = check.target.unwrap_or(SocketAddr::new(addr, check.port));
-        let http = match &shared.http {
-            None => None,
-            Some(parts) => Some(http::Target::new(&check.name, parts, connect)?),
+        let kind = match &shared.kind {
+            KindShared::Tcp => KindTarget::Tcp,
+            KindShared::Http(parts) => {
+                KindTarget::Http(http::Target::new(&check.name, parts, connect)?)
+            }
         };
         Ok(EndpointProber {
             shared: shared.clone(),
             addr: connect,
-            http,
+            kind,
             source: source.filter(|s| s.is_ipv4() == connect.is_ipv4()),
         })
     }
@@ -205,14 +228,17 @@ impl EndpointProber {
     }
 
     async fn run(&self) -> (ProbeOutcome, String) {
-        match (&self.shared.http, &self.http) {
-            (Some(parts), Some(target)) => self.http(parts, target).await,
-            _ => match self.connect_tcp().await {
+        match (&self.shared.kind, &self.kind) {
+            (KindShared::Http(parts), KindTarget::Http(target)) => self.http(parts, target).await,
+            (KindShared::Tcp, KindTarget::Tcp) => match self.connect_tcp().await {
                 // Dropping the stream closes it (with a reset, see
                 // `connect_tcp`): the handshake was the test.
                 Ok(_stream) => (ProbeOutcome::Success, "ok".to_string()),
                 Err(verdict) => verdict,
             },
+            // Both are built from one check together: never apart. Were
+            // they, the probe would say nothing about the backend.
+            _ => (ProbeOutcome::Local, "prober kinds disagree".to_string()),
         }
     }
 
@@ -251,7 +277,11 @@ impl EndpointProber {
 
     /// The name the certificate must match, for messages.
     fn server_name(&self) -> String {
-        match self.shared.http.as_ref().and_then(|h| h.spec.host.as_ref()) {
+        let host = match &self.shared.kind {
+            KindShared::Http(h) => h.spec.host.as_ref(),
+            KindShared::Tcp => None,
+        };
+        match host {
             Some(host) => host.clone(),
             None => self.addr.ip().to_string(),
         }

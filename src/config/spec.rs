@@ -136,7 +136,7 @@ pub(crate) enum RecheckSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct CheckSpec {
-    /// `"http"`, `"https"` or `"tcp"`.
+    /// `"dns"`, `"http"`, `"https"` or `"tcp"`.
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
     /// Port (default 80 for http, 443 for https; required for tcp).
@@ -162,6 +162,16 @@ pub(crate) struct CheckSpec {
     pub target: Option<Spanned<String>>,
     /// HTTP(S): reuse a successful probe's connection for the next (default true).
     pub reuse_connection: Option<Spanned<bool>>,
+    /// DNS: the name asked for.
+    pub query_name: Option<Spanned<String>>,
+    /// DNS: the type asked for (default A).
+    pub query_type: Option<Spanned<String>>,
+    /// DNS: the rcode that passes (default NOERROR).
+    pub expect_rcode: Option<Spanned<String>>,
+    /// DNS: an answer record's data that must be there.
+    pub expect_answer: Option<Spanned<String>>,
+    /// DNS: set RD, for a resolver (default false).
+    pub recursion_desired: Option<Spanned<bool>>,
     /// In a cluster, how many live nodes probe each endpoint (default: all).
     pub probers: Option<Spanned<i64>>,
     /// Time between probes of one endpoint (default `"5s"`, at least `"100ms"`).

@@ -330,6 +330,35 @@ fn check_rules() {
             "type = \"tcp\"\nport = 1\nca-file = \"ca.pem\"",
             "`ca-file` applies to https checks, not tcp",
         ),
+        ("type = \"dns\"", "a dns check needs `query-name`"),
+        (
+            "type = \"dns\"\nquery-name = \"www.example\"\npath = \"/\"",
+            "`path` applies to http and https checks, not dns",
+        ),
+        (
+            "type = \"http\"\nquery-name = \"www.example\"",
+            "`query-name` applies to dns checks, not http",
+        ),
+        (
+            "type = \"dns\"\nquery-name = \"www.example\"\nquery-type = \"AXFR\"",
+            "query-type \"AXFR\" is not a record type to ask for",
+        ),
+        (
+            "type = \"dns\"\nquery-name = \"www.example\"\nexpect-rcode = \"OK\"",
+            "expect-rcode \"OK\" is not one of NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP or REFUSED",
+        ),
+        (
+            "type = \"dns\"\nquery-name = \"www.example\"\nexpect-answer = \"not-an-address\"",
+            "expect-answer: A value \"not-an-address\" is not an IPv4 address",
+        ),
+        (
+            "type = \"dns\"\nquery-name = \"www.example\"\nquery-type = \"SOA\"\nexpect-answer = \"x\"",
+            "expect-answer works with query-type A, AAAA",
+        ),
+        (
+            "type = \"dns\"\nquery-name = \"www.example\"\nexpect-rcode = \"NXDOMAIN\"\nexpect-answer = \"192.0.2.1\"",
+            "expect-answer needs expect-rcode NOERROR",
+        ),
         (
             "type = \"http\"\nexpect-status = [\"200-1000\"]",
             "expect-status",
@@ -758,4 +787,29 @@ fn a_new_serial_is_served_from_the_apex_soa_set() {
     let RData::SOA(soa) = soa else { panic!() };
     assert_eq!((soa.serial, z.serial()), (2_026_120_601, 2_026_120_601));
     assert_eq!(soa.rname.to_string(), "h.example.net.");
+}
+
+#[test]
+fn a_dns_check_takes_its_defaults() {
+    let text = format!(
+        "{HEAD}\n[check.c]\ntype = \"dns\"\nquery-name = \"Www.Example.net\"\n\n[check.d]\ntype = \"dns\"\nport = 5353\nquery-name = \"example.net.\"\nquery-type = \"mx\"\nexpect-answer = \"10 Mail.example.net.\"\nrecursion-desired = true\n"
+    );
+    let cfg = load_one(&text).unwrap();
+    let z = &cfg.zones[0];
+    let dns = |c: &str| match &z.checks[c].kind {
+        crate::model::CheckKind::Dns(d) => (z.checks[c].port, (**d).clone()),
+        other => panic!("{other:?}"),
+    };
+    let (port, c) = dns("c");
+    assert_eq!(port, 53);
+    assert_eq!(c.name.to_string(), "Www.Example.net.");
+    assert_eq!(c.qtype, RecordType::A);
+    assert_eq!(c.rcode, hickory_proto::op::ResponseCode::NoError);
+    assert!(c.expect_answer.is_none() && !c.recursion_desired);
+    let (port, d) = dns("d");
+    assert_eq!(port, 5353);
+    assert_eq!(d.qtype, RecordType::MX);
+    assert_eq!(d.expect_answer.unwrap().to_string(), "10 Mail.example.net.");
+    assert!(d.recursion_desired);
+    assert_eq!(z.checks["c"].kind.as_str(), "dns");
 }

@@ -64,6 +64,42 @@ pub enum CheckKind {
     /// An HTTP request (over TLS when [`HttpCheck::tls`] is set), judged by
     /// status and body.
     Http(Box<HttpCheck>),
+    /// A DNS query, judged by rcode and answer.
+    Dns(Box<DnsCheck>),
+}
+
+/// The rcodes a DNS check may expect, by the names dig shows.
+pub const DNS_RCODES: [(&str, hickory_proto::op::ResponseCode); 6] = [
+    ("NOERROR", hickory_proto::op::ResponseCode::NoError),
+    ("FORMERR", hickory_proto::op::ResponseCode::FormErr),
+    ("SERVFAIL", hickory_proto::op::ResponseCode::ServFail),
+    ("NXDOMAIN", hickory_proto::op::ResponseCode::NXDomain),
+    ("NOTIMP", hickory_proto::op::ResponseCode::NotImp),
+    ("REFUSED", hickory_proto::op::ResponseCode::Refused),
+];
+
+/// The name of an rcode as dig shows it ("SERVFAIL", else "RCODE9").
+pub fn rcode_name(rcode: hickory_proto::op::ResponseCode) -> String {
+    DNS_RCODES.iter().find(|(_, r)| *r == rcode).map_or_else(
+        || format!("RCODE{}", u16::from(rcode)),
+        |(n, _)| (*n).to_string(),
+    )
+}
+
+/// A DNS check: one question, over UDP (TCP when the answer is truncated).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DnsCheck {
+    /// The name asked for (absolute).
+    pub name: Name,
+    /// The type asked for.
+    pub qtype: hickory_proto::rr::RecordType,
+    /// The rcode that passes.
+    pub rcode: hickory_proto::op::ResponseCode,
+    /// When set, the answer section must hold a record of `qtype` with
+    /// this data.
+    pub expect_answer: Option<hickory_proto::rr::RData>,
+    /// Ask for recursion (a resolver); off for an authoritative server.
+    pub recursion_desired: bool,
 }
 
 /// At most this much of a body is read when looking for `expect_body`, as
@@ -135,6 +171,7 @@ impl CheckKind {
             CheckKind::Tcp => "tcp",
             CheckKind::Http(h) if h.tls.is_none() => "http",
             CheckKind::Http(_) => "https",
+            CheckKind::Dns(_) => "dns",
         }
     }
 }
@@ -237,6 +274,15 @@ impl Check {
             }
             field(&mut b, "reuse", &[u8::from(h.reuse_connection)]);
         }
+        if let CheckKind::Dns(d) = &self.kind {
+            field(&mut b, "qname", d.name.to_lowercase().to_ascii().as_bytes());
+            field(&mut b, "qtype", &u16::from(d.qtype).to_be_bytes());
+            field(&mut b, "rcode", &u16::from(d.rcode).to_be_bytes());
+            if let Some(a) = &d.expect_answer {
+                field(&mut b, "answer", a.to_string().as_bytes());
+            }
+            field(&mut b, "rd", &[u8::from(d.recursion_desired)]);
+        }
         fnv1a(&b)
     }
 
@@ -244,7 +290,7 @@ impl Check {
     pub fn http(&self) -> Option<&HttpCheck> {
         match &self.kind {
             CheckKind::Http(h) => Some(h),
-            CheckKind::Tcp => None,
+            CheckKind::Tcp | CheckKind::Dns(_) => None,
         }
     }
 }

@@ -14,6 +14,7 @@ mod chaos;
 mod check;
 mod cluster;
 mod dns;
+mod dns_check;
 mod ecs;
 mod failover;
 mod fuzz_replay;

@@ -12,6 +12,7 @@
 //! to, from the same table, so adding a kind touches its module and the
 //! table.
 
+mod dns;
 mod http;
 mod tcp;
 
@@ -39,6 +40,12 @@ struct Kind {
 /// Every check kind.
 const KINDS: &[Kind] = &[
     Kind {
+        name: "dns",
+        fields: dns::DNS_FIELDS,
+        default_port: 53,
+        build: dns::build,
+    },
+    Kind {
         name: "http",
         fields: http::HTTP_FIELDS,
         default_port: 80,
@@ -60,8 +67,16 @@ const KINDS: &[Kind] = &[
 
 /// The settings that belong to some kinds only, and where each is written
 /// if it is set.
-fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 9] {
+fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 14] {
     [
+        ("query-name", s.query_name.as_ref().map(Spanned::span)),
+        ("query-type", s.query_type.as_ref().map(Spanned::span)),
+        ("expect-rcode", s.expect_rcode.as_ref().map(Spanned::span)),
+        ("expect-answer", s.expect_answer.as_ref().map(Spanned::span)),
+        (
+            "recursion-desired",
+            s.recursion_desired.as_ref().map(Spanned::span),
+        ),
         ("method", s.method.as_ref().map(Spanned::span)),
         ("path", s.path.as_ref().map(Spanned::span)),
         ("host", s.host.as_ref().map(Spanned::span)),
@@ -251,8 +266,8 @@ mod tests {
     #[test]
     fn lists_read_as_sentences() {
         assert_eq!(
-            one_of(&["http", "https", "tcp"], true),
-            r#""http", "https" or "tcp""#
+            one_of(&["dns", "http", "https", "tcp"], true),
+            r#""dns", "http", "https" or "tcp""#
         );
         assert_eq!(one_of(&["http", "https"], false), "http and https");
         assert_eq!(one_of(&["https"], false), "https");

@@ -23,6 +23,7 @@
 //! Uses only the model ([`Check`]) and the outcome classes of [`super::state`].
 
 mod classify;
+mod dns;
 mod http;
 mod tls;
 
@@ -128,6 +129,8 @@ enum KindShared {
     Tcp,
     /// The request, parsed once; the TLS configuration.
     Http(Box<http::RequestParts>),
+    /// The question, encoded once.
+    Dns(Box<dns::Query>),
 }
 
 /// What the prober of one endpoint keeps, by kind.
@@ -136,6 +139,7 @@ enum KindTarget {
     Tcp,
     /// The `Host`, the TLS server name, the kept connection.
     Http(http::Target),
+    Dns,
 }
 
 /// Probes endpoints for one check; build once per check (and per reload) and
@@ -172,6 +176,7 @@ impl CheckProber {
             CheckKind::Http(spec) => {
                 KindShared::Http(Box::new(http::RequestParts::new(&check.name, spec)?))
             }
+            CheckKind::Dns(spec) => KindShared::Dns(Box::new(dns::Query::new(spec))),
         };
         Ok(CheckProber {
             shared: Arc::new(Shared { check, kind }),
@@ -196,6 +201,7 @@ impl CheckProber {
         let connect = check.target.unwrap_or(SocketAddr::new(addr, check.port));
         let kind = match &shared.kind {
             KindShared::Tcp => KindTarget::Tcp,
+            KindShared::Dns(_) => KindTarget::Dns,
             KindShared::Http(parts) => {
                 KindTarget::Http(http::Target::new(&check.name, parts, connect)?)
             }
@@ -230,6 +236,7 @@ impl EndpointProber {
     async fn run(&self) -> (ProbeOutcome, String) {
         match (&self.shared.kind, &self.kind) {
             (KindShared::Http(parts), KindTarget::Http(target)) => self.http(parts, target).await,
+            (KindShared::Dns(q), KindTarget::Dns) => self.dns(q).await,
             (KindShared::Tcp, KindTarget::Tcp) => match self.connect_tcp().await {
                 // Dropping the stream closes it (with a reset, see
                 // `connect_tcp`): the handshake was the test.
@@ -279,7 +286,7 @@ impl EndpointProber {
     fn server_name(&self) -> String {
         let host = match &self.shared.kind {
             KindShared::Http(h) => h.spec.host.as_ref(),
-            KindShared::Tcp => None,
+            KindShared::Tcp | KindShared::Dns(_) => None,
         };
         match host {
             Some(host) => host.clone(),

@@ -5,6 +5,8 @@
 //! reload all call [`load`], so what `check` accepts is exactly what serves.
 
 mod check;
+
+pub(crate) use check::lookup_user;
 mod geo;
 mod names;
 mod records;

@@ -136,7 +136,7 @@ pub(crate) enum RecheckSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct CheckSpec {
-    /// `"dns"`, `"http"`, `"https"` or `"tcp"`.
+    /// `"dns"`, `"exec"`, `"http"`, `"https"` or `"tcp"`.
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
     /// Port (default 80 for http, 443 for https; required for tcp).
@@ -162,6 +162,12 @@ pub(crate) struct CheckSpec {
     pub target: Option<Spanned<String>>,
     /// HTTP(S): reuse a successful probe's connection for the next (default true).
     pub reuse_connection: Option<Spanned<bool>>,
+    /// Exec: the program and its arguments.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// Exec: the user it runs as.
+    pub user: Option<Spanned<String>>,
+    /// Exec: at most this many runs at once (default 16).
+    pub max_running: Option<Spanned<i64>>,
     /// DNS: the name asked for.
     pub query_name: Option<Spanned<String>>,
     /// DNS: the type asked for (default A).

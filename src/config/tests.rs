@@ -331,6 +331,32 @@ fn check_rules() {
             "`ca-file` applies to https checks, not tcp",
         ),
         ("type = \"dns\"", "a dns check needs `query-name`"),
+        ("type = \"exec\"", "an exec check needs `command`"),
+        ("type = \"exec\"\ncommand = []", "command is empty"),
+        (
+            "type = \"exec\"\ncommand = [\"check.sh\"]",
+            "command \"check.sh\": the program must be an absolute path (no PATH search)",
+        ),
+        (
+            "type = \"exec\"\ncommand = [\"/nonexistent/gslb-check\"]",
+            "command \"/nonexistent/gslb-check\": does not exist",
+        ),
+        (
+            "type = \"exec\"\ncommand = [\"/etc/passwd\"]",
+            "command \"/etc/passwd\": is not executable",
+        ),
+        (
+            "type = \"exec\"\ncommand = [\"/bin/sh\"]\nuser = \"no-such-user-gslb\"",
+            "user \"no-such-user-gslb\" does not exist on this host",
+        ),
+        (
+            "type = \"exec\"\ncommand = [\"/bin/sh\"]\nmax-running = 0",
+            "max-running 0 is out of range",
+        ),
+        (
+            "type = \"exec\"\ncommand = [\"/bin/sh\"]\nquery-name = \"x\"",
+            "`query-name` applies to dns checks, not exec",
+        ),
         (
             "type = \"dns\"\nquery-name = \"www.example\"\npath = \"/\"",
             "`path` applies to http and https checks, not dns",
@@ -812,4 +838,23 @@ fn a_dns_check_takes_its_defaults() {
     assert_eq!(d.expect_answer.unwrap().to_string(), "10 Mail.example.net.");
     assert!(d.recursion_desired);
     assert_eq!(z.checks["c"].kind.as_str(), "dns");
+}
+
+#[test]
+fn an_exec_check_keeps_its_command_and_user() {
+    let text = format!(
+        "{HEAD}\n[check.c]\ntype = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 0\"]\nuser = \"root\"\n"
+    );
+    let cfg = load_one(&text).unwrap();
+    let c = &cfg.zones[0].checks["c"];
+    let crate::model::CheckKind::Exec(e) = &c.kind else {
+        panic!("{:?}", c.kind)
+    };
+    assert_eq!(e.command, ["/bin/sh", "-c", "exit 0"]);
+    assert_eq!(
+        e.user.as_ref().map(|u| (u.name.as_str(), u.uid)),
+        Some(("root", 0))
+    );
+    assert_eq!(e.max_running, 16);
+    assert_eq!(c.kind.as_str(), "exec");
 }

@@ -529,7 +529,7 @@ impl HealthTable {
         cell: &Arc<EndpointCell>,
     ) -> (CancellationToken, JoinHandle<()>) {
         let cancel = self.shutdown.child_token();
-        let probe = self.probes.make(check, key.addr);
+        let probe = self.probes.make(check, key);
         let ctx = scheduler::EndpointTask {
             table: Arc::downgrade(self),
             key: key.clone(),

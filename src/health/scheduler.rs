@@ -48,8 +48,8 @@ impl Probe for super::probe::EndpointProber {
 
 /// Makes the probe of one endpoint (real probers, or fakes in tests).
 pub trait ProbeFactory: Send + Sync {
-    /// The probe of `addr` under `check`.
-    fn make(&self, check: &Arc<Check>, addr: IpAddr) -> Box<dyn Probe>;
+    /// The probe of the endpoint `key` under `check`.
+    fn make(&self, check: &Arc<Check>, key: &super::EndpointKey) -> Box<dyn Probe>;
 }
 
 /// Real HTTP/HTTPS/TCP probes; one `CheckProber` (TLS settings) per check.
@@ -85,7 +85,8 @@ impl Probe for Broken {
 }
 
 impl ProbeFactory for RealProbes {
-    fn make(&self, check: &Arc<Check>, addr: IpAddr) -> Box<dyn Probe> {
+    fn make(&self, check: &Arc<Check>, key: &super::EndpointKey) -> Box<dyn Probe> {
+        let addr = key.addr;
         let prober = {
             let mut checks = self.checks.lock().expect("probe cache lock poisoned");
             match checks.get(check.as_ref()) {
@@ -98,7 +99,7 @@ impl ProbeFactory for RealProbes {
             }
         };
         match prober.and_then(|p| p.for_endpoint_from(addr, self.source)) {
-            Ok(ep) => Box::new(ep),
+            Ok(ep) => Box::new(ep.in_region(&key.zone, &key.region)),
             Err(e) => {
                 tracing::error!(check = %check.name, endpoint = %addr, error = %e, "cannot set up the health check; the endpoint will fail every probe");
                 Box::new(Broken(format!("check misconfigured: {e}")))

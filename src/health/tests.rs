@@ -71,9 +71,9 @@ impl Probe for FakeProbe {
 }
 
 impl ProbeFactory for Fake {
-    fn make(&self, _check: &Arc<Check>, addr: IpAddr) -> Box<dyn Probe> {
+    fn make(&self, _check: &Arc<Check>, key: &EndpointKey) -> Box<dyn Probe> {
         Box::new(FakeProbe {
-            addr,
+            addr: key.addr,
             fake: self.clone(),
         })
     }
@@ -638,7 +638,7 @@ impl Probe for Freezable {
 struct FreezableFactory(Arc<std::sync::atomic::AtomicBool>, Arc<Mutex<Vec<Instant>>>);
 
 impl ProbeFactory for FreezableFactory {
-    fn make(&self, check: &Arc<Check>, _addr: IpAddr) -> Box<dyn Probe> {
+    fn make(&self, check: &Arc<Check>, _key: &EndpointKey) -> Box<dyn Probe> {
         Box::new(Freezable {
             frozen: self.0.clone(),
             timeout: check.timeout,

@@ -66,6 +66,32 @@ pub enum CheckKind {
     Http(Box<HttpCheck>),
     /// A DNS query, judged by rcode and answer.
     Dns(Box<DnsCheck>),
+    /// A program, judged by its exit status.
+    Exec(Box<ExecCheck>),
+}
+
+/// An exec check: a program run once per probe (no shell), passing on exit
+/// status 0.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExecCheck {
+    /// The program (an absolute path) and its arguments.
+    pub command: Vec<String>,
+    /// Run as this user; `None`: as gslb's own user, or as `nobody` when
+    /// that is root.
+    pub user: Option<ExecUser>,
+    /// At most this many runs of this check at once.
+    pub max_running: u32,
+}
+
+/// A user a program runs as.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExecUser {
+    /// As written.
+    pub name: String,
+    /// Its user ID.
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
 }
 
 /// The rcodes a DNS check may expect, by the names dig shows.
@@ -172,6 +198,7 @@ impl CheckKind {
             CheckKind::Http(h) if h.tls.is_none() => "http",
             CheckKind::Http(_) => "https",
             CheckKind::Dns(_) => "dns",
+            CheckKind::Exec(_) => "exec",
         }
     }
 }
@@ -283,6 +310,14 @@ impl Check {
             }
             field(&mut b, "rd", &[u8::from(d.recursion_desired)]);
         }
+        if let CheckKind::Exec(e) = &self.kind {
+            for arg in &e.command {
+                field(&mut b, "arg", arg.as_bytes());
+            }
+            if let Some(u) = &e.user {
+                field(&mut b, "user", u.name.as_bytes());
+            }
+        }
         fnv1a(&b)
     }
 
@@ -290,7 +325,7 @@ impl Check {
     pub fn http(&self) -> Option<&HttpCheck> {
         match &self.kind {
             CheckKind::Http(h) => Some(h),
-            CheckKind::Tcp | CheckKind::Dns(_) => None,
+            CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Exec(_) => None,
         }
     }
 }

@@ -16,6 +16,7 @@ mod cluster;
 mod dns;
 mod dns_check;
 mod ecs;
+mod exec_check;
 mod failover;
 mod fuzz_replay;
 mod geo;

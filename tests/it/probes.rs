@@ -53,7 +53,7 @@ fn tcp_check(port: u16) -> Check {
 fn http(c: &mut Check) -> &mut HttpCheck {
     match &mut c.kind {
         CheckKind::Http(h) => h,
-        CheckKind::Tcp | CheckKind::Dns(_) => panic!("not an http check"),
+        _ => panic!("not an http check"),
     }
 }
 

@@ -13,8 +13,11 @@
 //! table.
 
 mod dns;
+mod exec;
 mod http;
 mod tcp;
+
+pub(crate) use exec::lookup_user;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -46,6 +49,12 @@ const KINDS: &[Kind] = &[
         build: dns::build,
     },
     Kind {
+        name: "exec",
+        fields: exec::EXEC_FIELDS,
+        default_port: 0,
+        build: exec::build,
+    },
+    Kind {
         name: "http",
         fields: http::HTTP_FIELDS,
         default_port: 80,
@@ -67,8 +76,11 @@ const KINDS: &[Kind] = &[
 
 /// The settings that belong to some kinds only, and where each is written
 /// if it is set.
-fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 14] {
+fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 17] {
     [
+        ("command", s.command.as_ref().map(Spanned::span)),
+        ("user", s.user.as_ref().map(Spanned::span)),
+        ("max-running", s.max_running.as_ref().map(Spanned::span)),
         ("query-name", s.query_name.as_ref().map(Spanned::span)),
         ("query-type", s.query_type.as_ref().map(Spanned::span)),
         ("expect-rcode", s.expect_rcode.as_ref().map(Spanned::span)),
@@ -266,8 +278,8 @@ mod tests {
     #[test]
     fn lists_read_as_sentences() {
         assert_eq!(
-            one_of(&["dns", "http", "https", "tcp"], true),
-            r#""dns", "http", "https" or "tcp""#
+            one_of(&["dns", "exec", "http", "https", "tcp"], true),
+            r#""dns", "exec", "http", "https" or "tcp""#
         );
         assert_eq!(one_of(&["http", "https"], false), "http and https");
         assert_eq!(one_of(&["https"], false), "https");

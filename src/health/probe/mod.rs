@@ -24,6 +24,7 @@
 
 mod classify;
 mod dns;
+mod exec;
 mod http;
 mod tls;
 
@@ -106,6 +107,14 @@ pub enum ProbeError {
         /// Why.
         msg: String,
     },
+    /// An exec check cannot be run as it says.
+    #[error("check {check}: {msg}")]
+    Exec {
+        /// Check name.
+        check: String,
+        /// Why.
+        msg: String,
+    },
     /// `path` is not a request target (`/health`, `/status?full=1`).
     #[error("check {check}: path {path:?} is not a request path")]
     Path {
@@ -131,6 +140,8 @@ enum KindShared {
     Http(Box<http::RequestParts>),
     /// The question, encoded once.
     Dns(Box<dns::Query>),
+    /// The program, the user it runs as, the runs under way.
+    Exec(Box<exec::Program>),
 }
 
 /// What the prober of one endpoint keeps, by kind.
@@ -140,6 +151,7 @@ enum KindTarget {
     /// The `Host`, the TLS server name, the kept connection.
     Http(http::Target),
     Dns,
+    Exec,
 }
 
 /// Probes endpoints for one check; build once per check (and per reload) and
@@ -165,6 +177,9 @@ pub struct EndpointProber {
     /// Local address to connect from (`probe-source`), when of the same
     /// family as `addr`.
     source: Option<IpAddr>,
+    /// The endpoint's zone and region (an exec check's environment).
+    zone: String,
+    region: String,
 }
 
 impl CheckProber {
@@ -177,6 +192,9 @@ impl CheckProber {
                 KindShared::Http(Box::new(http::RequestParts::new(&check.name, spec)?))
             }
             CheckKind::Dns(spec) => KindShared::Dns(Box::new(dns::Query::new(spec))),
+            CheckKind::Exec(spec) => {
+                KindShared::Exec(Box::new(exec::Program::new(&check.name, spec)?))
+            }
         };
         Ok(CheckProber {
             shared: Arc::new(Shared { check, kind }),
@@ -202,6 +220,7 @@ impl CheckProber {
         let kind = match &shared.kind {
             KindShared::Tcp => KindTarget::Tcp,
             KindShared::Dns(_) => KindTarget::Dns,
+            KindShared::Exec(_) => KindTarget::Exec,
             KindShared::Http(parts) => {
                 KindTarget::Http(http::Target::new(&check.name, parts, connect)?)
             }
@@ -211,11 +230,20 @@ impl CheckProber {
             addr: connect,
             kind,
             source: source.filter(|s| s.is_ipv4() == connect.is_ipv4()),
+            zone: String::new(),
+            region: String::new(),
         })
     }
 }
 
 impl EndpointProber {
+    /// The endpoint's zone and region, for the programs of exec checks.
+    pub fn in_region(mut self, zone: &str, region: &str) -> EndpointProber {
+        self.zone = zone.to_string();
+        self.region = region.to_string();
+        self
+    }
+
     /// Probes once. Never takes longer than the check's timeout (plus
     /// scheduling jitter): connect, TLS, request, response and body read are
     /// all under one deadline.
@@ -237,6 +265,7 @@ impl EndpointProber {
         match (&self.shared.kind, &self.kind) {
             (KindShared::Http(parts), KindTarget::Http(target)) => self.http(parts, target).await,
             (KindShared::Dns(q), KindTarget::Dns) => self.dns(q).await,
+            (KindShared::Exec(p), KindTarget::Exec) => self.exec(p, &self.zone, &self.region).await,
             (KindShared::Tcp, KindTarget::Tcp) => match self.connect_tcp().await {
                 // Dropping the stream closes it (with a reset, see
                 // `connect_tcp`): the handshake was the test.
@@ -286,7 +315,7 @@ impl EndpointProber {
     fn server_name(&self) -> String {
         let host = match &self.shared.kind {
             KindShared::Http(h) => h.spec.host.as_ref(),
-            KindShared::Tcp | KindShared::Dns(_) => None,
+            KindShared::Tcp | KindShared::Dns(_) | KindShared::Exec(_) => None,
         };
         match host {
             Some(host) => host.clone(),

@@ -311,7 +311,7 @@ fn service_rules() {
 #[test]
 fn check_rules() {
     let cases = [
-        ("type = \"icmp\"", "unknown check type"),
+        ("type = \"ping\"", "unknown check type"),
         ("type = \"tcp\"", "needs `port`"),
         (
             "type = \"tcp\"\nport = 1\npath = \"/x\"",

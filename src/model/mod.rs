@@ -68,6 +68,8 @@ pub enum CheckKind {
     Dns(Box<DnsCheck>),
     /// A program, judged by its exit status.
     Exec(Box<ExecCheck>),
+    /// ICMP echo: the endpoint is up when it replies.
+    Icmp,
 }
 
 /// An exec check: a program run once per probe (no shell), passing on exit
@@ -199,6 +201,7 @@ impl CheckKind {
             CheckKind::Http(_) => "https",
             CheckKind::Dns(_) => "dns",
             CheckKind::Exec(_) => "exec",
+            CheckKind::Icmp => "icmp",
         }
     }
 }
@@ -325,7 +328,7 @@ impl Check {
     pub fn http(&self) -> Option<&HttpCheck> {
         match &self.kind {
             CheckKind::Http(h) => Some(h),
-            CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Exec(_) => None,
+            CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Exec(_) | CheckKind::Icmp => None,
         }
     }
 }

@@ -21,6 +21,7 @@ mod failover;
 mod fuzz_replay;
 mod geo;
 mod hardening;
+mod icmp_check;
 mod logging;
 mod probes;
 mod reload;

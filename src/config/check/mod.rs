@@ -15,6 +15,7 @@
 mod dns;
 mod exec;
 mod http;
+mod icmp;
 mod tcp;
 
 pub(crate) use exec::lookup_user;
@@ -65,6 +66,12 @@ const KINDS: &[Kind] = &[
         fields: http::HTTPS_FIELDS,
         default_port: 443,
         build: http::build_https,
+    },
+    Kind {
+        name: "icmp",
+        fields: &[],
+        default_port: 0,
+        build: icmp::build,
     },
     Kind {
         name: "tcp",
@@ -278,8 +285,8 @@ mod tests {
     #[test]
     fn lists_read_as_sentences() {
         assert_eq!(
-            one_of(&["dns", "exec", "http", "https", "tcp"], true),
-            r#""dns", "exec", "http", "https" or "tcp""#
+            one_of(&["dns", "exec", "http", "https", "icmp", "tcp"], true),
+            r#""dns", "exec", "http", "https", "icmp" or "tcp""#
         );
         assert_eq!(one_of(&["http", "https"], false), "http and https");
         assert_eq!(one_of(&["https"], false), "https");

@@ -26,6 +26,9 @@ mod classify;
 mod dns;
 mod exec;
 mod http;
+mod icmp;
+
+pub(crate) use icmp::available as icmp_available;
 mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -142,6 +145,8 @@ enum KindShared {
     Dns(Box<dns::Query>),
     /// The program, the user it runs as, the runs under way.
     Exec(Box<exec::Program>),
+    /// The check's ICMP sockets.
+    Icmp(Box<icmp::Pinger>),
 }
 
 /// What the prober of one endpoint keeps, by kind.
@@ -152,6 +157,7 @@ enum KindTarget {
     Http(http::Target),
     Dns,
     Exec,
+    Icmp,
 }
 
 /// Probes endpoints for one check; build once per check (and per reload) and
@@ -195,6 +201,7 @@ impl CheckProber {
             CheckKind::Exec(spec) => {
                 KindShared::Exec(Box::new(exec::Program::new(&check.name, spec)?))
             }
+            CheckKind::Icmp => KindShared::Icmp(Box::default()),
         };
         Ok(CheckProber {
             shared: Arc::new(Shared { check, kind }),
@@ -221,6 +228,7 @@ impl CheckProber {
             KindShared::Tcp => KindTarget::Tcp,
             KindShared::Dns(_) => KindTarget::Dns,
             KindShared::Exec(_) => KindTarget::Exec,
+            KindShared::Icmp(_) => KindTarget::Icmp,
             KindShared::Http(parts) => {
                 KindTarget::Http(http::Target::new(&check.name, parts, connect)?)
             }
@@ -266,6 +274,7 @@ impl EndpointProber {
             (KindShared::Http(parts), KindTarget::Http(target)) => self.http(parts, target).await,
             (KindShared::Dns(q), KindTarget::Dns) => self.dns(q).await,
             (KindShared::Exec(p), KindTarget::Exec) => self.exec(p, &self.zone, &self.region).await,
+            (KindShared::Icmp(p), KindTarget::Icmp) => self.icmp(p).await,
             (KindShared::Tcp, KindTarget::Tcp) => match self.connect_tcp().await {
                 // Dropping the stream closes it (with a reset, see
                 // `connect_tcp`): the handshake was the test.
@@ -315,7 +324,9 @@ impl EndpointProber {
     fn server_name(&self) -> String {
         let host = match &self.shared.kind {
             KindShared::Http(h) => h.spec.host.as_ref(),
-            KindShared::Tcp | KindShared::Dns(_) | KindShared::Exec(_) => None,
+            KindShared::Tcp | KindShared::Dns(_) | KindShared::Exec(_) | KindShared::Icmp(_) => {
+                None
+            }
         };
         match host {
             Some(host) => host.clone(),

@@ -1,0 +1,194 @@
+//! `type = "icmp"` checks (issue 23 item 5): echo to loopback (IPv4 and
+//! IPv6, many endpoints at once over the check's one socket), and to an
+//! address in a network namespace this test makes and then cuts off.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gslb::health::ProbeOutcome;
+use gslb::health::probe::{CheckProber, ProbeResult};
+use gslb::model::{Check, CheckKind};
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+fn icmp_check() -> Check {
+    Check {
+        name: "ping".into(),
+        kind: CheckKind::Icmp,
+        port: 0,
+        target: None,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+        recheck: None,
+        fall: 1,
+        rise: 1,
+        probers: None,
+    }
+}
+
+async fn probe(prober: &CheckProber, addr: IpAddr) -> ProbeResult {
+    let endpoint = prober.for_endpoint(addr).expect("endpoint prober");
+    tokio::time::timeout(Duration::from_secs(10), endpoint.probe())
+        .await
+        .expect("probe returned")
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A namespace at the end of a veth: the host is 10.251.X.1, the
+/// namespace 10.251.X.2. Removed on drop.
+struct Far {
+    ns: String,
+    host: String,
+}
+
+impl Far {
+    fn new() -> Far {
+        let x = std::process::id() % 250 + 1;
+        let far = Far {
+            ns: format!("gslbicmp{x}"),
+            host: format!("gslbicmp{x}h"),
+        };
+        let _ = Command::new("ip").args(["netns", "del", &far.ns]).status();
+        let _ = Command::new("ip").args(["link", "del", &far.host]).status();
+        let peer = format!("gslbicmp{x}p");
+        run("ip", &["netns", "add", &far.ns]);
+        run(
+            "ip",
+            &[
+                "link", "add", &far.host, "type", "veth", "peer", "name", &peer,
+            ],
+        );
+        run("ip", &["link", "set", &peer, "netns", &far.ns]);
+        run(
+            "ip",
+            &["addr", "add", &format!("10.251.{x}.1/30"), "dev", &far.host],
+        );
+        run("ip", &["link", "set", &far.host, "up"]);
+        for args in [
+            vec![
+                "ip",
+                "addr",
+                "add",
+                &format!("10.251.{x}.2/30"),
+                "dev",
+                &peer,
+            ],
+            vec!["ip", "link", "set", &peer, "up"],
+            vec!["ip", "link", "set", "lo", "up"],
+        ] {
+            let mut a = vec!["netns", "exec", &far.ns];
+            a.extend(args.iter().copied());
+            run("ip", &a);
+        }
+        far
+    }
+
+    fn addr(&self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            251,
+            (std::process::id() % 250 + 1) as u8,
+            2,
+        ))
+    }
+
+    /// Drop every ICMP packet in the namespace (or stop dropping).
+    fn cut(&self, cut: bool) {
+        let nft = if cut {
+            "add table inet cut\nadd chain inet cut in { type filter hook input priority 0; policy accept; }\nadd rule inet cut in meta l4proto icmp drop\n"
+        } else {
+            "delete table inet cut\n"
+        };
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(nft.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft {nft}");
+    }
+}
+
+impl Drop for Far {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn loopback_answers_over_v4_and_v6_and_many_share_one_socket() {
+    let prober = CheckProber::new(Arc::new(icmp_check())).unwrap();
+    let r = probe(&prober, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    assert_eq!(r.outcome, ProbeOutcome::Success, "{r:?}");
+    assert!(
+        r.reason.starts_with("ok (") && r.reason.ends_with(" ms)"),
+        "{r:?}"
+    );
+    let r = probe(&prober, IpAddr::V6(Ipv6Addr::LOCALHOST)).await;
+    assert_eq!(r.outcome, ProbeOutcome::Success, "{r:?}");
+    // Forty endpoints at once: every reply reaches its own probe.
+    let mut all = tokio::task::JoinSet::new();
+    for i in 1..=40u8 {
+        let prober = prober.clone();
+        all.spawn(async move { probe(&prober, IpAddr::V4(Ipv4Addr::new(127, 0, 1, i))).await });
+    }
+    while let Some(r) = all.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.outcome, ProbeOutcome::Success, "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_address_cut_off_times_out_and_comes_back() {
+    let far = Far::new();
+    let prober = CheckProber::new(Arc::new(icmp_check())).unwrap();
+    let r = probe(&prober, far.addr()).await;
+    assert_eq!(r.outcome, ProbeOutcome::Success, "{r:?}");
+    far.cut(true);
+    let r = probe(&prober, far.addr()).await;
+    assert_eq!(
+        (r.outcome, r.reason.as_str()),
+        (ProbeOutcome::Timeout, "timeout after 500ms")
+    );
+    far.cut(false);
+    let r = probe(&prober, far.addr()).await;
+    assert_eq!(r.outcome, ProbeOutcome::Success, "{r:?}");
+}
+
+/// A zone with an icmp check loads and its region is up.
+#[tokio::test]
+async fn a_region_checked_by_icmp_is_served() {
+    let zone = format!(
+        "{ZONE}\n[check.ping]\ntype = \"icmp\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 1\nrise = 1\n\n[region.primary]\nendpoints = [\"127.0.0.1\"]\ncheck = \"ping\"\n\n[region.secondary]\nendpoints = [\"127.0.0.2\"]\n\n[service.api]\nregions = [\"primary\", \"secondary\"]\n"
+    );
+    let ts = TestServer::start(&[("z.toml", &zone)]).await;
+    wait_until(Duration::from_secs(5), "primary answered", || async {
+        let m = udp(
+            ts.dns,
+            &request("api.gslb.example.com.", RecordType::A, false),
+        )
+        .await;
+        m.map(|m| addrs(&m)).unwrap_or_default() == ["127.0.0.1"]
+    })
+    .await;
+}

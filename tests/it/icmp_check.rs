@@ -192,3 +192,134 @@ async fn a_region_checked_by_icmp_is_served() {
     })
     .await;
 }
+
+/// Where the system allows unprivileged ping sockets, gslb uses one, not a
+/// raw socket: the binary runs in a namespace of its own whose
+/// ping_group_range takes every group, and checks its loopback.
+#[tokio::test]
+async fn an_unprivileged_ping_socket_is_used_where_the_system_allows_it() {
+    let ns = format!("gslbping{}", std::process::id() % 250);
+    let _ = Command::new("ip")
+        .args(["netns", "del", &ns])
+        .stderr(std::process::Stdio::null())
+        .status();
+    run("ip", &["netns", "add", &ns]);
+    struct Gone(String, Option<std::process::Child>);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.1 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let mut guard = Gone(ns.clone(), None);
+    let inside = |args: &[&str]| {
+        let mut a = vec!["netns", "exec", ns.as_str()];
+        a.extend_from_slice(args);
+        run("ip", &a);
+    };
+    inside(&["ip", "link", "set", "lo", "up"]);
+    inside(&[
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ping_group_range=0 2147483647",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("z.toml"),
+        format!(
+            "{ZONE}\n[check.ping]\ntype = \"icmp\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 1\nrise = 1\n\n[region.primary]\nendpoints = [\"127.0.0.1\"]\ncheck = \"ping\"\n\n[region.secondary]\nendpoints = [\"127.0.0.2\"]\n\n[service.api]\nregions = [\"primary\", \"secondary\"]\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("gslb.log");
+    guard.1 = Some(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                env!("CARGO_BIN_EXE_gslb"),
+                "serve",
+                "--admin",
+                "off",
+                "--state-file",
+                "off",
+                "--log-level",
+                "info",
+                "--listen",
+                "127.0.0.1:5353",
+                "--zones",
+            ])
+            .arg(dir.path())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("gslb serve starts in the namespace"),
+    );
+    let answer = |ns: &str| {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "dig",
+                "+short",
+                "+time=1",
+                "+tries=1",
+                "@127.0.0.1",
+                "-p",
+                "5353",
+                "api.gslb.example.com",
+                "A",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let nft = |ns: &str, rules: &str| {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft {rules}");
+    };
+    wait_until(Duration::from_secs(10), "the primary answered", || {
+        let a = answer(&ns);
+        async move { a == "127.0.0.1" }
+    })
+    .await;
+    // Echo replies dropped: the ping socket's probes fail, then pass again.
+    nft(
+        &ns,
+        "add table inet cut\nadd chain inet cut in { type filter hook input priority 0; policy accept; }\nadd rule inet cut in icmp type echo-reply drop\n",
+    );
+    wait_until(Duration::from_secs(10), "failed over", || {
+        let a = answer(&ns);
+        async move { a == "127.0.0.2" }
+    })
+    .await;
+    nft(&ns, "delete table inet cut\n");
+    wait_until(Duration::from_secs(10), "back on the primary", || {
+        let a = answer(&ns);
+        async move { a == "127.0.0.1" }
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("ICMP socket open"))
+        .unwrap_or_else(|| panic!("no socket line in:\n{text}"));
+    assert!(line.contains("ping") && !line.contains("raw"), "{line}");
+}

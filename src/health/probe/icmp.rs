@@ -75,6 +75,11 @@ impl Family {
     fn new(v6: bool) -> io::Result<Family> {
         let (sock, raw) = open(v6)?;
         sock.set_nonblocking(true)?;
+        tracing::info!(
+            family = if v6 { "ipv6" } else { "ipv4" },
+            socket = if raw { "raw" } else { "ping" },
+            "ICMP socket open for echo checks"
+        );
         Ok(Family {
             // SAFETY: the socket2 Socket owns its descriptor, which stays
             // open and the same until the AsyncFd (which owns the Socket)

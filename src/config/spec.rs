@@ -136,7 +136,7 @@ pub(crate) enum RecheckSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct CheckSpec {
-    /// `"dns"`, `"exec"`, `"http"`, `"https"` or `"tcp"`.
+    /// `"dns"`, `"exec"`, `"grpc"`, `"http"`, `"https"`, `"icmp"` or `"tcp"`.
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
     /// Port (default 80 for http, 443 for https; required for tcp).
@@ -162,6 +162,10 @@ pub(crate) struct CheckSpec {
     pub target: Option<Spanned<String>>,
     /// HTTP(S): reuse a successful probe's connection for the next (default true).
     pub reuse_connection: Option<Spanned<bool>>,
+    /// gRPC: the service asked about (default: the whole server).
+    pub service: Option<Spanned<String>>,
+    /// gRPC: over TLS (default false: plain HTTP/2).
+    pub tls: Option<Spanned<bool>>,
     /// Exec: the program and its arguments.
     pub command: Option<Spanned<Vec<String>>>,
     /// Exec: the user it runs as.

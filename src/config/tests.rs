@@ -328,10 +328,23 @@ fn check_rules() {
         ),
         (
             "type = \"tcp\"\nport = 1\nca-file = \"ca.pem\"",
-            "`ca-file` applies to https checks, not tcp",
+            "`ca-file` applies to grpc and https checks, not tcp",
         ),
         ("type = \"dns\"", "a dns check needs `query-name`"),
         ("type = \"exec\"", "an exec check needs `command`"),
+        ("type = \"grpc\"", "a grpc check needs `port`"),
+        (
+            "type = \"grpc\"\nport = 50051\ntls-verify = false",
+            "`tls-verify` needs `tls = true`",
+        ),
+        (
+            "type = \"grpc\"\nport = 50051\npath = \"/\"",
+            "`path` applies to http and https checks, not grpc",
+        ),
+        (
+            "type = \"http\"\nservice = \"app\"",
+            "`service` applies to grpc checks, not http",
+        ),
         ("type = \"exec\"\ncommand = []", "command is empty"),
         (
             "type = \"exec\"\ncommand = [\"check.sh\"]",
@@ -507,7 +520,7 @@ tls-verify = false
         ),
         (
             "z.toml:24:14:",
-            "`tls-verify` applies to https checks, not http",
+            "`tls-verify` applies to grpc and https checks, not http",
         ),
     ];
     assert_eq!(errs.len(), want.len(), "{errs:#?}");
@@ -857,4 +870,26 @@ fn an_exec_check_keeps_its_command_and_user() {
     );
     assert_eq!(e.max_running, 16);
     assert_eq!(c.kind.as_str(), "exec");
+}
+
+#[test]
+fn a_grpc_check_takes_tls_and_host_as_https_does() {
+    let text = format!(
+        "{HEAD}\n[check.plain]\ntype = \"grpc\"\nport = 50051\n\n[check.tls]\ntype = \"grpc\"\nport = 443\ntls = true\nservice = \"app\"\nhost = \"grpc.example.net\"\ntls-verify = false\n"
+    );
+    let cfg = load_one(&text).unwrap();
+    let grpc = |c: &str| match &cfg.zones[0].checks[c].kind {
+        crate::model::CheckKind::Grpc(g) => (**g).clone(),
+        other => panic!("{other:?}"),
+    };
+    let plain = grpc("plain");
+    assert_eq!(
+        (plain.service.as_str(), plain.tls.is_none(), plain.host),
+        ("", true, None)
+    );
+    let tls = grpc("tls");
+    assert_eq!(tls.service, "app");
+    assert_eq!(tls.host.as_deref(), Some("grpc.example.net"));
+    assert!(!tls.tls.unwrap().verify);
+    assert_eq!(cfg.zones[0].checks["tls"].kind.as_str(), "grpc");
 }

@@ -70,6 +70,19 @@ pub enum CheckKind {
     Exec(Box<ExecCheck>),
     /// ICMP echo: the endpoint is up when it replies.
     Icmp,
+    /// The gRPC health checking protocol (`grpc.health.v1.Health/Check`).
+    Grpc(Box<GrpcCheck>),
+}
+
+/// A gRPC health check.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GrpcCheck {
+    /// The service asked about; empty: the server as a whole.
+    pub service: String,
+    /// Over TLS (with these settings), or plain HTTP/2 when `None`.
+    pub tls: Option<TlsCheck>,
+    /// TLS server name and `:authority` (default: the endpoint address).
+    pub host: Option<String>,
 }
 
 /// An exec check: a program run once per probe (no shell), passing on exit
@@ -202,6 +215,7 @@ impl CheckKind {
             CheckKind::Dns(_) => "dns",
             CheckKind::Exec(_) => "exec",
             CheckKind::Icmp => "icmp",
+            CheckKind::Grpc(_) => "grpc",
         }
     }
 }
@@ -313,6 +327,18 @@ impl Check {
             }
             field(&mut b, "rd", &[u8::from(d.recursion_desired)]);
         }
+        if let CheckKind::Grpc(g) = &self.kind {
+            field(&mut b, "service", g.service.as_bytes());
+            if let Some(tls) = &g.tls {
+                field(&mut b, "verify", &[u8::from(tls.verify)]);
+                for c in tls.ca.iter().flat_map(|ca| &ca.certs) {
+                    field(&mut b, "ca", c.as_ref());
+                }
+            }
+            if let Some(host) = &g.host {
+                field(&mut b, "host", host.as_bytes());
+            }
+        }
         if let CheckKind::Exec(e) = &self.kind {
             for arg in &e.command {
                 field(&mut b, "arg", arg.as_bytes());
@@ -328,7 +354,7 @@ impl Check {
     pub fn http(&self) -> Option<&HttpCheck> {
         match &self.kind {
             CheckKind::Http(h) => Some(h),
-            CheckKind::Tcp | CheckKind::Dns(_) | CheckKind::Exec(_) | CheckKind::Icmp => None,
+            _ => None,
         }
     }
 }

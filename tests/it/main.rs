@@ -20,6 +20,7 @@ mod exec_check;
 mod failover;
 mod fuzz_replay;
 mod geo;
+mod grpc_check;
 mod hardening;
 mod icmp_check;
 mod logging;

@@ -105,25 +105,7 @@ fn http_check(
         }
         http.expect_body = Some(b.get_ref().clone());
     }
-    if let Some(h) = &s.host {
-        let v = h.get_ref();
-        // The Host header and the TLS server name: both must take it.
-        let valid = !v.is_empty()
-            && !v.contains(':')
-            && !v.contains('/')
-            && (v.parse::<IpAddr>().is_ok() || Name::from_ascii(v).is_ok())
-            && ServerName::try_from(v.as_str()).is_ok()
-            && HeaderValue::from_str(v).is_ok();
-        if !valid {
-            cx.err(
-                h,
-                format!(
-                    "host {v:?} is not a host name or address (no port or path: the port is `port`)"
-                ),
-            );
-        }
-        http.host = Some(v.clone());
-    }
+    http.host = host(cx, s);
     if let Some(headers) = &s.headers {
         for (k, v) in headers.get_ref() {
             let valid =
@@ -144,6 +126,28 @@ fn http_check(
         http.reuse_connection = *r.get_ref();
     }
     http
+}
+
+/// `host`: the Host header (or `:authority`) and the TLS server name, so
+/// both must take it.
+pub(super) fn host(cx: &mut Ctx<'_, '_>, s: &CheckSpec) -> Option<String> {
+    let h = s.host.as_ref()?;
+    let v = h.get_ref();
+    let valid = !v.is_empty()
+        && !v.contains(':')
+        && !v.contains('/')
+        && (v.parse::<IpAddr>().is_ok() || Name::from_ascii(v).is_ok())
+        && ServerName::try_from(v.as_str()).is_ok()
+        && HeaderValue::from_str(v).is_ok();
+    if !valid {
+        cx.err(
+            h,
+            format!(
+                "host {v:?} is not a host name or address (no port or path: the port is `port`)"
+            ),
+        );
+    }
+    Some(v.clone())
 }
 
 fn expect_status(cx: &mut Ctx<'_, '_>, list: &Spanned<StatusList>) -> Vec<StatusRange> {
@@ -190,7 +194,7 @@ fn status_range(s: &StatusSpec) -> Option<StatusRange> {
 /// `tls-verify` and `ca-file` of an HTTPS check; the CA file is read and
 /// its certificates checked here, so a file that cannot serve as a trust
 /// store is a config error, not a region that every probe fails.
-fn tls_check(cx: &mut Ctx<'_, '_>, s: &CheckSpec) -> TlsCheck {
+pub(super) fn tls_check(cx: &mut Ctx<'_, '_>, s: &CheckSpec) -> TlsCheck {
     let ca = s.ca_file.as_ref().and_then(|f| {
         let path = PathBuf::from(f.get_ref());
         let path = if path.is_relative() {

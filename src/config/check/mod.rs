@@ -14,6 +14,7 @@
 
 mod dns;
 mod exec;
+mod grpc;
 mod http;
 mod icmp;
 mod tcp;
@@ -56,6 +57,12 @@ const KINDS: &[Kind] = &[
         build: exec::build,
     },
     Kind {
+        name: "grpc",
+        fields: grpc::GRPC_FIELDS,
+        default_port: 0,
+        build: grpc::build,
+    },
+    Kind {
         name: "http",
         fields: http::HTTP_FIELDS,
         default_port: 80,
@@ -83,8 +90,10 @@ const KINDS: &[Kind] = &[
 
 /// The settings that belong to some kinds only, and where each is written
 /// if it is set.
-fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 17] {
+fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 19] {
     [
+        ("service", s.service.as_ref().map(Spanned::span)),
+        ("tls", s.tls.as_ref().map(Spanned::span)),
         ("command", s.command.as_ref().map(Spanned::span)),
         ("user", s.user.as_ref().map(Spanned::span)),
         ("max-running", s.max_running.as_ref().map(Spanned::span)),
@@ -285,8 +294,11 @@ mod tests {
     #[test]
     fn lists_read_as_sentences() {
         assert_eq!(
-            one_of(&["dns", "exec", "http", "https", "icmp", "tcp"], true),
-            r#""dns", "exec", "http", "https", "icmp" or "tcp""#
+            one_of(
+                &["dns", "exec", "grpc", "http", "https", "icmp", "tcp"],
+                true
+            ),
+            r#""dns", "exec", "grpc", "http", "https", "icmp" or "tcp""#
         );
         assert_eq!(one_of(&["http", "https"], false), "http and https");
         assert_eq!(one_of(&["https"], false), "https");

@@ -25,6 +25,7 @@
 mod classify;
 mod dns;
 mod exec;
+mod grpc;
 mod http;
 mod icmp;
 
@@ -147,6 +148,8 @@ enum KindShared {
     Exec(Box<exec::Program>),
     /// The check's ICMP sockets.
     Icmp(Box<icmp::Pinger>),
+    /// The service asked about, the TLS configuration.
+    Grpc(Box<grpc::Parts>),
 }
 
 /// What the prober of one endpoint keeps, by kind.
@@ -158,6 +161,8 @@ enum KindTarget {
     Dns,
     Exec,
     Icmp,
+    /// The endpoint's channel (and connection).
+    Grpc(grpc::Target),
 }
 
 /// Probes endpoints for one check; build once per check (and per reload) and
@@ -202,6 +207,9 @@ impl CheckProber {
                 KindShared::Exec(Box::new(exec::Program::new(&check.name, spec)?))
             }
             CheckKind::Icmp => KindShared::Icmp(Box::default()),
+            CheckKind::Grpc(spec) => {
+                KindShared::Grpc(Box::new(grpc::Parts::new(&check.name, spec)?))
+            }
         };
         Ok(CheckProber {
             shared: Arc::new(Shared { check, kind }),
@@ -229,6 +237,7 @@ impl CheckProber {
             KindShared::Dns(_) => KindTarget::Dns,
             KindShared::Exec(_) => KindTarget::Exec,
             KindShared::Icmp(_) => KindTarget::Icmp,
+            KindShared::Grpc(_) => KindTarget::Grpc(grpc::Target::default()),
             KindShared::Http(parts) => {
                 KindTarget::Http(http::Target::new(&check.name, parts, connect)?)
             }
@@ -275,6 +284,7 @@ impl EndpointProber {
             (KindShared::Dns(q), KindTarget::Dns) => self.dns(q).await,
             (KindShared::Exec(p), KindTarget::Exec) => self.exec(p, &self.zone, &self.region).await,
             (KindShared::Icmp(p), KindTarget::Icmp) => self.icmp(p).await,
+            (KindShared::Grpc(p), KindTarget::Grpc(t)) => self.grpc(p, t).await,
             (KindShared::Tcp, KindTarget::Tcp) => match self.connect_tcp().await {
                 // Dropping the stream closes it (with a reset, see
                 // `connect_tcp`): the handshake was the test.
@@ -324,9 +334,7 @@ impl EndpointProber {
     fn server_name(&self) -> String {
         let host = match &self.shared.kind {
             KindShared::Http(h) => h.spec.host.as_ref(),
-            KindShared::Tcp | KindShared::Dns(_) | KindShared::Exec(_) | KindShared::Icmp(_) => {
-                None
-            }
+            _ => None,
         };
         match host {
             Some(host) => host.clone(),

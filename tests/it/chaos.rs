@@ -51,15 +51,6 @@ const MARGIN: Duration = Duration::from_secs(1);
 /// The nodes' admin token (their admin listeners are not on loopback).
 const TOKEN: &str = "chaos-lab-token";
 
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn netns(ns: &str, args: &[&str]) {
     let mut a = vec!["netns", "exec", ns];
     a.extend_from_slice(args);

@@ -4,12 +4,11 @@
 //! and a server that first sends a reply to another query; and a whole
 //! failover driven by a DNS check.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use gslb::health::ProbeOutcome;
-use gslb::health::probe::{CheckProber, ProbeResult};
+use gslb::health::probe::ProbeResult;
 use gslb::model::{Check, CheckKind, DnsCheck};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, TXT};
@@ -18,40 +17,20 @@ use tokio::net::UdpSocket;
 
 use crate::support::*;
 
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
 /// A DNS check of `name`/`qtype` on `port`, expecting `answer` if given.
 fn dns_check(port: u16, name: &str, qtype: RecordType, answer: Option<RData>) -> Check {
-    Check {
-        name: "dns".into(),
-        kind: CheckKind::Dns(Box::new(DnsCheck {
-            name: Name::from_ascii(name).unwrap(),
-            qtype,
-            rcode: ResponseCode::NoError,
-            expect_answer: answer,
-            recursion_desired: false,
-        })),
-        port,
-        target: None,
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_millis(500),
-        recheck: None,
-        fall: 1,
-        rise: 1,
-        probers: None,
-    }
+    let kind = CheckKind::Dns(Box::new(DnsCheck {
+        name: Name::from_ascii(name).unwrap(),
+        qtype,
+        rcode: ResponseCode::NoError,
+        expect_answer: answer,
+        recursion_desired: false,
+    }));
+    quick_check(kind, port, Duration::from_millis(500))
 }
 
 async fn probe(check: Check) -> ProbeResult {
-    let prober = CheckProber::new(Arc::new(check)).expect("prober");
-    let endpoint = prober.for_endpoint(LOCALHOST).expect("endpoint prober");
-    tokio::time::timeout(Duration::from_secs(10), endpoint.probe())
-        .await
-        .expect("probe returned")
-}
-
-fn assert_outcome(r: &ProbeResult, outcome: ProbeOutcome, reason: &str) {
-    assert_eq!((r.outcome, r.reason.as_str()), (outcome, reason), "{r:?}");
+    probe_check(check).await
 }
 
 fn a(addr: &str) -> Option<RData> {
@@ -213,41 +192,31 @@ async fn silent_closed_and_confused_servers_fail_as_such() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_checked_by_dns_fails_over_and_back() {
     let backend = server().await;
-    let zone = format!(
-        "{ZONE}\n[check.resolver]\ntype = \"dns\"\nport = {}\nquery-name = \"www.gslb.example.com\"\nexpect-answer = \"192.0.2.1\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\nfall = 1\nrise = 1\n\n[region.primary]\nendpoints = [\"127.0.0.1\"]\ncheck = \"resolver\"\n\n[region.secondary]\nendpoints = [\"127.0.0.2\"]\n\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
+    let zone = failover_zone(&format!(
+        "type = \"dns\"
+port = {}
+query-name = \"www.gslb.example.com\"
+expect-answer = \"192.0.2.1\"
+interval = \"100ms\"
+timeout = \"80ms\"
+fall = 1
+rise = 1",
         backend.dns.port()
-    );
+    ));
     let ts = TestServer::start(&[("z.toml", &zone)]).await;
-    let api = || async {
-        let m = udp(
-            ts.dns,
-            &request("api.gslb.example.com.", RecordType::A, false),
-        )
-        .await;
-        m.map(|m| addrs(&m)).unwrap_or_default()
-    };
-    wait_until(Duration::from_secs(5), "primary answered", || async {
-        api().await == ["127.0.0.1"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.1", "primary answered").await;
     // The backend now answers 192.0.2.9: not what the check expects.
     let changed = std::fs::read_to_string(backend.zone_path("z.toml"))
         .unwrap()
         .replace("192.0.2.1", "192.0.2.9");
     std::fs::write(backend.zone_path("z.toml"), &changed).unwrap();
     backend.server.reload().await.expect("reload");
-    wait_until(Duration::from_secs(5), "failed over", || async {
-        api().await == ["127.0.0.2"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.2", "failed over").await;
     std::fs::write(
         backend.zone_path("z.toml"),
         changed.replace("192.0.2.9", "192.0.2.1"),
     )
     .unwrap();
     backend.server.reload().await.expect("reload");
-    wait_until(Duration::from_secs(5), "back on the primary", || async {
-        api().await == ["127.0.0.1"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.1", "back on the primary").await;
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use gslb::health::ProbeOutcome;
 use gslb::health::probe::{CheckProber, ProbeResult};
 use gslb::model::{Check, CheckKind, ExecCheck};
-use hickory_proto::rr::RecordType;
 
 use crate::support::*;
 
@@ -61,10 +60,6 @@ async fn probe(check: Check) -> ProbeResult {
     tokio::time::timeout(Duration::from_secs(20), endpoint.probe())
         .await
         .expect("probe returned")
-}
-
-fn assert_outcome(r: &ProbeResult, outcome: ProbeOutcome, reason: &str) {
-    assert_eq!((r.outcome, r.reason.as_str()), (outcome, reason), "{r:?}");
 }
 
 /// Whether a process is gone (or a zombie no one has reaped yet).
@@ -235,31 +230,14 @@ async fn a_region_checked_by_a_script_fails_over_and_back() {
             flag.display()
         ),
     );
-    let zone = format!(
-        "{ZONE}\n[check.app]\ntype = \"exec\"\ncommand = [\"{}\"]\ninterval = \"100ms\"\ntimeout = \"90ms\"\nfall = 1\nrise = 1\n\n[region.primary]\nendpoints = [\"127.0.0.1\"]\ncheck = \"app\"\n\n[region.secondary]\nendpoints = [\"127.0.0.2\"]\n\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
+    let zone = failover_zone(&format!(
+        "type = \"exec\"\ncommand = [\"{}\"]\ninterval = \"100ms\"\ntimeout = \"90ms\"\nfall = 1\nrise = 1",
         check.display()
-    );
+    ));
     let ts = TestServer::start(&[("z.toml", &zone)]).await;
-    let api = || async {
-        let m = udp(
-            ts.dns,
-            &request("api.gslb.example.com.", RecordType::A, false),
-        )
-        .await;
-        m.map(|m| addrs(&m)).unwrap_or_default()
-    };
-    wait_until(Duration::from_secs(5), "primary answered", || async {
-        api().await == ["127.0.0.1"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.1", "primary answered").await;
     std::fs::remove_file(&flag).unwrap();
-    wait_until(Duration::from_secs(5), "failed over", || async {
-        api().await == ["127.0.0.2"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.2", "failed over").await;
     std::fs::write(&flag, "").unwrap();
-    wait_until(Duration::from_secs(5), "back on the primary", || async {
-        api().await == ["127.0.0.1"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.1", "back on the primary").await;
 }

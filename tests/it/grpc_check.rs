@@ -11,7 +11,6 @@ use std::time::Duration;
 use gslb::health::ProbeOutcome;
 use gslb::health::probe::{CheckProber, ProbeResult};
 use gslb::model::{CaFile, Check, CheckKind, GrpcCheck, TlsCheck};
-use hickory_proto::rr::RecordType;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -42,14 +41,7 @@ fn grpc_check(port: u16, service: &str, tls: Option<TlsCheck>, host: Option<&str
 }
 
 async fn probe_with(prober: &CheckProber) -> ProbeResult {
-    let endpoint = prober.for_endpoint(LOCALHOST).expect("endpoint prober");
-    tokio::time::timeout(Duration::from_secs(10), endpoint.probe())
-        .await
-        .expect("probe returned")
-}
-
-fn assert_outcome(r: &ProbeResult, outcome: ProbeOutcome, reason: &str) {
-    assert_eq!((r.outcome, r.reason.as_str()), (outcome, reason), "{r:?}");
+    probe_once(prober, LOCALHOST).await
 }
 
 /// tonic-health's server on 127.0.0.1:0, over TLS when given an identity.
@@ -214,35 +206,18 @@ async fn a_region_checked_by_grpc_fails_over_and_back() {
     reporter
         .set_service_status("app", ServingStatus::Serving)
         .await;
-    let zone = format!(
-        "{ZONE}\n[check.app]\ntype = \"grpc\"\nport = {}\nservice = \"app\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\nfall = 1\nrise = 1\n\n[region.primary]\nendpoints = [\"127.0.0.1\"]\ncheck = \"app\"\n\n[region.secondary]\nendpoints = [\"127.0.0.2\"]\n\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
+    let zone = failover_zone(&format!(
+        "type = \"grpc\"\nport = {}\nservice = \"app\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\nfall = 1\nrise = 1",
         addr.port()
-    );
+    ));
     let ts = TestServer::start(&[("z.toml", &zone)]).await;
-    let api = || async {
-        let m = udp(
-            ts.dns,
-            &request("api.gslb.example.com.", RecordType::A, false),
-        )
-        .await;
-        m.map(|m| addrs(&m)).unwrap_or_default()
-    };
-    wait_until(Duration::from_secs(5), "primary answered", || async {
-        api().await == ["127.0.0.1"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.1", "primary answered").await;
     reporter
         .set_service_status("app", ServingStatus::NotServing)
         .await;
-    wait_until(Duration::from_secs(5), "failed over", || async {
-        api().await == ["127.0.0.2"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.2", "failed over").await;
     reporter
         .set_service_status("app", ServingStatus::Serving)
         .await;
-    wait_until(Duration::from_secs(5), "back on the primary", || async {
-        api().await == ["127.0.0.1"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.1", "back on the primary").await;
 }

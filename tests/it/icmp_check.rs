@@ -10,39 +10,32 @@ use std::time::Duration;
 use gslb::health::ProbeOutcome;
 use gslb::health::probe::{CheckProber, ProbeResult};
 use gslb::model::{Check, CheckKind};
-use hickory_proto::rr::RecordType;
 
 use crate::support::*;
 
 fn icmp_check() -> Check {
-    Check {
-        name: "ping".into(),
-        kind: CheckKind::Icmp,
-        port: 0,
-        target: None,
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_millis(500),
-        recheck: None,
-        fall: 1,
-        rise: 1,
-        probers: None,
-    }
+    quick_check(CheckKind::Icmp, 0, Duration::from_millis(500))
 }
 
 async fn probe(prober: &CheckProber, addr: IpAddr) -> ProbeResult {
-    let endpoint = prober.for_endpoint(addr).expect("endpoint prober");
-    tokio::time::timeout(Duration::from_secs(10), endpoint.probe())
-        .await
-        .expect("probe returned")
+    probe_once(prober, addr).await
 }
 
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Load these nftables rules in namespace `ns`.
+fn nft(ns: &str, rules: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft {rules}");
 }
 
 /// A namespace at the end of a veth: the host is 10.251.X.1, the
@@ -105,24 +98,14 @@ impl Far {
 
     /// Drop every ICMP packet in the namespace (or stop dropping).
     fn cut(&self, cut: bool) {
-        let nft = if cut {
-            "add table inet cut\nadd chain inet cut in { type filter hook input priority 0; policy accept; }\nadd rule inet cut in meta l4proto icmp drop\n"
+        if cut {
+            nft(
+                &self.ns,
+                "add table inet cut\nadd chain inet cut in { type filter hook input priority 0; policy accept; }\nadd rule inet cut in meta l4proto icmp drop\n",
+            );
         } else {
-            "delete table inet cut\n"
-        };
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(nft.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "nft {nft}");
+            nft(&self.ns, "delete table inet cut\n");
+        }
     }
 }
 
@@ -178,19 +161,11 @@ async fn an_address_cut_off_times_out_and_comes_back() {
 /// A zone with an icmp check loads and its region is up.
 #[tokio::test]
 async fn a_region_checked_by_icmp_is_served() {
-    let zone = format!(
-        "{ZONE}\n[check.ping]\ntype = \"icmp\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 1\nrise = 1\n\n[region.primary]\nendpoints = [\"127.0.0.1\"]\ncheck = \"ping\"\n\n[region.secondary]\nendpoints = [\"127.0.0.2\"]\n\n[service.api]\nregions = [\"primary\", \"secondary\"]\n"
+    let zone = failover_zone(
+        "type = \"icmp\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 1\nrise = 1",
     );
     let ts = TestServer::start(&[("z.toml", &zone)]).await;
-    wait_until(Duration::from_secs(5), "primary answered", || async {
-        let m = udp(
-            ts.dns,
-            &request("api.gslb.example.com.", RecordType::A, false),
-        )
-        .await;
-        m.map(|m| addrs(&m)).unwrap_or_default() == ["127.0.0.1"]
-    })
-    .await;
+    wait_for_api(ts.dns, "127.0.0.1", "primary answered").await;
 }
 
 /// Where the system allows unprivileged ping sockets, gslb uses one, not a
@@ -279,21 +254,6 @@ async fn an_unprivileged_ping_socket_is_used_where_the_system_allows_it() {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let nft = |ns: &str, rules: &str| {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(rules.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "nft {rules}");
     };
     wait_until(Duration::from_secs(10), "the primary answered", || {
         let a = answer(&ns);

@@ -59,17 +59,10 @@ fn http(c: &mut Check) -> &mut HttpCheck {
 
 /// One probe of `check` on 127.0.0.1.
 async fn probe(check: Check) -> ProbeResult {
-    let prober = CheckProber::new(Arc::new(check)).expect("prober");
-    let endpoint = prober.for_endpoint(LOCALHOST).expect("endpoint prober");
-    // Bounds the test, not the probe: a stuck probe fails here, not hangs.
-    tokio::time::timeout(Duration::from_secs(10), endpoint.probe())
-        .await
-        .expect("probe returned")
+    crate::support::probe_check(check).await
 }
 
-fn assert_outcome(r: &ProbeResult, outcome: ProbeOutcome, reason: &str) {
-    assert_eq!((r.outcome, r.reason.as_str()), (outcome, reason), "{r:?}");
-}
+use crate::support::assert_outcome;
 
 /// A backend on 127.0.0.1:0 running `handle` on every connection it accepts.
 async fn backend<F, Fut>(handle: F) -> SocketAddr

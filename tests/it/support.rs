@@ -394,3 +394,82 @@ pub fn free_udp_tcp_addr() -> SocketAddr {
         }
     }
 }
+
+/// One probe of `addr` by `prober`, bounded (a stuck probe fails the test
+/// here instead of hanging it).
+pub async fn probe_once(
+    prober: &gslb::health::probe::CheckProber,
+    addr: std::net::IpAddr,
+) -> gslb::health::probe::ProbeResult {
+    let endpoint = prober.for_endpoint(addr).expect("endpoint prober");
+    tokio::time::timeout(Duration::from_secs(20), endpoint.probe())
+        .await
+        .expect("probe returned")
+}
+
+/// One probe of `check` on 127.0.0.1.
+pub async fn probe_check(check: gslb::model::Check) -> gslb::health::probe::ProbeResult {
+    let prober = gslb::health::probe::CheckProber::new(std::sync::Arc::new(check)).expect("prober");
+    probe_once(&prober, std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)).await
+}
+
+/// The probe ended this way, for this reason.
+pub fn assert_outcome(
+    r: &gslb::health::probe::ProbeResult,
+    outcome: gslb::health::ProbeOutcome,
+    reason: &str,
+) {
+    assert_eq!((r.outcome, r.reason.as_str()), (outcome, reason), "{r:?}");
+}
+
+/// A check of `kind` on `port` that probes every second within `timeout`,
+/// with no recheck and fall and rise 1.
+pub fn quick_check(
+    kind: gslb::model::CheckKind,
+    port: u16,
+    timeout: Duration,
+) -> gslb::model::Check {
+    gslb::model::Check {
+        name: "test".into(),
+        kind,
+        port,
+        target: None,
+        interval: Duration::from_secs(1),
+        timeout,
+        recheck: None,
+        fall: 1,
+        rise: 1,
+        probers: None,
+    }
+}
+
+/// Wait until `api.gslb.example.com` answers A with exactly `addr`.
+pub async fn wait_for_api(dns: SocketAddr, addr: &str, what: &str) {
+    wait_until(Duration::from_secs(5), what, || async {
+        let m = udp(dns, &request("api.gslb.example.com.", RecordType::A, false)).await;
+        m.map(|m| addrs(&m)).unwrap_or_default() == [addr]
+    })
+    .await;
+}
+
+/// A zone (the example's head) whose service `api` fails over from region
+/// `primary` (127.0.0.1, checked by `check`, whose table is `check_table`)
+/// to `secondary` (127.0.0.2, unchecked).
+pub fn failover_zone(check_table: &str) -> String {
+    format!(
+        "{ZONE}\n[check.app]\n{check_table}\n\n[region.primary]\nendpoints = [\"127.0.0.1\"]\ncheck = \"app\"\n\n[region.secondary]\nendpoints = [\"127.0.0.2\"]\n\n[service.api]\nregions = [\"primary\", \"secondary\"]\n"
+    )
+}
+
+/// Run a command (ip, nft, sysctl) that must succeed.
+pub fn run(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,7 +6,8 @@
                                        at names host0..hostN/4 (zone scale, memory per record)
   gen-zone.py endpoints N [KIND] [PORT] > zone.toml
                                        N endpoints on 127.1.x.y in regions of 100,
-                                       probed by an http (default) or tcp check every 1 s
+                                       probed by an http (default), tcp, dns, icmp
+                                       or exec check every 1 s
 """
 import os
 import sys
@@ -42,13 +43,19 @@ endpoints = ["198.51.100.1", "198.51.100.2"]
 def endpoints(n, kind="http", port=18090, ca_file=None):
     """kind: http (connections reused, the default), http-fresh (a new
     connection per probe), https (host bench.test, verified against
-    ca_file), https-fresh (the same, a handshake per probe) or tcp."""
+    ca_file), https-fresh (the same, a handshake per probe), tcp, dns (a
+    query for static.gslb.example.com to port), icmp, or exec (/bin/true)."""
     http = kind.startswith("http")
     tls = kind.startswith("https")
+    own = {
+        "dns": 'query-name = "static.gslb.example.com"',
+        "exec": 'command = ["/bin/true"]' + chr(10) + "max-running = 256",
+    }.get(kind, "")
     out = [HEAD, f"""
 [check.c]
 type = "{'https' if tls else 'http' if http else kind}"
-port = {port}
+{f"port = {port}" if kind not in ("icmp", "exec") else ""}
+{own}
 {'path = "/health"' if http else ""}
 {'reuse-connection = false' if kind.endswith("-fresh") else ""}
 {f'host = "bench.test"{chr(10)}ca-file = "{ca_file}"' if tls else ""}

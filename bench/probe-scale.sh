@@ -3,7 +3,9 @@
 # a second (KIND=http, the default: connections reused; KIND=http-fresh: a
 # new connection per probe; KIND=https: reused TLS connections, certificate
 # verified against a CA the backend makes; KIND=https-fresh: a TLS handshake
-# per probe; KIND=tcp: connect only),
+# per probe; KIND=tcp: connect only; KIND=dns: a query, answered by a
+# second gslb on 0.0.0.0; KIND=icmp: echo, answered by the kernel;
+# KIND=exec: /bin/true per probe, try N=1000),
 # answered by one small backend
 # process (examples/bench_backend.rs). Reports gslb's CPU (share of one core)
 # and memory per endpoint (RSS with N endpoints minus RSS with the same zone
@@ -24,7 +26,12 @@ build_release
 WORK=$(mktemp -d); trap 'stop_gslb; kill $BACKEND 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TLS=(); case "$KIND" in https*) TLS=(--tls "$WORK/ca.pem");; esac
-"$ROOT/target/release/examples/bench_backend" "$BPORT" "${TLS[@]}" 2>/dev/null & BACKEND=$!
+if [ "$KIND" = dns ]; then
+  # gslb itself answers the checks' queries, on every 127.x address.
+  "$GSLB" serve --zones "$ROOT/bench/zones" --listen "0.0.0.0:$BPORT" --admin off --state-file off --log-level warn 2>/dev/null & BACKEND=$!
+else
+  "$ROOT/target/release/examples/bench_backend" "$BPORT" "${TLS[@]}" 2>/dev/null & BACKEND=$!
+fi
 for i in $(seq 1 100); do [ ${#TLS[@]} = 0 ] || [ -s "$WORK/ca.pem" ] && break; sleep 0.05; done
 mkdir -p "$WORK/z" "$WORK/nocheck"
 python3 "$ROOT/bench/gen-zone.py" endpoints "$N" "$KIND" "$BPORT" "$WORK/ca.pem" > "$WORK/z/scale.toml"

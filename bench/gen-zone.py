@@ -44,17 +44,21 @@ def endpoints(n, kind="http", port=18090, ca_file=None):
     """kind: http (connections reused, the default), http-fresh (a new
     connection per probe), https (host bench.test, verified against
     ca_file), https-fresh (the same, a handshake per probe), tcp, dns (a
-    query for static.gslb.example.com to port), icmp, or exec (/bin/true)."""
+    query for static.gslb.example.com to 127.0.0.1:port for every endpoint:
+    gslb bound to 0.0.0.0 answers from 127.0.0.1 whatever address was
+    asked, which a probe's connected socket rightly ignores), icmp, or
+    exec (/bin/true)."""
     http = kind.startswith("http")
     tls = kind.startswith("https")
     own = {
         "dns": 'query-name = "static.gslb.example.com"',
         "exec": 'command = ["/bin/true"]' + chr(10) + "max-running = 256",
     }.get(kind, "")
+    target = f'target = "127.0.0.1:{port}"'
     out = [HEAD, f"""
 [check.c]
 type = "{'https' if tls else 'http' if http else kind}"
-{f"port = {port}" if kind not in ("icmp", "exec") else ""}
+{target if kind == "dns" else f"port = {port}" if kind not in ("icmp", "exec") else ""}
 {own}
 {'path = "/health"' if http else ""}
 {'reuse-connection = false' if kind.endswith("-fresh") else ""}

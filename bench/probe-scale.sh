@@ -27,8 +27,9 @@ WORK=$(mktemp -d); trap 'stop_gslb; kill $BACKEND 2>/dev/null || true; rm -rf "$
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TLS=(); case "$KIND" in https*) TLS=(--tls "$WORK/ca.pem");; esac
 if [ "$KIND" = dns ]; then
-  # gslb itself answers the checks' queries, on every 127.x address.
-  "$GSLB" serve --zones "$ROOT/bench/zones" --listen "0.0.0.0:$BPORT" --admin off --state-file off --log-level warn 2>/dev/null & BACKEND=$!
+  # gslb itself answers the checks' queries (every endpoint's check asks
+  # 127.0.0.1, its `target`).
+  "$GSLB" serve --zones "$ROOT/bench/zones" --listen "127.0.0.1:$BPORT" --admin off --state-file off --log-level warn 2>/dev/null & BACKEND=$!
 else
   "$ROOT/target/release/examples/bench_backend" "$BPORT" "${TLS[@]}" 2>/dev/null & BACKEND=$!
 fi

@@ -6,7 +6,7 @@
 
 mod check;
 
-pub(crate) use check::lookup_user;
+pub(crate) use check::{lookup_user, open_icmp_socket};
 mod geo;
 mod names;
 mod records;

@@ -31,7 +31,6 @@ pub use transitions::{JOURNAL_LEN, REGION_EVENTS, Transition};
 pub use verdicts::{DecidedBy, Deciding, Decision, Observer};
 
 pub use persist::{SavedRegion, SavedZone, StateFile, fingerprint};
-pub(crate) use probe::icmp_available;
 pub use probe::{CheckProber, EndpointProber, ProbeError, ProbeResult};
 pub use scheduler::{Probe, ProbeFactory, RealProbes};
 pub use state::{

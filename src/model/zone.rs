@@ -93,11 +93,6 @@ impl RecordStore {
             wire: self.wire.get(s.start as usize..s.end as usize)?,
         })
     }
-
-    /// Bytes held, for the memory the zone costs.
-    pub fn bytes(&self) -> usize {
-        self.sets.capacity() * std::mem::size_of::<StoredSet>() + self.wire.capacity()
-    }
 }
 
 /// Records of one type at one name, with one TTL, as stored.

@@ -20,6 +20,7 @@ mod icmp;
 mod tcp;
 
 pub(crate) use exec::lookup_user;
+pub(crate) use icmp::open_socket as open_icmp_socket;
 
 use std::net::SocketAddr;
 use std::time::Duration;

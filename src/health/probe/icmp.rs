@@ -7,7 +7,7 @@
 //! arrives and hands each reply to the probe it answers (by source address
 //! and sequence number, and in raw mode by our identifier), so nothing
 //! outlives the probes. Whether a socket can be had at all is checked when
-//! the zone is loaded ([`available`]).
+//! the zone is loaded (config's `open_icmp_socket`).
 
 use std::collections::HashMap;
 use std::io;
@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{OnceCell, oneshot};
 
@@ -43,37 +43,9 @@ struct Family {
 /// Sequence numbers, shared by every check.
 static SEQ: AtomicU16 = AtomicU16::new(1);
 
-/// An ICMP socket of this family: a ping socket, else a raw one.
-fn open(v6: bool) -> io::Result<(Socket, bool)> {
-    let (domain, proto) = if v6 {
-        (Domain::IPV6, Protocol::ICMPV6)
-    } else {
-        (Domain::IPV4, Protocol::ICMPV4)
-    };
-    match Socket::new(domain, Type::DGRAM, Some(proto)) {
-        Ok(s) => Ok((s, false)),
-        Err(dgram) => Socket::new(domain, Type::RAW, Some(proto))
-            .map(|s| (s, true))
-            .map_err(|raw| {
-                io::Error::new(
-                    raw.kind(),
-                    format!(
-                        "neither an unprivileged ICMP socket ({dgram}; allowed by sysctl net.ipv4.ping_group_range) nor a raw one ({raw}; needs CAP_NET_RAW)"
-                    ),
-                )
-            }),
-    }
-}
-
-/// Whether this host lets gslb send echo requests (IPv4): the reason when
-/// it does not.
-pub(crate) fn available() -> Result<(), String> {
-    open(false).map(|_| ()).map_err(|e| e.to_string())
-}
-
 impl Family {
     fn new(v6: bool) -> io::Result<Family> {
-        let (sock, raw) = open(v6)?;
+        let (sock, raw) = crate::config::open_icmp_socket(v6)?;
         sock.set_nonblocking(true)?;
         tracing::info!(
             family = if v6 { "ipv6" } else { "ipv4" },

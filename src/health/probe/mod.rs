@@ -28,8 +28,6 @@ mod exec;
 mod grpc;
 mod http;
 mod icmp;
-
-pub(crate) use icmp::available as icmp_available;
 mod tls;
 
 use std::net::{IpAddr, SocketAddr};

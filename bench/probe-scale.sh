@@ -55,7 +55,7 @@ t1=$(ticks "$GSLB_PID"); p1=$(metric gslb_probe_results_total); f1=$(metric 'gsl
 rss=$(rss_kb "$GSLB_PID")
 # Failed probes since start, by result (timeouts here mean the machine, not a backend, is short of CPU).
 fails=$(curl -s http://127.0.0.1:9311/metrics | awk '/^gslb_probe_results_total/ && !/result="success"/ && $NF > 0 {
-  match($0, /result="[a-z]+"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $NF }
+  match($0, /result="[a-z_]+"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $NF }
   END { for (r in n) printf "%s%s %d", (s++ ? ", " : ""), r, n[r] }')
 hz=$(getconf CLK_TCK)
 python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$p0" "$p1" "$f0" "$f1" "$base" "$rss" "$fails" <<'PY'

@@ -169,11 +169,7 @@ pub(crate) fn give_back_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     tokio::spawn(async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let _ = tokio::task::spawn_blocking(|| {
-            // SAFETY: malloc_trim only returns free pages to the system.
-            unsafe { libc::malloc_trim(0) };
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(crate::trim_allocator).await;
     });
 }
 

@@ -644,11 +644,7 @@ fn drop_aside(data: Data) {
         .name("gslb-free".into())
         .spawn(move || {
             drop(data);
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: malloc_trim only returns free pages to the system.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            crate::trim_allocator();
         });
 }
 

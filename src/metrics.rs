@@ -37,6 +37,8 @@ pub const REGION_OVERRIDE: &str = "gslb_region_override";
 pub const ENDPOINT_OVERRIDE: &str = "gslb_endpoint_override";
 /// Probe duration histogram by zone, region, endpoint, type.
 pub const PROBE_DURATION: &str = "gslb_probe_duration_seconds";
+/// When the leaf certificate an endpoint presented expires, by zone, region, endpoint.
+pub const ENDPOINT_CERT_EXPIRY: &str = "gslb_endpoint_certificate_expiry_timestamp_seconds";
 /// Probe results by zone, region, endpoint, result.
 pub const PROBE_RESULTS: &str = "gslb_probe_results_total";
 /// Endpoint and region state transitions by zone, region, endpoint ("" for the region), to.
@@ -434,6 +436,8 @@ pub struct Metrics {
     pub probe_duration: HistogramVec,
     /// `gslb_probe_results_total`.
     pub probe_results: IntCounterVec,
+    /// `gslb_endpoint_certificate_expiry_timestamp_seconds`.
+    pub endpoint_cert_expiry: IntGaugeVec,
     /// `gslb_state_transitions_total`.
     pub transitions: IntCounterVec,
     /// `gslb_service_degraded`.
@@ -554,6 +558,11 @@ impl Metrics {
             PROBE_RESULTS,
             "Health probe results by outcome (a failure reason's series appears at its first occurrence).",
             &["zone", "region", "endpoint", "result"],
+        );
+        let endpoint_cert_expiry = gauge(
+            ENDPOINT_CERT_EXPIRY,
+            "Unix time at which the leaf certificate the endpoint last presented expires (checks over TLS).",
+            &["zone", "region", "endpoint"],
         );
         let transitions = counter(
             STATE_TRANSITIONS,
@@ -683,6 +692,7 @@ impl Metrics {
             endpoint_override,
             probe_duration,
             probe_results,
+            endpoint_cert_expiry,
             transitions,
             service_degraded,
             service_answer_region,

@@ -186,6 +186,13 @@ pub struct EndpointStatus {
     pub probes: u64,
     /// Probes failed.
     pub failures: u64,
+    /// Checks over TLS: Unix milliseconds at which the leaf certificate the
+    /// endpoint last presented expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_expires_ms: Option<u64>,
+    /// It expires within the check's `warn-expiry`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub certificate_expiring: bool,
 }
 
 /// What the status document is built from: the served snapshot, the
@@ -263,6 +270,8 @@ pub fn status(shared: &StatusSource) -> Status {
                                     since_ms: d.since.map(unix_ms),
                                     probes: d.probes,
                                     failures: d.failures,
+                                    certificate_expires_ms: d.certificate_expiry.map(unix_ms),
+                                    certificate_expiring: d.certificate_expiring,
                                 }
                             })
                             .collect(),

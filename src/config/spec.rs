@@ -158,6 +158,10 @@ pub(crate) struct CheckSpec {
     /// PEM file of CA certificates to trust instead of the web roots,
     /// relative to the zone file.
     pub ca_file: Option<Spanned<String>>,
+    /// TLS: warn when the leaf certificate expires within this (default `"14d"`).
+    pub warn_expiry: Option<Spanned<String>>,
+    /// TLS: fail the probe when the leaf certificate expires within this.
+    pub fail_expiry: Option<Spanned<String>>,
     /// Probe `ADDR:PORT` instead of each endpoint's own address.
     pub target: Option<Spanned<String>>,
     /// HTTP(S): reuse a successful probe's connection for the next (default true).

@@ -338,6 +338,30 @@ fn check_rules() {
             "`tls-verify` needs `tls = true`",
         ),
         (
+            "type = \"grpc\"\nport = 50051\nfail-expiry = \"3d\"",
+            "`fail-expiry` needs `tls = true`",
+        ),
+        (
+            "type = \"tcp\"\nport = 1\nwarn-expiry = \"30d\"",
+            "`warn-expiry` applies to grpc and https checks, not tcp",
+        ),
+        (
+            "type = \"http\"\nfail-expiry = \"3d\"",
+            "`fail-expiry` applies to grpc and https checks, not http",
+        ),
+        (
+            "type = \"https\"\nwarn-expiry = \"soon\"",
+            "warn-expiry \"soon\" is not a duration",
+        ),
+        (
+            "type = \"https\"\nfail-expiry = \"0s\"",
+            "fail-expiry must be above zero",
+        ),
+        (
+            "type = \"https\"\nfail-expiry = \"30d\"",
+            "fail-expiry 30days is beyond warn-expiry 14days: the probe would fail before any warning",
+        ),
+        (
             "type = \"grpc\"\nport = 50051\npath = \"/\"",
             "`path` applies to http and https checks, not grpc",
         ),
@@ -892,4 +916,27 @@ fn a_grpc_check_takes_tls_and_host_as_https_does() {
     assert_eq!(tls.host.as_deref(), Some("grpc.example.net"));
     assert!(!tls.tls.unwrap().verify);
     assert_eq!(cfg.zones[0].checks["tls"].kind.as_str(), "grpc");
+}
+
+#[test]
+fn expiry_windows_default_to_a_warning_two_weeks_ahead() {
+    let text = format!(
+        "{HEAD}\n[check.plain]\ntype = \"https\"\n\n[check.set]\ntype = \"https\"\nwarn-expiry = \"30d\"\nfail-expiry = \"7d\"\n\n[check.quiet]\ntype = \"grpc\"\nport = 443\ntls = true\nwarn-expiry = \"0s\"\nfail-expiry = \"1d\"\n"
+    );
+    let cfg = load_one(&text).unwrap();
+    let tls = |c: &str| cfg.zones[0].checks[c].kind.tls().expect("over TLS").clone();
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(
+        (tls("plain").warn_expiry, tls("plain").fail_expiry),
+        (14 * day, None)
+    );
+    assert_eq!(
+        (tls("set").warn_expiry, tls("set").fail_expiry),
+        (30 * day, Some(7 * day))
+    );
+    // No warning at all: any fail-expiry goes.
+    assert_eq!(
+        (tls("quiet").warn_expiry, tls("quiet").fail_expiry),
+        (std::time::Duration::ZERO, Some(day))
+    );
 }

@@ -402,11 +402,12 @@ impl HealthTable {
                     self.metrics
                         .endpoint_up
                         .remove_label_values(&[&key.zone, &key.region, &ep]);
-                let _ = self.metrics.endpoint_override.remove_label_values(&[
-                    &key.zone,
-                    &key.region,
-                    &ep,
-                ]);
+                for vec in [
+                    &self.metrics.endpoint_override,
+                    &self.metrics.endpoint_cert_expiry,
+                ] {
+                    let _ = vec.remove_label_values(&[&key.zone, &key.region, &ep]);
+                }
                 for o in ProbeOutcome::ALL {
                     let _ = self.metrics.probe_results.remove_label_values(&[
                         &key.zone,

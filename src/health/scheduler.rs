@@ -79,6 +79,7 @@ impl Probe for Broken {
                 outcome: ProbeOutcome::Protocol,
                 reason: self.0.clone(),
                 latency: Duration::ZERO,
+                certificate_expiry: None,
             }
         })
     }
@@ -129,16 +130,20 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // result counters are per endpoint, `success` from the start and each
     // failure reason from its first occurrence: 10,000 endpoints would
     // otherwise export 270,000 series, 29 MB per scrape.
-    let (duration, results_vec, local_errors) = match task.table.upgrade() {
+    let (duration, results_vec, local_errors, expiry_vec) = match task.table.upgrade() {
         Some(t) => (
             t.metrics
                 .probe_duration
                 .with_label_values(&[&task.key.zone, &task.region_name]),
             t.metrics.probe_results.clone(),
             t.metrics.local_errors.with_label_values(&["probe"]),
+            t.metrics.endpoint_cert_expiry.clone(),
         ),
         None => return,
     };
+    // Exported once a certificate has been seen.
+    let mut expiry_gauge = None;
+    let mut certificate = CertificateWatch::default();
     let result_counter = |o: ProbeOutcome| {
         results_vec.with_label_values(&[&task.key.zone, &task.region_name, &ep, o.as_str()])
     };
@@ -286,7 +291,32 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             threshold = Threshold::new(task.cell.local_up());
         }
         let change = threshold.observe(ok, check.fall, check.rise);
+        if let Some(expiry) = result.certificate_expiry {
+            let unix = expiry
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            expiry_gauge
+                .get_or_insert_with(|| {
+                    expiry_vec.with_label_values(&[&task.key.zone, &task.region_name, &ep])
+                })
+                .set(i64::try_from(unix).unwrap_or(i64::MAX));
+            let warn = check.kind.tls().map_or(Duration::ZERO, |t| t.warn_expiry);
+            let now = SystemTime::now();
+            let left = expiry.duration_since(now).unwrap_or(Duration::ZERO);
+            let expires = humantime::format_rfc3339_seconds(expiry);
+            match certificate.observe(warn, expiry, now) {
+                Some(true) => {
+                    tracing::warn!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, check = %check.name, %expires, "the endpoint's certificate expires in {} (warn-expiry {})", super::probe::rough(left), humantime::format_duration(warn));
+                }
+                Some(false) => {
+                    tracing::info!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, check = %check.name, %expires, "the endpoint's certificate no longer expires within warn-expiry (renewed)");
+                }
+                None => {}
+            }
+        }
         task.cell.update_detail(|d| {
+            d.certificate_expiry = result.certificate_expiry.or(d.certificate_expiry);
+            d.certificate_expiring = certificate.expiring;
             d.last_outcome = Some(result.outcome);
             d.last_reason = Some(result.reason.clone());
             d.last_latency = Some(result.latency);
@@ -319,6 +349,26 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     }
 }
 
+/// Whether an endpoint's certificate expires within the check's
+/// `warn-expiry`; told once when it enters that window (and again if a
+/// renewed certificate leaves it and a later one enters it).
+#[derive(Default)]
+struct CertificateWatch {
+    expiring: bool,
+}
+
+impl CertificateWatch {
+    /// Takes the certificate seen now: `Some(true)` when it just entered the
+    /// window, `Some(false)` when it just left it (renewed).
+    fn observe(&mut self, warn: Duration, not_after: SystemTime, now: SystemTime) -> Option<bool> {
+        let left = not_after.duration_since(now).unwrap_or(Duration::ZERO);
+        let expiring = !warn.is_zero() && left < warn;
+        let changed = (expiring != self.expiring).then_some(expiring);
+        self.expiring = expiring;
+        changed
+    }
+}
+
 /// A node withdraws its vote on an endpoint after this many intervals (plus
 /// a timeout) without a probe result.
 pub(super) const STALE_INTERVALS: u32 = 3;
@@ -331,5 +381,27 @@ fn next_probe(check: &Check, threshold: &Threshold, last_start: Instant) -> Inst
         (true, Some(recheck)) => last_start + recheck,
         // Back to the cadence, from the last probe's start.
         _ => last_start + check.interval,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_entering_the_warning_window_is_told_once() {
+        let day = Duration::from_secs(86_400);
+        let now = SystemTime::UNIX_EPOCH + 20_000 * day;
+        let mut w = CertificateWatch::default();
+        assert_eq!(w.observe(14 * day, now + 30 * day, now), None);
+        assert_eq!(w.observe(14 * day, now + 13 * day, now), Some(true));
+        assert!(w.expiring);
+        assert_eq!(w.observe(14 * day, now + 12 * day, now), None);
+        // Renewed, then close again.
+        assert_eq!(w.observe(14 * day, now + 90 * day, now), Some(false));
+        assert_eq!(w.observe(14 * day, now - day, now), Some(true));
+        // warn-expiry 0: never.
+        let mut quiet = CertificateWatch::default();
+        assert_eq!(quiet.observe(Duration::ZERO, now - day, now), None);
     }
 }

@@ -135,6 +135,10 @@ pub struct EndpointDetail {
     pub probes: u64,
     /// Probes that failed.
     pub failures: u64,
+    /// When the leaf certificate the endpoint last presented expires.
+    pub certificate_expiry: Option<SystemTime>,
+    /// It expires within the check's `warn-expiry`.
+    pub certificate_expiring: bool,
 }
 
 /// One endpoint's health: the threshold machine's verdict and the override.

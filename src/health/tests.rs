@@ -55,6 +55,7 @@ impl Probe for FakeProbe {
                     outcome: ProbeOutcome::Local,
                     reason: "local error (gslb's, not the backend's): too many open files".into(),
                     latency: Duration::ZERO,
+                    certificate_expiry: None,
                 };
             }
             ProbeResult {
@@ -65,6 +66,7 @@ impl Probe for FakeProbe {
                 },
                 reason: if ok { "ok".into() } else { "status 503".into() },
                 latency: self.fake.latency,
+                certificate_expiry: None,
             }
         })
     }
@@ -623,12 +625,14 @@ impl Probe for Freezable {
                     outcome: ProbeOutcome::Timeout,
                     reason: "timeout after 500ms".into(),
                     latency: self.timeout,
+                    certificate_expiry: None,
                 }
             } else {
                 ProbeResult {
                     outcome: ProbeOutcome::Success,
                     reason: "ok".into(),
                     latency: Duration::ZERO,
+                    certificate_expiry: None,
                 }
             }
         })

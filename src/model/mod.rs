@@ -194,6 +194,26 @@ pub struct TlsCheck {
     pub verify: bool,
     /// Trust anchors instead of the built-in web roots.
     pub ca: Option<CaFile>,
+    /// A leaf certificate expiring within this is warned about (zero: never).
+    pub warn_expiry: Duration,
+    /// A leaf certificate expiring within this fails the probe.
+    pub fail_expiry: Option<Duration>,
+}
+
+/// `warn-expiry` when a check does not set it.
+pub const DEFAULT_WARN_EXPIRY: Duration = Duration::from_secs(14 * 86_400);
+
+impl Default for TlsCheck {
+    /// Verified against the web roots, warned 14 days ahead, never failed
+    /// for expiry alone.
+    fn default() -> Self {
+        TlsCheck {
+            verify: true,
+            ca: None,
+            warn_expiry: DEFAULT_WARN_EXPIRY,
+            fail_expiry: None,
+        }
+    }
 }
 
 /// A `ca-file`, read when the zone was loaded.
@@ -216,6 +236,15 @@ impl CheckKind {
             CheckKind::Exec(_) => "exec",
             CheckKind::Icmp => "icmp",
             CheckKind::Grpc(_) => "grpc",
+        }
+    }
+
+    /// The TLS settings of a kind over TLS (https, grpc with `tls`).
+    pub fn tls(&self) -> Option<&TlsCheck> {
+        match self {
+            CheckKind::Http(h) => h.tls.as_ref(),
+            CheckKind::Grpc(g) => g.tls.as_ref(),
+            _ => None,
         }
     }
 }

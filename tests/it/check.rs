@@ -209,6 +209,9 @@ fn registered() -> std::collections::BTreeSet<String> {
         .with_label_values(&["z", "r", "e"])
         .set(0);
     m.probe_duration.with_label_values(&["z", "r"]).observe(0.1);
+    m.endpoint_cert_expiry
+        .with_label_values(&["z", "r", "e"])
+        .set(1);
     m.probe_results
         .with_label_values(&["z", "r", "e", "success"])
         .inc();

@@ -158,6 +158,7 @@ async fn over_tls_the_certificate_is_checked_as_for_https() {
             path: "ca.pem".into(),
             certs: vec![ca.der().clone()],
         }),
+        ..TlsCheck::default()
     };
     let ok = CheckProber::new(Arc::new(grpc_check(
         addr.port(),
@@ -196,6 +197,62 @@ async fn over_tls_the_certificate_is_checked_as_for_https() {
     let plain = CheckProber::new(Arc::new(grpc_check(addr.port(), "", None, None))).unwrap();
     let r = probe_with(&plain).await;
     assert_ne!(r.outcome, ProbeOutcome::Success, "{r:?}");
+}
+
+/// Over TLS the leaf certificate's expiry is reported, and `fail-expiry`
+/// fails a SERVING endpoint whose certificate expires within it.
+#[tokio::test]
+async fn over_tls_the_certificate_expiry_is_reported_and_can_fail() {
+    let ca = test_ca_issuer("gslb grpc test CA");
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["grpc.test".to_string()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let day = Duration::from_secs(86_400);
+    let not_after = std::time::SystemTime::now() + 2 * day;
+    params.not_after = not_after.into();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let (addr, _reporter, _task) =
+        health_server(Some(Identity::from_pem(cert.pem(), key.serialize_pem()))).await;
+    let tls = |fail_expiry| TlsCheck {
+        ca: Some(CaFile {
+            path: "ca.pem".into(),
+            certs: vec![ca.der().clone()],
+        }),
+        fail_expiry,
+        ..TlsCheck::default()
+    };
+    let near = |t: Option<std::time::SystemTime>| {
+        let t = t.expect("expiry reported");
+        let off = t.duration_since(not_after).unwrap_or_else(|e| e.duration());
+        assert!(off < Duration::from_secs(2), "{t:?} vs {not_after:?}");
+    };
+    let check = |fail| {
+        CheckProber::new(Arc::new(grpc_check(
+            addr.port(),
+            "",
+            Some(tls(fail)),
+            Some("grpc.test"),
+        )))
+        .unwrap()
+    };
+    let r = probe_with(&check(None)).await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (SERVING)");
+    near(r.certificate_expiry);
+    let r = probe_with(&check(Some(3 * day))).await;
+    assert_eq!(r.outcome, ProbeOutcome::Tls, "{r:?}");
+    assert!(
+        r.reason.starts_with("certificate expires in 1day 23h")
+            && r.reason.ends_with("(fail-expiry 3days)"),
+        "{r:?}"
+    );
+    near(r.certificate_expiry);
+    // Plain gRPC has no certificate to report.
+    let (plain, _r2, _t2) = health_server(None).await;
+    let r =
+        probe_with(&CheckProber::new(Arc::new(grpc_check(plain.port(), "", None, None))).unwrap())
+            .await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (SERVING)");
+    assert_eq!(r.certificate_expiry, None);
 }
 
 /// A region checked over gRPC fails over when its service stops serving,

@@ -778,6 +778,8 @@ enum Leaf<'a> {
     IssuedBy(&'a TestCa),
     /// Issued by the CA, expired in 2001.
     ExpiredBy(&'a TestCa),
+    /// Issued by the CA, expiring this long from now.
+    ExpiresIn(&'a TestCa, Duration),
     /// Self-signed.
     SelfSigned,
 }
@@ -794,6 +796,10 @@ fn leaf(names: &[&str], kind: Leaf<'_>) -> (CertificateDer<'static>, PrivateKeyD
         Leaf::ExpiredBy(ca) => {
             params.not_before = rcgen::date_time_ymd(2000, 1, 1);
             params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+            params.signed_by(&key, &*ca.issuer)
+        }
+        Leaf::ExpiresIn(ca, left) => {
+            params.not_after = (std::time::SystemTime::now() + left).into();
             params.signed_by(&key, &*ca.issuer)
         }
         Leaf::SelfSigned => params.self_signed(&key),
@@ -844,7 +850,18 @@ fn https_check(port: u16, host: Option<&str>, ca: Option<&TestCa>) -> Check {
         path: ca.pem_file.path().to_owned(),
         certs: vec![ca.issuer.der().clone()],
     });
-    let mut spec = HttpCheck::new(Some(TlsCheck { verify: true, ca }));
+    https_check_with(
+        port,
+        host,
+        TlsCheck {
+            ca,
+            ..TlsCheck::default()
+        },
+    )
+}
+
+fn https_check_with(port: u16, host: Option<&str>, tls: TlsCheck) -> Check {
+    let mut spec = HttpCheck::new(Some(tls));
     spec.path = "/health".into();
     spec.host = host.map(str::to_owned);
     check(CheckKind::Http(spec), port)
@@ -858,6 +875,113 @@ async fn https_with_a_valid_certificate_passes_and_sends_the_host_as_sni() {
     let r = probe(https_check(addr.port(), Some("api.test"), Some(&ca))).await;
     assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
     assert_eq!(sni.recv().await, Some(Some("api.test".to_string())));
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `fail_expiry` set on an https check.
+fn failing_within(mut c: Check, fail: Duration) -> Check {
+    if let CheckKind::Http(h) = &mut c.kind {
+        h.tls.as_mut().expect("https").fail_expiry = Some(fail);
+    }
+    c
+}
+
+/// `t` is within two minutes of `now + left`.
+fn assert_expires_in(t: Option<std::time::SystemTime>, left: Duration) {
+    let t = t.expect("the certificate's expiry is reported");
+    let want = std::time::SystemTime::now() + left;
+    let off = t.duration_since(want).unwrap_or_else(|e| e.duration());
+    assert!(
+        off < Duration::from_secs(120),
+        "expiry {t:?}, wanted about {want:?}"
+    );
+}
+
+#[tokio::test]
+async fn https_reports_the_leaf_expiry_and_fails_inside_fail_expiry_only() {
+    let ca = test_ca();
+    let (soon, _) = tls_backend(leaf(&["api.test"], Leaf::ExpiresIn(&ca, DAY))).await;
+    let (later, _) = tls_backend(leaf(&["api.test"], Leaf::ExpiresIn(&ca, 365 * DAY))).await;
+    // No fail-expiry: a certificate expiring tomorrow passes, its expiry told.
+    let r = probe(https_check(soon.port(), Some("api.test"), Some(&ca))).await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
+    assert_expires_in(r.certificate_expiry, DAY);
+    // fail-expiry 3d: the same certificate fails, as TLS, saying why.
+    let c = failing_within(
+        https_check(soon.port(), Some("api.test"), Some(&ca)),
+        3 * DAY,
+    );
+    let r = probe(c).await;
+    assert_eq!(r.outcome, ProbeOutcome::Tls, "{r:?}");
+    assert!(
+        r.reason.starts_with("certificate expires in 23h ")
+            && r.reason.ends_with(" (fail-expiry 3days)"),
+        "{r:?}"
+    );
+    assert_expires_in(r.certificate_expiry, DAY);
+    // A certificate good for a year passes the same check.
+    let c = failing_within(
+        https_check(later.port(), Some("api.test"), Some(&ca)),
+        3 * DAY,
+    );
+    let r = probe(c).await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
+    assert_expires_in(r.certificate_expiry, 365 * DAY);
+}
+
+#[tokio::test]
+async fn a_kept_connection_keeps_reporting_its_certificate() {
+    let ca = test_ca();
+    let (addr, mut handshakes) =
+        tls_backend(leaf(&["api.test"], Leaf::ExpiresIn(&ca, 2 * DAY))).await;
+    let c = failing_within(
+        https_check(addr.port(), Some("api.test"), Some(&ca)),
+        3 * DAY,
+    );
+    let endpoint = endpoint_of(c);
+    for _ in 0..3 {
+        let r = endpoint.probe().await;
+        assert_eq!(r.outcome, ProbeOutcome::Tls, "{r:?}");
+        assert!(
+            r.reason.starts_with("certificate expires in 1day 23h"),
+            "{r:?}"
+        );
+        assert_expires_in(r.certificate_expiry, 2 * DAY);
+    }
+    assert!(handshakes.recv().await.is_some());
+    assert!(
+        handshakes.try_recv().is_err(),
+        "one handshake for three probes: the connection was kept"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_certificate_not_verified_fails_only_with_fail_expiry() {
+    let ca = test_ca();
+    let (addr, _) = tls_backend(leaf(&["api.test"], Leaf::ExpiredBy(&ca))).await;
+    let unverified = || TlsCheck {
+        verify: false,
+        ..TlsCheck::default()
+    };
+    let r = probe(https_check_with(
+        addr.port(),
+        Some("api.test"),
+        unverified(),
+    ))
+    .await;
+    assert_outcome(&r, ProbeOutcome::Success, "ok (200)");
+    let r = probe(failing_within(
+        https_check_with(addr.port(), Some("api.test"), unverified()),
+        3 * DAY,
+    ))
+    .await;
+    assert_eq!(r.outcome, ProbeOutcome::Tls, "{r:?}");
+    assert!(
+        r.reason.starts_with("certificate expired ")
+            && r.reason.ends_with(" ago (fail-expiry 3days)"),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
@@ -1071,4 +1195,83 @@ async fn a_killed_backend_fails_its_region_long_before_the_next_interval() {
         .find(|t| t.endpoint.is_some())
         .expect("endpoint transition");
     assert_eq!(t.consecutive, Some(3), "hysteresis kept: {t:?}");
+}
+
+/// Issue 23 item 6 as an operator sees it: a certificate expiring tomorrow
+/// is shown as expiring in the status API and exported as a metric while
+/// the region serves; with `fail-expiry = "3d"` (a reload) the region fails
+/// over, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_certificate_is_shown_exported_and_fails_over_with_fail_expiry() {
+    let ca = test_ca();
+    let (addr, _) = tls_backend(leaf(&["api.test"], Leaf::ExpiresIn(&ca, DAY))).await;
+    let zone = |extra: &str| {
+        crate::support::failover_zone(&format!(
+            "type = \"https\"\nport = {}\nhost = \"api.test\"\nca-file = \"{}\"\npath = \"/health\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nfall = 1\nrise = 1\n{extra}",
+            addr.port(),
+            ca.pem_file.path().display()
+        ))
+    };
+    let ts = crate::support::TestServer::start_with(&[("z.toml", &zone(""))], |s| {
+        s.admin = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin = ts.server.admin_addr.expect("admin bound");
+    crate::support::wait_for_api(ts.dns, "127.0.0.1", "the primary answered").await;
+    let endpoint = || async {
+        let (_, body) = crate::support::http_get(&format!("http://{admin}/api/v1/status")).await;
+        let st: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        st["zones"][0]["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "primary")
+            .expect("primary")["endpoints"][0]
+            .clone()
+    };
+    crate::support::wait_until(
+        Duration::from_secs(10),
+        "a probe saw the certificate",
+        || async { endpoint().await["certificate_expires_ms"].is_u64() },
+    )
+    .await;
+    let e = endpoint().await;
+    assert_eq!(e["certificate_expiring"], true, "{e}");
+    assert_eq!(e["last_result"], "success", "{e}");
+    let ms = e["certificate_expires_ms"].as_u64().unwrap();
+    let want = std::time::SystemTime::now() + DAY;
+    let want_ms = want
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(ms.abs_diff(want_ms) < 120_000, "{ms} vs {want_ms}");
+    let (_, metrics) = crate::support::http_get(&format!("http://{admin}/metrics")).await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("gslb_endpoint_certificate_expiry_timestamp_seconds{"))
+        .unwrap_or_else(|| panic!("no expiry series in\n{metrics}"));
+    assert!(
+        line.contains("endpoint=\"127.0.0.1\"") && line.contains("region=\"primary\""),
+        "{line}"
+    );
+    let secs: u64 = line.rsplit(' ').next().unwrap().parse().expect("a number");
+    assert!(secs.abs_diff(want_ms / 1000) < 120, "{line}");
+    // One series: the secondary (unchecked) has no certificate to show.
+    let series = metrics
+        .lines()
+        .filter(|l| l.starts_with("gslb_endpoint_certificate_expiry_timestamp_seconds{"))
+        .count();
+    assert_eq!(series, 1, "{metrics}");
+    // fail-expiry 3d: the next probe fails and the answer moves.
+    std::fs::write(ts.zone_path("z.toml"), zone("fail-expiry = \"3d\"")).unwrap();
+    ts.server.reload().await.expect("the new zone loads");
+    crate::support::wait_for_api(ts.dns, "127.0.0.2", "failed over for the certificate").await;
+    let e = endpoint().await;
+    assert_eq!(e["last_result"], "tls", "{e}");
+    let reason = e["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("certificate expires in 23h ")
+            && reason.ends_with("(fail-expiry 3days)"),
+        "{e}"
+    );
 }

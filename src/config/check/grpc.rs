@@ -7,7 +7,15 @@ use super::super::spec::CheckSpec;
 use super::http;
 use crate::model::{CheckKind, GrpcCheck};
 
-pub(super) const GRPC_FIELDS: &[&str] = &["service", "tls", "tls-verify", "ca-file", "host"];
+pub(super) const GRPC_FIELDS: &[&str] = &[
+    "service",
+    "tls",
+    "tls-verify",
+    "ca-file",
+    "warn-expiry",
+    "fail-expiry",
+    "host",
+];
 
 pub(super) fn build(cx: &mut Ctx<'_, '_>, check: &Spanned<String>, s: &CheckSpec) -> CheckKind {
     if s.port.is_none() && s.target.is_none() {
@@ -21,6 +29,8 @@ pub(super) fn build(cx: &mut Ctx<'_, '_>, check: &Spanned<String>, s: &CheckSpec
         for (field, set) in [
             ("tls-verify", s.tls_verify.as_ref().map(Spanned::span)),
             ("ca-file", s.ca_file.as_ref().map(Spanned::span)),
+            ("warn-expiry", s.warn_expiry.as_ref().map(Spanned::span)),
+            ("fail-expiry", s.fail_expiry.as_ref().map(Spanned::span)),
         ] {
             if let Some(span) = set {
                 let origin = cx.src.origin(span.start);

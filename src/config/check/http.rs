@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hickory_proto::rr::Name;
 use hyper::Uri;
@@ -13,7 +14,9 @@ use toml::Spanned;
 
 use super::super::source::Ctx;
 use super::super::spec::{CheckSpec, StatusList, StatusSpec};
-use crate::model::{BODY_LIMIT, CaFile, CheckKind, HttpCheck, StatusRange, TlsCheck};
+use crate::model::{
+    BODY_LIMIT, CaFile, CheckKind, DEFAULT_WARN_EXPIRY, HttpCheck, StatusRange, TlsCheck,
+};
 
 /// The settings of HTTP checks (the request and its judgement).
 pub(super) const HTTP_FIELDS: &[&str] = &[
@@ -37,6 +40,8 @@ pub(super) const HTTPS_FIELDS: &[&str] = &[
     "reuse-connection",
     "tls-verify",
     "ca-file",
+    "warn-expiry",
+    "fail-expiry",
 ];
 
 pub(super) fn build_http(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> CheckKind {
@@ -191,9 +196,10 @@ fn status_range(s: &StatusSpec) -> Option<StatusRange> {
     }
 }
 
-/// `tls-verify` and `ca-file` of an HTTPS check; the CA file is read and
-/// its certificates checked here, so a file that cannot serve as a trust
-/// store is a config error, not a region that every probe fails.
+/// `tls-verify`, `ca-file`, `warn-expiry` and `fail-expiry` of a check over
+/// TLS; the CA file is read and its certificates checked here, so a file
+/// that cannot serve as a trust store is a config error, not a region that
+/// every probe fails.
 pub(super) fn tls_check(cx: &mut Ctx<'_, '_>, s: &CheckSpec) -> TlsCheck {
     let ca = s.ca_file.as_ref().and_then(|f| {
         let path = PathBuf::from(f.get_ref());
@@ -210,9 +216,35 @@ pub(super) fn tls_check(cx: &mut Ctx<'_, '_>, s: &CheckSpec) -> TlsCheck {
             }
         }
     });
+    let warn_expiry = cx.duration(&s.warn_expiry, "warn-expiry", DEFAULT_WARN_EXPIRY);
+    let fail_expiry = s.fail_expiry.as_ref().map(|f| {
+        (
+            f,
+            cx.duration(&s.fail_expiry, "fail-expiry", Duration::ZERO),
+        )
+    });
+    if let Some((f, d)) = fail_expiry {
+        if d.is_zero() {
+            cx.err(
+                f,
+                "fail-expiry must be above zero (leave it out to never fail for expiry)",
+            );
+        } else if !warn_expiry.is_zero() && d > warn_expiry {
+            cx.err(
+                f,
+                format!(
+                    "fail-expiry {} is beyond warn-expiry {}: the probe would fail before any warning",
+                    humantime::format_duration(d),
+                    humantime::format_duration(warn_expiry)
+                ),
+            );
+        }
+    }
     TlsCheck {
         verify: s.tls_verify.as_ref().is_none_or(|v| *v.get_ref()),
         ca,
+        warn_expiry,
+        fail_expiry: fail_expiry.map(|(_, d)| d),
     }
 }
 

@@ -91,7 +91,7 @@ const KINDS: &[Kind] = &[
 
 /// The settings that belong to some kinds only, and where each is written
 /// if it is set.
-fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 19] {
+fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>); 21] {
     [
         ("service", s.service.as_ref().map(Spanned::span)),
         ("tls", s.tls.as_ref().map(Spanned::span)),
@@ -118,6 +118,8 @@ fn kind_fields(s: &CheckSpec) -> [(&'static str, Option<std::ops::Range<usize>>)
         ),
         ("tls-verify", s.tls_verify.as_ref().map(Spanned::span)),
         ("ca-file", s.ca_file.as_ref().map(Spanned::span)),
+        ("warn-expiry", s.warn_expiry.as_ref().map(Spanned::span)),
+        ("fail-expiry", s.fail_expiry.as_ref().map(Spanned::span)),
     ]
 }
 

@@ -49,6 +49,9 @@ impl Parts {
 #[derive(Debug, Default)]
 pub(super) struct Target {
     channel: OnceCell<Channel>,
+    /// The leaf certificate of the channel's last TLS handshake (its
+    /// connector sets it).
+    pub(super) certificate: Arc<super::CertSeen>,
 }
 
 async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
@@ -66,7 +69,7 @@ async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Tc
 }
 
 impl EndpointProber {
-    fn grpc_channel(&self, parts: &Parts) -> Channel {
+    fn grpc_channel(&self, parts: &Parts, target: &Target) -> Channel {
         let (addr, source) = (self.addr, self.source);
         let authority = parts.spec.host.clone().unwrap_or_else(|| match addr.ip() {
             IpAddr::V4(a) => a.to_string(),
@@ -88,11 +91,14 @@ impl EndpointProber {
                     .as_deref()
                     .and_then(|h| ServerName::try_from(h.to_string()).ok())
                     .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+                let seen = target.certificate.clone();
                 endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
-                    let (connector, name) = (connector.clone(), name.clone());
+                    let (connector, name, seen) = (connector.clone(), name.clone(), seen.clone());
                     async move {
                         let tcp = connect(addr, source).await?;
-                        connector.connect(name, tcp).await.map(TokioIo::new)
+                        let tls = connector.connect(name, tcp).await?;
+                        seen.set(super::tls::leaf_not_after(tls.get_ref().1));
+                        Ok::<_, std::io::Error>(TokioIo::new(tls))
                     }
                 }))
             }
@@ -103,7 +109,7 @@ impl EndpointProber {
     pub(super) async fn grpc(&self, parts: &Parts, target: &Target) -> (ProbeOutcome, String) {
         let channel = target
             .channel
-            .get_or_init(|| async { self.grpc_channel(parts) })
+            .get_or_init(|| async { self.grpc_channel(parts, target) })
             .await
             .clone();
         let mut client = HealthClient::new(channel);

@@ -137,6 +137,8 @@ pub(super) struct Target {
     /// Boxed: a TLS stream is over a kilobyte inline, which every endpoint
     /// prober (TCP checks included) would carry, idle connection or not.
     idle: Mutex<Option<Box<Idle>>>,
+    /// The leaf certificate of the last TLS handshake.
+    pub(super) certificate: super::CertSeen,
 }
 
 impl Target {
@@ -162,6 +164,7 @@ impl Target {
             host,
             server_name,
             idle: Mutex::new(None),
+            certificate: super::CertSeen::default(),
         })
     }
 }
@@ -310,6 +313,9 @@ impl EndpointProber {
             return Ok(TokioIo::new(Either::Left(connect.await?)));
         };
         let stream = super::tls::connect(tls, &target.server_name, connect).await?;
+        target
+            .certificate
+            .set(super::tls::leaf_not_after(stream.get_ref().1));
         Ok(TokioIo::new(Either::Right(stream)))
     }
 

@@ -33,7 +33,8 @@ mod tls;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpStream;
 
@@ -50,6 +51,9 @@ pub struct ProbeResult {
     pub reason: String,
     /// Wall time of the whole probe.
     pub latency: Duration,
+    /// When the leaf certificate the endpoint last presented expires (checks
+    /// over TLS, once a handshake got that far).
+    pub certificate_expiry: Option<SystemTime>,
 }
 
 impl ProbeResult {
@@ -265,14 +269,31 @@ impl EndpointProber {
     pub async fn probe(&self) -> ProbeResult {
         let start = Instant::now();
         let timeout = self.shared.check.timeout;
-        let (outcome, reason) = match tokio::time::timeout(timeout, self.run()).await {
+        let (mut outcome, mut reason) = match tokio::time::timeout(timeout, self.run()).await {
             Ok(verdict) => verdict,
             Err(_) => (ProbeOutcome::Timeout, timeout_reason(timeout)),
         };
+        let certificate_expiry = self.certificate().and_then(CertSeen::get);
+        if outcome == ProbeOutcome::Success
+            && let Some(fail) = self.shared.check.kind.tls().and_then(|t| t.fail_expiry)
+            && let Some(why) = expiry_failure(certificate_expiry, fail, SystemTime::now())
+        {
+            (outcome, reason) = (ProbeOutcome::Tls, why);
+        }
         ProbeResult {
             outcome,
             reason,
             latency: start.elapsed(),
+            certificate_expiry,
+        }
+    }
+
+    /// Where the endpoint's last leaf certificate is kept, for kinds over TLS.
+    fn certificate(&self) -> Option<&CertSeen> {
+        match &self.kind {
+            KindTarget::Http(t) => Some(&t.certificate),
+            KindTarget::Grpc(t) => Some(&t.certificate),
+            _ => None,
         }
     }
 
@@ -341,6 +362,63 @@ impl EndpointProber {
     }
 }
 
+/// The notAfter of the leaf certificate an endpoint presented at its last
+/// handshake: a kept connection keeps its certificate, a new one replaces
+/// it. Shared with a gRPC channel's connector, which makes connections on
+/// its own.
+#[derive(Debug, Default)]
+pub(super) struct CertSeen(AtomicU64);
+
+impl CertSeen {
+    /// Unix seconds; 0: none seen (no certificate expires in 1970).
+    fn set(&self, not_after: Option<SystemTime>) {
+        let secs = not_after
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        self.0.store(secs, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<SystemTime> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            secs => Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)),
+        }
+    }
+}
+
+/// Why a probe that passed fails all the same: its certificate expires
+/// within `fail-expiry` (or has expired, when it is not verified).
+fn expiry_failure(
+    not_after: Option<SystemTime>,
+    fail: Duration,
+    now: SystemTime,
+) -> Option<String> {
+    let not_after = not_after?;
+    let limit = humantime::format_duration(fail);
+    match not_after.duration_since(now) {
+        Ok(left) if left >= fail => None,
+        Ok(left) => Some(format!(
+            "certificate expires in {} (fail-expiry {limit})",
+            rough(left)
+        )),
+        Err(e) => Some(format!(
+            "certificate expired {} ago (fail-expiry {limit})",
+            rough(e.duration())
+        )),
+    }
+}
+
+/// A duration to the unit that matters: "2days 23h", "5h 12m", "40s".
+pub fn rough(d: Duration) -> String {
+    let secs = d.as_secs();
+    let unit = match secs {
+        86_400.. => 3_600,
+        3_600.. => 60,
+        _ => 1,
+    };
+    humantime::format_duration(Duration::from_secs(secs / unit * unit)).to_string()
+}
+
 fn timeout_reason(timeout: Duration) -> String {
     format!("timeout after {}", humantime::format_duration(timeout))
 }
@@ -348,6 +426,38 @@ fn timeout_reason(timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_fails_inside_the_window_only() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86_400);
+        let fail = 3 * day;
+        assert_eq!(expiry_failure(None, fail, now), None);
+        assert_eq!(expiry_failure(Some(now + 3 * day), fail, now), None);
+        assert_eq!(
+            expiry_failure(Some(now + day + Duration::from_secs(125)), fail, now).as_deref(),
+            Some("certificate expires in 1day (fail-expiry 3days)")
+        );
+        assert_eq!(
+            expiry_failure(Some(now + Duration::from_secs(3 * 3600 + 125)), fail, now).as_deref(),
+            Some("certificate expires in 3h 2m (fail-expiry 3days)")
+        );
+        assert_eq!(
+            expiry_failure(Some(now - Duration::from_secs(90)), fail, now).as_deref(),
+            Some("certificate expired 1m 30s ago (fail-expiry 3days)")
+        );
+    }
+
+    #[test]
+    fn cert_seen_keeps_the_last_handshake() {
+        let seen = CertSeen::default();
+        assert_eq!(seen.get(), None);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        seen.set(Some(t));
+        assert_eq!(seen.get(), Some(t));
+        seen.set(None);
+        assert_eq!(seen.get(), None);
+    }
 
     #[test]
     fn timeout_reason_uses_humantime() {

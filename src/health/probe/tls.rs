@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -73,6 +73,16 @@ pub(super) async fn connect(
             setup.await
         }
     }
+}
+
+/// When the leaf certificate the server presented on `conn` expires
+/// (its notAfter), if it sent one that parses.
+pub(super) fn leaf_not_after(conn: &rustls::ClientConnection) -> Option<SystemTime> {
+    let leaf = conn.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let secs = cert.validity().not_after.timestamp();
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// The rustls configuration of a check: ring, TLS 1.2 and 1.3, web roots or

@@ -242,6 +242,14 @@ pub fn explain_text(x: &serde_json::Value) -> String {
             if let Some(d) = r["distance_km"].as_f64() {
                 let _ = write!(o, ", {d:.0} km");
             }
+            match r["down_because"].as_str() {
+                Some("override") => o.push_str(", drained (override)"),
+                Some("depends-on") => o.push_str(", down for what it depends on"),
+                _ => {}
+            }
+            if let Some(d) = r["depends_on"].as_str() {
+                let _ = write!(o, "\n     {d}");
+            }
             o.push('\n');
         }
     }

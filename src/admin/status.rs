@@ -146,8 +146,54 @@ pub struct RegionStatus {
     pub check: Option<String>,
     /// CNAME target, for a cname region.
     pub cname: Option<String>,
+    /// Calculated health: what it depends on, and how many must be up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<DependsStatus>,
+    /// Why it is down: `override`, `endpoints` or `depends-on`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_because: Option<&'static str>,
     /// Endpoints.
     pub endpoints: Vec<EndpointStatus>,
+}
+
+/// A region's `depends-on` now.
+#[derive(Serialize, Debug)]
+pub struct DependsStatus {
+    /// How many must be up (`healthy-when`).
+    pub needed: usize,
+    /// How many are up.
+    pub up: usize,
+    /// Each, as written, and whether it is up as DNS uses it.
+    pub on: Vec<DependencyStatus>,
+    /// In words: `depends-on: 1 of 2 up, needs 2 (db down, cache up)`.
+    pub summary: String,
+}
+
+/// One dependency now.
+#[derive(Serialize, Debug)]
+pub struct DependencyStatus {
+    /// As written in `depends-on`.
+    pub name: String,
+    /// Up as DNS uses it.
+    pub up: bool,
+}
+
+/// A region's `depends-on` as the status shows it.
+fn depends_status(cell: &crate::health::RegionCell) -> Option<DependsStatus> {
+    let d = cell.depends.as_ref()?;
+    Some(DependsStatus {
+        needed: d.needed,
+        up: d.up(),
+        on: d
+            .on
+            .iter()
+            .map(|(name, c)| DependencyStatus {
+                name: name.clone(),
+                up: c.is_up(),
+            })
+            .collect(),
+        summary: d.summary(),
+    })
 }
 
 /// One endpoint's health.
@@ -234,6 +280,8 @@ pub fn status(shared: &StatusSource) -> Status {
                             RegionTarget::Alias(n) => Some(n.to_string()),
                             RegionTarget::Endpoints(_) => None,
                         },
+                        depends_on: depends_status(cell),
+                        down_because: cell.down_because(),
                         endpoints: cell
                             .endpoints
                             .iter()

@@ -7,6 +7,7 @@
 mod check;
 
 pub(crate) use check::{lookup_user, open_icmp_socket};
+mod depends;
 mod geo;
 mod names;
 mod records;
@@ -220,6 +221,7 @@ pub fn load_sources(
         claimed.insert(zone.apex.clone(), zone.origin.clone());
         zones.push(Arc::new(zone));
     }
+    depends::check_across(&zones, errors.is_empty(), &mut errors);
     if errors.is_empty() {
         Ok(Config { zones })
     } else {

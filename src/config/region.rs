@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::names::{Defined, parse_name};
 use super::source::Ctx;
 use super::spec::RegionSpec;
-use crate::model::{Check, Coords, Region, RegionTarget};
+use crate::model::{Check, Coords, Dependencies, Dependency, Region, RegionTarget};
 
 pub(super) fn build_region(
     cx: &mut Ctx<'_, '_>,
@@ -17,6 +17,7 @@ pub(super) fn build_region(
     s: &RegionSpec,
     checks: &Defined<Check>,
     apex: &Name,
+    zone: &str,
 ) -> Option<Region> {
     let before = cx.errors.len();
     let target = match (&s.endpoints, &s.cname) {
@@ -105,11 +106,13 @@ pub(super) fn build_region(
         None => 1,
     };
     let location = s.location.as_ref().and_then(|l| location(cx, l));
+    let depends = dependencies(cx, name, s, zone);
     if cx.errors.len() > before {
         return None;
     }
     Some(Region {
         location,
+        depends,
         name: name.get_ref().clone(),
         index,
         target,
@@ -117,6 +120,129 @@ pub(super) fn build_region(
         min_healthy,
         origin: cx.src.at(name),
     })
+}
+
+/// `depends-on` and `healthy-when`: their form only. Whether what they
+/// name exists, and cycles, are judged once every zone is loaded
+/// ([`super::depends`]), since they may name other zones.
+fn dependencies(
+    cx: &mut Ctx<'_, '_>,
+    name: &Spanned<String>,
+    s: &RegionSpec,
+    zone: &str,
+) -> Option<Dependencies> {
+    let Some(list) = &s.depends_on else {
+        if let Some(h) = &s.healthy_when {
+            cx.err(h, "healthy-when needs depends-on");
+        }
+        return None;
+    };
+    if list.get_ref().is_empty() {
+        cx.err(
+            list,
+            format!(
+                "region {}: depends-on is empty (leave it out to depend on nothing)",
+                name.get_ref()
+            ),
+        );
+        return None;
+    }
+    let mut on: Vec<Dependency> = Vec::new();
+    for entry in list.get_ref() {
+        match dependency(entry.get_ref(), zone) {
+            Ok((dz, region, endpoint)) => {
+                let written = entry.get_ref().trim().to_string();
+                if on
+                    .iter()
+                    .any(|d| d.zone == dz && d.region == region && d.endpoint == endpoint)
+                {
+                    cx.err(entry, format!("depends-on {written:?} is listed twice"));
+                    continue;
+                }
+                on.push(Dependency {
+                    zone: dz,
+                    region,
+                    endpoint,
+                    written,
+                    origin: cx.src.at(entry),
+                });
+            }
+            Err(msg) => cx.err(entry, format!("depends-on {:?}: {msg}", entry.get_ref())),
+        }
+    }
+    let count = list.get_ref().len();
+    let needed = match &s.healthy_when {
+        None => count,
+        Some(h) => match threshold(h.get_ref(), count) {
+            Ok(n) => n,
+            Err(msg) => {
+                cx.err(h, format!("healthy-when {:?}: {msg}", h.get_ref()));
+                count
+            }
+        },
+    };
+    Some(Dependencies { on, needed })
+}
+
+/// `"REGION"`, `"REGION/ADDRESS"`, `"ZONE:REGION"` or
+/// `"ZONE:REGION/ADDRESS"`: (zone label, region, endpoint).
+fn dependency(text: &str, zone: &str) -> Result<(String, String, Option<IpAddr>), String> {
+    let text = text.trim();
+    let (head, endpoint) = match text.split_once('/') {
+        Some((h, a)) => match a.trim().parse::<IpAddr>() {
+            Ok(a) => (h, Some(a)),
+            Err(_) => return Err(format!("{a:?} is not an endpoint address (REGION/ADDRESS)")),
+        },
+        None => (text, None),
+    };
+    let (dz, region) = match head.split_once(':') {
+        Some((z, r)) => {
+            let z = z.trim().trim_end_matches('.').to_ascii_lowercase();
+            if z.is_empty() {
+                return Err("the zone before `:` is empty (ZONE:REGION)".into());
+            }
+            (z, r.trim())
+        }
+        None => (zone.to_string(), head.trim()),
+    };
+    if region.is_empty() {
+        return Err(
+            "names no region (REGION, REGION/ADDRESS, ZONE:REGION or ZONE:REGION/ADDRESS)".into(),
+        );
+    }
+    Ok((dz, region.to_string(), endpoint))
+}
+
+/// `"N of M"` (M: how many `depends-on` lists), `"any"` or `"all"`: how
+/// many must be up.
+fn threshold(text: &str, count: usize) -> Result<usize, String> {
+    let t = text.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "all" => return Ok(count),
+        "any" => return Ok(1),
+        _ => {}
+    }
+    let form = || "is \"N of M\" (as \"2 of 3\"), \"any\" or \"all\"".to_string();
+    let (n, m) = t.split_once(" of ").ok_or_else(form)?;
+    let (n, m): (usize, usize) = match (n.trim().parse(), m.trim().parse()) {
+        (Ok(n), Ok(m)) => (n, m),
+        _ => return Err(form()),
+    };
+    if m != count {
+        let listed = if count == 1 {
+            "1 dependency".to_string()
+        } else {
+            format!("{count} dependencies")
+        };
+        return Err(format!("depends-on lists {listed}, not {m}"));
+    }
+    if n == 0 {
+        return Err("needs at least 1 up (a region that needs none depends on nothing)".into());
+    }
+    if n > m {
+        return Err(format!("cannot be met: {n} up of only {m}"));
+    }
+    Ok(n)
 }
 
 /// `location = [latitude, longitude]`.

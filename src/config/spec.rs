@@ -214,6 +214,12 @@ pub(crate) struct RegionSpec {
     pub min_healthy: Option<Spanned<i64>>,
     /// `[latitude, longitude]` in degrees, for `policy = "nearest"`.
     pub location: Option<Spanned<Vec<Spanned<f64>>>>,
+    /// Calculated health: regions or endpoints (`"db"`, `"db/192.0.2.7"`,
+    /// `"other.example.com:db"`) that must be up for this one to be.
+    pub depends_on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// How many of `depends-on` must be up: `"2 of 3"`, `"any"` or
+    /// `"all"` (default).
+    pub healthy_when: Option<Spanned<String>>,
 }
 
 /// `[service.NAME]`: a health-aware name.

@@ -940,3 +940,168 @@ fn expiry_windows_default_to_a_warning_two_weeks_ahead() {
         (std::time::Duration::ZERO, Some(day))
     );
 }
+
+/// Calculated health (issue 23 item 7): what `depends-on` may name.
+mod depends_on {
+    use super::*;
+
+    /// Two zone files: `a.toml` (zone a.example) and `b.toml` (zone
+    /// b.example), each with the head and `body`.
+    fn two(a: &str, b: &str) -> Result<Config, ConfigErrors> {
+        let head = |name: &str| {
+            format!(
+                "[zone]\nname = \"{name}.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n"
+            )
+        };
+        load_sources(
+            &[
+                (PathBuf::from("a.toml"), format!("{}{a}", head("a.example"))),
+                (PathBuf::from("b.toml"), format!("{}{b}", head("b.example"))),
+            ],
+            LoadOptions { auto_serial: 7 },
+        )
+    }
+
+    fn messages(r: Result<Config, ConfigErrors>) -> Vec<String> {
+        r.expect_err("must fail")
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    const REGIONS: &str = "\n[region.db]\nendpoints = [\"192.0.2.1\", \"192.0.2.2\"]\n\n[region.web]\ncname = \"www.example.net.\"\n";
+
+    #[test]
+    fn regions_and_endpoints_here_and_in_other_zones() {
+        let a = format!(
+            "{REGIONS}\n[region.app]\nendpoints = [\"192.0.2.10\"]\ndepends-on = [\"db\", \"db/192.0.2.2\", \"B.Example.:cache\"]\nhealthy-when = \"2 of 3\"\n\n[region.edge]\nendpoints = [\"192.0.2.20\"]\ndepends-on = [\"app\"]\n"
+        );
+        let b = "\n[region.cache]\nendpoints = [\"198.51.100.1\"]\n";
+        let cfg = two(&a, b).unwrap();
+        let app = &cfg.zones[0].regions["app"];
+        let d = app.depends.as_ref().expect("depends");
+        assert_eq!(d.needed, 2);
+        let on: Vec<(&str, &str, Option<std::net::IpAddr>)> =
+            d.on.iter()
+                .map(|x| (x.zone.as_str(), x.region.as_str(), x.endpoint))
+                .collect();
+        assert_eq!(
+            on,
+            [
+                ("a.example", "db", None),
+                ("a.example", "db", Some("192.0.2.2".parse().unwrap())),
+                ("b.example", "cache", None),
+            ]
+        );
+        assert_eq!(d.on[2].written, "B.Example.:cache");
+        assert_eq!((d.on[0].origin.line, d.on[0].origin.col), (14, 15));
+        // All by default; "any" is one.
+        let edge = cfg.zones[0].regions["edge"].depends.as_ref().unwrap();
+        assert_eq!(edge.needed, 1);
+        for (when, needed) in [("all", 3), ("any", 1), ("3 of 3", 3), ("1 of 3", 1)] {
+            let a = a.replace("2 of 3", when);
+            let cfg = two(&a, b).unwrap();
+            assert_eq!(
+                cfg.zones[0].regions["app"].depends.as_ref().unwrap().needed,
+                needed,
+                "{when}"
+            );
+        }
+    }
+
+    /// Sorted, to compare with a list in file order.
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn unknown_names_and_impossible_thresholds_are_errors_where_written() {
+        let a = format!(
+            "{REGIONS}\n[region.app]\nendpoints = [\"192.0.2.10\"]\ndepends-on = [\"nope\", \"db/192.0.2.9\", \"web/192.0.2.1\"]\n\n[region.syn]\nendpoints = [\"192.0.2.11\"]\ndepends-on = [\"db/not-an-ip\", \"db\", \"db\", \":db\", \"b.example:\"]\nhealthy-when = \"2 of 7\"\n\n[region.lone]\nendpoints = [\"192.0.2.30\"]\nhealthy-when = \"any\"\n\n[region.none]\nendpoints = [\"192.0.2.31\"]\ndepends-on = []\n\n[region.zero]\nendpoints = [\"192.0.2.32\"]\ndepends-on = [\"db\"]\nhealthy-when = \"0 of 1\"\n\n[region.many]\nendpoints = [\"192.0.2.33\"]\ndepends-on = [\"db\"]\nhealthy-when = \"2 of 1\"\n\n[region.words]\nendpoints = [\"192.0.2.34\"]\ndepends-on = [\"db\"]\nhealthy-when = \"most\"\n"
+        );
+        let got = messages(two(
+            &a,
+            "\n[region.cache]\nendpoints = [\"198.51.100.1\"]\n",
+        ));
+        let want = [
+            "a.toml:14:15: depends-on \"nope\": unknown region \"nope\" (defined: db, web, app, syn, lone, none, zero, many, words)",
+            "a.toml:14:23: depends-on \"db/192.0.2.9\": region db has no endpoint 192.0.2.9",
+            "a.toml:14:39: depends-on \"web/192.0.2.1\": region web is a cname region: it has no endpoints to name",
+            "a.toml:18:15: depends-on \"db/not-an-ip\": \"not-an-ip\" is not an endpoint address (REGION/ADDRESS)",
+            "a.toml:18:37: depends-on \"db\" is listed twice",
+            "a.toml:18:43: depends-on \":db\": the zone before `:` is empty (ZONE:REGION)",
+            "a.toml:18:50: depends-on \"b.example:\": names no region (REGION, REGION/ADDRESS, ZONE:REGION or ZONE:REGION/ADDRESS)",
+            "a.toml:19:16: healthy-when \"2 of 7\": depends-on lists 5 dependencies, not 7",
+            "a.toml:23:16: healthy-when needs depends-on",
+            "a.toml:27:14: region none: depends-on is empty (leave it out to depend on nothing)",
+            "a.toml:32:16: healthy-when \"0 of 1\": needs at least 1 up (a region that needs none depends on nothing)",
+            "a.toml:37:16: healthy-when \"2 of 1\": cannot be met: 2 up of only 1",
+            "a.toml:42:16: healthy-when \"most\": is \"N of M\" (as \"2 of 3\"), \"any\" or \"all\"",
+        ];
+        assert_eq!(
+            sorted(got.clone()),
+            sorted(want.iter().map(|s| s.to_string()).collect()),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn names_in_other_zones_are_judged_once_all_are_loaded() {
+        let a = format!(
+            "{REGIONS}\n[region.app]\nendpoints = [\"192.0.2.10\"]\ndepends-on = [\"c.example:x\", \"b.example:gone\", \"b.example:cache/10.9.9.9\", \"b.example:cache/198.51.100.1\"]\n"
+        );
+        let got = messages(two(
+            &a,
+            "\n[region.cache]\nendpoints = [\"198.51.100.1\"]\n",
+        ));
+        assert_eq!(
+            got,
+            [
+                "a.toml:14:15: depends-on \"c.example:x\": no zone c.example is loaded",
+                "a.toml:14:30: depends-on \"b.example:gone\": zone b.example has no region gone",
+                "a.toml:14:48: depends-on \"b.example:cache/10.9.9.9\": region cache has no endpoint 10.9.9.9",
+            ],
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn cycles_within_and_across_zones_are_errors() {
+        // Within a zone: s -> s, and u -> v -> u (reported with the zone,
+        // whatever else the other zone holds).
+        let a = "\n[region.s]\nendpoints = [\"192.0.2.3\"]\ndepends-on = [\"s\"]\n\n[region.u]\nendpoints = [\"192.0.2.4\"]\ndepends-on = [\"v\"]\n\n[region.v]\nendpoints = [\"192.0.2.5\"]\ndepends-on = [\"u\"]\n";
+        let got = messages(two(a, "\n[region.p]\nendpoints = [\"198.51.100.1\"]\n"));
+        assert_eq!(
+            got,
+            [
+                "a.toml:8:15: depends-on \"s\": region s depends on itself",
+                "a.toml:16:15: depends-on \"u\": a cycle: u → v → u",
+            ],
+            "{got:#?}"
+        );
+        // Across zones: a.example:x -> y -> b.example:p -> a.example:x.
+        let a = "\n[region.x]\nendpoints = [\"192.0.2.1\"]\ndepends-on = [\"y\"]\n\n[region.y]\nendpoints = [\"192.0.2.2\"]\ndepends-on = [\"b.example:p\"]\n";
+        let b = "\n[region.p]\nendpoints = [\"198.51.100.1\"]\ndepends-on = [\"a.example:x\"]\n";
+        let got = messages(two(a, b));
+        assert_eq!(
+            got,
+            [
+                "b.toml:8:15: depends-on \"a.example:x\": a cycle: a.example:x → a.example:y → p → a.example:x"
+            ],
+            "{got:#?}"
+        );
+        // An endpoint of its own region is no cycle, nor is a diamond.
+        let a = "\n[region.x]\nendpoints = [\"192.0.2.1\"]\ndepends-on = [\"x/192.0.2.1\", \"y\", \"z\"]\n\n[region.y]\nendpoints = [\"192.0.2.2\"]\ndepends-on = [\"z\"]\n\n[region.z]\nendpoints = [\"192.0.2.3\"]\n";
+        two(a, "").unwrap();
+    }
+
+    #[test]
+    fn a_zone_that_failed_to_load_is_not_called_missing() {
+        let a = "\n[region.x]\nendpoints = [\"192.0.2.1\"]\ndepends-on = [\"b.example:p\"]\n";
+        let got = messages(two(a, "\n[region.p]\nendpoints = [\"not an address\"]\n"));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].starts_with("b.toml:"), "{got:#?}");
+    }
+}

@@ -112,11 +112,14 @@ fn load_zone_in_pieces(
         checks.insert(name.get_ref(), name.span().start, built);
     }
     let mut regions = Defined::default();
+    let label = crate::model::zone_label(&head.apex);
     for (name, spec) in &file.region {
         let index = regions.valid.len();
-        let built = build_region(&mut cx, index, name, spec, &checks, &head.name).map(Arc::new);
+        let built =
+            build_region(&mut cx, index, name, spec, &checks, &head.name, &label).map(Arc::new);
         regions.insert(name.get_ref(), name.span().start, built);
     }
+    super::depends::check_zone(&label, &regions, cx.errors);
     let mut maps = Defined::default();
     for (name, spec) in &file.geo {
         let built = build_geo(&mut cx, name, spec).map(Arc::new);

@@ -91,6 +91,13 @@ pub struct RegionExplanation {
     pub endpoints: usize,
     /// Distance from the client in km (nearest, when located).
     pub distance_km: Option<f64>,
+    /// Why it is down: `override`, `endpoints` or `depends-on`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_because: Option<&'static str>,
+    /// Calculated health, in words: `depends-on: 1 of 2 up, needs 2 (db
+    /// down, cache up)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<String>,
 }
 
 /// Answer `q` and say why.
@@ -200,7 +207,10 @@ fn service(
         .map(|&p| {
             let r = &svc.regions[p].region;
             let eps = r.endpoints().len();
+            let cell = z.health.regions.get(r.index);
             RegionExplanation {
+                down_because: cell.and_then(|c| c.down_because()),
+                depends_on: cell.and_then(|c| c.depends.as_ref()).map(|d| d.summary()),
                 region: r.name.clone(),
                 up: view.region_up(r.index),
                 endpoints_up: (0..eps).filter(|&e| view.endpoint_up(r.index, e)).count(),

@@ -34,7 +34,8 @@ pub use persist::{SavedRegion, SavedZone, StateFile, fingerprint};
 pub use probe::{CheckProber, EndpointProber, ProbeError, ProbeResult};
 pub use scheduler::{Probe, ProbeFactory, RealProbes};
 pub use state::{
-    EndpointCell, EndpointDetail, Epoch, Override, ProbeOutcome, RegionCell, ZoneHealth,
+    DependencyCell, DependencyCells, EndpointCell, EndpointDetail, Epoch, Override, ProbeOutcome,
+    RegionCell, ZoneHealth,
 };
 pub use threshold::Threshold;
 
@@ -54,6 +55,57 @@ use crate::model::{Check, Config, Region, RegionTarget, Zone};
 /// Probes running at once across all endpoints. Each holds its permit at
 /// most one timeout, so a backlog drains within a timeout.
 pub const MAX_CONCURRENT_PROBES: usize = 4096;
+
+/// A region whose cell is yet to be made: its zone's and its own position,
+/// its zone's label, the region, its endpoint cells.
+type PendingRegion = (usize, usize, String, Arc<Region>, Vec<Arc<EndpointCell>>);
+
+/// The order in which to make region cells: each region after the regions
+/// it depends on. The loader refused cycles; were there one, its edge back
+/// would be left out rather than loop.
+fn dependency_order(pending: &[PendingRegion]) -> Vec<usize> {
+    let index: HashMap<(&str, &str), usize> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, z, r, _))| ((z.as_str(), r.name.as_str()), i))
+        .collect();
+    let mut state = vec![0u8; pending.len()]; // 0 new, 1 open, 2 done
+    let mut order = Vec::with_capacity(pending.len());
+    for start in 0..pending.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let deps = pending[node]
+                .3
+                .depends
+                .as_ref()
+                .map_or(&[][..], |d| &d.on[..]);
+            match deps.get(*next) {
+                None => {
+                    state[node] = 2;
+                    order.push(node);
+                    stack.pop();
+                }
+                Some(d) => {
+                    *next += 1;
+                    if d.endpoint.is_some() {
+                        continue; // endpoint cells exist already
+                    }
+                    if let Some(&to) = index.get(&(d.zone.as_str(), d.region.as_str()))
+                        && state[to] == 0
+                    {
+                        state[to] = 1;
+                        stack.push((to, 0));
+                    }
+                }
+            }
+        }
+    }
+    order
+}
 
 /// What an endpoint is: its zone, region and address. Its check is a
 /// setting that can change under it: a reload that keeps these three keeps
@@ -95,6 +147,9 @@ struct Inner {
     regions: HashMap<(String, String), Arc<RegionCell>>,
     /// State read from the state file, applied to cells as they are created.
     restored: Option<StateFile>,
+    /// Regions with `depends-on`, each after what it depends on: looked at
+    /// again on every change, since a change anywhere may move them.
+    dependents: Vec<Arc<RegionCell>>,
     /// Overrides of zones not served now (their file gone, or not yet
     /// loaded since a restart): kept, saved, and applied when the zone
     /// comes back, so a drain survives a zone file's absence.
@@ -233,11 +288,12 @@ impl HealthTable {
         let mut seen_regions: HashMap<(String, String), ()> = HashMap::new();
         // Endpoints whose check was removed: unchecked means up.
         let mut unchecked: Vec<(EndpointKey, Arc<EndpointCell>)> = Vec::new();
-        let mut out = Vec::with_capacity(config.zones.len());
-        for zone in &config.zones {
+        // Endpoint cells first, region by region; region cells after, each
+        // after those it depends on (its cell holds theirs).
+        let mut pending: Vec<PendingRegion> = Vec::new();
+        for (zi, zone) in config.zones.iter().enumerate() {
             let zname = zone.label();
-            let mut regions = Vec::with_capacity(zone.regions.len());
-            for region in zone.regions.values() {
+            for (ri, region) in zone.regions.values().enumerate() {
                 let mut endpoints = Vec::new();
                 for addr in health_targets(region) {
                     let key = EndpointKey {
@@ -285,69 +341,70 @@ impl HealthTable {
                     };
                     endpoints.push(cell);
                 }
-                let rkey = (zname.clone(), region.name.clone());
-                seen_regions.insert(rkey.clone(), ());
-                let cell = match inner.regions.get(&rkey) {
-                    Some(old)
-                        if old.endpoints.len() == endpoints.len()
-                            && old
-                                .endpoints
-                                .iter()
-                                .zip(&endpoints)
-                                .all(|(a, b)| Arc::ptr_eq(a, b))
-                            && old.min_healthy == region.min_healthy =>
-                    {
-                        old.clone()
-                    }
-                    old => {
-                        let cell = RegionCell::new(
-                            zname.clone(),
-                            region.name.clone(),
-                            endpoints,
-                            region.min_healthy,
-                        );
-                        // Region transitions exist at 0 from the start, so
-                        // increase() sees the first one.
-                        for to in ["up", "down"] {
-                            self.metrics.transitions.with_label_values(&[
-                                &zname,
-                                &region.name,
-                                "",
-                                to,
-                            ]);
-                        }
-                        match old {
-                            Some(old) => cell.inherit(old),
-                            None => {
-                                let restored = inner
-                                    .restored
-                                    .as_ref()
-                                    .and_then(|s| s.region_override(&zname, &region.name))
-                                    .or_else(|| {
-                                        inner
-                                            .absent
-                                            .get(&zname)
-                                            .and_then(|s| s.region_override(&zname, &region.name))
-                                    });
-                                if let Some((o, note)) = restored {
-                                    cell.set_override(o);
-                                    self.notes
-                                        .lock()
-                                        .expect("notes lock poisoned")
-                                        .notes
-                                        .insert((zname.clone(), region.name.clone(), None), note);
-                                }
-                                cell.reset_last_up();
-                            }
-                        }
-                        Arc::new(cell)
-                    }
-                };
-                inner.regions.insert(rkey, cell.clone());
-                regions.push(cell);
+                seen_regions.insert((zname.clone(), region.name.clone()), ());
+                pending.push((zi, ri, zname.clone(), region.clone(), endpoints));
             }
-            out.push(Arc::new(ZoneHealth { regions }));
         }
+        let mut built: HashMap<(String, String), Arc<RegionCell>> =
+            HashMap::with_capacity(pending.len());
+        let mut zone_cells: Vec<Vec<Option<Arc<RegionCell>>>> = config
+            .zones
+            .iter()
+            .map(|z| vec![None; z.regions.len()])
+            .collect();
+        let mut dependents = Vec::new();
+        for i in dependency_order(&pending) {
+            let (zi, ri, zname, region, endpoints) = &pending[i];
+            let depends = region.depends.as_ref().map(|d| DependencyCells {
+                needed: d.needed,
+                on: d
+                    .on
+                    .iter()
+                    .map(|dep| {
+                        let cell = match dep.endpoint {
+                            None => built
+                                .get(&(dep.zone.clone(), dep.region.clone()))
+                                .map(|c| DependencyCell::Region(c.clone())),
+                            Some(addr) => inner
+                                .endpoints
+                                .get(&EndpointKey {
+                                    zone: dep.zone.clone(),
+                                    region: dep.region.clone(),
+                                    addr,
+                                })
+                                .map(|e| DependencyCell::Endpoint(e.cell.clone())),
+                        };
+                        // The loader checked that every dependency exists;
+                        // were one missing it would count as down, never as up.
+                        let cell = cell.unwrap_or_else(|| {
+                            DependencyCell::Endpoint(Arc::new(EndpointCell::new(
+                                std::net::Ipv4Addr::UNSPECIFIED.into(),
+                                false,
+                            )))
+                        });
+                        (dep.written.clone(), cell)
+                    })
+                    .collect(),
+            });
+            let cell = self.region_cell(&mut inner, zname, region, endpoints.clone(), depends);
+            if cell.depends.is_some() {
+                dependents.push(cell.clone());
+            }
+            built.insert((zname.clone(), region.name.clone()), cell.clone());
+            zone_cells[*zi][*ri] = Some(cell);
+        }
+        inner.dependents = dependents;
+        let out: Vec<Arc<ZoneHealth>> = zone_cells
+            .into_iter()
+            .map(|cells| {
+                Arc::new(ZoneHealth {
+                    regions: cells
+                        .into_iter()
+                        .map(|c| c.expect("every region has a cell"))
+                        .collect(),
+                })
+            })
+            .collect();
         // Zones no longer served keep their overrides (see `absent`).
         let served: std::collections::HashSet<String> =
             config.zones.iter().map(|z| z.label()).collect();
@@ -490,6 +547,81 @@ impl HealthTable {
         out
     }
 
+    /// The cell of `region`: the one it has when its endpoints, min-healthy
+    /// and dependencies are the same cells, else a new one that takes over
+    /// the old one's override and known state (or the restored ones).
+    fn region_cell(
+        &self,
+        inner: &mut Inner,
+        zname: &str,
+        region: &Region,
+        endpoints: Vec<Arc<EndpointCell>>,
+        depends: Option<DependencyCells>,
+    ) -> Arc<RegionCell> {
+        let rkey = (zname.to_string(), region.name.clone());
+        let cell = match inner.regions.get(&rkey) {
+            Some(old)
+                if old.endpoints.len() == endpoints.len()
+                    && old
+                        .endpoints
+                        .iter()
+                        .zip(&endpoints)
+                        .all(|(a, b)| Arc::ptr_eq(a, b))
+                    && old.min_healthy == region.min_healthy
+                    && match (&old.depends, &depends) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => a.same(b),
+                        _ => false,
+                    } =>
+            {
+                old.clone()
+            }
+            old => {
+                let cell = RegionCell::new(
+                    zname.to_string(),
+                    region.name.clone(),
+                    endpoints,
+                    region.min_healthy,
+                    depends,
+                );
+                // Region transitions exist at 0 from the start, so
+                // increase() sees the first one.
+                for to in ["up", "down"] {
+                    self.metrics
+                        .transitions
+                        .with_label_values(&[zname, &region.name, "", to]);
+                }
+                match old {
+                    Some(old) => cell.inherit(old),
+                    None => {
+                        let restored = inner
+                            .restored
+                            .as_ref()
+                            .and_then(|s| s.region_override(zname, &region.name))
+                            .or_else(|| {
+                                inner
+                                    .absent
+                                    .get(zname)
+                                    .and_then(|s| s.region_override(zname, &region.name))
+                            });
+                        if let Some((o, note)) = restored {
+                            cell.set_override(o);
+                            self.notes
+                                .lock()
+                                .expect("notes lock poisoned")
+                                .notes
+                                .insert((zname.to_string(), region.name.clone(), None), note);
+                        }
+                        cell.reset_last_up();
+                    }
+                }
+                Arc::new(cell)
+            }
+        };
+        inner.regions.insert(rkey, cell.clone());
+        cell
+    }
+
     fn new_cell(&self, inner: &mut Inner, key: &EndpointKey) -> EndpointCell {
         let restored = inner
             .restored
@@ -549,14 +681,20 @@ impl HealthTable {
     pub(super) fn reconcile_regions(&self, zone: Option<&str>, region: Option<&str>, reason: &str) {
         let cells: Vec<Arc<RegionCell>> = {
             let inner = self.inner.lock().expect("health lock poisoned");
-            inner
+            // The regions asked about, then every region with depends-on,
+            // each after what it depends on: a change anywhere may move them.
+            let mut cells: Vec<Arc<RegionCell>> = inner
                 .regions
                 .iter()
-                .filter(|((z, r), _)| {
-                    zone.is_none_or(|want| want == z) && region.is_none_or(|want| want == r)
+                .filter(|((z, r), c)| {
+                    c.depends.is_none()
+                        && zone.is_none_or(|want| want == z)
+                        && region.is_none_or(|want| want == r)
                 })
                 .map(|(_, c)| c.clone())
-                .collect()
+                .collect();
+            cells.extend(inner.dependents.iter().cloned());
+            cells
         };
         for cell in &cells {
             if let Some(up) = cell.reconcile() {

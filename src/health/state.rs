@@ -232,6 +232,8 @@ pub struct RegionCell {
     pub endpoints: Vec<Arc<EndpointCell>>,
     /// The region is up while at least this many endpoints are.
     pub min_healthy: usize,
+    /// Calculated health: the cells it depends on (`depends-on`).
+    pub depends: Option<DependencyCells>,
     overridden: AtomicU8,
     /// The state last logged, and since when: to detect region transitions.
     last: Mutex<(bool, SystemTime)>,
@@ -244,12 +246,14 @@ impl RegionCell {
         name: String,
         endpoints: Vec<Arc<EndpointCell>>,
         min_healthy: usize,
+        depends: Option<DependencyCells>,
     ) -> Self {
         RegionCell {
             zone,
             name,
             endpoints,
             min_healthy,
+            depends,
             overridden: AtomicU8::new(0),
             last: Mutex::new((true, SystemTime::now())),
         }
@@ -263,12 +267,32 @@ impl RegionCell {
         self.overridden.store(o.to_u8(), Ordering::Release);
     }
     /// Whether the probes (and endpoint overrides) say the region is up,
-    /// ignoring the region override.
+    /// ignoring the region override: its own endpoints, and what it
+    /// depends on. Derived from the cells each time it is asked, so a
+    /// dependency's change moves its dependents with the same store: no
+    /// reader ever sees one changed and not the other.
     pub fn probed_up(&self) -> bool {
+        self.own_up() && self.depends.as_ref().is_none_or(DependencyCells::met)
+    }
+    /// Whether its own endpoints (and endpoint overrides) say it is up,
+    /// dependencies aside.
+    pub fn own_up(&self) -> bool {
         let up = self.endpoints.iter().filter(|e| e.is_up()).count();
         // An alias region has no endpoints: it is up unless overridden or its
         // check (modelled as one endpoint cell) says otherwise.
         self.endpoints.is_empty() || up >= self.min_healthy
+    }
+    /// Why it is down: `override`, `endpoints` (too few up) or
+    /// `depends-on` (its own endpoints would serve); `None` while up.
+    pub fn down_because(&self) -> Option<&'static str> {
+        if self.is_up() {
+            return None;
+        }
+        Some(match self.override_state() {
+            Override::Down => "override",
+            _ if !self.own_up() => "endpoints",
+            _ => "depends-on",
+        })
     }
     /// Whether DNS may answer from this region.
     pub fn is_up(&self) -> bool {
@@ -302,6 +326,84 @@ impl RegionCell {
         }
         *last = (now, SystemTime::now());
         Some(now)
+    }
+}
+
+/// What a region depends on, as the cells DNS reads.
+#[derive(Debug)]
+pub struct DependencyCells {
+    /// Each dependency as written in `depends-on`, and its cell.
+    pub on: Vec<(String, DependencyCell)>,
+    /// How many must be up.
+    pub needed: usize,
+}
+
+/// The cell of one dependency.
+#[derive(Debug, Clone)]
+pub enum DependencyCell {
+    /// A region, as DNS uses it (its override and its own dependencies
+    /// included).
+    Region(Arc<RegionCell>),
+    /// One endpoint, as DNS uses it (its override included).
+    Endpoint(Arc<EndpointCell>),
+}
+
+impl DependencyCell {
+    /// Up as DNS uses it.
+    pub fn is_up(&self) -> bool {
+        match self {
+            DependencyCell::Region(r) => r.is_up(),
+            DependencyCell::Endpoint(e) => e.is_up(),
+        }
+    }
+
+    fn same(&self, other: &DependencyCell) -> bool {
+        match (self, other) {
+            (DependencyCell::Region(a), DependencyCell::Region(b)) => Arc::ptr_eq(a, b),
+            (DependencyCell::Endpoint(a), DependencyCell::Endpoint(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl DependencyCells {
+    /// How many are up now.
+    pub fn up(&self) -> usize {
+        self.on.iter().filter(|(_, c)| c.is_up()).count()
+    }
+
+    /// At least `needed` are up.
+    pub fn met(&self) -> bool {
+        self.up() >= self.needed
+    }
+
+    /// The same dependencies on the same cells (a reload that changed
+    /// none of them keeps the region's cell).
+    pub fn same(&self, other: &DependencyCells) -> bool {
+        self.needed == other.needed
+            && self.on.len() == other.on.len()
+            && self
+                .on
+                .iter()
+                .zip(&other.on)
+                .all(|((wa, a), (wb, b))| wa == wb && a.same(b))
+    }
+
+    /// For operators: `depends-on: 1 of 2 up, needs 2 (db-east down,
+    /// db-west up)`.
+    pub fn summary(&self) -> String {
+        let each: Vec<String> = self
+            .on
+            .iter()
+            .map(|(w, c)| format!("{w} {}", if c.is_up() { "up" } else { "down" }))
+            .collect();
+        format!(
+            "depends-on: {} of {} up, needs {} ({})",
+            self.up(),
+            self.on.len(),
+            self.needed,
+            each.join(", ")
+        )
     }
 }
 

@@ -988,3 +988,102 @@ async fn only_the_decider_writes_effective_verdicts() {
     let last = t.journal().pop().unwrap();
     assert_eq!((last.to, last.cluster_rev), ("up", None), "{last:?}");
 }
+
+/// Calculated health (issue 23 item 7): `west` depends on `east`. Polled
+/// every millisecond through a failure and back, `west` is up exactly when
+/// `east` is (its own endpoint stays up), each with its own transition.
+#[tokio::test(start_paused = true)]
+async fn a_region_moves_with_what_it_depends_on_in_the_same_instant() {
+    let fake = Fake::default();
+    let t = table(&fake, None);
+    let cfg = config("depends-on = [\"east\"]");
+    let zh = t.apply(&cfg).remove(0);
+    let (east, west) = (0, 1);
+    let same = |zh: &ZoneHealth| {
+        assert_eq!(
+            zh.region_up(west),
+            zh.region_up(east),
+            "west moves with east"
+        );
+        assert!(ep_up(zh, west, 0), "west's own endpoint stays up");
+    };
+    fake.set("192.0.2.1", false);
+    fake.set("192.0.2.2", false);
+    until(Duration::from_secs(10), || {
+        same(&zh);
+        !zh.region_up(east)
+    })
+    .await;
+    let regions: Vec<Transition> = t
+        .journal()
+        .into_iter()
+        .filter(|j| j.endpoint.is_none())
+        .collect();
+    let got: Vec<(&str, &str)> = regions.iter().map(|r| (r.region.as_str(), r.to)).collect();
+    assert_eq!(got, [("east", "down"), ("west", "down")]);
+    assert_eq!(
+        regions[1].reason,
+        "depends-on: 0 of 1 up, needs 1 (east down); 1 of 1 endpoints up"
+    );
+    // Forced up, the dependency counts as up: as DNS uses it.
+    t.set_override(None, "east", None, Override::Up).unwrap();
+    same(&zh);
+    assert!(zh.region_up(west));
+    t.set_override(None, "east", None, Override::Auto).unwrap();
+    same(&zh);
+    assert!(!zh.region_up(west));
+    fake.set("192.0.2.1", true);
+    until(Duration::from_secs(20), || {
+        same(&zh);
+        zh.region_up(east)
+    })
+    .await;
+    // A reload of the same zones keeps every cell and moves nothing.
+    let before = t.journal().len();
+    let again = t.apply(&cfg).remove(0);
+    assert!(Arc::ptr_eq(&again.regions[west], &zh.regions[west]));
+    assert_eq!(t.journal().len(), before);
+}
+
+/// A reload that changes a dependency's cell (its min-healthy here) makes
+/// a new cell for its dependents too, holding the new one; the endpoint
+/// cells and their verdicts stay.
+#[tokio::test(start_paused = true)]
+async fn a_dependents_cell_follows_its_dependency_across_a_reload() {
+    let fake = Fake::default();
+    let t = table(&fake, None);
+    let cfg = config("depends-on = [\"east\"]");
+    let zh = t.apply(&cfg).remove(0);
+    fake.set("192.0.2.2", false);
+    until(Duration::from_secs(10), || !ep_up(&zh, 0, 1)).await;
+    assert!(
+        zh.region_up(0) && zh.region_up(1),
+        "east has another endpoint up"
+    );
+    let mut cfg = cfg.clone();
+    let zone = Arc::make_mut(&mut cfg.zones[0]);
+    Arc::make_mut(zone.regions.get_mut("east").unwrap()).min_healthy = 2;
+    let again = t.apply(&cfg).remove(0);
+    assert!(!Arc::ptr_eq(&again.regions[0], &zh.regions[0]));
+    assert!(!Arc::ptr_eq(&again.regions[1], &zh.regions[1]));
+    assert!(Arc::ptr_eq(
+        &again.regions[0].endpoints[1],
+        &zh.regions[0].endpoints[1]
+    ));
+    match &again.regions[1].depends.as_ref().unwrap().on[0].1 {
+        crate::health::DependencyCell::Region(r) => assert!(Arc::ptr_eq(r, &again.regions[0])),
+        other => panic!("{other:?}"),
+    }
+    assert!(!again.region_up(0), "min-healthy 2 with one endpoint down");
+    assert!(!again.region_up(1), "and west with it");
+    let last: Vec<(String, &str)> = t
+        .journal()
+        .into_iter()
+        .filter(|j| j.endpoint.is_none())
+        .map(|j| (j.region, j.to))
+        .collect();
+    assert_eq!(
+        last,
+        [("east".to_string(), "down"), ("west".to_string(), "down")]
+    );
+}

@@ -126,13 +126,29 @@ impl Transitions {
     /// A region's state became `up`, because of `reason` (what changed).
     pub(super) fn region(&self, cell: &RegionCell, up: bool, reason: &str, rev: Option<i64>) {
         let healthy = cell.endpoints.iter().filter(|e| e.is_up()).count();
-        let why = match cell.override_state() {
-            Override::Auto => format!(
+        let why = match (cell.override_state(), &cell.depends) {
+            // Down for what it depends on (its own endpoints would serve):
+            // say that first, and not the endpoint change that moved a
+            // dependency somewhere else.
+            (Override::Auto, Some(d)) if cell.own_up() && !d.met() => {
+                format!(
+                    "{}; {healthy} of {} endpoints up",
+                    d.summary(),
+                    cell.endpoints.len()
+                )
+            }
+            (Override::Auto, Some(d)) => format!(
+                "{healthy} of {} endpoints up (min-healthy {}); {}; {reason}",
+                cell.endpoints.len(),
+                cell.min_healthy,
+                d.summary()
+            ),
+            (Override::Auto, None) => format!(
                 "{healthy} of {} endpoints up (min-healthy {}); {reason}",
                 cell.endpoints.len(),
                 cell.min_healthy
             ),
-            o => format!("override {}", o.as_str()),
+            (o, _) => format!("override {}", o.as_str()),
         };
         let (from, to) = (word(!up), word(up));
         if up {

@@ -12,7 +12,7 @@ mod zone;
 
 pub use cluster::{ClusterSettings, Quorum};
 pub use geo::{Coords, GeoDb, GeoEntry, GeoMap, GeoNet, GeoPolicy, MapKey, NearestPolicy};
-pub use zone::{Node, RRset, RecordStore, Zone};
+pub use zone::{Node, RRset, RecordStore, Zone, label as zone_label};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -412,7 +412,35 @@ pub struct Region {
     pub min_healthy: usize,
     /// Where it is, for `policy = "nearest"`.
     pub location: Option<Coords>,
+    /// Calculated health: what else must be up for it to be up.
+    pub depends: Option<Dependencies>,
     /// Where it is defined.
+    pub origin: Origin,
+}
+
+/// `depends-on` and `healthy-when`: a region is up only while its own
+/// endpoints are and at least `needed` of `on` are up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dependencies {
+    /// What it depends on, in the order written.
+    pub on: Vec<Dependency>,
+    /// How many of them must be up.
+    pub needed: usize,
+}
+
+/// One entry of `depends-on`: a region, or one endpoint of a region, in
+/// this zone or another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dependency {
+    /// The zone's label (lower case, no trailing dot).
+    pub zone: String,
+    /// The region.
+    pub region: String,
+    /// One endpoint of it, or the region as a whole.
+    pub endpoint: Option<IpAddr>,
+    /// As written, for status and messages.
+    pub written: String,
+    /// Where it is written.
     pub origin: Origin,
 }
 

@@ -200,15 +200,20 @@ pub struct Zone {
     pub ecs: bool,
 }
 
+/// A zone's name as logs, metrics and the API show it (see [`Zone::label`]).
+pub fn label(apex: &LowerName) -> String {
+    let s = apex.to_string();
+    s.strip_suffix('.')
+        .filter(|x| !x.is_empty())
+        .unwrap_or(&s)
+        .to_string()
+}
+
 impl Zone {
     /// The zone's name as logs, metrics and the API show it: lower case, no
     /// trailing dot ("." for the root).
     pub fn label(&self) -> String {
-        let s = self.apex.to_string();
-        s.strip_suffix('.')
-            .filter(|x| !x.is_empty())
-            .unwrap_or(&s)
-            .to_string()
+        label(&self.apex)
     }
 
     /// The SOA serial.

@@ -38,6 +38,7 @@ fn region(index: usize, name: &str, addrs: &[&str]) -> Arc<Region> {
         check: None,
         min_healthy: 1,
         location: None,
+        depends: None,
         origin: Origin::default(),
     })
 }

@@ -1947,3 +1947,74 @@ async fn the_drain_of_a_region_removed_everywhere_is_cleaned_up() {
         .unwrap();
     assert_eq!(r["override"], "auto", "{r}");
 }
+
+/// Calculated health in a cluster (issue 23 item 7): `primary` depends on
+/// region `db`. One node failing the database changes no answer anywhere,
+/// its own included (a dependency is judged by the quorum's verdict, as
+/// DNS uses it); two of three fail it over everywhere, at one revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_is_judged_by_the_quorum_on_every_node() {
+    let etcd = Etcd::start().await;
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let db = Backend::start("127.0.0.4").await;
+    let z = format!(
+        "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n{}depends-on = [\"db\"]\n{}\n[service.api]\nregions = [\"primary\", \"secondary\"]\n",
+        backend_regions(&[("primary", primary.addr)]),
+        backend_regions(&[("secondary", secondary.addr), ("db", db.addr)]),
+    );
+    let ns = nodes(&etcd, &cluster_name(), 3, Quorum::Majority, &z).await;
+    let (p, s) = ("127.0.0.2", "127.0.0.3");
+    assert!(all_answer(&ns, p).await);
+    db.set_for(&source(1), Some(Mode::Failing));
+    wait_until(
+        Duration::from_secs(10),
+        "every node sees ns1's db down",
+        || async {
+            ns.iter()
+                .all(|ts| observers(ts, "db").contains(&("ns1".to_string(), false)))
+        },
+    )
+    .await;
+    assert!(
+        all_answer(&ns, p).await,
+        "one node's view of the database moved an answer"
+    );
+    db.set_for(&source(2), Some(Mode::Failing));
+    change_times(&ns, s, Duration::from_secs(10)).await;
+    let revs: Vec<serde_json::Value> = ns
+        .iter()
+        .map(|ts| {
+            let v = status(ts);
+            v["transitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|t| t["region"] == "primary" && t["endpoint"].is_null())
+                .map(|t| t["cluster_rev"].clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        revs[0].is_i64() && revs.iter().all(|r| *r == revs[0]),
+        "{revs:?}"
+    );
+    for ts in &ns {
+        let v = status(ts);
+        let primary = v["zones"][0]["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "primary")
+            .unwrap()
+            .clone();
+        assert_eq!(primary["down_because"], "depends-on", "{primary}");
+    }
+    db.set_for(&source(1), None);
+    db.set_for(&source(2), None);
+    wait_until(Duration::from_secs(10), "back to primary", || async {
+        all_answer(&ns, p).await
+    })
+    .await;
+}

@@ -13,6 +13,7 @@ mod admin;
 mod chaos;
 mod check;
 mod cluster;
+mod depends;
 mod dns;
 mod dns_check;
 mod ecs;

@@ -47,7 +47,7 @@ def endpoints(n, kind="http", port=18090, ca_file=None):
     query for static.gslb.example.com to 127.0.0.1:port for every endpoint:
     gslb bound to 0.0.0.0 answers from 127.0.0.1 whatever address was
     asked, which a probe's connected socket rightly ignores), icmp, or
-    exec (/bin/true)."""
+    exec (/bin/true), or grpc (the health protocol over h2c)."""
     http = kind.startswith("http")
     tls = kind.startswith("https")
     own = {
@@ -63,7 +63,7 @@ type = "{'https' if tls else 'http' if http else kind}"
 {'path = "/health"' if http else ""}
 {'reuse-connection = false' if kind.endswith("-fresh") else ""}
 {f'host = "bench.test"{chr(10)}ca-file = "{ca_file}"' if tls else ""}
-interval = "1s"
+interval = "{os.environ.get('INTERVAL', '1s')}"
 timeout = "{os.environ.get('TIMEOUT', '500ms')}"
 """]
     regions = []
@@ -75,6 +75,38 @@ timeout = "{os.environ.get('TIMEOUT', '500ms')}"
         out.append(f"\n[region.r{r}]\nendpoints = [{', '.join(eps)}]\ncheck = \"c\"\n")
         regions.append(f'"r{r}"')
     out.append(f"\n[service.all]\npolicy = \"all-healthy\"\nregions = [{', '.join(regions[:64])}]\n")
+    return "".join(out)
+
+def gdnsd_config(n, kind="http-fresh", port=18090, interval=2):
+    """gdnsd 3's config probing the same n addresses as endpoints(): its
+    http_status plugin (GET /health, a new connection per probe, as gdnsd
+    always does) or tcp_connect, at `interval` seconds (2 is gdnsd's least),
+    timeout 1 s, in multifo resources of 100 addresses."""
+    plugin = "tcp_connect" if kind == "tcp" else "http_status"
+    path = "" if kind == "tcp" else "\n    url_path => /health"
+    out = [f"""options => {{
+  listen => [ 127.0.0.1:@PORT@ ]
+  run_dir => @DIR@/run
+  state_dir => @DIR@/state
+}}
+service_types => {{
+  c => {{
+    plugin => {plugin}
+    port => {port}{path}
+    interval => {interval}, timeout => 1, down_thresh => 1, ok_thresh => 1, up_thresh => 2
+  }}
+}}
+plugins => {{
+  multifo => {{
+    service_types => c
+"""]
+    for r in range((n + 99) // 100):
+        eps = []
+        for e in range(min(100, n - r * 100)):
+            k = r * 100 + e + 1
+            eps.append(f"127.1.{k // 250}.{k % 250 + 1}")
+        out.append(f"    r{r} => {{ addrs_v4 => [ {', '.join(eps)} ] }}\n")
+    out.append("  }\n}\n")
     return "".join(out)
 
 def records(n):
@@ -98,6 +130,11 @@ if __name__ == "__main__":
         sys.stdout.write(services(n))
     elif what == "records":
         sys.stdout.write(records(n))
+    elif what == "gdnsd":
+        kind = sys.argv[3] if len(sys.argv) > 3 else "http-fresh"
+        port = int(sys.argv[4]) if len(sys.argv) > 4 else 18090
+        interval = int(sys.argv[5]) if len(sys.argv) > 5 else 2
+        sys.stdout.write(gdnsd_config(n, kind, port, interval))
     elif what == "endpoints":
         kind = sys.argv[3] if len(sys.argv) > 3 else "http"
         port = int(sys.argv[4]) if len(sys.argv) > 4 else 18090

@@ -6,9 +6,10 @@
 //!
 //! With `--tls CA_PEM`, it speaks HTTPS with a certificate for `bench.test`
 //! issued by a CA it makes, and writes that CA to `CA_PEM` for the check's
-//! `ca-file`.
+//! `ca-file`. With `--grpc`, it serves the gRPC health protocol (tonic's
+//! health service, SERVING) over h2c instead.
 //!
-//!     cargo run --release --example bench_backend -- 18090 [--tls ca.pem]
+//!     cargo run --release --example bench_backend -- 18090 [--tls ca.pem | --grpc]
 
 use std::sync::Arc;
 
@@ -34,6 +35,14 @@ async fn main() -> std::io::Result<()> {
     socket.bind(([0, 0, 0, 0], port).into())?;
     let l = socket.listen(8192)?;
     eprintln!("bench backend on 0.0.0.0:{port}");
+    if args.iter().any(|a| a == "--grpc") {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        return tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l))
+            .await
+            .map_err(std::io::Error::other);
+    }
     loop {
         let (s, _) = match l.accept().await {
             Ok(c) => c,

@@ -113,6 +113,9 @@ pub enum AppError {
     /// A listener could not be bound.
     #[error("{0}")]
     Bind(std::io::Error),
+    /// The probes' thread could not be started.
+    #[error("cannot start the probing thread: {0}")]
+    Prober(std::io::Error),
 }
 
 /// A running server: its addresses and a handle on each part.
@@ -226,12 +229,16 @@ impl Server {
             None => None,
         };
         let shutdown = CancellationToken::new();
-        let health = Arc::new(HealthTable::new(
-            metrics.clone(),
-            probes,
-            settings.state_file.clone(),
-            shutdown.clone(),
-        ));
+        let health = Arc::new(
+            HealthTable::new(
+                metrics.clone(),
+                probes,
+                settings.state_file.clone(),
+                shutdown.clone(),
+            )
+            .probing_on_own_thread()
+            .map_err(AppError::Prober)?,
+        );
         let mut tasks = JoinSet::new();
         // A cluster node loads the cluster's verdicts and overrides before
         // it answers; if etcd cannot be reached in time it starts from its

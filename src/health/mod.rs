@@ -188,6 +188,46 @@ pub struct HealthTable {
     /// written in the decision section, read without it (transitions'
     /// stamps, status).
     decided_rev: AtomicI64,
+    /// Where probe tasks run: a thread of their own, or (tests of this
+    /// module, in paused time) the caller's runtime.
+    prober: Option<ProberThread>,
+}
+
+/// The thread every probe task runs on: a current-thread runtime of its own.
+///
+/// Probing is many small waits on sockets and timers. On the server's
+/// multi-threaded runtime each probe woke the other worker (a futex and an
+/// eventfd write) and moved tasks between threads: 15% of the prober's CPU
+/// in `perf` (bench/probe-scale.sh, 10,000 tcp endpoints). One thread, as
+/// gdnsd probes, does none of that, and keeps probing from taking the
+/// threads that serve DNS over TCP and the admin API. What blocks or burns
+/// CPU in a probe (an exec check's fork) goes to the blocking pool.
+struct ProberThread {
+    handle: tokio::runtime::Handle,
+    /// Ends the thread (and drops its tasks) when the table goes.
+    stop: CancellationToken,
+}
+
+impl ProberThread {
+    fn start(shutdown: &CancellationToken) -> std::io::Result<ProberThread> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("gslb-probe-blocking")
+            .build()?;
+        let handle = rt.handle().clone();
+        let stop = shutdown.child_token();
+        let until = stop.clone();
+        std::thread::Builder::new()
+            .name("gslb-probes".into())
+            .spawn(move || rt.block_on(until.cancelled()))?;
+        Ok(ProberThread { handle, stop })
+    }
+}
+
+impl Drop for ProberThread {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl HealthTable {
@@ -246,7 +286,15 @@ impl HealthTable {
             observer: OnceLock::new(),
             decider: Mutex::new(DecidedBy::ThisNode),
             decided_rev: AtomicI64::new(0),
+            prober: None,
         }
+    }
+
+    /// Run the probes on a thread of their own ([`ProberThread`]) rather
+    /// than on the runtime that applies the config.
+    pub fn probing_on_own_thread(mut self) -> std::io::Result<Self> {
+        self.prober = Some(ProberThread::start(&self.shutdown)?);
+        Ok(self)
     }
 
     /// Every endpoint: key, check and cell.
@@ -672,7 +720,11 @@ impl HealthTable {
             permits: self.permits.clone(),
             region_name: region.name.clone(),
         };
-        let handle = tokio::spawn(scheduler::run(ctx, probe, cancel.clone()));
+        let run = scheduler::run(ctx, probe, cancel.clone());
+        let handle = match &self.prober {
+            Some(p) => p.handle.spawn(run),
+            None => tokio::spawn(run),
+        };
         (cancel, handle)
     }
 

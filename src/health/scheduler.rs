@@ -190,11 +190,23 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // intervals then, so such a backend is not probed more often.
     let mut early = false;
     let mut early_quiet_until = Instant::now();
+    // Two timers for the task's life, moved rather than made anew on every
+    // turn of the loop (each made and dropped timer is a wheel insertion
+    // and removal: twice a probe, for nothing).
+    let wake = tokio::time::sleep_until(next);
+    let stale = tokio::time::sleep_until(last_evidence + stale_after);
+    tokio::pin!(wake, stale);
     loop {
+        if wake.deadline() != next {
+            wake.as_mut().reset(next);
+        }
+        if published && stale.deadline() != last_evidence + stale_after {
+            stale.as_mut().reset(last_evidence + stale_after);
+        }
         let rechecking = threshold.pending() && check.recheck.is_some();
         let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
         let result = tokio::select! {
-            () = tokio::time::sleep_until(next), if may_launch => {
+            () = &mut wake, if may_launch => {
                 if check.probers.is_some() {
                     let Some(table) = task.table.upgrade() else { return };
                     if !table.should_probe(&task.key, &check) {
@@ -245,7 +257,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             },
             // No result for too long: the vote goes; a result that comes
             // later must confirm the verdict anew before it counts again.
-            () = tokio::time::sleep_until(last_evidence + stale_after), if published => {
+            () = &mut stale, if published => {
                 if let Some(table) = task.table.upgrade() {
                     tracing::warn!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, "no probe result for {}: this node's vote on the endpoint is withdrawn until its probes decide again", humantime::format_duration(stale_after));
                     table.withdraw(&task.key, &check);

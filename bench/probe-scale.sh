@@ -118,7 +118,10 @@ n = int(n); wall = float(s1) - float(s0); cpu = (int(t1) - int(t0)) / int(hz)
 probes = (int(p1) - int(p0)) / wall
 print(f"endpoints {n} ({kind}), measured {wall:.1f} s")
 print(f"  gslb CPU          {cpu / wall * 100:.1f} % of one core ({cpu / wall:.3f} cores)")
-print(f"  probes/s          {probes:.0f} (expected {n})")
+import os
+ival = os.environ.get("INTERVAL", "1s")
+ival_s = float(ival[:-2]) / 1000 if ival.endswith("ms") else float(ival[:-1])
+print(f"  probes/s          {probes:.0f} (expected {n / ival_s:.0f})")
 print(f"  failed probes/s   {(int(f1) - int(f0)) / wall:.1f}  (since start: {fails or 'none'})")
 print(f"  CPU per probe     {cpu / max(1, int(p1) - int(p0)) * 1e6:.1f} us")
 print(f"  RSS               {int(rss) / 1024:.1f} MiB (same zone without checks: {int(base) / 1024:.1f} MiB)")

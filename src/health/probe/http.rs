@@ -8,24 +8,20 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::{Body, Bytes, Incoming};
-use hyper::client::conn::http1;
 use hyper::header::{ACCEPT, CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Uri};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
 use super::classify::classify;
+use super::h1::{self, BodyError, Framing, HeadError, Step};
 use super::{EndpointProber, ProbeError, ProbeOutcome};
 use crate::model::{BODY_LIMIT, HttpCheck, StatusRange};
 
@@ -123,13 +119,13 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 pub(super) const CLOSED_BEFORE_RESPONSE: &str = "connection closed before the response";
 
 /// The I/O under an HTTP probe: plain TCP or TLS over TCP.
-pub(super) type Io = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
+pub(super) type Io = Either<TcpStream, TlsStream<TcpStream>>;
 
 /// One endpoint's side of an HTTP(S) check.
 #[derive(Debug)]
 pub(super) struct Target {
-    /// `Host` header, as a browser would derive it from the URL.
-    host: HeaderValue,
+    /// The request, encoded once: its `Host` is the endpoint's.
+    request: Box<[u8]>,
     /// TLS SNI and the name the certificate must match: the check's `host`,
     /// else the address connected to.
     server_name: ServerName<'static>,
@@ -159,9 +155,10 @@ impl Target {
         let https = parts.tls.is_some();
         let host = HeaderValue::from_str(&host_header(&name, connect.port(), https))
             .map_err(|_| host_err())?;
+        let request = parts.encode(&host);
         let server_name = ServerName::try_from(name.clone()).map_err(|_| host_err())?;
         Ok(Target {
-            host,
+            request,
             server_name,
             idle: Mutex::new(None),
             certificate: super::CertSeen::default(),
@@ -170,8 +167,8 @@ impl Target {
 }
 
 /// The open connection of the last successful probe. Only the socket (and
-/// TLS session) is kept: each probe runs hyper's HTTP/1.1 state machine on
-/// it afresh, so an idle endpoint holds no HTTP buffers.
+/// TLS session) is kept: a probe's buffer lives as long as the probe, so an
+/// idle endpoint holds no HTTP buffers.
 struct Idle {
     io: Io,
     /// Tokio's clock, so that tests can age a connection.
@@ -233,7 +230,7 @@ impl EndpointProber {
             conn: Some(conn),
         };
         loop {
-            let tcp: &TcpStream = match guard.conn.as_ref().map(|c| c.io.inner()) {
+            let tcp: &TcpStream = match guard.conn.as_ref().map(|c| &c.io) {
                 Some(Either::Left(t)) => t,
                 Some(Either::Right(tls)) => tls.get_ref().0,
                 None => return,
@@ -310,181 +307,180 @@ impl EndpointProber {
             Ok(tcp)
         };
         let Some(tls) = &parts.tls else {
-            return Ok(TokioIo::new(Either::Left(connect.await?)));
+            return Ok(Either::Left(connect.await?));
         };
         let stream = super::tls::connect(tls, &target.server_name, connect).await?;
         target
             .certificate
             .set(super::tls::leaf_not_after(stream.get_ref().1));
-        Ok(TokioIo::new(Either::Right(stream)))
+        Ok(Either::Right(stream))
     }
 
-    /// One request on `io` and its verdict, with the connection driven
-    /// alongside; gives `io` back when it is idle, open and may serve the
-    /// next probe. `reused`: `io` served an earlier probe.
+    /// One request on `io` and its verdict; gives `io` back when it is
+    /// idle, open and may serve the next probe. `reused`: `io` served an
+    /// earlier probe.
     async fn exchange(
         &self,
         parts: &RequestParts,
-        io: Io,
+        mut io: Io,
         target: &Target,
         reused: bool,
     ) -> (Exchange, Option<Io>) {
-        let (mut sender, mut conn) = match http1::handshake(io).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                let verdict = classify(&e, &self.server_name());
-                let failed = Exchange {
-                    verdict,
-                    before_response: true,
-                };
-                return (failed, None);
-            }
-        };
-        let sender = &mut sender;
-        let spec = &parts.spec;
-        let request = parts.request(target);
-        let work = async {
-            sender.ready().await.map_err(|e| (Some(e), true))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| (Some(e), true))?;
-            let status = response.status().as_u16();
-            if reused && status == 408 {
-                // A server closing an idle connection may say so with a
-                // 408 that crosses our request (Go's client knows this
-                // too): not an answer to it.
-                return Err((None, true));
-            }
-            let mut body = response.into_body();
-            if !status_matches(&spec.expect_status, status) {
-                return Ok(((ProbeOutcome::Status, format!("status {status}")), None));
-            }
-            if let Some(needle) = &spec.expect_body {
-                let mut scan = BodyScan::new(needle.as_bytes());
-                loop {
-                    match body.frame().await {
-                        Some(Ok(frame)) => match frame.data_ref().map(|d| scan.push(d)) {
-                            Some(Scan::Found) => break,
-                            Some(Scan::Exhausted) => {
-                                return Ok(((ProbeOutcome::Body, body_reason(needle)), None));
-                            }
-                            Some(Scan::More) | None => {}
-                        },
-                        None => return Ok(((ProbeOutcome::Body, body_reason(needle)), None)),
-                        Some(Err(e)) => return Err((Some(e), false)),
-                    }
-                }
-            }
-            Ok((
-                (ProbeOutcome::Success, format!("ok ({status})")),
-                Some(body),
-            ))
-        };
-        tokio::pin!(work);
-        let mut conn_ended = false;
-        let mut conn_error = None;
-        let outcome = tokio::select! {
-            biased;
-            out = &mut work => Some(out),
-            ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
-                conn_ended = true;
-                conn_error = ended.err();
-                // The connection is over: the request has been handed its
-                // response or error by now, or never will be (an idle
-                // connection the server closed).
-                match std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
-                    Poll::Ready(out) => Some(out),
-                    Poll::Pending => None,
-                }
-            }
-        };
-        let failed = |err: Option<&hyper::Error>, before_response| {
-            // When the connection failed, its error is the telling one (a
-            // body only hears "connection error").
-            let verdict = match conn_error.as_ref().or(err) {
-                Some(err) => classify(err, &self.server_name()),
-                None => (ProbeOutcome::Reset, CLOSED_BEFORE_RESPONSE.into()),
-            };
-            Exchange {
+        // Anything before a whole response head: on a reused connection the
+        // server may just have closed it while idle.
+        let early = |verdict| {
+            let failed = Exchange {
                 verdict,
-                before_response,
-            }
+                before_response: true,
+            };
+            (failed, None)
         };
-        match outcome {
-            Some(Ok((verdict, body))) => {
-                let keep = match body {
-                    Some(body) if !conn_ended => drain_ready(&mut conn, body).await,
-                    _ => false,
-                };
-                // Bytes beyond the response would belong to no request.
-                let io = keep
-                    .then(|| conn.into_parts())
-                    .filter(|parts| parts.read_buf.is_empty())
-                    .map(|parts| parts.io);
-                let done = Exchange {
-                    verdict,
-                    before_response: false,
-                };
-                (done, io)
-            }
-            Some(Err((err, before_response))) => (failed(err.as_ref(), before_response), None),
-            None => (failed(None, true), None),
+        let written = async {
+            io.write_all(&target.request).await?;
+            io.flush().await
+        };
+        if let Err(e) = written.await {
+            return early(classify(&e, &self.server_name()));
         }
+        // Most heads fit here: one allocation small enough for the
+        // allocator's per-thread cache.
+        let mut buf = Vec::with_capacity(1024);
+        let head = match h1::read_head(&mut io, &mut buf, parts.method == Method::HEAD).await {
+            Ok(head) => head,
+            Err(e) => return early(head_error(e, &self.server_name())),
+        };
+        if reused && head.status == 408 {
+            // A server closing an idle connection may say so with a 408
+            // that crosses our request (Go's client knows this too): not an
+            // answer to it.
+            return early((ProbeOutcome::Reset, CLOSED_BEFORE_RESPONSE.into()));
+        }
+        let done = |verdict| {
+            let done = Exchange {
+                verdict,
+                before_response: false,
+            };
+            (done, None)
+        };
+        let spec = &parts.spec;
+        if !status_matches(&spec.expect_status, head.status) {
+            return done((ProbeOutcome::Status, format!("status {}", head.status)));
+        }
+        let mut body = h1::Body::new(head.framing);
+        if let Some(needle) = &spec.expect_body {
+            let mut scan = BodyScan::new(needle.as_bytes());
+            loop {
+                match body.step(&mut io, &mut buf, true).await {
+                    Ok(Some(Step::Data(n))) => {
+                        let seen = scan.push(&buf[..n]);
+                        buf.drain(..n);
+                        match seen {
+                            Scan::Found => break,
+                            Scan::Exhausted => {
+                                return done((ProbeOutcome::Body, body_reason(needle)));
+                            }
+                            Scan::More => {}
+                        }
+                    }
+                    Ok(_) => return done((ProbeOutcome::Body, body_reason(needle))),
+                    Err(e) => return done(body_error(e, &self.server_name())),
+                }
+            }
+        }
+        let verdict = (ProbeOutcome::Success, format!("ok ({})", head.status));
+        let keep = !head.close
+            && head.framing != Framing::Eof
+            && drain_ready(&mut body, &mut io, &mut buf).await
+            // Bytes beyond the response would belong to no request.
+            && buf.is_empty();
+        let done = Exchange {
+            verdict,
+            before_response: false,
+        };
+        (done, keep.then_some(io))
+    }
+}
+
+/// A response head that could not be had, as an outcome and a reason.
+fn head_error(e: HeadError, server_name: &str) -> (ProbeOutcome, String) {
+    match e {
+        HeadError::Closed => (ProbeOutcome::Reset, CLOSED_BEFORE_RESPONSE.into()),
+        HeadError::Io(e) => classify(&e, server_name),
+        // Say what was wrong: "invalid HTTP response" alone sent operators
+        // looking at the wrong thing.
+        HeadError::TooLarge => (
+            ProbeOutcome::Protocol,
+            "invalid HTTP response: its head is too large (more than 100 header fields, or more than 400 KiB)".into(),
+        ),
+        HeadError::Status => (
+            ProbeOutcome::Protocol,
+            "invalid HTTP response: its status code is not a number from 100 to 999".into(),
+        ),
+        HeadError::Invalid(what) => (
+            ProbeOutcome::Protocol,
+            format!("invalid HTTP response: {what}"),
+        ),
+    }
+}
+
+/// A body that could not be read, as an outcome and a reason.
+fn body_error(e: BodyError, server_name: &str) -> (ProbeOutcome, String) {
+    match e {
+        BodyError::Closed => (ProbeOutcome::Reset, "connection closed mid-response".into()),
+        BodyError::Io(e) => classify(&e, server_name),
+        BodyError::Invalid(what) => (
+            ProbeOutcome::Protocol,
+            format!("invalid HTTP response: {what}"),
+        ),
     }
 }
 
 impl RequestParts {
-    fn request(&self, target: &Target) -> Request<Empty<Bytes>> {
-        let mut request = Request::new(Empty::new());
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.path.clone();
-        let headers = request.headers_mut();
-        headers.reserve(self.headers.len() + 1);
+    /// The request with this `Host` (unless the check's headers have one),
+    /// as hyper wrote it: the request line, `host`, then the other headers
+    /// in order, names in lower case.
+    fn encode(&self, host: &HeaderValue) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.path.to_string().as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut field = |name: &[u8], value: &[u8]| {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
         if !self.host_configured {
-            headers.insert(HOST, target.host.clone());
+            field(HOST.as_str().as_bytes(), host.as_bytes());
         }
-        headers.extend(self.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-        request
+        for (name, value) in &self.headers {
+            field(name.as_str().as_bytes(), value.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.into_boxed_slice()
     }
 }
 
 /// Reads the rest of a successful response's body as far as it has already
 /// arrived, without waiting: true when it ended there (at most
-/// [`BODY_LIMIT`] more bytes) and the connection is left idle and open, so
-/// it can serve the next probe. A body still streaming, a large one, or a
-/// server that announced `Connection: close` leaves it false.
-async fn drain_ready(conn: &mut http1::Connection<Io, Empty<Bytes>>, mut body: Incoming) -> bool {
-    std::future::poll_fn(|cx| {
-        let mut read = 0;
-        let mut polled_conn = false;
-        loop {
-            match Pin::new(&mut body).poll_frame(cx) {
-                Poll::Ready(None) => break,
-                Poll::Ready(Some(Ok(frame))) => {
-                    read += frame.data_ref().map_or(0, Bytes::len);
-                    if read > BODY_LIMIT {
-                        return Poll::Ready(false);
-                    }
-                    polled_conn = false;
-                }
-                Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
-                // Nothing more has arrived since the connection last read.
-                Poll::Pending if polled_conn => return Poll::Ready(false),
-                // Let the connection read what the socket holds.
-                Poll::Pending => {
-                    if conn.poll_without_shutdown(cx).is_ready() {
-                        return Poll::Ready(false);
-                    }
-                    polled_conn = true;
+/// [`BODY_LIMIT`] more bytes), so the connection can serve the next probe.
+/// A body still streaming or a large one leaves it false.
+async fn drain_ready(body: &mut h1::Body, io: &mut Io, buf: &mut Vec<u8>) -> bool {
+    let mut read = 0;
+    loop {
+        match body.step(io, buf, false).await {
+            Ok(Some(Step::Data(n))) => {
+                buf.drain(..n);
+                read += n;
+                if read > BODY_LIMIT {
+                    return false;
                 }
             }
+            Ok(Some(Step::End)) => return true,
+            Ok(None) | Err(_) => return false,
         }
-        // The response is complete; the connection settles to idle, or ends
-        // here if either side asked to close.
-        Poll::Ready(conn.poll_without_shutdown(cx).is_pending())
-    })
-    .await
+    }
 }
 
 /// The Host header hyper would derive from a URL with this host and port.

@@ -14,7 +14,7 @@
 //!
 //! - this file: set-up, the deadline, TCP connect (the `tcp` kind, and the
 //!   transport of `http`);
-//! - [`http`]: the HTTP/1.1 exchange, over hyper's connection API on our own
+//! - [`http`]: the HTTP/1.1 exchange ([`h1`]: httparse and body framing) on our own
 //!   socket (no pool, connector, URL or task per probe), and the kept
 //!   connection of the last successful probe;
 //! - [`tls`]: the rustls configuration and TLS set-up;
@@ -26,6 +26,7 @@ mod classify;
 mod dns;
 mod exec;
 mod grpc;
+mod h1;
 mod http;
 mod icmp;
 mod tls;

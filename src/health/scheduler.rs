@@ -192,16 +192,15 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     let mut early_quiet_until = Instant::now();
     // Two timers for the task's life, moved rather than made anew on every
     // turn of the loop (each made and dropped timer is a wheel insertion
-    // and removal: twice a probe, for nothing).
+    // and removal: twice a probe, for nothing). The stale timer is not
+    // moved on every result either: when it fires it looks at the last
+    // evidence, and sets itself again if there was some since.
     let wake = tokio::time::sleep_until(next);
     let stale = tokio::time::sleep_until(last_evidence + stale_after);
     tokio::pin!(wake, stale);
     loop {
         if wake.deadline() != next {
             wake.as_mut().reset(next);
-        }
-        if published && stale.deadline() != last_evidence + stale_after {
-            stale.as_mut().reset(last_evidence + stale_after);
         }
         let rechecking = threshold.pending() && check.recheck.is_some();
         let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
@@ -258,6 +257,11 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             // No result for too long: the vote goes; a result that comes
             // later must confirm the verdict anew before it counts again.
             () = &mut stale, if published => {
+                let due = last_evidence + stale_after;
+                if Instant::now() < due {
+                    stale.as_mut().reset(due);
+                    continue;
+                }
                 if let Some(table) = task.table.upgrade() {
                     tracing::warn!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, "no probe result for {}: this node's vote on the endpoint is withdrawn until its probes decide again", humantime::format_duration(stale_after));
                     table.withdraw(&task.key, &check);

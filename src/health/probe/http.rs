@@ -190,6 +190,8 @@ struct Exchange {
     /// server may just have closed it while idle, so a fresh connection
     /// decides instead.
     before_response: bool,
+    /// The connection is idle, open and may serve the next probe.
+    keep: bool,
 }
 
 impl EndpointProber {
@@ -271,11 +273,13 @@ impl EndpointProber {
         let idle = || target.idle.lock().expect("idle connection lock poisoned");
         if reuse {
             let reused = idle().take();
-            if let Some(conn) = reused.filter(|c| c.opened.elapsed() < MAX_CONNECTION_AGE) {
-                let (done, io) = self.exchange(parts, conn.io, target, true).await;
+            // The box goes back as it is: a kept TLS stream is over a
+            // kilobyte, past the allocator's per-thread cache.
+            if let Some(mut conn) = reused.filter(|c| c.opened.elapsed() < MAX_CONNECTION_AGE) {
+                let done = self.exchange(parts, &mut conn.io, target, true).await;
                 if !done.before_response {
-                    if let Some(io) = io {
-                        *idle() = Some(Box::new(Idle { io, ..*conn }));
+                    if done.keep {
+                        *idle() = Some(conn);
                     }
                     return done.verdict;
                 }
@@ -288,9 +292,10 @@ impl EndpointProber {
             Ok(io) => io,
             Err(verdict) => return verdict,
         };
-        let (done, io) = self.exchange(parts, io, target, false).await;
-        if let Some(io) = io.filter(|_| reuse) {
-            *idle() = Some(Box::new(Idle { io, opened }));
+        let mut conn = Box::new(Idle { io, opened });
+        let done = self.exchange(parts, &mut conn.io, target, false).await;
+        if done.keep && reuse {
+            *idle() = Some(conn);
         }
         done.verdict
     }
@@ -316,24 +321,22 @@ impl EndpointProber {
         Ok(Either::Right(stream))
     }
 
-    /// One request on `io` and its verdict; gives `io` back when it is
-    /// idle, open and may serve the next probe. `reused`: `io` served an
-    /// earlier probe.
+    /// One request on `io` and its verdict, and whether `io` is left idle,
+    /// open and fit for the next probe. `reused`: `io` served an earlier
+    /// probe.
     async fn exchange(
         &self,
         parts: &RequestParts,
-        mut io: Io,
+        io: &mut Io,
         target: &Target,
         reused: bool,
-    ) -> (Exchange, Option<Io>) {
+    ) -> Exchange {
         // Anything before a whole response head: on a reused connection the
         // server may just have closed it while idle.
-        let early = |verdict| {
-            let failed = Exchange {
-                verdict,
-                before_response: true,
-            };
-            (failed, None)
+        let early = |verdict| Exchange {
+            verdict,
+            before_response: true,
+            keep: false,
         };
         let written = async {
             io.write_all(&target.request).await?;
@@ -345,7 +348,7 @@ impl EndpointProber {
         // Most heads fit here: one allocation small enough for the
         // allocator's per-thread cache.
         let mut buf = Vec::with_capacity(1024);
-        let head = match h1::read_head(&mut io, &mut buf, parts.method == Method::HEAD).await {
+        let head = match h1::read_head(io, &mut buf, parts.method == Method::HEAD).await {
             Ok(head) => head,
             Err(e) => return early(head_error(e, &self.server_name())),
         };
@@ -355,12 +358,10 @@ impl EndpointProber {
             // answer to it.
             return early((ProbeOutcome::Reset, CLOSED_BEFORE_RESPONSE.into()));
         }
-        let done = |verdict| {
-            let done = Exchange {
-                verdict,
-                before_response: false,
-            };
-            (done, None)
+        let done = |verdict| Exchange {
+            verdict,
+            before_response: false,
+            keep: false,
         };
         let spec = &parts.spec;
         if !status_matches(&spec.expect_status, head.status) {
@@ -370,7 +371,7 @@ impl EndpointProber {
         if let Some(needle) = &spec.expect_body {
             let mut scan = BodyScan::new(needle.as_bytes());
             loop {
-                match body.step(&mut io, &mut buf, true).await {
+                match body.step(io, &mut buf, true).await {
                     Ok(Some(Step::Data(n))) => {
                         let seen = scan.push(&buf[..n]);
                         buf.drain(..n);
@@ -390,14 +391,14 @@ impl EndpointProber {
         let verdict = (ProbeOutcome::Success, format!("ok ({})", head.status));
         let keep = !head.close
             && head.framing != Framing::Eof
-            && drain_ready(&mut body, &mut io, &mut buf).await
+            && drain_ready(&mut body, io, &mut buf).await
             // Bytes beyond the response would belong to no request.
             && buf.is_empty();
-        let done = Exchange {
+        Exchange {
             verdict,
             before_response: false,
-        };
-        (done, keep.then_some(io))
+            keep,
+        }
     }
 }
 

@@ -20,7 +20,9 @@
 # plugin: GET /health on a new connection per probe, as gdnsd always does)
 # or KIND=gdnsd-tcp (tcp_connect), probing the same N addresses of the same
 # backend every INTERVAL (2s, gdnsd's least, unless set), measured the same
-# way: CPU of the gdnsd process per probe made, memory per endpoint against
+# way: CPU of the gdnsd process per probe made (and with the backend's: on
+# loopback each side's kernel work on the packets it sends is charged to it,
+# so how a prober closes moves work between the two), memory per endpoint against
 # gdnsd with no monitored addresses. gdnsd counts no probes: probes/s is
 # N / interval, and the failures are the addresses its log marks DOWN.
 # Compare runs of one batch (interleave kinds: the machine drifts).
@@ -72,12 +74,12 @@ if [[ "$KIND" == gdnsd-* ]]; then
   WARMUP=${WARMUP:-5}
   echo "== gdnsd $(gdnsd -h 2>&1 | awk '/version/ {print $NF; exit}'): $N ${KIND#gdnsd-} addresses, interval $INTERVAL, timeout 1s; warming up $WARMUP s"
   sleep "$WARMUP"
-  t0=$(ticks "$GD_PID"); s0=$(date +%s.%N); sleep "$SECS"; t1=$(ticks "$GD_PID"); s1=$(date +%s.%N)
+  t0=$(ticks "$GD_PID"); b0=$(ticks "$BACKEND"); s0=$(date +%s.%N); sleep "$SECS"; t1=$(ticks "$GD_PID"); b1=$(ticks "$BACKEND"); s1=$(date +%s.%N)
   rss=$(rss_kb "$GD_PID")
   down=$(grep -c "DOWN" "$WORK/g/log" || true)
-  python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$ival" "$base" "$rss" "$down" <<'PY'
+  python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$ival" "$base" "$rss" "$down" "$b0" "$b1" <<'PY'
 import sys
-n, kind, t0, t1, s0, s1, hz, ival, base, rss, down = sys.argv[1:]
+n, kind, t0, t1, s0, s1, hz, ival, base, rss, down, b0, b1 = sys.argv[1:]
 n = int(n); wall = float(s1) - float(s0); cpu = (int(t1) - int(t0)) / int(hz)
 probes = n / int(ival)
 print(f"endpoints {n} ({kind}), measured {wall:.1f} s")
@@ -85,6 +87,8 @@ print(f"  gdnsd CPU         {cpu / wall * 100:.1f} % of one core ({cpu / wall:.3
 print(f"  probes/s          {probes:.0f} (N / interval: gdnsd counts none)")
 print(f"  marked DOWN       {down} (log lines since start)")
 print(f"  CPU per probe     {cpu / (probes * wall) * 1e6:.1f} us")
+bcpu = (int(b1) - int(b0)) / int(hz)
+print(f"  with the backend  {(cpu + bcpu) / (probes * wall) * 1e6:.1f} us (the backend process: {bcpu / (probes * wall) * 1e6:.1f})")
 print(f"  RSS               {int(rss) / 1024:.1f} MiB (no monitored addresses: {int(base) / 1024:.1f} MiB)")
 print(f"  memory/endpoint   {(int(rss) - int(base)) * 1024 / n / 1024:.2f} KiB")
 PY
@@ -103,17 +107,17 @@ start_gslb "$WORK/z" 127.0.0.1:5311 127.0.0.1:9311 1
 WARMUP=${WARMUP:-5}
 echo "== $N $KIND endpoints, interval $INTERVAL, timeout ${TIMEOUT:-500ms}; warming up $WARMUP s (first probes spread over the interval)"
 sleep "$WARMUP"
-t0=$(ticks "$GSLB_PID"); p0=$(metric gslb_probe_results_total); f0=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s0=$(date +%s.%N)
+b0=$(ticks "$BACKEND"); t0=$(ticks "$GSLB_PID"); p0=$(metric gslb_probe_results_total); f0=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s0=$(date +%s.%N)
 sleep "$SECS"
-t1=$(ticks "$GSLB_PID"); p1=$(metric gslb_probe_results_total); f1=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s1=$(date +%s.%N)
+b1=$(ticks "$BACKEND"); t1=$(ticks "$GSLB_PID"); p1=$(metric gslb_probe_results_total); f1=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s1=$(date +%s.%N)
 rss=$(rss_kb "$GSLB_PID")
 # Failed probes since start, by result (timeouts here mean the machine, not a backend, is short of CPU).
 fails=$(curl -s http://127.0.0.1:9311/metrics | awk '/^gslb_probe_results_total/ && !/result="success"/ && $NF > 0 {
   match($0, /result="[a-z_]+"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $NF }
   END { for (r in n) printf "%s%s %d", (s++ ? ", " : ""), r, n[r] }')
-python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$p0" "$p1" "$f0" "$f1" "$base" "$rss" "$fails" <<'PY'
+python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$p0" "$p1" "$f0" "$f1" "$base" "$rss" "$fails" "$b0" "$b1" <<'PY'
 import sys
-n, kind, t0, t1, s0, s1, hz, p0, p1, f0, f1, base, rss, fails = sys.argv[1:]
+n, kind, t0, t1, s0, s1, hz, p0, p1, f0, f1, base, rss, fails, b0, b1 = sys.argv[1:]
 n = int(n); wall = float(s1) - float(s0); cpu = (int(t1) - int(t0)) / int(hz)
 probes = (int(p1) - int(p0)) / wall
 print(f"endpoints {n} ({kind}), measured {wall:.1f} s")
@@ -124,6 +128,8 @@ ival_s = float(ival[:-2]) / 1000 if ival.endswith("ms") else float(ival[:-1])
 print(f"  probes/s          {probes:.0f} (expected {n / ival_s:.0f})")
 print(f"  failed probes/s   {(int(f1) - int(f0)) / wall:.1f}  (since start: {fails or 'none'})")
 print(f"  CPU per probe     {cpu / max(1, int(p1) - int(p0)) * 1e6:.1f} us")
+bcpu = (int(b1) - int(b0)) / int(hz)
+print(f"  with the backend  {(cpu + bcpu) / max(1, int(p1) - int(p0)) * 1e6:.1f} us (the backend process: {bcpu / max(1, int(p1) - int(p0)) * 1e6:.1f})")
 print(f"  RSS               {int(rss) / 1024:.1f} MiB (same zone without checks: {int(base) / 1024:.1f} MiB)")
 print(f"  memory/endpoint   {(int(rss) - int(base)) * 1024 / n / 1024:.1f} KiB")
 PY

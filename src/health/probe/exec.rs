@@ -27,6 +27,12 @@ const KEEP: usize = 4096;
 /// How long the output may still arrive once the program has exited.
 const DRAIN: Duration = Duration::from_millis(50);
 
+/// Programs being started at once, process-wide. A fork copies gslb's page
+/// tables under its memory lock, so forks from many threads at once only
+/// wait on each other (the blocking pool would run hundreds): as many as
+/// there are cores here in `bench/probe-scale.sh`, KIND=exec.
+static STARTING: Semaphore = Semaphore::const_new(2);
+
 /// What every endpoint of an exec check shares.
 #[derive(Debug)]
 pub(super) struct Program {
@@ -132,15 +138,34 @@ impl EndpointProber {
         }
         // The fork (about 1 ms for a process of gslb's size: with `user`
         // the standard library cannot use posix_spawn) runs in the blocking
-        // pool, not on the thread every other probe runs on.
-        let spawned = tokio::task::spawn_blocking(move || cmd.spawn()).await;
-        let mut child = match spawned {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return spawn_failed(program, &e),
-            Err(e) => {
+        // pool, not on the thread every other probe runs on, a few at a
+        // time. A program gslb could not start within half the timeout is
+        // gslb's problem, never the backend's: a local error.
+        let start_by = self.shared.check.timeout / 2;
+        let started = tokio::time::timeout(start_by, async {
+            let _slot = STARTING
+                .acquire()
+                .await
+                .expect("the start semaphore is never closed");
+            tokio::task::spawn_blocking(move || cmd.spawn()).await
+        })
+        .await;
+        let mut child = match started {
+            Ok(Ok(Ok(c))) => c,
+            Ok(Ok(Err(e))) => return spawn_failed(program, &e),
+            Ok(Err(e)) => {
                 return (
                     ProbeOutcome::Local,
                     format!("cannot start the program: {e}"),
+                );
+            }
+            Err(_) => {
+                return (
+                    ProbeOutcome::Local,
+                    format!(
+                        "the program could not be started within {} (too many exec checks starting at once on this host)",
+                        humantime::format_duration(start_by)
+                    ),
                 );
             }
         };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
@@ -55,15 +55,7 @@ pub(super) struct Target {
 }
 
 async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(s) = source {
-        socket.bind(SocketAddr::new(s, 0))?;
-    }
-    let stream = socket.connect(addr).await?;
+    let stream = super::connect_from(addr, source).await?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }

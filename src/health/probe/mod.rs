@@ -321,29 +321,13 @@ impl EndpointProber {
     /// (SO_LINGER 0), as HAProxy closes its checks: a probe leaves no
     /// TIME_WAIT behind and costs the backend no FIN handshake.
     async fn connect_tcp(&self) -> Result<TcpStream, (ProbeOutcome, String)> {
-        let stream = match self.source {
-            None => TcpStream::connect(self.addr).await,
-            Some(source) => {
-                let socket = if source.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()
-                } else {
-                    tokio::net::TcpSocket::new_v6()
-                };
-                let socket = socket.map_err(|e| classify(&e, &self.server_name()))?;
-                // Binding fails for a lasting reason (probe-source is not an
-                // address of this host: a typo, a VIP now on another node),
-                // not a passing shortage: a failure, never a local error that
-                // would freeze the verdict.
-                if let Err(e) = socket.bind(SocketAddr::new(source, 0)) {
-                    return Err((
-                        ProbeOutcome::Connect,
-                        format!("cannot bind probe-source {source}: {e}"),
-                    ));
-                }
-                socket.connect(self.addr).await
-            }
-        }
-        .map_err(|e| classify(&e, &self.server_name()))?;
+        let stream = connect_from(self.addr, self.source).await.map_err(|e| match e {
+            Connect::Bind(source, e) => (
+                ProbeOutcome::Connect,
+                format!("cannot bind probe-source {source}: {e}"),
+            ),
+            Connect::Io(e) => classify(&e, &self.server_name()),
+        })?;
         // Cannot fail on a connected TCP socket; if it did, the probe would
         // merely close politely.
         let _ = stream.set_zero_linger();
@@ -418,6 +402,51 @@ pub fn rough(d: Duration) -> String {
         _ => 1,
     };
     humantime::format_duration(Duration::from_secs(secs / unit * unit)).to_string()
+}
+
+/// Why a probe's TCP connection could not be made.
+#[derive(Debug)]
+pub(super) enum Connect {
+    /// `probe-source` cannot be bound: a lasting reason (not an address of
+    /// this host: a typo, a VIP now on another node), never a passing
+    /// shortage, so a failure and not a local error that would freeze the
+    /// verdict.
+    Bind(IpAddr, std::io::Error),
+    /// Making the socket, or connecting.
+    Io(std::io::Error),
+}
+
+impl From<Connect> for std::io::Error {
+    fn from(c: Connect) -> Self {
+        match c {
+            Connect::Bind(source, e) => std::io::Error::new(
+                e.kind(),
+                format!("cannot bind probe-source {source}: {e}"),
+            ),
+            Connect::Io(e) => e,
+        }
+    }
+}
+
+/// A TCP connection to `addr`, from `source` when given (every kind that
+/// connects: tcp, http(s), grpc).
+pub(super) async fn connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<TcpStream, Connect> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await.map_err(Connect::Io);
+    };
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(Connect::Io)?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .map_err(|e| Connect::Bind(source, e))?;
+    socket.connect(addr).await.map_err(Connect::Io)
 }
 
 fn timeout_reason(timeout: Duration) -> String {

@@ -321,13 +321,15 @@ impl EndpointProber {
     /// (SO_LINGER 0), as HAProxy closes its checks: a probe leaves no
     /// TIME_WAIT behind and costs the backend no FIN handshake.
     async fn connect_tcp(&self) -> Result<TcpStream, (ProbeOutcome, String)> {
-        let stream = connect_from(self.addr, self.source).await.map_err(|e| match e {
-            Connect::Bind(source, e) => (
-                ProbeOutcome::Connect,
-                format!("cannot bind probe-source {source}: {e}"),
-            ),
-            Connect::Io(e) => classify(&e, &self.server_name()),
-        })?;
+        let stream = connect_from(self.addr, self.source)
+            .await
+            .map_err(|e| match e {
+                Connect::Bind(source, e) => (
+                    ProbeOutcome::Connect,
+                    format!("cannot bind probe-source {source}: {e}"),
+                ),
+                Connect::Io(e) => classify(&e, &self.server_name()),
+            })?;
         // Cannot fail on a connected TCP socket; if it did, the probe would
         // merely close politely.
         let _ = stream.set_zero_linger();
@@ -419,10 +421,9 @@ pub(super) enum Connect {
 impl From<Connect> for std::io::Error {
     fn from(c: Connect) -> Self {
         match c {
-            Connect::Bind(source, e) => std::io::Error::new(
-                e.kind(),
-                format!("cannot bind probe-source {source}: {e}"),
-            ),
+            Connect::Bind(source, e) => {
+                std::io::Error::new(e.kind(), format!("cannot bind probe-source {source}: {e}"))
+            }
             Connect::Io(e) => e,
         }
     }

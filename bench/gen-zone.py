@@ -40,6 +40,13 @@ endpoints = ["198.51.100.1", "198.51.100.2"]
         out.append(f'\n[service.svc{i}]\nregions = ["east", "west"]\nttl = 30\n')
     return "".join(out)
 
+def address_groups(n):
+    """n addresses on 127.1.x.y in groups of 100 (a region, or a gdnsd
+    resource, each)."""
+    for r in range((n + 99) // 100):
+        yield [f"127.1.{k // 250}.{k % 250 + 1}"
+               for k in range(r * 100 + 1, r * 100 + min(100, n - r * 100) + 1)]
+
 def endpoints(n, kind="http", port=18090, ca_file=None):
     """kind: http (connections reused, the default), http-fresh (a new
     connection per probe), https (host bench.test, verified against
@@ -67,11 +74,8 @@ interval = "{os.environ.get('INTERVAL', '1s')}"
 timeout = "{os.environ.get('TIMEOUT', '500ms')}"
 """]
     regions = []
-    for r in range((n + 99) // 100):
-        eps = []
-        for e in range(min(100, n - r * 100)):
-            k = r * 100 + e + 1
-            eps.append(f'"127.1.{k // 250}.{k % 250 + 1}"')
+    for r, addrs in enumerate(address_groups(n)):
+        eps = [f'"{a}"' for a in addrs]
         out.append(f"\n[region.r{r}]\nendpoints = [{', '.join(eps)}]\ncheck = \"c\"\n")
         regions.append(f'"r{r}"')
     out.append(f"\n[service.all]\npolicy = \"all-healthy\"\nregions = [{', '.join(regions[:64])}]\n")
@@ -100,12 +104,8 @@ plugins => {{
   multifo => {{
     service_types => c
 """]
-    for r in range((n + 99) // 100):
-        eps = []
-        for e in range(min(100, n - r * 100)):
-            k = r * 100 + e + 1
-            eps.append(f"127.1.{k // 250}.{k % 250 + 1}")
-        out.append(f"    r{r} => {{ addrs_v4 => [ {', '.join(eps)} ] }}\n")
+    for r, addrs in enumerate(address_groups(n)):
+        out.append(f"    r{r} => {{ addrs_v4 => [ {', '.join(addrs)} ] }}\n")
     out.append("  }\n}\n")
     return "".join(out)
 

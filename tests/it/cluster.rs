@@ -119,6 +119,25 @@ async fn nodes(etcd: &Etcd, name: &str, n: usize, quorum: Quorum, zone: &str) ->
     out
 }
 
+/// The etcd revision of each node's last transition of `region` (null
+/// when a node has none).
+fn region_revisions(nodes: &[TestServer], region: &str) -> Vec<serde_json::Value> {
+    nodes
+        .iter()
+        .map(|ts| {
+            let v = status(ts);
+            v["transitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|t| t["region"] == region && t["endpoint"].is_null())
+                .map(|t| t["cluster_rev"].clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 async fn answer(ts: &TestServer) -> Vec<String> {
     addrs(&ts.query("api.gslb.example.com.", RecordType::A).await)
 }
@@ -259,20 +278,7 @@ async fn one_node_cut_off_changes_nobody_two_nodes_fail_the_region_everywhere() 
     let spread = change_times(&ns, &s, Duration::from_secs(10)).await;
     eprintln!("nodes changed their answer at {spread:?} after the first");
     // The region went down at one etcd revision on every node.
-    let revs: Vec<serde_json::Value> = ns
-        .iter()
-        .map(|ts| {
-            let v = status(ts);
-            v["transitions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .rev()
-                .find(|t| t["region"] == "primary" && t["endpoint"].is_null())
-                .map(|t| t["cluster_rev"].clone())
-                .unwrap_or_default()
-        })
-        .collect();
+    let revs = region_revisions(&ns, "primary");
     assert!(
         revs[0].is_i64(),
         "transition carries its revision: {revs:?}"
@@ -1982,20 +1988,7 @@ async fn a_dependency_is_judged_by_the_quorum_on_every_node() {
     );
     db.set_for(&source(2), Some(Mode::Failing));
     change_times(&ns, s, Duration::from_secs(10)).await;
-    let revs: Vec<serde_json::Value> = ns
-        .iter()
-        .map(|ts| {
-            let v = status(ts);
-            v["transitions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .rev()
-                .find(|t| t["region"] == "primary" && t["endpoint"].is_null())
-                .map(|t| t["cluster_rev"].clone())
-                .unwrap_or_default()
-        })
-        .collect();
+    let revs = region_revisions(&ns, "primary");
     assert!(
         revs[0].is_i64() && revs.iter().all(|r| *r == revs[0]),
         "{revs:?}"

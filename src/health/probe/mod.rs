@@ -298,13 +298,20 @@ impl EndpointProber {
         }
     }
 
+    /// One probe of the endpoint's kind. Each kind's future is boxed on its
+    /// own: inline, every probe (a TCP connect too) would carry the largest
+    /// kind's state, 18 KB, allocated and freed per probe.
     async fn run(&self) -> (ProbeOutcome, String) {
         match (&self.shared.kind, &self.kind) {
-            (KindShared::Http(parts), KindTarget::Http(target)) => self.http(parts, target).await,
-            (KindShared::Dns(q), KindTarget::Dns) => self.dns(q).await,
-            (KindShared::Exec(p), KindTarget::Exec) => self.exec(p, &self.zone, &self.region).await,
-            (KindShared::Icmp(p), KindTarget::Icmp) => self.icmp(p).await,
-            (KindShared::Grpc(p), KindTarget::Grpc(t)) => self.grpc(p, t).await,
+            (KindShared::Http(parts), KindTarget::Http(target)) => {
+                Box::pin(self.http(parts, target)).await
+            }
+            (KindShared::Dns(q), KindTarget::Dns) => Box::pin(self.dns(q)).await,
+            (KindShared::Exec(p), KindTarget::Exec) => {
+                Box::pin(self.exec(p, &self.zone, &self.region)).await
+            }
+            (KindShared::Icmp(p), KindTarget::Icmp) => Box::pin(self.icmp(p)).await,
+            (KindShared::Grpc(p), KindTarget::Grpc(t)) => Box::pin(self.grpc(p, t)).await,
             (KindShared::Tcp, KindTarget::Tcp) => match self.connect_tcp().await {
                 // Dropping the stream closes it (with a reset, see
                 // `connect_tcp`): the handshake was the test.
@@ -501,5 +508,33 @@ mod tests {
             timeout_reason(Duration::from_millis(1500)),
             "timeout after 1s 500ms"
         );
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// A probe's future is allocated for every probe: a TCP check's must
+    /// stay small enough for the allocator's per-thread cache (1,032
+    /// bytes), not carry the largest kind's state (it was 18 KB).
+    #[test]
+    fn a_tcp_probe_carries_no_other_kinds_state() {
+        let check = Arc::new(Check {
+            name: "t".into(),
+            kind: CheckKind::Tcp,
+            port: 1,
+            target: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            recheck: None,
+            fall: 1,
+            rise: 1,
+            probers: None,
+        });
+        let p = CheckProber::new(check).unwrap();
+        let ep = p.for_endpoint("127.0.0.1".parse().unwrap()).unwrap();
+        let size = std::mem::size_of_val(&ep.probe());
+        assert!(size <= 1024, "a tcp probe's future is {size} bytes");
     }
 }

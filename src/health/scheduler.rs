@@ -141,9 +141,17 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
         ),
         None => return,
     };
-    // Exported once a certificate has been seen.
+    // Exported once a certificate has been seen. A check with no TLS (a
+    // reload may have made it one) shows no certificate of an earlier one.
     let mut expiry_gauge = None;
     let mut certificate = CertificateWatch::default();
+    if check.kind.tls().is_none() {
+        let _ = expiry_vec.remove_label_values(&[&task.key.zone, &task.region_name, &ep]);
+        task.cell.update_detail(|d| {
+            d.certificate_expiry = None;
+            d.certificate_expiring = false;
+        });
+    }
     let result_counter = |o: ProbeOutcome| {
         results_vec.with_label_values(&[&task.key.zone, &task.region_name, &ep, o.as_str()])
     };

@@ -372,9 +372,21 @@ impl DependencyCells {
         self.on.iter().filter(|(_, c)| c.is_up()).count()
     }
 
-    /// At least `needed` are up.
+    /// At least `needed` are up: stops asking as soon as it knows.
     pub fn met(&self) -> bool {
-        self.up() >= self.needed
+        let mut up = 0;
+        for (i, (_, c)) in self.on.iter().enumerate() {
+            if up + (self.on.len() - i) < self.needed {
+                return false;
+            }
+            if c.is_up() {
+                up += 1;
+                if up >= self.needed {
+                    return true;
+                }
+            }
+        }
+        up >= self.needed
     }
 
     /// The same dependencies on the same cells (a reload that changed

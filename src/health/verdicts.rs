@@ -267,6 +267,10 @@ impl Deciding<'_> {
                 take((zone.clone(), region.clone(), None), &|o| {
                     cell.set_override(o)
                 });
+            }
+            // Only once every override is in: a region's state may depend
+            // on another's (depends-on).
+            for cell in inner.regions.values() {
                 cell.reset_last_up();
             }
             inner.regions.values().cloned().collect()

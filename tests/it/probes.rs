@@ -566,6 +566,19 @@ async fn a_failed_probe_does_not_keep_its_connection() {
     assert_eq!(counts, (2, 2), "(connections, requests)");
 }
 
+/// A check whose own headers say `Connection: close` gets a new connection
+/// every probe, as hyper did, even from a server that keeps it open.
+#[tokio::test]
+async fn a_check_that_sends_connection_close_keeps_no_connection() {
+    let b = keep_alive_backend(OK_KEEP_ALIVE).await;
+    let mut c = http_check(0);
+    http(&mut c)
+        .headers
+        .push(("Connection".into(), "Close".into()));
+    let counts = probe_repeatedly(&b, c, 3, PASSED).await;
+    assert_eq!(counts, (3, 3), "(connections, requests)");
+}
+
 #[tokio::test]
 async fn without_reuse_every_probe_opens_a_connection_and_asks_to_close_it() {
     let b = keep_alive_backend(OK_KEEP_ALIVE).await;

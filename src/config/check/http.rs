@@ -223,7 +223,9 @@ pub(super) fn tls_check(cx: &mut Ctx<'_, '_>, s: &CheckSpec) -> TlsCheck {
             cx.duration(&s.fail_expiry, "fail-expiry", Duration::ZERO),
         )
     });
-    if let Some((f, d)) = fail_expiry {
+    if let Some((f, d)) = fail_expiry
+        && humantime::parse_duration(f.get_ref()).is_ok()
+    {
         if d.is_zero() {
             cx.err(
                 f,

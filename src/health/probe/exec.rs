@@ -143,11 +143,17 @@ impl EndpointProber {
         // gslb's problem, never the backend's: a local error.
         let start_by = self.shared.check.timeout / 2;
         let started = tokio::time::timeout(start_by, async {
-            let _slot = STARTING
+            let slot = STARTING
                 .acquire()
                 .await
                 .expect("the start semaphore is never closed");
-            tokio::task::spawn_blocking(move || cmd.spawn()).await
+            // The slot goes with the fork, so a start given up on at the
+            // deadline still counts until its fork is done.
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                cmd.spawn()
+            })
+            .await
         })
         .await;
         let mut child = match started {

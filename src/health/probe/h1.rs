@@ -25,6 +25,50 @@ use tokio::io::AsyncRead;
 const MAX_HEAD: usize = 400 * 1024;
 /// Most header fields a response head may have, as hyper's default.
 const MAX_HEADERS: usize = 100;
+/// Most a chunked body's trailer section may take, as hyper's limits.
+const MAX_TRAILERS: usize = 16 * 1024;
+const MAX_TRAILER_FIELDS: usize = 100;
+/// Most informational (1xx) responses before the final one.
+const MAX_INFORMATIONAL: usize = 16;
+
+/// What has been read and not yet used. Bytes are taken from the front by
+/// moving an offset (a hostile server's thousands of tiny chunks or
+/// trailer lines must not each copy the rest of the buffer); the used part
+/// is dropped only before the next read.
+#[derive(Debug)]
+pub(super) struct Buf {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl Buf {
+    /// Room for most heads in one allocation small enough for the
+    /// allocator's per-thread cache.
+    pub(super) fn new() -> Buf {
+        Buf {
+            data: Vec::with_capacity(1024),
+            pos: 0,
+        }
+    }
+
+    /// The bytes not yet used.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.data[self.pos..]
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.pos == self.data.len()
+    }
+
+    /// The first `n` bytes are used.
+    pub(super) fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.data.len());
+        if self.pos == self.data.len() {
+            self.data.clear();
+            self.pos = 0;
+        }
+    }
+}
 
 /// Why a response head could not be had.
 #[derive(Debug)]
@@ -77,9 +121,14 @@ pub(super) struct Head {
 /// arrived, `None` when nothing has.
 async fn fill<R: AsyncRead + Unpin>(
     io: &mut R,
-    buf: &mut Vec<u8>,
+    buf: &mut Buf,
     wait: bool,
 ) -> io::Result<Option<usize>> {
+    if buf.pos > 0 {
+        buf.data.drain(..buf.pos);
+        buf.pos = 0;
+    }
+    let buf = &mut buf.data;
     if buf.capacity() - buf.len() < 256 {
         buf.reserve(buf.capacity().max(1024));
     }
@@ -98,22 +147,29 @@ async fn fill<R: AsyncRead + Unpin>(
 /// HEAD, so the response has no body whatever it says.
 pub(super) async fn read_head<R: AsyncRead + Unpin>(
     io: &mut R,
-    buf: &mut Vec<u8>,
+    buf: &mut Buf,
     head_request: bool,
 ) -> Result<Head, HeadError> {
+    let mut informational = 0;
     loop {
         if !buf.is_empty() {
-            match parse_head(buf, head_request)? {
+            match parse_head(buf.bytes(), head_request)? {
                 Some((len, None)) => {
                     // Informational: the final response follows.
-                    buf.drain(..len);
+                    informational += 1;
+                    if informational > MAX_INFORMATIONAL {
+                        return Err(HeadError::Invalid(
+                            "more than 16 informational (1xx) responses",
+                        ));
+                    }
+                    buf.consume(len);
                     continue;
                 }
                 Some((len, Some(head))) => {
-                    buf.drain(..len);
+                    buf.consume(len);
                     return Ok(head);
                 }
-                None if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+                None if buf.bytes().len() >= MAX_HEAD => return Err(HeadError::TooLarge),
                 None => {}
             }
         }
@@ -149,19 +205,23 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
     if (100..200).contains(&status) && status != 101 {
         return Ok(Some((len, None)));
     }
-    let mut length: Option<u64> = None;
+    // Content-Length: every value the same (hyper takes `5, 5`), and only
+    // judged when no Transfer-Encoding overrides it.
+    let mut length: Result<Option<u64>, ()> = Ok(None);
     let (mut chunked, mut encoded, mut close, mut keep_alive) = (false, false, false, false);
     for field in response.headers.iter() {
         let value = field.value;
         if field.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(HeadError::Invalid("invalid content-length parsed"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::Invalid("invalid content-length parsed"));
+            for t in value.split(|b| *b == b',') {
+                let n = std::str::from_utf8(t)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                length = match (length, n) {
+                    (Ok(None), Some(n)) => Ok(Some(n)),
+                    (Ok(Some(l)), Some(n)) if l == n => Ok(Some(l)),
+                    _ => Err(()),
+                };
             }
-            length = Some(n);
         } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
             encoded = true;
             // Only the last coding says whether the body is chunked.
@@ -177,7 +237,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
     }
     let http10 = response.version == Some(0);
     let close = close || (http10 && !keep_alive);
-    let framing = if head_request || status == 204 || status == 304 {
+    let framing = if head_request || status == 204 || status == 304 || status == 101 {
         Framing::Length(0)
     } else if encoded {
         if chunked {
@@ -186,9 +246,13 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, HeadError> {
             Framing::Eof
         }
     } else {
-        length.map_or(Framing::Eof, Framing::Length)
+        match length {
+            Ok(l) => l.map_or(Framing::Eof, Framing::Length),
+            Err(()) => return Err(HeadError::Invalid("invalid content-length parsed")),
+        }
     };
-    let close = close || framing == Framing::Eof;
+    // After a 101 the connection speaks another protocol.
+    let close = close || framing == Framing::Eof || status == 101;
     Ok(Some((
         len,
         Some(Head {
@@ -238,6 +302,8 @@ pub(super) struct Body {
     left: u64,
     chunk: Chunk,
     ended: bool,
+    /// Bytes and fields of the trailer section so far.
+    trailers: (usize, usize),
 }
 
 impl Body {
@@ -250,6 +316,7 @@ impl Body {
             },
             chunk: Chunk::Size,
             ended: false,
+            trailers: (0, 0),
         }
     }
 
@@ -259,7 +326,7 @@ impl Body {
     pub(super) async fn step<R: AsyncRead + Unpin>(
         &mut self,
         io: &mut R,
-        buf: &mut Vec<u8>,
+        buf: &mut Buf,
         wait: bool,
     ) -> Result<Option<Step>, BodyError> {
         loop {
@@ -282,66 +349,74 @@ impl Body {
     }
 
     /// A step from what `buf` holds, or `None` when it needs more.
-    fn take(&mut self, buf: &mut Vec<u8>) -> Result<Option<Step>, BodyError> {
+    fn take(&mut self, buf: &mut Buf) -> Result<Option<Step>, BodyError> {
         loop {
             match self.framing {
                 Framing::Eof if buf.is_empty() => return Ok(None),
-                Framing::Eof => return Ok(Some(Step::Data(buf.len()))),
+                Framing::Eof => return Ok(Some(Step::Data(buf.bytes().len()))),
                 Framing::Length(_) if self.left == 0 => {
                     self.ended = true;
                     return Ok(Some(Step::End));
                 }
-                Framing::Length(_) => return Ok(self.data(buf)),
+                Framing::Length(_) => return Ok(self.data(buf.bytes())),
                 Framing::Chunked => {}
             }
             match self.chunk {
-                Chunk::Size => match httparse::parse_chunk_size(buf) {
+                Chunk::Size => match httparse::parse_chunk_size(buf.bytes()) {
                     Ok(httparse::Status::Complete((used, 0))) => {
-                        buf.drain(..used);
+                        buf.consume(used);
                         self.chunk = Chunk::Trailers;
                     }
                     Ok(httparse::Status::Complete((used, size))) => {
-                        buf.drain(..used);
+                        buf.consume(used);
                         self.left = size;
                         self.chunk = Chunk::Data;
                     }
-                    Ok(httparse::Status::Partial) if buf.len() > 1024 => {
+                    Ok(httparse::Status::Partial) if buf.bytes().len() > 1024 => {
                         return Err(BodyError::Invalid("invalid chunk size line"));
                     }
                     Ok(httparse::Status::Partial) => return Ok(None),
                     Err(_) => return Err(BodyError::Invalid("invalid chunk size line")),
                 },
                 Chunk::Data => {
-                    let step = self.data(buf);
+                    let step = self.data(buf.bytes());
                     if self.left == 0 {
                         self.chunk = Chunk::DataEnd;
                     }
                     return Ok(step);
                 }
-                Chunk::DataEnd => match buf.get(..2) {
-                    None if buf.first().is_none_or(|b| *b == b'\r') => return Ok(None),
+                Chunk::DataEnd => match buf.bytes().get(..2) {
+                    None if buf.bytes().first().is_none_or(|b| *b == b'\r') => return Ok(None),
                     Some(b"\r\n") => {
-                        buf.drain(..2);
+                        buf.consume(2);
                         self.chunk = Chunk::Size;
                     }
                     _ => return Err(BodyError::Invalid("invalid chunk end")),
                 },
-                Chunk::Trailers => match buf.windows(2).position(|w| w == b"\r\n") {
-                    // The empty line that ends the trailer section.
-                    Some(0) => {
-                        buf.drain(..2);
-                        self.ended = true;
-                        return Ok(Some(Step::End));
+                Chunk::Trailers => {
+                    let (bytes, fields) = &mut self.trailers;
+                    match buf.bytes().windows(2).position(|w| w == b"\r\n") {
+                        // The empty line that ends the trailer section.
+                        Some(0) => {
+                            buf.consume(2);
+                            self.ended = true;
+                            return Ok(Some(Step::End));
+                        }
+                        // A trailer field: not needed, only counted.
+                        Some(at) => {
+                            *bytes += at + 2;
+                            *fields += 1;
+                            buf.consume(at + 2);
+                        }
+                        None if *bytes + buf.bytes().len() > MAX_TRAILERS => {
+                            return Err(BodyError::Invalid("trailers too large"));
+                        }
+                        None => return Ok(None),
                     }
-                    // A trailer field: not needed.
-                    Some(at) => {
-                        buf.drain(..at + 2);
-                    }
-                    None if buf.len() > MAX_HEAD => {
+                    if *bytes > MAX_TRAILERS || *fields > MAX_TRAILER_FIELDS {
                         return Err(BodyError::Invalid("trailers too large"));
                     }
-                    None => return Ok(None),
-                },
+                }
             }
         }
     }
@@ -365,7 +440,7 @@ mod tests {
     /// byte; with the body's end, what is left in the buffer.
     async fn read_all(wire: &[u8], piece: usize, head_request: bool) -> (Head, Vec<u8>, Vec<u8>) {
         let mut builder = tokio_test_io(wire, piece);
-        let mut buf = Vec::new();
+        let mut buf = Buf::new();
         let head = read_head(&mut builder, &mut buf, head_request)
             .await
             .expect("head");
@@ -374,14 +449,14 @@ mod tests {
         loop {
             match body.step(&mut builder, &mut buf, true).await.expect("body") {
                 Some(Step::Data(n)) => {
-                    data.extend_from_slice(&buf[..n]);
-                    buf.drain(..n);
+                    data.extend_from_slice(&buf.bytes()[..n]);
+                    buf.consume(n);
                 }
                 Some(Step::End) => break,
                 None => unreachable!("waits"),
             }
         }
-        (head, data, buf)
+        (head, data, buf.bytes().to_vec())
     }
 
     /// A reader that gives `wire` in pieces, then the end of the stream.
@@ -464,7 +539,7 @@ mod tests {
         ];
         for (wire, want) in cases {
             let mut io = tokio_test_io(wire, 5);
-            let got = read_head(&mut io, &mut Vec::new(), false)
+            let got = read_head(&mut io, &mut Buf::new(), false)
                 .await
                 .expect_err("malformed");
             assert_eq!(
@@ -479,8 +554,66 @@ mod tests {
             many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        let got = read_head(&mut tokio_test_io(&many, 4096), &mut Vec::new(), false).await;
+        let got = read_head(&mut tokio_test_io(&many, 4096), &mut Buf::new(), false).await;
         assert!(matches!(got, Err(HeadError::TooLarge)), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn what_hyper_takes_is_taken_and_hostile_sizes_are_bounded() {
+        // Equal lengths in a list; a 101 ends the HTTP exchange.
+        let (head, data, _) = read_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+            4096,
+            false,
+        )
+        .await;
+        assert_eq!(
+            (head.framing, data.as_slice()),
+            (Framing::Length(2), &b"ok"[..])
+        );
+        let (head, _, _) =
+            read_all(b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n", 4096, false).await;
+        assert!(head.close);
+        // 17 informational responses are too many.
+        let mut wire = b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(17);
+        wire.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let got = read_head(&mut tokio_test_io(&wire, 4096), &mut Buf::new(), false).await;
+        assert!(matches!(got, Err(HeadError::Invalid(_))), "{got:?}");
+        // 16 are not.
+        let mut wire = b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(16);
+        wire.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let (head, _, _) = read_all(&wire, 4096, false).await;
+        assert_eq!(head.status, 200);
+        // Trailers: 101 fields, or more than 16 KiB, are refused; 100 small
+        // ones are read past.
+        for (fields, field, ok) in [
+            (100, "a: b", true),
+            (101, "a: b", false),
+            (2, &*"x".repeat(9000), false),
+        ] {
+            let mut wire =
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n".to_vec();
+            for _ in 0..fields {
+                wire.extend_from_slice(field.as_bytes());
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            let mut io = tokio_test_io(&wire, 700);
+            let mut buf = Buf::new();
+            let head = read_head(&mut io, &mut buf, false).await.expect("head");
+            let mut body = Body::new(head.framing);
+            let end = loop {
+                match body.step(&mut io, &mut buf, true).await {
+                    Ok(Some(Step::Data(n))) => buf.consume(n),
+                    other => break other,
+                }
+            };
+            assert_eq!(
+                matches!(end, Ok(Some(Step::End))),
+                ok,
+                "{fields} fields: {end:?}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -504,14 +637,12 @@ mod tests {
             ),
         ] {
             let mut io = tokio_test_io(wire, 3);
-            let mut buf = Vec::new();
+            let mut buf = Buf::new();
             let head = read_head(&mut io, &mut buf, false).await.expect("head");
             let mut body = Body::new(head.framing);
             let err = loop {
                 match body.step(&mut io, &mut buf, true).await {
-                    Ok(Some(Step::Data(n))) => {
-                        buf.drain(..n);
-                    }
+                    Ok(Some(Step::Data(n))) => buf.consume(n),
                     Ok(other) => panic!("{other:?} for {}", String::from_utf8_lossy(wire)),
                     Err(e) => break e,
                 }

@@ -43,6 +43,9 @@ pub(super) struct RequestParts {
     headers: HeaderMap,
     /// `Host` is among the check's extra headers: no derived one is sent.
     host_configured: bool,
+    /// The request says `Connection: close` (the check's own header): the
+    /// connection is not kept whatever the server answers.
+    asks_close: bool,
     /// HTTPS: the check's TLS configuration.
     tls: Option<Arc<ClientConfig>>,
 }
@@ -93,6 +96,11 @@ impl RequestParts {
             headers.insert(hname, hvalue);
         }
         let host_configured = headers.contains_key(HOST);
+        let asks_close = headers.get_all(CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        });
         let tls = match &spec.tls {
             Some(tls) => Some(Arc::new(super::tls::config(check, tls)?)),
             None => None,
@@ -103,6 +111,7 @@ impl RequestParts {
             path,
             headers,
             host_configured,
+            asks_close,
             tls,
         })
     }
@@ -345,9 +354,7 @@ impl EndpointProber {
         if let Err(e) = written.await {
             return early(classify(&e, &self.server_name()));
         }
-        // Most heads fit here: one allocation small enough for the
-        // allocator's per-thread cache.
-        let mut buf = Vec::with_capacity(1024);
+        let mut buf = h1::Buf::new();
         let head = match h1::read_head(io, &mut buf, parts.method == Method::HEAD).await {
             Ok(head) => head,
             Err(e) => return early(head_error(e, &self.server_name())),
@@ -373,8 +380,8 @@ impl EndpointProber {
             loop {
                 match body.step(io, &mut buf, true).await {
                     Ok(Some(Step::Data(n))) => {
-                        let seen = scan.push(&buf[..n]);
-                        buf.drain(..n);
+                        let seen = scan.push(&buf.bytes()[..n]);
+                        buf.consume(n);
                         match seen {
                             Scan::Found => break,
                             Scan::Exhausted => {
@@ -390,6 +397,7 @@ impl EndpointProber {
         }
         let verdict = (ProbeOutcome::Success, format!("ok ({})", head.status));
         let keep = !head.close
+            && !parts.asks_close
             && head.framing != Framing::Eof
             && drain_ready(&mut body, io, &mut buf).await
             // Bytes beyond the response would belong to no request.
@@ -467,12 +475,12 @@ impl RequestParts {
 /// arrived, without waiting: true when it ended there (at most
 /// [`BODY_LIMIT`] more bytes), so the connection can serve the next probe.
 /// A body still streaming or a large one leaves it false.
-async fn drain_ready(body: &mut h1::Body, io: &mut Io, buf: &mut Vec<u8>) -> bool {
+async fn drain_ready(body: &mut h1::Body, io: &mut Io, buf: &mut h1::Buf) -> bool {
     let mut read = 0;
     loop {
         match body.step(io, buf, false).await {
             Ok(Some(Step::Data(n))) => {
-                buf.drain(..n);
+                buf.consume(n);
                 read += n;
                 if read > BODY_LIMIT {
                     return false;

@@ -7,15 +7,8 @@ use super::super::spec::CheckSpec;
 use super::http;
 use crate::model::{CheckKind, GrpcCheck};
 
-pub(super) const GRPC_FIELDS: &[&str] = &[
-    "service",
-    "tls",
-    "tls-verify",
-    "ca-file",
-    "warn-expiry",
-    "fail-expiry",
-    "host",
-];
+/// Its own settings; the TLS ones ([`http::TLS_FIELDS`]) need `tls = true`.
+pub(super) const GRPC_FIELDS: &[&str] = &["service", "tls", "host"];
 
 pub(super) fn build(cx: &mut Ctx<'_, '_>, check: &Spanned<String>, s: &CheckSpec) -> CheckKind {
     if s.port.is_none() && s.target.is_none() {
@@ -26,13 +19,8 @@ pub(super) fn build(cx: &mut Ctx<'_, '_>, check: &Spanned<String>, s: &CheckSpec
     }
     let tls_on = s.tls.as_ref().is_some_and(|t| *t.get_ref());
     if !tls_on {
-        for (field, set) in [
-            ("tls-verify", s.tls_verify.as_ref().map(Spanned::span)),
-            ("ca-file", s.ca_file.as_ref().map(Spanned::span)),
-            ("warn-expiry", s.warn_expiry.as_ref().map(Spanned::span)),
-            ("fail-expiry", s.fail_expiry.as_ref().map(Spanned::span)),
-        ] {
-            if let Some(span) = set {
+        for (field, set) in super::kind_fields(s) {
+            if let Some(span) = set.filter(|_| http::TLS_FIELDS.contains(&field)) {
                 let origin = cx.src.origin(span.start);
                 cx.err_at(origin, format!("`{field}` needs `tls = true`"));
             }

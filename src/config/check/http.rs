@@ -29,20 +29,8 @@ pub(super) const HTTP_FIELDS: &[&str] = &[
     "reuse-connection",
 ];
 
-/// HTTPS checks: HTTP's, and the TLS ones.
-pub(super) const HTTPS_FIELDS: &[&str] = &[
-    "method",
-    "path",
-    "host",
-    "headers",
-    "expect-status",
-    "expect-body",
-    "reuse-connection",
-    "tls-verify",
-    "ca-file",
-    "warn-expiry",
-    "fail-expiry",
-];
+/// The settings of every check over TLS (https, grpc with `tls`).
+pub(super) const TLS_FIELDS: &[&str] = &["tls-verify", "ca-file", "warn-expiry", "fail-expiry"];
 
 pub(super) fn build_http(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, s: &CheckSpec) -> CheckKind {
     CheckKind::Http(http_check(cx, name, s, None))

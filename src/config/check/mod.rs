@@ -35,43 +35,51 @@ use crate::model::{Check, CheckKind};
 struct Kind {
     /// `type = "..."`.
     name: &'static str,
-    /// The settings of its own, besides those every check has.
-    fields: &'static [&'static str],
+    /// The settings of its own, besides those every check has, in groups
+    /// (the TLS ones are shared by https and grpc).
+    fields: &'static [&'static [&'static str]],
     /// `port` when the check does not set it (0: it must).
     default_port: u16,
     /// What a probe of it does, from the table.
     build: fn(&mut Ctx<'_, '_>, &Spanned<String>, &CheckSpec) -> CheckKind,
 }
 
+impl Kind {
+    /// Whether `field` is one of its own settings.
+    fn takes(&self, field: &str) -> bool {
+        self.fields.iter().any(|group| group.contains(&field))
+    }
+}
+
 /// Every check kind.
 const KINDS: &[Kind] = &[
     Kind {
         name: "dns",
-        fields: dns::DNS_FIELDS,
+        fields: &[dns::DNS_FIELDS],
         default_port: 53,
         build: dns::build,
     },
     Kind {
         name: "exec",
-        fields: exec::EXEC_FIELDS,
+        fields: &[exec::EXEC_FIELDS],
         default_port: 0,
         build: exec::build,
     },
     Kind {
         name: "grpc",
-        fields: grpc::GRPC_FIELDS,
+        fields: &[grpc::GRPC_FIELDS, http::TLS_FIELDS],
         default_port: 0,
         build: grpc::build,
     },
     Kind {
         name: "http",
-        fields: http::HTTP_FIELDS,
+        fields: &[http::HTTP_FIELDS],
         default_port: 80,
         build: http::build_http,
     },
     Kind {
         name: "https",
-        fields: http::HTTPS_FIELDS,
+        fields: &[http::HTTP_FIELDS, http::TLS_FIELDS],
         default_port: 443,
         build: http::build_https,
     },
@@ -167,12 +175,12 @@ pub(super) fn build_check(
     };
     for (field, span) in kind_fields(s) {
         let Some(span) = span else { continue };
-        if kind.fields.contains(&field) {
+        if kind.takes(field) {
             continue;
         }
         let owners: Vec<&str> = KINDS
             .iter()
-            .filter(|k| k.fields.contains(&field))
+            .filter(|k| k.takes(field))
             .map(|k| k.name)
             .collect();
         let origin = cx.src.origin(span.start);
@@ -278,13 +286,10 @@ mod tests {
         let spec: CheckSpec = toml::from_str("type = \"tcp\"").expect("a minimal check");
         let refused: Vec<&str> = kind_fields(&spec).iter().map(|(f, _)| *f).collect();
         for f in &refused {
-            assert!(
-                KINDS.iter().any(|k| k.fields.contains(f)),
-                "`{f}` belongs to no kind"
-            );
+            assert!(KINDS.iter().any(|k| k.takes(f)), "`{f}` belongs to no kind");
         }
         for k in KINDS {
-            for f in k.fields {
+            for f in k.fields.iter().copied().flatten() {
                 assert!(
                     refused.contains(f),
                     "{}'s `{f}` would be taken silently by every other kind",

@@ -27,6 +27,11 @@
 # N / interval, and the failures are the addresses its log marks DOWN.
 # Compare runs of one batch (interleave kinds: the machine drifts).
 #
+# PIN=1 puts the prober (gslb or gdnsd, every thread) on CPU 0 and the
+# backend on CPU 1, so the backend, woken by every connection, cannot
+# preempt the prober on its own CPU (unpinned, it did so on about every
+# gslb probe and every second gdnsd probe here). Needs 2 CPUs.
+#
 # On loopback the kernel runs much of the backend's half of every TCP
 # exchange (its SYN, ACK and RST handling) in the sender's softirq, so it is
 # charged to gslb: the figures are an upper bound for gslb's own cost.
@@ -49,6 +54,8 @@ else
   GRPC=(); [ "$KIND" = grpc ] && GRPC=(--grpc)
   "$ROOT/target/release/examples/bench_backend" "$BPORT" "${TLS[@]}" "${GRPC[@]}" 2>/dev/null & BACKEND=$!
 fi
+pin() { [ "${PIN:-0}" = 1 ] && taskset -a -p -c "$1" "$2" >/dev/null; return 0; }
+pin 1 "$BACKEND"
 for i in $(seq 1 100); do [ ${#TLS[@]} = 0 ] || [ -s "$WORK/ca.pem" ] && break; sleep 0.05; done
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -70,6 +77,7 @@ if [[ "$KIND" == gdnsd-* ]]; then
   gdnsd_run "$WORK/gbase" "$WORK/base.config"; sleep 2; base=$(rss_kb "$GD_PID"); kill "$GD_PID"; wait "$GD_PID" 2>/dev/null || true
   python3 "$ROOT/bench/gen-zone.py" gdnsd "$N" "${KIND#gdnsd-}" "$BPORT" "$ival" > "$WORK/gdnsd.config"
   gdnsd_run "$WORK/g" "$WORK/gdnsd.config"
+  pin 0 "$GD_PID"
   trap 'kill $GD_PID 2>/dev/null || true; kill $BACKEND 2>/dev/null || true; rm -rf "$WORK"' EXIT
   WARMUP=${WARMUP:-5}
   echo "== gdnsd $(gdnsd -h 2>&1 | awk '/version/ {print $NF; exit}'): $N ${KIND#gdnsd-} addresses, interval $INTERVAL, timeout 1s; warming up $WARMUP s"
@@ -104,6 +112,7 @@ start_gslb "$WORK/nocheck" 127.0.0.1:5311 127.0.0.1:9311 1
 sleep 2; base=$(rss_kb "$GSLB_PID"); stop_gslb
 
 start_gslb "$WORK/z" 127.0.0.1:5311 127.0.0.1:9311 1
+pin 0 "$GSLB_PID"
 WARMUP=${WARMUP:-5}
 echo "== $N $KIND endpoints, interval $INTERVAL, timeout ${TIMEOUT:-500ms}; warming up $WARMUP s (first probes spread over the interval)"
 sleep "$WARMUP"

@@ -3,9 +3,10 @@
 //! the same millisecond), re-probe after `recheck` while a transition is
 //! under way, feed the threshold machine, store verdicts.
 //!
-//! A probe is bounded by its timeout and runs in its own task, so a slow or
-//! hung backend delays nobody else; a global semaphore bounds how many
-//! probes run at once.
+//! A probe is bounded by its timeout and is a future of the endpoint's task
+//! (awaited beside the task's timers, never in its way), so a slow or hung
+//! backend delays nobody else; a global semaphore bounds how many probes
+//! run at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,10 +15,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use prometheus::IntCounter;
 use rand::RngExt;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -31,9 +34,10 @@ pub trait Probe: Send + Sync + 'static {
     /// Run one probe; it must end within the check's timeout.
     fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>>;
     /// Resolves when the backend closed the connection kept between probes
-    /// (then the next probe runs at once); never, by default.
-    fn idle_closed(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(std::future::pending())
+    /// (then the next probe runs at once). `None`: this probe keeps no
+    /// connection (the default), so there is nothing to watch.
+    fn idle_closed(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        None
     }
 }
 
@@ -41,8 +45,9 @@ impl Probe for super::probe::EndpointProber {
     fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>> {
         Box::pin(super::probe::EndpointProber::probe(self))
     }
-    fn idle_closed(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(super::probe::EndpointProber::idle_closed(self))
+    fn idle_closed(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        self.keeps_connections()
+            .then(|| Box::pin(super::probe::EndpointProber::idle_closed(self)) as Pin<Box<_>>)
     }
 }
 
@@ -168,15 +173,29 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
         rand::rng().random_range(Duration::ZERO..check.interval.max(Duration::from_millis(1)));
     let mut next = Instant::now() + offset;
     tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, ?offset, "probing every {}", humantime::format_duration(check.interval));
-    // Probes run as tasks of their own. Normally one at a time, `interval`
+    // Probes are futures of this task. Normally one at a time, `interval`
     // apart (from start to start). While a transition is under way, re-probes
     // start `recheck` apart even if the previous one still waits for its
     // timeout (at most max(fall, rise) at once): a frozen backend is then
     // confirmed in about (fall - 1) x recheck + timeout, not fall x timeout,
     // with the same count of consecutive failures.
-    let probe: Arc<dyn Probe> = Arc::from(probe);
     let max_in_flight = check.fall.max(check.rise).max(1) as usize;
-    let mut in_flight: JoinSet<ProbeResult> = JoinSet::new();
+    // Polled by this task rather than spawned: a task per probe cost a
+    // task allocation, a wake-up through the JoinSet's lock and a second
+    // poll for every result. A probe that panics is caught here as it was
+    // by its task, and gives no verdict.
+    let mut in_flight = FuturesUnordered::new();
+    let launch = || {
+        std::panic::AssertUnwindSafe(async {
+            let _permit = task
+                .permits
+                .acquire()
+                .await
+                .expect("probe semaphore never closed");
+            probe.probe().await
+        })
+        .catch_unwind()
+    };
     let mut last_start = Instant::now();
     // The next result is the first of this task (or after a withdrawal):
     // the threshold starts from the verdict in force then.
@@ -205,14 +224,36 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // evidence, and sets itself again if there was some since.
     let wake = tokio::time::sleep_until(next);
     let stale = tokio::time::sleep_until(last_evidence + stale_after);
-    tokio::pin!(wake, stale);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(wake, stale, cancelled);
+    // Watches the kept connection while no probe runs (it holds the
+    // connection meanwhile, and gives it back when dropped): made when
+    // watching starts, not on every turn of the loop.
+    let mut idle = None;
     loop {
         if wake.deadline() != next {
             wake.as_mut().reset(next);
         }
+        let watch = in_flight.is_empty()
+            && !threshold.pending()
+            && !withdrawn
+            && Instant::now() >= early_quiet_until;
+        if !watch {
+            idle = None;
+        } else if idle.is_none() {
+            idle = probe.idle_closed();
+        }
         let rechecking = threshold.pending() && check.recheck.is_some();
         let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
+        // In this order, and only until one is ready: a result first (it is
+        // evidence), cancellation last (it is looked at whenever the task
+        // has nothing else to do, which is most of its life).
         let result = tokio::select! {
+            biased;
+            Some(joined) = in_flight.next() => match joined {
+                Ok(r) => r,
+                Err(_) => continue, // a probe that panicked: no verdict
+            },
             () = &mut wake, if may_launch => {
                 if check.probers.is_some() {
                     let Some(table) = task.table.upgrade() else { return };
@@ -221,7 +262,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                         if !withdrawn {
                             // A probe still in flight must not publish
                             // again after the withdrawal.
-                            in_flight.abort_all();
+                            in_flight.clear();
                             table.withdraw(&task.key, &check);
                             withdrawn = true;
                             published = false;
@@ -240,11 +281,9 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                     }
                 }
                 last_start = Instant::now();
-                let (p, permits) = (probe.clone(), task.permits.clone());
-                in_flight.spawn(async move {
-                    let _permit = permits.acquire_owned().await.expect("probe semaphore never closed");
-                    p.probe().await
-                });
+                // The watch gives the kept connection back to the probe.
+                idle = None;
+                in_flight.push(launch());
                 next = next_probe(&check, &threshold, last_start);
                 continue;
             }
@@ -252,16 +291,13 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             // probe now instead of an interval later. A success changes
             // nothing; a failure starts the usual fast confirmation, so
             // fall/rise hysteresis is kept.
-            () = probe.idle_closed(), if in_flight.is_empty() && !threshold.pending() && !withdrawn && Instant::now() >= early_quiet_until => {
+            () = async { idle.as_mut().expect("enabled only with a watch").await }, if idle.is_some() => {
+                idle = None;
                 tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, "kept connection closed by the backend: probing now");
                 next = Instant::now();
                 early = true;
                 continue;
             }
-            Some(joined) = in_flight.join_next() => match joined {
-                Ok(r) => r,
-                Err(_) => continue, // a probe task that panicked: no verdict
-            },
             // No result for too long: the vote goes; a result that comes
             // later must confirm the verdict anew before it counts again.
             () = &mut stale, if published => {
@@ -278,8 +314,8 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                 threshold.undecide();
                 continue;
             }
-            // Dropping the JoinSet aborts probes in flight.
-            () = cancel.cancelled() => return,
+            // Dropping `in_flight` aborts probes in flight.
+            () = &mut cancelled => return,
         };
         results[slot_of(result.outcome)]
             .get_or_insert_with(|| result_counter(result.outcome))
@@ -342,7 +378,9 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             d.certificate_expiry = result.certificate_expiry.or(d.certificate_expiry);
             d.certificate_expiring = certificate.expiring;
             d.last_outcome = Some(result.outcome);
-            d.last_reason = Some(result.reason.clone());
+            if d.last_reason.as_deref() != Some(result.reason.as_str()) {
+                d.last_reason = Some(result.reason.clone());
+            }
             d.last_latency = Some(result.latency);
             d.last_probe = Some(SystemTime::now());
             d.run = threshold.run();

@@ -209,6 +209,18 @@ impl EndpointProber {
     /// interval before the next probe would notice), so the scheduler can
     /// probe at once. Pending while no connection is kept. Cancel-safe:
     /// dropped, it puts the connection back.
+    /// Whether probes keep a connection between them (HTTP(S) with
+    /// `reuse-connection`, probed more often than connections are replaced):
+    /// only then is there one for `idle_closed` to watch.
+    pub fn keeps_connections(&self) -> bool {
+        match (&self.shared.kind, &self.kind) {
+            (super::KindShared::Http(parts), super::KindTarget::Http(_)) => {
+                parts.spec.reuse_connection && self.shared.check.interval < MAX_CONNECTION_AGE
+            }
+            _ => false,
+        }
+    }
+
     pub async fn idle_closed(&self) {
         let super::KindTarget::Http(target) = &self.kind else {
             return std::future::pending().await;
@@ -278,7 +290,7 @@ impl EndpointProber {
     ) -> (ProbeOutcome, String) {
         // With an interval of a minute or more a kept connection would be
         // too old to use by the next probe: it would only hold a socket.
-        let reuse = parts.spec.reuse_connection && self.shared.check.interval < MAX_CONNECTION_AGE;
+        let reuse = self.keeps_connections();
         let idle = || target.idle.lock().expect("idle connection lock poisoned");
         if reuse {
             let reused = idle().take();

@@ -825,3 +825,109 @@ async fn an_answer_cut_for_a_small_client_is_never_served_to_a_big_one() {
         );
     }
 }
+
+/// A query over UDP from a socket connected to `to`, as resolvers send them:
+/// the kernel drops a reply from any other address, so only an answer from
+/// `to` itself comes back. Also says where an unconnected socket heard it
+/// from.
+async fn udp_from(to: std::net::SocketAddr, name: &str) -> (Option<Message>, std::net::SocketAddr) {
+    let any: std::net::SocketAddr = if to.is_ipv4() {
+        "127.0.0.1:0".parse().expect("addr")
+    } else {
+        "[::1]:0".parse().expect("addr")
+    };
+    let req = request(name, RecordType::A, true).to_vec().expect("encode");
+    let mut buf = vec![0u8; 65535];
+    let loose = tokio::net::UdpSocket::bind(any).await.expect("bind");
+    loose.send_to(&req, to).await.expect("send");
+    let (_, from) = tokio::time::timeout(Duration::from_secs(2), loose.recv_from(&mut buf))
+        .await
+        .expect("an answer within 2 s")
+        .expect("recv");
+    let connected = tokio::net::UdpSocket::bind(any).await.expect("bind");
+    connected.connect(to).await.expect("connect");
+    connected.send(&req).await.expect("send");
+    let answer = match tokio::time::timeout(Duration::from_secs(1), connected.recv(&mut buf)).await
+    {
+        Ok(Ok(n)) => Some(Message::from_vec(&buf[..n]).expect("valid DNS")),
+        _ => None,
+    };
+    (answer, from)
+}
+
+#[tokio::test]
+async fn a_wildcard_listener_answers_from_the_address_asked() {
+    // Listening on 0.0.0.0, asked at three loopback addresses: each answer
+    // leaves from the address its query went to (without IP_PKTINFO the
+    // kernel would pick 127.0.0.1 for all three, and a resolver's connected
+    // socket would drop the other two).
+    let s = TestServer::start_with(&[("gslb.example.com.toml", ZONE)], |st| {
+        st.listen = vec!["0.0.0.0:0".parse().expect("addr")];
+        st.udp_workers = 2;
+    })
+    .await;
+    let port = s.dns.port();
+    for ip in ["127.0.0.1", "127.0.0.2", "127.45.6.7"] {
+        let to = std::net::SocketAddr::new(ip.parse().expect("ip"), port);
+        for _ in 0..4 {
+            // Two workers share the port: enough tries to meet both.
+            let (answer, from) = udp_from(to, "static.gslb.example.com.").await;
+            assert_eq!(from, to, "answer to a query for {to} came from {from}");
+            let answer =
+                answer.unwrap_or_else(|| panic!("no answer from {to} on a connected socket"));
+            assert_eq!(answers(&answer), ["static.gslb.example.com. A 192.0.2.10"]);
+        }
+    }
+    // Over TCP the connection fixes the address already.
+    let to = std::net::SocketAddr::new("127.0.0.2".parse().expect("ip"), port);
+    let m = tcp(
+        to,
+        &request("static.gslb.example.com.", RecordType::A, true),
+    )
+    .await
+    .expect("TCP answer");
+    assert_eq!(answers(&m), ["static.gslb.example.com. A 192.0.2.10"]);
+}
+
+#[test]
+fn an_ipv6_wildcard_listener_answers_from_the_address_asked() {
+    // The host has one IPv6 loopback address, so the test makes a network
+    // namespace of its own (this thread's, and the server's threads it
+    // starts) with three addresses on `lo`. Needs root, as CI has.
+    std::thread::spawn(|| {
+        // SAFETY: affects only this thread (and what it starts).
+        assert_eq!(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            0,
+            "unshare: {}",
+            std::io::Error::last_os_error()
+        );
+        run("ip", &["link", "set", "lo", "up"]);
+        for a in ["fd00:53::1/128", "fd00:53::2/128"] {
+            run("ip", &["-6", "addr", "add", a, "dev", "lo", "nodad"]);
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let s = TestServer::start_with(&[("gslb.example.com.toml", ZONE)], |st| {
+                    st.listen = vec!["[::]:0".parse().expect("addr")];
+                    st.udp_workers = 2;
+                })
+                .await;
+                for ip in ["::1", "fd00:53::1", "fd00:53::2"] {
+                    let to = std::net::SocketAddr::new(ip.parse().expect("ip"), s.dns.port());
+                    for _ in 0..4 {
+                        let (answer, from) = udp_from(to, "static.gslb.example.com.").await;
+                        assert_eq!(from, to, "answer to a query for {to} came from {from}");
+                        let answer = answer
+                            .unwrap_or_else(|| panic!("no answer from {to} on a connected socket"));
+                        assert_eq!(answers(&answer), ["static.gslb.example.com. A 192.0.2.10"]);
+                    }
+                }
+            });
+    })
+    .join()
+    .expect("the test thread passes");
+}

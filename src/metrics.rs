@@ -45,6 +45,9 @@ pub const PROBE_RESULTS: &str = "gslb_probe_results_total";
 pub const STATE_TRANSITIONS: &str = "gslb_state_transitions_total";
 /// Service degraded (1) or not (0), by zone, service.
 pub const SERVICE_DEGRADED: &str = "gslb_service_degraded";
+/// Every region of a service down, answered by its all-down rule (1) or
+/// not (0), by zone, service, when_all_down.
+pub const SERVICE_ALL_DOWN: &str = "gslb_service_all_down";
 /// The regions a service answers now (1, or the share of a weighted
 /// service's answers; 0 for a region not answered), by zone, service, region.
 pub const SERVICE_ANSWER_REGION: &str = "gslb_service_answer_region";
@@ -442,6 +445,8 @@ pub struct Metrics {
     pub transitions: IntCounterVec,
     /// `gslb_service_degraded`.
     pub service_degraded: IntGaugeVec,
+    /// `gslb_service_all_down`.
+    pub service_all_down: IntGaugeVec,
     /// `gslb_service_answer_region`.
     pub service_answer_region: GaugeVec,
     /// `gslb_region_last_transition_timestamp_seconds`.
@@ -574,6 +579,11 @@ impl Metrics {
             "1 while a service answers other than its fully healthy answer.",
             &["zone", "service"],
         );
+        let service_all_down = gauge(
+            SERVICE_ALL_DOWN,
+            "1 while every region of a service is down and its when-all-down rule (label: fail-open, last-resort, nodata, servfail) decides the answer.",
+            &["zone", "service", "when_all_down"],
+        );
         let float_gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             reg(Box::new(g.clone()));
@@ -695,6 +705,7 @@ impl Metrics {
             endpoint_cert_expiry,
             transitions,
             service_degraded,
+            service_all_down,
             service_answer_region,
             region_last_transition,
             reloads,

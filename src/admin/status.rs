@@ -391,17 +391,15 @@ fn service_status(svc: &crate::model::Service, view: &dyn HealthView) -> Service
             })
             .collect(),
         degraded: sel.degraded,
-        all_down: sel.all_down || sel.outcome != Outcome::Answer,
+        all_down: all_down(&sel),
         ttl: if sel.degraded {
             svc.degraded_ttl
         } else {
             svc.ttl
         },
         when_all_down: match &svc.when_all_down {
-            crate::model::WhenAllDown::FailOpen => "fail-open".into(),
             crate::model::WhenAllDown::LastResort(r) => format!("last-resort {}", r.name),
-            crate::model::WhenAllDown::NoData => "nodata".into(),
-            crate::model::WhenAllDown::ServFail => "servfail".into(),
+            rule => rule_name(rule).into(),
         },
         geo: svc.policy.geo_map().map(|m| m.name.clone()),
         locations: locations(svc, view),
@@ -449,7 +447,24 @@ fn locations(svc: &crate::model::Service, view: &dyn HealthView) -> Vec<Location
         .collect()
 }
 
-/// Set `gslb_service_degraded` for every service (at scrape time).
+/// No region of the service is up: its all-down rule answers (or refuses to).
+fn all_down(sel: &policy::Selection) -> bool {
+    sel.all_down || sel.outcome != Outcome::Answer
+}
+
+/// The all-down rule as the zone file writes it (without a last resort's
+/// region: a metric label of few values).
+fn rule_name(rule: &crate::model::WhenAllDown) -> &'static str {
+    match rule {
+        crate::model::WhenAllDown::FailOpen => "fail-open",
+        crate::model::WhenAllDown::LastResort(_) => "last-resort",
+        crate::model::WhenAllDown::NoData => "nodata",
+        crate::model::WhenAllDown::ServFail => "servfail",
+    }
+}
+
+/// Set `gslb_service_degraded` and `gslb_service_all_down` for every
+/// service (at scrape time).
 pub(crate) fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::metrics::Metrics) {
     // Gauges of services and regions are rebuilt from the served snapshot
     // on every scrape, so a service or region that a reload removed leaves
@@ -458,6 +473,7 @@ pub(crate) fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::met
     static SCRAPE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = SCRAPE.lock().unwrap_or_else(|p| p.into_inner());
     metrics.service_degraded.reset();
+    metrics.service_all_down.reset();
     metrics.service_answer_region.reset();
     metrics.region_last_transition.reset();
     let snap = shared.engine.snapshot();
@@ -472,6 +488,14 @@ pub(crate) fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::met
                 .service_degraded
                 .with_label_values(&[zname.as_str(), svc.key.as_str()])
                 .set(i64::from(sel.degraded));
+            metrics
+                .service_all_down
+                .with_label_values(&[
+                    zname.as_str(),
+                    svc.key.as_str(),
+                    rule_name(&svc.when_all_down),
+                ])
+                .set(i64::from(all_down(&sel)));
             let mut answered: Vec<(String, f64)> = svc
                 .regions
                 .iter()

@@ -219,6 +219,9 @@ fn registered() -> std::collections::BTreeSet<String> {
         .with_label_values(&["z", "r", "", "down"])
         .inc();
     m.service_degraded.with_label_values(&["z", "s"]).set(0);
+    m.service_all_down
+        .with_label_values(&["z", "s", "fail-open"])
+        .set(0);
     m.service_answer_region
         .with_label_values(&["z", "s", "r"])
         .set(1.0);

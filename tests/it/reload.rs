@@ -626,6 +626,45 @@ async fn service_and_region_series_follow_reloads_and_exist_from_the_start() {
     ] {
         assert!(m.contains(want), "missing {want} in:\n{m}");
     }
+    // Every region down: both services fail open, and say so.
+    let all_down = |svc: &str, v: u8| {
+        format!(
+            r#"gslb_service_all_down{{service="{svc}",when_all_down="fail-open",zone="gslb.example.com"}} {v}"#
+        )
+    };
+    for svc in ["api", "www"] {
+        assert!(
+            m.contains(&all_down(svc, 0)),
+            "missing {} in:\n{m}",
+            all_down(svc, 0)
+        );
+    }
+    let set = |region: &str, o: gslb::health::Override| {
+        ts.server
+            .health
+            .set_override(None, region, None, o)
+            .expect("override");
+    };
+    set("us", gslb::health::Override::Down);
+    set("eu", gslb::health::Override::Down);
+    let m = scrape(&ts).await;
+    for svc in ["api", "www"] {
+        assert!(
+            m.contains(&all_down(svc, 1)),
+            "missing {} in:\n{m}",
+            all_down(svc, 1)
+        );
+    }
+    set("eu", gslb::health::Override::Auto);
+    let m = scrape(&ts).await;
+    for svc in ["api", "www"] {
+        assert!(
+            m.contains(&all_down(svc, 0)),
+            "missing {} in:\n{m}",
+            all_down(svc, 0)
+        );
+    }
+    set("us", gslb::health::Override::Auto);
     // A reload drops www and the eu region: their series go with them.
     std::fs::write(
         ts.zone_path("z.toml"),

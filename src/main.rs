@@ -335,10 +335,37 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
+        // Under systemd (`Type=notify`): serving now, zones loaded and
+        // sockets bound, so `systemctl start` returns only then and units
+        // ordered after gslb start against a working server. Outside
+        // systemd (no NOTIFY_SOCKET) nothing is sent. The variable stays
+        // set (unsetting it races other threads); exec checks' programs
+        // never see it, as they get a cleared environment.
+        // Signals are caught from here on, before systemd hears of
+        // readiness: a SIGTERM sent the moment after still shuts down
+        // cleanly, never by the default action.
+        let stop = shutdown_signal();
+        let listening = server
+            .dns_addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let status = format!("serving DNS on {listening}");
+        if let Err(e) = sd_notify::notify(
+            false,
+            &[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status),
+            ],
+        ) {
+            tracing::warn!(error = %e, "cannot tell systemd that gslb is ready");
+        }
         let token = server.shutdown_token();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            stop.await;
             tracing::info!("shutting down");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             token.cancel();
         });
         server.wait().await;
@@ -346,16 +373,23 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT; both are caught from the call on (not
+/// from the first poll), so a signal that comes before then is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

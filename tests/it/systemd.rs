@@ -127,3 +127,139 @@ async fn a_restart_with_sockets_from_systemd_loses_no_query() {
         asked - answered
     );
 }
+
+/// Receives one notification within `limit`, as systemd's notify socket does.
+fn notification(sock: &std::os::unix::net::UnixDatagram, limit: Duration) -> Option<String> {
+    sock.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_once_serving_and_stopping_on_sigterm() {
+    // `Type=notify`: the real binary with NOTIFY_SOCKET pointing at a
+    // datagram socket of the test's, as systemd sets it.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("z.toml"), ZONE).expect("zone");
+    let path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+    let dns = free_udp_tcp_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gslb"))
+        .args([
+            "serve",
+            "--admin",
+            "off",
+            "--state-file",
+            "off",
+            "--log-level",
+            "warn",
+        ])
+        .arg("--listen")
+        .arg(dns.to_string())
+        .arg("--zones")
+        .arg(dir.path())
+        .env("NOTIFY_SOCKET", &path)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("gslb starts");
+    let ready = notification(&sock, Duration::from_secs(30)).expect("a notification");
+    let lines: Vec<&str> = ready.lines().collect();
+    assert!(lines.contains(&"READY=1"), "{ready:?}");
+    assert!(
+        lines.contains(&format!("STATUS=serving DNS on {dns}").as_str()),
+        "{ready:?}"
+    );
+    // Ready means answering, with no retry needed.
+    let m = udp(dns, &request("www.gslb.example.com.", RecordType::A, true))
+        .await
+        .expect("an answer as soon as READY=1 is sent");
+    assert_eq!(answers(&m), ["www.gslb.example.com. A 192.0.2.1"]);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stopping = notification(&sock, Duration::from_secs(10)).expect("a notification");
+    assert_eq!(stopping.trim(), "STOPPING=1");
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn without_notify_socket_nothing_is_sent_and_serving_works() {
+    // Outside systemd the same binary starts as before (the other tests of
+    // this file and every bench run it so); here only that it does not
+    // fail when NOTIFY_SOCKET names nothing that listens.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("z.toml"), ZONE).expect("zone");
+    let dns = free_udp_tcp_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_gslb"))
+        .args([
+            "serve",
+            "--admin",
+            "off",
+            "--state-file",
+            "off",
+            "--log-level",
+            "warn",
+        ])
+        .arg("--listen")
+        .arg(dns.to_string())
+        .arg("--zones")
+        .arg(dir.path())
+        .env("NOTIFY_SOCKET", dir.path().join("nobody-listens"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("gslb starts");
+    let start = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let answered = rt.block_on(async {
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Some(m) = udp(dns, &request("www.gslb.example.com.", RecordType::A, true)).await
+            {
+                return Some(m);
+            }
+        }
+        None
+    });
+    assert!(answered.is_some(), "serves although systemd cannot be told");
+    stop(child);
+}
+
+#[test]
+fn the_shipped_settings_file_is_what_the_unit_expects() {
+    // docker/systemd/gslb.toml loads with gslb's own loader, and agrees
+    // with gslb.service: state in its StateDirectory, zones in its
+    // ConfigurationDirectory, and the admin API where ExecReload's
+    // `gslb reload` looks by default.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = gslb::config::server::ServerFile::load(&root.join("docker/systemd/gslb.toml"))
+        .unwrap_or_else(|e| panic!("the shipped gslb.toml loads: {e:?}"));
+    assert_eq!(
+        file.zones.as_deref(),
+        Some(std::path::Path::new("/etc/gslb/zones"))
+    );
+    assert_eq!(file.state_file.as_deref(), Some("/var/lib/gslb/state.json"));
+    assert_eq!(file.admin.as_deref(), Some("127.0.0.1:9153"));
+    let unit = std::fs::read_to_string(root.join("docker/systemd/gslb.service")).expect("unit");
+    for line in [
+        "Type=notify",
+        "ExecStart=/usr/local/bin/gslb serve --config /etc/gslb/gslb.toml",
+        "ExecReload=/usr/local/bin/gslb reload",
+        "StateDirectory=gslb",
+        "ConfigurationDirectory=gslb",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "gslb.service lacks {line:?}"
+        );
+    }
+    // The CLI's default admin address is the one the file sets.
+    let help = Command::new(env!("CARGO_BIN_EXE_gslb"))
+        .args(["reload", "--help"])
+        .env_remove("GSLB_ADMIN")
+        .output()
+        .expect("gslb runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("[default: 127.0.0.1:9153]"), "{help}");
+}

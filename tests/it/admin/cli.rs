@@ -225,6 +225,39 @@ async fn cli_drains_undrains_and_reloads_the_running_server() {
     assert!(stdout.contains("reloaded: 1 zones"), "{stdout}");
 }
 
+#[tokio::test]
+async fn a_rejected_reload_fails_the_cli_as_systemctl_reload_needs() {
+    // docker/systemd/gslb.service runs `gslb reload` as ExecReload, so
+    // `systemctl reload gslb` fails exactly when the new zones are rejected.
+    let (ts, admin) = unchecked(None).await;
+    let file = ts.zone_path("gslb.test.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "{good}
+[service.web]
+regions = [\"mars\"]
+"
+        ),
+    )
+    .unwrap();
+    let out = gslb(args(&["reload", "--admin", &admin])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("gslb.test.toml:"), "the position: {stderr}");
+    assert!(stderr.contains("mars"), "{stderr}");
+    assert!(
+        stderr.contains("reload rejected; the server keeps serving its previous zones"),
+        "{stderr}"
+    );
+    let m = ts.query("api.gslb.test.", RecordType::A).await;
+    assert_eq!(addrs(&m), [PRIMARY_IP], "still served as before");
+    std::fs::write(&file, good).unwrap();
+    let out = gslb(args(&["reload", "--admin", &admin])).await;
+    assert!(succeeded(&out).contains("reloaded: 1 zones"));
+}
+
 /// A server with unchecked regions `primary` and `secondary`, the admin API
 /// on loopback without a token, and `state_file`.
 async fn unchecked(state_file: Option<std::path::PathBuf>) -> (TestServer, String) {

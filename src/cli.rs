@@ -118,7 +118,7 @@ pub struct AdminArgs {
     #[arg(
         long,
         value_name = "ADDR:PORT",
-        default_value = "127.0.0.1:9153",
+        default_value = DEFAULT_ADMIN,
         env = "GSLB_ADMIN"
     )]
     pub admin: String,
@@ -130,6 +130,26 @@ pub struct AdminArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+}
+
+/// Where the commands that talk to a running server look for it.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9153";
+
+impl AdminArgs {
+    /// The admin address, and whether nobody chose it (no `--admin`, no
+    /// `GSLB_ADMIN`): a message about it then says it was the default, so
+    /// "cannot reach 127.0.0.1:9153" is not a puzzle on a host whose
+    /// server listens elsewhere.
+    pub fn describe(&self) -> String {
+        if self.admin == DEFAULT_ADMIN && std::env::var_os("GSLB_ADMIN").is_none() {
+            format!(
+                "{} (the default; --admin ADDR:PORT or GSLB_ADMIN names another)",
+                self.admin
+            )
+        } else {
+            self.admin.clone()
+        }
+    }
 }
 
 /// `gslb reload`.
@@ -254,6 +274,9 @@ pub fn explain_text(x: &serde_json::Value) -> String {
         }
     }
     let _ = write!(o, "answer:     {}", s(&x["rcode"]));
+    if x["zone"].is_null() {
+        o.push_str(" (no zone this server serves holds the name)");
+    }
     if let Some(t) = x["ttl"].as_u64() {
         let _ = write!(o, ", TTL {t}");
     }
@@ -261,7 +284,10 @@ pub fn explain_text(x: &serde_json::Value) -> String {
         Some(sc) => {
             let _ = write!(o, ", ECS scope /{sc}");
         }
-        None if x["ecs"].is_string() => o.push_str(", no ECS echoed (the zone ignores ECS)"),
+        // Only a zone that answered can have ignored the option.
+        None if x["ecs"].is_string() && !x["zone"].is_null() => {
+            o.push_str(", no ECS echoed (the zone ignores ECS)")
+        }
         None => {}
     }
     o.push('\n');

@@ -18,6 +18,7 @@ const EXIT_CONFIG: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_RUNTIME: u8 = 3;
 const EXIT_NOT_PERSISTED: u8 = 4;
+const EXIT_NOT_SERVED: u8 = 5;
 
 fn main() -> ExitCode {
     gslb::tune_allocator();
@@ -66,7 +67,7 @@ fn admin_call(
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("cannot reach the admin API at {}: {e}", admin.admin))?;
+            .map_err(|e| format!("cannot reach the admin API at {}: {e}", admin.describe()))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
@@ -120,16 +121,21 @@ fn override_call(args: &OverrideArgs, action: &str) -> ExitCode {
                 _ => ExitCode::SUCCESS,
             }
         }
-        other => admin_failed(action, other),
+        other => admin_failed(action, &args.admin, other),
     }
 }
 
 /// A call the running server refused (its status and error), or one that
 /// did not reach it: said on stderr, exit 3.
-fn admin_failed(action: &str, result: Result<(u16, serde_json::Value), String>) -> ExitCode {
+fn admin_failed(
+    action: &str,
+    admin: &AdminArgs,
+    result: Result<(u16, serde_json::Value), String>,
+) -> ExitCode {
     match result {
         Ok((status, body)) => eprintln!(
-            "gslb: {action} refused ({status}): {}",
+            "gslb: {action} refused ({status}) by the admin API at {}: {}",
+            admin.describe(),
             body["error"].as_str().unwrap_or("no detail")
         ),
         Err(e) => eprintln!("gslb: {e}"),
@@ -146,15 +152,21 @@ fn explain_call(args: &ExplainArgs) -> ExitCode {
         query.push(("ecs", e));
     }
     match admin_call(&args.admin, reqwest::Method::GET, "/api/v1/explain", &query) {
-        Ok((200, body)) if args.json => {
-            println!("{body:#}");
-            ExitCode::SUCCESS
-        }
         Ok((200, body)) => {
-            print!("{}", gslb::cli::explain_text(&body));
-            ExitCode::SUCCESS
+            if args.json {
+                println!("{body:#}");
+            } else {
+                print!("{}", gslb::cli::explain_text(&body));
+            }
+            // A name no served zone holds: what a script asking "does gslb
+            // answer this?" must not read as yes.
+            if body["zone"].is_null() {
+                ExitCode::from(EXIT_NOT_SERVED)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
-        other => admin_failed("explain", other),
+        other => admin_failed("explain", &args.admin, other),
     }
 }
 
@@ -193,7 +205,7 @@ fn reload_call(args: &gslb::cli::ReloadArgs) -> ExitCode {
             eprintln!("reload rejected; the server keeps serving its previous zones");
             ExitCode::from(EXIT_CONFIG)
         }
-        other => admin_failed("reload", other),
+        other => admin_failed("reload", &args.admin, other),
     }
 }
 

@@ -627,6 +627,25 @@ async fn explain_and_status_show_locations_orders_health_and_answers() {
     let (code, _, err) = explain_cli(admin, &["api.gslb.example.com", "--ecs", "x"]).await;
     assert_eq!(code, 3);
     assert!(err.contains("explain refused (400)"), "{err}");
+    // A name no served zone holds: REFUSED said as such, exit 5, and no
+    // word on how "the zone" treats ECS (there is none).
+    for json in [false, true] {
+        let mut a = vec!["www.example.org", "--ecs", "198.51.100.7"];
+        if json {
+            a.push("--json");
+        }
+        let (code, out, err) = explain_cli(admin, &a).await;
+        assert_eq!(code, 5, "{out}{err}");
+        if json {
+            assert!(out.contains("\"rcode\": \"REFUSED\""), "{out}");
+        } else {
+            assert!(
+                out.contains("answer:     REFUSED (no zone this server serves holds the name)"),
+                "{out}"
+            );
+        }
+        assert!(!out.contains("ignores ECS"), "{out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -226,6 +226,31 @@ async fn cli_drains_undrains_and_reloads_the_running_server() {
 }
 
 #[tokio::test]
+async fn the_cli_names_the_admin_address_and_says_when_it_was_the_default() {
+    // Nothing chosen: the message says where it looked and that this was
+    // the default (whether or not something answers there).
+    let out = gslb(args(&["drain", "primary"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(
+            "127.0.0.1:9153 (the default; --admin ADDR:PORT or GSLB_ADMIN names another)"
+        ),
+        "{stderr}"
+    );
+    // Chosen: named, without the note.
+    let closed = free_udp_tcp_addr().to_string();
+    let out = gslb(args(&["drain", "primary", "--admin", &closed])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach the admin API at {closed}:")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("the default"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_rejected_reload_fails_the_cli_as_systemctl_reload_needs() {
     // docker/systemd/gslb.service runs `gslb reload` as ExecReload, so
     // `systemctl reload gslb` fails exactly when the new zones are rejected.

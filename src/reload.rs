@@ -140,7 +140,7 @@ impl Reloader {
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics.last_reload.set(unix_now());
         if !summary.zones_removed.is_empty() {
-            tracing::warn!(removed = ?summary.zones_removed, "zones removed: no longer served (REFUSED); their overrides are kept for when they return");
+            tracing::warn!(removed = %summary.zones_removed.join(", "), "zones removed: no longer served (REFUSED); their overrides are kept for when they return");
         }
         tracing::info!(
             zones = summary.zones,

@@ -624,6 +624,25 @@ fn parse_action(action: &str) -> Option<Override> {
     }
 }
 
+/// Who sent a mutating request, for the override's note and the log: the
+/// client's own mark (`X-Gslb-Request: cli`) when it is a short word, else
+/// `api`, and its address.
+fn requester(headers: &HeaderMap, peer: Option<IpAddr>) -> String {
+    let via = headers
+        .get(REQUEST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 16
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .unwrap_or("api");
+    match peer {
+        Some(ip) => format!("{via} from {ip}"),
+        None => via.to_string(),
+    }
+}
+
 async fn apply_override(
     shared: &AdminState,
     zone: &str,
@@ -631,9 +650,10 @@ async fn apply_override(
     endpoint: Option<IpAddr>,
     action: &str,
     q: &OverrideQuery,
+    by: String,
 ) -> Response {
     let note = match q.note() {
-        Ok(n) => n,
+        Ok(n) => crate::health::OverrideNote { by: Some(by), ..n },
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
     };
     let Some(o) = parse_action(action) else {
@@ -755,12 +775,14 @@ impl OverrideQuery {
             comment,
             expires_ms,
             local: self.local,
+            by: None,
         })
     }
 }
 
 async fn region_override(
     State(shared): State<AdminState>,
+    peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     Path((zone, region, action)): Path<(String, String, String)>,
     Query(q): Query<OverrideQuery>,
@@ -768,11 +790,13 @@ async fn region_override(
     if let Err(r) = authorize(&shared, &headers) {
         return *r;
     }
-    apply_override(&shared, &zone, &region, None, &action, &q).await
+    let by = requester(&headers, peer.map(|p| p.0.0));
+    apply_override(&shared, &zone, &region, None, &action, &q, by).await
 }
 
 async fn endpoint_override(
     State(shared): State<AdminState>,
+    peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     Path((zone, region, endpoint, action)): Path<(String, String, String, String)>,
     Query(q): Query<OverrideQuery>,
@@ -787,7 +811,8 @@ async fn endpoint_override(
         )
             .into_response();
     };
-    apply_override(&shared, &zone, &region, Some(addr), &action, &q).await
+    let by = requester(&headers, peer.map(|p| p.0.0));
+    apply_override(&shared, &zone, &region, Some(addr), &action, &q, by).await
 }
 
 /// `POST /api/v1/reload[?allow-removal=true]`.

@@ -594,7 +594,7 @@ impl Cluster {
             if skew.is_empty() {
                 tracing::info!("every live node serves the same zone data again");
             } else {
-                tracing::warn!(zones = ?skew.keys().collect::<Vec<_>>(), "live nodes serve different zone data (a deploy in progress?)");
+                tracing::warn!(zones = %skew.keys().map(String::as_str).collect::<Vec<_>>().join(", "), "live nodes serve different zone data (a deploy in progress?)");
             }
         }
         self.metrics.skew.set(skew.len() as i64);

@@ -128,6 +128,7 @@ impl HealthTable {
             }
             (state, note)
         };
+        let mut before = Override::Auto;
         let changed = {
             let inner = self.inner.lock().expect("health lock poisoned");
             let Some(cell) = inner
@@ -138,15 +139,15 @@ impl HealthTable {
             };
             match target.endpoint {
                 None => {
-                    let changed = cell.override_state() != state;
+                    before = cell.override_state();
                     cell.set_override(state);
-                    changed
+                    before != state
                 }
                 Some(addr) => match cell.endpoints.iter().find(|e| e.addr == addr) {
                     Some(ep) => {
-                        let changed = ep.override_state() != state;
+                        before = ep.override_state();
                         ep.set_override(state);
-                        changed
+                        before != state
                     }
                     None => false,
                 },
@@ -161,8 +162,15 @@ impl HealthTable {
         }
         // Drop cached answers now, before logging and reconciling.
         self.epoch.bump();
-        tracing::info!(zone = %target.zone, region = %target.region, endpoint = ?target.endpoint, state = state.as_str(),
-            local = note.local, comment = note.comment.as_deref().unwrap_or(""), expires_ms = note.expires_ms.unwrap_or(0), "override set");
+        // Fields are plain values (no `Some(..)`): an empty endpoint is the
+        // whole region, an empty `by` an override from the state file or
+        // one another node lifted.
+        let endpoint = target.endpoint.map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(zone = %target.zone, region = %target.region, %endpoint, state = state.as_str(), was = before.as_str(),
+            by = note.by.as_deref().unwrap_or(""), local = note.local, comment = note.comment.as_deref().unwrap_or(""),
+            expires_ms = note.expires_ms.unwrap_or(0), "override {} -> {} on {}{}", before.as_str(), state.as_str(),
+            if endpoint.is_empty() { format!("region {}", target.region) } else { format!("endpoint {endpoint} of region {}", target.region) },
+            note.by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default());
         self.reconcile_regions(
             Some(&target.zone),
             Some(&target.region),
@@ -222,7 +230,8 @@ impl HealthTable {
                 .collect()
         };
         for (key, local) in &due {
-            tracing::info!(zone = %key.0, region = %key.1, endpoint = ?key.2, local, "override expired");
+            let endpoint = key.2.map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(zone = %key.0, region = %key.1, %endpoint, local, "override expired");
             self.apply_override(&OverrideTarget {
                 zone: key.0.clone(),
                 region: key.1.clone(),
@@ -230,6 +239,7 @@ impl HealthTable {
                 state: Override::Auto,
                 note: OverrideNote {
                     local: *local,
+                    by: Some("expiry".into()),
                     ..OverrideNote::default()
                 },
             });
@@ -325,6 +335,11 @@ pub struct OverrideNote {
     /// In a cluster: on this node alone (`--local`), not stored in etcd.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub local: bool,
+    /// Who asked: how (`cli`, `api`) and from which address, as the admin
+    /// API saw the request. Logged, kept in the state file and in etcd, and
+    /// shown in the status API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Longest override comment kept.

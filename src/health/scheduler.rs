@@ -172,7 +172,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     let offset =
         rand::rng().random_range(Duration::ZERO..check.interval.max(Duration::from_millis(1)));
     let mut next = Instant::now() + offset;
-    tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, ?offset, "probing every {}", humantime::format_duration(check.interval));
+    tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, offset = %humantime::format_duration(Duration::from_millis(offset.as_millis() as u64)), "probing every {}", humantime::format_duration(check.interval));
     // Probes are futures of this task. Normally one at a time, `interval`
     // apart (from start to start). While a transition is under way, re-probes
     // start `recheck` apart even if the previous one still waits for its

@@ -138,8 +138,11 @@ fn serve_logged(
 ) {
     let dns = free_udp_tcp_addr();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gslb"));
-    cmd.args(["serve", "--state-file", "off", "--admin", "off"])
-        .args(["--listen", &dns.to_string()])
+    cmd.args(["serve", "--state-file", "off"]);
+    if !extra.contains(&"--admin") {
+        cmd.args(["--admin", "off"]);
+    }
+    cmd.args(["--listen", &dns.to_string()])
         .arg("--zones")
         .arg(zones)
         .args(extra)
@@ -249,4 +252,76 @@ async fn an_empty_admin_token_is_an_error() {
         })
         .await;
     }
+}
+
+// Issue 22 (logs). An override's log line says what it was before and who
+// asked, with plain values: no `Some(..)` (the endpoint field read
+// `endpoint=Some(192.0.2.1)` or `None`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_is_logged_with_what_it_was_and_who_asked() {
+    let primary = Backend::start("127.0.0.2").await;
+    let secondary = Backend::start("127.0.0.3").await;
+    let (_dir, zones) = zones_dir(&primary, &secondary, "");
+    let admin = free_udp_tcp_addr().to_string();
+    let (_child, log, dns) =
+        serve_logged(&zones, &["--admin", &admin, "--log-format", "json"], &[]);
+    let p = primary.addr.ip().to_string();
+    wait_until(Duration::from_secs(10), "answers the primary", || async {
+        answer(dns).await == [p.clone()]
+    })
+    .await;
+    let cli = |a: &'static [&'static str]| {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_gslb"))
+                .args(a)
+                .args(["--admin", &admin])
+                .env_remove("GSLB_ADMIN_TOKEN")
+                .output()
+                .expect("gslb runs")
+        })
+    };
+    let ep = secondary.addr.ip().to_string();
+    assert!(cli(&["drain", "primary"]).await.unwrap().status.success());
+    let out = cli(&["drain", "secondary", "--endpoint", "127.0.0.3"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(Duration::from_secs(10), "both overrides logged", || async {
+        log.lock().unwrap().matches("override auto -> down").count() == 2
+    })
+    .await;
+    let text = log.lock().unwrap().clone();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.contains("override auto -> down"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let field = |v: &serde_json::Value, k: &str| v[k].clone();
+    let region = &lines[0];
+    assert_eq!(
+        field(region, "message"),
+        "override auto -> down on region primary by cli from 127.0.0.1",
+        "{region}"
+    );
+    assert_eq!(field(region, "was"), "auto");
+    assert_eq!(field(region, "state"), "down");
+    assert_eq!(field(region, "endpoint"), "");
+    assert_eq!(field(region, "by"), "cli from 127.0.0.1");
+    let endpoint = &lines[1];
+    assert_eq!(
+        field(endpoint, "message"),
+        format!("override auto -> down on endpoint {ep} of region secondary by cli from 127.0.0.1")
+            .as_str(),
+        "{endpoint}"
+    );
+    assert_eq!(field(endpoint, "endpoint"), ep.as_str());
+    assert!(
+        !text.contains("Some("),
+        "a Debug rendering in the log: {text}"
+    );
 }

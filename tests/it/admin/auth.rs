@@ -39,7 +39,7 @@ async fn overrides_need_the_bearer_token_when_one_is_configured() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         body,
-        json!({"ok": true, "target": {"zone": ZONE_NAME, "region": "primary", "endpoint": null, "state": "down"}, "persisted": false}),
+        json!({"ok": true, "target": {"zone": ZONE_NAME, "region": "primary", "endpoint": null, "state": "down", "by": "test from 127.0.0.1"}, "persisted": false}),
         "no state file here: nothing saved"
     );
     // Effective for the very next query.

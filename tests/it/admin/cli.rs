@@ -373,7 +373,7 @@ async fn overrides_say_whether_the_state_file_kept_them() {
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(
         saved["regions"],
-        json!([{"zone": ZONE_NAME, "region": "primary", "override": "down"}]),
+        json!([{"zone": ZONE_NAME, "region": "primary", "override": "down", "by": "cli from 127.0.0.1"}]),
         "{saved}"
     );
     let (code, body) = post(&admin, "primary/undrain").await;
@@ -429,6 +429,8 @@ async fn a_drain_for_a_while_with_a_comment_ends_by_itself_and_survives_a_restar
     let st = serde_json::to_value(ts.server.status()).unwrap();
     let r = region(&st, "primary");
     assert_eq!(r["override_note"]["comment"], "db migration", "{r}");
+    // Who asked: the CLI marks its requests, the listener knows the address.
+    assert_eq!(r["override_note"]["by"], "cli from 127.0.0.1", "{r}");
     let ends = r["override_note"]["expires_ms"]
         .as_u64()
         .expect("an expiry");
@@ -443,6 +445,10 @@ async fn a_drain_for_a_while_with_a_comment_ends_by_itself_and_survives_a_restar
     );
     let st = serde_json::to_value(ts.server.status()).unwrap();
     assert_eq!(region(&st, "primary")["override_note"]["expires_ms"], ends);
+    assert_eq!(
+        region(&st, "primary")["override_note"]["by"],
+        "cli from 127.0.0.1"
+    );
     let start = std::time::Instant::now();
     wait_for(Duration::from_secs(10), "the drain ends", || async {
         answer(&ts).await == [PRIMARY_IP]

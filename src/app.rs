@@ -64,6 +64,8 @@ pub struct Settings {
     pub watch_settle: Duration,
     /// Global webhook for failover events.
     pub webhook: Option<String>,
+    /// Key of the webhooks' HMAC signature (none: unsigned).
+    pub webhook_secret: Option<String>,
     /// Seed the answer RNGs (tests: reproducible weighted splits).
     pub rng_seed: Option<u64>,
     /// Local address probes connect from.
@@ -97,6 +99,7 @@ impl Default for Settings {
             watch_allow_removal: false,
             watch_settle: crate::reload::WATCH_SETTLE,
             webhook: None,
+            webhook_secret: None,
             rng_seed: None,
             probe_source: None,
             cluster: None,
@@ -375,6 +378,7 @@ impl Server {
             cluster: cluster.clone(),
             metrics: metrics.clone(),
             webhook: settings.webhook.clone(),
+            secret: settings.webhook_secret.as_deref().map(Arc::from),
         };
         tasks.spawn(crate::events::run(events, shutdown.clone()));
         if settings.watch {

@@ -300,6 +300,23 @@ pub fn explain_text(x: &serde_json::Value) -> String {
     o
 }
 
+/// The key webhooks are signed with: `GSLB_WEBHOOK_SECRET` (`env`) over
+/// the settings file's `webhook-secret`; none: unsigned. An empty variable
+/// is an error, never "unsigned" by accident.
+pub fn webhook_secret(
+    file: &crate::config::server::ServerFile,
+    env: Option<String>,
+) -> Result<Option<String>, String> {
+    match env {
+        Some(e) if e.trim().is_empty() => Err(
+            "GSLB_WEBHOOK_SECRET is set but empty: give it a secret, or unset it (webhooks are then sent unsigned)"
+                .into(),
+        ),
+        Some(e) => Ok(Some(e)),
+        None => Ok(file.webhook_secret.as_ref().map(|s| s.get_ref().clone())),
+    }
+}
+
 /// What `serve` runs with, after merging.
 #[derive(Debug)]
 pub struct Merged {
@@ -512,6 +529,32 @@ probe-source = "192.0.2.53"
             (m.log_level.as_str(), m.log_format.as_str()),
             ("info", "text")
         );
+    }
+
+    #[test]
+    fn the_webhook_secret_comes_from_the_environment_over_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let p = dir.path().join("gslb.toml");
+        std::fs::write(&p, "webhook-secret = \"from-file\"\n").expect("write");
+        let f = ServerFile::load(&p).expect("loads");
+        assert_eq!(
+            webhook_secret(&f, None).unwrap().as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(
+            webhook_secret(&f, Some("from-env".into()))
+                .unwrap()
+                .as_deref(),
+            Some("from-env")
+        );
+        assert_eq!(webhook_secret(&ServerFile::default(), None).unwrap(), None);
+        let e = webhook_secret(&f, Some(" ".into())).expect_err("empty is an error");
+        assert!(e.contains("GSLB_WEBHOOK_SECRET is set but empty"), "{e}");
+        std::fs::write(&p, "\nwebhook-secret = \"\"\n").expect("write");
+        let e = ServerFile::load(&p).expect_err("empty in the file is an error");
+        let e = e.to_string();
+        assert!(e.contains("gslb.toml:2:18"), "{e}");
+        assert!(e.contains("webhook-secret is empty"), "{e}");
     }
 
     #[test]

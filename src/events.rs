@@ -85,6 +85,26 @@ pub struct Events {
     pub metrics: Metrics,
     /// The global webhook of the settings file.
     pub webhook: Option<String>,
+    /// The key every POST is signed with (`webhook-secret`), if any.
+    pub secret: Option<Arc<str>>,
+}
+
+/// Sent with every POST: who is calling, for the receiver's logs and rules.
+pub const USER_AGENT: &str = concat!("gslb/", env!("CARGO_PKG_VERSION"));
+/// The signature header, Stripe's scheme: `t=UNIX_SECONDS,v1=HEX`, the
+/// HMAC-SHA256 under `webhook-secret` of `"{t}." + body`. The time inside
+/// the signed text lets a receiver refuse a replayed old POST.
+pub const SIGNATURE_HEADER: &str = "x-gslb-signature";
+
+/// The signature header's value for `body` sent at `unix` seconds.
+pub fn signature(secret: &str, unix: u64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(format!("{unix}.").as_bytes());
+    ctx.update(body);
+    let tag = ctx.sign();
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={unix},v1={hex}")
 }
 
 fn event_for(ev: &Events, t: &Transition) -> FailoverEvent {
@@ -166,6 +186,7 @@ async fn dispatch(
     let client = match reqwest::Client::builder()
         .no_proxy()
         .timeout(ATTEMPT_TIMEOUT)
+        .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
     {
@@ -219,6 +240,7 @@ async fn dispatch(
                     url.clone(),
                     rx,
                     client.clone(),
+                    ev.secret.clone(),
                     ev.metrics.clone(),
                     shutdown.clone(),
                 ));
@@ -247,6 +269,7 @@ async fn deliver(
     url: String,
     mut rx: mpsc::Receiver<FailoverEvent>,
     client: reqwest::Client,
+    secret: Option<Arc<str>>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
@@ -259,12 +282,15 @@ async fn deliver(
         let body = serde_json::to_vec(&event).expect("event serialises");
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {
-            let sent = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await;
+            let mut post = client.post(&url).header("content-type", "application/json");
+            if let Some(secret) = &secret {
+                // Signed at each attempt: a retry carries its own time.
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                post = post.header(SIGNATURE_HEADER, signature(secret, unix, &body));
+            }
+            let sent = post.body(body.clone()).send().await;
             let err = match sent {
                 Ok(r) if r.status().is_success() => None,
                 Ok(r) => Some(format!("status {}", r.status().as_u16())),
@@ -329,6 +355,16 @@ fn describe(e: reqwest::Error, url: &str, shown: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signature_is_stripes_scheme_over_time_and_body() {
+        // Computed independently: Python's hmac.new(b"s3cret",
+        // b'1700000000.{"event":"x"}', hashlib.sha256).hexdigest().
+        assert_eq!(
+            super::signature("s3cret", 1_700_000_000, br#"{"event":"x"}"#),
+            "t=1700000000,v1=546f0c8c62583fbe447af526f279d1039276c23e82e263a32b8b71379eac5faf"
+        );
+    }
 
     #[tokio::test]
     async fn delivery_errors_name_the_cause_but_not_the_url() {

@@ -302,7 +302,9 @@ fn settings(args: &ServeArgs) -> Result<(Settings, String, String), String> {
         None => ServerFile::default(),
     };
     let token = std::env::var("GSLB_ADMIN_TOKEN").ok();
-    let merged = gslb::cli::merge_settings(args, &file, token)?;
+    let mut merged = gslb::cli::merge_settings(args, &file, token)?;
+    merged.settings.webhook_secret =
+        gslb::cli::webhook_secret(&file, std::env::var("GSLB_WEBHOOK_SECRET").ok())?;
     Ok((merged.settings, merged.log_level, merged.log_format))
 }
 

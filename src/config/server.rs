@@ -74,6 +74,9 @@ pub struct ServerFile {
     pub watch_settle: Option<Spanned<String>>,
     /// URL receiving a JSON POST on every region state change of any zone.
     pub webhook: Option<String>,
+    /// Key of the HMAC-SHA256 signature every webhook POST carries (or env
+    /// `GSLB_WEBHOOK_SECRET`); never logged.
+    pub webhook_secret: Option<Spanned<String>>,
     /// Local address that probes connect from.
     pub probe_source: Option<Spanned<String>>,
     /// Run as one node of a cluster sharing health through etcd.
@@ -159,6 +162,14 @@ impl ServerFile {
                     "watch-settle {:?} is not a duration from \"100ms\" to \"10m\"",
                     t.get_ref()
                 ),
+            );
+        }
+        if let Some(t) = &file.webhook_secret
+            && t.get_ref().trim().is_empty()
+        {
+            err(
+                t.span(),
+                "webhook-secret is empty: give a secret, or remove the line (webhooks are then sent unsigned)".into(),
             );
         }
         if let Some(t) = &file.admin_token

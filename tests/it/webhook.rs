@@ -463,3 +463,122 @@ async fn thousands_of_regions_failing_at_once_lose_no_event() {
         "nothing dropped"
     );
 }
+
+/// A receiver that keeps each POST's head (lower case) and raw body.
+async fn raw_receiver() -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+    let l = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let g = g.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    g.lock()
+                        .unwrap()
+                        .push((head, buf[end + 4..end + 4 + len].to_vec()));
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_carry_a_user_agent_and_a_signature_the_receiver_can_check() {
+    let (url, got) = raw_receiver().await;
+    let mut us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let ts = TestServer::start_with(&[("z.toml", &zone(&url, &us, &eu))], |s| {
+        s.webhook_secret = Some("whsec-test".into());
+    })
+    .await;
+    ts.wait_first_verdicts(Duration::from_secs(5)).await;
+    us.kill();
+    wait_until(Duration::from_secs(10), "the event arrives", || async {
+        !got.lock().unwrap().is_empty()
+    })
+    .await;
+    let (head, body) = got.lock().unwrap()[0].clone();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name}:"))
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no {name} in\n{head}"))
+    };
+    assert_eq!(
+        header("user-agent"),
+        format!("gslb/{}", env!("CARGO_PKG_VERSION"))
+    );
+    // As a receiver checks it: the time is recent, and the HMAC-SHA256 of
+    // "{t}." + the body under the shared secret matches.
+    let sig = header("x-gslb-signature");
+    let (t, v1) = sig
+        .strip_prefix("t=")
+        .and_then(|r| r.split_once(",v1="))
+        .unwrap_or_else(|| panic!("t=...,v1=... expected: {sig}"));
+    let t: u64 = t.parse().expect("seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(t) <= 60, "signed at {t}, now {now}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"whsec-test");
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(&body);
+    let tag: Vec<u8> = (0..v1.len() / 2)
+        .map(|i| u8::from_str_radix(&v1[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    ring::hmac::verify(&key, &signed, &tag).expect("the signature verifies");
+    // A different body (or secret) does not.
+    signed.push(b' ');
+    assert!(ring::hmac::verify(&key, &signed, &tag).is_err());
+    let event: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(event["region"], "us");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_webhooks_are_unsigned() {
+    let (url, got) = raw_receiver().await;
+    let mut us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let ts = TestServer::start(&[("z.toml", &zone(&url, &us, &eu))]).await;
+    ts.wait_first_verdicts(Duration::from_secs(5)).await;
+    us.kill();
+    wait_until(Duration::from_secs(10), "the event arrives", || async {
+        !got.lock().unwrap().is_empty()
+    })
+    .await;
+    let head = got.lock().unwrap()[0].0.clone();
+    assert!(head.contains("user-agent: gslb/"), "{head}");
+    assert!(!head.contains("x-gslb-signature"), "{head}");
+}

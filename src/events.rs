@@ -171,12 +171,103 @@ fn all_urls(ev: &Events) -> std::collections::HashSet<String> {
 /// not missed.
 pub fn run(ev: Events, shutdown: CancellationToken) -> impl std::future::Future<Output = ()> {
     let rx = ev.health.subscribe_regions();
-    dispatch(Arc::new(ev), rx, shutdown)
+    // The answers as of the subscription, not of the task's first run: a
+    // transition in between is then logged against what came before it.
+    let mut answers = Answers::default();
+    answers.seed(&ev);
+    dispatch(Arc::new(ev), rx, answers, shutdown)
+}
+
+/// What each service answers a client of no known location, as the log
+/// says it: regions in answer order (`us-east`), a weighted service's
+/// shares (`us-east 75%, eu-west 25%`), or the all-down rule at work
+/// (`fail-open: us-east, eu-west`, `NODATA`, `SERVFAIL`).
+fn answer_of(svc: &crate::model::Service, view: &dyn crate::policy::HealthView) -> String {
+    use crate::policy::{self, Outcome};
+    let (mut shares, sel) = policy::shares(svc, view);
+    match sel.outcome {
+        Outcome::NoData => return "NODATA (every region down)".into(),
+        Outcome::ServFail => return "SERVFAIL (every region down)".into(),
+        Outcome::Answer => {}
+    }
+    let weighted = matches!(svc.policy, crate::model::Policy::Weighted { .. });
+    if weighted {
+        // In the service's order, whatever order the draw keeps them in.
+        shares.sort_by_key(|&(pos, _)| pos);
+    }
+    let regions: Vec<String> = shares
+        .iter()
+        .map(|&(pos, share)| {
+            let name = &policy::picked_region(svc, pos).name;
+            if weighted && shares.len() > 1 {
+                format!("{name} {:.0}%", share * 100.0)
+            } else {
+                name.clone()
+            }
+        })
+        .collect();
+    let list = regions.join(", ");
+    if sel.all_down {
+        let rule = match svc.when_all_down {
+            crate::model::WhenAllDown::LastResort(_) => "last-resort",
+            _ => "fail-open",
+        };
+        format!("{rule}: {list}")
+    } else {
+        list
+    }
+}
+
+/// The answer each service gave when last looked at, so a region
+/// transition logs one line per service whose answer it moved
+/// (`api: us-east -> eu-west`): the line an operator looks for first.
+#[derive(Default)]
+struct Answers(HashMap<(String, String), String>);
+
+impl Answers {
+    /// Every service of every served zone, as it answers now.
+    fn seed(&mut self, ev: &Events) {
+        let snap = ev.engine.snapshot();
+        for served in snap.zones() {
+            let view: &dyn crate::policy::HealthView = served.health.as_ref();
+            for svc in &served.zone.services {
+                self.0
+                    .insert((served.zone.label(), svc.key.clone()), answer_of(svc, view));
+            }
+        }
+    }
+
+    /// After a transition of `t.region`: log the services of its zone that
+    /// use it and whose answer moved. A service first seen now (a reload added it) is
+    /// remembered, not logged: what it answered before is not known.
+    fn log_changes(&mut self, ev: &Events, t: &Transition) {
+        let snap = ev.engine.snapshot();
+        for served in snap.zones().filter(|z| z.zone.label() == t.zone) {
+            let view: &dyn crate::policy::HealthView = served.health.as_ref();
+            // Only a service that uses the region can have moved with it
+            // (a dependent region's change is a transition of its own).
+            let uses = |svc: &&Arc<crate::model::Service>| {
+                svc.regions.iter().any(|r| r.region.name == t.region)
+                    || matches!(&svc.when_all_down, crate::model::WhenAllDown::LastResort(r) if r.name == t.region)
+            };
+            for svc in served.zone.services.iter().filter(uses) {
+                let now = answer_of(svc, view);
+                let key = (t.zone.clone(), svc.key.clone());
+                match self.0.insert(key, now.clone()) {
+                    Some(before) if before != now => {
+                        tracing::info!(zone = %t.zone, service = %svc.key, from = %before, to = %now, region = %t.region, "{}: {before} -> {now}", svc.key);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 async fn dispatch(
     ev: Arc<Events>,
     mut rx: tokio::sync::broadcast::Receiver<Transition>,
+    mut answers: Answers,
     shutdown: CancellationToken,
 ) {
     let mut queues: HashMap<String, mpsc::Sender<FailoverEvent>> = HashMap::new();
@@ -217,6 +308,7 @@ async fn dispatch(
         if t.endpoint.is_some() {
             continue; // region changes only
         }
+        answers.log_changes(&ev, &t);
         // A URL that no zone (nor the settings file) names any more loses
         // its queue: its worker delivers what it holds, then ends.
         let configured = all_urls(&ev);

@@ -582,3 +582,67 @@ async fn without_a_secret_webhooks_are_unsigned() {
     assert!(head.contains("user-agent: gslb/"), "{head}");
     assert!(!head.contains("x-gslb-signature"), "{head}");
 }
+
+// Issue 22 (logs): one line per service whose answer a transition moved,
+// saying from what to what; none for a transition that moves no answer.
+#[tokio::test]
+async fn each_service_answer_change_is_one_log_line() {
+    let log = Captured::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish(),
+    );
+    let zone = "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n\n[region.us]\nendpoints = [\"192.0.2.1\"]\n\n[region.eu]\nendpoints = [\"192.0.2.2\"]\n\n[service.api]\nregions = [\"us\", \"eu\"]\n\n[service.www]\npolicy = \"weighted\"\nweights = { us = 3, eu = 1 }\n\n[service.backup]\nregions = [\"eu\", \"us\"]\n";
+    let ts = TestServer::start(&[("z.toml", zone)]).await;
+    let set = |region: &str, o: gslb::health::Override| {
+        ts.server
+            .health
+            .set_override(None, region, None, o)
+            .unwrap();
+    };
+    set("us", gslb::health::Override::Down);
+    wait_until(Duration::from_secs(5), "the lines", || async {
+        log.count(&["api: us -> eu"]) == 1 && log.count(&["www: eu 25%, us 75% -> eu"]) == 1
+    })
+    .await;
+    set("eu", gslb::health::Override::Down);
+    wait_until(Duration::from_secs(5), "all down", || async {
+        log.count(&["api: eu -> fail-open: us"]) == 1
+    })
+    .await;
+    set("eu", gslb::health::Override::Auto);
+    wait_until(Duration::from_secs(5), "eu back", || async {
+        log.count(&["api: fail-open: us -> eu"]) == 1
+            && log.count(&["www: fail-open: eu 25%, us 75% -> eu"]) == 1
+    })
+    .await;
+    set("us", gslb::health::Override::Auto);
+    wait_until(Duration::from_secs(5), "us back", || async {
+        log.count(&["api: eu -> us"]) == 1 && log.count(&["www: eu -> eu 25%, us 75%"]) == 1
+    })
+    .await;
+    // backup (eu first) did not move when us went down or came back:
+    // only when eu went down too (both down: fail-open), and back.
+    let lines: Vec<String> = log
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("backup:"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].contains("backup: eu -> fail-open: eu"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].contains("backup: fail-open: eu -> eu"),
+        "{lines:#?}"
+    );
+    assert!(
+        log.lines().iter().all(|l| !l.contains("Some(")),
+        "{:#?}",
+        log.lines()
+    );
+}

@@ -392,20 +392,7 @@ fn free_port() -> u16 {
 async fn serve_binary(zones: &std::path::Path, extra: &[&str]) -> (Child, std::net::SocketAddr) {
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gslb"))
-        .args([
-            "serve",
-            "--admin",
-            "off",
-            "--state-file",
-            "off",
-            "--log-level",
-            "warn",
-            "--listen",
-            &addr.to_string(),
-            "--zones",
-        ])
-        .arg(zones)
+    let child = serve_command(addr, zones)
         .args(extra)
         .spawn()
         .expect("gslb serve starts");

@@ -473,3 +473,27 @@ pub fn run(cmd: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `gslb serve` with no admin API, no state file, warnings only.
+pub const SERVE_QUIET: [&str; 7] = [
+    "serve",
+    "--admin",
+    "off",
+    "--state-file",
+    "off",
+    "--log-level",
+    "warn",
+];
+
+/// [`SERVE_QUIET`] of the real binary on `dns` with the zones at `zones`:
+/// add what a test needs, then spawn.
+pub fn serve_command(dns: SocketAddr, zones: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gslb"));
+    cmd.args(SERVE_QUIET)
+        .arg("--listen")
+        .arg(dns.to_string())
+        .arg("--zones")
+        .arg(zones)
+        .stdin(std::process::Stdio::null());
+    cmd
+}

@@ -20,15 +20,7 @@ fn activated(zones: &std::path::Path, udp: i32, tcp: i32) -> Child {
     cmd.arg("-c")
         .arg("export LISTEN_PID=$$ LISTEN_FDS=2; exec \"$0\" \"$@\"")
         .arg(env!("CARGO_BIN_EXE_gslb"))
-        .args([
-            "serve",
-            "--admin",
-            "off",
-            "--state-file",
-            "off",
-            "--log-level",
-            "warn",
-        ])
+        .args(SERVE_QUIET)
         // Never used: the sockets come from the parent.
         .args(["--listen", "127.0.0.1:9"])
         .arg("--zones")
@@ -145,22 +137,8 @@ async fn systemd_hears_ready_once_serving_and_stopping_on_sigterm() {
     let path = dir.path().join("notify");
     let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
     let dns = free_udp_tcp_addr();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gslb"))
-        .args([
-            "serve",
-            "--admin",
-            "off",
-            "--state-file",
-            "off",
-            "--log-level",
-            "warn",
-        ])
-        .arg("--listen")
-        .arg(dns.to_string())
-        .arg("--zones")
-        .arg(dir.path())
+    let mut child = serve_command(dns, dir.path())
         .env("NOTIFY_SOCKET", &path)
-        .stdin(Stdio::null())
         .spawn()
         .expect("gslb starts");
     let ready = notification(&sock, Duration::from_secs(30)).expect("a notification");
@@ -190,22 +168,8 @@ fn without_notify_socket_nothing_is_sent_and_serving_works() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("z.toml"), ZONE).expect("zone");
     let dns = free_udp_tcp_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_gslb"))
-        .args([
-            "serve",
-            "--admin",
-            "off",
-            "--state-file",
-            "off",
-            "--log-level",
-            "warn",
-        ])
-        .arg("--listen")
-        .arg(dns.to_string())
-        .arg("--zones")
-        .arg(dir.path())
+    let child = serve_command(dns, dir.path())
         .env("NOTIFY_SOCKET", dir.path().join("nobody-listens"))
-        .stdin(Stdio::null())
         .spawn()
         .expect("gslb starts");
     let start = Instant::now();

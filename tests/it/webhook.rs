@@ -39,45 +39,18 @@ pub(crate) async fn receiver_on(ip: &str, hang: bool) -> Receiver {
             *a.lock().unwrap() += 1;
             let g = g.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = s.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    if hang {
-                        // Hold the connection, never answer.
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                        return;
-                    }
-                    let body: serde_json::Value =
-                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).expect("JSON body");
-                    g.lock().unwrap().push(body);
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        )
-                        .await;
+                let Some((_, body)) = read_post(&mut s).await else {
+                    return;
+                };
+                if hang {
+                    // Hold the connection, never answer.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
                     return;
                 }
+                g.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).expect("JSON body"));
+                answer_ok(&mut s).await;
             });
         }
     });
@@ -274,6 +247,19 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 }
 
 impl Captured {
+    /// Captures this thread's INFO lines and above (the server's tasks
+    /// too, on a current-thread test runtime) while the guard lives.
+    fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let log = Captured::default();
+        let guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(log.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish(),
+        );
+        (log, guard)
+    }
     fn lines(&self) -> Vec<String> {
         String::from_utf8_lossy(&self.0.lock().unwrap())
             .lines()
@@ -294,14 +280,7 @@ impl Captured {
 /// lines, each saying how many similar ones it stands for.
 #[tokio::test]
 async fn webhook_secrets_never_reach_the_log_and_repeated_warnings_are_throttled() {
-    let log = Captured::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(log.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish(),
-    );
+    let (log, _guard) = Captured::install();
     let (failing, heads) = failing_receiver().await;
     let refused = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -464,6 +443,39 @@ async fn thousands_of_regions_failing_at_once_lose_no_event() {
     );
 }
 
+/// One request from `s`: its head (lower case) and body, once whole.
+async fn read_post(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return Some((head, buf[end + 4..end + 4 + len].to_vec()));
+        }
+    }
+}
+
+async fn answer_ok(s: &mut tokio::net::TcpStream) {
+    let _ = s
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await;
+}
+
 /// A receiver that keeps each POST's head (lower case) and raw body.
 async fn raw_receiver() -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
     let l = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
@@ -474,36 +486,9 @@ async fn raw_receiver() -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
         while let Ok((mut s, _)) = l.accept().await {
             let g = g.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = s.read(&mut chunk).await {
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    g.lock()
-                        .unwrap()
-                        .push((head, buf[end + 4..end + 4 + len].to_vec()));
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        )
-                        .await;
-                    return;
+                if let Some(post) = read_post(&mut s).await {
+                    g.lock().unwrap().push(post);
+                    answer_ok(&mut s).await;
                 }
             });
         }
@@ -587,14 +572,7 @@ async fn without_a_secret_webhooks_are_unsigned() {
 // saying from what to what; none for a transition that moves no answer.
 #[tokio::test]
 async fn each_service_answer_change_is_one_log_line() {
-    let log = Captured::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(log.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish(),
-    );
+    let (log, _guard) = Captured::install();
     let zone = "[zone]\nname = \"gslb.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"hostmaster.example.com.\"\n\n[region.us]\nendpoints = [\"192.0.2.1\"]\n\n[region.eu]\nendpoints = [\"192.0.2.2\"]\n\n[service.api]\nregions = [\"us\", \"eu\"]\n\n[service.www]\npolicy = \"weighted\"\nweights = { us = 3, eu = 1 }\n\n[service.backup]\nregions = [\"eu\", \"us\"]\n";
     let ts = TestServer::start(&[("z.toml", zone)]).await;
     let set = |region: &str, o: gslb::health::Override| {

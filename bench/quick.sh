@@ -3,12 +3,14 @@
 # (server on CPU 1, dnsperf on CPU 0), the peers' query mix, server CPU per
 # answered query from /proc. The full comparison is bench/peers.sh.
 #   bench/quick.sh [SECONDS] [REPS]
+#   LISTEN=0.0.0.0 bench/quick.sh   (a wildcard listener: each answer sent
+#                                   from the address asked, IP_PKTINFO)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 SECS=${1:-10}; REPS=${2:-3}
 need dnsperf dnsperf
 trap stop_gslb EXIT
-start_gslb "$ROOT/bench/zones" 127.0.0.1:5321 127.0.0.1:9321 1
+start_gslb "$ROOT/bench/zones" "${LISTEN:-127.0.0.1}:5321" 127.0.0.1:9321 1
 taskset -a -cp 1 "$GSLB_PID" >/dev/null
 sleep 2
 hz=$(getconf CLK_TCK)

@@ -35,6 +35,113 @@ pub enum Command {
     /// Ask the running server what a client gets for a name, and why: its
     /// location, the region order there, each region's health, the answer.
     Explain(ExplainArgs),
+    /// Print the running server's zones: each service's answer now, and
+    /// each region's health and why.
+    Status(StatusArgs),
+}
+
+/// `gslb status`.
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Print the server's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The running server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// The status API's document as text: per zone, each service's answer for
+/// a client of no known location, then each region's health (endpoints
+/// up, overrides and who set them, the reason of a down endpoint).
+pub fn status_text(st: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let mut o = String::new();
+    for z in st["zones"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "zone {} (serial {})", s(&z["name"]), z["serial"]);
+        for svc in z["services"].as_array().into_iter().flatten() {
+            let a = &svc["answer"];
+            let regions: Vec<String> = a["regions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let (name, share) = (s(&r[0]), r[1].as_f64().unwrap_or(1.0));
+                    if share < 1.0 {
+                        format!("{name} {:.0}%", share * 100.0)
+                    } else {
+                        name
+                    }
+                })
+                .collect();
+            let answer = match a["kind"].as_str() {
+                Some("answer") => {
+                    let mut t = regions.join(", ");
+                    let addrs: Vec<String> = a["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(s)
+                        .collect();
+                    if !addrs.is_empty() {
+                        let _ = write!(t, " [{}]", addrs.join(" "));
+                    } else if let Some(c) = a["cname"].as_str() {
+                        let _ = write!(t, " [CNAME {c}]");
+                    }
+                    t
+                }
+                Some(kind) => kind.to_uppercase(),
+                None => "-".into(),
+            };
+            let mut flags = String::new();
+            if svc["all_down"] == true {
+                let _ = write!(flags, "  ALL DOWN ({})", s(&svc["when_all_down"]));
+            } else if svc["degraded"] == true {
+                flags.push_str("  degraded");
+            }
+            let _ = writeln!(
+                o,
+                "  {:<14} {:<11} -> {answer}{flags}",
+                s(&svc["key"]),
+                s(&svc["policy"])
+            );
+        }
+        for r in z["regions"].as_array().into_iter().flatten() {
+            let eps = r["endpoints"].as_array().map_or(&[][..], Vec::as_slice);
+            let up = eps.iter().filter(|e| e["up"] == true).count();
+            let _ = write!(
+                o,
+                "  region {:<12} {:<4}  {up}/{} endpoints up",
+                s(&r["name"]),
+                if r["up"] == true { "up" } else { "DOWN" },
+                eps.len()
+            );
+            match r["override"].as_str() {
+                Some("auto") | None => {}
+                Some(state) => {
+                    let by = r["override_note"]["by"]
+                        .as_str()
+                        .map(|b| format!(" by {b}"))
+                        .unwrap_or_default();
+                    let _ = write!(o, ", override {state}{by}");
+                }
+            }
+            if r["down_because"] == "depends-on" {
+                o.push_str(", down for what it depends on");
+            }
+            o.push('\n');
+            for e in eps.iter().filter(|e| e["up"] != true) {
+                let _ = writeln!(
+                    o,
+                    "    {} down: {}",
+                    s(&e["address"]),
+                    e["reason"].as_str().unwrap_or("no probe yet")
+                );
+            }
+        }
+    }
+    o
 }
 
 /// `gslb explain`.

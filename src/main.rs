@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gslb::app::{AppError, Server, Settings};
-use gslb::cli::{AdminArgs, Cli, Command, DemoArgs, ExplainArgs, OverrideArgs, ServeArgs};
+use gslb::cli::{
+    AdminArgs, Cli, Command, DemoArgs, ExplainArgs, OverrideArgs, ServeArgs, StatusArgs,
+};
 use gslb::config::server::ServerFile;
 
 const EXIT_CONFIG: u8 = 1;
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Reload(args) => reload_call(&args),
         Command::Demo(args) => demo(args),
         Command::Explain(args) => explain_call(&args),
+        Command::Status(args) => status_call(&args),
     }
 }
 
@@ -167,6 +170,20 @@ fn explain_call(args: &ExplainArgs) -> ExitCode {
             }
         }
         other => admin_failed("explain", &args.admin, other),
+    }
+}
+
+fn status_call(args: &StatusArgs) -> ExitCode {
+    match admin_call(&args.admin, reqwest::Method::GET, "/api/v1/status", &[]) {
+        Ok((200, body)) if args.json => {
+            println!("{body:#}");
+            ExitCode::SUCCESS
+        }
+        Ok((200, body)) => {
+            print!("{}", gslb::cli::status_text(&body));
+            ExitCode::SUCCESS
+        }
+        other => admin_failed("status", &args.admin, other),
     }
 }
 

@@ -251,6 +251,39 @@ async fn the_cli_names_the_admin_address_and_says_when_it_was_the_default() {
 }
 
 #[tokio::test]
+async fn status_prints_each_services_answer_and_each_regions_health() {
+    let (_ts, admin) = unchecked(None).await;
+    let out = gslb(args(&["status", "--admin", &admin])).await;
+    let text = succeeded(&out);
+    for want in [
+        format!("zone {ZONE_NAME}"),
+        format!("  api            failover    -> primary [{PRIMARY_IP}]\n"),
+        "  region primary      up    1/1 endpoints up\n".to_string(),
+        "  region secondary    up    1/1 endpoints up\n".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in\n{text}");
+    }
+    succeeded(&gslb(args(&["drain", "primary", "--admin", &admin])).await);
+    let text = succeeded(&gslb(args(&["status", "--admin", &admin])).await);
+    for want in [
+        format!("  api            failover    -> secondary [{SECONDARY_IP}]  degraded\n"),
+        "  region primary      DOWN  1/1 endpoints up, override down by cli from 127.0.0.1\n"
+            .to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in\n{text}");
+    }
+    succeeded(&gslb(args(&["drain", "secondary", "--admin", &admin])).await);
+    let text = succeeded(&gslb(args(&["status", "--admin", &admin])).await);
+    assert!(text.contains("ALL DOWN (fail-open)"), "{text}");
+    // The JSON is the status API's.
+    let json: Value = serde_json::from_str(&succeeded(
+        &gslb(args(&["status", "--json", "--admin", &admin])).await,
+    ))
+    .expect("JSON");
+    assert_eq!(json["zones"][0]["services"][0]["all_down"], true);
+}
+
+#[tokio::test]
 async fn a_rejected_reload_fails_the_cli_as_systemctl_reload_needs() {
     // docker/systemd/gslb.service runs `gslb reload` as ExecReload, so
     // `systemctl reload gslb` fails exactly when the new zones are rejected.

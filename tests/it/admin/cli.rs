@@ -284,6 +284,30 @@ async fn status_prints_each_services_answer_and_each_regions_health() {
 }
 
 #[tokio::test]
+async fn status_says_why_an_endpoint_is_down() {
+    let mut rig = Rig::start(&FAST, None).await;
+    rig.wait_healthy().await;
+    let admin = rig.admin.to_string();
+    rig.primary.kill();
+    let want = format!("    {PRIMARY_IP} down: connection refused");
+    let status = || async { succeeded(&gslb(args(&["status", "--admin", &admin])).await) };
+    wait_for(Duration::from_secs(10), "status says why", || async {
+        status().await.contains(&want)
+    })
+    .await;
+    let text = status().await;
+    assert!(text.contains(&want), "{want:?} not in\n{text}");
+    assert!(
+        text.contains("  region primary      DOWN  0/1 endpoints up\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("-> secondary [{SECONDARY_IP}]  degraded")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_rejected_reload_fails_the_cli_as_systemctl_reload_needs() {
     // docker/systemd/gslb.service runs `gslb reload` as ExecReload, so
     // `systemctl reload gslb` fails exactly when the new zones are rejected.

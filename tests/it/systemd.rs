@@ -227,3 +227,42 @@ fn the_shipped_settings_file_is_what_the_unit_expects() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("[default: 127.0.0.1:9153]"), "{help}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_socket_from_systemd_answers_ipv4_from_the_address_asked() {
+    // BindIPv6Only=both: one [::] socket for IPv4 too. An IPv4 query to
+    // 127.0.0.2 must be answered from 127.0.0.2, not 127.0.0.1. Linux
+    // gives the IPv6 packet info of such a query as a v4-mapped address
+    // and takes it back on the IPv4 sending path, so IPV6_RECVPKTINFO
+    // alone covers it (checked: without packet info the answer came from
+    // 127.0.0.1).
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("z.toml"), ZONE).expect("zone");
+    let udp = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).unwrap();
+    udp.set_only_v6(false).unwrap();
+    udp.bind(&"[::]:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    let port = udp.local_addr().unwrap().as_socket().unwrap().port();
+    let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (u, t) = (high(udp.as_raw_fd()), high(tcp.as_raw_fd()));
+    let child = activated(dir.path(), u, t);
+    let asked: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    let req = request("www.gslb.example.com.", RecordType::A, false)
+        .to_vec()
+        .unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 1500];
+    // Until it serves (it starts in the background), each try waits 200 ms.
+    let mut from = None;
+    let start = Instant::now();
+    while from.is_none() && start.elapsed() < Duration::from_secs(10) {
+        sock.send_to(&req, asked).await.unwrap();
+        if let Ok(Ok((_, f))) =
+            tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await
+        {
+            from = Some(f);
+        }
+    }
+    stop(child);
+    assert_eq!(from, Some(asked), "the answer's source");
+}

@@ -208,11 +208,8 @@ fn answer_of(svc: &crate::model::Service, view: &dyn crate::policy::HealthView) 
         .collect();
     let list = regions.join(", ");
     if sel.all_down {
-        let rule = match svc.when_all_down {
-            crate::model::WhenAllDown::LastResort(_) => "last-resort",
-            _ => "fail-open",
-        };
-        format!("{rule}: {list}")
+        // Only fail-open and last-resort answer with regions.
+        format!("{}: {list}", svc.when_all_down.rule())
     } else {
         list
     }
@@ -377,9 +374,7 @@ async fn deliver(
             let mut post = client.post(&url).header("content-type", "application/json");
             if let Some(secret) = &secret {
                 // Signed at each attempt: a retry carries its own time.
-                let unix = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let unix = crate::model::unix_ms(std::time::SystemTime::now()) / 1000;
                 post = post.header(SIGNATURE_HEADER, signature(secret, unix, &body));
             }
             let sent = post.body(body.clone()).send().await;

@@ -399,7 +399,7 @@ fn service_status(svc: &crate::model::Service, view: &dyn HealthView) -> Service
         },
         when_all_down: match &svc.when_all_down {
             crate::model::WhenAllDown::LastResort(r) => format!("last-resort {}", r.name),
-            rule => rule_name(rule).into(),
+            rule => rule.rule().into(),
         },
         geo: svc.policy.geo_map().map(|m| m.name.clone()),
         locations: locations(svc, view),
@@ -452,17 +452,6 @@ fn all_down(sel: &policy::Selection) -> bool {
     sel.all_down || sel.outcome != Outcome::Answer
 }
 
-/// The all-down rule as the zone file writes it (without a last resort's
-/// region: a metric label of few values).
-fn rule_name(rule: &crate::model::WhenAllDown) -> &'static str {
-    match rule {
-        crate::model::WhenAllDown::FailOpen => "fail-open",
-        crate::model::WhenAllDown::LastResort(_) => "last-resort",
-        crate::model::WhenAllDown::NoData => "nodata",
-        crate::model::WhenAllDown::ServFail => "servfail",
-    }
-}
-
 /// Set `gslb_service_degraded` and `gslb_service_all_down` for every
 /// service (at scrape time).
 pub(crate) fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::metrics::Metrics) {
@@ -490,11 +479,7 @@ pub(crate) fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::met
                 .set(i64::from(sel.degraded));
             metrics
                 .service_all_down
-                .with_label_values(&[
-                    zname.as_str(),
-                    svc.key.as_str(),
-                    rule_name(&svc.when_all_down),
-                ])
+                .with_label_values(&[zname.as_str(), svc.key.as_str(), svc.when_all_down.rule()])
                 .set(i64::from(all_down(&sel)));
             let mut answered: Vec<(String, f64)> = svc
                 .regions

@@ -508,6 +508,19 @@ pub enum WhenAllDown {
     ServFail,
 }
 
+impl WhenAllDown {
+    /// The rule as the zone file writes it, without a last resort's
+    /// region: for metric labels and log lines.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            WhenAllDown::FailOpen => "fail-open",
+            WhenAllDown::LastResort(_) => "last-resort",
+            WhenAllDown::NoData => "nodata",
+            WhenAllDown::ServFail => "servfail",
+        }
+    }
+}
+
 /// One region of a service with its weight.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceRegion {

@@ -38,6 +38,20 @@ pub enum Command {
     /// Print the running server's zones: each service's answer now, and
     /// each region's health and why.
     Status(StatusArgs),
+    /// Exit 0 if the running server is ready (its /readyz: zones served,
+    /// first health verdicts known), 1 if not: a container's health check.
+    Ready(ReadyArgs),
+}
+
+/// `gslb ready`.
+#[derive(Debug, Args, Clone)]
+pub struct ReadyArgs {
+    /// Give up (not ready) after this long without an answer.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// The running server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `gslb status`.

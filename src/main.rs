@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo(args),
         Command::Explain(args) => explain_call(&args),
         Command::Status(args) => status_call(&args),
+        Command::Ready(args) => ready_call(&args),
     }
 }
 
@@ -46,6 +47,24 @@ fn admin_call(
     path: &str,
     query: &[(&str, &str)],
 ) -> Result<(u16, serde_json::Value), String> {
+    admin_call_within(
+        admin,
+        method,
+        path,
+        query,
+        std::time::Duration::from_secs(30),
+    )
+}
+
+/// [`admin_call`] with a deadline; a body that is not JSON comes back as a
+/// JSON string.
+fn admin_call_within(
+    admin: &AdminArgs,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(&str, &str)],
+    timeout: std::time::Duration,
+) -> Result<(u16, serde_json::Value), String> {
     let url = format!("http://{}{path}", admin.admin);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,7 +73,7 @@ fn admin_call(
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .no_proxy()
-            .timeout(std::time::Duration::from_secs(30))
+            .timeout(timeout)
             .build()
             .map_err(|e| e.to_string())?;
         let url = reqwest::Url::parse_with_params(&url, query)
@@ -73,7 +92,7 @@ fn admin_call(
             .map_err(|e| format!("cannot reach the admin API at {}: {e}", admin.describe()))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         Ok((status, body))
     })
 }
@@ -184,6 +203,32 @@ fn status_call(args: &StatusArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         other => admin_failed("status", &args.admin, other),
+    }
+}
+
+/// `gslb ready`: only 0 and 1, the two codes a Docker HEALTHCHECK may
+/// return (2 is reserved).
+fn ready_call(args: &gslb::cli::ReadyArgs) -> ExitCode {
+    match admin_call_within(
+        &args.admin,
+        reqwest::Method::GET,
+        "/readyz",
+        &[],
+        args.timeout,
+    ) {
+        Ok((200, _)) => {
+            println!("ready");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            let why = body.as_str().unwrap_or("").trim();
+            eprintln!("gslb: not ready ({status}): {why}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gslb: not ready: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -522,3 +522,34 @@ async fn a_drain_for_a_while_with_a_comment_ends_by_itself_and_survives_a_restar
     .await;
     assert_ne!(out.status.code(), Some(0), "a bad duration is refused");
 }
+
+#[tokio::test]
+async fn ready_exits_0_only_for_a_ready_server_and_gives_up_on_a_hung_one() {
+    // Ready (unchecked regions: verdicts known from the start).
+    let (_ts, admin) = unchecked(None).await;
+    let out = gslb(args(&["ready", "--admin", &admin])).await;
+    assert_eq!(succeeded(&out).trim(), "ready");
+
+    // Nothing listening: 1 (a Docker HEALTHCHECK allows 0 and 1 only).
+    let closed = free_udp_tcp_addr().to_string();
+    let out = gslb(args(&["ready", "--admin", &closed])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not ready: cannot reach"), "{stderr}");
+
+    // A listener that accepts and never answers: 1 at the timeout, not a
+    // check that hangs for as long as the server does.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hung.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hung.accept().await {
+            conns.push(c);
+        }
+    });
+    let out = gslb(args(&["ready", "--timeout", "300ms", "--admin", &addr])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not ready"), "{stderr}");
+    held.abort();
+}

@@ -69,6 +69,11 @@ pub struct FailoverEvent {
     /// transition in etcd).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The event as one line, in the field Slack's incoming webhooks
+    /// read (Mattermost, Rocket.Chat and Discord's `/slack` URLs too), so
+    /// every body is also a chat message: `&`, `<` and `>` escaped as
+    /// Slack requires.
+    pub text: String,
 }
 
 /// What the dispatcher needs: where transitions come from, where the
@@ -135,6 +140,28 @@ fn event_for(ev: &Events, t: &Transition) -> FailoverEvent {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
         node: ev.cluster.as_ref().map(|c| c.settings().node.clone()),
+        text: String::new(),
+    }
+    .with_text()
+}
+
+impl FailoverEvent {
+    fn with_text(mut self) -> Self {
+        let mut t = format!(
+            "gslb: region {}/{} is {} (was {}): {}",
+            self.zone, self.region, self.new, self.old, self.reason
+        );
+        if !self.services.is_empty() {
+            t.push_str(&format!("; services: {}", self.services.join(", ")));
+        }
+        if let Some(n) = &self.node {
+            t.push_str(&format!(" [node {n}]"));
+        }
+        self.text = t
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        self
     }
 }
 

@@ -131,6 +131,14 @@ async fn receiver_gets_exactly_one_event_per_region_transition() {
         "exactly one event per region transition: {events:#?}"
     );
     assert_eq!(events[0]["event"], "region_state_changed");
+    // The Slack-compatible line: the same facts, escaped.
+    let text = events[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "gslb: region gslb.example.com/us is down (was up): 0 of 1 endpoints up (min-healthy 1); "
+        ) && text.ends_with("; services: api.gslb.example.com"),
+        "{text}"
+    );
     assert_eq!(events[0]["zone"], "gslb.example.com");
     assert_eq!(events[0]["region"], "us");
     assert_eq!(

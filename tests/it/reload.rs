@@ -494,6 +494,38 @@ async fn watch_reloads_when_a_zone_file_changes() {
     .await;
 }
 
+/// A Kubernetes ConfigMap volume, as the kubelet writes it: each file a
+/// link through `..data` to a timestamped folder; an update writes a new
+/// folder and swaps `..data` in one rename. docker/kubernetes relies on
+/// `watch = true` seeing that (the file names themselves never change).
+#[tokio::test]
+async fn watch_reloads_a_configmap_volume_updated_the_kubelets_way() {
+    use std::os::unix::fs::symlink;
+    let zones = tempfile::tempdir().unwrap();
+    let dir = zones.path();
+    let generation = |name: &str, text: String| {
+        std::fs::create_dir(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("z.toml"), text).unwrap();
+    };
+    generation("..2026_12_07_00_00_00.1", version("Aa", &["192.0.2.1"], 60));
+    symlink("..2026_12_07_00_00_00.1", dir.join("..data")).unwrap();
+    symlink("..data/z.toml", dir.join("z.toml")).unwrap();
+    let (_child, addr) = serve_binary(dir, &["--watch"]).await;
+    assert_eq!(tag(addr).await, "Aa");
+
+    // Same length, so only the new file's time tells it apart.
+    generation("..2026_12_07_00_01_00.2", version("Bb", &["192.0.2.1"], 60));
+    symlink("..2026_12_07_00_01_00.2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..2026_12_07_00_00_00.1")).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the ConfigMap's new zone",
+        || async { tag(addr).await == "Bb" },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_health_and_overrides_from_the_state_file() {
     let mut us = Backend::start("127.0.0.2").await;

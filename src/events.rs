@@ -298,14 +298,20 @@ async fn dispatch(
     // One per URL: a full queue drops every further event, one line per period.
     let mut drop_logs: HashMap<String, LogThrottle> = HashMap::new();
     let mut workers = JoinSet::new();
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(ATTEMPT_TIMEOUT)
-        .user_agent(USER_AGENT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(c) => c,
+    let client = match crate::http_client(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(ATTEMPT_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+    }) {
+        Ok((c, false)) => c,
+        Ok((c, true)) => {
+            tracing::warn!(
+                "no CA certificates found on this system; webhooks over https are verified against the Mozilla roots built into gslb"
+            );
+            c
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook client; failover events will not be sent");
             return;

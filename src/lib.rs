@@ -79,3 +79,32 @@ pub fn install_crypto_provider() {
     // Err means a provider is installed already: fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// An HTTP client from `make`, verifying TLS against the system's CA
+/// certificates (reqwest's platform verifier: a company's own CA works)
+/// and, where the system has none (a `scratch` image, a bare host), against
+/// the Mozilla roots built into gslb, as the probes do. reqwest refuses to
+/// build any client without a certificate store, even one that only speaks
+/// plain HTTP: without this fallback such a host would lose its webhooks
+/// and its CLI. The flag says the fallback was taken.
+pub fn http_client(
+    make: impl Fn() -> reqwest::ClientBuilder,
+) -> Result<(reqwest::Client, bool), reqwest::Error> {
+    let first = match make().build() {
+        Ok(c) => return Ok((c, false)),
+        Err(e) => e,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(versions) =
+        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()
+    else {
+        return Err(first);
+    };
+    let tls = versions.with_root_certificates(roots).with_no_client_auth();
+    make()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map(|c| (c, true))
+}

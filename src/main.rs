@@ -71,11 +71,9 @@ fn admin_call_within(
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let (client, _) =
+            gslb::http_client(|| reqwest::Client::builder().no_proxy().timeout(timeout))
+                .map_err(|e| e.to_string())?;
         let url = reqwest::Url::parse_with_params(&url, query)
             .map_err(|e| format!("admin address {}: {e}", admin.admin))?;
         // Marks the call as an API client's (the server refuses changes

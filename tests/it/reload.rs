@@ -369,15 +369,6 @@ async fn a_saved_serial_of_4294967295_still_moves_forward() {
     }
 }
 
-/// A `gslb serve` child process, killed on drop.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_port() -> u16 {
     // Both UDP and TCP must be free on the port.
     loop {

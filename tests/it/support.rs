@@ -485,6 +485,15 @@ pub const SERVE_QUIET: [&str; 7] = [
     "warn",
 ];
 
+/// A `gslb serve` child process, killed on drop.
+pub struct Child(pub std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// [`SERVE_QUIET`] of the real binary on `dns` with the zones at `zones`:
 /// add what a test needs, then spawn.
 pub fn serve_command(dns: SocketAddr, zones: &Path) -> std::process::Command {

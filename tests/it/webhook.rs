@@ -576,6 +576,48 @@ async fn without_a_secret_webhooks_are_unsigned() {
     assert!(!head.contains("x-gslb-signature"), "{head}");
 }
 
+/// A host with no CA certificates (a `scratch` image, a bare system):
+/// reqwest builds no client at all there, so webhooks were lost. gslb falls
+/// back to its built-in roots, says so once, and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_system_certificate_store_webhooks_are_still_sent() {
+    let (url, got) = raw_receiver().await;
+    let mut us = Backend::start("127.0.0.2").await;
+    let eu = Backend::start("127.0.0.3").await;
+    let zones = tempfile::tempdir().unwrap();
+    std::fs::write(zones.path().join("z.toml"), zone(&url, &us, &eu)).unwrap();
+    let no_certs = tempfile::tempdir().unwrap();
+    let log = zones.path().join("stderr.log");
+    let child = serve_command(free_udp_tcp_addr(), zones.path())
+        .env("SSL_CERT_FILE", no_certs.path().join("none.pem"))
+        .env("SSL_CERT_DIR", no_certs.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("gslb serve");
+    let _child = Child(child);
+    wait_until(
+        Duration::from_secs(10),
+        "the fallback is logged",
+        || async {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("no CA certificates found on this system")
+        },
+    )
+    .await;
+    us.kill();
+    wait_until(Duration::from_secs(15), "the event arrives", || async {
+        !got.lock().unwrap().is_empty()
+    })
+    .await;
+    let body = got.lock().unwrap()[0].1.clone();
+    let event: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(
+        (event["region"].as_str(), event["new"].as_str()),
+        (Some("us"), Some("down"))
+    );
+}
+
 // Issue 22 (logs): one line per service whose answer a transition moved,
 // saying from what to what; none for a transition that moves no answer.
 #[tokio::test]

@@ -4,8 +4,15 @@ use super::*;
 
 #[tokio::test]
 async fn status_reports_a_failover_field_by_field() {
-    // rise 4 on the primary: its way back up is slow enough to watch.
-    let slow_rise = Probing { rise: 4, ..FAST };
+    // rise 4 on the primary: its way back up is slow enough to watch. A
+    // timeout three times FAST's: the healthy status below says no probe
+    // ever failed, and under the whole suite's load on two cores a 150 ms
+    // timeout on loopback once did (CI flake, stop 29).
+    let slow_rise = Probing {
+        interval: "500ms",
+        timeout: "450ms",
+        rise: 4,
+    };
     let mut rig = Rig::start(&slow_rise, None).await;
     rig.wait_healthy().await;
 

@@ -232,6 +232,7 @@ pub fn router(shared: AdminState) -> Router {
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/events", get(events))
         .route("/api/v1/explain", get(explain))
+        .route("/api/v1/zones/{zone}/transfer", get(zone_transfer))
         .route("/api/v1/reload", post(reload))
         .route(
             "/api/v1/regions/{zone}/{region}/{action}",
@@ -370,6 +371,43 @@ async fn readyz(State(shared): State<AdminState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// `GET /api/v1/zones/{zone}/transfer`: the zone as a standard secondary
+/// would get it now (`dns::transfer`), as a zone file. Read-only, like the
+/// status: what an operator checks before pointing secondaries at gslb.
+async fn zone_transfer(
+    State(shared): State<AdminState>,
+    axum::extract::Path(zone): axum::extract::Path<String>,
+) -> Response {
+    let want = zone.trim_end_matches('.').to_ascii_lowercase();
+    let engine = shared.status.engine.clone();
+    // A large zone takes a while to render: off the runtime's threads, so
+    // the TCP listeners and the rest of the API do not wait on it.
+    let text = tokio::task::spawn_blocking(move || {
+        let snap = engine.snapshot();
+        snap.zones()
+            .find(|z| z.zone.label() == want)
+            .map(|served| crate::dns::transfer::zone_text(&served.zone, served.health.as_ref()))
+            .ok_or(want)
+    })
+    .await;
+    let text = match text {
+        Ok(Ok(t)) => t,
+        Ok(Err(want)) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": format!("no zone {want} is served") })),
+            )
+                .into_response();
+        }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/dns; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 async fn status_json(State(shared): State<AdminState>) -> Json<Status> {

@@ -16,6 +16,7 @@ pub mod rrl;
 mod server;
 mod snapshot;
 mod tcp;
+pub mod transfer;
 mod wire;
 
 pub use crate::metrics::Transport;

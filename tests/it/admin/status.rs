@@ -152,3 +152,46 @@ async fn status_reports_a_failover_field_by_field() {
     }
     assert_eq!(t[2]["reason"], "ok (200)");
 }
+
+// Issue 21: what a standard secondary would be given, before and after a
+// failover, over the admin API.
+#[tokio::test]
+async fn the_zone_as_transferred_follows_the_verdicts() {
+    let mut rig = Rig::start(&FAST, None).await;
+    rig.wait_healthy().await;
+    let path = format!("/api/v1/zones/{ZONE_NAME}/transfer");
+    let (code, text) = rig.get(&path).await;
+    assert_eq!(code, 200, "{text}");
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{ZONE_NAME}. ")) && first.contains(" IN SOA "),
+        "the SOA first:\n{text}"
+    );
+    let api = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with(&format!("{API} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        api(&text),
+        [format!("{API} 60 IN A {PRIMARY_IP}")],
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("www.{ZONE_NAME}. ")) && text.contains(" IN A 192.0.2.1\n"),
+        "the static record:\n{text}"
+    );
+
+    rig.primary.kill();
+    let text = poll(LIMIT, "the secondary, as transferred", || async {
+        let (_, t) = rig.get(&path).await;
+        (api(&t) == [format!("{API} 5 IN A {SECONDARY_IP}")]).then_some(t)
+    })
+    .await;
+    // The DNS answer says the same.
+    assert_eq!(rig.api().await, [SECONDARY_IP], "{text}");
+
+    let (code, _) = rig.get("/api/v1/zones/not-served.example/transfer").await;
+    assert_eq!(code, 404);
+}

@@ -14,16 +14,27 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS=${1:-300}; shift || true
-TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(request zone state_file)
+TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(request zone state_file key_file)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 SAN=${SANITIZER:-none}
+seed_keys() {
+  local k; k="$(mktemp -d)"
+  cargo run -q --manifest-path ../Cargo.toml -- dnssec keygen seed.example --keys "$k" >/dev/null
+  cargo run -q --manifest-path ../Cargo.toml -- dnssec keygen seed.example --algorithm 15 --zsk --keys "$k" >/dev/null
+  for f in "$k"/*.key; do
+    { cat "$f"; printf '\0'; cat "${f%.key}.private"; } > "$1/$(basename "$f" .key)"
+  done
+  rm -rf "$k"
+}
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   args=(-max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
   if [ -n "${RUNS:-}" ]; then args+=(-runs="$RUNS"); else args+=(-max_total_time="$SECS"); fi
   # Seeds: the shipped zones for the loader.
   if [ "$t" = zone ]; then cp ../zones/*.toml ../bench/zones/*.toml "corpus/$t/" 2>/dev/null || true; fi
+  # Seeds: key pairs as gslb and BIND write them (public, NUL, private).
+  if [ "$t" = key_file ] && [ -z "$(ls -A "corpus/$t")" ]; then seed_keys "corpus/$t"; fi
   echo "== $t"
   cargo fuzz run --release --sanitizer "$SAN" "$t" "corpus/$t" -- "${args[@]}" \
     -artifact_prefix="artifacts/$t/" 2>&1 | tee "artifacts/$t.log" | grep -E '^(Done|#[0-9]+ +DONE|stat::|==[0-9]+==ERROR|SUMMARY)' || true

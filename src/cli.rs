@@ -38,9 +38,53 @@ pub enum Command {
     /// Print the running server's zones: each service's answer now, and
     /// each region's health and why.
     Status(StatusArgs),
+    /// DNSSEC keys: make them, print the DS records for the parent.
+    #[command(subcommand)]
+    Dnssec(DnssecCommand),
     /// Exit 0 if the running server is ready (its /readyz: zones served,
     /// first health verdicts known), 1 if not: a container's health check.
     Ready(ReadyArgs),
+}
+
+/// `gslb dnssec ...`.
+#[derive(Debug, Subcommand, Clone)]
+pub enum DnssecCommand {
+    /// Make a key pair for ZONE in BIND's format (K<zone>.+<alg>+<tag>.key
+    /// and .private, mode 0600), published and active from now.
+    Keygen(KeygenArgs),
+    /// Print the DS records of ZONE's key-signing (or combined) keys, for
+    /// the parent zone.
+    Ds(DsArgs),
+}
+
+/// `gslb dnssec keygen`.
+#[derive(Debug, Args, Clone)]
+pub struct KeygenArgs {
+    /// The zone (its apex name).
+    pub zone: String,
+    /// Folder to write the key files into.
+    #[arg(long, value_name = "DIR", default_value = "keys")]
+    pub keys: std::path::PathBuf,
+    /// 13 (ECDSAP256SHA256) or 15 (ED25519).
+    #[arg(long, default_value = "13")]
+    pub algorithm: String,
+    /// A key-signing key (flags 257) to go with a separate ZSK; without
+    /// --ksk or --zsk, one combined key (CSK, flags 257).
+    #[arg(long, conflicts_with = "zsk")]
+    pub ksk: bool,
+    /// A zone-signing key (flags 256).
+    #[arg(long)]
+    pub zsk: bool,
+}
+
+/// `gslb dnssec ds`.
+#[derive(Debug, Args, Clone)]
+pub struct DsArgs {
+    /// The zone (its apex name).
+    pub zone: String,
+    /// Folder of key files (BIND's format, as keygen or dnssec-keygen write them).
+    #[arg(long, value_name = "DIR", default_value = "keys")]
+    pub keys: std::path::PathBuf,
 }
 
 /// `gslb ready`.

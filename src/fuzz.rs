@@ -239,6 +239,25 @@ pub fn state_file(data: &[u8]) {
     let _ = crate::health::persist::StateFile::salvage(&text);
 }
 
+/// A DNSSEC key file's text (public, then private, split at the first
+/// NUL) through both parsers: errors or keys, never a panic, and never the
+/// private key in an error.
+pub fn key_file(data: &[u8]) {
+    use crate::dnssec::keyfile::{parse_key_text, parse_private_text};
+    let cut = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    let public = String::from_utf8_lossy(&data[..cut]);
+    let private = String::from_utf8_lossy(data.get(cut + 1..).unwrap_or_default());
+    let p = std::path::Path::new("K.key");
+    if let Err(e) = parse_key_text(p, &public) {
+        assert!(!e.msg.is_empty(), "every error says what is wrong");
+    }
+    for text in [&public, &private] {
+        if let Err(e) = parse_private_text(p, text) {
+            assert!(!e.msg.is_empty(), "every error says what is wrong");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -250,5 +269,6 @@ mod tests {
         super::request(&q);
         super::zone(super::ZONE.as_bytes());
         super::state_file(b"{}");
+        super::key_file(b"z. IN DNSKEY 257 3 13 AAAA\0Algorithm: 13\n");
     }
 }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod conns;
 pub mod demo;
 pub mod dns;
+pub mod dnssec;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzz;

@@ -37,6 +37,8 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain_call(&args),
         Command::Status(args) => status_call(&args),
         Command::Ready(args) => ready_call(&args),
+        Command::Dnssec(gslb::cli::DnssecCommand::Keygen(args)) => dnssec_keygen(&args),
+        Command::Dnssec(gslb::cli::DnssecCommand::Ds(args)) => dnssec_ds(&args),
     }
 }
 
@@ -202,6 +204,80 @@ fn status_call(args: &StatusArgs) -> ExitCode {
         }
         other => admin_failed("status", &args.admin, other),
     }
+}
+
+fn zone_name(zone: &str) -> Result<hickory_proto::rr::Name, String> {
+    let mut n =
+        hickory_proto::rr::Name::from_ascii(zone).map_err(|e| format!("zone {zone:?}: {e}"))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+fn dnssec_keygen(args: &gslb::cli::KeygenArgs) -> ExitCode {
+    use gslb::dnssec::keyfile::{KSK_FLAGS, KeyPair, ZSK_FLAGS, parse_algorithm};
+    let made = (|| {
+        let zone = zone_name(&args.zone)?;
+        let algorithm = parse_algorithm(&args.algorithm).ok_or_else(|| {
+            format!(
+                "algorithm {:?}: 13 (ECDSAP256SHA256) or 15 (ED25519)",
+                args.algorithm
+            )
+        })?;
+        let flags = if args.zsk { ZSK_FLAGS } else { KSK_FLAGS };
+        let now = gslb::model::unix_ms(std::time::SystemTime::now()) / 1000;
+        let key = KeyPair::generate(zone, algorithm, flags, now)?;
+        std::fs::create_dir_all(&args.keys).map_err(|e| format!("{}: {e}", args.keys.display()))?;
+        let (k, p) = key
+            .write(&args.keys)
+            .map_err(|e| format!("{}: {e}", args.keys.display()))?;
+        Ok::<_, String>((k, p))
+    })();
+    match made {
+        Ok((k, p)) => {
+            println!("{}\n{}", k.display(), p.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gslb: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn dnssec_ds(args: &gslb::cli::DsArgs) -> ExitCode {
+    use gslb::dnssec::keyfile::KeyPair;
+    let zone = match zone_name(&args.zone) {
+        Ok(z) => z,
+        Err(e) => {
+            eprintln!("gslb: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let keys = match KeyPair::load_dir(&args.keys) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut printed = 0;
+    for key in keys.iter().filter(|k| k.zone == zone && k.is_sep()) {
+        match key.ds_line() {
+            Ok(line) => {
+                println!("{line}");
+                printed += 1;
+            }
+            Err(e) => eprintln!("gslb: key {}: {e}", key.tag()),
+        }
+    }
+    if printed == 0 {
+        eprintln!(
+            "gslb: no key-signing key for {zone} in {}",
+            args.keys.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    ExitCode::SUCCESS
 }
 
 /// `gslb ready`: only 0 and 1, the two codes a Docker HEALTHCHECK may

@@ -48,3 +48,11 @@ fn state_file_inputs_replay() {
         "the corpus is committed"
     );
 }
+
+#[test]
+fn key_file_inputs_replay() {
+    assert!(
+        replay("key_file", gslb::fuzz::key_file) > 10,
+        "the corpus is committed"
+    );
+}

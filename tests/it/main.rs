@@ -16,6 +16,7 @@ mod cluster;
 mod depends;
 mod dns;
 mod dns_check;
+mod dnssec;
 mod ecs;
 mod exec_check;
 mod failover;

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,40 @@ fn netns(ns: &str, args: &[&str]) {
     run("ip", &a);
 }
 
+/// Remove the namespaces and bridge of labs whose test process is gone (a
+/// run killed before its drop): left in place, the bridge keeps the lab's
+/// addresses and every later run's nodes reach nothing.
+fn remove_orphans() {
+    let alive = |pid: &str| {
+        pid.parse::<u32>().is_ok_and(|p| {
+            p == std::process::id() % 100_000 || Path::new(&format!("/proc/{p}")).exists()
+        })
+    };
+    let list = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    for line in list(&["netns", "list"]).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if let Some((pid, _)) = name.strip_prefix("gc").and_then(|r| r.split_once('n'))
+            && !alive(pid)
+        {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+    for line in list(&["-br", "link"]).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if let Some(pid) = name.strip_prefix("gc").and_then(|r| r.strip_suffix("br"))
+            && !alive(pid)
+        {
+            let _ = Command::new("ip").args(["link", "del", name]).status();
+        }
+    }
+}
+
 /// The namespaces, bridge and veths of one lab; removed on drop.
 struct Net {
     bridge: String,
@@ -65,6 +99,7 @@ struct Net {
 
 impl Net {
     fn create(tag: &str, nodes: usize) -> Net {
+        remove_orphans();
         let bridge = format!("{tag}br");
         let net = Net {
             bridge: bridge.clone(),

@@ -215,22 +215,37 @@ fn zone_name(zone: &str) -> Result<hickory_proto::rr::Name, String> {
 
 fn dnssec_keygen(args: &gslb::cli::KeygenArgs) -> ExitCode {
     use gslb::dnssec::keyfile::{KSK_FLAGS, KeyPair, ZSK_FLAGS, parse_algorithm};
+    let algorithm = parse_algorithm(&args.algorithm).ok_or_else(|| {
+        format!(
+            "algorithm {:?}: 13 (ECDSAP256SHA256) or 15 (ED25519)",
+            args.algorithm
+        )
+    });
+    let (zone, algorithm) = match (zone_name(&args.zone), algorithm) {
+        (Ok(z), Ok(a)) => (z, a),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("gslb: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let flags = if args.zsk { ZSK_FLAGS } else { KSK_FLAGS };
+    let now = gslb::model::unix_ms(std::time::SystemTime::now()) / 1000;
     let made = (|| {
-        let zone = zone_name(&args.zone)?;
-        let algorithm = parse_algorithm(&args.algorithm).ok_or_else(|| {
-            format!(
-                "algorithm {:?}: 13 (ECDSAP256SHA256) or 15 (ED25519)",
-                args.algorithm
-            )
-        })?;
-        let flags = if args.zsk { ZSK_FLAGS } else { KSK_FLAGS };
-        let now = gslb::model::unix_ms(std::time::SystemTime::now()) / 1000;
-        let key = KeyPair::generate(zone, algorithm, flags, now)?;
         std::fs::create_dir_all(&args.keys).map_err(|e| format!("{}: {e}", args.keys.display()))?;
-        let (k, p) = key
-            .write(&args.keys)
-            .map_err(|e| format!("{}: {e}", args.keys.display()))?;
-        Ok::<_, String>((k, p))
+        // A key tag already taken in the folder: another key, as
+        // dnssec-keygen does.
+        for _ in 0..8 {
+            let key = KeyPair::generate(zone.clone(), algorithm, flags, now)?;
+            match key.write(&args.keys) {
+                Ok(paths) => return Ok(paths),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("{}: {e}", args.keys.display())),
+            }
+        }
+        Err(format!(
+            "{}: no free key tag in 8 tries",
+            args.keys.display()
+        ))
     })();
     match made {
         Ok((k, p)) => {
@@ -250,18 +265,23 @@ fn dnssec_ds(args: &gslb::cli::DsArgs) -> ExitCode {
         Ok(z) => z,
         Err(e) => {
             eprintln!("gslb: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
-    let keys = match KeyPair::load_dir(&args.keys) {
-        Ok(k) => k,
+    let keys = match KeyPair::load_zone(&args.keys, &zone) {
+        Ok((keys, warnings)) => {
+            for w in warnings {
+                eprintln!("gslb: {w}");
+            }
+            keys
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let mut printed = 0;
-    for key in keys.iter().filter(|k| k.zone == zone && k.is_sep()) {
+    for key in keys.iter().filter(|k| k.is_sep()) {
         match key.ds_line() {
             Ok(line) => {
                 println!("{line}");

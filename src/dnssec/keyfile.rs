@@ -276,18 +276,28 @@ impl KeyPair {
             algorithm_number(self.algorithm),
             data_encoding::BASE64.encode(&self.public)
         ));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&private_path)?;
-        f.write_all(private_text.as_bytes())?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&key_path)?;
-        f.write_all(key_text.as_bytes())?;
+        // Neither file may exist (a key tag already taken: the caller makes
+        // another key); a failure half-way leaves no half pair behind.
+        if key_path.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists", key_path.display()),
+            ));
+        }
+        let write = |path: &Path, mode: u32, text: &str| -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        };
+        write(&private_path, 0o600, &private_text)?;
+        if let Err(e) = write(&key_path, 0o644, &key_text) {
+            let _ = std::fs::remove_file(&private_path);
+            return Err(e);
+        }
         Ok((key_path, private_path))
     }
 
@@ -327,16 +337,47 @@ impl KeyPair {
         Ok(key)
     }
 
-    /// Every key pair in `dir` (each `.private` with its `.key`), sorted by
-    /// file name; the first problem stops the load.
-    pub fn load_dir(dir: &Path) -> Result<Vec<Self>, KeyError> {
+    /// The key pairs of `zone` in `dir` (each `.private` with its `.key`),
+    /// sorted by file name, and a warning for each of its keys whose
+    /// algorithm gslb does not use. Another zone's keys are passed over: a
+    /// folder may be shared with BIND. A broken key of `zone` stops the load.
+    pub fn load_zone(dir: &Path, zone: &Name) -> Result<(Vec<Self>, Vec<String>), KeyError> {
         let rd = std::fs::read_dir(dir).map_err(|e| err(dir, None, format!("cannot read: {e}")))?;
         let mut paths: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "private"))
             .collect();
         paths.sort();
-        paths.iter().map(|p| KeyPair::load(p)).collect()
+        let (mut keys, mut warnings) = (Vec::new(), Vec::new());
+        for p in paths {
+            let text = p.to_string_lossy();
+            let key_path = PathBuf::from(format!("{}.key", text.trim_end_matches(".private")));
+            // Owner and algorithm, read loosely: only to choose.
+            let public = std::fs::read_to_string(&key_path).unwrap_or_default();
+            let dnskey = public
+                .lines()
+                .map(|l| l.split(';').next().unwrap_or("").trim())
+                .find(|l| !l.is_empty())
+                .unwrap_or("");
+            let fields: Vec<&str> = dnskey.split_whitespace().collect();
+            if let Some(owner) = fields.first()
+                && Name::from_ascii(owner).is_ok_and(|n| n != *zone)
+            {
+                continue;
+            }
+            if let Some(i) = fields.iter().position(|f| f.eq_ignore_ascii_case("DNSKEY"))
+                && let Some(alg) = fields.get(i + 3)
+                && parse_algorithm(alg).is_none()
+            {
+                warnings.push(format!(
+                    "{}: algorithm {alg} is not one gslb uses (13, 15): skipped",
+                    key_path.display()
+                ));
+                continue;
+            }
+            keys.push(KeyPair::load(&p)?);
+        }
+        Ok((keys, warnings))
     }
 }
 
@@ -525,10 +566,7 @@ pub fn parse_private_text(
                 let bytes = data_encoding::BASE64
                     .decode(v.replace(' ', "").as_bytes())
                     .map_err(|_| err(path, at, "the private key is not base64"))?;
-                if bytes.len() != 32 {
-                    return Err(err(path, at, "the private key is not 32 bytes"));
-                }
-                secret = Some(bytes);
+                secret = Some((bytes, at));
             }
             label @ ("Created" | "Publish" | "Activate" | "Inactive" | "Delete") => {
                 let t = parse_timestamp(v)
@@ -546,7 +584,17 @@ pub fn parse_private_text(
         }
     }
     let algorithm = algorithm.ok_or_else(|| err(path, None, "no Algorithm line"))?;
-    let secret = secret.ok_or_else(|| err(path, None, "no PrivateKey line"))?;
+    let (mut secret, at) = secret.ok_or_else(|| err(path, None, "no PrivateKey line"))?;
+    // Older BIND versions write an ECDSA scalar without its leading zero
+    // bytes (one key in 256 has 31): it is a number, pad it back.
+    if algorithm == Algorithm::ECDSAP256SHA256 && (1..32).contains(&secret.len()) {
+        let mut padded = vec![0; 32 - secret.len()];
+        padded.extend_from_slice(&secret);
+        secret = padded;
+    }
+    if secret.len() != 32 {
+        return Err(err(path, at, "the private key is not 32 bytes"));
+    }
     Ok((algorithm, Secret(secret), timing))
 }
 

@@ -96,6 +96,36 @@ fn binds_keys_load_and_give_bind_the_same_ds() {
     let ours = gslb_ds(dir.path());
     assert_eq!(ours.len(), 2, "the two KSKs: {ours:?}");
     assert_eq!(ours, bind_ds(dir.path()));
+
+    // A folder shared with BIND: another zone's key is passed over, an RSA
+    // key of this zone is named and skipped, and the rest still load.
+    let before = bind_ds(dir.path());
+    ok(Command::new("dnssec-keygen")
+        .args(["-q", "-K"])
+        .arg(dir.path())
+        .args(["-a", "ECDSAP256SHA256", "-f", "KSK", "other.example"]));
+    let rsa = ok(Command::new("dnssec-keygen")
+        .args(["-q", "-K"])
+        .arg(dir.path())
+        .args(["-a", "RSASHA256", "-f", "KSK", ZONE]));
+    let out = run(gslb()
+        .args(["dnssec", "ds", ZONE, "--keys"])
+        .arg(dir.path()));
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}.key: algorithm 8 is not one gslb uses (13, 15): skipped",
+            rsa.trim()
+        )),
+        "{stderr}"
+    );
+    let mut printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    printed.sort();
+    assert_eq!(printed, before);
 }
 
 #[test]

@@ -305,11 +305,9 @@ async fn dispatch(
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
     }) {
-        Ok((c, false)) => c,
-        Ok((c, true)) => {
-            tracing::warn!(
-                "no CA certificates found on this system; webhooks over https are verified against the Mozilla roots built into gslb"
-            );
+        Ok((c, None)) => c,
+        Ok((c, Some(why))) => {
+            tracing::warn!(error = %why, "no CA certificates found on this system; webhooks over https are verified against the Mozilla roots built into gslb");
             c
         }
         Err(e) => {

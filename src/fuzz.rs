@@ -240,8 +240,9 @@ pub fn state_file(data: &[u8]) {
 }
 
 /// A DNSSEC key file's text (public, then private, split at the first
-/// NUL) through both parsers: errors or keys, never a panic, and never the
-/// private key in an error.
+/// NUL) through both parsers: errors or keys, never a panic, and every
+/// error says what is wrong (tests/it/dnssec.rs checks that none shows a
+/// private key).
 pub fn key_file(data: &[u8]) {
     use crate::dnssec::keyfile::{parse_key_text, parse_private_text};
     let cut = data.iter().position(|&b| b == 0).unwrap_or(data.len());

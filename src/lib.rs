@@ -87,14 +87,16 @@ pub fn install_crypto_provider() {
 /// the Mozilla roots built into gslb, as the probes do. reqwest refuses to
 /// build any client without a certificate store, even one that only speaks
 /// plain HTTP: without this fallback such a host would lose its webhooks
-/// and its CLI. The flag says the fallback was taken.
+/// and its CLI. When the fallback was taken, the first build's error
+/// comes along (why the system's store was not used).
 pub fn http_client(
     make: impl Fn() -> reqwest::ClientBuilder,
-) -> Result<(reqwest::Client, bool), reqwest::Error> {
+) -> Result<(reqwest::Client, Option<String>), reqwest::Error> {
     let first = match make().build() {
-        Ok(c) => return Ok((c, false)),
+        Ok(c) => return Ok((c, None)),
         Err(e) => e,
     };
+    let why = describe_error(&first);
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -107,5 +109,18 @@ pub fn http_client(
     make()
         .tls_backend_preconfigured(tls)
         .build()
-        .map(|c| (c, true))
+        .map(|c| (c, Some(why)))
+}
+
+/// An error with its causes, `: `-joined (reqwest's own message is often
+/// just "builder error").
+fn describe_error(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

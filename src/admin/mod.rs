@@ -378,13 +378,31 @@ async fn readyz(State(shared): State<AdminState>) -> Response {
 /// status: what an operator checks before pointing secondaries at gslb.
 async fn zone_transfer(
     State(shared): State<AdminState>,
+    headers: HeaderMap,
     axum::extract::Path(zone): axum::extract::Path<String>,
 ) -> Response {
+    // The whole zone, which AXFR refuses to strangers: the admin token
+    // when one is set, else a loopback-only listener.
+    if let Err(r) = check_token(&shared, &headers) {
+        return *r;
+    }
+    // At most two renders at once, counted until each ends (a client that
+    // leaves does not stop its render).
+    static RENDERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let Ok(permit) = RENDERS.try_acquire() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({ "error": "two zones are being rendered; retry" })),
+        )
+            .into_response();
+    };
     let want = zone.trim_end_matches('.').to_ascii_lowercase();
     let engine = shared.status.engine.clone();
     // A large zone takes a while to render: off the runtime's threads, so
     // the TCP listeners and the rest of the API do not wait on it.
     let text = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let snap = engine.snapshot();
         snap.zones()
             .find(|z| z.zone.label() == want)
@@ -622,6 +640,12 @@ fn authorize(shared: &AdminState, headers: &HeaderMap) -> Result<(), Box<Respons
             (StatusCode::FORBIDDEN, Json(json!({ "error": why }))).into_response(),
         ));
     }
+    check_token(shared, headers)
+}
+
+/// The token rule of [`authorize`] alone: for reads that give away what
+/// DNS does not (a whole zone, which AXFR refuses to strangers).
+fn check_token(shared: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let deny = |code: StatusCode, msg: &str| {
         Box::new(
             (

@@ -12,10 +12,13 @@
 //! - NODATA and SERVFAIL all-down rules: nothing at the name (a secondary
 //!   then answers NXDOMAIN; SERVFAIL cannot be transferred).
 //!
-//! TTLs are the ones gslb answers with (the degraded TTL while degraded).
+//! TTLs are the ones gslb answers with (the degraded TTL while degraded),
+//! and addresses are capped at the service's `max-records` as in answers.
 //! Deterministic: the same zone and verdicts give the same records in the
 //! same order on every node, sorted by name (DNSSEC's canonical order),
-//! type and data, the SOA first.
+//! type and data, the SOA first. The SOA is the zone's own: its serial does
+//! not move with health yet (that comes with AXFR, and must be the same on
+//! every node; today an unset `serial` is each node's own load time).
 
 use std::net::IpAddr;
 

@@ -567,9 +567,13 @@ async fn ready_exits_0_only_for_a_ready_server_and_gives_up_on_a_hung_one() {
             conns.push(c);
         }
     });
+    let asked = std::time::Instant::now();
     let out = gslb(args(&["ready", "--timeout", "300ms", "--admin", &addr])).await;
+    let took = asked.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Not the client's 30 s default: the timeout given.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(stderr.contains("not ready"), "{stderr}");
     held.abort();
 }

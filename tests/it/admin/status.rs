@@ -157,10 +157,22 @@ async fn status_reports_a_failover_field_by_field() {
 // failover, over the admin API.
 #[tokio::test]
 async fn the_zone_as_transferred_follows_the_verdicts() {
-    let mut rig = Rig::start(&FAST, None).await;
+    let mut rig = Rig::start(&FAST, Some(TOKEN)).await;
     rig.wait_healthy().await;
     let path = format!("/api/v1/zones/{ZONE_NAME}/transfer");
+    // The whole zone is not for anyone who reaches the admin port: with a
+    // token set, it takes the token (the status, a read, does not).
     let (code, text) = rig.get(&path).await;
+    assert_eq!(code, 401, "{text}");
+    let (http, base) = (rig.http.clone(), rig.url(""));
+    let get = |path: String| {
+        let req = http.get(format!("{base}{path}")).bearer_auth(TOKEN);
+        async move {
+            let r = req.send().await.expect("GET");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    let (code, text) = get(path.clone()).await;
     assert_eq!(code, 200, "{text}");
     let first = text.lines().next().unwrap_or_default();
     assert!(
@@ -185,13 +197,13 @@ async fn the_zone_as_transferred_follows_the_verdicts() {
 
     rig.primary.kill();
     let text = poll(LIMIT, "the secondary, as transferred", || async {
-        let (_, t) = rig.get(&path).await;
+        let (_, t) = get(path.clone()).await;
         (api(&t) == [format!("{API} 5 IN A {SECONDARY_IP}")]).then_some(t)
     })
     .await;
     // The DNS answer says the same.
     assert_eq!(rig.api().await, [SECONDARY_IP], "{text}");
 
-    let (code, _) = rig.get("/api/v1/zones/not-served.example/transfer").await;
+    let (code, _) = get("/api/v1/zones/not-served.example/transfer".into()).await;
     assert_eq!(code, 404);
 }

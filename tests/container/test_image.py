@@ -161,7 +161,28 @@ class Image(unittest.TestCase):
         self.assertEqual(inspect(self.name, "{{.State.OOMKilled}}"), "false")
         print(f"\n  docker stop took {took:.2f} s", flush=True)
 
-    def test_3_lint(self):
+    def test_3_the_binarys_one_capability(self):
+        # Where any user may bind low ports (Docker's default) the file
+        # capability is not needed; take that away and it must do the work.
+        name = f"{self.name}-cap"
+        (self.dir / "zones" / "smoke.test.toml").write_text(ZONE)
+        try:
+            docker("run", "-d", "--name", name,
+                   "--sysctl", "net.ipv4.ip_unprivileged_port_start=1024",
+                   "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE",
+                   "-v", f"{self.dir / 'zones'}:/etc/gslb/zones:ro", self.image)
+            ip = container_ip(name)
+            wait_for("an answer on port 53 bound by the file capability",
+                     lambda: addresses(ip, "static.smoke.test") is not None, 20)
+        finally:
+            docker("rm", "-f", "-v", name, check=False)
+        # A container that forbids that capability cannot run the binary:
+        # the kernel refuses the exec (as the README says).
+        p = docker("run", "--rm", "--cap-drop", "ALL", self.image, "--version", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("operation not permitted", p.stdout + p.stderr)
+
+    def test_3b_lint(self):
         for f in ("docker/Dockerfile", "docker/lab/Dockerfile"):
             run("hadolint", f, cwd=ROOT)
 

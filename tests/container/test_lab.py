@@ -158,8 +158,13 @@ class Lab(unittest.TestCase):
         docker("network", "disconnect", net, ns3)
         tl = Timeline()
         wait_for("ns3 in local mode", lambda: (tl.poll(), mode("ns3") == "local")[1], 30, every=0.25)
+        # Cut off, and then alone: ns3 answers what ns1 and ns2 answer, on
+        # every poll.
+        for _, nodes, res in tl.rows:
+            self.assertEqual(set(nodes.values()) | {res}, {EU}, "\n" + tl.show())
         # The primary returns while ns3 is alone: the cluster (ns1, ns2)
-        # and ns3 each decide it up again, by the same fall/rise.
+        # and ns3 each decide it up again, by the same fall/rise (for a
+        # moment they may differ, each moving once).
         compose("start", "backend-us-east")
         tl.until("the primary again everywhere",
                  lambda r: all(a == US for a in r[1].values()) and r[2] == US, 60)

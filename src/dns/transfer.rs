@@ -144,20 +144,7 @@ mod tests {
     use super::*;
     use crate::config::{LoadOptions, load_sources};
 
-    /// Health as literal vectors: `regions[i]` up?, `endpoints[i][j]` up?
-    struct View {
-        regions: Vec<bool>,
-        endpoints: Vec<Vec<bool>>,
-    }
-
-    impl HealthView for View {
-        fn region_up(&self, r: usize) -> bool {
-            self.regions[r]
-        }
-        fn endpoint_up(&self, r: usize, e: usize) -> bool {
-            self.endpoints[r][e]
-        }
-    }
+    use crate::policy::LiteralView as View;
 
     /// Regions in name order: ap (198.51.100.1, .2), eu (192.0.2.1),
     /// us (203.0.113.1 and 2001:db8::1).

@@ -286,5 +286,23 @@ fn shuffle<T, R: Rng + ?Sized>(v: &mut [T], rng: &mut R) {
     }
 }
 
+/// Health as literal vectors, for tests: `regions[i]` up?,
+/// `endpoints[i][j]` up?
+#[cfg(test)]
+pub(crate) struct LiteralView {
+    pub(crate) regions: Vec<bool>,
+    pub(crate) endpoints: Vec<Vec<bool>>,
+}
+
+#[cfg(test)]
+impl HealthView for LiteralView {
+    fn region_up(&self, r: usize) -> bool {
+        self.regions[r]
+    }
+    fn endpoint_up(&self, r: usize, e: usize) -> bool {
+        self.endpoints[r][e]
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -7,20 +7,7 @@ use rand::rngs::SmallRng;
 use super::*;
 use crate::model::{Origin, Region, ServiceRegion};
 
-/// Health as literal vectors: `regions[i]` up?, `endpoints[i][j]` up?
-struct View {
-    regions: Vec<bool>,
-    endpoints: Vec<Vec<bool>>,
-}
-
-impl HealthView for View {
-    fn region_up(&self, r: usize) -> bool {
-        self.regions[r]
-    }
-    fn endpoint_up(&self, r: usize, e: usize) -> bool {
-        self.endpoints[r][e]
-    }
-}
+pub(crate) use super::LiteralView as View;
 
 /// A view where region i is up iff `up[i]`, with all endpoints matching.
 fn view(up: &[bool], eps_per_region: usize) -> View {

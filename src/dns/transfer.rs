@@ -57,37 +57,59 @@ pub fn zone_as_transferred(zone: &Zone, view: &dyn HealthView) -> Vec<Record> {
 /// The zone as transferred, in the presentation format of RFC 1035 zone
 /// files, one record a line.
 pub fn zone_text(zone: &Zone, view: &dyn HealthView) -> String {
-    use std::fmt::Write;
     let mut out = String::new();
     for r in zone_as_transferred(zone, view) {
-        match &r.data {
-            // hickory prints TXT strings bare: a zone file quotes each one.
-            RData::TXT(txt) => {
-                let _ = write!(out, "{} {} {} TXT", r.name, r.ttl, r.dns_class);
-                for s in txt.txt_data.iter() {
-                    out.push_str(" \"");
-                    for &b in s.iter() {
-                        match b {
-                            b'"' | b'\\' => {
-                                out.push('\\');
-                                out.push(char::from(b));
-                            }
-                            0x20..=0x7e => out.push(char::from(b)),
-                            _ => {
-                                let _ = write!(out, "\\{b:03}");
-                            }
-                        }
-                    }
-                    out.push('"');
-                }
-            }
-            _ => {
-                let _ = write!(out, "{r}");
-            }
-        }
+        record_line(&r, &mut out);
         out.push('\n');
     }
     out
+}
+
+/// One record in zone-file syntax. hickory prints TXT strings bare and
+/// CAA values unescaped: those two are quoted here (RFC 1035 §5.1).
+fn record_line(r: &Record, out: &mut String) {
+    use std::fmt::Write;
+    match &r.data {
+        RData::TXT(txt) => {
+            let _ = write!(out, "{} {} {} TXT", r.name, r.ttl, r.dns_class);
+            for s in txt.txt_data.iter() {
+                out.push(' ');
+                quoted(s, out);
+            }
+        }
+        RData::CAA(caa) => {
+            let flags = (u8::from(caa.issuer_critical) << 7) | caa.reserved_flags;
+            let _ = write!(
+                out,
+                "{} {} {} CAA {flags} {} ",
+                r.name, r.ttl, r.dns_class, caa.tag
+            );
+            quoted(&caa.value, out);
+        }
+        _ => {
+            let _ = write!(out, "{r}");
+        }
+    }
+}
+
+/// A character-string in double quotes: `"` and `\` escaped, bytes outside
+/// printable ASCII as `\DDD`.
+fn quoted(bytes: &[u8], out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => {
+                let _ = write!(out, "\\{b:03}");
+            }
+        }
+    }
+    out.push('"');
 }
 
 /// What one service contributes at `owner`.
@@ -255,6 +277,31 @@ regions = ["lb", "eu"]
         );
         // The same verdicts, the same text.
         assert_eq!(text, zone_text(&z, &view(true, true, true)));
+    }
+
+    #[test]
+    fn txt_and_caa_are_quoted_as_zone_files_quote_them() {
+        use hickory_proto::rr::rdata::{CAA, TXT};
+        let name = Name::from_ascii("z.example.").unwrap();
+        let line = |data: RData| {
+            let mut out = String::new();
+            record_line(&Record::from_rdata(name.clone(), 300, data), &mut out);
+            out
+        };
+        assert_eq!(
+            line(RData::TXT(TXT::new(vec![
+                "a \"b\" \\ \u{7f}".into(),
+                "c".into()
+            ]))),
+            r#"z.example. 300 IN TXT "a \"b\" \\ \127" "c""#
+        );
+        // A raw value no issuer parser would make: quotes inside.
+        let mut caa = CAA::new_issue(true, None, Vec::new());
+        caa.value = b"ca.example; x=\"y\"".to_vec();
+        assert_eq!(
+            line(RData::CAA(caa)),
+            r#"z.example. 300 IN CAA 128 issue "ca.example; x=\"y\"""#
+        );
     }
 
     #[test]

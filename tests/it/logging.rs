@@ -63,7 +63,7 @@ async fn a_closed_log_pipe_stops_no_probe_and_no_shutdown() {
     let mut stderr = child.stderr.take().expect("piped");
     // Killed if the test fails before its SIGTERM (on the code before the
     // fix, SIGTERM was never acted on).
-    let mut child = KillOnDrop(child);
+    let mut child = Child(child);
     // Read until it serves, then close our end: every write fails now.
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -116,15 +116,6 @@ async fn a_closed_log_pipe_stops_no_probe_and_no_shutdown() {
     }
 }
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Run `gslb serve` with `zones` and `extra` arguments, its stderr read
 /// into a shared buffer by a thread.
 fn serve_logged(
@@ -132,7 +123,7 @@ fn serve_logged(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> (
-    KillOnDrop,
+    Child,
     std::sync::Arc<std::sync::Mutex<String>>,
     std::net::SocketAddr,
 ) {
@@ -168,7 +159,7 @@ fn serve_logged(
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    (KillOnDrop(child), log, dns)
+    (Child(child), log, dns)
 }
 
 // Issue 19 item 3. Fails on the code before it: the webhook URL was logged

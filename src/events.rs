@@ -455,17 +455,7 @@ async fn deliver(
 /// credentials and query, so it goes; the causes (refused, reset, TLS...)
 /// come along instead, which reqwest's message leaves out.
 fn describe(e: reqwest::Error, url: &str, shown: &str) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        let m = c.to_string();
-        if !text.ends_with(&m) {
-            text.push_str(": ");
-            text.push_str(&m);
-        }
-        cause = c.source();
-    }
+    let text = crate::describe_error(&e.without_url());
     // A cause quoting the URL itself still shows it redacted only.
     text.replace(url, shown)
 }

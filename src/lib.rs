@@ -112,14 +112,18 @@ pub fn http_client(
         .map(|c| (c, Some(why)))
 }
 
-/// An error with its causes, `: `-joined (reqwest's own message is often
-/// just "builder error").
-fn describe_error(e: &dyn std::error::Error) -> String {
+/// An error with its causes, `: `-joined, a cause its parent's message
+/// already ends with left out (reqwest's own message is often just
+/// "builder error" or "error sending request").
+pub(crate) fn describe_error(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
+        let m = c.to_string();
+        if !text.ends_with(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
         cause = c.source();
     }
     text

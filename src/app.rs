@@ -72,6 +72,8 @@ pub struct Settings {
     pub probe_source: Option<std::net::IpAddr>,
     /// Take part in a cluster through etcd.
     pub cluster: Option<ClusterSettings>,
+    /// TSIG keys by name (zone transfers and NOTIFY).
+    pub tsig_keys: std::collections::BTreeMap<String, crate::model::TsigKey>,
 }
 
 impl Default for Settings {
@@ -103,6 +105,7 @@ impl Default for Settings {
             rng_seed: None,
             probe_source: None,
             cluster: None,
+            tsig_keys: Default::default(),
         }
     }
 }
@@ -156,7 +159,8 @@ impl Server {
         crate::install_crypto_provider();
         let metrics = Metrics::new();
         let mut config = match reload::load(&settings.zones).and_then(|c| {
-            let conflicts = crate::config::cross_check(settings.cluster.as_ref(), &c);
+            let conflicts =
+                crate::config::cross_check(settings.cluster.as_ref(), &settings.tsig_keys, &c);
             if conflicts.is_empty() {
                 Ok(c)
             } else {
@@ -294,6 +298,7 @@ impl Server {
             health: health.clone(),
             metrics: metrics.clone(),
             cluster: cluster.clone(),
+            tsig_keys: settings.tsig_keys.clone(),
             lock: tokio::sync::Mutex::new(()),
         });
         let tcp = dns::TcpLimits {

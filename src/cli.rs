@@ -572,6 +572,7 @@ pub fn merge_settings(
     }
     s.probe_source = args.probe_source.or(file.probe_source());
     s.cluster = file.cluster();
+    s.tsig_keys = file.tsig_keys.clone();
     if let Some(w) = &file.webhook {
         crate::config::check_webhook_url(w).map_err(|e| {
             format!(

@@ -411,8 +411,12 @@ fn check(paths: Vec<PathBuf>, config: Option<PathBuf>) -> ExitCode {
         vec![PathBuf::from("zones")]
     };
     let cluster = file.as_ref().and_then(|f| f.cluster());
+    let tsig = file
+        .as_ref()
+        .map(|f| f.tsig_keys.clone())
+        .unwrap_or_default();
     let loaded = gslb::config::load(&paths, gslb::config::LoadOptions::default()).and_then(|c| {
-        let conflicts = gslb::config::cross_check(cluster.as_ref(), &c);
+        let conflicts = gslb::config::cross_check(cluster.as_ref(), &tsig, &c);
         if conflicts.is_empty() {
             Ok(c)
         } else {

@@ -50,6 +50,8 @@ pub struct Reloader {
     pub(crate) health: Arc<HealthTable>,
     pub(crate) metrics: Metrics,
     pub(crate) cluster: Option<Arc<Cluster>>,
+    /// The settings file's TSIG keys, which zones name.
+    pub(crate) tsig_keys: std::collections::BTreeMap<String, crate::model::TsigKey>,
     /// Serialises reloads (held across the file reads, hence tokio's).
     pub(crate) lock: tokio::sync::Mutex<()>,
 }
@@ -78,9 +80,10 @@ impl Reloader {
         let _serial = self.lock.lock().await;
         let zones = self.zones.clone();
         let cluster = self.cluster.as_ref().map(|c| c.settings().clone());
+        let tsig = self.tsig_keys.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             load(&zones).and_then(|c| {
-                let conflicts = config::cross_check(cluster.as_ref(), &c);
+                let conflicts = config::cross_check(cluster.as_ref(), &tsig, &c);
                 if conflicts.is_empty() {
                     Ok(c)
                 } else {

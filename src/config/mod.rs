@@ -164,16 +164,39 @@ pub fn load(paths: &[PathBuf], opts: LoadOptions) -> Result<Config, ConfigErrors
 
 /// What the settings and the zones say that cannot work together: a check
 /// with `probers = K` under `quorum = N > K` (at most K nodes vote on its
-/// endpoints, so N down votes never come: they can never fail). `check
+/// endpoints, so N down votes never come: they can never fail), and a
+/// zone's `tsig-key` that the settings file does not define. `check
 /// --config`, `serve` and every reload run it.
 pub fn cross_check(
     cluster: Option<&crate::model::ClusterSettings>,
+    tsig: &std::collections::BTreeMap<String, crate::model::TsigKey>,
     cfg: &Config,
 ) -> Vec<ConfigError> {
-    let Some(crate::model::Quorum::AtLeast(n)) = cluster.map(|c| c.quorum) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
+    for zone in &cfg.zones {
+        if let Some(t) = &zone.transfer
+            && let Some(k) = &t.tsig_key
+            && !tsig.contains_key(k)
+        {
+            out.push(ConfigError {
+                origin: t.tsig_origin.clone(),
+                msg: format!(
+                    "tsig-key {k:?} is not defined: the settings file needs a [tsig.{k}] table (algorithm, secret-file or secret-env){}",
+                    if tsig.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; it defines {}",
+                            tsig.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                ),
+            });
+        }
+    }
+    let Some(crate::model::Quorum::AtLeast(n)) = cluster.map(|c| c.quorum) else {
+        return out;
+    };
     for zone in &cfg.zones {
         for region in zone.regions.values() {
             let Some(k) = region.check.as_ref().and_then(|c| c.probers) else {

@@ -81,6 +81,142 @@ pub struct ServerFile {
     pub probe_source: Option<Spanned<String>>,
     /// Run as one node of a cluster sharing health through etcd.
     pub cluster: Option<ClusterFile>,
+    /// TSIG keys by name (zone transfers).
+    #[serde(default)]
+    pub tsig: std::collections::BTreeMap<Spanned<String>, TsigFile>,
+    /// The keys of `tsig` with their secrets, read by `load`.
+    #[serde(skip)]
+    pub tsig_keys: std::collections::BTreeMap<String, crate::model::TsigKey>,
+}
+
+/// `[tsig.NAME]`: a TSIG key (RFC 8945), named as both ends know it.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TsigFile {
+    /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: Option<Spanned<String>>,
+    /// File holding the secret: its base64 alone, or a BIND key clause as
+    /// `tsig-keygen` writes it (relative to this settings file).
+    pub secret_file: Option<Spanned<PathBuf>>,
+    /// Environment variable holding the base64 secret.
+    pub secret_env: Option<Spanned<String>>,
+}
+
+/// The TSIG keys of `tsig`, with their secrets read; every problem goes to
+/// `err` (a secret is never part of a message).
+fn tsig_keys(
+    tsig: &std::collections::BTreeMap<Spanned<String>, TsigFile>,
+    dir: &Path,
+    err: &mut dyn FnMut(std::ops::Range<usize>, String),
+) -> std::collections::BTreeMap<String, crate::model::TsigKey> {
+    use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+    let mut out = std::collections::BTreeMap::new();
+    for (name, spec) in tsig {
+        let text = name.get_ref();
+        let key_name = match hickory_proto::rr::Name::from_ascii(text) {
+            Ok(mut n) if !text.is_empty() && !n.is_root() => {
+                n.set_fqdn(true);
+                n
+            }
+            _ => {
+                err(
+                    name.span(),
+                    format!("[tsig.{text}]: {text:?} is not a key name like \"xfr-key\""),
+                );
+                continue;
+            }
+        };
+        let algorithm = match spec.algorithm.as_ref().map(|a| a.get_ref().trim()) {
+            None | Some("hmac-sha256") => TsigAlgorithm::HmacSha256,
+            Some("hmac-sha384") => TsigAlgorithm::HmacSha384,
+            Some("hmac-sha512") => TsigAlgorithm::HmacSha512,
+            Some(other) => {
+                err(
+                    spec.algorithm.as_ref().expect("given").span(),
+                    format!(
+                        "[tsig.{text}] algorithm {other:?} is not one of \"hmac-sha256\", \"hmac-sha384\", \"hmac-sha512\""
+                    ),
+                );
+                continue;
+            }
+        };
+        let secret = match (&spec.secret_file, &spec.secret_env) {
+            (Some(f), None) => {
+                let path = dir.join(f.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => decode_secret(&t).map_err(|why| {
+                        (
+                            f.span(),
+                            format!("[tsig.{text}] secret-file {}: {why}", path.display()),
+                        )
+                    }),
+                    Err(e) => Err((
+                        f.span(),
+                        format!("[tsig.{text}] secret-file {}: {e}", path.display()),
+                    )),
+                }
+            }
+            (None, Some(v)) => match std::env::var(v.get_ref()) {
+                Ok(t) => decode_secret(&t).map_err(|why| {
+                    (
+                        v.span(),
+                        format!("[tsig.{text}] secret-env {}: {why}", v.get_ref()),
+                    )
+                }),
+                Err(_) => Err((
+                    v.span(),
+                    format!(
+                        "[tsig.{text}] secret-env: the environment variable {} is not set",
+                        v.get_ref()
+                    ),
+                )),
+            },
+            _ => Err((
+                name.span(),
+                format!(
+                    "[tsig.{text}] needs exactly one of secret-file and secret-env (a secret is not written in the settings file itself)"
+                ),
+            )),
+        };
+        match secret {
+            Ok(secret) => {
+                out.insert(
+                    text.clone(),
+                    crate::model::TsigKey {
+                        name: key_name,
+                        algorithm,
+                        secret,
+                    },
+                );
+            }
+            Err((at, msg)) => err(at, msg),
+        }
+    }
+    out
+}
+
+/// The secret of a key file: the base64 alone, or the `secret "...";` of a
+/// BIND key clause (what `tsig-keygen` and `dnssec-keygen` write).
+fn decode_secret(text: &str) -> Result<Vec<u8>, String> {
+    let b64 = match text.find("secret") {
+        Some(i) => text[i + "secret".len()..]
+            .split('"')
+            .nth(1)
+            .ok_or("a `secret` clause without a quoted value")?,
+        None => text.trim(),
+    };
+    let b64: String = b64.split_whitespace().collect();
+    match data_encoding::BASE64.decode(b64.as_bytes()) {
+        Ok(s) if s.len() >= 16 => Ok(s),
+        Ok(s) if s.is_empty() => Err("the secret is empty".into()),
+        Ok(s) => Err(format!(
+            "the secret is {} bytes; use at least 16 (tsig-keygen makes 32)",
+            s.len()
+        )),
+        Err(_) => {
+            Err("not base64 (make one with `tsig-keygen NAME` or `openssl rand -base64 32`)".into())
+        }
+    }
 }
 
 /// `[cluster]` as written.
@@ -252,9 +388,13 @@ impl ServerFile {
         if let Some(c) = &file.cluster {
             let _ = cluster_settings(c, &mut err);
         }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let keys = tsig_keys(&file.tsig, dir, &mut err);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        let mut file = file;
+        file.tsig_keys = keys;
         Ok(file)
     }
 
@@ -565,6 +705,69 @@ mod tests {
             .iter()
             .map(|e| format!("{}:{} {}", e.origin.line, e.origin.col, e.msg))
             .collect()
+    }
+
+    #[test]
+    fn tsig_keys_come_from_a_file_or_the_environment_never_the_settings_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // tsig-keygen's output, and a bare base64 secret.
+        std::fs::write(
+            dir.path().join("xfr.key"),
+            "key \"xfr\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\";\n};\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("bare.key"),
+            "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\n",
+        )
+        .unwrap();
+        let p = dir.path().join("gslb.toml");
+        std::fs::write(
+            &p,
+            "[tsig.xfr]\nsecret-file = \"xfr.key\"\n[tsig.other]\nalgorithm = \"hmac-sha512\"\nsecret-file = \"bare.key\"\n",
+        )
+        .unwrap();
+        let f = ServerFile::load(&p).expect("loads");
+        let k = &f.tsig_keys["xfr"];
+        assert_eq!(k.name.to_string(), "xfr.");
+        assert_eq!(k.secret, b"secret-secret-secret-secret!");
+        assert_eq!(
+            f.tsig_keys["other"].algorithm,
+            hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha512
+        );
+        // Safety: tests that set this variable are this one only.
+        unsafe {
+            std::env::set_var(
+                "GSLB_TEST_TSIG_SECRET",
+                "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==",
+            )
+        };
+        let f = load("[tsig.e]\nsecret-env = \"GSLB_TEST_TSIG_SECRET\"\n").expect("loads");
+        assert_eq!(f.tsig_keys["e"].secret, b"secret-secret-secret-secret!");
+        let p = problems(
+            "[tsig.a]\nalgorithm = \"hmac-md5\"\nsecret-env = \"GSLB_TEST_TSIG_SECRET\"\n[tsig.b]\nsecret-env = \"GSLB_TEST_NOT_SET_EVER\"\n[tsig.c]\nsecret-file = \"/nonexistent/k\"\n[tsig.d]\n",
+        );
+        assert_eq!(p.len(), 4, "{p:#?}");
+        assert!(
+            p[0].starts_with("2:13 [tsig.a] algorithm \"hmac-md5\""),
+            "{p:#?}"
+        );
+        assert!(p[1].starts_with("5:14 [tsig.b] secret-env: the environment variable GSLB_TEST_NOT_SET_EVER is not set"), "{p:#?}");
+        assert!(
+            p[2].starts_with("7:15 [tsig.c] secret-file /nonexistent/k:"),
+            "{p:#?}"
+        );
+        assert!(
+            p[3].starts_with("8:7 [tsig.d] needs exactly one of secret-file and secret-env"),
+            "{p:#?}"
+        );
+        assert!(decode_secret("c2hvcnQ=").unwrap_err().contains("5 bytes"));
+        assert!(
+            decode_secret("not base64!")
+                .unwrap_err()
+                .contains("not base64")
+        );
+        assert!(decode_secret("key \"k\" { algorithm hmac-sha256; };").is_err());
     }
 
     #[test]

@@ -32,6 +32,22 @@ pub(crate) struct ZoneFile {
     /// Health-aware names, by owner name relative to the zone.
     #[serde(default)]
     pub service: BTreeMap<Spanned<String>, ServiceSpec>,
+    /// Transfers to secondaries.
+    pub transfer: Option<Spanned<TransferSpec>>,
+}
+
+/// `[transfer]`: the zone is served to standard secondaries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct TransferSpec {
+    /// Prefixes that may transfer the zone (AXFR, IXFR).
+    pub allow: Vec<Spanned<String>>,
+    /// `address:port` (port 53 when left out) told of every change.
+    #[serde(default)]
+    pub notify: Vec<Spanned<String>>,
+    /// Name of a `[tsig.NAME]` key of the settings file: transfers and
+    /// NOTIFYs must be signed with it.
+    pub tsig_key: Option<Spanned<String>>,
 }
 
 /// A run of `[[record]]` tables of a large zone file, read on its own

@@ -1105,3 +1105,77 @@ mod depends_on {
         assert!(got[0].starts_with("b.toml:"), "{got:#?}");
     }
 }
+
+#[test]
+fn a_transfer_table_is_read() {
+    let cfg = load_one(&format!(
+        "{HEAD}[transfer]\nallow = [\"192.0.2.10\", \"2001:db8::/64\", \"10.1.2.3/8\"]\nnotify = [\"192.0.2.10\", \"[2001:db8::10]:5300\"]\ntsig-key = \"xfr\"\n"
+    ))
+    .unwrap();
+    let t = cfg.zones[0].transfer.as_ref().expect("transfer");
+    assert_eq!(
+        t.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        ["192.0.2.10/32", "2001:db8::/64", "10.0.0.0/8"]
+    );
+    assert_eq!(
+        t.notify.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        ["192.0.2.10:53", "[2001:db8::10]:5300"]
+    );
+    assert_eq!(t.tsig_key.as_deref(), Some("xfr"));
+    assert!(t.allows("10.200.0.1".parse().unwrap()));
+    assert!(!t.allows("192.0.2.11".parse().unwrap()));
+    assert!(load_one(HEAD).unwrap().zones[0].transfer.is_none());
+}
+
+#[test]
+fn a_bad_transfer_table_names_every_line() {
+    let e = errors(&format!(
+        "{HEAD}serial = 5\n[transfer]\nallow = [\"192.0.2.300\"]\nnotify = [\"host:53\", \"192.0.2.1:0\"]\ntsig-key = \"\"\n"
+    ));
+    assert_eq!(e.len(), 5, "{e:#?}");
+    assert!(
+        e[0].starts_with("z.toml:5:10: serial cannot be set"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("z.toml:7:10: transfer allow: \"192.0.2.300\""),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].starts_with("z.toml:8:11: transfer notify: \"host:53\""),
+        "{e:#?}"
+    );
+    assert!(
+        e[3].starts_with("z.toml:8:22: transfer notify: \"192.0.2.1:0\""),
+        "{e:#?}"
+    );
+    assert!(e[4].starts_with("z.toml:9:12: tsig-key is empty"), "{e:#?}");
+}
+
+#[test]
+fn a_zone_naming_an_undefined_tsig_key_is_refused_with_its_position() {
+    let cfg = load_one(&format!(
+        "{HEAD}[transfer]\nallow = [\"127.0.0.1\"]\ntsig-key = \"xfr\"\n"
+    ))
+    .unwrap();
+    let none = std::collections::BTreeMap::new();
+    let e: Vec<String> = cross_check(None, &none, &cfg)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("z.toml:7:12: tsig-key \"xfr\" is not defined: the settings file needs a [tsig.xfr] table"),
+        "{e:?}"
+    );
+    let mut keys = none.clone();
+    keys.insert(
+        "xfr".to_string(),
+        crate::model::TsigKey {
+            name: Name::from_ascii("xfr.").unwrap(),
+            algorithm: hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+            secret: vec![1; 32],
+        },
+    );
+    assert!(cross_check(None, &keys, &cfg).is_empty());
+}

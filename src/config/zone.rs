@@ -120,6 +120,11 @@ fn load_zone_in_pieces(
         regions.insert(name.get_ref(), name.span().start, built);
     }
     super::depends::check_zone(&label, &regions, cx.errors);
+    let transfer = file
+        .transfer
+        .as_ref()
+        .and_then(|t| transfer_table(&mut cx, t, &file.zone))
+        .map(Arc::new);
     let mut maps = Defined::default();
     for (name, spec) in &file.geo {
         let built = build_geo(&mut cx, name, spec).map(Arc::new);
@@ -165,6 +170,78 @@ fn load_zone_in_pieces(
         webhook: head.webhook,
         serial_auto: file.zone.serial.is_none(),
         ecs: file.zone.ecs.unwrap_or(true),
+        transfer,
+    })
+}
+
+/// `[transfer]`: who may transfer the zone, who is notified, the key.
+fn transfer_table(
+    cx: &mut Ctx<'_, '_>,
+    t: &toml::Spanned<super::spec::TransferSpec>,
+    z: &ZoneSpec,
+) -> Option<crate::model::Transfer> {
+    let before = cx.errors.len();
+    if let Some(serial) = &z.serial {
+        cx.err(
+            serial,
+            "serial cannot be set in a zone with [transfer]: gslb moves the serial whenever the zone as transferred changes (a failover), so secondaries follow; remove the line",
+        );
+    }
+    let spec = t.get_ref();
+    let mut allow = Vec::new();
+    for a in &spec.allow {
+        let text = a.get_ref().trim();
+        // A bare address is its own host prefix.
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => allow.push(n.trunc()),
+            Err(_) => cx.err(
+                a,
+                format!(
+                    "transfer allow: {text:?} is not an address or prefix like \"192.0.2.10/32\" or \"2001:db8::/64\""
+                ),
+            ),
+        }
+    }
+    let mut notify = Vec::new();
+    for n in &spec.notify {
+        let text = n.get_ref().trim();
+        let parsed = text.parse::<std::net::SocketAddr>().or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        });
+        match parsed {
+            Ok(a) if a.port() != 0 => notify.push(a),
+            _ => cx.err(
+                n,
+                format!(
+                    "transfer notify: {text:?} is not an address like \"192.0.2.10\", \"192.0.2.10:53\" or \"[2001:db8::10]:53\""
+                ),
+            ),
+        }
+    }
+    let tsig_key = spec
+        .tsig_key
+        .as_ref()
+        .map(|k| k.get_ref().trim().to_string());
+    if let Some(k) = &spec.tsig_key
+        && k.get_ref().trim().is_empty()
+    {
+        cx.err(
+            k,
+            "tsig-key is empty: name a [tsig.NAME] key of the settings file, or remove the line",
+        );
+    }
+    (cx.errors.len() == before).then(|| crate::model::Transfer {
+        allow,
+        notify,
+        tsig_origin: spec
+            .tsig_key
+            .as_ref()
+            .map_or_else(|| cx.src.at(t), |k| cx.src.at(k)),
+        tsig_key,
     })
 }
 

@@ -8,10 +8,12 @@
 
 mod cluster;
 mod geo;
+mod transfer;
 mod zone;
 
 pub use cluster::{ClusterSettings, Quorum};
 pub use geo::{Coords, GeoDb, GeoEntry, GeoMap, GeoNet, GeoPolicy, MapKey, NearestPolicy};
+pub use transfer::{Transfer, TsigKey};
 pub use zone::{Node, RRset, RecordStore, Zone, label as zone_label};
 
 use std::collections::BTreeMap;

@@ -198,6 +198,9 @@ pub struct Zone {
     /// Queries' EDNS Client Subnet is honoured (echoed per RFC 7871);
     /// `false`: ignored, never echoed.
     pub ecs: bool,
+    /// `[transfer]`: served to secondaries (AXFR, IXFR, NOTIFY); its
+    /// serial then follows the zone as transferred.
+    pub transfer: Option<std::sync::Arc<super::Transfer>>,
 }
 
 /// A zone's name as logs, metrics and the API show it (see [`Zone::label`]).

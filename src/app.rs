@@ -263,7 +263,11 @@ impl Server {
             None => None,
         };
         assign_serials(&mut config, &health);
-        let snapshot = build_snapshot(&config, &health, &metrics);
+        let transfers = Arc::new(dns::Transfers::new(
+            settings.tsig_keys.clone(),
+            metrics.transfers.clone(),
+        ));
+        let snapshot = build_snapshot(&config, &health, &metrics, &transfers);
         if let Some(c) = &cluster {
             c.zones_loaded(zone_hashes(&config), true);
         }
@@ -284,11 +288,17 @@ impl Server {
             }),
             ..EngineOptions::default()
         };
-        let engine = Arc::new(Engine::new(
-            snapshot,
-            opts,
-            metrics.dns.clone(),
-            health.epoch.clone(),
+        let engine = Arc::new(
+            Engine::new(snapshot, opts, metrics.dns.clone(), health.epoch.clone())
+                .with_transfers(transfers),
+        );
+        // The first version of every transferred zone, before any answer.
+        dns::journal::refresh_all(&engine, &health).await;
+        tasks.spawn(dns::notify::run(engine.clone(), shutdown.clone()));
+        tasks.spawn(dns::journal::follow(
+            engine.clone(),
+            health.clone(),
+            shutdown.clone(),
         ));
         // Reading the zones left their parse trees' pages with the allocator.
         reload::give_back_memory();

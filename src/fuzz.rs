@@ -159,7 +159,8 @@ fn fixture() -> &'static Fixture {
             None,
             tokio_util::sync::CancellationToken::new(),
         ));
-        let snapshot = crate::reload::build_snapshot(&config, &health, &metrics);
+        let snapshot =
+            crate::reload::build_snapshot(&config, &health, &metrics, &Default::default());
         let engine = Engine::new(
             snapshot,
             EngineOptions {

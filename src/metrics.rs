@@ -76,6 +76,18 @@ pub const RRL_LIMITED: &str = "gslb_rrl_limited_total";
 pub const CONNECTIONS_SHED: &str = "gslb_connections_shed_total";
 /// Overrides in force on this node alone (`drain --local` in a cluster).
 pub const LOCAL_OVERRIDES: &str = "gslb_local_overrides";
+/// SOA serial of each zone served with `[transfer]`.
+pub const ZONE_SERIAL: &str = "gslb_zone_serial";
+/// Transfers served, by zone and kind.
+pub const TRANSFERS: &str = "gslb_transfers_total";
+/// Bytes of transfers served, by zone.
+pub const TRANSFER_BYTES: &str = "gslb_transfer_bytes_total";
+/// Transfer requests refused, by zone and reason.
+pub const TRANSFERS_REFUSED: &str = "gslb_transfers_refused_total";
+/// NOTIFY messages, by zone, secondary and result.
+pub const NOTIFIES: &str = "gslb_notify_total";
+/// When each secondary last acknowledged a NOTIFY.
+pub const NOTIFY_LAST_ACK: &str = "gslb_notify_last_ack_timestamp_seconds";
 /// Log lines that never reached stderr, by why (`write_error`: stderr
 /// failed, a closed pipe; `queue_full`: stderr too slow).
 pub const LOG_LINES_LOST: &str = "gslb_log_lines_lost_total";
@@ -469,6 +481,73 @@ pub struct Metrics {
     pub admin_conns: ConnMetrics,
     /// Response rate limiting.
     pub rrl: crate::dns::rrl::RrlMetrics,
+    /// Zone transfers and NOTIFY.
+    pub transfers: TransferMetrics,
+}
+
+/// Zone transfers and NOTIFY (`dns::xfr`, `dns::notify`).
+#[derive(Clone, Debug)]
+pub struct TransferMetrics {
+    /// `gslb_zone_serial`.
+    pub serial: IntGaugeVec,
+    /// `gslb_transfers_total`.
+    pub served: IntCounterVec,
+    /// `gslb_transfer_bytes_total`.
+    pub bytes: IntCounterVec,
+    /// `gslb_transfers_refused_total`.
+    pub refused: IntCounterVec,
+    /// `gslb_notify_total`.
+    pub notifies: IntCounterVec,
+    /// `gslb_notify_last_ack_timestamp_seconds`.
+    pub notify_acked: IntGaugeVec,
+}
+
+impl TransferMetrics {
+    fn with(
+        gauge: &dyn Fn(&str, &str, &[&str]) -> IntGaugeVec,
+        counter: &dyn Fn(&str, &str, &[&str]) -> IntCounterVec,
+    ) -> Self {
+        TransferMetrics {
+            serial: gauge(
+                ZONE_SERIAL,
+                "SOA serial of each zone served to secondaries ([transfer]): it moves when the zone as transferred changes.",
+                &["zone"],
+            ),
+            served: counter(
+                TRANSFERS,
+                "Zone transfers served, by zone and kind (axfr, ixfr).",
+                &["zone", "kind"],
+            ),
+            bytes: counter(
+                TRANSFER_BYTES,
+                "Bytes of zone transfers served, by zone.",
+                &["zone"],
+            ),
+            refused: counter(
+                TRANSFERS_REFUSED,
+                "Transfer requests refused, by zone and reason (address: outside allow; tsig: unsigned or badly signed; busy: too many at once).",
+                &["zone", "reason"],
+            ),
+            notifies: counter(
+                NOTIFIES,
+                "NOTIFY messages to secondaries, by zone, secondary and result (sent, acked, failed: given up after retries).",
+                &["zone", "secondary", "result"],
+            ),
+            notify_acked: gauge(
+                NOTIFY_LAST_ACK,
+                "Unix time a secondary last acknowledged a NOTIFY of the zone.",
+                &["zone", "secondary"],
+            ),
+        }
+    }
+
+    /// Not registered anywhere (tests).
+    pub fn disabled() -> Self {
+        Self::with(
+            &|n, h, l| IntGaugeVec::new(Opts::new(n, h), l).expect("valid metric"),
+            &|n, h, l| IntCounterVec::new(Opts::new(n, h), l).expect("valid metric"),
+        )
+    }
 }
 
 /// The connection gauges and counters of one listener.
@@ -663,6 +742,7 @@ impl Metrics {
             dropped: classes("dropped"),
             slipped: classes("slipped"),
         };
+        let transfers = TransferMetrics::with(&gauge, &counter);
         let dns_tcp = conn_metrics("dns_tcp");
         let admin_conns = conn_metrics("admin");
         local_errors.with_label_values(&["probe"]);
@@ -717,6 +797,7 @@ impl Metrics {
             dns_tcp,
             admin_conns,
             rrl,
+            transfers,
         }
     }
 

@@ -134,11 +134,13 @@ impl Reloader {
             return Err(ConfigErrors(errors));
         }
         assign_serials(&mut new, &self.health);
-        let snapshot = build_snapshot(&new, &self.health, &self.metrics);
+        let snapshot = build_snapshot(&new, &self.health, &self.metrics, &self.engine.transfers);
         if let Some(c) = &self.cluster {
             c.zones_loaded(zone_hashes(&new), false);
         }
         self.engine.store(snapshot);
+        self.engine.transfers.reconfigured();
+        crate::dns::journal::refresh_all(&self.engine, &self.health).await;
         give_back_memory();
         self.metrics.reloads.with_label_values(&["success"]).inc();
         self.metrics.last_reload.set(unix_now());
@@ -180,14 +182,28 @@ pub(crate) fn build_snapshot(
     config: &Config,
     health: &Arc<HealthTable>,
     metrics: &Metrics,
+    transfers: &crate::dns::Transfers,
 ) -> Snapshot {
     let cells = health.apply(config);
+    let transferred: Vec<String> = config
+        .zones
+        .iter()
+        .filter(|z| z.transfer.is_some())
+        .map(|z| z.label())
+        .collect();
+    transfers.retain(&transferred);
     Snapshot::new(
         config
             .zones
             .iter()
             .zip(cells)
-            .map(|(z, h)| ServedZone::new(z.clone(), h, &metrics.dns))
+            .map(|(z, h)| {
+                let mut served = ServedZone::new(z.clone(), h, &metrics.dns);
+                if z.transfer.is_some() {
+                    served.journal = Some(transfers.journal(&z.label()));
+                }
+                served
+            })
             .collect(),
     )
 }
@@ -217,6 +233,14 @@ pub(crate) fn assign_serials(config: &mut Config, health: &HealthTable) {
     let previous = health.zone_serials();
     let mut given = Vec::new();
     for zone in config.zones.iter_mut() {
+        if zone.transfer.is_some() {
+            // Its serial follows the zone as transferred (`dns::journal`),
+            // which keeps its own entry.
+            if let Some(p) = previous.iter().find(|p| p.zone == zone.label()) {
+                given.push(p.clone());
+            }
+            continue;
+        }
         if !zone.serial_auto {
             continue;
         }
@@ -246,7 +270,7 @@ pub(crate) fn serial_gt(a: u32, b: u32) -> bool {
 /// The serial of a changed zone after `prev`: the time when that is greater,
 /// else `prev + 1` modulo 2^32 (RFC 1982 §3.1 addition). Never `prev`: a
 /// saturating `+ 1` pinned 4294967295 for good.
-fn next_serial(prev: u32, now: u32) -> u32 {
+pub(crate) fn next_serial(prev: u32, now: u32) -> u32 {
     if serial_gt(now, prev) {
         now
     } else {

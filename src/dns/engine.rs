@@ -65,6 +65,8 @@ pub struct Engine {
     metrics: DnsMetrics,
     /// Bumped on every health change (for answer caches).
     pub epoch: Arc<Epoch>,
+    /// Versions of the zones served with `[transfer]`.
+    pub transfers: Arc<super::Transfers>,
 }
 
 /// The sections of a response being built.
@@ -113,7 +115,15 @@ impl Engine {
             opts,
             metrics,
             epoch,
+            transfers: Arc::default(),
         }
+    }
+
+    /// Serve transfers from these journals (the ones the snapshots were
+    /// built with).
+    pub fn with_transfers(mut self, transfers: Arc<super::Transfers>) -> Self {
+        self.transfers = transfers;
+        self
     }
 
     /// Let an idle worker drop what it keeps of an older snapshot: its
@@ -179,7 +189,7 @@ impl Engine {
         let snap = self.snapshot.load();
         worker.sync((snap.serial, self.epoch.get()));
         let tcp = transport == Transport::Tcp;
-        let fast = cache::parse(req);
+        let fast = cache::parse(req).filter(|q| !matches!(q.qtype, 251 | 252));
         if let Some(q) = &fast {
             let limit = match (transport, q.edns) {
                 (Transport::Tcp, _) => usize::from(u16::MAX),
@@ -208,6 +218,16 @@ impl Engine {
                 return self.formerr(req, transport, out);
             }
         };
+        if msg.metadata.op_code == OpCode::Query
+            && msg.queries.len() == 1
+            && matches!(
+                msg.queries[0].query_type(),
+                RecordType::AXFR | RecordType::IXFR
+            )
+        {
+            // Over TCP the listener serves transfers itself (`dns::xfr`).
+            return super::xfr::answer_udp(self, req, from, out);
+        }
         let mut meta = Metadata::response_from_request(&msg.metadata);
         if msg.metadata.op_code != OpCode::Query {
             // RD and CD are QUERY's bits: not copied into another opcode's
@@ -243,7 +263,21 @@ impl Engine {
         } else {
             let q = query.expect("one query");
             let client = Client { from, ecs };
-            self.answer(&snap, q, transport, &client, worker)
+            let mut reply = self.answer(&snap, q, transport, &client, worker);
+            if let Some(z) = reply.zone
+                && let Some(j) = &z.journal
+            {
+                // The serial of the zone as transferred (`dns::journal`).
+                let serial = j.answer_serial();
+                for r in reply.answers.iter_mut().chain(reply.authority.iter_mut()) {
+                    if let RData::SOA(soa) = &mut r.data
+                        && r.name == z.zone.name
+                    {
+                        soa.serial = serial;
+                    }
+                }
+            }
+            reply
         };
         meta.authoritative = reply.aa;
         meta.response_code = reply.rcode;

@@ -8,8 +8,10 @@ mod cache;
 pub mod ecs;
 mod engine;
 pub mod explain;
+pub mod journal;
 #[cfg(target_os = "linux")]
 mod mmsg;
+pub mod notify;
 mod prefix;
 pub(crate) use prefix::client_prefix;
 pub mod rrl;
@@ -18,10 +20,12 @@ mod snapshot;
 mod tcp;
 pub mod transfer;
 mod wire;
+pub mod xfr;
 
 pub use crate::metrics::Transport;
 pub use cache::{DEFAULT_CACHE_BYTES, Worker};
 pub use engine::{DEFAULT_UDP_PAYLOAD, Engine, EngineOptions};
+pub use journal::Transfers;
 pub use server::{Listeners, bind, from_systemd, serve};
 pub use snapshot::{ServedZone, Snapshot};
 pub use tcp::{PRESSURE_IDLE, TcpLimits};

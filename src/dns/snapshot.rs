@@ -23,6 +23,9 @@ pub struct ServedZone {
     /// `policy::geo::Place::loc`; 0 for services without locations), then
     /// pick position; `None` where a location never answers from a region.
     pub answer_counters: Vec<Vec<Vec<Option<Arc<AnswerCounter>>>>>,
+    /// Versions of the zone as transferred, for a zone with `[transfer]`:
+    /// its answers carry their serial.
+    pub journal: Option<Arc<super::journal::Journal>>,
 }
 
 impl ServedZone {
@@ -70,6 +73,7 @@ impl ServedZone {
             })
             .collect();
         ServedZone {
+            journal: None,
             counters: metrics.zone(&zname),
             zone,
             health,

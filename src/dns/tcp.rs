@@ -138,6 +138,11 @@ async fn serve_conn(
             Err(_) => return Ok(()),
             Ok(r) => r?,
         };
+        if super::xfr::is_transfer(&buf) {
+            // AXFR/IXFR: several messages, written as they are made.
+            super::xfr::serve_tcp(engine, &buf, client, &mut stream).await?;
+            continue;
+        }
         if !engine.respond(&buf, client, Transport::Tcp, &mut out, &mut worker) {
             return Ok(());
         }

@@ -44,14 +44,19 @@ pub fn zone_as_transferred(zone: &Zone, view: &dyn HealthView) -> Vec<Record> {
             service_records(svc, &owner, view, &mut records);
         }
     }
-    records.sort_by(|a, b| {
-        (a.name.cmp(&b.name))
-            .then_with(|| u16::from(a.record_type()).cmp(&u16::from(b.record_type())))
-            .then_with(|| a.data.to_string().cmp(&b.data.to_string()))
-    });
+    records.sort_by(order);
     records.dedup_by(|a, b| a.name == b.name && a.data == b.data);
     records.insert(0, zone.soa.clone());
     records
+}
+
+/// The order of the zone as transferred: by name (DNSSEC's canonical
+/// order), type, then data as written. Versions are compared in it
+/// (`dns::journal`).
+pub(crate) fn order(a: &Record, b: &Record) -> std::cmp::Ordering {
+    (a.name.cmp(&b.name))
+        .then_with(|| u16::from(a.record_type()).cmp(&u16::from(b.record_type())))
+        .then_with(|| a.data.to_string().cmp(&b.data.to_string()))
 }
 
 /// The zone as transferred, in the presentation format of RFC 1035 zone

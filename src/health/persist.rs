@@ -90,7 +90,8 @@ pub struct SavedZone {
     pub zone: String,
     /// Serial served.
     pub serial: u32,
-    /// Hash of the zone file's text.
+    /// Hash of the zone file's text; for a zone with `[transfer]`, of the
+    /// zone as transferred (`dns::journal`).
     pub content_hash: u64,
 }
 
@@ -392,6 +393,15 @@ impl super::HealthTable {
     /// Remember the serials given to zones, and persist them.
     pub fn set_zone_serials(&self, serials: Vec<SavedZone>) {
         *self.zone_serials.lock().expect("serial lock poisoned") = serials;
+        self.dirty.notify_one();
+    }
+
+    /// Remember the serial given to one zone, and persist it.
+    pub fn save_zone_serial(&self, zone: SavedZone) {
+        let mut all = self.zone_serials.lock().expect("serial lock poisoned");
+        all.retain(|z| z.zone != zone.zone);
+        all.push(zone);
+        drop(all);
         self.dirty.notify_one();
     }
 

@@ -583,9 +583,14 @@ pub type Regions = BTreeMap<String, Arc<Region>>;
 /// FNV-1a: a stable, fast hash (zone file texts, check fingerprints);
 /// not for security.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    fnv1a_more(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// [`fnv1a`] of what was hashed into `h` followed by `bytes`.
+pub fn fnv1a_more(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Unix milliseconds of `t` (0 before 1970).

@@ -1,0 +1,482 @@
+//! Transfers out: AXFR (RFC 5936) and IXFR (RFC 1995) of the zone as
+//! transferred ([`super::journal`]), over TCP, each message TSIG-signed
+//! (RFC 8945) when the zone names a key. Over UDP an IXFR gets the current
+//! SOA alone (RFC 1995 §2), which sends the secondary to TCP when it is
+//! behind.
+//!
+//! Who may transfer: an address inside the zone's `allow` (else REFUSED),
+//! then, when the zone names a key, a request signed with it: unsigned is
+//! REFUSED, another key NOTAUTH/BADKEY, a bad MAC NOTAUTH/BADSIG, a time
+//! outside the fudge NOTAUTH/BADTIME (RFC 8945 §5.2).
+//!
+//! Bounded: at most [`MAX_TRANSFERS`] at once, [`MAX_PER_CLIENT`] per
+//! client address (the rest get SERVFAIL, retried by the secondary), each
+//! message written within [`WRITE_TIMEOUT`], the whole within
+//! [`TRANSFER_TIMEOUT`]; a transfer encodes one message at a time from the
+//! version it started with, so its memory is one message.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigError, make_tsig_record};
+use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::rr::{TSigResponseContext, TSigner};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use tokio::io::AsyncWriteExt;
+
+use super::journal::{Journal, Version, soa_serial};
+use super::snapshot::ServedZone;
+use super::{Engine, Transport};
+use crate::model::TsigKey;
+
+/// Transfers served at once, in all.
+pub const MAX_TRANSFERS: usize = 8;
+/// Transfers served at once to one address.
+pub const MAX_PER_CLIENT: usize = 2;
+/// Longest a transfer message may take to be written.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a whole transfer may take.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Message size a transfer fills up to, before name compression (which
+/// only shrinks it): room for the header, question and TSIG under 64 KiB.
+const MESSAGE_FILL: usize = 60_000;
+/// TSIG fudge: how far the peers' clocks may differ (RFC 8945 §10: 300 s).
+const FUDGE: u16 = 300;
+
+/// The transfers in flight, per client address.
+#[derive(Default)]
+pub struct InFlight {
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A transfer's place in [`InFlight`], given back on drop.
+struct Slot<'a>(&'a InFlight, IpAddr);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.0.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+impl InFlight {
+    fn take(&self, client: IpAddr) -> Option<Slot<'_>> {
+        let mut m = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = m.values().sum();
+        let mine = m.entry(client).or_insert(0);
+        if total >= MAX_TRANSFERS || *mine >= MAX_PER_CLIENT {
+            if *mine == 0 {
+                m.remove(&client);
+            }
+            return None;
+        }
+        *mine += 1;
+        Some(Slot(self, client))
+    }
+}
+
+/// Whether `req` asks for a transfer (AXFR or IXFR): a cheap look at the
+/// header and the question's type, without parsing.
+pub(super) fn is_transfer(req: &[u8]) -> bool {
+    if req.len() < 17 || req[2] & 0xf8 != 0 || req[4..6] != [0, 1] {
+        return false; // a response, not QUERY, or not one question
+    }
+    let mut i = 12;
+    while let Some(&len) = req.get(i) {
+        if len == 0 {
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return false;
+        }
+        i += usize::from(len) + 1;
+    }
+    matches!(req.get(i + 1..i + 3), Some([0, 251 | 252]))
+}
+
+/// The request's TSIG, verified: what the answers are signed with.
+struct Signing {
+    signer: TSigner,
+    request_mac: Vec<u8>,
+    id: u16,
+}
+
+/// Why a request is not served, and the answer that says so.
+enum Refusal {
+    /// An rcode, no TSIG.
+    Rcode(ResponseCode),
+    /// NOTAUTH with an unsigned TSIG error (BADKEY, BADSIG).
+    Unsigned(TSigResponseContext),
+    /// NOTAUTH with a signed TSIG error (BADTIME).
+    Signed(TSigResponseContext),
+}
+
+/// A request let in: its zone, the zone's journal, the request's TSIG.
+type Admitted = (Arc<ServedZone>, Arc<Journal>, Option<Signing>);
+
+/// Check who asks: the zone, its `allow`, its key.
+fn admit(engine: &Engine, raw: &[u8], msg: &Message, client: IpAddr) -> Result<Admitted, Refusal> {
+    let q = msg
+        .queries
+        .first()
+        .ok_or(Refusal::Rcode(ResponseCode::FormErr))?;
+    let snap = engine.snapshot();
+    let served = snap
+        .find_zone(&q.name().into())
+        .filter(|z| z.zone.apex == q.name().into())
+        .cloned()
+        .ok_or(Refusal::Rcode(ResponseCode::Refused))?;
+    let (Some(transfer), Some(journal)) = (served.zone.transfer.clone(), served.journal.clone())
+    else {
+        return Err(Refusal::Rcode(ResponseCode::Refused));
+    };
+    if !transfer.allows(client) {
+        engine
+            .transfers
+            .count_refused(&served.zone.label(), "address");
+        tracing::warn!(zone = %served.zone.label(), %client, "transfer refused: {client} is not in the zone's transfer allow list");
+        return Err(Refusal::Rcode(ResponseCode::Refused));
+    }
+    let Some(key_name) = &transfer.tsig_key else {
+        return Ok((served, journal, None));
+    };
+    let key = engine
+        .transfers
+        .key(key_name)
+        .ok_or(Refusal::Rcode(ResponseCode::ServFail))?;
+    let signing = verify(raw, msg, key).inspect_err(|_| {
+        engine.transfers.count_refused(&served.zone.label(), "tsig");
+        tracing::warn!(zone = %served.zone.label(), %client, "transfer refused: the request is not signed with the zone's TSIG key {key_name}");
+    })?;
+    Ok((served, journal, Some(signing)))
+}
+
+/// Verify the request's TSIG against `key` (RFC 8945 §5.2).
+fn verify(raw: &[u8], msg: &Message, key: &TsigKey) -> Result<Signing, Refusal> {
+    let Some(tsig) = msg.signature() else {
+        return Err(Refusal::Rcode(ResponseCode::Refused));
+    };
+    let now = crate::reload::unix_now().max(0) as u64;
+    if tsig.name != key.name || tsig.data.algorithm != key.algorithm {
+        return Err(Refusal::Unsigned(TSigResponseContext::unknown_key(
+            msg.metadata.id,
+            now,
+            tsig.name.clone(),
+        )));
+    }
+    let signer = TSigner::new(
+        key.secret.clone(),
+        key.algorithm.clone(),
+        key.name.clone(),
+        FUDGE,
+    )
+    .map_err(|_| Refusal::Rcode(ResponseCode::ServFail))?;
+    match signer.verify_message_byte(raw, None, true) {
+        Ok((mac, _, range)) if range.contains(&now) => Ok(Signing {
+            signer,
+            request_mac: mac,
+            id: msg.metadata.id,
+        }),
+        Ok((mac, _, _)) => Err(Refusal::Signed(TSigResponseContext::new(
+            msg.metadata.id,
+            now,
+            signer,
+            mac,
+            Some(TsigError::BadTime),
+        ))),
+        Err(_) => Err(Refusal::Unsigned(TSigResponseContext::bad_signature(
+            msg.metadata.id,
+            now,
+            signer,
+        ))),
+    }
+}
+
+/// The answer to a refused request.
+fn refusal_bytes(msg: &Message, refusal: Refusal) -> Vec<u8> {
+    let mut m = response_to(msg);
+    let ctx = match refusal {
+        Refusal::Rcode(rc) => {
+            m.metadata.response_code = rc;
+            return m.to_vec().unwrap_or_default();
+        }
+        Refusal::Unsigned(c) | Refusal::Signed(c) => c,
+    };
+    m.metadata.response_code = ResponseCode::NotAuth;
+    let unsigned = m.to_vec().unwrap_or_default();
+    if let Ok(tsig) = ctx.sign(&unsigned) {
+        m.set_signature(tsig);
+    }
+    m.to_vec().unwrap_or(unsigned)
+}
+
+/// A response header for `req`: its ID and question, AA set.
+fn response_to(req: &Message) -> Message {
+    let mut m = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+    m.metadata.authoritative = true;
+    m.queries = req.queries.clone();
+    m
+}
+
+/// Signs the messages of one response stream: the first over the
+/// request's MAC with the full TSIG variables, each later one over the
+/// previous MAC with the timers only (RFC 8945 §5.3.1).
+struct StreamSigner {
+    signing: Signing,
+    previous: Option<Vec<u8>>,
+}
+
+impl StreamSigner {
+    fn sign(&mut self, m: &mut Message) -> Result<(), String> {
+        let now = crate::reload::unix_now().max(0) as u64;
+        let unsigned = m.to_vec().map_err(|e| e.to_string())?;
+        let s = &self.signing;
+        let tsig = match &self.previous {
+            None => {
+                let ctx = TSigResponseContext::new(
+                    s.id,
+                    now,
+                    s.signer.clone(),
+                    s.request_mac.clone(),
+                    None,
+                );
+                *ctx.sign(&unsigned).map_err(|e| e.to_string())?
+            }
+            Some(prev) => {
+                let mut tbs = Vec::with_capacity(prev.len() + unsigned.len() + 10);
+                tbs.extend_from_slice(&(prev.len() as u16).to_be_bytes());
+                tbs.extend_from_slice(prev);
+                tbs.extend_from_slice(&unsigned);
+                tbs.extend_from_slice(&((now >> 32) as u16).to_be_bytes());
+                tbs.extend_from_slice(&(now as u32).to_be_bytes());
+                tbs.extend_from_slice(&FUDGE.to_be_bytes());
+                let mac = s.signer.sign(&tbs).map_err(|e| e.to_string())?;
+                make_tsig_record(
+                    s.signer.signer_name().clone(),
+                    TSIG::new(
+                        s.signer.algorithm().clone(),
+                        now,
+                        FUDGE,
+                        mac,
+                        s.id,
+                        None,
+                        Vec::new(),
+                    ),
+                )
+            }
+        };
+        self.previous = Some(tsig.data.mac.to_vec());
+        m.set_signature(Box::new(tsig));
+        Ok(())
+    }
+}
+
+/// The records of a response, in order: what [`messages`] cuts into
+/// messages.
+fn axfr_records(v: &Version) -> impl Iterator<Item = &Record> {
+    std::iter::once(&v.soa)
+        .chain(v.records.iter())
+        .chain(std::iter::once(&v.soa))
+}
+
+/// What an IXFR from `serial` gets: the current SOA alone when the client
+/// is up to date (or ahead), the changes when the history reaches back,
+/// else `None` (send the zone whole, as AXFR does).
+fn ixfr_records(journal: &Journal, current: &Version, serial: u32) -> Option<Vec<Record>> {
+    if serial == current.serial || crate::reload::serial_gt(serial, current.serial) {
+        return Some(vec![current.soa.clone()]);
+    }
+    let (now, changes) = journal.changes_since(serial)?;
+    let mut out = vec![now.soa.clone()];
+    for c in &changes {
+        out.push(c.from.clone());
+        out.extend(c.removed.iter().cloned());
+        out.push(c.to.clone());
+        out.extend(c.added.iter().cloned());
+    }
+    out.push(now.soa.clone());
+    Some(out)
+}
+
+/// How long `r` is on the wire at most (uncompressed).
+fn wire_len(r: &Record) -> usize {
+    let mut buf = Vec::with_capacity(128);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_canonical_form(true);
+    match r.emit(&mut enc) {
+        Ok(()) => buf.len(),
+        Err(_) => MESSAGE_FILL,
+    }
+}
+
+/// Serve a transfer request that arrived over TCP: write every message of
+/// the answer to `stream`. `Err` ends the connection.
+pub(super) async fn serve_tcp(
+    engine: &Engine,
+    raw: &[u8],
+    client: IpAddr,
+    stream: &mut tokio::net::TcpStream,
+) -> std::io::Result<()> {
+    let Ok(msg) = Message::from_vec(raw) else {
+        let mut out = Vec::new();
+        engine.respond_cut(raw, Transport::Tcp, &mut out);
+        return write_framed(stream, &out).await;
+    };
+    let (served, journal, signing) = match admit(engine, raw, &msg, client) {
+        Ok(v) => v,
+        Err(r) => return write_framed(stream, &refusal_bytes(&msg, r)).await,
+    };
+    let label = served.zone.label();
+    let Some(_slot) = engine.transfers.in_flight.take(client) else {
+        engine.transfers.count_refused(&label, "busy");
+        tracing::warn!(zone = %label, %client, "transfer refused for now: {MAX_TRANSFERS} transfers in all or {MAX_PER_CLIENT} to this address are running");
+        return write_framed(
+            stream,
+            &refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)),
+        )
+        .await;
+    };
+    let Some(version) = journal.current() else {
+        return write_framed(
+            stream,
+            &refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)),
+        )
+        .await;
+    };
+    let qtype = msg.queries[0].query_type();
+    let client_serial = msg
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map(soa_serial);
+    let (kind, records): (&str, Vec<Record>) = match (qtype, client_serial) {
+        (RecordType::IXFR, Some(s)) => match ixfr_records(&journal, &version, s) {
+            Some(r) => ("ixfr", r),
+            None => ("axfr", axfr_records(&version).cloned().collect()),
+        },
+        (RecordType::IXFR, None) => {
+            return write_framed(
+                stream,
+                &refusal_bytes(&msg, Refusal::Rcode(ResponseCode::FormErr)),
+            )
+            .await;
+        }
+        _ => ("axfr", axfr_records(&version).cloned().collect()),
+    };
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(TRANSFER_TIMEOUT, send(stream, &msg, &records, signing)).await;
+    match sent {
+        Ok(Ok((messages, bytes))) => {
+            engine.transfers.count_served(&label, kind, bytes);
+            tracing::info!(zone = %label, %client, serial = version.serial, kind, records = records.len(), messages, bytes, elapsed_ms = started.elapsed().as_millis() as u64,
+                "zone transferred to {client} ({kind}, serial {})", version.serial);
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(zone = %label, %client, kind, error = %e, "transfer to {client} failed: {e}");
+            Err(e)
+        }
+        Err(_) => {
+            tracing::warn!(zone = %label, %client, kind, "transfer to {client} took longer than {}s: cut", TRANSFER_TIMEOUT.as_secs());
+            Err(std::io::ErrorKind::TimedOut.into())
+        }
+    }
+}
+
+/// Write `records` as messages of up to [`MESSAGE_FILL`] bytes, the
+/// question in the first only (RFC 5936 §2.2), each signed when asked.
+async fn send(
+    stream: &mut tokio::net::TcpStream,
+    req: &Message,
+    records: &[Record],
+    signing: Option<Signing>,
+) -> std::io::Result<(usize, usize)> {
+    let mut signer = signing.map(|signing| StreamSigner {
+        signing,
+        previous: None,
+    });
+    let (mut messages, mut bytes) = (0, 0);
+    let mut i = 0;
+    loop {
+        let mut m = response_to(req);
+        if messages > 0 {
+            m.queries.clear();
+        }
+        let mut fill = 0;
+        while let Some(r) = records.get(i) {
+            let len = wire_len(r);
+            if fill + len > MESSAGE_FILL && !m.answers.is_empty() {
+                break;
+            }
+            fill += len;
+            m.answers.push(r.clone());
+            i += 1;
+        }
+        if let Some(s) = signer.as_mut() {
+            s.sign(&mut m).map_err(std::io::Error::other)?;
+        }
+        let out = m
+            .to_vec()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        write_framed(stream, &out).await?;
+        messages += 1;
+        bytes += out.len();
+        if i >= records.len() {
+            return Ok((messages, bytes));
+        }
+    }
+}
+
+/// Write one length-prefixed message (RFC 1035 §4.2.2).
+async fn write_framed(stream: &mut tokio::net::TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    framed.extend_from_slice(msg);
+    tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&framed))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
+}
+
+/// Answer a transfer request that arrived over UDP: IXFR gets the current
+/// SOA (signed when the zone has a key), AXFR is REFUSED (RFC 5936 §4.2
+/// defines it over TCP only).
+pub(super) fn answer_udp(engine: &Engine, raw: &[u8], client: IpAddr, out: &mut Vec<u8>) -> bool {
+    let Ok(msg) = Message::from_vec(raw) else {
+        return engine.respond_cut(raw, Transport::Udp, out);
+    };
+    out.clear();
+    if msg.queries[0].query_type() == RecordType::AXFR {
+        out.extend(refusal_bytes(&msg, Refusal::Rcode(ResponseCode::Refused)));
+        return true;
+    }
+    let (journal, signing) = match admit(engine, raw, &msg, client) {
+        Ok((_, j, s)) => (j, s),
+        Err(r) => {
+            out.extend(refusal_bytes(&msg, r));
+            return true;
+        }
+    };
+    let Some(version) = journal.current() else {
+        out.extend(refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)));
+        return true;
+    };
+    let mut m = response_to(&msg);
+    m.answers.push(version.soa.clone());
+    if let Some(signing) = signing {
+        let mut s = StreamSigner {
+            signing,
+            previous: None,
+        };
+        let _ = s.sign(&mut m);
+    }
+    out.extend(m.to_vec().unwrap_or_default());
+    true
+}

@@ -228,6 +228,10 @@ impl Engine {
             // Over TCP the listener serves transfers itself (`dns::xfr`).
             return super::xfr::answer_udp(self, req, from, out);
         }
+        if msg.signature().is_some() {
+            // Signed: verified, answered, the answer signed (`dns::xfr`).
+            return super::xfr::answer_signed(self, req, &msg, from, transport, out, worker);
+        }
         let mut meta = Metadata::response_from_request(&msg.metadata);
         if msg.metadata.op_code != OpCode::Query {
             // RD and CD are QUERY's bits: not copied into another opcode's

@@ -315,6 +315,14 @@ impl Transfers {
         self.keys.get(name)
     }
 
+    /// The TSIG key whose DNS name is `name`.
+    pub(super) fn key_named(
+        &self,
+        name: &hickory_proto::rr::Name,
+    ) -> Option<&crate::model::TsigKey> {
+        self.keys.values().find(|k| k.name == *name)
+    }
+
     pub(super) fn count_refused(&self, zone: &str, reason: &str) {
         self.metrics
             .refused

@@ -165,6 +165,7 @@ async fn sender(
                 .notifies
                 .with_label_values(&[zone, &target, "sent"])
                 .inc();
+            let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 r = notify_once(to, apex, &version.soa, signer.as_ref(), wait) => r,
                 r = serials.changed() => {
@@ -202,6 +203,16 @@ async fn sender(
                             .with_label_values(&[zone, &target, "failed"])
                             .inc();
                         tracing::warn!(zone, secondary = %to, serial, error = %e, "NOTIFY to {to} not acknowledged after {TRIES} tries: {e}; the secondary will see serial {serial} at its next SOA refresh");
+                        break;
+                    }
+                    // A quick failure (port unreachable: the secondary is
+                    // not up yet) waits out its turn like a silent one.
+                    tokio::select! {
+                        () = tokio::time::sleep_until(started + wait) => {}
+                        r = serials.changed() => {
+                            if r.is_err() { return; }
+                            continue 'serial;
+                        }
                     }
                     wait *= 2;
                 }

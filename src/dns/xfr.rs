@@ -480,3 +480,59 @@ pub(super) fn answer_udp(engine: &Engine, raw: &[u8], client: IpAddr, out: &mut 
     out.extend(m.to_vec().unwrap_or_default());
     true
 }
+
+/// Answer a query that carries a TSIG (a secondary's SOA check before a
+/// refresh, signed as its transfers are): verified against the settings
+/// file's key of that name, answered as any query, and the answer signed
+/// (RFC 8945 §5.3). An unknown key gets NOTAUTH/BADKEY, a bad MAC
+/// NOTAUTH/BADSIG, a stale time NOTAUTH/BADTIME.
+pub(super) fn answer_signed(
+    engine: &Engine,
+    raw: &[u8],
+    msg: &Message,
+    from: IpAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+    worker: &mut super::Worker,
+) -> bool {
+    let Some(tsig) = msg.signature() else {
+        return false;
+    };
+    let signing = match engine.transfers.key_named(&tsig.name) {
+        None => Err(Refusal::Unsigned(TSigResponseContext::unknown_key(
+            msg.metadata.id,
+            crate::reload::unix_now().max(0) as u64,
+            tsig.name.clone(),
+        ))),
+        Some(key) => verify(raw, msg, key),
+    };
+    let signing = match signing {
+        Ok(s) => s,
+        Err(r) => {
+            out.clear();
+            out.extend(refusal_bytes(msg, r));
+            return true;
+        }
+    };
+    let mut plain = msg.clone();
+    plain.signature = None;
+    let Ok(bytes) = plain.to_vec() else {
+        return engine.respond_cut(raw, transport, out);
+    };
+    if !engine.respond(&bytes, from, transport, out, worker) {
+        return false;
+    }
+    let Ok(mut m) = Message::from_vec(out) else {
+        return true;
+    };
+    let mut s = StreamSigner {
+        signing,
+        previous: None,
+    };
+    if s.sign(&mut m).is_ok()
+        && let Ok(signed) = m.to_vec()
+    {
+        *out = signed;
+    }
+    true
+}

@@ -29,4 +29,5 @@ mod logging;
 mod probes;
 mod reload;
 mod systemd;
+mod transfer;
 mod webhook;

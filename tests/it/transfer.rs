@@ -1,0 +1,711 @@
+//! Zone transfers out (issue 21): the serial, AXFR and IXFR with TSIG and
+//! their refusals, asked by hand; then NSD and Knot as real secondaries of
+//! gslb on loopback, following a failover.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::{Name, RData, Record, RecordType, TSigner};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::backend::{Backend, Mode};
+use crate::support::*;
+
+const APEX: &str = "xfr.example.com.";
+/// The test key's secret, base64 (as the secondaries' configs want it).
+const SECRET_B64: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==";
+const SECRET: &[u8] = b"secret-secret-secret-secret!";
+
+/// A zone transferred to 127.0.0.0/8 with key `xfr-key`: `www` fails over
+/// from `primary` (127.0.0.1, checked on `backend`) to `secondary`
+/// (127.0.0.2); `notify` names the secondaries to tell.
+fn zone(backend: SocketAddr, notify: &[SocketAddr]) -> String {
+    let notify: Vec<String> = notify.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"[zone]
+name = "{APEX}"
+nameservers = ["ns1.xfr.example.com."]
+hostmaster = "hostmaster@example.com"
+refresh = 3600
+
+[transfer]
+allow = ["127.0.0.0/8"]
+notify = [{}]
+tsig-key = "xfr-key"
+
+[[record]]
+name = "ns1"
+type = "A"
+value = "192.0.2.53"
+
+[[record]]
+name = "txt"
+type = "TXT"
+value = "static text"
+
+[check.app]
+type = "http"
+port = {}
+path = "/health"
+interval = "200ms"
+timeout = "150ms"
+recheck = "50ms"
+fall = 2
+rise = 2
+
+[region.primary]
+endpoints = ["127.0.0.1"]
+check = "app"
+
+[region.secondary]
+endpoints = ["127.0.0.2"]
+
+[service.www]
+regions = ["primary", "secondary"]
+ttl = 5
+"#,
+        notify.join(", "),
+        backend.port()
+    )
+}
+
+fn key() -> gslb::model::TsigKey {
+    gslb::model::TsigKey {
+        name: Name::from_ascii("xfr-key.").unwrap(),
+        algorithm: TsigAlgorithm::HmacSha256,
+        secret: SECRET.to_vec(),
+    }
+}
+
+async fn start(backend: SocketAddr, notify: &[SocketAddr], state: Option<&Path>) -> TestServer {
+    let state = state.map(Path::to_path_buf);
+    let s = TestServer::start_with(&[("xfr.toml", &zone(backend, notify))], |st| {
+        st.tsig_keys.insert("xfr-key".into(), key());
+        st.state_file = state;
+    })
+    .await;
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    s
+}
+
+fn soa_serial(m: &Message) -> u32 {
+    match m.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA answer: {other:?}"),
+    }
+}
+
+/// A transfer request, signed with `signer` when given.
+fn xfr_request(rtype: RecordType, since: Option<u32>, signer: Option<&TSigner>) -> Message {
+    let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(APEX).unwrap(), rtype));
+    if let Some(serial) = since {
+        let n = Name::from_ascii(APEX).unwrap();
+        m.add_authority(Record::from_rdata(
+            n.clone(),
+            0,
+            RData::SOA(SOA::new(n.clone(), n, serial, 0, 0, 0, 0)),
+        ));
+    }
+    if let Some(s) = signer {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (tsig, _) = s.sign_message(&m, now).unwrap();
+        m.set_signature(tsig);
+    }
+    m
+}
+
+fn signer(secret: &[u8], name: &str) -> TSigner {
+    TSigner::new(
+        secret.to_vec(),
+        TsigAlgorithm::HmacSha256,
+        Name::from_ascii(name).unwrap(),
+        300,
+    )
+    .unwrap()
+}
+
+/// Every message of a transfer over TCP (until the closing SOA, or the
+/// first message when it is an error), as raw bytes and parsed.
+async fn transfer(server: SocketAddr, req: &Message) -> Vec<(Vec<u8>, Message)> {
+    let mut s = TcpStream::connect(server).await.expect("connect");
+    let bytes = req.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    s.write_all(&framed).await.unwrap();
+    let mut out: Vec<(Vec<u8>, Message)> = Vec::new();
+    let mut soas = 0;
+    loop {
+        let mut len = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+            .await
+            .expect("a message in time")
+            .expect("read");
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).await.unwrap();
+        let m = Message::from_vec(&buf).expect("valid DNS");
+        let error = m.metadata.response_code != ResponseCode::NoError;
+        soas += m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::SOA)
+            .count();
+        let first_soa_only = out.is_empty() && m.answers.len() == 1 && soas == 1;
+        out.push((buf, m));
+        // Done: an error, an up-to-date IXFR (one SOA), or the closing SOA
+        // (AXFR: 2 in all; IXFR: the current SOA begins and ends it, with
+        // two per change between).
+        let closing = soas >= 2
+            && out
+                .last()
+                .and_then(|(_, m)| m.answers.last())
+                .is_some_and(|r| r.record_type() == RecordType::SOA)
+            && out[0].1.answers.first().map(|r| r.data.clone())
+                == out
+                    .last()
+                    .and_then(|(_, m)| m.answers.last())
+                    .map(|r| r.data.clone());
+        if error || first_soa_only || closing {
+            return out;
+        }
+    }
+}
+
+fn records(msgs: &[(Vec<u8>, Message)]) -> Vec<String> {
+    msgs.iter()
+        .flat_map(|(_, m)| m.answers.iter())
+        .map(|r| format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_serial_follows_the_zone_as_transferred_and_ixfr_sends_the_change() {
+    let mut backend = Backend::start("127.0.0.1").await;
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("state.json");
+    let s = start(backend.addr, &[], Some(&state)).await;
+    let soa = s.query(APEX, RecordType::SOA).await;
+    let first = soa_serial(&soa);
+    assert!(first > 1_700_000_000, "a unix-time serial: {first}");
+    let key = signer(SECRET, "xfr-key.");
+
+    // AXFR: SOA, every record as transferred, SOA; signed.
+    let msgs = transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await;
+    let all = records(&msgs);
+    assert_eq!(
+        all,
+        [
+            format!(
+                "{APEX} 300 SOA ns1.xfr.example.com. hostmaster.example.com. {first} 3600 600 604800 60"
+            ),
+            format!("{APEX} 300 NS ns1.xfr.example.com."),
+            "ns1.xfr.example.com. 300 A 192.0.2.53".into(),
+            "txt.xfr.example.com. 300 TXT static text".into(),
+            "www.xfr.example.com. 5 A 127.0.0.1".into(),
+            format!(
+                "{APEX} 300 SOA ns1.xfr.example.com. hostmaster.example.com. {first} 3600 600 604800 60"
+            ),
+        ]
+    );
+    assert!(
+        msgs.iter().all(|(_, m)| m.signature().is_some()),
+        "every message signed"
+    );
+    assert!(msgs[0].1.metadata.authoritative);
+
+    // The secondary region going down changes no answer: the serial stays.
+    // (Nothing checks it; a reload that changes nothing a secondary gets
+    // keeps it too.)
+    s.server.reload().await.expect("reload");
+    assert_eq!(soa_serial(&s.query(APEX, RecordType::SOA).await), first);
+
+    // Fail the primary: the answer moves, and with it the serial, in the
+    // very next SOA answer after the first answer that moved.
+    backend.set(Mode::Failing);
+    wait_until(Duration::from_secs(5), "failover", || async {
+        addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.2"]
+    })
+    .await;
+    // The serial follows within moments (the zone is rendered again on
+    // the transition, off the DNS path).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let second = loop {
+        let serial = soa_serial(&s.query(APEX, RecordType::SOA).await);
+        if serial != first {
+            break serial;
+        }
+        assert!(Instant::now() < deadline, "the serial did not move");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(gslb_serial_gt(second, first), "{second} after {first}");
+    // Over TCP too, and the NXDOMAIN's SOA carries it.
+    assert_eq!(
+        soa_serial(&s.query_tcp(APEX, RecordType::SOA).await),
+        second
+    );
+    let nx = s.query("nope.xfr.example.com.", RecordType::A).await;
+    match &nx.authorities[0].data {
+        RData::SOA(soa) => assert_eq!(soa.serial, second),
+        other => panic!("{other:?}"),
+    }
+
+    // IXFR from the first serial: the one change.
+    let msgs = transfer(
+        s.dns,
+        &xfr_request(RecordType::IXFR, Some(first), Some(&key)),
+    )
+    .await;
+    let soa_line = |serial: u32| {
+        format!(
+            "{APEX} 300 SOA ns1.xfr.example.com. hostmaster.example.com. {serial} 3600 600 604800 60"
+        )
+    };
+    assert_eq!(
+        records(&msgs),
+        [
+            soa_line(second),
+            soa_line(first),
+            "www.xfr.example.com. 5 A 127.0.0.1".into(),
+            soa_line(second),
+            "www.xfr.example.com. 5 A 127.0.0.2".into(),
+            soa_line(second),
+        ]
+    );
+    // Up to date: the SOA alone. Unknown serial: the zone whole.
+    let msgs = transfer(
+        s.dns,
+        &xfr_request(RecordType::IXFR, Some(second), Some(&key)),
+    )
+    .await;
+    assert_eq!(records(&msgs), [soa_line(second)]);
+    let msgs = transfer(
+        s.dns,
+        &xfr_request(RecordType::IXFR, Some(12345), Some(&key)),
+    )
+    .await;
+    assert_eq!(records(&msgs).len(), 6, "AXFR-style: {:?}", records(&msgs));
+    // IXFR over UDP: the current SOA, signed.
+    let m = udp(
+        s.dns,
+        &xfr_request(RecordType::IXFR, Some(first), Some(&key)),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(soa_serial(&m), second);
+    assert!(m.signature().is_some());
+
+    // Restart on the same state and verdicts: the same serial.
+    backend.set(Mode::Healthy);
+    wait_until(Duration::from_secs(5), "failback", || async {
+        addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.1"]
+    })
+    .await;
+    let third = soa_serial(&s.query(APEX, RecordType::SOA).await);
+    assert!(
+        gslb_serial_gt(third, second),
+        "failback moves it on, never back"
+    );
+    // What a shutdown writes last, written now (the server below starts
+    // before this one's shutdown would have finished).
+    s.server.health.persist_now().await.expect("state written");
+    drop(s);
+    let s = start(backend.addr, &[], Some(&state)).await;
+    assert_eq!(soa_serial(&s.query(APEX, RecordType::SOA).await), third);
+    backend.kill();
+}
+
+/// RFC 1982: whether `a` is after `b`.
+fn gslb_serial_gt(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < (1 << 31)
+}
+
+#[tokio::test]
+async fn transfers_are_refused_unless_allowed_and_signed_with_the_zones_key() {
+    let backend = Backend::start("127.0.0.1").await;
+    let s = start(backend.addr, &[], None).await;
+    let tsig_error = |m: &Message| m.signature().and_then(|t| t.data.error);
+    // Unsigned: REFUSED, over TCP and UDP.
+    let m = &transfer(s.dns, &xfr_request(RecordType::AXFR, None, None)).await[0].1;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty());
+    let m = udp(s.dns, &xfr_request(RecordType::IXFR, Some(1), None))
+        .await
+        .unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    // Another key: NOTAUTH, BADKEY.
+    let other = signer(SECRET, "other-key.");
+    let m = &transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&other))).await[0].1;
+    assert_eq!(m.metadata.response_code, ResponseCode::NotAuth);
+    assert_eq!(
+        tsig_error(m),
+        Some(hickory_proto::rr::rdata::tsig::TsigError::BadKey)
+    );
+    // The right name, the wrong secret: NOTAUTH, BADSIG.
+    let wrong = signer(b"not-the-secret-not-the-secret!!", "xfr-key.");
+    let m = &transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&wrong))).await[0].1;
+    assert_eq!(m.metadata.response_code, ResponseCode::NotAuth);
+    assert_eq!(
+        tsig_error(m),
+        Some(hickory_proto::rr::rdata::tsig::TsigError::BadSig)
+    );
+    // Signed an hour ago: NOTAUTH, BADTIME, signed by the server.
+    let key = signer(SECRET, "xfr-key.");
+    let mut old = Message::new(0x4243, MessageType::Query, OpCode::Query);
+    old.add_query(Query::query(
+        Name::from_ascii(APEX).unwrap(),
+        RecordType::AXFR,
+    ));
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    let (tsig, _) = key.sign_message(&old, hour_ago).unwrap();
+    old.set_signature(tsig);
+    let m = &transfer(s.dns, &old).await[0].1;
+    assert_eq!(m.metadata.response_code, ResponseCode::NotAuth);
+    assert_eq!(
+        tsig_error(m),
+        Some(hickory_proto::rr::rdata::tsig::TsigError::BadTime)
+    );
+    assert!(
+        !m.signature().unwrap().data.mac.is_empty(),
+        "BADTIME is signed"
+    );
+    // AXFR over UDP: REFUSED even when signed (TCP only, RFC 5936).
+    let m = udp(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key)))
+        .await
+        .unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    // The right key: served.
+    let msgs = transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await;
+    assert_eq!(msgs[0].1.metadata.response_code, ResponseCode::NoError);
+    // A zone not served, and an address outside allow: REFUSED.
+    let mut elsewhere = xfr_request(RecordType::AXFR, None, None);
+    elsewhere.queries[0] =
+        Query::query(Name::from_ascii("example.org.").unwrap(), RecordType::AXFR);
+    let m = &transfer(s.dns, &elsewhere).await[0].1;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let text = std::fs::read_to_string(s.zone_path("xfr.toml"))
+        .unwrap()
+        .replace("allow = [\"127.0.0.0/8\"]", "allow = [\"192.0.2.10\"]");
+    std::fs::write(s.zone_path("xfr.toml"), text).unwrap();
+    s.server.reload().await.expect("reload");
+    let m = &transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await[0].1;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    // Counted.
+    let body = s.server.metrics.render();
+    for line in [
+        "gslb_transfers_refused_total{reason=\"address\",zone=\"xfr.example.com\"} 1",
+        "gslb_transfers_total{kind=\"axfr\",zone=\"xfr.example.com\"} 1",
+    ] {
+        assert!(body.contains(line), "{line} in\n{body}");
+    }
+    assert!(
+        body.contains("gslb_transfers_refused_total{reason=\"tsig\",zone=\"xfr.example.com\"}")
+    );
+}
+
+/// A secondary server process (NSD or Knot) of gslb on loopback.
+struct Secondary {
+    name: &'static str,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    _child: Child,
+}
+
+impl Secondary {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    async fn www(&self) -> Vec<String> {
+        match udp(
+            self.addr,
+            &request("www.xfr.example.com.", RecordType::A, true),
+        )
+        .await
+        {
+            Some(m) if m.metadata.response_code == ResponseCode::NoError => addrs(&m),
+            _ => Vec::new(),
+        }
+    }
+
+    async fn serial(&self) -> Option<u32> {
+        let m = udp(self.addr, &request(APEX, RecordType::SOA, true)).await?;
+        match m.answers.first().map(|r| &r.data) {
+            Some(RData::SOA(soa)) => Some(soa.serial),
+            _ => None,
+        }
+    }
+}
+
+/// NSD 4 on a free loopback port, secondary of `primary` with the test
+/// key (`request-xfr` and `allow-notify`), reloading at once after a
+/// transfer.
+fn nsd(primary: SocketAddr) -> Secondary {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_udp_tcp_addr();
+    let d = dir.path().display();
+    let conf = format!(
+        r#"server:
+    ip-address: {ip}@{port}
+    port: {port}
+    zonesdir: "{d}"
+    database: ""
+    pidfile: "{d}/nsd.pid"
+    xfrdfile: "{d}/xfrd.state"
+    zonelistfile: "{d}/zone.list"
+    logfile: "{d}/log"
+    username: ""
+    chroot: ""
+    verbosity: 2
+    xfrd-reload-timeout: 0
+remote-control:
+    control-enable: no
+key:
+    name: "xfr-key"
+    algorithm: hmac-sha256
+    secret: "{SECRET_B64}"
+zone:
+    name: "{APEX}"
+    zonefile: "xfr.zone"
+    request-xfr: {pip}@{pport} xfr-key
+    allow-notify: {pip} xfr-key
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+        pip = primary.ip(),
+        pport = primary.port(),
+    );
+    std::fs::write(dir.path().join("nsd.conf"), conf).unwrap();
+    let child = std::process::Command::new("/usr/sbin/nsd")
+        .args(["-d", "-c"])
+        .arg(dir.path().join("nsd.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+        .spawn()
+        .expect("nsd runs (Debian package nsd)");
+    Secondary {
+        name: "NSD",
+        addr,
+        dir,
+        _child: Child(child),
+    }
+}
+
+/// Knot 3 on a free loopback port, secondary of `primary` with the test
+/// key (`master` and a notify ACL).
+fn knot(primary: SocketAddr) -> Secondary {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_udp_tcp_addr();
+    let d = dir.path().display();
+    let conf = format!(
+        r#"server:
+    listen: {ip}@{port}
+    rundir: "{d}"
+log:
+  - target: "{d}/log"
+    any: info
+database:
+    storage: "{d}"
+key:
+  - id: xfr-key
+    algorithm: hmac-sha256
+    secret: {SECRET_B64}
+remote:
+  - id: gslb
+    address: {pip}@{pport}
+    key: xfr-key
+acl:
+  - id: gslb-notify
+    address: {pip}
+    key: xfr-key
+    action: notify
+template:
+  - id: default
+    storage: "{d}"
+zone:
+  - domain: {APEX}
+    master: gslb
+    acl: gslb-notify
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+        pip = primary.ip(),
+        pport = primary.port(),
+    );
+    std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
+    let child = std::process::Command::new("/usr/sbin/knotd")
+        .arg("-c")
+        .arg(dir.path().join("knot.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+        .spawn()
+        .expect("knotd runs (Debian package knot)");
+    Secondary {
+        name: "Knot",
+        addr,
+        dir,
+        _child: Child(child),
+    }
+}
+
+/// NSD and Knot follow gslb through a failover and back: they load the
+/// zone as transferred, are told of each change by NOTIFY, fetch it by
+/// IXFR, and answer as gslb does. Prints how long each took after gslb's
+/// own answer changed (the figures of `bench/transfer.sh`).
+#[tokio::test]
+async fn nsd_and_knot_follow_a_failover_by_notify_and_ixfr() {
+    let mut backend = Backend::start("127.0.0.1").await;
+    // gslb must know where to send NOTIFY before it starts: the
+    // secondaries' ports first, their processes after.
+    let (nsd_addr, knot_addr) = (free_udp_tcp_addr(), free_udp_tcp_addr());
+    let _ = (nsd_addr, knot_addr);
+    let gslb_port = free_udp_tcp_addr();
+    let dir = tempfile::tempdir().unwrap();
+    // Start gslb first on a known port, then the secondaries pointing at it.
+    let s = TestServer::start_with(&[("xfr.toml", &zone(backend.addr, &[]))], |st| {
+        st.tsig_keys.insert("xfr-key".into(), key());
+        st.listen = vec![gslb_port];
+    })
+    .await;
+    let _ = dir;
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    let secondaries = [nsd(s.dns), knot(s.dns)];
+    // Now tell gslb where they are: a reload adds them to `notify`.
+    let notify: Vec<SocketAddr> = secondaries.iter().map(|x| x.addr).collect();
+    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &notify)).unwrap();
+    s.server.reload().await.expect("reload");
+    let serial = soa_serial(&s.query(APEX, RecordType::SOA).await);
+    for x in &secondaries {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{} to load the zone", x.name),
+            || async { x.serial().await == Some(serial) },
+        )
+        .await;
+        let m = udp(
+            x.addr,
+            &request("www.xfr.example.com.", RecordType::A, true),
+        )
+        .await;
+        assert_eq!(
+            x.www().await,
+            ["127.0.0.1"],
+            "{}: {m:?}\n{}",
+            x.name,
+            x.log()
+        );
+        // The static records as they are in gslb.
+        let m = udp(
+            x.addr,
+            &request("txt.xfr.example.com.", RecordType::TXT, true),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            answers(&m),
+            ["txt.xfr.example.com. TXT static text"],
+            "{}",
+            x.name
+        );
+    }
+
+    // Fail over and back, twice: each secondary follows each time.
+    let mut lags: Vec<(&str, Duration)> = Vec::new();
+    for (mode, want) in [
+        (Mode::Failing, "127.0.0.2"),
+        (Mode::Healthy, "127.0.0.1"),
+        (Mode::Failing, "127.0.0.2"),
+    ] {
+        backend.set(mode);
+        wait_until(Duration::from_secs(5), "gslb to move", || async {
+            addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == [want]
+        })
+        .await;
+        let moved = Instant::now();
+        let mut pending: Vec<&Secondary> = secondaries.iter().collect();
+        while !pending.is_empty() {
+            assert!(
+                moved.elapsed() < Duration::from_secs(10),
+                "{} did not follow gslb to {want}",
+                pending
+                    .iter()
+                    .map(|x| x.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut still = Vec::new();
+            for x in pending {
+                if x.www().await == [want] {
+                    lags.push((x.name, moved.elapsed()));
+                } else {
+                    still.push(x);
+                }
+            }
+            pending = still;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eprintln!("secondary lag after gslb's answer moved: {lags:?}");
+    // They were told by NOTIFY and fetched each change by IXFR: two full
+    // transfers (the first loads) and six incremental ones, in gslb's
+    // count; Knot's log says so too (NSD's names no kind).
+    let body = s.server.metrics.render();
+    for line in [
+        "gslb_transfers_total{kind=\"axfr\",zone=\"xfr.example.com\"} 2",
+        "gslb_transfers_total{kind=\"ixfr\",zone=\"xfr.example.com\"} 6",
+    ] {
+        assert!(body.contains(line), "{line} in\n{body}");
+    }
+    let nsd_log = secondaries[0].log();
+    let commits: Vec<&str> = nsd_log
+        .lines()
+        .filter(|l| l.contains("committed"))
+        .collect();
+    assert!(commits.len() >= 4, "{nsd_log}");
+    assert!(
+        commits
+            .iter()
+            .all(|l| l.contains("TSIG verified with key xfr-key")),
+        "{nsd_log}"
+    );
+    assert!(
+        nsd_log
+            .matches("notify for xfr.example.com. from 127.0.0.1")
+            .count()
+            >= 3,
+        "{nsd_log}"
+    );
+    let knot_log = secondaries[1].log();
+    let ixfrs = knot_log
+        .lines()
+        .filter(|l| l.contains("IXFR, incoming") && l.contains("finished"))
+        .count();
+    assert_eq!(ixfrs, 3, "{knot_log}");
+    // Its SOA checks are signed too, and verified.
+    assert!(!knot_log.contains("TSIG"), "{knot_log}");
+    assert!(!knot_log.contains("no usable master"), "{knot_log}");
+    // Every change's NOTIFY acknowledged by both (the one sent when the
+    // reload named them may have found them still starting).
+    for x in &secondaries {
+        let acked = s
+            .server
+            .metrics
+            .transfers
+            .notifies
+            .with_label_values(&["xfr.example.com", &x.addr.to_string(), "acked"])
+            .get();
+        assert!(acked >= 3, "{}: {acked} NOTIFYs acknowledged", x.name);
+    }
+    backend.kill();
+}

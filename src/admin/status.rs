@@ -49,6 +49,35 @@ pub struct ZoneStatus {
     pub services: Vec<ServiceStatus>,
     /// Regions.
     pub regions: Vec<RegionStatus>,
+    /// Transfers to secondaries, for a zone with `[transfer]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferStatus>,
+}
+
+/// A zone served to secondaries: its serial, the transfers served and what
+/// each secondary in `notify` was last told.
+#[derive(Serialize, Debug)]
+pub struct TransferStatus {
+    /// Records in the zone as transferred (SOA included once).
+    pub records: usize,
+    /// Changes kept for IXFR.
+    pub changes_kept: usize,
+    /// Transfers served since start, by kind.
+    pub axfr_served: u64,
+    /// IXFRs served since start.
+    pub ixfr_served: u64,
+    /// Secondaries notified of changes.
+    pub notify: Vec<NotifyStatus>,
+}
+
+/// What one secondary was last told.
+#[derive(Serialize, Debug)]
+pub struct NotifyStatus {
+    /// Its address.
+    pub secondary: String,
+    /// What it was told and whether it answered.
+    #[serde(flatten)]
+    pub state: crate::dns::notify::NotifyState,
 }
 
 /// One service and what it answers now.
@@ -331,10 +360,42 @@ pub fn status(shared: &StatusSource) -> Status {
                 .iter()
                 .map(|svc| service_status(svc, view))
                 .collect();
-            let serial = match &zone.soa.data {
+            let mut serial = match &zone.soa.data {
                 hickory_proto::rr::RData::SOA(soa) => soa.serial,
                 _ => 0,
             };
+            let transfer = served.journal.as_ref().map(|j| {
+                let label = zone.label();
+                let transfers = &shared.engine.transfers;
+                let version = j.current();
+                serial = version.as_ref().map_or(serial, |v| v.serial);
+                let served_of = |kind: &str| {
+                    transfers
+                        .metrics
+                        .served
+                        .with_label_values(&[&label, kind])
+                        .get()
+                };
+                TransferStatus {
+                    records: version.as_ref().map_or(0, |v| v.records.len() + 1),
+                    changes_kept: j.changes_kept(),
+                    axfr_served: served_of("axfr"),
+                    ixfr_served: served_of("ixfr"),
+                    notify: transfers
+                        .notifies
+                        .states()
+                        .into_iter()
+                        .filter(|(z, a, _)| {
+                            *z == label
+                                && zone.transfer.as_ref().is_some_and(|t| t.notify.contains(a))
+                        })
+                        .map(|(_, a, state)| NotifyStatus {
+                            secondary: a.to_string(),
+                            state,
+                        })
+                        .collect(),
+                }
+            });
             ZoneStatus {
                 name: zone.label(),
                 file: zone.file.display().to_string(),
@@ -342,6 +403,7 @@ pub fn status(shared: &StatusSource) -> Status {
                 records: zone.record_count,
                 services,
                 regions,
+                transfer,
             }
         })
         .collect();

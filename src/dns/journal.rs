@@ -122,6 +122,11 @@ impl Journal {
         Some((current, st.changes.iter().skip(start).cloned().collect()))
     }
 
+    /// How many changes are kept for IXFR.
+    pub fn changes_kept(&self) -> usize {
+        self.lock().changes.len()
+    }
+
     /// Watch new versions' serials.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u32> {
         self.changed.subscribe()

@@ -707,5 +707,21 @@ async fn nsd_and_knot_follow_a_failover_by_notify_and_ixfr() {
             .get();
         assert!(acked >= 3, "{}: {acked} NOTIFYs acknowledged", x.name);
     }
+    // The status API says the same: the serial, what was served, what each
+    // secondary acknowledged.
+    let now = soa_serial(&s.query(APEX, RecordType::SOA).await);
+    let status = serde_json::to_value(s.server.status()).unwrap();
+    let z = &status["zones"][0];
+    assert_eq!(z["serial"], now);
+    assert_eq!(z["transfer"]["records"], 5, "{z}");
+    assert_eq!(z["transfer"]["axfr_served"], 2, "{z}");
+    assert_eq!(z["transfer"]["ixfr_served"], 6, "{z}");
+    assert_eq!(z["transfer"]["changes_kept"], 3, "{z}");
+    let notify = z["transfer"]["notify"].as_array().unwrap();
+    assert_eq!(notify.len(), 2, "{z}");
+    for n in notify {
+        assert_eq!(n["serial"], now, "{n}");
+        assert_eq!(n["acked_serial"], now, "{n}");
+    }
     backend.kill();
 }

@@ -267,6 +267,9 @@ impl Server {
             settings.tsig_keys.clone(),
             metrics.transfers.clone(),
         ));
+        if let Some(c) = &cluster {
+            let _ = transfers.cluster.set(c.clone());
+        }
         let snapshot = build_snapshot(&config, &health, &metrics, &transfers);
         if let Some(c) = &cluster {
             c.zones_loaded(zone_hashes(&config), true);

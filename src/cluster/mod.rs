@@ -830,6 +830,93 @@ impl Cluster {
         Ok(())
     }
 
+    /// The serial every node gives zone `zone` whose content (as
+    /// transferred) hashes to `hash` (issue 21): kept in etcd at
+    /// `/gslb/NAME/serial/ZONE` with the hash it was given for, so nodes
+    /// that render the same content serve the same serial, whenever each
+    /// started or changed. `candidate` is what this node alone would give
+    /// (its saved serial when the content is the saved one, else the next
+    /// one after its own); `floor` the last serial this node served. The
+    /// stored serial is taken when it is for this content and not behind
+    /// `floor` (a secondary of this node must never see its serial go
+    /// back); otherwise the next serial after both is stored, by
+    /// compare-and-swap, so two nodes that change at once agree on one.
+    /// `Err` while etcd cannot be asked: the caller then decides alone.
+    pub async fn agree_serial(
+        &self,
+        zone: &str,
+        hash: u64,
+        candidate: u32,
+        floor: Option<u32>,
+        now: u32,
+    ) -> Result<u32, ClusterError> {
+        use crate::reload::{next_serial, serial_gt};
+        let key = view::serial_key(&self.prefix, zone);
+        for _ in 0..8 {
+            let mut client = self
+                .client
+                .lock()
+                .expect("cluster lock poisoned")
+                .clone()
+                .filter(|_| self.mode() == Mode::Cluster)
+                .ok_or_else(|| ClusterError::Unavailable("not connected".into()))?;
+            self.count("get");
+            let got = timeout(client.get(key.clone(), None)).await?;
+            let stored = got.kvs().first().and_then(|kv| {
+                serde_json::from_slice::<StoredSerial>(kv.value())
+                    .ok()
+                    .map(|s| (s, kv.mod_revision()))
+            });
+            let (serial, compare) = match &stored {
+                Some((s, _))
+                    if s.hash == hash
+                        && floor.is_none_or(|f| f == s.serial || serial_gt(s.serial, f)) =>
+                {
+                    return Ok(s.serial);
+                }
+                Some((s, rev)) => {
+                    let base = match floor {
+                        Some(f) if serial_gt(f, s.serial) => f,
+                        _ => s.serial,
+                    };
+                    (
+                        next_serial(base, now),
+                        etcd_client::Compare::mod_revision(
+                            key.clone(),
+                            etcd_client::CompareOp::Equal,
+                            *rev,
+                        ),
+                    )
+                }
+                None => (
+                    candidate,
+                    etcd_client::Compare::create_revision(
+                        key.clone(),
+                        etcd_client::CompareOp::Equal,
+                        0,
+                    ),
+                ),
+            };
+            let value = serde_json::to_vec(&StoredSerial {
+                hash,
+                serial,
+                node: self.settings.node.clone(),
+            })
+            .expect("serial serialises");
+            let txn = etcd_client::Txn::new()
+                .when([compare])
+                .and_then([etcd_client::TxnOp::put(key.clone(), value, None)]);
+            self.count("txn");
+            if timeout(client.txn(txn)).await?.succeeded() {
+                return Ok(serial);
+            }
+            // Another node stored one meanwhile: look again.
+        }
+        Err(ClusterError::Unavailable(
+            "the zone's serial kept changing under this node".into(),
+        ))
+    }
+
     /// Whether this node sends the webhook of `t`: the first node to claim
     /// the transition's revision in etcd does. A transition this node
     /// decided alone (no revision), or one it cannot claim because etcd
@@ -1093,6 +1180,15 @@ async fn timeout<T>(
             humantime::format_duration(REQUEST_TIMEOUT)
         ))),
     }
+}
+
+/// A zone's serial as etcd keeps it: the content hash it was given for,
+/// and the node that stored it (for people reading etcd).
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct StoredSerial {
+    hash: u64,
+    serial: u32,
+    node: String,
 }
 
 /// The cluster in the status document.

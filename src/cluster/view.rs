@@ -151,6 +151,11 @@ pub fn node_key(prefix: &str, node: &str) -> String {
     format!("{prefix}nodes/{node}")
 }
 
+/// Key of a zone's shared serial (`dns::journal`).
+pub fn serial_key(prefix: &str, zone: &str) -> String {
+    format!("{prefix}serial/{}", enc(zone))
+}
+
 /// Key of an event claim.
 pub fn event_key(prefix: &str, zone: &str, region: &str, to: &str, rev: i64) -> String {
     format!("{prefix}events/{}/{}/{to}/{rev}", enc(zone), enc(region))

@@ -42,6 +42,18 @@ pub struct Version {
     pub records: Vec<Record>,
 }
 
+/// A new content waiting for its serial.
+pub(super) struct Pending {
+    soa: Record,
+    records: Vec<Record>,
+    /// Hash of the content.
+    pub hash: u64,
+    /// The serial this node alone would give it.
+    pub candidate: u32,
+    /// The last serial this node served (or saved) for the zone.
+    pub floor: Option<u32>,
+}
+
 /// What changed from one version to the next (an IXFR difference
 /// sequence, RFC 1995 §4).
 pub struct Change {
@@ -146,32 +158,64 @@ impl Journal {
         saved: Option<(u32, u64)>,
         now: u32,
     ) -> Option<u32> {
+        let pending = self.prepare(rendered, saved, now)?;
+        let serial = pending.candidate;
+        Some(self.publish_pending(pending, serial))
+    }
+
+    /// The first half of [`Journal::commit`]: `None` when the content is
+    /// the current one's; else the new content with the serial this node
+    /// alone would give it (a cluster may agree on another, see
+    /// `Cluster::agree_serial`).
+    pub(super) fn prepare(
+        &self,
+        rendered: Vec<Record>,
+        saved: Option<(u32, u64)>,
+        now: u32,
+    ) -> Option<Pending> {
         let mut rendered = rendered.into_iter();
-        let mut soa = rendered.next()?;
+        let soa = rendered.next()?;
         let records: Vec<Record> = rendered.collect();
         let hash = content_hash(&soa, &records);
-        let mut st = self.lock();
-        let previous = match &st.current {
+        let st = self.lock();
+        let (candidate, floor) = match &st.current {
             Some(v) if v.hash == hash => return None,
-            Some(v) => Some(v.serial),
+            Some(v) => (crate::reload::next_serial(v.serial, now), Some(v.serial)),
             None => match saved {
-                Some((serial, h)) if h == hash => {
-                    set_soa_serial(&mut soa, serial);
-                    self.publish(&mut st, None, soa, records, hash);
-                    return Some(serial);
-                }
-                Some((serial, _)) => Some(serial),
-                None => None,
+                Some((serial, h)) if h == hash => (serial, Some(serial)),
+                Some((serial, _)) => (crate::reload::next_serial(serial, now), Some(serial)),
+                None => (now, None),
             },
         };
-        let serial = match previous {
-            Some(p) => crate::reload::next_serial(p, now),
-            None => now,
-        };
+        Some(Pending {
+            soa,
+            records,
+            hash,
+            candidate,
+            floor,
+        })
+    }
+
+    /// The second half of [`Journal::commit`]: `pending` becomes the
+    /// current version under `serial`, unless another version took its
+    /// place meanwhile with this content (then that one stands).
+    pub(super) fn publish_pending(&self, pending: Pending, serial: u32) -> u32 {
+        let Pending {
+            mut soa,
+            records,
+            hash,
+            ..
+        } = pending;
+        let mut st = self.lock();
+        if let Some(v) = &st.current
+            && v.hash == hash
+        {
+            return v.serial;
+        }
         set_soa_serial(&mut soa, serial);
         let old = st.current.clone();
         self.publish(&mut st, old, soa, records, hash);
-        Some(serial)
+        serial
     }
 
     fn publish(
@@ -289,6 +333,8 @@ pub struct Transfers {
     pub notifies: super::notify::Notifies,
     /// Transfer and NOTIFY metrics.
     pub metrics: crate::metrics::TransferMetrics,
+    /// The cluster whose nodes agree on each zone's serial, if any.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Default for Transfers {
@@ -312,6 +358,7 @@ impl Transfers {
             in_flight: Default::default(),
             notifies: Default::default(),
             metrics,
+            cluster: Default::default(),
         }
     }
 
@@ -397,10 +444,26 @@ pub async fn refresh(engine: &Engine, health: &HealthTable, served: &ServedZone)
         .find(|z| z.zone == label)
         .map(|z| (z.serial, z.content_hash));
     let now = crate::reload::unix_now() as u32;
-    let Some(serial) = journal.commit(rendered, saved, now) else {
+    let Some(pending) = journal.prepare(rendered, saved, now) else {
         return;
     };
+    // In a cluster, the serial every node gives this content.
+    let serial = match engine.transfers.cluster.get() {
+        Some(c) => match c
+            .agree_serial(&label, pending.hash, pending.candidate, pending.floor, now)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(zone = %label, error = %e, "cannot agree on the zone's serial through etcd: this node gives serial {} alone (it may differ from the other nodes' until etcd answers and the zone changes again)", pending.candidate);
+                pending.candidate
+            }
+        },
+        None => pending.candidate,
+    };
+    let serial = journal.publish_pending(pending, serial);
     let hash = journal.current().map_or(0, |v| v.hash);
+
     health.save_zone_serial(SavedZone {
         zone: label.clone(),
         serial,
@@ -414,7 +477,7 @@ pub async fn refresh(engine: &Engine, health: &HealthTable, served: &ServedZone)
         .with_label_values(&[&label])
         .set(i64::from(serial));
     match saved {
-        Some((s, _)) if s == serial => {
+        Some((s, h)) if s == serial && h == hash => {
             tracing::info!(zone = %label, serial, "zone as transferred is the one saved: serial {serial} kept")
         }
         _ => tracing::info!(zone = %label, serial, "zone as transferred changed: serial {serial}"),

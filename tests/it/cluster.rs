@@ -29,7 +29,7 @@ fn zone(primary: &Backend, secondary: &Backend, extra: &str) -> String {
 
 /// A cluster name of its own per test: tests share no etcd, but a unique
 /// prefix also shows that the prefix is what separates clusters.
-fn cluster_name() -> String {
+pub(crate) fn cluster_name() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(
         "t{}-{}",
@@ -70,7 +70,7 @@ fn source(i: usize) -> String {
     format!("127.0.1.{i}")
 }
 
-fn settings(etcd: &Etcd, name: &str, i: usize, quorum: Quorum) -> ClusterSettings {
+pub(crate) fn settings(etcd: &Etcd, name: &str, i: usize, quorum: Quorum) -> ClusterSettings {
     ClusterSettings {
         name: name.to_string(),
         node: format!("ns{i}"),

@@ -452,6 +452,11 @@ impl Secondary {
 /// key (`request-xfr` and `allow-notify`), reloading at once after a
 /// transfer.
 fn nsd(primary: SocketAddr) -> Secondary {
+    nsd_of(&[primary])
+}
+
+/// NSD as a secondary of each of `primaries`, in that order.
+fn nsd_of(primaries: &[SocketAddr]) -> Secondary {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_udp_tcp_addr();
     let d = dir.path().display();
@@ -478,13 +483,18 @@ key:
 zone:
     name: "{APEX}"
     zonefile: "xfr.zone"
-    request-xfr: {pip}@{pport} xfr-key
-    allow-notify: {pip} xfr-key
-"#,
+{primaries}"#,
         ip = addr.ip(),
         port = addr.port(),
-        pip = primary.ip(),
-        pport = primary.port(),
+        primaries = primaries
+            .iter()
+            .map(|p| format!(
+                "    request-xfr: {}@{} xfr-key\n    allow-notify: {} xfr-key\n",
+                p.ip(),
+                p.port(),
+                p.ip()
+            ))
+            .collect::<String>(),
     );
     std::fs::write(dir.path().join("nsd.conf"), conf).unwrap();
     let child = std::process::Command::new("/usr/sbin/nsd")
@@ -723,5 +733,127 @@ async fn nsd_and_knot_follow_a_failover_by_notify_and_ixfr() {
         assert_eq!(n["serial"], now, "{n}");
         assert_eq!(n["acked_serial"], now, "{n}");
     }
+    backend.kill();
+}
+
+/// The serial of node `ts`'s zone.
+async fn serial_of(ts: &TestServer) -> u32 {
+    soa_serial(&ts.query(APEX, RecordType::SOA).await)
+}
+
+/// Two nodes of a cluster started in different seconds give one serial,
+/// through every change, and NSD with both as primaries follows a
+/// failover whichever it asks, and after the first is gone.
+#[tokio::test]
+async fn a_cluster_gives_one_serial_and_nsd_follows_either_primary() {
+    let etcd = crate::etcd::Etcd::start().await;
+    let mut backend = Backend::start("127.0.0.1").await;
+    let name = crate::cluster::cluster_name();
+    let (a1, a2) = (free_udp_tcp_addr(), free_udp_tcp_addr());
+    let start = |i: usize, listen: SocketAddr| {
+        let cs = crate::cluster::settings(&etcd, &name, i, gslb::model::Quorum::Majority);
+        let z = zone(backend.addr, &[]);
+        async move {
+            TestServer::start_with(&[("xfr.toml", &z)], move |st| {
+                st.tsig_keys.insert("xfr-key".into(), key());
+                st.listen = vec![listen];
+                st.probe_source = Some(format!("127.0.1.{i}").parse().unwrap());
+                st.cluster = Some(cs);
+            })
+            .await
+        }
+    };
+    let n1 = start(1, a1).await;
+    n1.wait_first_verdicts(Duration::from_secs(5)).await;
+    let first = serial_of(&n1).await;
+    // Node 2 starts in a later second, so alone it would pick another
+    // serial for the same content.
+    let second_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32
+    };
+    wait_until(Duration::from_secs(3), "the next second", || async {
+        second_now() > first
+    })
+    .await;
+    let n2 = start(2, a2).await;
+    n2.wait_first_verdicts(Duration::from_secs(5)).await;
+    assert_eq!(
+        serial_of(&n2).await,
+        first,
+        "node 2 takes the cluster's serial"
+    );
+    let nodes = [n1, n2];
+
+    let x = nsd_of(&[a1, a2]);
+    for n in &nodes {
+        let text = zone(backend.addr, &[x.addr]);
+        std::fs::write(n.zone_path("xfr.toml"), text).unwrap();
+        n.server.reload().await.expect("reload");
+    }
+    wait_until(Duration::from_secs(20), "NSD to load the zone", || async {
+        x.serial().await == Some(first)
+    })
+    .await;
+
+    // Fail over: record both nodes' serials until both moved; from then on
+    // they are one, and NSD follows.
+    backend.set(Mode::Failing);
+    let mut timeline: Vec<(u32, u32)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pair = (serial_of(&nodes[0]).await, serial_of(&nodes[1]).await);
+        timeline.push(pair);
+        if pair.0 != first && pair.1 != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serials never both moved: {timeline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let moved = timeline.last().unwrap().0;
+    for _ in 0..20 {
+        timeline.push((serial_of(&nodes[0]).await, serial_of(&nodes[1]).await));
+    }
+    assert!(gslb_serial_gt(moved, first));
+    for &(s1, s2) in &timeline {
+        assert!(s1 == first || s1 == moved, "{timeline:?}");
+        assert!(s2 == first || s2 == moved, "{timeline:?}");
+    }
+    assert!(timeline.ends_with(&[(moved, moved); 20]), "{timeline:?}");
+    wait_until(
+        Duration::from_secs(10),
+        "NSD to follow the failover",
+        || async { x.www().await == ["127.0.0.2"] },
+    )
+    .await;
+    assert_eq!(x.serial().await, Some(moved));
+
+    // Node 1 gone: NSD follows the failback through node 2.
+    let [n1, n2] = nodes;
+    drop(n1);
+    backend.set(Mode::Healthy);
+    wait_until(Duration::from_secs(10), "node 2 to fail back", || async {
+        addrs(&n2.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.1"]
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(2),
+        "node 2's serial to move",
+        || async { serial_of(&n2).await != moved },
+    )
+    .await;
+    let back = serial_of(&n2).await;
+    assert!(gslb_serial_gt(back, moved), "{back} after {moved}");
+    wait_until(
+        Duration::from_secs(10),
+        "NSD to follow through node 2",
+        || async { x.www().await == ["127.0.0.1"] && x.serial().await == Some(back) },
+    )
+    .await;
     backend.kill();
 }

@@ -419,10 +419,38 @@ struct Secondary {
     name: &'static str,
     addr: SocketAddr,
     dir: tempfile::TempDir,
-    _child: Child,
+    /// The program and its arguments.
+    command: Vec<String>,
+    child: Option<Child>,
 }
 
 impl Secondary {
+    fn new(name: &'static str, addr: SocketAddr, dir: tempfile::TempDir, command: &[&str]) -> Self {
+        let mut x = Secondary {
+            name,
+            addr,
+            dir,
+            command: command.iter().map(|c| c.to_string()).collect(),
+            child: None,
+        };
+        x.start();
+        x
+    }
+
+    fn start(&mut self) {
+        let child = std::process::Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} runs: {e}", self.command[0]));
+        self.child = Some(Child(child));
+    }
+
+    fn stop(&mut self) {
+        self.child = None;
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
@@ -497,19 +525,8 @@ zone:
             .collect::<String>(),
     );
     std::fs::write(dir.path().join("nsd.conf"), conf).unwrap();
-    let child = std::process::Command::new("/usr/sbin/nsd")
-        .args(["-d", "-c"])
-        .arg(dir.path().join("nsd.conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
-        .spawn()
-        .expect("nsd runs (Debian package nsd)");
-    Secondary {
-        name: "NSD",
-        addr,
-        dir,
-        _child: Child(child),
-    }
+    let conf = dir.path().join("nsd.conf").display().to_string();
+    Secondary::new("NSD", addr, dir, &["/usr/sbin/nsd", "-d", "-c", &conf])
 }
 
 /// Knot 3 on a free loopback port, secondary of `primary` with the test
@@ -554,19 +571,8 @@ zone:
         pport = primary.port(),
     );
     std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
-    let child = std::process::Command::new("/usr/sbin/knotd")
-        .arg("-c")
-        .arg(dir.path().join("knot.conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
-        .spawn()
-        .expect("knotd runs (Debian package knot)");
-    Secondary {
-        name: "Knot",
-        addr,
-        dir,
-        _child: Child(child),
-    }
+    let conf = dir.path().join("knot.conf").display().to_string();
+    Secondary::new("Knot", addr, dir, &["/usr/sbin/knotd", "-c", &conf])
 }
 
 /// NSD and Knot follow gslb through a failover and back: they load the
@@ -856,4 +862,166 @@ async fn a_cluster_gives_one_serial_and_nsd_follows_either_primary() {
     )
     .await;
     backend.kill();
+}
+
+/// A zone of `n` TXT records of 60 bytes besides the test zone's.
+fn big_zone(backend: SocketAddr, n: usize) -> String {
+    let mut z = zone(backend, &[]);
+    for i in 0..n {
+        z.push_str(&format!(
+            "\n[[record]]\nname = \"r{i}\"\ntype = \"TXT\"\nvalue = \"{}\"\n",
+            "x".repeat(60)
+        ));
+    }
+    z
+}
+
+/// Ask for an AXFR on a connection whose receive buffer is tiny, and never
+/// read: the transfer stays in flight, its writes blocked.
+async fn stuck_transfer(server: SocketAddr, key: &TSigner) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(server).await.unwrap();
+    let bytes = xfr_request(RecordType::AXFR, None, Some(key))
+        .to_vec()
+        .unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    s.write_all(&framed).await.unwrap();
+    s
+}
+
+/// Two transfers to one address at once, at most: a third gets SERVFAIL
+/// while they hang (their client reads nothing), and UDP and TCP queries
+/// are answered meanwhile; once they end, transfers are served again.
+#[tokio::test]
+async fn transfers_are_bounded_and_never_hold_up_answers() {
+    let backend = Backend::start("127.0.0.1").await;
+    let s = TestServer::start_with(&[("xfr.toml", &big_zone(backend.addr, 50_000))], |st| {
+        st.tsig_keys.insert("xfr-key".into(), key());
+    })
+    .await;
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    let key = signer(SECRET, "xfr-key.");
+    let stuck = [
+        stuck_transfer(s.dns, &key).await,
+        stuck_transfer(s.dns, &key).await,
+    ];
+    // Wait until both are in flight: a third is then turned away.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let msgs = transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await;
+        if msgs[0].1.metadata.response_code == ResponseCode::ServFail {
+            assert_eq!(msgs.len(), 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a third transfer was never refused"
+        );
+    }
+    // Answers go on, over UDP and TCP.
+    for _ in 0..20 {
+        assert_eq!(
+            addrs(&s.query("www.xfr.example.com.", RecordType::A).await),
+            ["127.0.0.1"]
+        );
+        assert_eq!(
+            addrs(&s.query_tcp("www.xfr.example.com.", RecordType::A).await),
+            ["127.0.0.1"]
+        );
+    }
+    let body = s.server.metrics.render();
+    assert!(
+        body.contains("gslb_transfers_refused_total{reason=\"busy\",zone=\"xfr.example.com\"} 1"),
+        "{body}"
+    );
+    // The stuck clients go away: the next transfer is whole (50,006
+    // records: the SOA twice).
+    drop(stuck);
+    wait_until(
+        Duration::from_secs(5),
+        "transfers to be served again",
+        || async {
+            let msgs = transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await;
+            msgs[0].1.metadata.response_code == ResponseCode::NoError
+        },
+    )
+    .await;
+    let msgs = transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await;
+    assert_eq!(records(&msgs).len(), 50_006);
+    assert!(msgs.len() > 1, "several messages");
+    assert!(
+        msgs.iter()
+            .all(|(raw, m)| raw.len() <= 65535 && m.signature().is_some())
+    );
+}
+
+/// A secondary down while gslb went through changes catches up when it
+/// is back (Knot refreshes at start; gslb's NOTIFY retries would tell it
+/// too): by IXFR when the history reaches back to its serial, by a full
+/// transfer when it does not.
+#[tokio::test]
+async fn a_restarted_secondary_catches_up_by_ixfr_or_axfr() {
+    let backend = Backend::start("127.0.0.1").await;
+    let s = start(backend.addr, &[], None).await;
+    let mut x = knot(s.dns);
+    let xaddr = x.addr;
+    let with_text = |t: &str| zone(backend.addr, &[xaddr]).replace("static text", t);
+    std::fs::write(s.zone_path("xfr.toml"), with_text("v0")).unwrap();
+    s.server.reload().await.expect("reload");
+    let txt = |x: &Secondary| {
+        let addr = x.addr;
+        async move {
+            udp(
+                addr,
+                &request("txt.xfr.example.com.", RecordType::TXT, true),
+            )
+            .await
+            .map(|m| answers(&m))
+            .unwrap_or_default()
+        }
+    };
+    wait_until(Duration::from_secs(20), "Knot to load the zone", || async {
+        txt(&x).await == ["txt.xfr.example.com. TXT v0"]
+    })
+    .await;
+
+    for (changes, how) in [(3, "IXFR"), (70, "AXFR")] {
+        x.stop();
+        let before = x.log().len();
+        for i in 1..=changes {
+            std::fs::write(s.zone_path("xfr.toml"), with_text(&format!("{how} {i}"))).unwrap();
+            s.server.reload().await.expect("reload");
+        }
+        let serial = serial_of(&s).await;
+        x.start();
+        let want = format!("txt.xfr.example.com. TXT {how} {changes}");
+        wait_until(
+            Duration::from_secs(20),
+            &format!("Knot to catch up by {how}"),
+            || async { txt(&x).await == [want.clone()] && x.serial().await == Some(serial) },
+        )
+        .await;
+        let log = x.log()[before..].to_string();
+        let done: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("incoming") && l.contains("finished"))
+            .collect();
+        assert_eq!(done.len(), 1, "{log}");
+        match how {
+            "IXFR" => assert!(done[0].contains("IXFR, incoming"), "{log}"),
+            // The history does not reach back 70 changes: the zone whole,
+            // as an AXFR-style answer to Knot's IXFR (RFC 1995 §4).
+            _ => assert!(
+                log.contains("receiving AXFR-style IXFR") && done[0].contains("AXFR, incoming"),
+                "{log}"
+            ),
+        }
+    }
+    let body = s.server.metrics.render();
+    assert!(
+        body.contains("gslb_transfers_total{kind=\"ixfr\",zone=\"xfr.example.com\"} 1"),
+        "{body}"
+    );
 }

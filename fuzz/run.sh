@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS=${1:-300}; shift || true
-TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(request zone state_file key_file)
+TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(request zone state_file key_file transfer)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 SAN=${SANITIZER:-none}
@@ -35,6 +35,10 @@ for t in "${TARGETS[@]}"; do
   if [ "$t" = zone ]; then cp ../zones/*.toml ../bench/zones/*.toml "corpus/$t/" 2>/dev/null || true; fi
   # Seeds: key pairs as gslb and BIND write them (public, NUL, private).
   if [ "$t" = key_file ] && [ -z "$(ls -A "corpus/$t")" ]; then seed_keys "corpus/$t"; fi
+  # Seeds: transfer requests, signed and not (gslb::fuzz::transfer_seeds).
+  if [ "$t" = transfer ] && [ -z "$(ls -A "corpus/$t")" ]; then
+    GSLB_SEEDS="$PWD/corpus/$t" cargo test -q --manifest-path ../Cargo.toml --test it fuzz_replay::write_transfer_seeds -- --ignored >/dev/null
+  fi
   echo "== $t"
   cargo fuzz run --release --sanitizer "$SAN" "$t" "corpus/$t" -- "${args[@]}" \
     -artifact_prefix="artifacts/$t/" 2>&1 | tee "artifacts/$t.log" | grep -E '^(Done|#[0-9]+ +DONE|stat::|==[0-9]+==ERROR|SUMMARY)' || true

@@ -260,6 +260,162 @@ pub fn key_file(data: &[u8]) {
     }
 }
 
+/// The fuzz zone served to secondaries: 127.0.0.0/8 may transfer it,
+/// signed with [`TRANSFER_KEY`].
+const TRANSFER: &str = r#"
+[transfer]
+allow = ["127.0.0.0/8"]
+tsig-key = "fuzz-key"
+"#;
+
+/// The secret of the transfer fuzz fixture's key `fuzz-key.`
+/// (HMAC-SHA256).
+pub const TRANSFER_KEY: &[u8] = b"fuzz-secret-fuzz-secret-fuzz-sec";
+
+fn transfer_fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let config = load_sources(
+            &[(PathBuf::from("fuzz.toml"), format!("{ZONE}{TRANSFER}"))],
+            LoadOptions { auto_serial: 1 },
+        )
+        .expect("the fuzz zone loads");
+        let metrics = Metrics::new();
+        let health = Arc::new(HealthTable::new(
+            metrics.clone(),
+            Arc::new(RealProbes::default()),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let mut keys = std::collections::BTreeMap::new();
+        keys.insert(
+            "fuzz-key".to_string(),
+            crate::model::TsigKey {
+                name: hickory_proto::rr::Name::from_ascii("fuzz-key.").expect("name"),
+                algorithm: hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+                secret: TRANSFER_KEY.to_vec(),
+            },
+        );
+        let transfers = Arc::new(crate::dns::Transfers::new(
+            keys,
+            crate::metrics::TransferMetrics::disabled(),
+        ));
+        let snapshot = crate::reload::build_snapshot(&config, &health, &metrics, &transfers);
+        // Two versions, so IXFR has a change to send.
+        for served in snapshot.zones() {
+            let journal = served.journal.as_ref().expect("transferred");
+            let mut records =
+                crate::dns::transfer::zone_as_transferred(&served.zone, served.health.as_ref());
+            journal.commit(records.clone(), None, 1000);
+            records.retain(|r| r.record_type() != hickory_proto::rr::RecordType::MX);
+            journal.commit(records, None, 2000);
+        }
+        let engine = Engine::new(
+            snapshot,
+            EngineOptions {
+                rng_seed: Some(1),
+                ..EngineOptions::default()
+            },
+            metrics.dns.clone(),
+            health.epoch.clone(),
+        )
+        .with_transfers(transfers);
+        Fixture {
+            engine,
+            _health: health,
+        }
+    })
+}
+
+/// A request to a server whose zone is served to secondaries: answered
+/// as over UDP (IXFR's SOA, a signed query's signed answer, the
+/// refusals), and, when it asks for a transfer, every message of the
+/// transfer as TCP would send it: each a whole response of at most 64 KiB
+/// to the request's ID, the first with the question.
+pub fn transfer(data: &[u8]) {
+    let f = transfer_fixture();
+    let mut worker = f.engine.worker(f.engine.rng(0));
+    let mut out = Vec::new();
+    if f.engine
+        .respond(data, CLIENT, Transport::Udp, &mut out, &mut worker)
+    {
+        check_response(data, &out);
+    }
+    if !crate::dns::xfr::is_transfer(data) {
+        return;
+    }
+    match crate::dns::xfr::plan(&f.engine, data, CLIENT) {
+        crate::dns::xfr::Plan::Reply(bytes) => {
+            if !bytes.is_empty() {
+                check_response(data, &bytes);
+            }
+        }
+        crate::dns::xfr::Plan::Stream(mut t) => {
+            let mut n = 0;
+            while let Some(m) = t.next_message() {
+                let m = m.expect("a transfer message encodes");
+                check_response(data, &m);
+                hickory_proto::op::Message::from_vec(&m).expect("a transfer message parses");
+                n += 1;
+                assert!(n < 1000, "a transfer of the fuzz zone ends");
+            }
+        }
+    }
+}
+
+/// Requests the transfer fuzzer starts from: AXFR and IXFR, unsigned,
+/// signed with the fixture's key and with another, a signed SOA query, a
+/// NOTIFY, over the fuzz zone.
+pub fn transfer_seeds() -> Vec<Vec<u8>> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::SOA;
+    use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+    use hickory_proto::rr::{Name, RData, Record, RecordType, TSigner};
+    let apex = Name::from_ascii("fuzz.example.").expect("name");
+    let key = |name: &str, secret: &[u8]| {
+        TSigner::new(
+            secret.to_vec(),
+            TsigAlgorithm::HmacSha256,
+            Name::from_ascii(name).expect("name"),
+            300,
+        )
+        .expect("signer")
+    };
+    let signers = [
+        None,
+        Some(key("fuzz-key.", TRANSFER_KEY)),
+        Some(key("other-key.", TRANSFER_KEY)),
+        Some(key("fuzz-key.", b"not-the-secret-not-the-secret!!!")),
+    ];
+    let mut out = Vec::new();
+    for (op, rtype, since) in [
+        (OpCode::Query, RecordType::AXFR, None),
+        (OpCode::Query, RecordType::IXFR, Some(1000)),
+        (OpCode::Query, RecordType::IXFR, Some(2000)),
+        (OpCode::Query, RecordType::IXFR, Some(7)),
+        (OpCode::Query, RecordType::SOA, None),
+        (OpCode::Notify, RecordType::SOA, None),
+    ] {
+        for signer in &signers {
+            let mut m = Message::new(0x2121, MessageType::Query, op);
+            m.add_query(Query::query(apex.clone(), rtype));
+            if let Some(serial) = since {
+                m.add_authority(Record::from_rdata(
+                    apex.clone(),
+                    0,
+                    RData::SOA(SOA::new(apex.clone(), apex.clone(), serial, 0, 0, 0, 0)),
+                ));
+            }
+            if let Some(s) = signer {
+                let (tsig, _) = s.sign_message(&m, 1_800_000_000).expect("signs");
+                m.set_signature(tsig);
+            }
+            out.push(m.to_vec().expect("encodes"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

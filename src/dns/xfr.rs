@@ -85,7 +85,7 @@ impl InFlight {
 
 /// Whether `req` asks for a transfer (AXFR or IXFR): a cheap look at the
 /// header and the question's type, without parsing.
-pub(super) fn is_transfer(req: &[u8]) -> bool {
+pub fn is_transfer(req: &[u8]) -> bool {
     if req.len() < 17 || req[2] & 0xf8 != 0 || req[4..6] != [0, 1] {
         return false; // a response, not QUERY, or not one question
     }
@@ -279,14 +279,6 @@ impl StreamSigner {
     }
 }
 
-/// The records of a response, in order: what [`messages`] cuts into
-/// messages.
-fn axfr_records(v: &Version) -> impl Iterator<Item = &Record> {
-    std::iter::once(&v.soa)
-        .chain(v.records.iter())
-        .chain(std::iter::once(&v.soa))
-}
-
 /// What an IXFR from `serial` gets: the current SOA alone when the client
 /// is up to date (or ahead), the changes when the history reaches back,
 /// else `None` (send the zone whole, as AXFR does).
@@ -317,6 +309,148 @@ fn wire_len(r: &Record) -> usize {
     }
 }
 
+/// What a transfer request over TCP gets.
+pub enum Plan<'e> {
+    /// One message: a refusal or an error.
+    Reply(Vec<u8>),
+    /// The messages of a transfer, made one at a time.
+    Stream(Box<Outgoing<'e>>),
+}
+
+/// The records a transfer sends, without copying a version's.
+enum Body {
+    /// The zone whole: SOA, records, SOA.
+    Whole(Arc<Version>),
+    /// An IXFR's changes (or its one SOA).
+    Listed(Vec<Record>),
+}
+
+impl Body {
+    fn get(&self, i: usize) -> Option<&Record> {
+        match self {
+            Body::Whole(v) => match i.checked_sub(1) {
+                None => Some(&v.soa),
+                Some(j) if j < v.records.len() => Some(&v.records[j]),
+                Some(j) if j == v.records.len() => Some(&v.soa),
+                Some(_) => None,
+            },
+            Body::Listed(r) => r.get(i),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Body::Whole(v) => v.records.len() + 2,
+            Body::Listed(r) => r.len(),
+        }
+    }
+}
+
+/// A transfer under way: its place among those in flight, and what is
+/// left to send.
+pub struct Outgoing<'e> {
+    _slot: Slot<'e>,
+    label: String,
+    kind: &'static str,
+    serial: u32,
+    req: Message,
+    body: Body,
+    signer: Option<StreamSigner>,
+    next: usize,
+    messages: usize,
+    bytes: usize,
+}
+
+impl Outgoing<'_> {
+    /// The next message, or `None` when all were made. Messages fill up to
+    /// [`MESSAGE_FILL`] bytes, the question in the first only (RFC 5936
+    /// §2.2), each signed when the request was.
+    pub fn next_message(&mut self) -> Option<Result<Vec<u8>, String>> {
+        if self.next >= self.body.len() && self.messages > 0 {
+            return None;
+        }
+        let mut m = response_to(&self.req);
+        if self.messages > 0 {
+            m.queries.clear();
+        }
+        let mut fill = 0;
+        while let Some(r) = self.body.get(self.next) {
+            let len = wire_len(r);
+            if fill + len > MESSAGE_FILL && !m.answers.is_empty() {
+                break;
+            }
+            fill += len;
+            m.answers.push(r.clone());
+            self.next += 1;
+        }
+        if let Some(s) = self.signer.as_mut()
+            && let Err(e) = s.sign(&mut m)
+        {
+            return Some(Err(e));
+        }
+        let out = match m.to_vec() {
+            Ok(o) => o,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        self.messages += 1;
+        self.bytes += out.len();
+        Some(Ok(out))
+    }
+}
+
+/// What the transfer request `raw` from `client` gets: a refusal, or the
+/// transfer (then counted among those in flight until dropped).
+pub fn plan<'e>(engine: &'e Engine, raw: &[u8], client: IpAddr) -> Plan<'e> {
+    let Ok(msg) = Message::from_vec(raw) else {
+        let mut out = Vec::new();
+        engine.respond_cut(raw, Transport::Tcp, &mut out);
+        return Plan::Reply(out);
+    };
+    let (served, journal, signing) = match admit(engine, raw, &msg, client) {
+        Ok(v) => v,
+        Err(r) => return Plan::Reply(refusal_bytes(&msg, r)),
+    };
+    let label = served.zone.label();
+    let Some(slot) = engine.transfers.in_flight.take(client) else {
+        engine.transfers.count_refused(&label, "busy");
+        tracing::warn!(zone = %label, %client, "transfer refused for now: {MAX_TRANSFERS} transfers in all or {MAX_PER_CLIENT} to this address are running");
+        return Plan::Reply(refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)));
+    };
+    let Some(version) = journal.current() else {
+        return Plan::Reply(refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)));
+    };
+    let client_serial = msg
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .map(soa_serial);
+    let (kind, body) = match (msg.queries[0].query_type(), client_serial) {
+        (RecordType::IXFR, Some(s)) => match ixfr_records(&journal, &version, s) {
+            Some(r) => ("ixfr", Body::Listed(r)),
+            None => ("axfr", Body::Whole(version.clone())),
+        },
+        (RecordType::IXFR, None) => {
+            return Plan::Reply(refusal_bytes(&msg, Refusal::Rcode(ResponseCode::FormErr)));
+        }
+        _ => ("axfr", Body::Whole(version.clone())),
+    };
+    Plan::Stream(Box::new(Outgoing {
+        _slot: slot,
+        label,
+        kind,
+        serial: version.serial,
+        req: msg,
+        body,
+        signer: signing.map(|signing| StreamSigner {
+            signing,
+            previous: None,
+        }),
+        next: 0,
+        messages: 0,
+        bytes: 0,
+    }))
+}
+
 /// Serve a transfer request that arrived over TCP: write every message of
 /// the answer to `stream`. `Err` ends the connection.
 pub(super) async fn serve_tcp(
@@ -325,59 +459,24 @@ pub(super) async fn serve_tcp(
     client: IpAddr,
     stream: &mut tokio::net::TcpStream,
 ) -> std::io::Result<()> {
-    let Ok(msg) = Message::from_vec(raw) else {
-        let mut out = Vec::new();
-        engine.respond_cut(raw, Transport::Tcp, &mut out);
-        return write_framed(stream, &out).await;
-    };
-    let (served, journal, signing) = match admit(engine, raw, &msg, client) {
-        Ok(v) => v,
-        Err(r) => return write_framed(stream, &refusal_bytes(&msg, r)).await,
-    };
-    let label = served.zone.label();
-    let Some(_slot) = engine.transfers.in_flight.take(client) else {
-        engine.transfers.count_refused(&label, "busy");
-        tracing::warn!(zone = %label, %client, "transfer refused for now: {MAX_TRANSFERS} transfers in all or {MAX_PER_CLIENT} to this address are running");
-        return write_framed(
-            stream,
-            &refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)),
-        )
-        .await;
-    };
-    let Some(version) = journal.current() else {
-        return write_framed(
-            stream,
-            &refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)),
-        )
-        .await;
-    };
-    let qtype = msg.queries[0].query_type();
-    let client_serial = msg
-        .authorities
-        .iter()
-        .find(|r| r.record_type() == RecordType::SOA)
-        .map(soa_serial);
-    let (kind, records): (&str, Vec<Record>) = match (qtype, client_serial) {
-        (RecordType::IXFR, Some(s)) => match ixfr_records(&journal, &version, s) {
-            Some(r) => ("ixfr", r),
-            None => ("axfr", axfr_records(&version).cloned().collect()),
-        },
-        (RecordType::IXFR, None) => {
-            return write_framed(
-                stream,
-                &refusal_bytes(&msg, Refusal::Rcode(ResponseCode::FormErr)),
-            )
-            .await;
-        }
-        _ => ("axfr", axfr_records(&version).cloned().collect()),
+    let mut t = match plan(engine, raw, client) {
+        Plan::Reply(bytes) => return write_framed(stream, &bytes).await,
+        Plan::Stream(t) => t,
     };
     let started = std::time::Instant::now();
-    let sent = tokio::time::timeout(TRANSFER_TIMEOUT, send(stream, &msg, &records, signing)).await;
+    let sent = tokio::time::timeout(TRANSFER_TIMEOUT, async {
+        while let Some(m) = t.next_message() {
+            write_framed(stream, &m.map_err(std::io::Error::other)?).await?;
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    let (label, kind, serial) = (t.label.clone(), t.kind, t.serial);
     match sent {
-        Ok(Ok((messages, bytes))) => {
-            engine.transfers.count_served(&label, kind, bytes);
-            tracing::info!(zone = %label, %client, serial = version.serial, kind, records = records.len(), messages, bytes, elapsed_ms = started.elapsed().as_millis() as u64,
-                "zone transferred to {client} ({kind}, serial {})", version.serial);
+        Ok(Ok(())) => {
+            engine.transfers.count_served(&label, kind, t.bytes);
+            tracing::info!(zone = %label, %client, serial, kind, records = t.body.len(), messages = t.messages, bytes = t.bytes, elapsed_ms = started.elapsed().as_millis() as u64,
+                "zone transferred to {client} ({kind}, serial {serial})");
             Ok(())
         }
         Ok(Err(e)) => {
@@ -387,50 +486,6 @@ pub(super) async fn serve_tcp(
         Err(_) => {
             tracing::warn!(zone = %label, %client, kind, "transfer to {client} took longer than {}s: cut", TRANSFER_TIMEOUT.as_secs());
             Err(std::io::ErrorKind::TimedOut.into())
-        }
-    }
-}
-
-/// Write `records` as messages of up to [`MESSAGE_FILL`] bytes, the
-/// question in the first only (RFC 5936 §2.2), each signed when asked.
-async fn send(
-    stream: &mut tokio::net::TcpStream,
-    req: &Message,
-    records: &[Record],
-    signing: Option<Signing>,
-) -> std::io::Result<(usize, usize)> {
-    let mut signer = signing.map(|signing| StreamSigner {
-        signing,
-        previous: None,
-    });
-    let (mut messages, mut bytes) = (0, 0);
-    let mut i = 0;
-    loop {
-        let mut m = response_to(req);
-        if messages > 0 {
-            m.queries.clear();
-        }
-        let mut fill = 0;
-        while let Some(r) = records.get(i) {
-            let len = wire_len(r);
-            if fill + len > MESSAGE_FILL && !m.answers.is_empty() {
-                break;
-            }
-            fill += len;
-            m.answers.push(r.clone());
-            i += 1;
-        }
-        if let Some(s) = signer.as_mut() {
-            s.sign(&mut m).map_err(std::io::Error::other)?;
-        }
-        let out = m
-            .to_vec()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        write_framed(stream, &out).await?;
-        messages += 1;
-        bytes += out.len();
-        if i >= records.len() {
-            return Ok((messages, bytes));
         }
     }
 }

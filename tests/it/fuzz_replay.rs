@@ -56,3 +56,25 @@ fn key_file_inputs_replay() {
         "the corpus is committed"
     );
 }
+
+#[test]
+fn transfer_inputs_replay() {
+    // The seeds themselves, then what the fuzzer kept.
+    for seed in gslb::fuzz::transfer_seeds() {
+        gslb::fuzz::transfer(&seed);
+    }
+    assert!(
+        replay("transfer", gslb::fuzz::transfer) > 10,
+        "the corpus is committed"
+    );
+}
+
+/// Write the transfer fuzzer's seeds into `$GSLB_SEEDS` (fuzz/run.sh).
+#[test]
+#[ignore = "run by fuzz/run.sh to seed the transfer corpus"]
+fn write_transfer_seeds() {
+    let dir = std::path::PathBuf::from(std::env::var("GSLB_SEEDS").expect("GSLB_SEEDS"));
+    for (i, seed) in gslb::fuzz::transfer_seeds().iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), seed).expect("write a seed");
+    }
+}

@@ -280,7 +280,7 @@ async fn notify_once(
         }
         return match r.metadata.response_code {
             ResponseCode::NoError => Ok(()),
-            rc => Err(format!("answered {rc}")),
+            rc => Err(format!("answered rcode {} ({rc})", u16::from(rc))),
         };
     }
 }

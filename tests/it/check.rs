@@ -229,6 +229,17 @@ fn registered() -> std::collections::BTreeSet<String> {
         .with_label_values(&["z", "r"])
         .set(1.0);
     m.webhook_dropped.with_label_values(&["z"]).inc();
+    let t = &m.transfers;
+    t.serial.with_label_values(&["z"]).set(1);
+    t.served.with_label_values(&["z", "axfr"]).inc();
+    t.bytes.with_label_values(&["z"]).inc();
+    t.refused.with_label_values(&["z", "tsig"]).inc();
+    t.notifies
+        .with_label_values(&["z", "192.0.2.10:53", "acked"])
+        .inc();
+    t.notify_acked
+        .with_label_values(&["z", "192.0.2.10:53"])
+        .set(1);
     m.dns.answer("z", "s", "r", "").inc();
     m.dns.zone("z").query(
         hickory_proto::rr::RecordType::A,
@@ -373,6 +384,72 @@ fn check_config_reports_the_settings_files_own_problems_by_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("gslb.toml:5:1") && stderr.contains("wacth"),
+        "{stderr}"
+    );
+}
+
+/// A zone naming a TSIG key the settings file does not define: `check
+/// --config` and `serve` refuse it alike, at the line of `tsig-key`; with
+/// the key defined (its secret in a file) both accept it.
+#[test]
+fn check_and_serve_agree_on_a_zones_tsig_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir_all(&zones).unwrap();
+    std::fs::write(
+        zones.join("z.toml"),
+        "[zone]\nname = \"z.example.\"\nnameservers = [\"ns.example.net.\"]\nhostmaster = \"h.example.net.\"\n\n[transfer]\nallow = [\"127.0.0.1\"]\ntsig-key = \"xfr\"\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("gslb.toml");
+    let settings = |extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "zones = \"{}\"\nstate-file = \"off\"\nadmin = \"off\"\nlisten = [\"127.0.0.1:0\"]\n{extra}",
+                zones.display()
+            ),
+        )
+        .unwrap();
+    };
+    settings("");
+    for cmd in ["check", "serve"] {
+        let out = gslb().arg(cmd).arg("--config").arg(&cfg).output().unwrap();
+        assert!(!out.status.success(), "{cmd} refuses it");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("z.toml:8:12") && stderr.contains("tsig-key \"xfr\" is not defined"),
+            "{cmd}: {stderr}"
+        );
+    }
+    std::fs::write(
+        dir.path().join("xfr.key"),
+        "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\n",
+    )
+    .unwrap();
+    settings("[tsig.xfr]\nsecret-file = \"xfr.key\"\n");
+    let out = gslb()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The secret is never printed, even when the key is refused.
+    std::fs::write(dir.path().join("xfr.key"), "c2hvcnQ=\n").unwrap();
+    let out = gslb()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("5 bytes") && !stderr.contains("c2hvcnQ"),
         "{stderr}"
     );
 }

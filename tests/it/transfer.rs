@@ -485,6 +485,12 @@ fn nsd(primary: SocketAddr) -> Secondary {
 
 /// NSD as a secondary of each of `primaries`, in that order.
 fn nsd_of(primaries: &[SocketAddr]) -> Secondary {
+    nsd_notified_by(primaries, None)
+}
+
+/// NSD as a secondary of `primaries`, taking NOTIFY from `notifier` (else
+/// from the primaries).
+fn nsd_notified_by(primaries: &[SocketAddr], notifier: Option<&str>) -> Secondary {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_udp_tcp_addr();
     let d = dir.path().display();
@@ -520,7 +526,7 @@ zone:
                 "    request-xfr: {}@{} xfr-key\n    allow-notify: {} xfr-key\n",
                 p.ip(),
                 p.port(),
-                p.ip()
+                notifier.map_or_else(|| p.ip().to_string(), str::to_string)
             ))
             .collect::<String>(),
     );
@@ -1024,4 +1030,66 @@ async fn a_restarted_secondary_catches_up_by_ixfr_or_axfr() {
         body.contains("gslb_transfers_total{kind=\"ixfr\",zone=\"xfr.example.com\"} 1"),
         "{body}"
     );
+}
+
+/// A secondary that does not take gslb's NOTIFY (its allow-notify names
+/// another address) answers it REFUSED: gslb says so in its status and
+/// counts the failure, the secondary keeps its copy until its own refresh.
+/// A NOTIFY sent to gslb (a primary takes none) changes nothing.
+#[tokio::test]
+async fn notifies_refused_by_a_secondary_are_reported_and_notifies_to_gslb_ignored() {
+    let mut backend = Backend::start("127.0.0.1").await;
+    let s = start(backend.addr, &[], None).await;
+    let x = nsd_notified_by(&[s.dns], Some("127.0.0.9"));
+    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &[x.addr])).unwrap();
+    s.server.reload().await.expect("reload");
+    let first = serial_of(&s).await;
+    wait_until(Duration::from_secs(20), "NSD to load the zone", || async {
+        x.serial().await == Some(first)
+    })
+    .await;
+    backend.set(Mode::Failing);
+    wait_until(Duration::from_secs(5), "the failover", || async {
+        addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.2"]
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(5),
+        "the NOTIFY's refusal in the status",
+        || async {
+            let v = serde_json::to_value(s.server.status()).unwrap();
+            let n = &v["zones"][0]["transfer"]["notify"][0];
+            n["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("rcode 5 (Query Refused)"))
+                && n["acked_serial"].is_null()
+        },
+    )
+    .await;
+    assert!(x.log().contains("refused"), "{}", x.log());
+    assert_eq!(x.www().await, ["127.0.0.1"], "NSD keeps its copy");
+    assert_eq!(x.serial().await, Some(first));
+
+    // A NOTIFY to gslb, signed or not: NOTIMP, and nothing moves.
+    let before = serial_of(&s).await;
+    let key = signer(SECRET, "xfr-key.");
+    for signer in [None, Some(&key)] {
+        let mut m = Message::new(0x3131, MessageType::Query, OpCode::Notify);
+        m.add_query(Query::query(
+            Name::from_ascii(APEX).unwrap(),
+            RecordType::SOA,
+        ));
+        if let Some(k) = signer {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let (tsig, _) = k.sign_message(&m, now).unwrap();
+            m.set_signature(tsig);
+        }
+        let r = udp(s.dns, &m).await.expect("an answer");
+        assert_eq!(r.metadata.response_code, ResponseCode::NotImp);
+    }
+    assert_eq!(serial_of(&s).await, before);
+    backend.kill();
 }

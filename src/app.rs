@@ -295,12 +295,16 @@ impl Server {
             Engine::new(snapshot, opts, metrics.dns.clone(), health.epoch.clone())
                 .with_transfers(transfers),
         );
-        // The first version of every transferred zone, before any answer.
+        // The first version of every transferred zone, before any answer;
+        // transitions from now on are followed (subscribed first: none is
+        // missed while the first versions are made).
+        let transitions = dns::journal::subscribe(&health);
         dns::journal::refresh_all(&engine, &health).await;
         tasks.spawn(dns::notify::run(engine.clone(), shutdown.clone()));
         tasks.spawn(dns::journal::follow(
             engine.clone(),
             health.clone(),
+            transitions,
             shutdown.clone(),
         ));
         // Reading the zones left their parse trees' pages with the allocator.

@@ -230,34 +230,36 @@ pub(crate) fn load(zones: &[PathBuf]) -> Result<Config, ConfigErrors> {
 pub(crate) fn assign_serials(config: &mut Config, health: &HealthTable) {
     // Modulo 2^32, as serial arithmetic counts (and past 2106 too).
     let now = unix_now() as u32;
-    let previous = health.zone_serials();
-    let mut given = Vec::new();
-    for zone in config.zones.iter_mut() {
-        if zone.transfer.is_some() {
-            // Its serial follows the zone as transferred (`dns::journal`),
-            // which keeps its own entry.
-            if let Some(p) = previous.iter().find(|p| p.zone == zone.label()) {
-                given.push(p.clone());
-            }
-            continue;
-        }
-        if !zone.serial_auto {
-            continue;
-        }
-        let label = zone.label();
-        let serial = match previous.iter().find(|p| p.zone == label) {
-            Some(p) if p.content_hash == zone.content_hash => p.serial,
-            Some(p) => next_serial(p.serial, now),
-            None => now,
-        };
-        Arc::make_mut(zone).set_serial(serial);
-        given.push(crate::health::SavedZone {
-            zone: label,
-            serial,
-            content_hash: zone.content_hash,
+    // In place, under the list's lock: a transferred zone's entry, which
+    // `dns::journal` keeps, is never overwritten by a stale copy.
+    health.with_zone_serials(|saved| {
+        saved.retain(|p| {
+            config
+                .zones
+                .iter()
+                .any(|z| z.label() == p.zone && (z.serial_auto || z.transfer.is_some()))
         });
-    }
-    health.set_zone_serials(given);
+        for zone in config.zones.iter_mut() {
+            // A transferred zone's serial follows the zone as transferred
+            // (`dns::journal`), which keeps its own entry.
+            if zone.transfer.is_some() || !zone.serial_auto {
+                continue;
+            }
+            let label = zone.label();
+            let serial = match saved.iter().find(|p| p.zone == label) {
+                Some(p) if p.content_hash == zone.content_hash => p.serial,
+                Some(p) => next_serial(p.serial, now),
+                None => now,
+            };
+            Arc::make_mut(zone).set_serial(serial);
+            saved.retain(|p| p.zone != label);
+            saved.push(crate::health::SavedZone {
+                zone: label,
+                serial,
+                content_hash: zone.content_hash,
+            });
+        }
+    });
 }
 
 /// RFC 1982 §3.2: whether serial `a` is greater than `b` (the comparison

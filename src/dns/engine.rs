@@ -269,10 +269,9 @@ impl Engine {
             let client = Client { from, ecs };
             let mut reply = self.answer(&snap, q, transport, &client, worker);
             if let Some(z) = reply.zone
-                && let Some(j) = &z.journal
+                && let Some(serial) = z.journal.as_ref().and_then(|j| j.answer_serial())
             {
                 // The serial of the zone as transferred (`dns::journal`).
-                let serial = j.answer_serial();
                 for r in reply.answers.iter_mut().chain(reply.authority.iter_mut()) {
                     if let RData::SOA(soa) = &mut r.data
                         && r.name == z.zone.name

@@ -18,7 +18,7 @@
 //! old one.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::rr::{RData, Record};
@@ -26,6 +26,9 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use super::{Engine, ServedZone};
 use crate::health::{HealthTable, SavedZone};
+
+/// Set in [`Journal`]'s answer serial once it holds one.
+const SERIAL_SET: u64 = 1 << 32;
 
 /// Most changes kept for IXFR; older serials get a full transfer.
 const MAX_CHANGES: usize = 64;
@@ -84,8 +87,9 @@ struct State {
 
 /// The versions of one zone.
 pub struct Journal {
-    /// The current serial, for answers (0 until the first version).
-    serial: AtomicU32,
+    /// The current serial for answers, with [`SERIAL_SET`] once there is
+    /// a version (until then answers keep the zone's own SOA).
+    serial: AtomicU64,
     state: Mutex<State>,
     /// One rendering at a time (held across the rendering, never by the
     /// DNS path).
@@ -97,7 +101,7 @@ pub struct Journal {
 impl Default for Journal {
     fn default() -> Self {
         Journal {
-            serial: AtomicU32::new(0),
+            serial: AtomicU64::new(0),
             state: Mutex::default(),
             refreshing: tokio::sync::Mutex::new(()),
             changed: tokio::sync::watch::channel(0).0,
@@ -111,9 +115,11 @@ impl Journal {
         self.current().map(|v| v.serial)
     }
 
-    /// The serial for the DNS path: one atomic load.
-    pub(super) fn answer_serial(&self) -> u32 {
-        self.serial.load(Ordering::Acquire)
+    /// The serial for the DNS path (one atomic load): `None` before the
+    /// first version.
+    pub(super) fn answer_serial(&self) -> Option<u32> {
+        let v = self.serial.load(Ordering::Acquire);
+        (v & SERIAL_SET != 0).then_some(v as u32)
     }
 
     /// The current version.
@@ -248,7 +254,8 @@ impl Journal {
             }
         }
         st.current = Some(version);
-        self.serial.store(serial, Ordering::Release);
+        self.serial
+            .store(SERIAL_SET | u64::from(serial), Ordering::Release);
         self.changed.send_replace(serial);
     }
 }
@@ -292,7 +299,9 @@ fn content_hash(soa: &Record, records: &[Record]) -> u64 {
 }
 
 /// The change from `old` to `new`: both are in [`super::transfer::order`],
-/// so one merge finds it. A record whose TTL changed is removed and added.
+/// so one merge finds it. A record whose TTL changed is removed and added
+/// (as is one whose data differs while its wire form sorts the same,
+/// which cannot happen, but costs nothing to check).
 fn diff(old: &Version, new: &Version) -> Change {
     use std::cmp::Ordering::*;
     let (mut removed, mut added) = (Vec::new(), Vec::new());
@@ -307,7 +316,7 @@ fn diff(old: &Version, new: &Version) -> Change {
                 Greater => added.push(b.next().expect("peeked").clone()),
                 Equal => {
                     let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
-                    if x.ttl != y.ttl {
+                    if x.ttl != y.ttl || x.data != y.data {
                         removed.push(x.clone());
                         added.push(y.clone());
                     }
@@ -461,14 +470,19 @@ pub async fn refresh(engine: &Engine, health: &HealthTable, served: &ServedZone)
         },
         None => pending.candidate,
     };
-    let serial = journal.publish_pending(pending, serial);
-    let hash = journal.current().map_or(0, |v| v.hash);
-
+    // Saved before it is published: a serial a secondary may have seen is
+    // in the state file, so a restart never gives it to another content
+    // (nor goes back from it).
+    let hash = pending.hash;
     health.save_zone_serial(SavedZone {
         zone: label.clone(),
         serial,
         content_hash: hash,
     });
+    if let Err(e) = health.persist_now().await {
+        tracing::warn!(zone = %label, error = %e, "serial {serial} not saved before it is served: {e}");
+    }
+    let serial = journal.publish_pending(pending, serial);
     health.epoch.bump();
     engine
         .transfers
@@ -492,16 +506,27 @@ pub async fn refresh_all(engine: &Engine, health: &HealthTable) {
     }
 }
 
+/// The transitions [`follow`] reads: taken before the first versions are
+/// made, so that none in between is missed.
+pub type Subscriptions = (
+    tokio::sync::broadcast::Receiver<crate::health::Transition>,
+    tokio::sync::broadcast::Receiver<crate::health::Transition>,
+);
+
+/// Subscribe to every transition, endpoints' and regions'.
+pub fn subscribe(health: &HealthTable) -> Subscriptions {
+    (health.subscribe(), health.subscribe_regions())
+}
+
 /// Follow health: after every transition, refresh the zones it touched
 /// (a burst is taken in one go). Returns at `shutdown`.
 pub async fn follow(
     engine: Arc<Engine>,
     health: Arc<HealthTable>,
+    (mut endpoints, mut regions): Subscriptions,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    let mut endpoints = health.subscribe();
-    let mut regions = health.subscribe_regions();
     loop {
         let mut dirty: Vec<String> = Vec::new();
         let mut all = false;
@@ -567,9 +592,10 @@ mod tests {
     fn the_serial_moves_only_when_the_content_does() {
         let j = Journal::default();
         assert_eq!(j.serial(), None);
+        assert_eq!(j.answer_serial(), None, "answers keep the zone's own SOA");
         let one = zone(&[a("www.z.", 1, 60)]);
         assert_eq!(j.commit(one.clone(), None, 1000), Some(1000));
-        assert_eq!(j.answer_serial(), 1000);
+        assert_eq!(j.answer_serial(), Some(1000));
         assert_eq!(j.commit(one.clone(), None, 2000), None, "same content");
         // Changed within the same second: + 1, never the same serial.
         let two = zone(&[a("www.z.", 2, 60)]);
@@ -605,6 +631,29 @@ mod tests {
         let mut renumbered = one.clone();
         set_soa_serial(&mut renumbered[0], 77);
         assert_eq!(j.commit(renumbered, None, 5000), None);
+    }
+
+    #[test]
+    fn txt_strings_split_differently_are_a_change() {
+        use hickory_proto::rr::rdata::TXT;
+        let txt = |parts: &[&str]| {
+            Record::from_rdata(
+                Name::from_ascii("t.z.").unwrap(),
+                60,
+                RData::TXT(TXT::new(parts.iter().map(|p| p.to_string()).collect())),
+            )
+        };
+        // hickory prints both as "ab": only their wire form tells them apart.
+        assert_eq!(
+            txt(&["ab"]).data.to_string(),
+            txt(&["a", "b"]).data.to_string()
+        );
+        let j = Journal::default();
+        j.commit(zone(&[txt(&["ab"])]), None, 100);
+        assert_eq!(j.commit(zone(&[txt(&["a", "b"])]), None, 200), Some(200));
+        let (_, ch) = j.changes_since(100).unwrap();
+        assert_eq!(ch[0].removed, [txt(&["ab"])]);
+        assert_eq!(ch[0].added, [txt(&["a", "b"])]);
     }
 
     #[test]

@@ -76,12 +76,18 @@ fn unix_secs() -> u64 {
 /// What a sender tells a secondary: the zone's journal, its apex, its key.
 type Target = (Arc<Journal>, Name, Option<TSigner>);
 
+/// One sender's identity: the zone and secondary, and what it was started
+/// with (the key's name, the journal), so that a reload changing either
+/// starts a new sender instead of leaving the old one signing with a gone
+/// key or watching a gone journal.
+type SenderKey = (String, SocketAddr, Option<String>, usize);
+
 /// Keep one sender per (zone, secondary) of the served zones: started for
 /// new ones, stopped for those gone. Returns at `shutdown`.
 pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
-    let mut senders: HashMap<(String, SocketAddr), CancellationToken> = HashMap::new();
+    let mut senders: HashMap<SenderKey, CancellationToken> = HashMap::new();
     loop {
-        let mut wanted: HashMap<(String, SocketAddr), Target> = HashMap::new();
+        let mut wanted: HashMap<SenderKey, Target> = HashMap::new();
         for served in engine.snapshot().zones() {
             let (Some(t), Some(j)) = (&served.zone.transfer, &served.journal) else {
                 continue;
@@ -98,7 +104,12 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
             });
             for to in &t.notify {
                 wanted.insert(
-                    (served.zone.label(), *to),
+                    (
+                        served.zone.label(),
+                        *to,
+                        t.tsig_key.clone(),
+                        Arc::as_ptr(j) as usize,
+                    ),
                     (j.clone(), served.zone.name.clone(), signer.clone()),
                 );
             }

@@ -44,19 +44,35 @@ pub fn zone_as_transferred(zone: &Zone, view: &dyn HealthView) -> Vec<Record> {
             service_records(svc, &owner, view, &mut records);
         }
     }
-    records.sort_by(order);
+    // The order of [`order`], each record's data encoded once.
+    records.sort_by_cached_key(|r| (r.name.clone(), u16::from(r.record_type()), rdata_wire(r)));
     records.dedup_by(|a, b| a.name == b.name && a.data == b.data);
     records.insert(0, zone.soa.clone());
     records
 }
 
 /// The order of the zone as transferred: by name (DNSSEC's canonical
-/// order), type, then data as written. Versions are compared in it
-/// (`dns::journal`).
+/// order), type, then data in canonical wire form (RFC 4034 §6.3).
+/// Versions are compared in it (`dns::journal`).
 pub(crate) fn order(a: &Record, b: &Record) -> std::cmp::Ordering {
     (a.name.cmp(&b.name))
         .then_with(|| u16::from(a.record_type()).cmp(&u16::from(b.record_type())))
-        .then_with(|| a.data.to_string().cmp(&b.data.to_string()))
+        .then_with(|| rdata_wire(a).cmp(&rdata_wire(b)))
+}
+
+/// A record's data in canonical wire form (RFC 4034 §6.2): two records
+/// with the same bytes are the same data, which their text need not say
+/// (hickory prints the TXT strings "ab" and "a" "b" alike).
+pub(crate) fn rdata_wire(r: &Record) -> Vec<u8> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let mut buf = Vec::with_capacity(32);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_canonical_form(true);
+    if r.data.emit(&mut enc).is_err() {
+        buf.clear();
+        buf.extend_from_slice(r.data.to_string().as_bytes());
+    }
+    buf
 }
 
 /// The zone as transferred, in the presentation format of RFC 1035 zone

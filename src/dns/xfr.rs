@@ -31,6 +31,7 @@ use super::journal::{Journal, Version, soa_serial};
 use super::snapshot::ServedZone;
 use super::{Engine, Transport};
 use crate::model::TsigKey;
+use crate::throttle::{LogThrottle, suppressed_note};
 
 /// Transfers served at once, in all.
 pub const MAX_TRANSFERS: usize = 8;
@@ -111,12 +112,35 @@ struct Signing {
 
 /// Why a request is not served, and the answer that says so.
 enum Refusal {
-    /// An rcode, no TSIG.
+    /// An rcode, no TSIG (the request was not signed, or not verified).
     Rcode(ResponseCode),
+    /// An rcode for a request whose TSIG was verified: signed (RFC 8945
+    /// §5.3), or the secondary would discard it.
+    SignedRcode(ResponseCode, Box<Signing>),
     /// NOTAUTH with an unsigned TSIG error (BADKEY, BADSIG).
     Unsigned(TSigResponseContext),
-    /// NOTAUTH with a signed TSIG error (BADTIME).
-    Signed(TSigResponseContext),
+    /// NOTAUTH/BADTIME, signed, its Time Signed the request's and its Other
+    /// Data this server's time (RFC 8945 §5.2.3, §4.3).
+    BadTime(Box<Signing>, u64),
+}
+
+impl Refusal {
+    /// `rc`, signed when the request's TSIG was verified.
+    fn rcode(rc: ResponseCode, signing: Option<Signing>) -> Self {
+        match signing {
+            Some(s) => Refusal::SignedRcode(rc, Box::new(s)),
+            None => Refusal::Rcode(rc),
+        }
+    }
+}
+
+/// Log a refused transfer at WARN, at most a line a second per reason
+/// with a count of those left out: refusals come from anyone, and a flood
+/// of them must not become a flood of log lines.
+fn log_refusal(throttle: &LogThrottle, zone: &str, client: IpAddr, why: std::fmt::Arguments<'_>) {
+    if let Some(n) = throttle.allow() {
+        tracing::warn!(zone, %client, "transfer refused: {why}{}", suppressed_note(n));
+    }
 }
 
 /// A request let in: its zone, the zone's journal, the request's TSIG.
@@ -138,25 +162,64 @@ fn admit(engine: &Engine, raw: &[u8], msg: &Message, client: IpAddr) -> Result<A
     else {
         return Err(Refusal::Rcode(ResponseCode::Refused));
     };
+    let label = served.zone.label();
     if !transfer.allows(client) {
-        engine
-            .transfers
-            .count_refused(&served.zone.label(), "address");
-        tracing::warn!(zone = %served.zone.label(), %client, "transfer refused: {client} is not in the zone's transfer allow list");
+        static NOT_ALLOWED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+        engine.transfers.count_refused(&label, "address");
+        log_refusal(
+            &NOT_ALLOWED,
+            &label,
+            client,
+            format_args!("{client} is not in the zone's transfer allow list"),
+        );
         return Err(Refusal::Rcode(ResponseCode::Refused));
     }
-    let Some(key_name) = &transfer.tsig_key else {
-        return Ok((served, journal, None));
+    static BAD_TSIG: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+    let signing = match (&transfer.tsig_key, msg.signature()) {
+        (Some(key_name), _) => {
+            let key = engine
+                .transfers
+                .key(key_name)
+                .ok_or(Refusal::Rcode(ResponseCode::ServFail))?;
+            Some(verify(raw, msg, key).inspect_err(|_| {
+                engine.transfers.count_refused(&label, "tsig");
+                log_refusal(
+                    &BAD_TSIG,
+                    &label,
+                    client,
+                    format_args!("the request is not signed with the zone's TSIG key {key_name}"),
+                );
+            })?)
+        }
+        // No key required, but the request is signed: verified with the
+        // settings file's key of its name, and answered signed.
+        (None, Some(tsig)) => {
+            let verified = match engine.transfers.key_named(&tsig.name) {
+                Some(key) => verify(raw, msg, key),
+                None => Err(Refusal::Unsigned(TSigResponseContext::unknown_key(
+                    msg.metadata.id,
+                    unix_secs(),
+                    tsig.name.clone(),
+                ))),
+            };
+            Some(verified.inspect_err(|_| {
+                engine.transfers.count_refused(&label, "tsig");
+                log_refusal(
+                    &BAD_TSIG,
+                    &label,
+                    client,
+                    format_args!("its TSIG does not verify with a key of this server"),
+                );
+            })?)
+        }
+        (None, None) => None,
     };
-    let key = engine
-        .transfers
-        .key(key_name)
-        .ok_or(Refusal::Rcode(ResponseCode::ServFail))?;
-    let signing = verify(raw, msg, key).inspect_err(|_| {
-        engine.transfers.count_refused(&served.zone.label(), "tsig");
-        tracing::warn!(zone = %served.zone.label(), %client, "transfer refused: the request is not signed with the zone's TSIG key {key_name}");
-    })?;
-    Ok((served, journal, Some(signing)))
+    Ok((served, journal, signing))
+}
+
+/// Now, in unix seconds.
+fn unix_secs() -> u64 {
+    crate::reload::unix_now().max(0) as u64
 }
 
 /// Verify the request's TSIG against `key` (RFC 8945 §5.2).
@@ -164,7 +227,7 @@ fn verify(raw: &[u8], msg: &Message, key: &TsigKey) -> Result<Signing, Refusal> 
     let Some(tsig) = msg.signature() else {
         return Err(Refusal::Rcode(ResponseCode::Refused));
     };
-    let now = crate::reload::unix_now().max(0) as u64;
+    let now = unix_secs();
     if tsig.name != key.name || tsig.data.algorithm != key.algorithm {
         return Err(Refusal::Unsigned(TSigResponseContext::unknown_key(
             msg.metadata.id,
@@ -180,18 +243,18 @@ fn verify(raw: &[u8], msg: &Message, key: &TsigKey) -> Result<Signing, Refusal> 
     )
     .map_err(|_| Refusal::Rcode(ResponseCode::ServFail))?;
     match signer.verify_message_byte(raw, None, true) {
-        Ok((mac, _, range)) if range.contains(&now) => Ok(Signing {
-            signer,
-            request_mac: mac,
-            id: msg.metadata.id,
-        }),
-        Ok((mac, _, _)) => Err(Refusal::Signed(TSigResponseContext::new(
-            msg.metadata.id,
-            now,
-            signer,
-            mac,
-            Some(TsigError::BadTime),
-        ))),
+        Ok((mac, time, range)) => {
+            let signing = Signing {
+                signer,
+                request_mac: mac,
+                id: msg.metadata.id,
+            };
+            if range.start <= now && now <= range.end {
+                Ok(signing)
+            } else {
+                Err(Refusal::BadTime(Box::new(signing), time))
+            }
+        }
         Err(_) => Err(Refusal::Unsigned(TSigResponseContext::bad_signature(
             msg.metadata.id,
             now,
@@ -203,19 +266,53 @@ fn verify(raw: &[u8], msg: &Message, key: &TsigKey) -> Result<Signing, Refusal> 
 /// The answer to a refused request.
 fn refusal_bytes(msg: &Message, refusal: Refusal) -> Vec<u8> {
     let mut m = response_to(msg);
-    let ctx = match refusal {
+    match refusal {
         Refusal::Rcode(rc) => {
             m.metadata.response_code = rc;
-            return m.to_vec().unwrap_or_default();
         }
-        Refusal::Unsigned(c) | Refusal::Signed(c) => c,
-    };
-    m.metadata.response_code = ResponseCode::NotAuth;
-    let unsigned = m.to_vec().unwrap_or_default();
-    if let Ok(tsig) = ctx.sign(&unsigned) {
-        m.set_signature(tsig);
+        Refusal::SignedRcode(rc, signing) => {
+            m.metadata.response_code = rc;
+            let mut s = StreamSigner {
+                signing: *signing,
+                previous: None,
+            };
+            let _ = s.sign(&mut m);
+        }
+        Refusal::Unsigned(ctx) => {
+            m.metadata.response_code = ResponseCode::NotAuth;
+            if let Ok(unsigned) = m.to_vec()
+                && let Ok(tsig) = ctx.sign(&unsigned)
+            {
+                m.set_signature(tsig);
+            }
+        }
+        Refusal::BadTime(signing, request_time) => {
+            m.metadata.response_code = ResponseCode::NotAuth;
+            let now = unix_secs();
+            let mut other = ((now >> 32) as u16).to_be_bytes().to_vec();
+            other.extend_from_slice(&(now as u32).to_be_bytes());
+            let s = &signing.signer;
+            let stub = TSIG::new(
+                s.algorithm().clone(),
+                request_time,
+                FUDGE,
+                Vec::new(),
+                signing.id,
+                Some(TsigError::BadTime),
+                other,
+            );
+            if let Ok(unsigned) = m.to_vec()
+                && let Ok(tbs) = s.encode_response_tbs(&signing.request_mac, &unsigned, &stub)
+                && let Ok(mac) = s.sign(&tbs)
+            {
+                m.set_signature(Box::new(make_tsig_record(
+                    s.signer_name().clone(),
+                    stub.set_mac(mac),
+                )));
+            }
+        }
     }
-    m.to_vec().unwrap_or(unsigned)
+    m.to_vec().unwrap_or_default()
 }
 
 /// A response header for `req`: its ID and question, AA set.
@@ -412,12 +509,26 @@ pub fn plan<'e>(engine: &'e Engine, raw: &[u8], client: IpAddr) -> Plan<'e> {
     };
     let label = served.zone.label();
     let Some(slot) = engine.transfers.in_flight.take(client) else {
+        static BUSY: LogThrottle = LogThrottle::new(Duration::from_secs(1));
         engine.transfers.count_refused(&label, "busy");
-        tracing::warn!(zone = %label, %client, "transfer refused for now: {MAX_TRANSFERS} transfers in all or {MAX_PER_CLIENT} to this address are running");
-        return Plan::Reply(refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)));
+        log_refusal(
+            &BUSY,
+            &label,
+            client,
+            format_args!(
+                "for now: {MAX_TRANSFERS} transfers in all or {MAX_PER_CLIENT} to this address are running"
+            ),
+        );
+        return Plan::Reply(refusal_bytes(
+            &msg,
+            Refusal::rcode(ResponseCode::ServFail, signing),
+        ));
     };
     let Some(version) = journal.current() else {
-        return Plan::Reply(refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)));
+        return Plan::Reply(refusal_bytes(
+            &msg,
+            Refusal::rcode(ResponseCode::ServFail, signing),
+        ));
     };
     let client_serial = msg
         .authorities
@@ -430,7 +541,10 @@ pub fn plan<'e>(engine: &'e Engine, raw: &[u8], client: IpAddr) -> Plan<'e> {
             None => ("axfr", Body::Whole(version.clone())),
         },
         (RecordType::IXFR, None) => {
-            return Plan::Reply(refusal_bytes(&msg, Refusal::Rcode(ResponseCode::FormErr)));
+            return Plan::Reply(refusal_bytes(
+                &msg,
+                Refusal::rcode(ResponseCode::FormErr, signing),
+            ));
         }
         _ => ("axfr", Body::Whole(version.clone())),
     };
@@ -520,7 +634,10 @@ pub(super) fn answer_udp(engine: &Engine, raw: &[u8], client: IpAddr, out: &mut 
         }
     };
     let Some(version) = journal.current() else {
-        out.extend(refusal_bytes(&msg, Refusal::Rcode(ResponseCode::ServFail)));
+        out.extend(refusal_bytes(
+            &msg,
+            Refusal::rcode(ResponseCode::ServFail, signing),
+        ));
         return true;
     };
     let mut m = response_to(&msg);
@@ -556,7 +673,7 @@ pub(super) fn answer_signed(
     let signing = match engine.transfers.key_named(&tsig.name) {
         None => Err(Refusal::Unsigned(TSigResponseContext::unknown_key(
             msg.metadata.id,
-            crate::reload::unix_now().max(0) as u64,
+            unix_secs(),
             tsig.name.clone(),
         ))),
         Some(key) => verify(raw, msg, key),

@@ -390,10 +390,12 @@ impl super::HealthTable {
             .clone()
     }
 
-    /// Remember the serials given to zones, and persist them.
-    pub fn set_zone_serials(&self, serials: Vec<SavedZone>) {
-        *self.zone_serials.lock().expect("serial lock poisoned") = serials;
+    /// Change the serials given to zones in place (under their lock), and
+    /// persist them.
+    pub fn with_zone_serials<R>(&self, f: impl FnOnce(&mut Vec<SavedZone>) -> R) -> R {
+        let r = f(&mut self.zone_serials.lock().expect("serial lock poisoned"));
         self.dirty.notify_one();
+        r
     }
 
     /// Remember the serial given to one zone, and persist it.

@@ -308,6 +308,12 @@ async fn the_serial_follows_the_zone_as_transferred_and_ixfr_sends_the_change() 
         addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.1"]
     })
     .await;
+    wait_until(
+        Duration::from_secs(2),
+        "the serial to move again",
+        || async { soa_serial(&s.query(APEX, RecordType::SOA).await) != second },
+    )
+    .await;
     let third = soa_serial(&s.query(APEX, RecordType::SOA).await);
     assert!(
         gslb_serial_gt(third, second),
@@ -376,10 +382,17 @@ async fn transfers_are_refused_unless_allowed_and_signed_with_the_zones_key() {
         tsig_error(m),
         Some(hickory_proto::rr::rdata::tsig::TsigError::BadTime)
     );
-    assert!(
-        !m.signature().unwrap().data.mac.is_empty(),
-        "BADTIME is signed"
-    );
+    let t = &m.signature().unwrap().data;
+    assert!(!t.mac.is_empty(), "BADTIME is signed");
+    // Its Time Signed is the request's, its Other Data the server's time
+    // (RFC 8945 §5.2.3), so the client can see how far off it is.
+    assert_eq!(t.time, hour_ago);
+    assert_eq!(t.other.len(), 6);
+    let server_time = t
+        .other
+        .iter()
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    assert!(server_time.abs_diff(hour_ago + 3600) < 5, "{server_time}");
     // AXFR over UDP: REFUSED even when signed (TCP only, RFC 5936).
     let m = udp(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key)))
         .await
@@ -919,6 +932,7 @@ async fn transfers_are_bounded_and_never_hold_up_answers() {
         let msgs = transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await;
         if msgs[0].1.metadata.response_code == ResponseCode::ServFail {
             assert_eq!(msgs.len(), 1);
+            assert!(msgs[0].1.signature().is_some(), "signed: the request was");
             break;
         }
         assert!(

@@ -301,6 +301,20 @@ impl Server {
         let transitions = dns::journal::subscribe(&health);
         dns::journal::refresh_all(&engine, &health).await;
         tasks.spawn(dns::notify::run(engine.clone(), shutdown.clone()));
+        // Answers cached with signatures are made again every hour: a
+        // signature's validity window moves on (`dnssec::sign`) even when
+        // no verdict or reload would empty the caches.
+        tasks.spawn({
+            let (epoch, shutdown) = (health.epoch.clone(), shutdown.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(3600)) => epoch.bump(),
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        });
         tasks.spawn(dns::journal::follow(
             engine.clone(),
             health.clone(),

@@ -5,6 +5,7 @@
 //! only modules above it in this list (tests excepted):
 //!
 //! - [`throttle`]: rate-limited log lines; [`logging`]: where they go.
+//! - [`dnssec`]: DNSSEC keys (BIND's files) and signing RRsets.
 //! - [`model`]: validated configuration, plain data.
 //! - [`limits`]: the file descriptor budget for a configuration.
 //! - [`config`]: zone and settings files (TOML) to the model, errors with

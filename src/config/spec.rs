@@ -34,6 +34,19 @@ pub(crate) struct ZoneFile {
     pub service: BTreeMap<Spanned<String>, ServiceSpec>,
     /// Transfers to secondaries.
     pub transfer: Option<Spanned<TransferSpec>>,
+    /// DNSSEC signing.
+    pub dnssec: Option<Spanned<DnssecSpec>>,
+}
+
+/// `[dnssec]`: the zone's answers are signed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct DnssecSpec {
+    /// Folder of the zone's key files (BIND's format), relative to the
+    /// zone file.
+    pub keys: Spanned<String>,
+    /// How long a signature is valid (default "14d").
+    pub signature_validity: Option<Spanned<String>>,
 }
 
 /// `[transfer]`: the zone is served to standard secondaries.

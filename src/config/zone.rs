@@ -89,7 +89,26 @@ fn load_zone_in_pieces(
     let before = errors.len();
     let mut cx = Ctx { src, errors };
     let head = zone_table(&mut cx, &file.zone, opts)?;
+    let signer = file
+        .dnssec
+        .as_ref()
+        .and_then(|d| dnssec_table(&mut cx, d, &head, file.transfer.is_some()))
+        .map(Arc::new);
     let mut data = apex_records(&head);
+    if let Some(signer) = &signer {
+        // The DNSKEY set is the zone's data: answered, and signed, as any.
+        for record in &signer.dnskeys {
+            add(
+                &mut data,
+                &head.name,
+                Entry {
+                    record: record.clone(),
+                    at: head.at,
+                    ttl_at: head.at,
+                },
+            );
+        }
+    }
     add_records(&mut cx, &head, &file.record, &mut data);
     if let Some(plan) = &plan {
         if !file.record.is_empty() {
@@ -171,7 +190,81 @@ fn load_zone_in_pieces(
         serial_auto: file.zone.serial.is_none(),
         ecs: file.zone.ecs.unwrap_or(true),
         transfer,
+        signer,
     })
+}
+
+/// Default `signature-validity`.
+const DEFAULT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
+
+/// `[dnssec]`: the zone's keys, loaded and checked, ready to sign.
+fn dnssec_table(
+    cx: &mut Ctx<'_, '_>,
+    d: &toml::Spanned<super::spec::DnssecSpec>,
+    head: &Head,
+    transferred: bool,
+) -> Option<crate::dnssec::sign::ZoneSigner> {
+    let spec = d.get_ref();
+    if transferred {
+        cx.err(
+            d,
+            "[dnssec] and [transfer] together are not supported yet: a signed zone would reach secondaries without its signatures; sign on the secondaries, or serve the signed zone from gslb alone",
+        );
+        return None;
+    }
+    let validity = match &spec.signature_validity {
+        None => DEFAULT_VALIDITY,
+        Some(v) => match humantime::parse_duration(v.get_ref()) {
+            Ok(d)
+                if d >= std::time::Duration::from_secs(2 * 3600)
+                    && d <= std::time::Duration::from_secs(365 * 86_400) =>
+            {
+                d
+            }
+            _ => {
+                cx.err(
+                    v,
+                    format!(
+                        "signature-validity {:?} is not a duration from \"2h\" to \"365d\" (default \"14d\")",
+                        v.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let base = cx.src.file.parent().unwrap_or(std::path::Path::new("."));
+    let dir = base.join(spec.keys.get_ref());
+    let (keys, _warnings) = match crate::dnssec::keyfile::KeyPair::load_zone(&dir, &head.name) {
+        Ok(k) => k,
+        Err(e) => {
+            cx.err(&spec.keys, format!("[dnssec] keys: {e}"));
+            return None;
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match crate::dnssec::sign::ZoneSigner::new(
+        head.name.clone(),
+        &keys,
+        now,
+        validity.as_secs() as u32,
+        head.ttl,
+    ) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            cx.err(
+                &spec.keys,
+                format!(
+                    "[dnssec] keys {}: {e} (make one with `gslb dnssec keygen {}`)",
+                    dir.display(),
+                    head.name
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// `[transfer]`: who may transfer the zone, who is notified, the key.

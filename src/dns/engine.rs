@@ -280,6 +280,23 @@ impl Engine {
                     }
                 }
             }
+            if let Some(z) = reply.zone
+                && let Some(signer) = &z.zone.signer
+                && edns_req.is_some_and(|e| e.flags().dnssec_ok)
+            {
+                // Signed for a client that asked (`dns::signed`).
+                super::signed::sign_sections(
+                    &z.zone,
+                    signer,
+                    q.name(),
+                    q.query_type(),
+                    &mut reply.rcode,
+                    reply.aa,
+                    &mut reply.answers,
+                    &mut reply.authority,
+                    crate::reload::unix_now().max(0) as u64,
+                );
+            }
             reply
         };
         meta.authoritative = reply.aa;

@@ -16,6 +16,7 @@ mod prefix;
 pub(crate) use prefix::client_prefix;
 pub mod rrl;
 mod server;
+pub mod signed;
 mod snapshot;
 mod tcp;
 pub mod transfer;

@@ -199,6 +199,32 @@ impl KeyPair {
     }
 
     /// Check that the private key is the public key's.
+    /// The key, ready to sign (`dnssec::sign`).
+    pub(crate) fn ring_key(&self) -> Result<super::sign::RingKey, String> {
+        let rng = SystemRandom::new();
+        match self.algorithm {
+            Algorithm::ECDSAP256SHA256 => {
+                let mut public = Vec::with_capacity(65);
+                public.push(4);
+                public.extend_from_slice(&self.public);
+                EcdsaKeyPair::from_private_key_and_public_key(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &self.secret.0,
+                    &public,
+                    &rng,
+                )
+                .map(|k| super::sign::RingKey::Ecdsa(Box::new(k), rng))
+                .map_err(|e| format!("the private key does not match the public key ({e})"))
+            }
+            Algorithm::ED25519 => {
+                Ed25519KeyPair::from_seed_and_public_key(&self.secret.0, &self.public)
+                    .map(|k| super::sign::RingKey::Ed25519(Box::new(k)))
+                    .map_err(|e| format!("the private key does not match the public key ({e})"))
+            }
+            other => Err(format!("algorithm {other} is not supported (13 or 15)")),
+        }
+    }
+
     fn check_pair(&self) -> Result<(), String> {
         let rng = SystemRandom::new();
         match self.algorithm {

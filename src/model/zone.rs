@@ -201,6 +201,8 @@ pub struct Zone {
     /// `[transfer]`: served to secondaries (AXFR, IXFR, NOTIFY); its
     /// serial then follows the zone as transferred.
     pub transfer: Option<std::sync::Arc<super::Transfer>>,
+    /// `[dnssec]`: signs the zone's answers to clients that ask (DO).
+    pub signer: Option<std::sync::Arc<crate::dnssec::sign::ZoneSigner>>,
 }
 
 /// A zone's name as logs, metrics and the API show it (see [`Zone::label`]).

@@ -177,3 +177,304 @@ fn a_private_key_others_can_read_or_that_is_not_the_public_keys_is_refused() {
         "the private key in an error: {stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Signed answers, validated by BIND's `delv` with the zone's own key as the
+// trust anchor: every kind of answer validates, before and after a
+// failover; a wrong anchor does not.
+
+use crate::backend::{Backend, Mode};
+use crate::support::{TestServer, addrs, request, udp, wait_until};
+use hickory_proto::rr::RecordType;
+use std::time::Duration;
+
+const SIGNED: &str = "signed.example.com";
+
+/// A signed zone in `dir` (keys made by `gslb dnssec keygen` in
+/// `dir/keys`): static records, a wildcard, a delegation, and `www`
+/// failing over from `primary` (127.0.0.1, checked on `backend`) to
+/// `secondary` (127.0.0.2).
+fn signed_zone(dir: &Path, backend: std::net::SocketAddr, extra_keygen: &[&str]) -> String {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    ok(gslb()
+        .args(["dnssec", "keygen", SIGNED, "--keys"])
+        .arg(&keys)
+        .args(extra_keygen));
+    format!(
+        r#"[zone]
+name = "{SIGNED}."
+nameservers = ["ns1.example.net."]
+hostmaster = "hostmaster@example.com"
+
+[dnssec]
+keys = "keys"
+
+[[record]]
+name = "static"
+type = "A"
+value = "192.0.2.10"
+
+[[record]]
+name = "@"
+type = "MX"
+value = "10 mail.example.net."
+
+[[record]]
+name = "txt"
+type = "TXT"
+value = "signed text"
+
+[[record]]
+name = "*.wild"
+type = "A"
+value = "192.0.2.20"
+
+[[record]]
+name = "alias"
+type = "CNAME"
+value = "static"
+
+[[record]]
+name = "child"
+type = "NS"
+value = "ns.child.example.net."
+
+[check.app]
+type = "http"
+port = {}
+path = "/health"
+interval = "200ms"
+timeout = "150ms"
+recheck = "50ms"
+fall = 2
+rise = 2
+
+[region.primary]
+endpoints = ["127.0.0.1"]
+check = "app"
+
+[region.secondary]
+endpoints = ["127.0.0.2"]
+
+[service.www]
+regions = ["primary", "secondary"]
+ttl = 5
+"#,
+        backend.port()
+    )
+}
+
+/// delv's trust-anchor file for the zone's key-signing keys in `keys`.
+fn anchors(keys: &Path, wrong: bool) -> std::path::PathBuf {
+    let mut out = String::from("trust-anchors {\n");
+    for p in std::fs::read_dir(keys).unwrap().map(|e| e.unwrap().path()) {
+        if p.extension().is_none_or(|e| e != "key") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let line = text.lines().find(|l| l.contains(" DNSKEY ")).unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let at = f.iter().position(|x| *x == "DNSKEY").unwrap();
+        let (flags, proto, alg) = (f[at + 1], f[at + 2], f[at + 3]);
+        if flags != "257" {
+            continue;
+        }
+        let mut key: String = f[at + 4..].concat();
+        if wrong {
+            // Another key of the same shape.
+            let c = if key.starts_with('A') { "B" } else { "A" };
+            key.replace_range(0..1, c);
+        }
+        out.push_str(&format!(
+            "  \"{SIGNED}.\" static-key {flags} {proto} {alg} \"{key}\";\n"
+        ));
+    }
+    out.push_str("};\n");
+    let path = keys.join(if wrong { "wrong.anchors" } else { "anchors" });
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// `delv` asking `server` for (name, type), validating from `anchor`:
+/// its whole output.
+fn delv(server: std::net::SocketAddr, anchor: &Path, name: &str, rtype: &str) -> String {
+    let out = run(Command::new("delv")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "-a"])
+        .arg(anchor)
+        .arg(format!("+root={SIGNED}."))
+        .args([name, rtype]));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn signed_answers_of_every_kind_validate_before_and_after_a_failover() {
+    let mut backend = Backend::start("127.0.0.1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let zone = signed_zone(dir.path(), backend.addr, &[]);
+    let s = TestServer::start_prepared(
+        &[("z.toml", &zone)],
+        |d| {
+            // The keys live beside the zone file.
+            let _ = std::fs::remove_dir_all(d.join("keys"));
+            copy_dir(&dir.path().join("keys"), &d.join("keys"));
+        },
+        |_| {},
+    )
+    .await;
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    let anchor = anchors(&s.zone_path("keys"), false);
+    let server = s.dns;
+    // delv runs on a blocking thread: the test's runtime keeps serving
+    // the backend meanwhile (blocked, its probes would time out).
+    let check = |name: &str, rtype: &str, want: &str| {
+        let (anchor, name, rtype, want) = (
+            anchor.clone(),
+            name.to_string(),
+            rtype.to_string(),
+            want.to_string(),
+        );
+        async move {
+            let out = tokio::task::spawn_blocking({
+                let (name, rtype) = (name.clone(), rtype.clone());
+                move || delv(server, &anchor, &name, &rtype)
+            })
+            .await
+            .unwrap();
+            assert!(out.contains("fully validated"), "{name} {rtype}:\n{out}");
+            assert!(out.contains(&want), "{name} {rtype}: {want:?} in\n{out}");
+        }
+    };
+    let z = format!("{SIGNED}.");
+    check(&z, "SOA", "SOA").await;
+    check(&z, "DNSKEY", "DNSKEY").await;
+    check(&z, "MX", "mail.example.net.").await;
+    check(&format!("static.{z}"), "A", "192.0.2.10").await;
+    check(&format!("txt.{z}"), "TXT", "signed text").await;
+    check(&format!("alias.{z}"), "A", "192.0.2.10").await;
+    check(&format!("anything.wild.{z}"), "A", "192.0.2.20").await;
+    check(&format!("www.{z}"), "A", "127.0.0.1").await;
+    // Denials: a name that does not exist, a type the name does not have,
+    // no DS at the delegation.
+    check(&format!("nope.{z}"), "A", "negative response").await;
+    check(&format!("static.{z}"), "AAAA", "negative response").await;
+    check(&format!("child.{z}"), "DS", "negative response").await;
+    // The failover answer, signed as well.
+    backend.set(Mode::Failing);
+    wait_until(Duration::from_secs(5), "the failover", || async {
+        addrs(&s.query(&format!("www.{z}"), RecordType::A).await) == ["127.0.0.2"]
+    })
+    .await;
+    check(&format!("www.{z}"), "A", "127.0.0.2").await;
+
+    // Without DO: exactly the unsigned answer, no RRSIG.
+    let m = udp(s.dns, &request(&format!("static.{z}"), RecordType::A, true))
+        .await
+        .unwrap();
+    assert!(m.answers.iter().all(|r| r.record_type() == RecordType::A));
+    // With DO, the RRSIG follows the RRset.
+    let mut req = request(&format!("static.{z}"), RecordType::A, true);
+    req.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let m = udp(s.dns, &req).await.unwrap();
+    let types: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::A, RecordType::RRSIG]);
+    // A name that does not exist: NOERROR and one NSEC with NXNAME.
+    let mut req = request(&format!("nope.{z}"), RecordType::A, true);
+    req.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let m = udp(s.dns, &req).await.unwrap();
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError
+    );
+    let nsec = m
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::NSEC)
+        .expect("an NSEC");
+    assert_eq!(nsec.name.to_string(), format!("nope.{z}"));
+    let hickory_proto::rr::RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::NSEC(n)) =
+        &nsec.data
+    else {
+        panic!("{nsec:?}")
+    };
+    let types: Vec<u16> = n.type_bit_maps().map(u16::from).collect();
+    assert_eq!(types, [46, 47, 128], "RRSIG, NSEC, NXNAME");
+    assert_eq!(n.next_domain_name().to_string(), format!("\\000.nope.{z}"));
+
+    // A wrong trust anchor: nothing validates.
+    let wrong = anchors(&s.zone_path("keys"), true);
+    let name = format!("static.{z}");
+    let out = tokio::task::spawn_blocking(move || delv(server, &wrong, &name, "A"))
+        .await
+        .unwrap();
+    assert!(!out.contains("fully validated"), "{out}");
+    backend.kill();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        std::fs::copy(&p, &dest).unwrap();
+    }
+}
+
+/// `[dnssec]` problems are configuration errors at their line: no key
+/// folder, a folder without a key of the zone, a validity out of range,
+/// `[transfer]` beside it; `gslb check` and `serve` agree.
+#[test]
+fn dnssec_table_problems_are_errors_where_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = |extra: &str| {
+        format!(
+            "[zone]\nname = \"{SIGNED}.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n\n[dnssec]\n{extra}"
+        )
+    };
+    let check = |text: &str| {
+        std::fs::write(dir.path().join("z.toml"), text).unwrap();
+        let out = run(gslb().arg("check").arg(dir.path().join("z.toml")));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = check(&zone("keys = \"nowhere\"\n"));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("z.toml:7:8") && err.contains("nowhere") && err.contains("cannot read"),
+        "{err}"
+    );
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    let (code, err) = check(&zone("keys = \"keys\"\n"));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("z.toml:7:8") && err.contains("gslb dnssec keygen"),
+        "{err}"
+    );
+    ok(gslb()
+        .args(["dnssec", "keygen", SIGNED, "--keys"])
+        .arg(dir.path().join("keys")));
+    let (code, err) = check(&zone("keys = \"keys\"\n"));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = check(&zone("keys = \"keys\"\nsignature-validity = \"1m\"\n"));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("z.toml:8:22") && err.contains("\"2h\" to \"365d\""),
+        "{err}"
+    );
+    let (code, err) = check(&format!(
+        "{}\n[transfer]\nallow = [\"127.0.0.1\"]\n",
+        zone("keys = \"keys\"\n")
+    ));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("z.toml:6:1") && err.contains("not supported yet"),
+        "{err}"
+    );
+}

@@ -1,0 +1,248 @@
+//! Signing answers online (RFC 4034, 4035): each RRset an answer carries
+//! gets its RRSIGs here, made once and then served from a cache.
+//!
+//! Signatures are made for a validity window aligned to a fixed grid (a
+//! week, or half the validity when that is shorter), as PowerDNS aligns
+//! its to the week: an RRset that comes back (a primary after a failover)
+//! finds its signature still in the cache, and every node of a cluster
+//! with the same keys makes byte-identical signatures' inputs. Inception
+//! is an hour before the window starts (clock skew); expiration is the
+//! window's start plus `signature-validity`, so a served signature always
+//! has at least half of its validity left.
+//!
+//! The DNSKEY set is signed by the key-signing keys (or combined keys);
+//! everything else by the zone-signing keys, or by the combined keys when
+//! there are no separate ones.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::dnssec::rdata::sig::SigInput;
+use hickory_proto::dnssec::rdata::{DNSSECRData, RRSIG};
+use hickory_proto::dnssec::{Algorithm, TBS};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber};
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair};
+
+use super::keyfile::KeyPair;
+
+/// A private key, ready to sign.
+pub enum RingKey {
+    /// ECDSA P-256 with SHA-256 (algorithm 13), and the randomness it needs.
+    Ecdsa(Box<EcdsaKeyPair>, ring::rand::SystemRandom),
+    /// Ed25519 (algorithm 15).
+    Ed25519(Box<Ed25519KeyPair>),
+}
+
+impl RingKey {
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            RingKey::Ecdsa(k, rng) => k
+                .sign(rng, data)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "ECDSA signing failed".to_string()),
+            RingKey::Ed25519(k) => Ok(k.sign(data).as_ref().to_vec()),
+        }
+    }
+}
+
+/// One key a zone signs with.
+struct SigningKey {
+    key: RingKey,
+    tag: u16,
+    algorithm: Algorithm,
+    sep: bool,
+}
+
+/// Most RRsets whose signatures are kept; a full cache is emptied (a
+/// flood of random names, each with its own denial, must not grow it).
+const CACHE_ENTRIES: usize = 100_000;
+/// The longest grid step of validity windows.
+const MAX_WINDOW: u32 = 7 * 86_400;
+/// Inception this long before the window starts: validators whose clock
+/// is behind still accept.
+const SKEW: u32 = 3600;
+
+/// The signing side of one zone: its keys, its DNSKEY records, its cache.
+pub struct ZoneSigner {
+    apex: Name,
+    keys: Vec<SigningKey>,
+    /// The DNSKEY records of every published key, at the apex.
+    pub dnskeys: Vec<Record>,
+    validity: u32,
+    window: u32,
+    cache: Mutex<HashMap<u64, Arc<[Record]>>>,
+}
+
+impl std::fmt::Debug for ZoneSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZoneSigner")
+            .field("apex", &self.apex)
+            .field("keys", &self.keys.iter().map(|k| k.tag).collect::<Vec<_>>())
+            .field("validity", &self.validity)
+            .finish()
+    }
+}
+
+impl ZoneSigner {
+    /// Sign for `apex` with the keys of `pairs` that are active at `now`
+    /// (unix seconds), publishing those published then; signatures valid
+    /// for `validity` seconds. `Err` says why the zone cannot be signed.
+    pub fn new(
+        apex: Name,
+        pairs: &[KeyPair],
+        now: u64,
+        validity: u32,
+        ttl: u32,
+    ) -> Result<Self, String> {
+        let published = |k: &KeyPair| {
+            k.timing.publish.is_none_or(|t| t <= now) && k.timing.delete.is_none_or(|t| now < t)
+        };
+        let active = |k: &KeyPair| {
+            published(k)
+                && k.timing.activate.is_none_or(|t| t <= now)
+                && k.timing.inactive.is_none_or(|t| now < t)
+        };
+        let mut keys = Vec::new();
+        for k in pairs.iter().filter(|k| active(k)) {
+            keys.push(SigningKey {
+                key: k.ring_key()?,
+                tag: k.tag(),
+                algorithm: k.algorithm,
+                sep: k.is_sep(),
+            });
+        }
+        if keys.is_empty() {
+            return Err(format!(
+                "no key of {apex} is active now ({} key files; see their Activate and Inactive times)",
+                pairs.len()
+            ));
+        }
+        let dnskeys = pairs
+            .iter()
+            .filter(|k| published(k))
+            .map(|k| {
+                Record::from_rdata(
+                    apex.clone(),
+                    ttl,
+                    RData::DNSSEC(DNSSECRData::DNSKEY(k.dnskey())),
+                )
+            })
+            .collect();
+        Ok(ZoneSigner {
+            apex,
+            keys,
+            dnskeys,
+            validity,
+            window: (validity / 2).clamp(1, MAX_WINDOW),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The validity window `now` falls in: (inception, expiration).
+    pub fn window(&self, now: u64) -> (u32, u32) {
+        let now = now as u32;
+        let start = now - now % self.window;
+        (start.wrapping_sub(SKEW), start.wrapping_add(self.validity))
+    }
+
+    /// The index of the window `now` falls in: answers cached with
+    /// signatures must be dropped when it changes.
+    pub fn window_index(&self, now: u64) -> u64 {
+        now / u64::from(self.window)
+    }
+
+    /// The RRSIGs of the RRset `records` (one owner, one type, one TTL) at
+    /// `now`: from the cache, or made now.
+    pub fn rrsigs(&self, records: &[Record], now: u64) -> Arc<[Record]> {
+        let Some(first) = records.first() else {
+            return Arc::from(Vec::new());
+        };
+        let (inception, expiration) = self.window(now);
+        let key = cache_key(records, inception);
+        if let Some(hit) = self.lock().get(&key) {
+            return hit.clone();
+        }
+        let rtype = first.record_type();
+        let dnskey = rtype == RecordType::DNSKEY;
+        // DNSKEY by the SEP keys, the rest by the others; with only one
+        // kind, that kind signs everything.
+        let wanted: Vec<&SigningKey> = {
+            let by: Vec<&SigningKey> = self.keys.iter().filter(|k| k.sep == dnskey).collect();
+            if by.is_empty() {
+                self.keys.iter().collect()
+            } else {
+                by
+            }
+        };
+        let mut sigs = Vec::with_capacity(wanted.len());
+        for k in wanted {
+            let input = SigInput {
+                type_covered: rtype,
+                algorithm: k.algorithm,
+                num_labels: first.name.num_labels(),
+                original_ttl: first.ttl,
+                sig_expiration: SerialNumber::new(expiration),
+                sig_inception: SerialNumber::new(inception),
+                key_tag: k.tag,
+                signer_name: self.apex.clone(),
+            };
+            let Ok(tbs) = TBS::from_input(&first.name, DNSClass::IN, &input, records.iter()) else {
+                continue;
+            };
+            let Ok(sig) = k.key.sign(tbs.as_ref()) else {
+                continue;
+            };
+            sigs.push(Record::from_rdata(
+                first.name.clone(),
+                first.ttl,
+                RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, sig))),
+            ));
+        }
+        let sigs: Arc<[Record]> = Arc::from(sigs);
+        let mut cache = self.lock();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, sigs.clone());
+        sigs
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<[Record]>>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a signature depends on: owner (lower case), type, TTL, the data
+/// of every record, the window. 64 bits of FNV-1a: a collision would
+/// serve a wrong signature (a validation failure, not a forgery).
+fn cache_key(records: &[Record], inception: u32) -> u64 {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let mut buf = Vec::with_capacity(64 * records.len());
+    {
+        let mut enc = BinEncoder::new(&mut buf);
+        enc.set_canonical_form(true);
+        let _ = records[0].name.to_lowercase().emit(&mut enc);
+        let _ = enc.emit_u16(u16::from(records[0].record_type()));
+        let _ = enc.emit_u32(records[0].ttl);
+        let _ = enc.emit_u32(inception);
+        let mut datas: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| {
+                let mut b = Vec::new();
+                let mut e = BinEncoder::new(&mut b);
+                e.set_canonical_form(true);
+                let _ = r.data.emit(&mut e);
+                b
+            })
+            .collect();
+        // The same set in another order is the same RRset.
+        datas.sort();
+        for d in datas {
+            let _ = enc.emit_u16(d.len() as u16);
+            let _ = enc.emit_vec(&d);
+        }
+    }
+    buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -76,6 +76,10 @@ pub const RRL_LIMITED: &str = "gslb_rrl_limited_total";
 pub const CONNECTIONS_SHED: &str = "gslb_connections_shed_total";
 /// Overrides in force on this node alone (`drain --local` in a cluster).
 pub const LOCAL_OVERRIDES: &str = "gslb_local_overrides";
+/// Signatures made and RRsets signed from the cache.
+pub const DNSSEC_SIGNATURES: &str = "gslb_dnssec_signatures_total";
+/// The earliest expiry of a signature a signed zone may serve now.
+pub const DNSSEC_EXPIRY: &str = "gslb_dnssec_signature_expiry_earliest_timestamp_seconds";
 /// SOA serial of each zone served with `[transfer]`.
 pub const ZONE_SERIAL: &str = "gslb_zone_serial";
 /// Transfers served, by zone and kind.
@@ -483,6 +487,10 @@ pub struct Metrics {
     pub rrl: crate::dns::rrl::RrlMetrics,
     /// Zone transfers and NOTIFY.
     pub transfers: TransferMetrics,
+    /// `gslb_dnssec_signatures_total`.
+    pub dnssec_signatures: IntCounterVec,
+    /// `gslb_dnssec_signature_expiry_earliest_timestamp_seconds`.
+    pub dnssec_expiry: IntGaugeVec,
 }
 
 /// Zone transfers and NOTIFY (`dns::xfr`, `dns::notify`).
@@ -743,6 +751,16 @@ impl Metrics {
             slipped: classes("slipped"),
         };
         let transfers = TransferMetrics::with(&gauge, &counter);
+        let dnssec_signatures = counter(
+            DNSSEC_SIGNATURES,
+            "DNSSEC: signatures made (made), and RRsets whose signatures came from the cache (cache).",
+            &["source"],
+        );
+        let dnssec_expiry = gauge(
+            DNSSEC_EXPIRY,
+            "DNSSEC: unix time at which the earliest signature a signed zone may serve now expires.",
+            &["zone"],
+        );
         let dns_tcp = conn_metrics("dns_tcp");
         let admin_conns = conn_metrics("admin");
         local_errors.with_label_values(&["probe"]);
@@ -798,6 +816,8 @@ impl Metrics {
             admin_conns,
             rrl,
             transfers,
+            dnssec_signatures,
+            dnssec_expiry,
         }
     }
 

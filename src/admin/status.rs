@@ -527,9 +527,26 @@ pub(crate) fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::met
     metrics.service_all_down.reset();
     metrics.service_answer_region.reset();
     metrics.region_last_transition.reset();
+    metrics.dnssec_expiry.reset();
+    // Counted by the signers themselves, process-wide; brought up to date.
+    for (source, count) in [
+        ("made", &crate::dnssec::sign::SIGNATURES_MADE),
+        ("cache", &crate::dnssec::sign::SIGNATURES_CACHED),
+    ] {
+        let c = metrics.dnssec_signatures.with_label_values(&[source]);
+        let now = count.load(std::sync::atomic::Ordering::Relaxed);
+        c.inc_by(now.saturating_sub(c.get()));
+    }
+    let now_secs = crate::reload::unix_now().max(0) as u64;
     let snap = shared.engine.snapshot();
     for served in snap.zones() {
         let zname = served.zone.label();
+        if let Some(signer) = &served.zone.signer {
+            metrics
+                .dnssec_expiry
+                .with_label_values(&[zname.as_str()])
+                .set(i64::from(signer.earliest_expiry(now_secs)));
+        }
         // Present at 0 from the start, so increase() sees the first drop.
         metrics.webhook_dropped.with_label_values(&[zname.as_str()]);
         let view: &dyn HealthView = served.health.as_ref();

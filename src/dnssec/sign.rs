@@ -62,6 +62,11 @@ const MAX_WINDOW: u32 = 7 * 86_400;
 /// is behind still accept.
 const SKEW: u32 = 3600;
 
+/// Signatures made, process-wide (`gslb_dnssec_signatures_total`).
+pub static SIGNATURES_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// RRsets whose signatures came from the cache.
+pub static SIGNATURES_CACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The signing side of one zone: its keys, its DNSKEY records, its cache.
 pub struct ZoneSigner {
     apex: Name,
@@ -145,6 +150,20 @@ impl ZoneSigner {
         (start.wrapping_sub(SKEW), start.wrapping_add(self.validity))
     }
 
+    /// The earliest expiration of a signature that may be served at
+    /// `now`: the current window's, or within the hour after a window
+    /// began (answers cached before it are made again hourly), the
+    /// previous window's.
+    pub fn earliest_expiry(&self, now: u64) -> u32 {
+        let (_, expiration) = self.window(now);
+        let into = now as u32 % self.window;
+        if into < SKEW {
+            expiration.wrapping_sub(self.window)
+        } else {
+            expiration
+        }
+    }
+
     /// The index of the window `now` falls in: answers cached with
     /// signatures must be dropped when it changes.
     pub fn window_index(&self, now: u64) -> u64 {
@@ -160,6 +179,7 @@ impl ZoneSigner {
         let (inception, expiration) = self.window(now);
         let key = cache_key(records, inception);
         if let Some(hit) = self.lock().get(&key) {
+            SIGNATURES_CACHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return hit.clone();
         }
         let rtype = first.record_type();
@@ -198,6 +218,7 @@ impl ZoneSigner {
                 RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, sig))),
             ));
         }
+        SIGNATURES_MADE.fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let sigs: Arc<[Record]> = Arc::from(sigs);
         let mut cache = self.lock();
         if cache.len() >= CACHE_ENTRIES {

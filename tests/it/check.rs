@@ -229,6 +229,8 @@ fn registered() -> std::collections::BTreeSet<String> {
         .with_label_values(&["z", "r"])
         .set(1.0);
     m.webhook_dropped.with_label_values(&["z"]).inc();
+    m.dnssec_signatures.with_label_values(&["made"]).inc();
+    m.dnssec_expiry.with_label_values(&["z"]).set(1);
     let t = &m.transfers;
     t.serial.with_label_values(&["z"]).set(1);
     t.served.with_label_values(&["z", "axfr"]).inc();

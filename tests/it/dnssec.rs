@@ -324,7 +324,7 @@ async fn signed_answers_of_every_kind_validate_before_and_after_a_failover() {
             let _ = std::fs::remove_dir_all(d.join("keys"));
             copy_dir(&dir.path().join("keys"), &d.join("keys"));
         },
-        |_| {},
+        |st| st.admin = Some("127.0.0.1:0".parse().unwrap()),
     )
     .await;
     s.wait_first_verdicts(Duration::from_secs(5)).await;
@@ -405,6 +405,28 @@ async fn signed_answers_of_every_kind_validate_before_and_after_a_failover() {
     let types: Vec<u16> = n.type_bit_maps().map(u16::from).collect();
     assert_eq!(types, [46, 47, 128], "RRSIG, NSEC, NXNAME");
     assert_eq!(n.next_domain_name().to_string(), format!("\\000.nope.{z}"));
+
+    // Counted: signatures made, RRsets served from the cache; the earliest
+    // expiry at least half the default validity (14 days) ahead.
+    let (_, body) =
+        crate::support::http_get(&format!("http://{}/metrics", s.server.admin_addr.unwrap())).await;
+    let value = |prefix: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} in\n{body}"))
+    };
+    assert!(value("gslb_dnssec_signatures_total{source=\"made\"}") >= 10.0);
+    assert!(value("gslb_dnssec_signatures_total{source=\"cache\"}") >= 1.0);
+    let expiry = value(&format!(
+        "gslb_dnssec_signature_expiry_earliest_timestamp_seconds{{zone=\"{SIGNED}\"}}"
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    assert!(expiry > now + 7.0 * 86400.0 - 3600.0, "{expiry} vs {now}");
 
     // A wrong trust anchor: nothing validates.
     let wrong = anchors(&s.zone_path("keys"), true);

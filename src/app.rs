@@ -408,6 +408,7 @@ impl Server {
         }
         #[cfg(unix)]
         tasks.spawn(reload::sighup_reloads(reloader.clone(), shutdown.clone()));
+        tasks.spawn(reload::key_events(reloader.clone(), shutdown.clone()));
         let events = Events {
             engine: engine.clone(),
             health: health.clone(),

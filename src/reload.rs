@@ -470,6 +470,50 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Load the zones again at each key event (`dnssec::sign`): a key enters
+/// or leaves the DNSKEY set, starts or stops signing, at the time its
+/// files say, on every node alike. Looks again at least every minute (a
+/// reload may bring nearer events). Returns at `shutdown`.
+pub async fn key_events(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    loop {
+        let next = reloader
+            .engine
+            .snapshot()
+            .zones()
+            .filter_map(|z| z.zone.signer.as_ref()?.next_key_event())
+            .min();
+        let now = std::time::SystemTime::now();
+        let wait = match next {
+            Some(t) => (std::time::UNIX_EPOCH + Duration::from_secs(t))
+                .duration_since(now)
+                .map_or(Duration::ZERO, |d| d + Duration::from_millis(10)),
+            None => Duration::from_secs(60),
+        }
+        .min(Duration::from_secs(60));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let due = next.is_some_and(|t| unix_now() >= t as i64);
+        if !due {
+            continue;
+        }
+        tracing::info!(
+            "a DNSSEC key changes state now: loading the zones again so the keys follow their timing"
+        );
+        if let Err(e) = reloader.reload(false).await {
+            tracing::warn!(
+                problems = e.0.len(),
+                "the reload for a key event failed; keys keep their previous state until a reload succeeds (retried in a minute)"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

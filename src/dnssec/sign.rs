@@ -76,6 +76,8 @@ pub struct ZoneSigner {
     validity: u32,
     window: u32,
     cache: Mutex<HashMap<u64, Arc<[Record]>>>,
+    /// The next time a key of the zone changes state (unix seconds).
+    next_event: Option<u64>,
 }
 
 impl std::fmt::Debug for ZoneSigner {
@@ -133,14 +135,31 @@ impl ZoneSigner {
                 )
             })
             .collect();
+        let next_event = pairs
+            .iter()
+            .flat_map(|k| {
+                let t = k.timing;
+                [t.publish, t.activate, t.inactive, t.delete]
+            })
+            .flatten()
+            .filter(|&t| t > now)
+            .min();
         Ok(ZoneSigner {
             apex,
             keys,
+            next_event,
             dnskeys,
             validity,
             window: (validity / 2).clamp(1, MAX_WINDOW),
             cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// When a key of the zone next changes state (its Publish, Activate,
+    /// Inactive or Delete time), unix seconds: the zone is loaded again
+    /// then, so every node with the same key files changes at once.
+    pub fn next_key_event(&self) -> Option<u64> {
+        self.next_event
     }
 
     /// The validity window `now` falls in: (inception, expiration).

@@ -500,3 +500,124 @@ fn dnssec_table_problems_are_errors_where_written() {
         "{err}"
     );
 }
+
+/// The key tags of the RRSIGs over `name`'s A set, asked with DO.
+async fn signing_tags(s: &TestServer, name: &str) -> Vec<u16> {
+    let mut req = request(name, RecordType::A, true);
+    req.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let m = udp(s.dns, &req).await.unwrap();
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::RRSIG(
+                sig,
+            )) => Some(sig.input().key_tag),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The tag in a key file's name (`K<zone>+013+<tag>.key`).
+fn tag_of(path: &Path) -> u16 {
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    name.trim_end_matches(".key")
+        .rsplit('+')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A ZSK roll by timing metadata alone: the successor, published now,
+/// takes over signing at its Activate time, when its predecessor goes
+/// Inactive (set with BIND's dnssec-settime), with no reload asked for;
+/// delv validates every answer before, across and after the event.
+#[tokio::test]
+async fn a_zsk_roll_by_timing_metadata_is_followed_without_a_failed_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let keygen = |kind: &str| {
+        let before: Vec<_> = std::fs::read_dir(&keys)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        ok(gslb()
+            .args(["dnssec", "keygen", SIGNED, kind, "--keys"])
+            .arg(&keys));
+        std::fs::read_dir(&keys)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| !before.contains(p) && p.extension().is_some_and(|e| e == "key"))
+            .unwrap()
+    };
+    keygen("--ksk");
+    let old = keygen("--zsk");
+    let new = keygen("--zsk");
+    // The successor signs from 4 s on; its predecessor stops then.
+    ok(Command::new("dnssec-settime")
+        .args(["-A", "+4", "-K"])
+        .arg(&keys)
+        .arg(new.file_stem().unwrap()));
+    ok(Command::new("dnssec-settime")
+        .args(["-I", "+4", "-K"])
+        .arg(&keys)
+        .arg(old.file_stem().unwrap()));
+    let zone = format!(
+        "[zone]\nname = \"{SIGNED}.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n\n[dnssec]\nkeys = \"keys\"\n\n[[record]]\nname = \"static\"\ntype = \"A\"\nvalue = \"192.0.2.10\"\n"
+    );
+    let s = TestServer::start_prepared(
+        &[("z.toml", &zone)],
+        |d| copy_dir(&keys, &d.join("keys")),
+        |_| {},
+    )
+    .await;
+    let name = format!("static.{SIGNED}.");
+    let (old_tag, new_tag) = (tag_of(&old), tag_of(&new));
+    assert_eq!(signing_tags(&s, &name).await, [old_tag]);
+    let anchor = anchors(&s.zone_path("keys"), false);
+    // Validate every 250 ms until the successor signs, and twice after.
+    let server = s.dns;
+    let mut timeline: Vec<(Vec<u16>, bool)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut after = 0;
+    while after < 2 {
+        let tags = signing_tags(&s, &name).await;
+        let (a, n) = (anchor.clone(), name.clone());
+        let out = tokio::task::spawn_blocking(move || delv(server, &a, &n, "A"))
+            .await
+            .unwrap();
+        let valid = out.contains("fully validated");
+        if tags == [new_tag] {
+            after += 1;
+        }
+        timeline.push((tags, valid));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no roll: {timeline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(timeline.iter().all(|(_, valid)| *valid), "{timeline:?}");
+    // Only the old tag, then only the new one: never none, never a mix.
+    let switch = timeline.iter().position(|(t, _)| *t == [new_tag]).unwrap();
+    assert!(switch > 0, "the old key signed first: {timeline:?}");
+    assert!(
+        timeline[..switch].iter().all(|(t, _)| *t == [old_tag]),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline[switch..].iter().all(|(t, _)| *t == [new_tag]),
+        "{timeline:?}"
+    );
+    // Both ZSKs stay published (Delete not set), with the KSK.
+    let mut req = request(&format!("{SIGNED}."), RecordType::DNSKEY, true);
+    req.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let m = udp(s.dns, &req).await.unwrap();
+    let dnskeys = m
+        .answers
+        .iter()
+        .filter(|r| r.record_type() == RecordType::DNSKEY)
+        .count();
+    assert_eq!(dnskeys, 3);
+}

@@ -883,7 +883,9 @@ async fn a_cluster_gives_one_serial_and_nsd_follows_either_primary() {
     backend.kill();
 }
 
-/// A zone of `n` TXT records of 60 bytes besides the test zone's.
+/// A zone of `n` TXT records of 4,000 bytes besides the test zone's
+/// (large records: few of them fill a transfer's socket buffers, and
+/// loading and rendering them costs the other tests little CPU).
 /// Its regions unchecked: no transition renders it again (the test runs
 /// beside others, which must not be starved of CPU).
 fn big_zone(backend: SocketAddr, n: usize) -> String {
@@ -894,7 +896,7 @@ fn big_zone(backend: SocketAddr, n: usize) -> String {
     for i in 0..n {
         z.push_str(&format!(
             "\n[[record]]\nname = \"r{i}\"\ntype = \"TXT\"\nvalue = \"{}\"\n",
-            "x".repeat(60)
+            "x".repeat(4000)
         ));
     }
     z
@@ -921,7 +923,7 @@ async fn stuck_transfer(server: SocketAddr, key: &TSigner) -> TcpStream {
 #[tokio::test]
 async fn transfers_are_bounded_and_never_hold_up_answers() {
     let backend = Backend::start("127.0.0.1").await;
-    let s = TestServer::start_with(&[("xfr.toml", &big_zone(backend.addr, 50_000))], |st| {
+    let s = TestServer::start_with(&[("xfr.toml", &big_zone(backend.addr, 1500))], |st| {
         st.tsig_keys.insert("xfr-key".into(), key());
     })
     .await;
@@ -961,7 +963,7 @@ async fn transfers_are_bounded_and_never_hold_up_answers() {
         body.contains("gslb_transfers_refused_total{reason=\"busy\",zone=\"xfr.example.com\"} 1"),
         "{body}"
     );
-    // The stuck clients go away: the next transfer is whole (50,006
+    // The stuck clients go away: the next transfer is whole (1,506
     // records: the SOA twice).
     drop(stuck);
     wait_until(
@@ -974,7 +976,7 @@ async fn transfers_are_bounded_and_never_hold_up_answers() {
     )
     .await;
     let msgs = transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await;
-    assert_eq!(records(&msgs).len(), 50_006);
+    assert_eq!(records(&msgs).len(), 1506);
     assert!(msgs.len() > 1, "several messages");
     assert!(
         msgs.iter()
@@ -1111,4 +1113,173 @@ async fn notifies_refused_by_a_secondary_are_reported_and_notifies_to_gslb_ignor
     }
     assert_eq!(serial_of(&s).await, before);
     backend.kill();
+}
+
+/// A zone with a service of every policy, besides `www`: what NSD and Knot
+/// serve for each name is exactly what gslb transferred (its AXFR).
+fn every_policy_zone(backend: SocketAddr, notify: &[SocketAddr]) -> String {
+    zone(backend, notify)
+        + r#"
+[region.cdn]
+cname = "edge.cdn.example.net."
+
+[service.all]
+policy = "all-healthy"
+regions = ["primary", "secondary"]
+
+[service.split]
+policy = "weighted"
+weights = { primary = 3, secondary = 1 }
+
+[geo.world]
+nets = { "198.51.100.0/24" = "office" }
+
+[service.geo]
+policy = "geo"
+geo = "world"
+map = { office = ["secondary"], "*" = ["primary", "secondary"] }
+
+[service.edge]
+regions = ["cdn", "primary"]
+"#
+}
+
+/// NSD and Knot answer every service as gslb's zone as transferred says:
+/// the records of each name in gslb's AXFR are the records each secondary
+/// answers for it (A and CNAME), whatever the policy.
+#[tokio::test]
+async fn secondaries_answer_every_service_as_transferred() {
+    let backend = Backend::start("127.0.0.1").await;
+    let s = start(backend.addr, &[], None).await;
+    let secondaries = [nsd(s.dns), knot(s.dns)];
+    let notify: Vec<SocketAddr> = secondaries.iter().map(|x| x.addr).collect();
+    std::fs::write(
+        s.zone_path("xfr.toml"),
+        every_policy_zone(backend.addr, &notify),
+    )
+    .unwrap();
+    s.server.reload().await.expect("reload");
+    wait_until(Duration::from_secs(5), "the new zone's serial", || async {
+        s.server
+            .engine
+            .transfers
+            .journal("xfr.example.com")
+            .current()
+            .is_some_and(|v| {
+                v.records
+                    .iter()
+                    .any(|r| r.name.to_string().starts_with("split."))
+            })
+    })
+    .await;
+    let serial = serial_of(&s).await;
+    let key = signer(SECRET, "xfr-key.");
+    let msgs = transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await;
+    let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (_, m) in &msgs {
+        for r in &m.answers {
+            if matches!(r.record_type(), RecordType::A | RecordType::CNAME) {
+                by_name.entry(r.name.to_string()).or_default().push(format!(
+                    "{} {}",
+                    r.record_type(),
+                    r.data
+                ));
+            }
+        }
+    }
+    for name in ["www", "all", "split", "geo", "edge"] {
+        assert!(
+            by_name.contains_key(&format!("{name}.{APEX}")),
+            "{name} in {by_name:?}"
+        );
+    }
+    assert_eq!(
+        by_name[&format!("all.{APEX}")].len(),
+        2,
+        "all-healthy: both"
+    );
+    assert_eq!(
+        by_name[&format!("split.{APEX}")].len(),
+        2,
+        "weighted: every healthy one"
+    );
+    assert_eq!(
+        by_name[&format!("edge.{APEX}")],
+        ["CNAME edge.cdn.example.net."]
+    );
+    for x in &secondaries {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{} to load serial {serial}", x.name),
+            || async { x.serial().await == Some(serial) },
+        )
+        .await;
+        for (name, want) in &by_name {
+            let m = udp(x.addr, &request(name, RecordType::A, true))
+                .await
+                .expect("an answer");
+            let mut got: Vec<String> = m
+                .answers
+                .iter()
+                .filter(|r| r.name.to_string() == *name)
+                .map(|r| format!("{} {}", r.record_type(), r.data))
+                .collect();
+            got.sort();
+            let mut want = want.clone();
+            want.sort();
+            assert_eq!(got, want, "{} for {name}", x.name);
+        }
+    }
+}
+
+/// A flap that changes no answer keeps the serial: the secondary region
+/// of a failover service going down and up while the primary serves.
+#[tokio::test]
+async fn a_flap_that_changes_no_answer_keeps_the_serial() {
+    let primary = Backend::start("127.0.0.1").await;
+    let mut secondary = Backend::start("127.0.0.2").await;
+    let text = zone(primary.addr, &[]).replace(
+        "[region.secondary]\nendpoints = [\"127.0.0.2\"]\n",
+        &format!(
+            "[check.standby]\ntype = \"http\"\nport = {}\npath = \"/health\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrecheck = \"50ms\"\nfall = 2\nrise = 2\n\n[region.secondary]\nendpoints = [\"127.0.0.2\"]\ncheck = \"standby\"\n",
+            secondary.addr.port()
+        ),
+    );
+    assert!(text.contains("check = \"standby\""));
+    let s = TestServer::start_with(&[("xfr.toml", &text)], |st| {
+        st.tsig_keys.insert("xfr-key".into(), key());
+    })
+    .await;
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    let serial = serial_of(&s).await;
+    let transitions = s.region_transitions();
+    secondary.set(Mode::Failing);
+    wait_until(
+        Duration::from_secs(5),
+        "the secondary region down",
+        || async { s.region_transitions() > transitions },
+    )
+    .await;
+    secondary.set(Mode::Healthy);
+    wait_until(
+        Duration::from_secs(5),
+        "the secondary region up again",
+        || async { s.region_transitions() > transitions + 1 },
+    )
+    .await;
+    // The journal has seen both transitions and rendered the zone twice.
+    assert_eq!(serial_of(&s).await, serial);
+    assert_eq!(
+        addrs(&s.query("www.xfr.example.com.", RecordType::A).await),
+        ["127.0.0.1"]
+    );
+    assert!(
+        s.server
+            .engine
+            .transfers
+            .journal("xfr.example.com")
+            .changes_kept()
+            == 0
+    );
+    secondary.kill();
 }

@@ -146,35 +146,44 @@ struct Fixture {
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let config = load_sources(
-            &[(PathBuf::from("fuzz.toml"), ZONE.to_string())],
-            LoadOptions { auto_serial: 1 },
-        )
-        .expect("the fuzz zone loads");
-        let metrics = Metrics::new();
-        let health = Arc::new(HealthTable::new(
-            metrics.clone(),
-            Arc::new(RealProbes::default()),
-            None,
-            tokio_util::sync::CancellationToken::new(),
-        ));
-        let snapshot =
-            crate::reload::build_snapshot(&config, &health, &metrics, &Default::default());
-        let engine = Engine::new(
-            snapshot,
-            EngineOptions {
-                rng_seed: Some(1),
-                ..EngineOptions::default()
-            },
-            metrics.dns.clone(),
-            health.epoch.clone(),
-        );
-        Fixture {
-            engine,
-            _health: health,
-        }
-    })
+    F.get_or_init(|| make_fixture(ZONE.to_string(), Arc::default(), |_| {}))
+}
+
+/// An engine serving `zone`, with `transfers`; `prepare` sees the snapshot
+/// before it is served.
+fn make_fixture(
+    zone: String,
+    transfers: Arc<crate::dns::Transfers>,
+    prepare: impl FnOnce(&crate::dns::Snapshot),
+) -> Fixture {
+    let config = load_sources(
+        &[(PathBuf::from("fuzz.toml"), zone)],
+        LoadOptions { auto_serial: 1 },
+    )
+    .expect("the fuzz zone loads");
+    let metrics = Metrics::new();
+    let health = Arc::new(HealthTable::new(
+        metrics.clone(),
+        Arc::new(RealProbes::default()),
+        None,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let snapshot = crate::reload::build_snapshot(&config, &health, &metrics, &transfers);
+    prepare(&snapshot);
+    let engine = Engine::new(
+        snapshot,
+        EngineOptions {
+            rng_seed: Some(1),
+            ..EngineOptions::default()
+        },
+        metrics.dns.clone(),
+        health.epoch.clone(),
+    )
+    .with_transfers(transfers);
+    Fixture {
+        engine,
+        _health: health,
+    }
 }
 
 /// One datagram, answered as over UDP (with the answer cache), then the
@@ -275,18 +284,6 @@ pub const TRANSFER_KEY: &[u8] = b"fuzz-secret-fuzz-secret-fuzz-sec";
 fn transfer_fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let config = load_sources(
-            &[(PathBuf::from("fuzz.toml"), format!("{ZONE}{TRANSFER}"))],
-            LoadOptions { auto_serial: 1 },
-        )
-        .expect("the fuzz zone loads");
-        let metrics = Metrics::new();
-        let health = Arc::new(HealthTable::new(
-            metrics.clone(),
-            Arc::new(RealProbes::default()),
-            None,
-            tokio_util::sync::CancellationToken::new(),
-        ));
         let mut keys = std::collections::BTreeMap::new();
         keys.insert(
             "fuzz-key".to_string(),
@@ -300,30 +297,17 @@ fn transfer_fixture() -> &'static Fixture {
             keys,
             crate::metrics::TransferMetrics::disabled(),
         ));
-        let snapshot = crate::reload::build_snapshot(&config, &health, &metrics, &transfers);
-        // Two versions, so IXFR has a change to send.
-        for served in snapshot.zones() {
-            let journal = served.journal.as_ref().expect("transferred");
-            let mut records =
-                crate::dns::transfer::zone_as_transferred(&served.zone, served.health.as_ref());
-            journal.commit(records.clone(), None, 1000);
-            records.retain(|r| r.record_type() != hickory_proto::rr::RecordType::MX);
-            journal.commit(records, None, 2000);
-        }
-        let engine = Engine::new(
-            snapshot,
-            EngineOptions {
-                rng_seed: Some(1),
-                ..EngineOptions::default()
-            },
-            metrics.dns.clone(),
-            health.epoch.clone(),
-        )
-        .with_transfers(transfers);
-        Fixture {
-            engine,
-            _health: health,
-        }
+        make_fixture(format!("{ZONE}{TRANSFER}"), transfers, |snapshot| {
+            // Two versions, so IXFR has a change to send.
+            for served in snapshot.zones() {
+                let journal = served.journal.as_ref().expect("transferred");
+                let mut records =
+                    crate::dns::transfer::zone_as_transferred(&served.zone, served.health.as_ref());
+                journal.commit(records.clone(), None, 1000);
+                records.retain(|r| r.record_type() != hickory_proto::rr::RecordType::MX);
+                journal.commit(records, None, 2000);
+            }
+        })
     })
 }
 

@@ -777,16 +777,20 @@ impl Cluster {
         }
     }
 
-    /// Store an override in etcd; it applies on every node (this one
-    /// included, before this returns).
-    pub async fn set_override(&self, target: &OverrideTarget) -> Result<(), ClusterError> {
-        let mut client = self
-            .client
+    /// The etcd client, while this node follows the cluster.
+    fn connected_client(&self) -> Result<etcd_client::Client, ClusterError> {
+        self.client
             .lock()
             .expect("cluster lock poisoned")
             .clone()
             .filter(|_| self.mode() == Mode::Cluster)
-            .ok_or_else(|| ClusterError::Unavailable("not connected".into()))?;
+            .ok_or_else(|| ClusterError::Unavailable("not connected".into()))
+    }
+
+    /// Store an override in etcd; it applies on every node (this one
+    /// included, before this returns).
+    pub async fn set_override(&self, target: &OverrideTarget) -> Result<(), ClusterError> {
+        let mut client = self.connected_client()?;
         let key = view::override_key(
             &self.prefix,
             &(target.zone.clone(), target.region.clone(), target.endpoint),
@@ -853,13 +857,7 @@ impl Cluster {
         use crate::reload::{next_serial, serial_gt};
         let key = view::serial_key(&self.prefix, zone);
         for _ in 0..8 {
-            let mut client = self
-                .client
-                .lock()
-                .expect("cluster lock poisoned")
-                .clone()
-                .filter(|_| self.mode() == Mode::Cluster)
-                .ok_or_else(|| ClusterError::Unavailable("not connected".into()))?;
+            let mut client = self.connected_client()?;
             self.count("get");
             let got = timeout(client.get(key.clone(), None)).await?;
             let stored = got.kvs().first().and_then(|kv| {

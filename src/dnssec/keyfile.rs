@@ -198,8 +198,8 @@ impl KeyPair {
         )
     }
 
-    /// Check that the private key is the public key's.
-    /// The key, ready to sign (`dnssec::sign`).
+    /// The key, ready to sign (`dnssec::sign`); `Err` when the private key
+    /// is not the public key's.
     pub(crate) fn ring_key(&self) -> Result<super::sign::RingKey, String> {
         let rng = SystemRandom::new();
         match self.algorithm {
@@ -225,29 +225,9 @@ impl KeyPair {
         }
     }
 
+    /// Check that the private key is the public key's.
     fn check_pair(&self) -> Result<(), String> {
-        let rng = SystemRandom::new();
-        match self.algorithm {
-            Algorithm::ECDSAP256SHA256 => {
-                let mut public = Vec::with_capacity(65);
-                public.push(4);
-                public.extend_from_slice(&self.public);
-                EcdsaKeyPair::from_private_key_and_public_key(
-                    &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &self.secret.0,
-                    &public,
-                    &rng,
-                )
-                .map(|_| ())
-                .map_err(|e| format!("the private key does not match the public key ({e})"))
-            }
-            Algorithm::ED25519 => {
-                Ed25519KeyPair::from_seed_and_public_key(&self.secret.0, &self.public)
-                    .map(|_| ())
-                    .map_err(|e| format!("the private key does not match the public key ({e})"))
-            }
-            other => Err(format!("algorithm {other} is not supported (13 or 15)")),
-        }
+        self.ring_key().map(|_| ())
     }
 
     /// Write both files into `dir`: the private one with mode 0600 and

@@ -1,5 +1,5 @@
 """Shared by the Python bench scripts: the two-region failover zone they
-serve and a minimal DNS A query over UDP."""
+serve, a minimal DNS A query over UDP, and a free port."""
 import random
 import socket
 import struct
@@ -39,3 +39,21 @@ def query_a(port, name="api.gslb.example.com"):
         s.close()
     # The last 4 bytes of a one-A answer are the address.
     return ".".join(str(b) for b in r[-4:]) if len(r) > 4 else None
+
+
+def free_port():
+    """A loopback port free for both TCP and UDP (for a server process
+    that cannot report the port it bound)."""
+    while True:
+        t = socket.socket()
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            pass
+        finally:
+            t.close()
+            u.close()

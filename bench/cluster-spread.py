@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from benchlib import failover_zone, query_a
+from benchlib import failover_zone, free_port, query_a
 
 gslb, etcd, work = sys.argv[1], sys.argv[2], sys.argv[3]
 trials = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4].isdigit() else 20
@@ -65,21 +65,6 @@ ZONE = failover_zone(PORT, PORT)
 os.makedirs(f"{work}/zones", exist_ok=True)
 open(f"{work}/zones/gslb.toml", "w").write(ZONE)
 
-
-def free_port():
-    while True:
-        t = socket.socket()
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            pass
-        finally:
-            t.close()
-            u.close()
 
 
 nodes = []

@@ -1938,6 +1938,22 @@ async fn the_drain_of_a_region_removed_everywhere_is_cleaned_up() {
         },
     )
     .await;
+    // Every node has applied the delete (its watch may trail the etcd
+    // client that saw it gone): re-adding before that would take the drain
+    // the node still knew of, until the delete arrived.
+    let deleted_at = c
+        .get(key.clone(), None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    for ts in &ns {
+        wait_until(Duration::from_secs(5), "the delete is applied", || async {
+            status(ts)["cluster"]["revision"].as_i64().unwrap() >= deleted_at
+        })
+        .await;
+    }
     // Re-added: not drained.
     for ts in &ns {
         std::fs::write(ts.zone_path("z.toml"), &with_third).unwrap();

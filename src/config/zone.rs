@@ -96,8 +96,9 @@ fn load_zone_in_pieces(
         .map(Arc::new);
     let mut data = apex_records(&head);
     if let Some(signer) = &signer {
-        // The DNSKEY set is the zone's data: answered, and signed, as any.
-        for record in &signer.dnskeys {
+        // The DNSKEY, CDS and CDNSKEY sets are the zone's data: answered,
+        // and signed, as any.
+        for record in signer.dnskeys.iter().chain(&signer.cds) {
             add(
                 &mut data,
                 &head.name,

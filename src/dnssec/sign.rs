@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::dnssec::rdata::sig::SigInput;
-use hickory_proto::dnssec::rdata::{DNSSECRData, RRSIG};
-use hickory_proto::dnssec::{Algorithm, TBS};
+use hickory_proto::dnssec::rdata::{CDNSKEY, CDS, DNSSECRData, RRSIG};
+use hickory_proto::dnssec::{Algorithm, DigestType, TBS};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber};
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair};
 
@@ -73,6 +73,8 @@ pub struct ZoneSigner {
     keys: Vec<SigningKey>,
     /// The DNSKEY records of every published key, at the apex.
     pub dnskeys: Vec<Record>,
+    /// The CDS and CDNSKEY records of the key-signing keys in use.
+    pub cds: Vec<Record>,
     validity: u32,
     window: u32,
     cache: Mutex<HashMap<u64, Arc<[Record]>>>,
@@ -135,6 +137,35 @@ impl ZoneSigner {
                 )
             })
             .collect();
+        // CDS and CDNSKEY (RFC 7344, 8078): the key-signing keys that sign
+        // the DNSKEY set now, so a parent that polls for them (or a
+        // registrar's script) keeps its DS set to exactly these.
+        let mut cds = Vec::new();
+        for k in pairs.iter().filter(|k| k.is_sep() && active(k)) {
+            let dnskey = k.dnskey();
+            let digest = dnskey
+                .to_digest(&apex, DigestType::SHA256)
+                .map_err(|e| format!("the DS digest of key {}: {e}", k.tag()))?;
+            cds.push(Record::from_rdata(
+                apex.clone(),
+                ttl,
+                RData::DNSSEC(DNSSECRData::CDS(CDS::new(
+                    k.tag(),
+                    Some(k.algorithm),
+                    DigestType::SHA256,
+                    digest.as_ref().to_vec(),
+                ))),
+            ));
+            cds.push(Record::from_rdata(
+                apex.clone(),
+                ttl,
+                RData::DNSSEC(DNSSECRData::CDNSKEY(CDNSKEY::with_flags(
+                    dnskey.flags(),
+                    Some(k.algorithm),
+                    k.public.clone(),
+                ))),
+            ));
+        }
         let next_event = pairs
             .iter()
             .flat_map(|k| {
@@ -149,6 +180,7 @@ impl ZoneSigner {
             keys,
             next_event,
             dnskeys,
+            cds,
             validity,
             window: (validity / 2).clamp(1, MAX_WINDOW),
             cache: Mutex::new(HashMap::new()),
@@ -202,9 +234,13 @@ impl ZoneSigner {
             return hit.clone();
         }
         let rtype = first.record_type();
-        let dnskey = rtype == RecordType::DNSKEY;
-        // DNSKEY by the SEP keys, the rest by the others; with only one
+        // DNSKEY, CDS and CDNSKEY by the SEP keys (RFC 7344 §4.1: a key
+        // the parent's DS names), the rest by the others; with only one
         // kind, that kind signs everything.
+        let dnskey = matches!(
+            rtype,
+            RecordType::DNSKEY | RecordType::CDS | RecordType::CDNSKEY
+        );
         let wanted: Vec<&SigningKey> = {
             let by: Vec<&SigningKey> = self.keys.iter().filter(|k| k.sep == dnskey).collect();
             if by.is_empty() {

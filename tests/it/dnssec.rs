@@ -621,3 +621,367 @@ async fn a_zsk_roll_by_timing_metadata_is_followed_without_a_failed_validation()
         .count();
     assert_eq!(dnskeys, 3);
 }
+
+// ---------------------------------------------------------------------------
+// Unbound as the validating resolver, the way a real client reaches gslb:
+// a stub zone to gslb, the DS that `gslb dnssec ds` prints as its trust
+// anchor, every outgoing query bound to loopback.
+
+/// A running Unbound that validates `SIGNED` through a stub zone to gslb.
+struct Unbound {
+    addr: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+    _child: crate::support::Child,
+}
+
+impl Unbound {
+    /// Unbound with `anchor` (a DS line) as the zone's trust anchor,
+    /// sending ECS to gslb, caching nothing longer than a second; `extra`
+    /// adds `server:` lines (`val-override-date`).
+    async fn start(gslb: std::net::SocketAddr, anchor: &str, extra: &str) -> Unbound {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = crate::support::free_udp_tcp_addr();
+        let conf = format!(
+            r#"server:
+    interface: 127.0.0.1@{port}
+    port: {port}
+    do-ip6: no
+    outgoing-interface: 127.0.0.1
+    do-not-query-localhost: no
+    username: ""
+    chroot: ""
+    directory: "{dir}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    val-log-level: 2
+    num-threads: 1
+    qname-minimisation: no
+    aggressive-nsec: no
+    cache-max-ttl: 1
+    cache-max-negative-ttl: 1
+    module-config: "subnetcache validator iterator"
+    send-client-subnet: 127.0.0.0/8
+    client-subnet-always-forward: yes
+    trust-anchor: "{anchor}"
+{extra}
+stub-zone:
+    name: "{SIGNED}."
+    stub-addr: {ip}@{gport}
+remote-control:
+    control-enable: no
+"#,
+            port = addr.port(),
+            dir = dir.path().display(),
+            ip = gslb.ip(),
+            gport = gslb.port(),
+        );
+        let path = dir.path().join("unbound.conf");
+        std::fs::write(&path, conf).unwrap();
+        ok(Command::new("unbound-checkconf").arg(&path));
+        let child = Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("unbound runs: {e} (scripts/test installs unbound)"));
+        let u = Unbound {
+            addr,
+            dir,
+            _child: crate::support::Child(child),
+        };
+        wait_until(Duration::from_secs(10), "unbound answers", || async {
+            udp(addr, &request(&format!("{SIGNED}."), RecordType::SOA, true))
+                .await
+                .is_some()
+        })
+        .await;
+        u
+    }
+
+    /// dig through Unbound (DO set, `subnet` as ECS if given), on a
+    /// blocking thread: the status, whether AD is set, and the answer's
+    /// records of type `rtype` as "TYPE data".
+    async fn ask(&self, name: &str, rtype: &str, subnet: Option<&str>) -> Answer {
+        let (addr, name, rtype, subnet) = (
+            self.addr,
+            name.to_string(),
+            rtype.to_string(),
+            subnet.map(str::to_string),
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new("dig");
+            cmd.arg(format!("@{}", addr.ip()))
+                .args(["-p", &addr.port().to_string()])
+                .args([
+                    "+dnssec",
+                    "+noall",
+                    "+comments",
+                    "+answer",
+                    "+nosplit",
+                    "+tries=1",
+                ])
+                .args(["+time=5", &name, &rtype]);
+            if let Some(s) = subnet {
+                cmd.arg(format!("+subnet={s}"));
+            }
+            ok(&mut cmd)
+        })
+        .await
+        .unwrap();
+        let status = out
+            .split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("none")
+            .to_string();
+        let ad = out
+            .lines()
+            .find(|l| l.contains(";; flags:"))
+            .is_some_and(|l| l.split(';').nth(2).is_some_and(|f| f.contains(" ad")));
+        let records = out
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 5 && f[3] != "RRSIG").then(|| format!("{} {}", f[3], f[4..].join(" ")))
+            })
+            .collect();
+        Answer {
+            status,
+            ad,
+            records,
+            text: out,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+}
+
+/// What dig printed of one answer through Unbound.
+#[derive(Debug)]
+struct Answer {
+    status: String,
+    ad: bool,
+    /// "TYPE data" of each answer record (RRSIGs left out).
+    records: Vec<String>,
+    text: String,
+}
+
+impl Answer {
+    /// Secure (AD) and NOERROR, with `want` among the records (or no
+    /// records at all when `want` is empty: a denial).
+    fn assert_secure(&self, what: &str, want: &str) {
+        assert!(
+            self.status == "NOERROR" && self.ad,
+            "{what}: NOERROR with AD:\n{}",
+            self.text
+        );
+        if want.is_empty() {
+            assert!(self.records.is_empty(), "{what}: a denial:\n{}", self.text);
+        } else {
+            assert!(
+                self.records.iter().any(|r| r == want),
+                "{what}: {want:?} in\n{}",
+                self.text
+            );
+        }
+    }
+}
+
+/// The zone of `signed_zone` and a region of each kind: weighted,
+/// all-healthy, geo and nearest services (clients in 198.51.100.0/24 are
+/// at `west`).
+fn every_policy_zone(dir: &Path, backend: std::net::SocketAddr) -> String {
+    let mut z = signed_zone(dir, backend, &[]);
+    z.push_str(
+        r#"
+[region.east]
+endpoints = ["127.0.0.5"]
+location = [39.0, -77.5]
+
+[region.west]
+endpoints = ["127.0.0.6"]
+location = [53.3, -6.3]
+
+[service.weighted]
+policy = "weighted"
+weights = { east = 1, west = 0 }
+
+[service.all]
+policy = "all-healthy"
+regions = ["primary", "secondary"]
+
+[geo.world]
+nets = { "198.51.100.0/24" = "west" }
+
+[service.geo]
+policy = "geo"
+geo = "world"
+map = { west = ["west", "east"], "*" = ["east", "west"] }
+
+[service.near]
+policy = "nearest"
+geo = "world"
+regions = ["east", "west"]
+"#,
+    );
+    z
+}
+
+#[tokio::test]
+async fn unbound_finds_every_kind_of_answer_secure_and_a_bad_anchor_or_date_bogus() {
+    let mut backend = Backend::start("127.0.0.1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let zone = every_policy_zone(dir.path(), backend.addr);
+    let s = TestServer::start_prepared(
+        &[("z.toml", &zone)],
+        |d| {
+            let _ = std::fs::remove_dir_all(d.join("keys"));
+            copy_dir(&dir.path().join("keys"), &d.join("keys"));
+        },
+        |_| {},
+    )
+    .await;
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    let ds: Vec<String> = ok(gslb()
+        .args(["dnssec", "ds", SIGNED, "--keys"])
+        .arg(s.zone_path("keys")))
+    .lines()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    let unbound = Unbound::start(s.dns, &ds[0], "").await;
+    let z = format!("{SIGNED}.");
+    let n = |label: &str| format!("{label}.{z}");
+    let cases: Vec<(String, &str, Option<&str>, String)> = vec![
+        (z.clone(), "SOA", None, String::new()),
+        (z.clone(), "NS", None, "NS ns1.example.net.".into()),
+        (z.clone(), "DNSKEY", None, String::new()),
+        (z.clone(), "MX", None, "MX 10 mail.example.net.".into()),
+        (n("static"), "A", None, "A 192.0.2.10".into()),
+        (n("txt"), "TXT", None, "TXT \"signed text\"".into()),
+        (n("alias"), "A", None, "A 192.0.2.10".into()),
+        (n("x.wild"), "A", None, "A 192.0.2.20".into()),
+        (n("www"), "A", None, "A 127.0.0.1".into()),
+        (n("weighted"), "A", None, "A 127.0.0.5".into()),
+        (n("all"), "A", None, "A 127.0.0.2".into()),
+        (n("geo"), "A", None, "A 127.0.0.5".into()),
+        (n("geo"), "A", Some("198.51.100.0/24"), "A 127.0.0.6".into()),
+        (
+            n("near"),
+            "A",
+            Some("198.51.100.0/24"),
+            "A 127.0.0.6".into(),
+        ),
+    ];
+    for (name, rtype, subnet, want) in &cases {
+        let a = unbound.ask(name, rtype, *subnet).await;
+        let what = format!("{name} {rtype} {subnet:?}");
+        if want.is_empty() {
+            assert!(
+                a.status == "NOERROR" && a.ad && !a.records.is_empty(),
+                "{what}: {}",
+                a.text
+            );
+        } else {
+            a.assert_secure(&what, want);
+        }
+    }
+    // The CDS the parent may poll is the DS gslb prints.
+    let cds = unbound.ask(&z, "CDS", None).await;
+    cds.assert_secure("CDS", &ds[0].replace(&format!("{z} IN DS "), "CDS "));
+    let cdnskey = unbound.ask(&z, "CDNSKEY", None).await;
+    assert!(
+        cdnskey.ad
+            && cdnskey
+                .records
+                .iter()
+                .any(|r| r.starts_with("CDNSKEY 257 3 13 ")),
+        "{}",
+        cdnskey.text
+    );
+    // Denials: no such name, no such type, no DS at the delegation.
+    unbound
+        .ask(&n("nope"), "A", None)
+        .await
+        .assert_secure("NXDOMAIN", "");
+    unbound
+        .ask(&n("static"), "AAAA", None)
+        .await
+        .assert_secure("NODATA", "");
+    unbound
+        .ask(&n("www"), "TXT", None)
+        .await
+        .assert_secure("service NODATA", "");
+    unbound
+        .ask(&n("child"), "DS", None)
+        .await
+        .assert_secure("no DS", "");
+    // After a failover the new answer is secure as soon as it is given.
+    backend.set(Mode::Failing);
+    wait_until(Duration::from_secs(5), "the failover", || async {
+        addrs(&s.query(&n("www"), RecordType::A).await) == ["127.0.0.2"]
+    })
+    .await;
+    // A timeline of Unbound's answers until it gives the new one: each
+    // secure, each the old or the new address.
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    let limit = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = unbound.ask(&n("www"), "A", None).await;
+        assert!(
+            a.status == "NOERROR" && a.ad,
+            "every answer secure: {}",
+            a.text
+        );
+        seen.push(a.records.clone());
+        if a.records == ["A 127.0.0.2"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < limit,
+            "Unbound follows: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.iter()
+            .all(|r| *r == ["A 127.0.0.1"] || *r == ["A 127.0.0.2"]),
+        "{seen:?}"
+    );
+    assert!(
+        !unbound.log().contains("validation failure"),
+        "{}",
+        unbound.log()
+    );
+
+    // The negative cases, so this test can fail: a DS that is not the
+    // key's, and a date past every signature's expiration, are bogus.
+    let mut wrong = ds[0].clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    let bad = Unbound::start(s.dns, &wrong, "").await;
+    let a = bad.ask(&n("static"), "A", None).await;
+    assert_eq!(a.status, "SERVFAIL", "{}", a.text);
+    let later = std::time::SystemTime::now() + Duration::from_secs(60 * 86_400);
+    let later = later
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = Unbound::start(
+        s.dns,
+        &ds[0],
+        &format!("    val-override-date: \"{later}\"\n"),
+    )
+    .await;
+    let a = expired.ask(&n("static"), "A", None).await;
+    assert_eq!(a.status, "SERVFAIL", "{}", a.text);
+    assert!(expired.log().contains("expired"), "{}", expired.log());
+    backend.kill();
+}

@@ -101,6 +101,9 @@ pub(crate) fn parse(req: &[u8]) -> Option<FastQuery<'_>> {
         if opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != 41 || opt[6] != 0 {
             return None; // not an OPT, or EDNS version > 0 (BADVERS: engine)
         }
+        if opt[7] & 0x40 != 0 {
+            return None; // Compact Answers OK (RFC 9824): rare, the engine's
+        }
         let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
         if qend + 11 + rdlen != req.len() {
             return None;

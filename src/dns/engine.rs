@@ -245,6 +245,10 @@ impl Engine {
             r.set_max_payload(self.opts.udp_payload.max(512));
             r.set_version(0);
             r.set_dnssec_ok(e.flags().dnssec_ok);
+            // Compact Answers OK (RFC 9824 §4) is echoed with DO.
+            if e.flags().dnssec_ok {
+                r.flags_mut().z = e.flags().z & super::signed::CO_FLAG;
+            }
             r
         });
         let limit = match transport {
@@ -294,6 +298,7 @@ impl Engine {
                     reply.aa,
                     &mut reply.answers,
                     &mut reply.authority,
+                    edns_req.is_some_and(|e| e.flags().z & super::signed::CO_FLAG != 0),
                     crate::reload::unix_now().max(0) as u64,
                 );
             }

@@ -9,7 +9,9 @@
 //! NSEC listing the types the name has. Its next name is the query name's
 //! immediate successor (`\000.name`), so it covers nothing but the name
 //! itself: each denial is made and signed for the name asked, no zone walk
-//! is possible, and health-dependent names need no chain. A referral
+//! is possible, and health-dependent names need no chain. A client that
+//! sets the Compact Answers OK flag gets NXDOMAIN back (RFC 9824 §4), with
+//! the same NSEC. A referral
 //! without DS records gets the NSEC proving there are none at the cut.
 
 use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC};
@@ -23,9 +25,14 @@ use crate::model::Zone;
 /// name that does not exist.
 pub const NXNAME: RecordType = RecordType::Unknown(128);
 
+/// The Compact Answers OK flag (RFC 9824 §4): bit 1 of the EDNS header
+/// flags, after DO. A client that sets it gets NXDOMAIN back.
+pub const CO_FLAG: u16 = 0x4000;
+
 /// Sign the sections of an answer from `zone` to (`qname`, `qtype`):
-/// compact denial for a negative answer (NXDOMAIN becomes NOERROR), a DS
-/// denial for a referral, RRSIGs after each RRset.
+/// compact denial for a negative answer (NXDOMAIN becomes NOERROR unless
+/// the client set `compact_ok`), a DS denial for a referral, RRSIGs after
+/// each RRset.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sign_sections(
     zone: &Zone,
@@ -36,6 +43,7 @@ pub(super) fn sign_sections(
     aa: bool,
     answers: &mut Vec<Record>,
     authority: &mut Vec<Record>,
+    compact_ok: bool,
     now: u64,
 ) {
     if *rcode != ResponseCode::NoError && *rcode != ResponseCode::NXDomain {
@@ -54,7 +62,9 @@ pub(super) fn sign_sections(
                 .collect()
         };
         authority.push(denial(qname, types, zone.negative_ttl));
-        *rcode = ResponseCode::NoError;
+        if !compact_ok {
+            *rcode = ResponseCode::NoError;
+        }
     }
     if referral && !authority.iter().any(|r| r.record_type() == RecordType::DS) {
         let cut = authority

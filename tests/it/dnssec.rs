@@ -405,6 +405,60 @@ async fn signed_answers_of_every_kind_validate_before_and_after_a_failover() {
     let types: Vec<u16> = n.type_bit_maps().map(u16::from).collect();
     assert_eq!(types, [46, 47, 128], "RRSIG, NSEC, NXNAME");
     assert_eq!(n.next_domain_name().to_string(), format!("\\000.nope.{z}"));
+    assert_eq!(
+        m.edns.as_ref().unwrap().flags().z,
+        0,
+        "no Compact Answers OK flag unasked"
+    );
+    // With Compact Answers OK (RFC 9824 §4): NXDOMAIN back, the same
+    // NSEC, the flag echoed; a name that exists stays NOERROR (NODATA).
+    for (name, rcode) in [
+        ("nope", hickory_proto::op::ResponseCode::NXDomain),
+        ("static", hickory_proto::op::ResponseCode::NoError),
+    ] {
+        let mut req = request(&format!("{name}.{z}"), RecordType::AAAA, true);
+        let e = req.edns.as_mut().unwrap();
+        e.set_dnssec_ok(true);
+        // The same question without the flag first, so that a cached
+        // answer would be the wrong one.
+        for _ in 0..2 {
+            let m = udp(s.dns, &req).await.unwrap();
+            assert_eq!(
+                m.metadata.response_code,
+                hickory_proto::op::ResponseCode::NoError
+            );
+        }
+        let e = req.edns.as_mut().unwrap();
+        e.flags_mut().z = 0x4000;
+        for m in [
+            udp(s.dns, &req).await.unwrap(),
+            crate::support::tcp(s.dns, &req).await.unwrap(),
+        ] {
+            assert_eq!(m.metadata.response_code, rcode, "{name}");
+            assert_eq!(m.edns.as_ref().unwrap().flags().z, 0x4000, "{name}");
+            assert!(
+                m.authorities
+                    .iter()
+                    .any(|r| r.record_type() == RecordType::NSEC
+                        && r.name.to_string() == format!("{name}.{z}")),
+                "{name}: {m:?}"
+            );
+        }
+    }
+    // Without DO the flag means nothing: plain NXDOMAIN, no NSEC, no echo.
+    let mut req = request(&format!("nope.{z}"), RecordType::A, true);
+    req.edns.as_mut().unwrap().flags_mut().z = 0x4000;
+    let m = udp(s.dns, &req).await.unwrap();
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
+    assert_eq!(m.edns.as_ref().unwrap().flags().z, 0);
+    assert!(
+        m.authorities
+            .iter()
+            .all(|r| r.record_type() != RecordType::NSEC)
+    );
 
     // Counted: signatures made, RRsets served from the cache; the earliest
     // expiry at least half the default validity (14 days) ahead.

@@ -60,14 +60,15 @@ pub enum DnssecCommand {
 /// `gslb dnssec keygen`.
 #[derive(Debug, Args, Clone)]
 pub struct KeygenArgs {
-    /// The zone (its apex name).
-    pub zone: String,
+    /// The zone (its apex name); with --successor, the predecessor's.
+    #[arg(required_unless_present = "successor")]
+    pub zone: Option<String>,
     /// Folder to write the key files into.
     #[arg(long, value_name = "DIR", default_value = "keys")]
     pub keys: std::path::PathBuf,
-    /// 13 (ECDSAP256SHA256) or 15 (ED25519).
-    #[arg(long, default_value = "13")]
-    pub algorithm: String,
+    /// 13 (ECDSAP256SHA256, the default) or 15 (ED25519).
+    #[arg(long)]
+    pub algorithm: Option<String>,
     /// A key-signing key (flags 257) to go with a separate ZSK; without
     /// --ksk or --zsk, one combined key (CSK, flags 257).
     #[arg(long, conflicts_with = "zsk")]
@@ -75,6 +76,17 @@ pub struct KeygenArgs {
     /// A zone-signing key (flags 256).
     #[arg(long)]
     pub zsk: bool,
+    /// Make the successor of KEY (its .key or .private file, or its
+    /// K<zone>.+<alg>+<tag> name in --keys), as BIND's `dnssec-keygen -S`
+    /// does: same zone, algorithm and kind; it signs from KEY's Inactive
+    /// time and is published --prepublish before that (or now, if later).
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["ksk", "zsk", "algorithm"])]
+    pub successor: Option<std::path::PathBuf>,
+    /// With --successor: how long before it signs the successor is in the
+    /// DNSKEY set (validators must have it cached by then).
+    #[arg(long, value_name = "DURATION", default_value = "30d", requires = "successor",
+          value_parser = humantime::parse_duration)]
+    pub prepublish: std::time::Duration,
 }
 
 /// `gslb dnssec ds`.

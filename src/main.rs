@@ -215,29 +215,61 @@ fn zone_name(zone: &str) -> Result<hickory_proto::rr::Name, String> {
 
 fn dnssec_keygen(args: &gslb::cli::KeygenArgs) -> ExitCode {
     use gslb::dnssec::keyfile::{KSK_FLAGS, KeyPair, ZSK_FLAGS, parse_algorithm};
-    let algorithm = parse_algorithm(&args.algorithm).ok_or_else(|| {
-        format!(
-            "algorithm {:?}: 13 (ECDSAP256SHA256) or 15 (ED25519)",
-            args.algorithm
-        )
-    });
-    let (zone, algorithm) = match (zone_name(&args.zone), algorithm) {
-        (Ok(z), Ok(a)) => (z, a),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("gslb: {e}");
-            return ExitCode::from(EXIT_USAGE);
+    let now = gslb::model::unix_ms(std::time::SystemTime::now()) / 1000;
+    // What to make: a new key from the arguments, or a predecessor's
+    // successor. Usage problems exit 2, a predecessor that cannot be read
+    // or succeeded exits 1 (as a configuration problem would).
+    let make: Box<dyn Fn() -> Result<KeyPair, String>> = match &args.successor {
+        Some(pred) => {
+            let path = successor_path(pred, &args.keys);
+            let pred = match KeyPair::load(&path) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("gslb: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if let Some(zone) = &args.zone
+                && zone_name(zone).ok().as_ref() != Some(&pred.zone)
+            {
+                eprintln!(
+                    "gslb: {} is a key of {}, not of {zone}",
+                    path.display(),
+                    pred.zone
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            if let Err(e) = pred.successor(now, args.prepublish.as_secs()) {
+                eprintln!("gslb: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            let prepublish = args.prepublish.as_secs();
+            Box::new(move || pred.successor(now, prepublish))
+        }
+        None => {
+            let text = args.algorithm.as_deref().unwrap_or("13");
+            let algorithm = parse_algorithm(text)
+                .ok_or_else(|| format!("algorithm {text:?}: 13 (ECDSAP256SHA256) or 15 (ED25519)"));
+            let zone = zone_name(args.zone.as_deref().unwrap_or_default());
+            let (zone, algorithm) = match (zone, algorithm) {
+                (Ok(z), Ok(a)) => (z, a),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("gslb: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let flags = if args.zsk { ZSK_FLAGS } else { KSK_FLAGS };
+            Box::new(move || KeyPair::generate(zone.clone(), algorithm, flags, now))
         }
     };
-    let flags = if args.zsk { ZSK_FLAGS } else { KSK_FLAGS };
-    let now = gslb::model::unix_ms(std::time::SystemTime::now()) / 1000;
     let made = (|| {
         std::fs::create_dir_all(&args.keys).map_err(|e| format!("{}: {e}", args.keys.display()))?;
         // A key tag already taken in the folder: another key, as
         // dnssec-keygen does.
         for _ in 0..8 {
-            let key = KeyPair::generate(zone.clone(), algorithm, flags, now)?;
+            let key = make()?;
             match key.write(&args.keys) {
-                Ok(paths) => return Ok(paths),
+                Ok(paths) => return Ok((key, paths)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(format!("{}: {e}", args.keys.display())),
             }
@@ -248,8 +280,21 @@ fn dnssec_keygen(args: &gslb::cli::KeygenArgs) -> ExitCode {
         ))
     })();
     match made {
-        Ok((k, p)) => {
+        Ok((key, (k, p))) => {
             println!("{}\n{}", k.display(), p.display());
+            if args.successor.is_some() {
+                let at = |t: Option<u64>| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.unwrap_or(0)),
+                    )
+                };
+                eprintln!(
+                    "gslb: key {} is published from {} and signs from {}; set its predecessor's Delete time once validators no longer need it (dnssec-settime -D)",
+                    key.tag(),
+                    at(key.timing.publish),
+                    at(key.timing.activate)
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -257,6 +302,21 @@ fn dnssec_keygen(args: &gslb::cli::KeygenArgs) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// A predecessor named as `dnssec-keygen -S` takes it: a path to its
+/// `.key` or `.private` file, or its `K<zone>.+<alg>+<tag>` name in `keys`.
+fn successor_path(pred: &std::path::Path, keys: &std::path::Path) -> std::path::PathBuf {
+    let text = pred.to_string_lossy();
+    if text.ends_with(".key") || text.ends_with(".private") {
+        return pred.to_path_buf();
+    }
+    let base = if pred.components().count() == 1 {
+        keys.join(pred)
+    } else {
+        pred.to_path_buf()
+    };
+    std::path::PathBuf::from(format!("{}.key", base.display()))
 }
 
 fn dnssec_ds(args: &gslb::cli::DsArgs) -> ExitCode {

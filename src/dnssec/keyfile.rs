@@ -230,6 +230,34 @@ impl KeyPair {
         self.ring_key().map(|_| ())
     }
 
+    /// A new key to take over from this one, as BIND's `dnssec-keygen -S`
+    /// makes it: the same zone, algorithm and flags; it signs from this
+    /// key's Inactive time and is published `prepublish` before that (or
+    /// at `now`, when that is later). `Err` when this key has no Inactive
+    /// time (there is nothing to succeed yet) or it has passed.
+    pub fn successor(&self, now: u64, prepublish: u64) -> Result<Self, String> {
+        let Some(inactive) = self.timing.inactive else {
+            return Err(format!(
+                "key {} has no Inactive time, so nothing to take over from: set one first (dnssec-settime -I +30d -K DIR {}), then make its successor",
+                self.tag(),
+                self.base_name()
+            ));
+        };
+        if inactive <= now {
+            return Err(format!(
+                "key {} went inactive at {}: its successor would leave a gap with no key signing; make a key active now (gslb dnssec keygen)",
+                self.tag(),
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(inactive)
+                )
+            ));
+        }
+        let mut key = KeyPair::generate(self.zone.clone(), self.algorithm, self.flags, now)?;
+        key.timing.activate = Some(inactive);
+        key.timing.publish = Some(inactive.saturating_sub(prepublish).max(now));
+        Ok(key)
+    }
+
     /// Write both files into `dir`: the private one with mode 0600 and
     /// never over an existing file. Returns the two paths.
     pub fn write(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
@@ -607,6 +635,30 @@ pub fn parse_private_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_successor_signs_when_its_predecessor_stops() {
+        let zone = Name::from_ascii("z.example.").unwrap();
+        let now = 1_796_605_534;
+        let mut old =
+            KeyPair::generate(zone.clone(), Algorithm::ED25519, ZSK_FLAGS, now - 99).unwrap();
+        assert!(old.successor(now, 3600).unwrap_err().contains("no Inactive"));
+        old.timing.inactive = Some(now);
+        assert!(old.successor(now, 3600).unwrap_err().contains("went inactive"));
+        old.timing.inactive = Some(now + 86_400);
+        let new = old.successor(now, 3600).unwrap();
+        assert_eq!(
+            (new.zone.clone(), new.algorithm, new.flags),
+            (zone, Algorithm::ED25519, ZSK_FLAGS)
+        );
+        assert_eq!(new.timing.activate, Some(now + 86_400));
+        assert_eq!(new.timing.publish, Some(now + 86_400 - 3600));
+        assert_eq!(new.timing.created, Some(now));
+        // Published now when the prepublication reaches back before now.
+        let new = old.successor(now, 30 * 86_400).unwrap();
+        assert_eq!(new.timing.publish, Some(now));
+        assert_ne!(new.public, old.public);
+    }
 
     #[test]
     fn timestamps_are_bind_s_and_round_trip() {

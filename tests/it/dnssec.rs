@@ -582,9 +582,10 @@ fn tag_of(path: &Path) -> u16 {
         .unwrap()
 }
 
-/// A ZSK roll by timing metadata alone: the successor, published now,
-/// takes over signing at its Activate time, when its predecessor goes
-/// Inactive (set with BIND's dnssec-settime), with no reload asked for;
+/// A ZSK roll by timing metadata alone: the successor (made by `keygen
+/// --successor`, published now) takes over signing at its Activate time,
+/// when its predecessor goes Inactive (set with BIND's dnssec-settime),
+/// with no reload asked for;
 /// delv validates every answer before, across and after the event.
 #[tokio::test]
 async fn a_zsk_roll_by_timing_metadata_is_followed_without_a_failed_validation() {
@@ -607,16 +608,64 @@ async fn a_zsk_roll_by_timing_metadata_is_followed_without_a_failed_validation()
     };
     keygen("--ksk");
     let old = keygen("--zsk");
-    let new = keygen("--zsk");
-    // The successor signs from 4 s on; its predecessor stops then.
-    ok(Command::new("dnssec-settime")
-        .args(["-A", "+4", "-K"])
-        .arg(&keys)
-        .arg(new.file_stem().unwrap()));
+    // A successor needs its predecessor's Inactive time.
+    let out = run(gslb()
+        .args(["dnssec", "keygen", "--successor"])
+        .arg(&old)
+        .arg("--keys")
+        .arg(&keys));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no Inactive time"), "{err}");
+    assert!(
+        !run(gslb()
+            .args(["dnssec", "keygen", "--zsk", "--successor"])
+            .arg(&old))
+        .status
+        .success(),
+        "--successor takes the kind from its predecessor"
+    );
+    // The predecessor stops signing 4 s from now (BIND's dnssec-settime);
+    // `keygen --successor` (named as BIND names keys) makes the key that
+    // signs from then, published now.
     ok(Command::new("dnssec-settime")
         .args(["-I", "+4", "-K"])
         .arg(&keys)
         .arg(old.file_stem().unwrap()));
+    let before: Vec<_> = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    ok(gslb()
+        .args(["dnssec", "keygen", "--successor"])
+        .arg(old.file_stem().unwrap())
+        .arg("--keys")
+        .arg(&keys));
+    let new = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !before.contains(p) && p.extension().is_some_and(|e| e == "key"))
+        .unwrap();
+    // BIND reads the successor's times as written: it signs when its
+    // predecessor stops, is published already, and is a ZSK as well.
+    let settime = |key: &Path, what: &str| -> String {
+        ok(Command::new("dnssec-settime")
+            .args(["-p", what, "-K"])
+            .arg(&keys)
+            .arg(key.file_stem().unwrap()))
+        .split_once(": ")
+        .unwrap()
+        .1
+        .trim()
+        .to_string()
+    };
+    assert_eq!(settime(&new, "A"), settime(&old, "I"));
+    assert_ne!(settime(&new, "P"), "UNSET");
+    assert!(
+        std::fs::read_to_string(&new)
+            .unwrap()
+            .contains(" DNSKEY 256 3 13 ")
+    );
     let zone = format!(
         "[zone]\nname = \"{SIGNED}.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n\n[dnssec]\nkeys = \"keys\"\n\n[[record]]\nname = \"static\"\ntype = \"A\"\nvalue = \"192.0.2.10\"\n"
     );

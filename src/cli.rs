@@ -55,6 +55,22 @@ pub enum DnssecCommand {
     /// Print the DS records of ZONE's key-signing (or combined) keys, for
     /// the parent zone.
     Ds(DsArgs),
+    /// Show the running server's signed zones: each key's role, state and
+    /// times, the next key event, the earliest signature expiry.
+    Status(DnssecStatusArgs),
+}
+
+/// `gslb dnssec status`.
+#[derive(Debug, Args, Clone)]
+pub struct DnssecStatusArgs {
+    /// Only this zone.
+    pub zone: Option<String>,
+    /// Print the status API's `dnssec` sections as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The running server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `gslb dnssec keygen`.
@@ -124,6 +140,100 @@ pub struct StatusArgs {
 /// The status API's document as text: per zone, each service's answer for
 /// a client of no known location, then each region's health (endpoints
 /// up, overrides and who set them, the reason of a down endpoint).
+/// The signed zones of the status API's document (`zone`: only that
+/// one), as `gslb dnssec status` prints them: `None` when no zone (or not
+/// that zone) is signed.
+pub fn dnssec_status_json(st: &serde_json::Value, zone: Option<&str>) -> Option<serde_json::Value> {
+    let want = zone.map(|z| z.trim_end_matches('.').to_ascii_lowercase());
+    let zones: Vec<serde_json::Value> = st["zones"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|z| !z["dnssec"].is_null())
+        .filter(|z| {
+            want.as_ref().is_none_or(|w| {
+                z["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(w))
+            })
+        })
+        .map(|z| serde_json::json!({"zone": z["name"], "dnssec": z["dnssec"]}))
+        .collect();
+    (!zones.is_empty()).then_some(serde_json::Value::Array(zones))
+}
+
+/// [`dnssec_status_json`] as text: per zone a summary line, then a line
+/// per key.
+pub fn dnssec_status_text(zones: &serde_json::Value, now_ms: u64) -> String {
+    use std::fmt::Write;
+    let time = |v: &serde_json::Value| match v.as_u64() {
+        Some(ms) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string(),
+        None => "-".to_string(),
+    };
+    let within = |v: &serde_json::Value| match v.as_u64() {
+        Some(ms) if ms > now_ms => {
+            // To the minute once it is an hour away.
+            let secs = (ms - now_ms) / 1000;
+            let secs = if secs >= 3600 { secs - secs % 60 } else { secs };
+            format!(
+                " (in {})",
+                humantime::format_duration(std::time::Duration::from_secs(secs))
+            )
+        }
+        _ => String::new(),
+    };
+    let mut o = String::new();
+    for z in zones.as_array().into_iter().flatten() {
+        let d = &z["dnssec"];
+        let _ = writeln!(o, "zone {}", z["zone"].as_str().unwrap_or("-"));
+        let _ = writeln!(
+            o,
+            "  signatures valid {}, earliest expiry {}{}",
+            humantime::format_duration(std::time::Duration::from_secs(
+                d["signature_validity_s"].as_u64().unwrap_or(0)
+            )),
+            time(&d["earliest_signature_expiry_ms"]),
+            within(&d["earliest_signature_expiry_ms"]),
+        );
+        match d["next_key_event"].as_object() {
+            Some(e) => {
+                let _ = writeln!(
+                    o,
+                    "  next key event {}{}: {}",
+                    time(&e["at_ms"]),
+                    within(&e["at_ms"]),
+                    e["what"].as_str().unwrap_or("-")
+                );
+            }
+            None => {
+                let _ = writeln!(o, "  next key event: none scheduled");
+            }
+        }
+        let _ = writeln!(
+            o,
+            "  key    alg  role state      publish               activate              inactive              delete"
+        );
+        for k in d["keys"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "  {:<6} {:<4} {:<4} {:<10} {:<21} {:<21} {:<21} {}",
+                k["tag"].to_string(),
+                k["algorithm"].to_string(),
+                k["role"].as_str().unwrap_or("-"),
+                k["state"].as_str().unwrap_or("-"),
+                time(&k["publish_ms"]),
+                time(&k["activate_ms"]),
+                time(&k["inactive_ms"]),
+                time(&k["delete_ms"]),
+            );
+        }
+    }
+    o
+}
+
 pub fn status_text(st: &serde_json::Value) -> String {
     use std::fmt::Write;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();

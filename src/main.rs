@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Ready(args) => ready_call(&args),
         Command::Dnssec(gslb::cli::DnssecCommand::Keygen(args)) => dnssec_keygen(&args),
         Command::Dnssec(gslb::cli::DnssecCommand::Ds(args)) => dnssec_ds(&args),
+        Command::Dnssec(gslb::cli::DnssecCommand::Status(args)) => dnssec_status(&args),
     }
 }
 
@@ -203,6 +204,28 @@ fn status_call(args: &StatusArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         other => admin_failed("status", &args.admin, other),
+    }
+}
+
+fn dnssec_status(args: &gslb::cli::DnssecStatusArgs) -> ExitCode {
+    match admin_call(&args.admin, reqwest::Method::GET, "/api/v1/status", &[]) {
+        Ok((200, body)) => {
+            let Some(zones) = gslb::cli::dnssec_status_json(&body, args.zone.as_deref()) else {
+                match &args.zone {
+                    Some(z) => eprintln!("gslb: zone {z} is not served signed"),
+                    None => eprintln!("gslb: no zone is signed (no [dnssec] table)"),
+                }
+                return ExitCode::from(EXIT_RUNTIME);
+            };
+            if args.json {
+                println!("{zones:#}");
+            } else {
+                let now = body["now_ms"].as_u64().unwrap_or(0);
+                print!("{}", gslb::cli::dnssec_status_text(&zones, now));
+            }
+            ExitCode::SUCCESS
+        }
+        other => admin_failed("dnssec status", &args.admin, other),
     }
 }
 

@@ -52,6 +52,114 @@ pub struct ZoneStatus {
     /// Transfers to secondaries, for a zone with `[transfer]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferStatus>,
+    /// Signing, for a zone with `[dnssec]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dnssec: Option<DnssecStatus>,
+}
+
+/// A signed zone: its keys (tags and times, never key material), the next
+/// key event, the earliest expiry of a signature it may serve.
+#[derive(Serialize, Debug)]
+pub struct DnssecStatus {
+    /// `signature-validity`, seconds.
+    pub signature_validity_s: u32,
+    /// The earliest expiration of a signature served now (unix ms).
+    pub earliest_signature_expiry_ms: u64,
+    /// The next time a key changes state, unix ms, and what happens then.
+    pub next_key_event: Option<KeyEventStatus>,
+    /// Every key of the zone in its folder.
+    pub keys: Vec<KeyStatus>,
+}
+
+/// The next key event.
+#[derive(Serialize, Debug)]
+pub struct KeyEventStatus {
+    /// When (unix ms).
+    pub at_ms: u64,
+    /// What happens to which key, e.g. "key 12345 becomes active".
+    pub what: String,
+}
+
+/// One key of a signed zone.
+#[derive(Serialize, Debug)]
+pub struct KeyStatus {
+    /// Key tag.
+    pub tag: u16,
+    /// Algorithm number.
+    pub algorithm: u8,
+    /// "CSK", "KSK" or "ZSK".
+    pub role: &'static str,
+    /// "future", "published", "active", "retired" or "removed".
+    pub state: &'static str,
+    /// Timing metadata, unix ms (absent when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_ms: Option<u64>,
+    /// Signs from then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activate_ms: Option<u64>,
+    /// Signs no more from then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inactive_ms: Option<u64>,
+    /// Out of the DNSKEY set from then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_ms: Option<u64>,
+}
+
+impl DnssecStatus {
+    /// The status of `signer` at `now` (unix seconds).
+    pub fn of(signer: &crate::dnssec::sign::ZoneSigner, now: u64) -> DnssecStatus {
+        let ms = |t: Option<u64>| t.map(|t| t * 1000);
+        // Every key's events, the earliest ones (a roll: one key stops as
+        // the other starts) said together.
+        let events: Vec<(u64, String)> = signer
+            .key_info
+            .iter()
+            .flat_map(|k| {
+                let t = &k.timing;
+                [
+                    (t.publish, "is published"),
+                    (t.activate, "becomes active"),
+                    (t.inactive, "stops signing"),
+                    (t.delete, "is removed"),
+                ]
+                .into_iter()
+                .filter_map(move |(at, what)| {
+                    at.filter(|&a| a > now)
+                        .map(|a| (a, format!("key {} {what}", k.tag)))
+                })
+            })
+            .collect();
+        let next = events.iter().map(|(at, _)| *at).min().map(|first| {
+            let what: Vec<&str> = events
+                .iter()
+                .filter(|(at, _)| *at == first)
+                .map(|(_, w)| w.as_str())
+                .collect();
+            (first, what.join(", "))
+        });
+        DnssecStatus {
+            signature_validity_s: signer.validity(),
+            earliest_signature_expiry_ms: u64::from(signer.earliest_expiry(now)) * 1000,
+            next_key_event: next.map(|(at, what)| KeyEventStatus {
+                at_ms: at * 1000,
+                what,
+            }),
+            keys: signer
+                .key_info
+                .iter()
+                .map(|k| KeyStatus {
+                    tag: k.tag,
+                    algorithm: k.algorithm,
+                    role: k.role,
+                    state: k.state(now),
+                    publish_ms: ms(k.timing.publish),
+                    activate_ms: ms(k.timing.activate),
+                    inactive_ms: ms(k.timing.inactive),
+                    delete_ms: ms(k.timing.delete),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A zone served to secondaries: its serial, the transfers served and what
@@ -404,6 +512,10 @@ pub fn status(shared: &StatusSource) -> Status {
                 services,
                 regions,
                 transfer,
+                dnssec: zone
+                    .signer
+                    .as_ref()
+                    .map(|signer| DnssecStatus::of(signer, unix_ms(SystemTime::now()) / 1000)),
             }
         })
         .collect();

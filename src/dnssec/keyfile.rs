@@ -642,9 +642,17 @@ mod tests {
         let now = 1_796_605_534;
         let mut old =
             KeyPair::generate(zone.clone(), Algorithm::ED25519, ZSK_FLAGS, now - 99).unwrap();
-        assert!(old.successor(now, 3600).unwrap_err().contains("no Inactive"));
+        assert!(
+            old.successor(now, 3600)
+                .unwrap_err()
+                .contains("no Inactive")
+        );
         old.timing.inactive = Some(now);
-        assert!(old.successor(now, 3600).unwrap_err().contains("went inactive"));
+        assert!(
+            old.successor(now, 3600)
+                .unwrap_err()
+                .contains("went inactive")
+        );
         old.timing.inactive = Some(now + 86_400);
         let new = old.successor(now, 3600).unwrap();
         assert_eq!(

@@ -67,6 +67,41 @@ pub static SIGNATURES_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::At
 /// RRsets whose signatures came from the cache.
 pub static SIGNATURES_CACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// What the status shows of one key of a zone: never its private half.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    /// Key tag.
+    pub tag: u16,
+    /// Algorithm number (13, 15).
+    pub algorithm: u8,
+    /// "CSK" (the only kind, signing everything), "KSK" or "ZSK".
+    pub role: &'static str,
+    /// Its timing metadata.
+    pub timing: super::keyfile::Timing,
+}
+
+impl KeyInfo {
+    /// Where the key is at `now` (unix seconds): "future" (not yet
+    /// published), "published" (in the DNSKEY set, not signing), "active"
+    /// (signing), "retired" (no longer signing, still published) or
+    /// "removed".
+    pub fn state(&self, now: u64) -> &'static str {
+        let t = &self.timing;
+        let passed = |x: Option<u64>| x.is_some_and(|x| x <= now);
+        if passed(t.delete) {
+            "removed"
+        } else if t.publish.is_some_and(|x| x > now) {
+            "future"
+        } else if passed(t.inactive) {
+            "retired"
+        } else if t.activate.is_none_or(|x| x <= now) {
+            "active"
+        } else {
+            "published"
+        }
+    }
+}
+
 /// The signing side of one zone: its keys, its DNSKEY records, its cache.
 pub struct ZoneSigner {
     apex: Name,
@@ -80,6 +115,8 @@ pub struct ZoneSigner {
     cache: Mutex<HashMap<u64, Arc<[Record]>>>,
     /// The next time a key of the zone changes state (unix seconds).
     next_event: Option<u64>,
+    /// Every key of the zone found, for the status.
+    pub key_info: Vec<KeyInfo>,
 }
 
 impl std::fmt::Debug for ZoneSigner {
@@ -175,7 +212,22 @@ impl ZoneSigner {
             .flatten()
             .filter(|&t| t > now)
             .min();
+        let split = pairs.iter().any(|k| k.is_sep()) && pairs.iter().any(|k| !k.is_sep());
+        let key_info = pairs
+            .iter()
+            .map(|k| KeyInfo {
+                tag: k.tag(),
+                algorithm: u8::from(k.algorithm),
+                role: match (split, k.is_sep()) {
+                    (false, _) => "CSK",
+                    (true, true) => "KSK",
+                    (true, false) => "ZSK",
+                },
+                timing: k.timing,
+            })
+            .collect();
         Ok(ZoneSigner {
+            key_info,
             apex,
             keys,
             next_event,
@@ -192,6 +244,11 @@ impl ZoneSigner {
     /// then, so every node with the same key files changes at once.
     pub fn next_key_event(&self) -> Option<u64> {
         self.next_event
+    }
+
+    /// How long a signature is valid (seconds).
+    pub fn validity(&self) -> u32 {
+        self.validity
     }
 
     /// The validity window `now` falls in: (inception, expiration).

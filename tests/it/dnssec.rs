@@ -672,12 +672,53 @@ async fn a_zsk_roll_by_timing_metadata_is_followed_without_a_failed_validation()
     let s = TestServer::start_prepared(
         &[("z.toml", &zone)],
         |d| copy_dir(&keys, &d.join("keys")),
-        |_| {},
+        |st| st.admin = Some("127.0.0.1:0".parse().unwrap()),
     )
     .await;
     let name = format!("static.{SIGNED}.");
     let (old_tag, new_tag) = (tag_of(&old), tag_of(&new));
     assert_eq!(signing_tags(&s, &name).await, [old_tag]);
+    // `gslb dnssec status` shows the roll to come: both ZSKs, the
+    // successor published, one event for both keys.
+    let admin = s.server.admin_addr.unwrap().to_string();
+    let dnssec_status = |json: bool| {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = gslb();
+            cmd.args(["dnssec", "status", SIGNED, "--admin", &admin]);
+            if json {
+                cmd.arg("--json");
+            }
+            ok(&mut cmd)
+        })
+    };
+    let text = dnssec_status(false).await.unwrap();
+    let line_of = |text: &str, tag: u16| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{tag} ")))
+            .unwrap_or_else(|| panic!("key {tag} in\n{text}"))
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        line_of(&text, old_tag),
+        format!("{old_tag} 13 ZSK active"),
+        "{text}"
+    );
+    assert_eq!(
+        line_of(&text, new_tag),
+        format!("{new_tag} 13 ZSK published"),
+        "{text}"
+    );
+    let event = text.lines().find(|l| l.contains("next key event")).unwrap();
+    assert!(
+        event.contains(&format!("key {old_tag} stops signing"))
+            && event.contains(&format!("key {new_tag} becomes active")),
+        "{text}"
+    );
+    assert!(!text.contains("PrivateKey"), "{text}");
     let anchor = anchors(&s.zone_path("keys"), false);
     // Validate every 250 ms until the successor signs, and twice after.
     let server = s.dns;
@@ -712,6 +753,23 @@ async fn a_zsk_roll_by_timing_metadata_is_followed_without_a_failed_validation()
     assert!(
         timeline[switch..].iter().all(|(t, _)| *t == [new_tag]),
         "{timeline:?}"
+    );
+    // After the event: the old key retired, the new one active, as JSON.
+    let v: serde_json::Value = serde_json::from_str(&dnssec_status(true).await.unwrap()).unwrap();
+    let state_of = |tag: u16| {
+        v[0]["dnssec"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["tag"] == tag)
+            .map(|k| k["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state_of(old_tag).as_deref(), Some("retired"), "{v}");
+    assert_eq!(state_of(new_tag).as_deref(), Some("active"), "{v}");
+    assert_eq!(
+        v[0]["dnssec"]["next_key_event"],
+        serde_json::Value::Null,
+        "{v}"
     );
     // Both ZSKs stay published (Delete not set), with the KSK.
     let mut req = request(&format!("{SIGNED}."), RecordType::DNSKEY, true);

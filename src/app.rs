@@ -270,6 +270,7 @@ impl Server {
         if let Some(c) = &cluster {
             let _ = transfers.cluster.set(c.clone());
         }
+        dns::signed::sign_ahead_all(&config.zones, &[]);
         let snapshot = build_snapshot(&config, &health, &metrics, &transfers);
         if let Some(c) = &cluster {
             c.zones_loaded(zone_hashes(&config), true);
@@ -301,6 +302,7 @@ impl Server {
         let transitions = dns::journal::subscribe(&health);
         dns::journal::refresh_all(&engine, &health).await;
         tasks.spawn(dns::notify::run(engine.clone(), shutdown.clone()));
+        tasks.spawn(dns::signed::keep_ahead(engine.clone(), shutdown.clone()));
         // Answers cached with signatures are made again every hour: a
         // signature's validity window moves on (`dnssec::sign`) even when
         // no verdict or reload would empty the caches.

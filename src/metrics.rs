@@ -753,7 +753,7 @@ impl Metrics {
         let transfers = TransferMetrics::with(&gauge, &counter);
         let dnssec_signatures = counter(
             DNSSEC_SIGNATURES,
-            "DNSSEC: signatures made (made), and RRsets whose signatures came from the cache (cache).",
+            "DNSSEC: signatures made for a query (made) and ahead of the queries (ahead: at load, key events, before a validity window), and RRsets whose signatures came from the cache (cache).",
             &["source"],
         );
         let dnssec_expiry = gauge(

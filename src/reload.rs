@@ -134,6 +134,14 @@ impl Reloader {
             return Err(ConfigErrors(errors));
         }
         assign_serials(&mut new, &self.health);
+        // Signed zones answer their first query from signatures made here
+        // (or kept from the old zones when the keys are the same).
+        let (zones, old_zones) = (new.zones.clone(), old.zones.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::dns::signed::sign_ahead_all(&zones, &old_zones);
+        })
+        .await
+        .expect("signing ahead does not panic");
         let snapshot = build_snapshot(&new, &self.health, &self.metrics, &self.engine.transfers);
         if let Some(c) = &self.cluster {
             c.zones_loaded(zone_hashes(&new), false);

@@ -69,6 +69,15 @@ pub struct DnssecStatus {
     pub next_key_event: Option<KeyEventStatus>,
     /// Every key of the zone in its folder.
     pub keys: Vec<KeyStatus>,
+    /// Since the zone was last loaded: signatures made for a query (what
+    /// signing ahead did not foresee: denials, wildcards, partial
+    /// regions), signatures made ahead, RRsets whose signatures came from
+    /// the cache.
+    pub signatures_made: u64,
+    /// Signatures made ahead of the queries.
+    pub signatures_made_ahead: u64,
+    /// RRsets served with cached signatures.
+    pub rrsets_from_cache: u64,
 }
 
 /// The next key event.
@@ -137,7 +146,11 @@ impl DnssecStatus {
                 .collect();
             (first, what.join(", "))
         });
+        let count = |i: usize| signer.counts[i].load(std::sync::atomic::Ordering::Relaxed);
         DnssecStatus {
+            signatures_made: count(0),
+            signatures_made_ahead: count(1),
+            rrsets_from_cache: count(2),
             signature_validity_s: signer.validity(),
             earliest_signature_expiry_ms: u64::from(signer.earliest_expiry(now)) * 1000,
             next_key_event: next.map(|(at, what)| KeyEventStatus {
@@ -643,6 +656,7 @@ pub(crate) fn refresh_service_gauges(shared: &StatusSource, metrics: &crate::met
     // Counted by the signers themselves, process-wide; brought up to date.
     for (source, count) in [
         ("made", &crate::dnssec::sign::SIGNATURES_MADE),
+        ("ahead", &crate::dnssec::sign::SIGNATURES_AHEAD),
         ("cache", &crate::dnssec::sign::SIGNATURES_CACHED),
     ] {
         let c = metrics.dnssec_signatures.with_label_values(&[source]);

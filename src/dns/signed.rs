@@ -16,6 +16,8 @@
 
 use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC};
 use hickory_proto::op::ResponseCode;
+use std::net::IpAddr;
+
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::dnssec::sign::ZoneSigner;
@@ -80,6 +82,153 @@ pub(super) fn sign_sections(
     *authority = with_rrsigs(authority, signer, now, |r| {
         !(referral && r.record_type() == RecordType::NS)
     });
+}
+
+/// Sign ahead, for the window `at` falls in, every RRset `zone` can
+/// answer that is known before a query asks: each static RRset (the SOA
+/// also with the negative TTL it has in denials), and for each service
+/// each region's answer (its endpoints of each family, or its CNAME) at
+/// the service's TTL and degraded TTL, and all-healthy's answer with
+/// every region up. What depends on the query (a wildcard's name, the NSEC
+/// of a denial) or on which endpoints are down (a partial region) is
+/// signed on first use. At most half the signature cache's room is used,
+/// so a huge zone cannot flush what queries need. Returns the RRsets
+/// signed now (those cached already cost a lookup).
+pub fn presign(zone: &Zone, signer: &ZoneSigner, at: u64) -> usize {
+    use crate::model::{Policy, RegionTarget, WhenAllDown};
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+    let budget = crate::dnssec::sign::CACHE_ENTRIES / 2;
+    let (mut seen, mut made) = (0usize, 0usize);
+    let mut sign = |records: Vec<Record>| {
+        if seen < budget && !records.is_empty() {
+            seen += 1;
+            made += usize::from(signer.sign_ahead(&records, at));
+        }
+    };
+    for (name, node) in &zone.nodes {
+        let owner = Name::from(name.clone());
+        for set in zone.rrsets(node) {
+            // A delegation's NS set is the child's to sign.
+            if !(node.cut && set.rtype == RecordType::NS) {
+                sign(set.records(&owner).collect());
+            }
+        }
+    }
+    let mut soa = zone.soa.clone();
+    soa.ttl = zone.negative_ttl;
+    sign(vec![soa]);
+    for svc in &zone.services {
+        if svc.name.is_wildcard() {
+            continue;
+        }
+        let last = match &svc.when_all_down {
+            WhenAllDown::LastResort(r) => Some(r),
+            _ => None,
+        };
+        let mut ttls = vec![svc.ttl, svc.degraded_ttl];
+        ttls.dedup();
+        for ttl in ttls {
+            let record = |a: &IpAddr| {
+                let data = match a {
+                    IpAddr::V4(v4) => RData::A(A(*v4)),
+                    IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                };
+                Record::from_rdata(svc.name.clone(), ttl, data)
+            };
+            let mut every: [Vec<Record>; 2] = [Vec::new(), Vec::new()];
+            for region in svc.regions.iter().map(|r| &r.region).chain(last) {
+                match &region.target {
+                    RegionTarget::Alias(target) => sign(vec![Record::from_rdata(
+                        svc.name.clone(),
+                        ttl,
+                        RData::CNAME(CNAME(target.clone())),
+                    )]),
+                    RegionTarget::Endpoints(eps) => {
+                        for (v6, all) in every.iter_mut().enumerate() {
+                            let set: Vec<Record> = eps
+                                .iter()
+                                .filter(|a| a.is_ipv6() == (v6 == 1))
+                                .map(record)
+                                .collect();
+                            all.extend(set.iter().cloned());
+                            if set.len() <= svc.max_records {
+                                sign(set);
+                            }
+                        }
+                    }
+                }
+            }
+            if matches!(svc.policy, Policy::AllHealthy) {
+                for all in every {
+                    if all.len() <= svc.max_records {
+                        sign(all);
+                    }
+                }
+            }
+        }
+    }
+    made
+}
+
+/// Sign ahead for every signed zone of `zones` (a load, a reload, a key
+/// event), for the current window and, when the next begins within
+/// [`LOOKAHEAD`], for that one too. A zone whose old version (in `old`,
+/// the zones served until now) signs with the same keys takes its
+/// signatures first. Logs what it did when it made any.
+pub fn sign_ahead_all(zones: &[std::sync::Arc<Zone>], old: &[std::sync::Arc<Zone>]) {
+    let started = std::time::Instant::now();
+    let now = crate::reload::unix_now().max(0) as u64;
+    let mut made = 0;
+    for zone in zones {
+        let Some(signer) = &zone.signer else { continue };
+        if let Some(previous) = old
+            .iter()
+            .filter(|o| o.apex == zone.apex)
+            .find_map(|o| o.signer.as_ref())
+        {
+            signer.adopt(previous);
+        }
+        made += presign(zone, signer, now);
+        let next = signer.next_window_start(now);
+        if next - now <= LOOKAHEAD.as_secs() {
+            made += presign(zone, signer, next);
+        }
+    }
+    if made > 0 {
+        tracing::info!(
+            rrsets = made,
+            took_ms = started.elapsed().as_millis() as u64,
+            "DNSSEC: signed ahead of the first queries"
+        );
+    }
+}
+
+/// How long before a validity window begins its signatures are made.
+pub const LOOKAHEAD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Keep the signatures of the next validity window made before it begins
+/// (checked every minute): no query waits on a signature when the window
+/// moves on. Returns at `shutdown`.
+pub async fn keep_ahead(
+    engine: std::sync::Arc<super::engine::Engine>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let zones: Vec<std::sync::Arc<Zone>> = engine
+            .snapshot()
+            .zones()
+            .filter(|z| z.zone.signer.is_some())
+            .map(|z| z.zone.clone())
+            .collect();
+        if zones.is_empty() {
+            continue;
+        }
+        let _ = tokio::task::spawn_blocking(move || sign_ahead_all(&zones, &[])).await;
+    }
 }
 
 /// The NSEC of compact denial at `owner`: `types` and RRSIG and NSEC.

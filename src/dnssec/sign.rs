@@ -55,15 +55,19 @@ struct SigningKey {
 
 /// Most RRsets whose signatures are kept; a full cache is emptied (a
 /// flood of random names, each with its own denial, must not grow it).
-const CACHE_ENTRIES: usize = 100_000;
+pub const CACHE_ENTRIES: usize = 100_000;
 /// The longest grid step of validity windows.
 const MAX_WINDOW: u32 = 7 * 86_400;
 /// Inception this long before the window starts: validators whose clock
 /// is behind still accept.
 const SKEW: u32 = 3600;
 
-/// Signatures made, process-wide (`gslb_dnssec_signatures_total`).
+/// Signatures made on the query path, process-wide
+/// (`gslb_dnssec_signatures_total`).
 pub static SIGNATURES_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Signatures made ahead of the queries that need them (at load, at key
+/// events, before a validity window begins).
+pub static SIGNATURES_AHEAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// RRsets whose signatures came from the cache.
 pub static SIGNATURES_CACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -117,6 +121,9 @@ pub struct ZoneSigner {
     next_event: Option<u64>,
     /// Every key of the zone found, for the status.
     pub key_info: Vec<KeyInfo>,
+    /// This signer's counts (signatures made for queries, made ahead,
+    /// RRsets served from the cache), for the zone's status.
+    pub counts: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl std::fmt::Debug for ZoneSigner {
@@ -227,6 +234,7 @@ impl ZoneSigner {
             })
             .collect();
         Ok(ZoneSigner {
+            counts: Default::default(),
             key_info,
             apex,
             keys,
@@ -278,18 +286,83 @@ impl ZoneSigner {
         now / u64::from(self.window)
     }
 
+    /// When the validity window after the one `now` falls in begins.
+    pub fn next_window_start(&self, now: u64) -> u64 {
+        (self.window_index(now) + 1) * u64::from(self.window)
+    }
+
+    /// Whether `other` signs with the same keys, the same way: its
+    /// signatures are as good as this one's.
+    pub fn same_keys(&self, other: &ZoneSigner) -> bool {
+        let keys = |s: &ZoneSigner| {
+            let mut k: Vec<(u16, u8, bool)> = s
+                .keys
+                .iter()
+                .map(|k| (k.tag, u8::from(k.algorithm), k.sep))
+                .collect();
+            k.sort_unstable();
+            k
+        };
+        self.apex == other.apex
+            && self.validity == other.validity
+            && self.window == other.window
+            && keys(self) == keys(other)
+    }
+
+    /// Take the signatures `old` made, when it signs with the same keys (a
+    /// reload that changed no key): they need not be made again.
+    pub fn adopt(&self, old: &ZoneSigner) {
+        if std::ptr::eq(self, old) || !self.same_keys(old) {
+            return;
+        }
+        let taken = old.lock().clone();
+        let mut cache = self.lock();
+        if cache.is_empty() {
+            *cache = taken;
+        }
+    }
+
+    /// Make the RRSIGs of `records` for the window `at` falls in, unless
+    /// they are cached: signing ahead of the queries (counted apart).
+    /// Returns whether a signature was made.
+    pub fn sign_ahead(&self, records: &[Record], at: u64) -> bool {
+        if records.is_empty() {
+            return false;
+        }
+        let (inception, _) = self.window(at);
+        if self.lock().contains_key(&cache_key(records, inception)) {
+            return false;
+        }
+        let sigs = self.make(records, at);
+        SIGNATURES_AHEAD.fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counts[1].fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
     /// The RRSIGs of the RRset `records` (one owner, one type, one TTL) at
     /// `now`: from the cache, or made now.
     pub fn rrsigs(&self, records: &[Record], now: u64) -> Arc<[Record]> {
-        let Some(first) = records.first() else {
+        if records.is_empty() {
             return Arc::from(Vec::new());
-        };
-        let (inception, expiration) = self.window(now);
+        }
+        let (inception, _) = self.window(now);
         let key = cache_key(records, inception);
         if let Some(hit) = self.lock().get(&key) {
             SIGNATURES_CACHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.counts[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return hit.clone();
         }
+        let sigs = self.make(records, now);
+        SIGNATURES_MADE.fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counts[0].fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        sigs
+    }
+
+    /// Sign `records` for the window `now` falls in and cache the result.
+    fn make(&self, records: &[Record], now: u64) -> Arc<[Record]> {
+        let first = &records[0];
+        let (inception, expiration) = self.window(now);
+        let key = cache_key(records, inception);
         let rtype = first.record_type();
         // DNSKEY, CDS and CDNSKEY by the SEP keys (RFC 7344 §4.1: a key
         // the parent's DS names), the rest by the others; with only one
@@ -330,7 +403,6 @@ impl ZoneSigner {
                 RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, sig))),
             ));
         }
-        SIGNATURES_MADE.fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let sigs: Arc<[Record]> = Arc::from(sigs);
         let mut cache = self.lock();
         if cache.len() >= CACHE_ENTRIES {
@@ -378,4 +450,46 @@ fn cache_key(records: &[Record], inception: u32) -> u64 {
     buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::A;
+
+    fn signer(pairs: &[KeyPair]) -> ZoneSigner {
+        let apex = Name::from_ascii("z.example.").unwrap();
+        ZoneSigner::new(apex, pairs, 1_796_605_534, 14 * 86_400, 300).unwrap()
+    }
+
+    #[test]
+    fn a_reload_with_the_same_keys_keeps_the_signatures() {
+        let apex = Name::from_ascii("z.example.").unwrap();
+        let now = 1_796_605_534;
+        let key = KeyPair::generate(apex.clone(), Algorithm::ED25519, 257, now - 10).unwrap();
+        let set = [Record::from_rdata(
+            Name::from_ascii("www.z.example.").unwrap(),
+            60,
+            RData::A(A::new(192, 0, 2, 1)),
+        )];
+        let old = signer(std::slice::from_ref(&key));
+        assert!(old.sign_ahead(&set, now), "made");
+        assert!(!old.sign_ahead(&set, now), "cached");
+        // The same key: taken over, nothing to make.
+        let new = signer(std::slice::from_ref(&key));
+        assert!(new.same_keys(&old));
+        new.adopt(&old);
+        assert!(!new.sign_ahead(&set, now));
+        assert_eq!(new.rrsigs(&set, now), old.rrsigs(&set, now));
+        // Another key: nothing taken.
+        let other = KeyPair::generate(apex, Algorithm::ED25519, 257, now - 10).unwrap();
+        let third = signer(&[other]);
+        assert!(!third.same_keys(&old));
+        third.adopt(&old);
+        assert!(third.sign_ahead(&set, now));
+        // The next window starts on the grid, after now.
+        let next = old.next_window_start(now);
+        assert!(next > now && next.is_multiple_of(u64::from(old.window)));
+        assert_ne!(old.window(next), old.window(now));
+    }
 }

@@ -25,6 +25,13 @@
 #   --failover-ours        poll the --ours servers in the failover trials too
 #   --failover-hang        freeze the primary backend (SIGSTOP, probes time out)
 #                          instead of killing it (connection refused)
+#   --dnssec               signed answers: every query with DO set (dnsperf -D),
+#                          peers "knot-signed pdns-signed" by default (Knot's
+#                          mod-onlinesign, PowerDNS live signing with its Lua
+#                          records), CPU ratios against the first --ours, and a
+#                          random-name flood (each name a fresh denial to sign)
+#                          with each server's memory after it; no failover trials
+#   --flood-names N        names in the flood's query file (default 1000000)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,12 +43,16 @@ QUERIES="$HERE/queries.txt"
 PRIMARY=127.0.0.2
 SECONDARY=127.0.0.3
 BACKEND_PORT=18080
-declare -A PORT_OF=([gdnsd]=5301 [pdns]=5302 [knot]=5303 [nsd]=5304 [pdns-shared]=5305)
+declare -A PORT_OF=([gdnsd]=5301 [pdns]=5302 [knot]=5303 [nsd]=5304 [pdns-shared]=5305
+                   [knot-signed]=5306 [pdns-signed]=5307)
 CLIENTS=4        # dnsperf -c
 OUTSTANDING=200  # dnsperf -q of the closed-loop run
 LAT_QPS=20000    # dnsperf -Q of the fixed-rate run
 
 SERVERS="gdnsd pdns pdns-shared knot nsd"
+SERVERS_SET=0
+DNSSEC=0
+FLOOD_NAMES=1000000
 MODE=pinned
 REPS=3
 DURATION=15
@@ -56,7 +67,9 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --ours) OURS+=("$2"); shift 2;;
-    --servers) SERVERS="$2"; [ "$SERVERS" = none ] && SERVERS=""; shift 2;;
+    --servers) SERVERS="$2"; SERVERS_SET=1; [ "$SERVERS" = none ] && SERVERS=""; shift 2;;
+    --dnssec) DNSSEC=1; shift;;
+    --flood-names) FLOOD_NAMES="$2"; shift 2;;
     --mode) MODE="$2"; shift 2;;
     --reps) REPS="$2"; shift 2;;
     --duration) DURATION="$2"; shift 2;;
@@ -69,6 +82,14 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option: $1" >&2; usage >&2; exit 2;;
   esac
 done
+# Signed answers: the peers that sign online, every query with DO, ratios
+# against the first --ours (gslb unsigned, from bench/peers.sh --dnssec).
+DO=(); DIG_DO=(); REF=gdnsd
+if [ "$DNSSEC" = 1 ]; then
+  [ "$SERVERS_SET" = 1 ] || SERVERS="knot-signed pdns-signed"
+  DO=(-D); DIG_DO=(+dnssec); FAILOVER=0
+  REF="${OURS[0]%%=*}"; [ -n "$REF" ] || REF=knot-signed
+fi
 for s in $SERVERS; do
   [ -n "${PORT_OF[$s]:-}" ] || { echo "unknown server: $s" >&2; exit 2; }
 done
@@ -89,10 +110,10 @@ command -v pgrep >/dev/null || missing+=(procps)
 for s in $SERVERS; do
   case "$s" in
     gdnsd) command -v gdnsd >/dev/null || missing+=(gdnsd);;
-    pdns|pdns-shared)
+    pdns|pdns-shared|pdns-signed)
       command -v pdns_server >/dev/null || missing+=(pdns-server)
       compgen -G '/usr/lib/*/pdns/libbindbackend.so' >/dev/null || missing+=(pdns-backend-bind);;
-    knot) command -v knotd >/dev/null || missing+=(knot);;
+    knot|knot-signed) command -v knotd >/dev/null || missing+=(knot);;
     nsd) command -v nsd >/dev/null || missing+=(nsd);;
   esac
 done
@@ -197,15 +218,23 @@ start_server() { # NAME
       render gdnsd.config "$d" "$port" > "$d/config"
       zone gdnsd > "$d/zones/gslb.example.com"
       cmd=(gdnsd -c "$d" start);;
-    pdns|pdns-shared)
+    pdns|pdns-shared|pdns-signed)
       local lua=yes; [ "$s" = pdns-shared ] && lua=shared
       render pdns.conf "$d" "$port" "$lua" > "$d/pdns.conf"
       render pdns-named.conf "$d" "$port" > "$d/named.conf"
       zone pdns > "$d/gslb.example.com.zone"
+      if [ "$s" = pdns-signed ]; then
+        # Live signing: keys in the bind backend's DNSSEC database, one
+        # combined ECDSA P-256 key (PowerDNS's default for secure-zone).
+        echo "bind-dnssec-db=$d/dnssec.db" >> "$d/pdns.conf"
+        pdnsutil --config-dir="$d" create-bind-db "$d/dnssec.db" >"$d/pdnsutil.log" 2>&1
+        pdnsutil --config-dir="$d" secure-zone gslb.example.com >>"$d/pdnsutil.log" 2>&1 \
+          || { echo "!! pdnsutil secure-zone failed:" >&2; cat "$d/pdnsutil.log" >&2; exit 1; }
+      fi
       cmd=(pdns_server --config-dir="$d");;
-    knot)
+    knot|knot-signed)
       mkdir -p "$d/db"
-      render knot.conf "$d" "$port" > "$d/knot.conf"
+      render "$s.conf" "$d" "$port" > "$d/knot.conf"
       zone static > "$d/gslb.example.com.zone"
       cmd=(knotd -c "$d/knot.conf");;
     nsd)
@@ -229,8 +258,8 @@ start_server() { # NAME
 version_of() {
   case "$1" in
     gdnsd) dpkg-query -W -f='${Version}' gdnsd;;
-    pdns|pdns-shared) dpkg-query -W -f='${Version}' pdns-server;;
-    knot) dpkg-query -W -f='${Version}' knot;;
+    pdns|pdns-shared|pdns-signed) dpkg-query -W -f='${Version}' pdns-server;;
+    knot|knot-signed) dpkg-query -W -f='${Version}' knot;;
     nsd) dpkg-query -W -f='${Version}' nsd;;
     *) dig +short +time=1 +tries=1 @"${SHOST[$1]}" -p "${SPORT[$1]}" version.bind CH TXT | head -1;;
   esac 2>/dev/null || true
@@ -274,12 +303,12 @@ echo "== versions"
 for s in "${TARGETS[@]}"; do echo "  $s: $(version_of "$s")"; done
 echo "  dnsperf $(dnsperf -h 2>&1 | sed -n 's/^Version //p'), kernel $(uname -r), $(nproc) CPUs"
 echo
-echo "== answer check: rcode/answers/aa per line of queries.txt"
+echo "== answer check: rcode/answers/aa per line of queries.txt${DIG_DO[*]:+ (DO set: answers count RRSIGs)}"
 printf '%-36s' query; printf ' %-13s' "${TARGETS[@]}"; echo
 while read -r qn qt; do
   printf '%-36s' "$qn $qt"
   for s in "${TARGETS[@]}"; do
-    out="$(dig +norec +time=1 +tries=1 @"${SHOST[$s]}" -p "${SPORT[$s]}" "$qn" "$qt" 2>/dev/null || true)"
+    out="$(dig +norec "${DIG_DO[@]}" +time=1 +tries=1 @"${SHOST[$s]}" -p "${SPORT[$s]}" "$qn" "$qt" 2>/dev/null || true)"
     st="$(sed -n 's/.*status: \([A-Z]*\),.*/\1/p' <<<"$out" | head -1)"
     an="$(sed -n 's/.*ANSWER: \([0-9]*\),.*/\1/p' <<<"$out" | head -1)"
     aa=--; grep -q 'flags:[^;]* aa' <<<"$out" && aa=aa
@@ -308,7 +337,15 @@ cpu_ticks() { # PID -> utime+stime of it and its descendants, in clock ticks
 }
 HZ=$(getconf CLK_TCK)
 RES="$WORK/results.tsv"
-printf 'phase\tserver\tqps\tsent\tcompleted\tlost\tavg_s\tmax_s\tsrv_ticks\tsecs\tgen_pct\tresp_b\n' > "$RES"
+printf 'phase\tserver\tqps\tsent\tcompleted\tlost\tavg_s\tmax_s\tsrv_ticks\tsecs\tgen_pct\tresp_b\trss_kb\n' > "$RES"
+rss_kb() { # PID -> resident memory of it and its descendants, kB
+  local total=0 p v
+  for p in $(descendants "$1"); do
+    v="$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)" || continue
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
 
 run_dnsperf() { # PHASE SERVER DNSPERF-ARGS...
   local phase="$1" s="$2"; shift 2
@@ -317,12 +354,13 @@ run_dnsperf() { # PHASE SERVER DNSPERF-ARGS...
   [ -n "${SPID[$s]}" ] && c0=$(cpu_ticks "${SPID[$s]}")
   # dnsperf's own CPU share (user+sys over wall time), from bash's time keyword
   gen=$( { TIMEFORMAT='%R %U %S'; time "${pin[@]}" dnsperf -s "${SHOST[$s]}" -p "${SPORT[$s]}" \
-           -d "$QUERIES" -l "$DURATION" -c "$CLIENTS" "$@" >"$raw" 2>&1 || true; } 2>&1 |
+           -d "${QFILE:-$QUERIES}" -l "$DURATION" -c "$CLIENTS" "${DO[@]}" "$@" >"$raw" 2>&1 || true; } 2>&1 |
          awk '{printf "%.0f", ($2 + $3) / $1 * 100}')
-  [ -n "${SPID[$s]}" ] && c1=$(cpu_ticks "${SPID[$s]}")
+  local rss=""
+  [ -n "${SPID[$s]}" ] && c1=$(cpu_ticks "${SPID[$s]}") && rss=$(rss_kb "${SPID[$s]}")
   # Server CPU% is taken over dnsperf's run time: after it, dnsperf waits up to
   # 5 s for lost queries while the server idles.
-  awk -v phase="$phase" -v s="$s" -v ticks="$([ -n "$c0" ] && echo $((c1 - c0)))" -v gen="$gen" '
+  awk -v phase="$phase" -v s="$s" -v ticks="$([ -n "$c0" ] && echo $((c1 - c0)))" -v gen="$gen" -v rss="$rss" '
     /Queries sent:/ {sent = $3}
     /Queries completed:/ {done_ = $3}
     /Queries lost:/ {lost = $3}
@@ -330,7 +368,7 @@ run_dnsperf() { # PHASE SERVER DNSPERF-ARGS...
     /Average Latency/ {avg = $4; mx = $8; gsub(/[),]/, "", mx)}
     /Average packet size/ {rb = $NF}
     /Run time/ {secs = $NF}
-    END {printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", phase, s, qps, sent, done_, lost, avg, mx, ticks, secs, gen, rb}
+    END {printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", phase, s, qps, sent, done_, lost, avg, mx, ticks, secs, gen, rb, rss}
   ' "$raw" >> "$RES"
   tail -1 "$RES" | awk -F'\t' -v hz="$HZ" '{
     usq = ($9 != "" && $5 > 0) ? sprintf("%.2f", $9 / hz / $5 * 1e6) : "-"
@@ -346,10 +384,29 @@ if [ "$BENCH" = 1 ]; then
   for rep in $(seq 1 "$REPS"); do
     for s in "${TARGETS[@]}"; do run_dnsperf lat "$s" -Q "$LAT_QPS" -q 1000; done
   done
-  python3 - "$RES" "$HZ" <<'PY'
+  if [ "$DNSSEC" = 1 ]; then
+    # Random names that do not exist: each answer needs a denial (an NSEC)
+    # signed for that name; the file is long enough that a run never
+    # repeats one. Memory is read after each run.
+    echo
+    echo "== random-name flood, DO set: $FLOOD_NAMES names, closed loop, interleaved x$REPS"
+    FLOOD="$WORK/flood.txt"
+    python3 - "$FLOOD" "$FLOOD_NAMES" <<'PY'
+import random, sys
+r = random.Random(20)
+with open(sys.argv[1], "w") as f:
+    for _ in range(int(sys.argv[2])):
+        f.write(f"r{r.getrandbits(48):012x}.gslb.example.com A\n")
+PY
+    for rep in $(seq 1 "$REPS"); do
+      for s in "${TARGETS[@]}"; do QFILE="$FLOOD" run_dnsperf flood "$s" -q "$OUTSTANDING"; done
+    done
+  fi
+  python3 - "$RES" "$HZ" "$REF" <<'PY'
 import csv, statistics as st, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 hz = float(sys.argv[2])
+ref_name = sys.argv[3]
 def num(x):
     try: return float(x)
     except (TypeError, ValueError): return None
@@ -365,28 +422,36 @@ def cpu(r):  # server CPU, % of one core
     t, s = num(r["srv_ticks"]), num(r["secs"])
     return t / hz / s * 100 if t is not None and s else None
 order = list(dict.fromkeys(r["server"] for r in rows))
-cols = (("server", 13), ("srv us/q", 9), ("vs gdnsd", 9), ("qps", 9), ("[min-max]", 19),
-        ("lost%", 7), ("avg ms", 8), ("max ms", 8), ("srv cpu%", 9), ("dnsperf%", 9), ("resp B", 7))
-for phase, title in (("max", "CLOSED LOOP (throughput, CPU per query)"), ("lat", "FIXED RATE (latency)")):
+cols = (("server", 13), ("srv us/q", 9), ("[min-max]", 13), (f"vs {ref_name}"[:11], 12), ("qps", 9),
+        ("[min-max]", 19), ("lost%", 7), ("avg ms", 8), ("max ms", 8), ("srv cpu%", 9),
+        ("dnsperf%", 9), ("resp B", 7), ("RSS MB", 7))
+phases = (("max", "CLOSED LOOP (throughput, CPU per query)"), ("lat", "FIXED RATE (latency)"),
+          ("flood", "RANDOM-NAME FLOOD (a fresh denial per query)"))
+for phase, title in phases:
     pr = [r for r in rows if r["phase"] == phase]
+    if not pr:
+        continue
     print(f"\n{title}: median of {len(pr) // len(order)} run(s) [min-max]")
     print("".join(h.ljust(w) for h, w in cols))
-    ref = med([usq(r) for r in pr if r["server"] == "gdnsd"])
+    ref = med([usq(r) for r in pr if r["server"] == ref_name])
     for s in order:
         sr = [r for r in pr if r["server"] == s]
         q = [num(r["qps"]) for r in sr if num(r["qps"]) is not None]
-        u = med([usq(r) for r in sr])
-        vals = (s, fmt(u, 2), f"{u / ref:.2f}x" if u and ref else "-", fmt(med(q)),
+        us = [usq(r) for r in sr if usq(r) is not None]
+        u = med(us)
+        vals = (s, fmt(u, 2), f"[{min(us):.2f}-{max(us):.2f}]" if us else "-",
+                f"{u / ref:.2f}x" if u and ref else "-", fmt(med(q)),
                 f"[{min(q):,.0f}-{max(q):,.0f}]" if q else "-",
                 fmt(med([100 * num(r["lost"]) / num(r["sent"]) if num(r["sent"]) else None for r in sr]), 3),
                 fmt(med([num(r["avg_s"]) for r in sr]), 3, 1000),
                 fmt(med([num(r["max_s"]) for r in sr]), 1, 1000),
                 fmt(med([cpu(r) for r in sr])),
                 fmt(med([num(r["gen_pct"]) for r in sr])),
-                fmt(med([num(r["resp_b"]) for r in sr])))
+                fmt(med([num(r["resp_b"]) for r in sr])),
+                fmt(med([num(r["rss_kb"]) for r in sr]), 0, 1 / 1024))
         print("".join(v.ljust(w) for v, (_, w) in zip(vals, cols)))
 print("\nsrv us/q: the server's CPU time (all threads and children) per answered query;"
-      "\nvs gdnsd: its ratio to gdnsd's. dnsperf saturates one core near 170k qps, so"
+      f"\nvs {ref_name}: its ratio to {ref_name}'s; RSS: resident memory after the run. dnsperf saturates one core near 170k qps, so"
       "\nqps often measures the load generator and srv us/q is what ranks servers.")
 PY
 fi

@@ -422,7 +422,7 @@ def cpu(r):  # server CPU, % of one core
     t, s = num(r["srv_ticks"]), num(r["secs"])
     return t / hz / s * 100 if t is not None and s else None
 order = list(dict.fromkeys(r["server"] for r in rows))
-cols = (("server", 13), ("srv us/q", 9), ("[min-max]", 13), (f"vs {ref_name}"[:11], 12), ("qps", 9),
+cols = (("server", 13), ("srv us/q", 9), ("[min-max]", 17), (f"vs {ref_name}"[:11], 12), ("qps", 9),
         ("[min-max]", 19), ("lost%", 7), ("avg ms", 8), ("max ms", 8), ("srv cpu%", 9),
         ("dnsperf%", 9), ("resp B", 7), ("RSS MB", 7))
 phases = (("max", "CLOSED LOOP (throughput, CPU per query)"), ("lat", "FIXED RATE (latency)"),

@@ -10,7 +10,7 @@ use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 use super::names::parse_name;
 
 /// The record types a zone file may contain.
-pub(crate) const SUPPORTED: &str = "A, AAAA, CNAME, MX, NS, PTR, SRV, TXT, CAA";
+pub(crate) const SUPPORTED: &str = "A, AAAA, CNAME, MX, NS, PTR, SRV, TXT, CAA, DS";
 
 /// Which field of the record is wrong.
 pub(crate) enum RDataError {
@@ -96,6 +96,7 @@ pub(crate) fn parse_rdata(rtype: &str, value: &str, apex: &Name) -> Result<RData
             RData::TXT(TXT::from_bytes(chunks))
         }
         "CAA" => caa(v)?,
+        "DS" => ds(v)?,
         "SOA" => {
             return Err(RDataError::Type(
                 "SOA is generated from the [zone] table (hostmaster, serial, refresh, retry, expire, negative-ttl)".into(),
@@ -109,6 +110,48 @@ pub(crate) fn parse_rdata(rtype: &str, value: &str, apex: &Name) -> Result<RData
             )));
         }
     })
+}
+
+/// `KEYTAG ALGORITHM DIGESTTYPE DIGEST` (RFC 4034 §5.3), the digest in hex
+/// and possibly in several pieces, as `dnssec-dsfromkey` and `gslb dnssec
+/// ds` print it after `IN DS`.
+fn ds(v: &str) -> Result<RData, RDataError> {
+    use hickory_proto::dnssec::rdata::{DNSSECRData, DS};
+    use hickory_proto::dnssec::{Algorithm, DigestType};
+    let form = "DS value must be KEYTAG ALGORITHM DIGESTTYPE DIGEST, e.g. 12345 13 2 5F1B...E4 (what `gslb dnssec ds` prints after IN DS)";
+    let f: Vec<&str> = v.split_whitespace().collect();
+    if f.len() < 4 {
+        return Err(value_err(form));
+    }
+    let tag: u16 = int(f[0], "key tag", "DS")?;
+    let alg: u8 = int(f[1], "algorithm", "DS")?;
+    let digest_type: u8 = int(f[2], "digest type", "DS")?;
+    let hex: String = f[3..].concat();
+    let digest = data_encoding::HEXUPPER_PERMISSIVE
+        .decode(hex.as_bytes())
+        .map_err(|_| value_err(format!("DS digest {hex:?} is not hexadecimal. {form}")))?;
+    let want = match digest_type {
+        1 => 20,
+        2 => 32,
+        4 => 48,
+        other => {
+            return Err(value_err(format!(
+                "DS digest type {other}: 2 (SHA-256), 4 (SHA-384) or 1 (SHA-1)"
+            )));
+        }
+    };
+    if digest.len() != want {
+        return Err(value_err(format!(
+            "DS digest is {} bytes; digest type {digest_type} has {want}",
+            digest.len()
+        )));
+    }
+    Ok(RData::DNSSEC(DNSSECRData::DS(DS::new(
+        tag,
+        Algorithm::from_u8(alg),
+        DigestType::from(digest_type),
+        digest,
+    ))))
 }
 
 /// `FLAGS TAG VALUE`, the value optionally in double quotes (RFC 8659 §4.1.1).

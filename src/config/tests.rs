@@ -483,6 +483,37 @@ fn caa_mx_srv_values() {
 }
 
 #[test]
+fn ds_records_are_parsed_and_belong_at_a_delegation() {
+    let apex = Name::from_ascii("z.example.").unwrap();
+    let digest = "5F1B".repeat(16);
+    let d = records::parse_rdata("DS", &format!("12345 13 2 {digest}"), &apex)
+        .unwrap_or_else(|_| panic!("DS parses"));
+    assert_eq!(d.to_string(), format!("12345 13 2 {digest}"));
+    // As dig prints it: the digest in pieces, lower case.
+    let split = format!("12345 13 2 {} {}", &digest[..32], &digest[32..]).to_lowercase();
+    assert!(records::parse_rdata("DS", &split, &apex).is_ok_and(|x| x == d));
+    for bad in [
+        "12345 13 2".to_string(),
+        format!("x 13 2 {digest}"),
+        format!("12345 13 2 {}", &digest[2..]),
+        format!("12345 13 9 {digest}"),
+        "12345 13 2 nothex".to_string(),
+    ] {
+        assert!(records::parse_rdata("DS", &bad, &apex).is_err(), "{bad}");
+    }
+    let head = "[zone]\nname = \"z.example.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n";
+    let ds = format!("[[record]]\nname = \"kid\"\ntype = \"DS\"\nvalue = \"1 13 2 {digest}\"\n");
+    let errs = errors(&format!("{head}{ds}"));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("z.toml:6:8:") && e.contains("belongs at a delegation")),
+        "{errs:?}"
+    );
+    let ns = "[[record]]\nname = \"kid\"\ntype = \"NS\"\nvalue = \"ns.kid.example.net.\"\n";
+    assert!(load_one(&format!("{head}{ds}{ns}")).is_ok());
+}
+
+#[test]
 fn spans_become_line_and_column() {
     let src = Source::new(std::path::Path::new("f"), "ab\ncdé\nx");
     assert_eq!((src.origin(0).line, src.origin(0).col), (1, 1));

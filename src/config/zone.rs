@@ -629,6 +629,15 @@ fn delegations(cx: &mut Ctx<'_, '_>, head: &Head, data: &Data) -> Vec<LowerName>
                 }
             }
         }
+        if let Some(ds) = sets.get(&RecordType::DS)
+            && !cuts.contains(key)
+        {
+            let e = &ds[0];
+            cx.err_at(
+                cx.src.origin(e.at),
+                format!("DS at {}: a DS record belongs at a delegation, beside the NS records of a child zone", e.record.name),
+            );
+        }
         if sets.contains_key(&RecordType::NS) && key != apex && key.is_wildcard() {
             let e = &sets[&RecordType::NS][0];
             cx.err_at(

@@ -74,8 +74,19 @@ pub(super) fn sign_sections(
             .find(|r| r.record_type() == RecordType::NS)
             .map(|r| r.name.clone());
         if let Some(cut) = cut {
-            let ttl = zone.negative_ttl;
-            authority.push(denial(&cut, vec![RecordType::NS], ttl));
+            // The child's DS set, signed, when the zone file has one (RFC
+            // 4035 §3.1.4.1); else the proof that there is none.
+            let ds: Vec<Record> = zone
+                .nodes
+                .get(&LowerName::new(&cut))
+                .and_then(|node| zone.rrset(node, RecordType::DS))
+                .map(|set| set.records(&cut).collect())
+                .unwrap_or_default();
+            if ds.is_empty() {
+                authority.push(denial(&cut, vec![RecordType::NS], zone.negative_ttl));
+            } else {
+                authority.extend(ds);
+            }
         }
     }
     *answers = with_rrsigs(answers, signer, now, |_| true);

@@ -245,6 +245,16 @@ name = "child"
 type = "NS"
 value = "ns.child.example.net."
 
+[[record]]
+name = "secure"
+type = "NS"
+value = "ns.secure.example.net."
+
+[[record]]
+name = "secure"
+type = "DS"
+value = "{SECURE_DS}"
+
 [check.app]
 type = "http"
 port = {}
@@ -270,6 +280,11 @@ ttl = 5
         big = BIG_TXT,
     )
 }
+
+/// The DS of the signed child `secure` (any digest: the parent signs it,
+/// no validator here goes below it).
+const SECURE_DS: &str =
+    "12345 13 2 ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB";
 
 /// A TXT too long for a 512-byte UDP answer once signed.
 const BIG_TXT: &str = "signed and too long for 512 bytes: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -373,6 +388,7 @@ async fn signed_answers_of_every_kind_validate_before_and_after_a_failover() {
     check(&format!("nope.{z}"), "A", "negative response").await;
     check(&format!("static.{z}"), "AAAA", "negative response").await;
     check(&format!("child.{z}"), "DS", "negative response").await;
+    check(&format!("secure.{z}"), "DS", "12345 13 2").await;
     // The failover answer, signed as well, and signed ahead: the first
     // query for it makes no signature.
     let admin = s.server.admin_addr.unwrap();
@@ -430,6 +446,26 @@ async fn signed_answers_of_every_kind_validate_before_and_after_a_failover() {
     assert!(!m.metadata.truncation);
     let types: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
     assert_eq!(types, [RecordType::TXT, RecordType::RRSIG]);
+    // A referral to a signed child carries its DS set and the DS's RRSIG
+    // (RFC 4035 §3.1.4.1), one to an unsigned child the NSEC proving
+    // there is none; neither signs the child's NS set.
+    for (child, want) in [
+        (
+            "secure",
+            [RecordType::NS, RecordType::DS, RecordType::RRSIG],
+        ),
+        (
+            "child",
+            [RecordType::NS, RecordType::NSEC, RecordType::RRSIG],
+        ),
+    ] {
+        let mut req = request(&format!("www.{child}.{z}"), RecordType::A, true);
+        req.edns.as_mut().unwrap().set_dnssec_ok(true);
+        let m = udp(s.dns, &req).await.unwrap();
+        assert!(!m.metadata.authoritative, "{child}: a referral");
+        let types: Vec<RecordType> = m.authorities.iter().map(|r| r.record_type()).collect();
+        assert_eq!(types, want, "{child}: {m:?}");
+    }
     // A name that does not exist: NOERROR and one NSEC with NXNAME.
     let mut req = request(&format!("nope.{z}"), RecordType::A, true);
     req.edns.as_mut().unwrap().set_dnssec_ok(true);
@@ -1164,6 +1200,10 @@ async fn unbound_finds_every_kind_of_answer_secure_and_a_bad_anchor_or_date_bogu
         .ask(&n("child"), "DS", None)
         .await
         .assert_secure("no DS", "");
+    unbound
+        .ask(&n("secure"), "DS", None)
+        .await
+        .assert_secure("a DS", &format!("DS {SECURE_DS}"));
     unbound
         .ask(&n("down-nodata"), "A", None)
         .await

@@ -270,7 +270,11 @@ impl Server {
         if let Some(c) = &cluster {
             let _ = transfers.cluster.set(c.clone());
         }
-        dns::signed::sign_ahead_all(&config.zones, &[]);
+        // Signed zones answer their first query from signatures made here.
+        let zones = config.zones.clone();
+        tokio::task::spawn_blocking(move || dns::signed::sign_ahead_all(&zones, &[]))
+            .await
+            .expect("signing ahead does not panic");
         let snapshot = build_snapshot(&config, &health, &metrics, &transfers);
         if let Some(c) = &cluster {
             c.zones_loaded(zone_hashes(&config), true);

@@ -137,9 +137,6 @@ pub struct StatusArgs {
     pub admin: AdminArgs,
 }
 
-/// The status API's document as text: per zone, each service's answer for
-/// a client of no known location, then each region's health (endpoints
-/// up, overrides and who set them, the reason of a down endpoint).
 /// The signed zones of the status API's document (`zone`: only that
 /// one), as `gslb dnssec status` prints them: `None` when no zone (or not
 /// that zone) is signed.
@@ -234,6 +231,9 @@ pub fn dnssec_status_text(zones: &serde_json::Value, now_ms: u64) -> String {
     o
 }
 
+/// The status API's document as text: per zone, each service's answer for
+/// a client of no known location, then each region's health (endpoints
+/// up, overrides and who set them, the reason of a down endpoint).
 pub fn status_text(st: &serde_json::Value) -> String {
     use std::fmt::Write;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();

@@ -305,7 +305,18 @@ fn dnssec_keygen(args: &gslb::cli::KeygenArgs) -> ExitCode {
     match made {
         Ok((key, (k, p))) => {
             println!("{}\n{}", k.display(), p.display());
-            if args.successor.is_some() {
+            if let Some(pred) = &args.successor {
+                let pred = KeyPair::load(&successor_path(pred, &args.keys)).ok();
+                let overlap = pred
+                    .and_then(|p| p.timing.inactive)
+                    .zip(key.timing.publish)
+                    .map(|(i, p)| i.saturating_sub(p));
+                if let Some(secs) = overlap.filter(|&s| s < 3600) {
+                    eprintln!(
+                        "gslb: warning: key {} is published only {secs} s before its predecessor stops signing: validators holding the DNSKEY set cached from before (up to its TTL) cannot follow the new signatures until it expires; give the predecessor a later Inactive time",
+                        key.tag()
+                    );
+                }
                 let at = |t: Option<u64>| {
                     humantime::format_rfc3339_seconds(
                         std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.unwrap_or(0)),

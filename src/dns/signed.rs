@@ -52,18 +52,35 @@ pub(super) fn sign_sections(
         return;
     }
     let referral = !aa && authority.iter().any(|r| r.record_type() == RecordType::NS);
-    let negative =
-        answers.is_empty() && authority.iter().any(|r| r.record_type() == RecordType::SOA);
+    // The name the answer ends at: the query name, or the last target of
+    // a CNAME chain inside the zone (`alias CNAME static`, asked AAAA: the
+    // denial is of static's AAAA).
+    let mut last = qname.clone();
+    if qtype != RecordType::CNAME {
+        while let Some(target) = answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(c) if r.name == last => Some(c.0.clone()),
+            _ => None,
+        }) {
+            if target == last || answers.len() > 64 {
+                break;
+            }
+            last = target;
+        }
+    }
+    let negative = authority.iter().any(|r| r.record_type() == RecordType::SOA)
+        && !answers
+            .iter()
+            .any(|r| r.record_type() == qtype && r.name == last);
     if negative {
         let types: Vec<RecordType> = if *rcode == ResponseCode::NXDomain {
             vec![NXNAME]
         } else {
-            types_at(zone, qname)
+            types_at(zone, &last)
                 .into_iter()
                 .filter(|t| *t != qtype)
                 .collect()
         };
-        authority.push(denial(qname, types, zone.negative_ttl));
+        authority.push(denial(&last, types, zone.negative_ttl));
         if !compact_ok {
             *rcode = ResponseCode::NoError;
         }
@@ -96,38 +113,28 @@ pub(super) fn sign_sections(
 }
 
 /// Sign ahead, for the window `at` falls in, every RRset `zone` can
-/// answer that is known before a query asks: each static RRset (the SOA
-/// also with the negative TTL it has in denials), and for each service
+/// answer that is known before a query asks: first, for each service,
 /// each region's answer (its endpoints of each family, or its CNAME) at
 /// the service's TTL and degraded TTL, and all-healthy's answer with
-/// every region up. What depends on the query (a wildcard's name, the NSEC
-/// of a denial) or on which endpoints are down (a partial region) is
-/// signed on first use. At most half the signature cache's room is used,
-/// so a huge zone cannot flush what queries need. Returns the RRsets
-/// signed now (those cached already cost a lookup).
-pub fn presign(zone: &Zone, signer: &ZoneSigner, at: u64) -> usize {
+/// every region up (what a failover needs at once); then each static
+/// RRset that is served (not glue below a delegation, not a delegation's
+/// NS set, which the child signs) and the SOA with the negative TTL it has
+/// in denials. What depends on the query (a wildcard's name, the NSEC of
+/// a denial) or on which endpoints are down (a partial region, all-healthy
+/// with some regions down) is signed on first use. Signs at most
+/// `budget` RRsets (counted down), so a huge zone cannot fill the
+/// signature cache past what queries need. Returns the RRsets signed now
+/// (those cached already cost a lookup).
+pub fn presign(zone: &Zone, signer: &ZoneSigner, at: u64, budget: &mut usize) -> usize {
     use crate::model::{Policy, RegionTarget, WhenAllDown};
     use hickory_proto::rr::rdata::{A, AAAA, CNAME};
-    let budget = crate::dnssec::sign::CACHE_ENTRIES / 2;
-    let (mut seen, mut made) = (0usize, 0usize);
+    let mut made = 0usize;
     let mut sign = |records: Vec<Record>| {
-        if seen < budget && !records.is_empty() {
-            seen += 1;
+        if *budget > 0 && !records.is_empty() {
+            *budget -= 1;
             made += usize::from(signer.sign_ahead(&records, at));
         }
     };
-    for (name, node) in &zone.nodes {
-        let owner = Name::from(name.clone());
-        for set in zone.rrsets(node) {
-            // A delegation's NS set is the child's to sign.
-            if !(node.cut && set.rtype == RecordType::NS) {
-                sign(set.records(&owner).collect());
-            }
-        }
-    }
-    let mut soa = zone.soa.clone();
-    soa.ttl = zone.negative_ttl;
-    sign(vec![soa]);
     for svc in &zone.services {
         if svc.name.is_wildcard() {
             continue;
@@ -146,8 +153,17 @@ pub fn presign(zone: &Zone, signer: &ZoneSigner, at: u64) -> usize {
                 };
                 Record::from_rdata(svc.name.clone(), ttl, data)
             };
+            // All-healthy's answer with every region up: the service's
+            // regions, not the last resort.
             let mut every: [Vec<Record>; 2] = [Vec::new(), Vec::new()];
-            for region in svc.regions.iter().map(|r| &r.region).chain(last) {
+            let listed = svc.regions.len();
+            for (i, region) in svc
+                .regions
+                .iter()
+                .map(|r| &r.region)
+                .chain(last)
+                .enumerate()
+            {
                 match &region.target {
                     RegionTarget::Alias(target) => sign(vec![Record::from_rdata(
                         svc.name.clone(),
@@ -161,7 +177,9 @@ pub fn presign(zone: &Zone, signer: &ZoneSigner, at: u64) -> usize {
                                 .filter(|a| a.is_ipv6() == (v6 == 1))
                                 .map(record)
                                 .collect();
-                            all.extend(set.iter().cloned());
+                            if i < listed {
+                                all.extend(set.iter().cloned());
+                            }
                             if set.len() <= svc.max_records {
                                 sign(set);
                             }
@@ -178,7 +196,34 @@ pub fn presign(zone: &Zone, signer: &ZoneSigner, at: u64) -> usize {
             }
         }
     }
+    for (name, node) in &zone.nodes {
+        if below_cut(zone, name) {
+            continue; // glue: served unsigned in referrals
+        }
+        let owner = Name::from(name.clone());
+        for set in zone.rrsets(node) {
+            // A delegation's NS set is the child's to sign.
+            if !(node.cut && set.rtype == RecordType::NS) {
+                sign(set.records(&owner).collect());
+            }
+        }
+    }
+    let mut soa = zone.soa.clone();
+    soa.ttl = zone.negative_ttl;
+    sign(vec![soa]);
     made
+}
+
+/// Whether `name` is strictly below a delegation of `zone`.
+fn below_cut(zone: &Zone, name: &LowerName) -> bool {
+    let mut n = name.base_name();
+    while zone.apex.zone_of(&n) && n != zone.apex {
+        if zone.nodes.get(&n).is_some_and(|node| node.cut) {
+            return true;
+        }
+        n = n.base_name();
+    }
+    false
 }
 
 /// Sign ahead for every signed zone of `zones` (a load, a reload, a key
@@ -197,12 +242,21 @@ pub fn sign_ahead_all(zones: &[std::sync::Arc<Zone>], old: &[std::sync::Arc<Zone
             .filter(|o| o.apex == zone.apex)
             .find_map(|o| o.signer.as_ref())
         {
-            signer.adopt(previous);
+            signer.adopt(previous, now);
         }
-        made += presign(zone, signer, now);
+        // Half the signature cache, for this window and the next together:
+        // the rest is for what only queries can ask for.
+        let mut budget = crate::dnssec::sign::CACHE_ENTRIES / 2;
         let next = signer.next_window_start(now);
-        if next - now <= LOOKAHEAD.as_secs() {
-            made += presign(zone, signer, next);
+        let ahead = next - now <= LOOKAHEAD.as_secs();
+        if ahead {
+            budget /= 2;
+        }
+        let per_window = budget;
+        made += presign(zone, signer, now, &mut budget);
+        if ahead {
+            let mut budget = per_window;
+            made += presign(zone, signer, next, &mut budget);
         }
     }
     if made > 0 {

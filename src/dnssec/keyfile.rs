@@ -230,11 +230,18 @@ impl KeyPair {
         self.ring_key().map(|_| ())
     }
 
-    /// A new key to take over from this one, as BIND's `dnssec-keygen -S`
-    /// makes it: the same zone, algorithm and flags; it signs from this
-    /// key's Inactive time and is published `prepublish` before that (or
-    /// at `now`, when that is later). `Err` when this key has no Inactive
-    /// time (there is nothing to succeed yet) or it has passed.
+    /// A new key to take over from this one: the same zone, algorithm and
+    /// flags, published `prepublish` before this key's Inactive time (or
+    /// at `now`, when that is later). A zone-signing successor signs from
+    /// that Inactive time, as BIND's `dnssec-keygen -S` makes it (its
+    /// DNSKEY is in caches by then: pre-publication). A key-signing or
+    /// combined successor signs from its Publish time, beside this key
+    /// (the double-KSK roll of RFC 6781 §4.1.2): both sign the DNSKEY set
+    /// and both are in the CDS set until this key's Inactive time, so the
+    /// parent can add the new DS before the old key stops, and a validator
+    /// with either DS finds a signature it can follow. `Err` when this
+    /// key has no Inactive time (there is nothing to succeed yet) or it
+    /// has passed.
     pub fn successor(&self, now: u64, prepublish: u64) -> Result<Self, String> {
         let Some(inactive) = self.timing.inactive else {
             return Err(format!(
@@ -253,8 +260,9 @@ impl KeyPair {
             ));
         }
         let mut key = KeyPair::generate(self.zone.clone(), self.algorithm, self.flags, now)?;
-        key.timing.activate = Some(inactive);
-        key.timing.publish = Some(inactive.saturating_sub(prepublish).max(now));
+        let publish = inactive.saturating_sub(prepublish).max(now);
+        key.timing.publish = Some(publish);
+        key.timing.activate = Some(if self.is_sep() { publish } else { inactive });
         Ok(key)
     }
 
@@ -657,7 +665,7 @@ mod tests {
         let new = old.successor(now, 3600).unwrap();
         assert_eq!(
             (new.zone.clone(), new.algorithm, new.flags),
-            (zone, Algorithm::ED25519, ZSK_FLAGS)
+            (zone.clone(), Algorithm::ED25519, ZSK_FLAGS)
         );
         assert_eq!(new.timing.activate, Some(now + 86_400));
         assert_eq!(new.timing.publish, Some(now + 86_400 - 3600));
@@ -666,6 +674,15 @@ mod tests {
         let new = old.successor(now, 30 * 86_400).unwrap();
         assert_eq!(new.timing.publish, Some(now));
         assert_ne!(new.public, old.public);
+        // A key-signing key's successor signs from its publication, beside
+        // its predecessor, until the predecessor's Inactive time.
+        let mut ksk =
+            KeyPair::generate(zone.clone(), Algorithm::ED25519, KSK_FLAGS, now - 99).unwrap();
+        ksk.timing.inactive = Some(now + 86_400);
+        let next = ksk.successor(now, 3600).unwrap();
+        assert_eq!(next.flags, KSK_FLAGS);
+        assert_eq!(next.timing.publish, Some(now + 86_400 - 3600));
+        assert_eq!(next.timing.activate, next.timing.publish);
     }
 
     #[test]

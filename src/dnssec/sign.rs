@@ -51,10 +51,14 @@ struct SigningKey {
     tag: u16,
     algorithm: Algorithm,
     sep: bool,
+    /// Its public key: two keys with one tag are still two keys.
+    public: Vec<u8>,
 }
 
-/// Most RRsets whose signatures are kept; a full cache is emptied (a
-/// flood of random names, each with its own denial, must not grow it).
+/// Most RRsets whose signatures are kept. A full cache keeps the current
+/// window's entries and drops the older ones, or starts over when the
+/// current window's fill it (a flood of random names, each with its own
+/// denial, must not grow it).
 pub const CACHE_ENTRIES: usize = 100_000;
 /// The longest grid step of validity windows.
 const MAX_WINDOW: u32 = 7 * 86_400;
@@ -106,6 +110,10 @@ impl KeyInfo {
     }
 }
 
+/// Signatures by [`cache_key`]: the inception they were made for, and the
+/// RRSIG records.
+type SigCache = HashMap<u64, (u32, Arc<[Record]>)>;
+
 /// The signing side of one zone: its keys, its DNSKEY records, its cache.
 pub struct ZoneSigner {
     apex: Name,
@@ -116,7 +124,9 @@ pub struct ZoneSigner {
     pub cds: Vec<Record>,
     validity: u32,
     window: u32,
-    cache: Mutex<HashMap<u64, Arc<[Record]>>>,
+    /// Signatures by [`cache_key`]: the inception they were made for, and
+    /// the RRSIG records.
+    cache: Mutex<SigCache>,
     /// The next time a key of the zone changes state (unix seconds).
     next_event: Option<u64>,
     /// Every key of the zone found, for the status.
@@ -162,6 +172,7 @@ impl ZoneSigner {
                 tag: k.tag(),
                 algorithm: k.algorithm,
                 sep: k.is_sep(),
+                public: k.public.clone(),
             });
         }
         if keys.is_empty() {
@@ -295,10 +306,10 @@ impl ZoneSigner {
     /// signatures are as good as this one's.
     pub fn same_keys(&self, other: &ZoneSigner) -> bool {
         let keys = |s: &ZoneSigner| {
-            let mut k: Vec<(u16, u8, bool)> = s
+            let mut k: Vec<(u16, u8, bool, Vec<u8>)> = s
                 .keys
                 .iter()
-                .map(|k| (k.tag, u8::from(k.algorithm), k.sep))
+                .map(|k| (k.tag, u8::from(k.algorithm), k.sep, k.public.clone()))
                 .collect();
             k.sort_unstable();
             k
@@ -309,13 +320,20 @@ impl ZoneSigner {
             && keys(self) == keys(other)
     }
 
-    /// Take the signatures `old` made, when it signs with the same keys (a
-    /// reload that changed no key): they need not be made again.
-    pub fn adopt(&self, old: &ZoneSigner) {
+    /// Take the signatures `old` made for the window `now` falls in and
+    /// later ones, when it signs with the same keys (a reload that changed
+    /// no key): they need not be made again.
+    pub fn adopt(&self, old: &ZoneSigner, now: u64) {
         if std::ptr::eq(self, old) || !self.same_keys(old) {
             return;
         }
-        let taken = old.lock().clone();
+        let (current, _) = self.window(now);
+        let taken: SigCache = old
+            .lock()
+            .iter()
+            .filter(|(_, (inception, _))| *inception >= current)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
         let mut cache = self.lock();
         if cache.is_empty() {
             *cache = taken;
@@ -347,7 +365,7 @@ impl ZoneSigner {
         }
         let (inception, _) = self.window(now);
         let key = cache_key(records, inception);
-        if let Some(hit) = self.lock().get(&key) {
+        if let Some((_, hit)) = self.lock().get(&key) {
             SIGNATURES_CACHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.counts[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return hit.clone();
@@ -406,20 +424,27 @@ impl ZoneSigner {
         let sigs: Arc<[Record]> = Arc::from(sigs);
         let mut cache = self.lock();
         if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
+            // Older windows' signatures go first; if the current window's
+            // alone nearly fill it, it starts over.
+            cache.retain(|_, (i, _)| *i >= inception);
+            if cache.len() >= CACHE_ENTRIES * 9 / 10 {
+                cache.clear();
+            }
         }
-        cache.insert(key, sigs.clone());
+        cache.insert(key, (inception, sigs.clone()));
         sigs
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<[Record]>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SigCache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// What a signature depends on: owner (lower case), type, TTL, the data
-/// of every record, the window. 64 bits of FNV-1a: a collision would
-/// serve a wrong signature (a validation failure, not a forgery).
+/// of every record, the window, hashed with SipHash under a key random to
+/// this process (std's `RandomState`): clients choose the names of
+/// denials, so they must not be able to make a key that collides with
+/// another RRset's and get it served a wrong signature.
 fn cache_key(records: &[Record], inception: u32) -> u64 {
     use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
     let mut buf = Vec::with_capacity(64 * records.len());
@@ -447,9 +472,11 @@ fn cache_key(records: &[Record], inception: u32) -> u64 {
             let _ = enc.emit_vec(&d);
         }
     }
-    buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    use std::hash::BuildHasher;
+    KEY.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(&buf)
 }
 
 #[cfg(test)]
@@ -478,14 +505,14 @@ mod tests {
         // The same key: taken over, nothing to make.
         let new = signer(std::slice::from_ref(&key));
         assert!(new.same_keys(&old));
-        new.adopt(&old);
+        new.adopt(&old, now);
         assert!(!new.sign_ahead(&set, now));
         assert_eq!(new.rrsigs(&set, now), old.rrsigs(&set, now));
         // Another key: nothing taken.
         let other = KeyPair::generate(apex, Algorithm::ED25519, 257, now - 10).unwrap();
         let third = signer(&[other]);
         assert!(!third.same_keys(&old));
-        third.adopt(&old);
+        third.adopt(&old, now);
         assert!(third.sign_ahead(&set, now));
         // The next window starts on the grid, after now.
         let next = old.next_window_start(now);

@@ -241,6 +241,11 @@ type = "CNAME"
 value = "static"
 
 [[record]]
+name = "dangling"
+type = "CNAME"
+value = "nowhere"
+
+[[record]]
 name = "child"
 type = "NS"
 value = "ns.child.example.net."
@@ -389,6 +394,15 @@ async fn signed_answers_of_every_kind_validate_before_and_after_a_failover() {
     check(&format!("static.{z}"), "AAAA", "negative response").await;
     check(&format!("child.{z}"), "DS", "negative response").await;
     check(&format!("secure.{z}"), "DS", "12345 13 2").await;
+    // Denials at the end of a CNAME chain: of the target's type, of the
+    // target's name.
+    check(&format!("alias.{z}"), "AAAA", &format!("CNAME\tstatic.{z}")).await;
+    check(
+        &format!("dangling.{z}"),
+        "A",
+        &format!("CNAME\tnowhere.{z}"),
+    )
+    .await;
     // The failover answer, signed as well, and signed ahead: the first
     // query for it makes no signature.
     let admin = s.server.admin_addr.unwrap();
@@ -465,6 +479,32 @@ async fn signed_answers_of_every_kind_validate_before_and_after_a_failover() {
         assert!(!m.metadata.authoritative, "{child}: a referral");
         let types: Vec<RecordType> = m.authorities.iter().map(|r| r.record_type()).collect();
         assert_eq!(types, want, "{child}: {m:?}");
+    }
+    // At the end of a CNAME chain the denial is of the target: static has
+    // no AAAA (its NSEC lists A), nowhere does not exist (NXNAME). A
+    // resolver that asks the target again would not notice a wrong one,
+    // so this looks at the answer itself.
+    for (name, qtype, owner, bitmap) in [
+        ("alias", RecordType::AAAA, "static", vec![1u16, 46, 47]),
+        ("dangling", RecordType::A, "nowhere", vec![46, 47, 128]),
+    ] {
+        let mut req = request(&format!("{name}.{z}"), qtype, true);
+        req.edns.as_mut().unwrap().set_dnssec_ok(true);
+        let m = udp(s.dns, &req).await.unwrap();
+        let nsecs: Vec<(String, Vec<u16>)> = m
+            .authorities
+            .iter()
+            .filter_map(|r| match &r.data {
+                hickory_proto::rr::RData::DNSSEC(
+                    hickory_proto::dnssec::rdata::DNSSECRData::NSEC(n),
+                ) => Some((
+                    r.name.to_string(),
+                    n.type_bit_maps().map(u16::from).collect(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(nsecs, [(format!("{owner}.{z}"), bitmap)], "{name}: {m:?}");
     }
     // A name that does not exist: NOERROR and one NSEC with NXNAME.
     let mut req = request(&format!("nope.{z}"), RecordType::A, true);
@@ -1201,6 +1241,14 @@ async fn unbound_finds_every_kind_of_answer_secure_and_a_bad_anchor_or_date_bogu
         .await
         .assert_secure("no DS", "");
     unbound
+        .ask(&n("alias"), "AAAA", None)
+        .await
+        .assert_secure("CNAME, then NODATA", &format!("CNAME static.{z}"));
+    unbound
+        .ask(&n("dangling"), "A", None)
+        .await
+        .assert_secure("CNAME, then no such name", &format!("CNAME nowhere.{z}"));
+    unbound
         .ask(&n("secure"), "DS", None)
         .await
         .assert_secure("a DS", &format!("DS {SECURE_DS}"));
@@ -1516,4 +1564,162 @@ ttl = 5
     let v = analyse("after").await.unwrap();
     check(&v);
     backend.kill();
+}
+
+/// The tags of the CDS records `s` publishes now.
+async fn cds_tags(s: &TestServer) -> Vec<u16> {
+    let mut req = request(&format!("{SIGNED}."), RecordType::CDS, true);
+    req.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let m = udp(s.dns, &req).await.unwrap();
+    let mut tags: Vec<u16> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::CDS(
+                cds,
+            )) => Some(cds.key_tag()),
+            _ => None,
+        })
+        .collect();
+    tags.sort_unstable();
+    tags
+}
+
+/// A combined key's roll by `keygen --successor`: the successor signs
+/// from its publication beside its predecessor, both in the CDS set,
+/// until the predecessor's Inactive time (a double-KSK roll): a validator
+/// whose DS is the old key's validates until then, one with the new DS
+/// from the overlap on, and the CDS set tells the parent which DS to hold
+/// at every moment (only the old; both; only the new).
+#[tokio::test]
+async fn a_combined_key_roll_overlaps_so_either_ds_validates_and_cds_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    ok(gslb()
+        .args(["dnssec", "keygen", SIGNED, "--keys"])
+        .arg(&keys));
+    let old = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .unwrap();
+    // The old key stops in 6 s; its successor is published (and, being a
+    // key-signing key, signs) 3 s before that.
+    ok(Command::new("dnssec-settime")
+        .args(["-I", "+6", "-K"])
+        .arg(&keys)
+        .arg(old.file_stem().unwrap()));
+    let out = run(gslb()
+        .args(["dnssec", "keygen", "--successor"])
+        .arg(&old)
+        .args(["--prepublish", "3s", "--keys"])
+        .arg(&keys));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: key"),
+        "a 3 s overlap is warned of"
+    );
+    let new = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "key") && *p != old)
+        .unwrap();
+    let (old_tag, new_tag) = (tag_of(&old), tag_of(&new));
+    // One anchor per key: a validator whose parent holds only that DS.
+    let anchor_of = |key: &Path, file: &str| {
+        let line = std::fs::read_to_string(key)
+            .unwrap()
+            .lines()
+            .find(|l| l.contains(" DNSKEY "))
+            .unwrap()
+            .to_string();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let at = f.iter().position(|x| *x == "DNSKEY").unwrap();
+        let text = format!(
+            "trust-anchors {{\n  \"{SIGNED}.\" static-key {} {} {} \"{}\";\n}};\n",
+            f[at + 1],
+            f[at + 2],
+            f[at + 3],
+            f[at + 4..].concat()
+        );
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (old_anchor, new_anchor) = (anchor_of(&old, "old.anchor"), anchor_of(&new, "new.anchor"));
+    let zone = format!(
+        "[zone]\nname = \"{SIGNED}.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n\n[dnssec]\nkeys = \"keys\"\n\n[[record]]\nname = \"static\"\ntype = \"A\"\nvalue = \"192.0.2.10\"\n"
+    );
+    let s = TestServer::start_prepared(
+        &[("z.toml", &zone)],
+        |d| copy_dir(&keys, &d.join("keys")),
+        |_| {},
+    )
+    .await;
+    let server = s.dns;
+    let name = format!("static.{SIGNED}.");
+    let validates = |anchor: std::path::PathBuf| {
+        let name = name.clone();
+        async move {
+            tokio::task::spawn_blocking(move || delv(server, &anchor, &name, "A"))
+                .await
+                .unwrap()
+                .contains("fully validated")
+        }
+    };
+    // A timeline every 250 ms until the new key alone is in the CDS set:
+    // (CDS tags, validates with the old DS, with the new DS).
+    let mut timeline: Vec<(Vec<u16>, bool, bool)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let cds = cds_tags(&s).await;
+        let with_old = validates(old_anchor.clone()).await;
+        let with_new = validates(new_anchor.clone()).await;
+        let done = cds == [new_tag];
+        timeline.push((cds, with_old, with_new));
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no roll: {timeline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut both = vec![old_tag, new_tag];
+    both.sort_unstable();
+    for (cds, with_old, with_new) in &timeline {
+        if *cds == [old_tag] {
+            assert!(
+                with_old,
+                "before the overlap the old DS validates: {timeline:?}"
+            );
+        } else if *cds == both {
+            assert!(
+                *with_old && *with_new,
+                "in the overlap either DS validates: {timeline:?}"
+            );
+        } else if *cds == [new_tag] {
+            assert!(with_new, "after it the new DS validates: {timeline:?}");
+        } else {
+            panic!("CDS set {cds:?}: {timeline:?}");
+        }
+    }
+    // Old, then both, then new: never a step back, and the overlap seen.
+    let phase = |c: &Vec<u16>| {
+        if *c == [old_tag] {
+            0
+        } else if *c == both {
+            1
+        } else {
+            2
+        }
+    };
+    let phases: Vec<u8> = timeline.iter().map(|(c, _, _)| phase(c)).collect();
+    assert!(phases.windows(2).all(|w| w[0] <= w[1]), "{timeline:?}");
+    assert!(phases.contains(&0) && phases.contains(&1), "{timeline:?}");
 }

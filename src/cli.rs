@@ -82,6 +82,11 @@ pub struct KeygenArgs {
     /// Folder to write the key files into.
     #[arg(long, value_name = "DIR", default_value = "keys")]
     pub keys: std::path::PathBuf,
+    /// Instead of --keys: the zone files (a file or folder, as `serve
+    /// --zones`); the keys go to the folder the zone's `[dnssec] keys`
+    /// names.
+    #[arg(long, value_name = "PATH", conflicts_with = "keys")]
+    pub zones: Option<std::path::PathBuf>,
     /// 13 (ECDSAP256SHA256, the default) or 15 (ED25519).
     #[arg(long)]
     pub algorithm: Option<String>,
@@ -113,6 +118,10 @@ pub struct DsArgs {
     /// Folder of key files (BIND's format, as keygen or dnssec-keygen write them).
     #[arg(long, value_name = "DIR", default_value = "keys")]
     pub keys: std::path::PathBuf,
+    /// Instead of --keys: the zone files; the keys are read from the folder
+    /// the zone's `[dnssec] keys` names.
+    #[arg(long, value_name = "PATH", conflicts_with = "keys")]
+    pub zones: Option<std::path::PathBuf>,
 }
 
 /// `gslb ready`.
@@ -135,6 +144,54 @@ pub struct StatusArgs {
     /// The running server.
     #[command(flatten)]
     pub admin: AdminArgs,
+}
+
+/// The key folder of `zone` as its zone file among `zones` (a file or a
+/// folder, as `serve --zones` takes it) names it: `[dnssec] keys`,
+/// relative to the zone file. `Err` says what is missing.
+pub fn key_dir_of(
+    zones: &std::path::Path,
+    zone: &hickory_proto::rr::Name,
+) -> Result<std::path::PathBuf, String> {
+    let files = crate::config::zone_files(&[zones.to_path_buf()]).map_err(|e| {
+        e.0.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(table) = text.parse::<toml::Table>() else {
+            continue;
+        };
+        let name = table
+            .get("zone")
+            .and_then(|z| z.get("name"))
+            .and_then(|n| n.as_str())
+            .and_then(|n| hickory_proto::rr::Name::from_ascii(n).ok());
+        let Some(mut name) = name else { continue };
+        name.set_fqdn(true);
+        if name != *zone {
+            continue;
+        }
+        return match table
+            .get("dnssec")
+            .and_then(|d| d.get("keys"))
+            .and_then(|k| k.as_str())
+        {
+            Some(keys) => Ok(file
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(keys)),
+            None => Err(format!(
+                "{}: zone {zone} has no [dnssec] table naming its keys; add\n[dnssec]\nkeys = \"keys/\"",
+                file.display()
+            )),
+        };
+    }
+    Err(format!("no zone file in {} serves {zone}", zones.display()))
 }
 
 /// The signed zones of the status API's document (`zone`: only that

@@ -236,15 +236,43 @@ fn zone_name(zone: &str) -> Result<hickory_proto::rr::Name, String> {
     Ok(n)
 }
 
+/// The key folder: `--keys`, or with `--zones` the one `zone`'s
+/// `[dnssec] keys` names. `Err` is the exit code, the message printed.
+fn key_dir(
+    keys: &std::path::Path,
+    zones: Option<&std::path::Path>,
+    zone: Option<&str>,
+) -> Result<std::path::PathBuf, ExitCode> {
+    let Some(zones) = zones else {
+        return Ok(keys.to_path_buf());
+    };
+    let Some(zone) = zone else {
+        eprintln!("gslb: --zones needs the zone's name, to find its [dnssec] keys");
+        return Err(ExitCode::from(EXIT_USAGE));
+    };
+    let name = zone_name(zone).map_err(|e| {
+        eprintln!("gslb: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    gslb::cli::key_dir_of(zones, &name).map_err(|e| {
+        eprintln!("gslb: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 fn dnssec_keygen(args: &gslb::cli::KeygenArgs) -> ExitCode {
     use gslb::dnssec::keyfile::{KSK_FLAGS, KeyPair, ZSK_FLAGS, parse_algorithm};
     let now = gslb::model::unix_ms(std::time::SystemTime::now()) / 1000;
+    let keys = match key_dir(&args.keys, args.zones.as_deref(), args.zone.as_deref()) {
+        Ok(k) => k,
+        Err(code) => return code,
+    };
     // What to make: a new key from the arguments, or a predecessor's
     // successor. Usage problems exit 2, a predecessor that cannot be read
     // or succeeded exits 1 (as a configuration problem would).
     let make: Box<dyn Fn() -> Result<KeyPair, String>> = match &args.successor {
         Some(pred) => {
-            let path = successor_path(pred, &args.keys);
+            let path = successor_path(pred, &keys);
             let pred = match KeyPair::load(&path) {
                 Ok(k) => k,
                 Err(e) => {
@@ -286,27 +314,24 @@ fn dnssec_keygen(args: &gslb::cli::KeygenArgs) -> ExitCode {
         }
     };
     let made = (|| {
-        std::fs::create_dir_all(&args.keys).map_err(|e| format!("{}: {e}", args.keys.display()))?;
+        std::fs::create_dir_all(&keys).map_err(|e| format!("{}: {e}", keys.display()))?;
         // A key tag already taken in the folder: another key, as
         // dnssec-keygen does.
         for _ in 0..8 {
             let key = make()?;
-            match key.write(&args.keys) {
+            match key.write(&keys) {
                 Ok(paths) => return Ok((key, paths)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(format!("{}: {e}", args.keys.display())),
+                Err(e) => return Err(format!("{}: {e}", keys.display())),
             }
         }
-        Err(format!(
-            "{}: no free key tag in 8 tries",
-            args.keys.display()
-        ))
+        Err(format!("{}: no free key tag in 8 tries", keys.display()))
     })();
     match made {
         Ok((key, (k, p))) => {
             println!("{}\n{}", k.display(), p.display());
             if let Some(pred) = &args.successor {
-                let pred = KeyPair::load(&successor_path(pred, &args.keys)).ok();
+                let pred = KeyPair::load(&successor_path(pred, &keys)).ok();
                 let overlap = pred
                     .and_then(|p| p.timing.inactive)
                     .zip(key.timing.publish)
@@ -362,7 +387,11 @@ fn dnssec_ds(args: &gslb::cli::DsArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let keys = match KeyPair::load_zone(&args.keys, &zone) {
+    let dir = match key_dir(&args.keys, args.zones.as_deref(), Some(&args.zone)) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let keys = match KeyPair::load_zone(&dir, &zone) {
         Ok((keys, warnings)) => {
             for w in warnings {
                 eprintln!("gslb: {w}");
@@ -385,10 +414,7 @@ fn dnssec_ds(args: &gslb::cli::DsArgs) -> ExitCode {
         }
     }
     if printed == 0 {
-        eprintln!(
-            "gslb: no key-signing key for {zone} in {}",
-            args.keys.display()
-        );
+        eprintln!("gslb: no key-signing key for {zone} in {}", dir.display());
         return ExitCode::from(EXIT_CONFIG);
     }
     ExitCode::SUCCESS

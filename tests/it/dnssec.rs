@@ -1723,3 +1723,54 @@ async fn a_combined_key_roll_overlaps_so_either_ds_validates_and_cds_says_which(
     assert!(phases.windows(2).all(|w| w[0] <= w[1]), "{timeline:?}");
     assert!(phases.contains(&0) && phases.contains(&1), "{timeline:?}");
 }
+
+/// `keygen` and `ds` with `--zones`: the key folder is the one the zone's
+/// `[dnssec] keys` names, relative to its zone file, as `serve` reads it;
+/// a zone without `[dnssec]`, or not in the files, is an error that says
+/// so.
+#[test]
+fn keygen_and_ds_find_the_key_folder_from_the_zone_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones");
+    std::fs::create_dir_all(&zones).unwrap();
+    std::fs::write(
+        zones.join("signed.toml"),
+        format!(
+            "[zone]\nname = \"{SIGNED}\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n\n[dnssec]\nkeys = \"../k\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        zones.join("plain.toml"),
+        "[zone]\nname = \"plain.example.com.\"\nnameservers = [\"ns1.example.net.\"]\nhostmaster = \"h.example.net.\"\n",
+    )
+    .unwrap();
+    ok(gslb()
+        .args(["dnssec", "keygen", SIGNED, "--zones"])
+        .arg(&zones));
+    // `../k` from the zone file: beside the zones folder.
+    let made: Vec<_> = std::fs::read_dir(dir.path().join("k"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(made.len(), 2, "{made:?}");
+    let ds = ok(gslb().args(["dnssec", "ds", SIGNED, "--zones"]).arg(&zones));
+    let by_dir = ok(gslb()
+        .args(["dnssec", "ds", SIGNED, "--keys"])
+        .arg(dir.path().join("k")));
+    assert!(ds.contains(" IN DS "), "{ds}");
+    assert_eq!(ds, by_dir);
+    // The zone files load with those keys as they are.
+    ok(gslb().arg("check").arg(&zones));
+    for (zone, code, says) in [
+        ("plain.example.com", 1, "has no [dnssec] table"),
+        ("other.example.com", 1, "no zone file in"),
+    ] {
+        let out = run(gslb()
+            .args(["dnssec", "keygen", zone, "--zones"])
+            .arg(&zones));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{zone}: {err}");
+        assert!(err.contains(says), "{zone}: {err}");
+    }
+}

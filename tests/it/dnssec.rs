@@ -184,7 +184,7 @@ fn a_private_key_others_can_read_or_that_is_not_the_public_keys_is_refused() {
 // failover; a wrong anchor does not.
 
 use crate::backend::{Backend, Mode};
-use crate::support::{TestServer, addrs, request, udp, wait_until};
+use crate::support::{TestServer, addrs, failover_www, request, udp, wait_until};
 use hickory_proto::rr::RecordType;
 use std::time::Duration;
 
@@ -263,35 +263,6 @@ value = "{SECURE_DS}"
 {}"#,
         failover_www(backend.port()),
         big = BIG_TXT,
-    )
-}
-
-/// `www` failing over from `primary` (127.0.0.1, checked over HTTP on
-/// `port`) to `secondary` (127.0.0.2): the health-dependent part of the
-/// test zones.
-fn failover_www(port: u16) -> String {
-    format!(
-        r#"[check.app]
-type = "http"
-port = {port}
-path = "/health"
-interval = "200ms"
-timeout = "150ms"
-recheck = "50ms"
-fall = 2
-rise = 2
-
-[region.primary]
-endpoints = ["127.0.0.1"]
-check = "app"
-
-[region.secondary]
-endpoints = ["127.0.0.2"]
-
-[service.www]
-regions = ["primary", "secondary"]
-ttl = 5
-"#
     )
 }
 

@@ -506,3 +506,32 @@ pub fn serve_command(dns: SocketAddr, zones: &Path) -> std::process::Command {
         .stdin(std::process::Stdio::null());
     cmd
 }
+
+/// `www` failing over from `primary` (127.0.0.1, checked over HTTP on
+/// `port`) to `secondary` (127.0.0.2): the health-dependent part of the
+/// DNSSEC and transfer test zones.
+pub fn failover_www(port: u16) -> String {
+    format!(
+        r#"[check.app]
+type = "http"
+port = {port}
+path = "/health"
+interval = "200ms"
+timeout = "150ms"
+recheck = "50ms"
+fall = 2
+rise = 2
+
+[region.primary]
+endpoints = ["127.0.0.1"]
+check = "app"
+
+[region.secondary]
+endpoints = ["127.0.0.2"]
+
+[service.www]
+regions = ["primary", "secondary"]
+ttl = 5
+"#
+    )
+}

@@ -48,29 +48,9 @@ name = "txt"
 type = "TXT"
 value = "static text"
 
-[check.app]
-type = "http"
-port = {}
-path = "/health"
-interval = "200ms"
-timeout = "150ms"
-recheck = "50ms"
-fall = 2
-rise = 2
-
-[region.primary]
-endpoints = ["127.0.0.1"]
-check = "app"
-
-[region.secondary]
-endpoints = ["127.0.0.2"]
-
-[service.www]
-regions = ["primary", "secondary"]
-ttl = 5
-"#,
+{}"#,
         notify.join(", "),
-        backend.port()
+        crate::support::failover_www(backend.port())
     )
 }
 

@@ -348,10 +348,11 @@ impl ZoneSigner {
             return false;
         }
         let (inception, _) = self.window(at);
-        if self.lock().contains_key(&cache_key(records, inception)) {
+        let key = cache_key(records, inception);
+        if self.lock().contains_key(&key) {
             return false;
         }
-        let sigs = self.make(records, at);
+        let sigs = self.make(records, at, key);
         SIGNATURES_AHEAD.fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.counts[1].fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         true
@@ -370,17 +371,17 @@ impl ZoneSigner {
             self.counts[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return hit.clone();
         }
-        let sigs = self.make(records, now);
+        let sigs = self.make(records, now, key);
         SIGNATURES_MADE.fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.counts[0].fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         sigs
     }
 
-    /// Sign `records` for the window `now` falls in and cache the result.
-    fn make(&self, records: &[Record], now: u64) -> Arc<[Record]> {
+    /// Sign `records` for the window `now` falls in and cache the result
+    /// under `key` (their [`cache_key`] for that window).
+    fn make(&self, records: &[Record], now: u64, key: u64) -> Arc<[Record]> {
         let first = &records[0];
         let (inception, expiration) = self.window(now);
-        let key = cache_key(records, inception);
         let rtype = first.record_type();
         // DNSKEY, CDS and CDNSKEY by the SEP keys (RFC 7344 §4.1: a key
         // the parent's DS names), the rest by the others; with only one

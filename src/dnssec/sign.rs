@@ -127,6 +127,8 @@ pub struct ZoneSigner {
     /// Signatures by [`cache_key`]: the inception they were made for, and
     /// the RRSIG records.
     cache: Mutex<SigCache>,
+    /// Most entries of `cache` ([`CACHE_ENTRIES`]; less in tests).
+    capacity: usize,
     /// The next time a key of the zone changes state (unix seconds).
     next_event: Option<u64>,
     /// Every key of the zone found, for the status.
@@ -255,6 +257,7 @@ impl ZoneSigner {
             validity,
             window: (validity / 2).clamp(1, MAX_WINDOW),
             cache: Mutex::new(HashMap::new()),
+            capacity: CACHE_ENTRIES,
         })
     }
 
@@ -352,7 +355,10 @@ impl ZoneSigner {
         if self.lock().contains_key(&key) {
             return false;
         }
-        let sigs = self.make(records, at, key);
+        // Signing ahead for the next window must not push out the current
+        // window's signatures, which queries use until it ends.
+        let (keep_from, _) = self.window(at.saturating_sub(u64::from(self.window)));
+        let sigs = self.make(records, at, key, keep_from);
         SIGNATURES_AHEAD.fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.counts[1].fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         true
@@ -371,15 +377,16 @@ impl ZoneSigner {
             self.counts[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return hit.clone();
         }
-        let sigs = self.make(records, now, key);
+        let sigs = self.make(records, now, key, inception);
         SIGNATURES_MADE.fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.counts[0].fetch_add(sigs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         sigs
     }
 
     /// Sign `records` for the window `now` falls in and cache the result
-    /// under `key` (their [`cache_key`] for that window).
-    fn make(&self, records: &[Record], now: u64, key: u64) -> Arc<[Record]> {
+    /// under `key` (their [`cache_key`] for that window). A full cache
+    /// keeps the signatures whose inception is `keep_from` or later.
+    fn make(&self, records: &[Record], now: u64, key: u64, keep_from: u32) -> Arc<[Record]> {
         let first = &records[0];
         let (inception, expiration) = self.window(now);
         let rtype = first.record_type();
@@ -424,11 +431,11 @@ impl ZoneSigner {
         }
         let sigs: Arc<[Record]> = Arc::from(sigs);
         let mut cache = self.lock();
-        if cache.len() >= CACHE_ENTRIES {
+        if cache.len() >= self.capacity {
             // Older windows' signatures go first; if the current window's
             // alone nearly fill it, it starts over.
-            cache.retain(|_, (i, _)| *i >= inception);
-            if cache.len() >= CACHE_ENTRIES * 9 / 10 {
+            cache.retain(|_, (i, _)| *i >= keep_from);
+            if cache.len() >= self.capacity * 9 / 10 {
                 cache.clear();
             }
         }
@@ -488,6 +495,41 @@ mod tests {
     fn signer(pairs: &[KeyPair]) -> ZoneSigner {
         let apex = Name::from_ascii("z.example.").unwrap();
         ZoneSigner::new(apex, pairs, 1_796_605_534, 14 * 86_400, 300).unwrap()
+    }
+
+    #[test]
+    fn a_full_cache_keeps_the_current_windows_signatures_when_signing_ahead() {
+        let apex = Name::from_ascii("z.example.").unwrap();
+        let now = 1_796_605_534;
+        let key = KeyPair::generate(apex, Algorithm::ED25519, 257, now - 10).unwrap();
+        let mut s = signer(std::slice::from_ref(&key));
+        s.capacity = 20;
+        let set = |i: u8| {
+            [Record::from_rdata(
+                Name::from_ascii("www.z.example.").unwrap(),
+                60,
+                RData::A(A::new(192, 0, 2, i)),
+            )]
+        };
+        let (previous, next) = (now - u64::from(s.window), s.next_window_start(now));
+        for i in 0..5 {
+            assert!(s.sign_ahead(&set(i), previous));
+        }
+        for i in 10..20 {
+            s.rrsigs(&set(i), now);
+        }
+        for i in 30..35 {
+            assert!(s.sign_ahead(&set(i), next));
+        }
+        // Full: signing one more ahead drops the past window's, not the
+        // current one's, which queries still use.
+        assert!(s.sign_ahead(&set(40), next));
+        for i in 10..20 {
+            assert!(!s.sign_ahead(&set(i), now), "{i} kept");
+        }
+        for i in 0..5 {
+            assert!(s.sign_ahead(&set(i), previous), "{i} dropped");
+        }
     }
 
     #[test]

@@ -57,13 +57,15 @@ pub(super) fn sign_sections(
     // denial is of static's AAAA).
     let mut last = qname.clone();
     if qtype != RecordType::CNAME {
-        while let Some(target) = answers.iter().find_map(|r| match &r.data {
-            RData::CNAME(c) if r.name == last => Some(c.0.clone()),
-            _ => None,
-        }) {
-            if target == last || answers.len() > 64 {
+        // At most one step per record: a chain that loops (a -> b -> a,
+        // cut by the engine) ends here too.
+        for _ in 0..answers.len() {
+            let Some(target) = answers.iter().find_map(|r| match &r.data {
+                RData::CNAME(c) if r.name == last => Some(c.0.clone()),
+                _ => None,
+            }) else {
                 break;
-            }
+            };
             last = target;
         }
     }

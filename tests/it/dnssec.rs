@@ -246,6 +246,16 @@ type = "CNAME"
 value = "nowhere"
 
 [[record]]
+name = "loop1"
+type = "CNAME"
+value = "loop2"
+
+[[record]]
+name = "loop2"
+type = "CNAME"
+value = "loop1"
+
+[[record]]
 name = "child"
 type = "NS"
 value = "ns.child.example.net."
@@ -486,6 +496,30 @@ async fn signed_answers_of_every_kind_validate_before_and_after_a_failover() {
             .collect();
         assert_eq!(nsecs, [(format!("{owner}.{z}"), bitmap)], "{name}: {m:?}");
     }
+    // A CNAME loop, signed: both CNAMEs with their RRSIGs, answered (the
+    // chain's end is looked for once per record, not forever), and the
+    // server answers on.
+    let mut req = request(&format!("loop1.{z}"), RecordType::A, true);
+    req.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let m = udp(s.dns, &req).await.expect("a CNAME loop is answered");
+    let types: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(
+        types,
+        [
+            RecordType::CNAME,
+            RecordType::RRSIG,
+            RecordType::CNAME,
+            RecordType::RRSIG
+        ]
+    );
+    assert_eq!(
+        addrs(
+            &udp(s.dns, &request(&format!("static.{z}"), RecordType::A, true))
+                .await
+                .unwrap()
+        ),
+        ["192.0.2.10"]
+    );
     // A name that does not exist: NOERROR and one NSEC with NXNAME.
     let mut req = request(&format!("nope.{z}"), RecordType::A, true);
     req.edns.as_mut().unwrap().set_dnssec_ok(true);

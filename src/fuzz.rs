@@ -270,12 +270,17 @@ pub fn key_file(data: &[u8]) {
 }
 
 /// The fuzz zone served to secondaries: 127.0.0.0/8 may transfer it,
-/// signed with [`TRANSFER_KEY`].
+/// unsigned (so that what the fuzzer makes of a request reaches the
+/// transfer, which a broken MAC would not) or signed with the settings'
+/// key [`TRANSFER_KEY`] (then verified, and every message signed).
 const TRANSFER: &str = r#"
 [transfer]
 allow = ["127.0.0.0/8"]
-tsig-key = "fuzz-key"
 "#;
+
+/// When the transfer seeds are signed, and the time the fixture checks
+/// TSIG at.
+const SEED_TIME: u64 = 1_800_000_000;
 
 /// The secret of the transfer fuzz fixture's key `fuzz-key.`
 /// (HMAC-SHA256).
@@ -293,10 +298,13 @@ fn transfer_fixture() -> &'static Fixture {
                 secret: TRANSFER_KEY.to_vec(),
             },
         );
-        let transfers = Arc::new(crate::dns::Transfers::new(
-            keys,
-            crate::metrics::TransferMetrics::disabled(),
-        ));
+        // TSIG is checked at the seeds' signing time, so that signed seeds
+        // (and what the fuzzer makes of them) reach the transfer itself,
+        // not a BADTIME refusal.
+        let transfers = Arc::new(
+            crate::dns::Transfers::new(keys, crate::metrics::TransferMetrics::disabled())
+                .at_fixed_time(SEED_TIME),
+        );
         make_fixture(format!("{ZONE}{TRANSFER}"), transfers, |snapshot| {
             // Two versions, so IXFR has a change to send.
             for served in snapshot.zones() {
@@ -317,6 +325,12 @@ fn transfer_fixture() -> &'static Fixture {
 /// transfer as TCP would send it: each a whole response of at most 64 KiB
 /// to the request's ID, the first with the question.
 pub fn transfer(data: &[u8]) {
+    transfer_messages(data);
+}
+
+/// [`transfer`], saying how many transfer messages the request got (0: it
+/// was answered, or refused, in one reply).
+pub fn transfer_messages(data: &[u8]) -> usize {
     let f = transfer_fixture();
     let mut worker = f.engine.worker(f.engine.rng(0));
     let mut out = Vec::new();
@@ -326,13 +340,14 @@ pub fn transfer(data: &[u8]) {
         check_response(data, &out);
     }
     if !crate::dns::xfr::is_transfer(data) {
-        return;
+        return 0;
     }
     match crate::dns::xfr::plan(&f.engine, data, CLIENT) {
         crate::dns::xfr::Plan::Reply(bytes) => {
             if !bytes.is_empty() {
                 check_response(data, &bytes);
             }
+            0
         }
         crate::dns::xfr::Plan::Stream(mut t) => {
             let mut n = 0;
@@ -343,6 +358,7 @@ pub fn transfer(data: &[u8]) {
                 n += 1;
                 assert!(n < 1000, "a transfer of the fuzz zone ends");
             }
+            n
         }
     }
 }
@@ -391,7 +407,7 @@ pub fn transfer_seeds() -> Vec<Vec<u8>> {
                 ));
             }
             if let Some(s) = signer {
-                let (tsig, _) = s.sign_message(&m, 1_800_000_000).expect("signs");
+                let (tsig, _) = s.sign_message(&m, SEED_TIME).expect("signs");
                 m.set_signature(tsig);
             }
             out.push(m.to_vec().expect("encodes"));

@@ -92,6 +92,8 @@ pub const TRANSFERS_REFUSED: &str = "gslb_transfers_refused_total";
 pub const NOTIFIES: &str = "gslb_notify_total";
 /// When each secondary last acknowledged a NOTIFY.
 pub const NOTIFY_LAST_ACK: &str = "gslb_notify_last_ack_timestamp_seconds";
+/// Unix time a NOTIFY was last sent, per zone and secondary.
+pub const NOTIFY_LAST_SENT: &str = "gslb_notify_last_sent_timestamp_seconds";
 /// Log lines that never reached stderr, by why (`write_error`: stderr
 /// failed, a closed pipe; `queue_full`: stderr too slow).
 pub const LOG_LINES_LOST: &str = "gslb_log_lines_lost_total";
@@ -508,6 +510,8 @@ pub struct TransferMetrics {
     pub notifies: IntCounterVec,
     /// `gslb_notify_last_ack_timestamp_seconds`.
     pub notify_acked: IntGaugeVec,
+    /// `gslb_notify_last_sent_timestamp_seconds`.
+    pub notify_sent: IntGaugeVec,
 }
 
 impl TransferMetrics {
@@ -538,12 +542,17 @@ impl TransferMetrics {
             ),
             notifies: counter(
                 NOTIFIES,
-                "NOTIFY messages to secondaries, by zone, secondary and result (sent, acked, failed: given up after retries).",
+                "NOTIFY messages to secondaries, by zone, secondary and result (sent, acked; failed: a try not acknowledged, from the fifth on; retries go on until one is).",
                 &["zone", "secondary", "result"],
             ),
             notify_acked: gauge(
                 NOTIFY_LAST_ACK,
                 "Unix time a secondary last acknowledged a NOTIFY of the zone.",
+                &["zone", "secondary"],
+            ),
+            notify_sent: gauge(
+                NOTIFY_LAST_SENT,
+                "Unix time a NOTIFY of the zone was last sent to a secondary (first tries and retries).",
                 &["zone", "secondary"],
             ),
         }

@@ -253,10 +253,7 @@ impl Engine {
         });
         let limit = match transport {
             Transport::Tcp => u16::MAX as usize,
-            Transport::Udp => match edns_req {
-                Some(e) => usize::from(e.max_payload().clamp(512, self.opts.udp_payload.max(512))),
-                None => 512,
-            },
+            Transport::Udp => self.udp_limit_of(edns_req),
         };
         let query = msg.queries.first();
         let qtype = query
@@ -346,6 +343,19 @@ impl Engine {
     /// of it is unknown, or nothing when it is a response (or too short to
     /// have a header). Never answered from what fit, even when that parses.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// The most a UDP answer to `req` may carry: its EDNS size (at least
+    /// 512, at most this server's `udp-payload`), or 512 without EDNS.
+    pub(crate) fn udp_limit(&self, req: &Message) -> usize {
+        self.udp_limit_of(req.edns.as_ref())
+    }
+
+    fn udp_limit_of(&self, edns: Option<&Edns>) -> usize {
+        match edns {
+            Some(e) => usize::from(e.max_payload().clamp(512, self.opts.udp_payload.max(512))),
+            None => 512,
+        }
+    }
+
     pub(crate) fn respond_cut(&self, req: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
         out.clear();
         if req.len() < 12 || req[2] & 0x80 != 0 {

@@ -344,6 +344,9 @@ pub struct Transfers {
     pub metrics: crate::metrics::TransferMetrics,
     /// The cluster whose nodes agree on each zone's serial, if any.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// The time TSIG is checked and signed at, when not the clock's (the
+    /// transfer fuzzer, whose signed seeds must stay inside the fudge).
+    fixed_now: Option<u64>,
 }
 
 impl Default for Transfers {
@@ -368,7 +371,20 @@ impl Transfers {
             notifies: Default::default(),
             metrics,
             cluster: Default::default(),
+            fixed_now: None,
         }
+    }
+
+    /// TSIG checked and signed as if it were always `unix` (fuzzing).
+    #[doc(hidden)]
+    pub fn at_fixed_time(mut self, unix: u64) -> Self {
+        self.fixed_now = Some(unix);
+        self
+    }
+
+    /// Now for TSIG, in unix seconds: the clock's, or the fixed time.
+    pub(super) fn tsig_now(&self) -> Option<u64> {
+        self.fixed_now
     }
 
     /// The TSIG key of this name.

@@ -1,9 +1,12 @@
 //! NOTIFY (RFC 1996): every secondary in a zone's `notify` list is told of
 //! each new serial of the zone as transferred, at once, and again with
-//! back-off until it acknowledges (1, 2, 4, 8, 16 s: five tries, as BIND
-//! and Knot retry), signed with the zone's TSIG key when it has one. A
-//! newer serial replaces the one being retried. One task per (zone,
-//! secondary), started and stopped as reloads change the lists.
+//! back-off until it acknowledges (waits of 1, 2, 4, 8, 16, 32 s, then a
+//! minute apart), signed with the zone's TSIG key when it has one. After
+//! five tries unanswered (BIND and Knot give up there) it is logged and
+//! counted as failed, and retried on: a secondary down for an hour hears
+//! of the change within a minute of coming back, not at its next SOA
+//! refresh. A newer serial replaces the one being retried. One task per
+//! (zone, secondary), started and stopped as reloads change the lists.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,10 +21,13 @@ use tokio_util::sync::CancellationToken;
 use super::Engine;
 use super::journal::Journal;
 
-/// Tries per serial before giving up until the next change.
-const TRIES: u32 = 5;
-/// Wait for the first answer; doubled for each retry.
+/// Tries unanswered before a serial is logged and counted as failed (it is
+/// retried on).
+const WARN_AFTER: u32 = 5;
+/// Wait for the first answer; doubled for each retry, up to [`MAX_WAIT`].
 const FIRST_WAIT: Duration = Duration::from_secs(1);
+/// Longest wait between tries.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// What one secondary was last told, and when it answered.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -171,11 +177,15 @@ async fn sender(
             s.error = None;
         });
         let mut wait = FIRST_WAIT;
-        for attempt in 1..=TRIES {
+        for attempt in 1.. {
             metrics
                 .notifies
                 .with_label_values(&[zone, &target, "sent"])
                 .inc();
+            metrics
+                .notify_sent
+                .with_label_values(&[zone, &target])
+                .set(unix_secs() as i64);
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 r = notify_once(to, apex, &version.soa, signer.as_ref(), wait) => r,
@@ -200,7 +210,11 @@ async fn sender(
                         s.acked = Some(now);
                         s.error = None;
                     });
-                    tracing::debug!(zone, secondary = %to, serial, attempt, "NOTIFY acknowledged by {to}");
+                    if attempt > WARN_AFTER {
+                        tracing::info!(zone, secondary = %to, serial, attempt, "NOTIFY acknowledged by {to} at try {attempt}");
+                    } else {
+                        tracing::debug!(zone, secondary = %to, serial, attempt, "NOTIFY acknowledged by {to}");
+                    }
                     break;
                 }
                 Err(e) => {
@@ -208,13 +222,17 @@ async fn sender(
                         .transfers
                         .notifies
                         .update(zone, to, |s| s.error = Some(e.clone()));
-                    if attempt == TRIES {
+                    if attempt >= WARN_AFTER {
+                        // Counted for every try from the fifth on, so the
+                        // alert on it lasts as long as the secondary is
+                        // deaf, and clears once it answers.
                         metrics
                             .notifies
                             .with_label_values(&[zone, &target, "failed"])
                             .inc();
-                        tracing::warn!(zone, secondary = %to, serial, error = %e, "NOTIFY to {to} not acknowledged after {TRIES} tries: {e}; the secondary will see serial {serial} at its next SOA refresh");
-                        break;
+                    }
+                    if attempt == WARN_AFTER {
+                        tracing::warn!(zone, secondary = %to, serial, error = %e, "NOTIFY to {to} not acknowledged after {WARN_AFTER} tries: {e}; trying again every {}s until it is", MAX_WAIT.as_secs());
                     }
                     // A quick failure (port unreachable: the secondary is
                     // not up yet) waits out its turn like a silent one.
@@ -225,7 +243,7 @@ async fn sender(
                             continue 'serial;
                         }
                     }
-                    wait *= 2;
+                    wait = (wait * 2).min(MAX_WAIT);
                 }
             }
         }
@@ -287,7 +305,22 @@ async fn notify_once(
         if let Some(v) = verifier.as_mut()
             && let Err(e) = v.verify(&buf[..n])
         {
-            return Err(format!("answer not signed with the zone's key: {e}"));
+            // An error answer is often unsigned (the secondary does not
+            // know the key): its rcode and TSIG error say why.
+            let rc = r.metadata.response_code;
+            let tsig_error = r
+                .signature()
+                .and_then(|t| t.data.error)
+                .map(|e| format!(", TSIG error {e:?}"))
+                .unwrap_or_default();
+            return Err(if rc != ResponseCode::NoError || !tsig_error.is_empty() {
+                format!(
+                    "answered rcode {} ({rc}){tsig_error}, not signed with the zone's key",
+                    u16::from(rc)
+                )
+            } else {
+                format!("answer not signed with the zone's key: {e}")
+            });
         }
         return match r.metadata.response_code {
             ResponseCode::NoError => Ok(()),

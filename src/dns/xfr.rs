@@ -108,6 +108,14 @@ struct Signing {
     signer: TSigner,
     request_mac: Vec<u8>,
     id: u16,
+    /// The fixed time to sign at (fuzzing), else the clock's.
+    fixed_now: Option<u64>,
+}
+
+impl Signing {
+    fn now(&self) -> u64 {
+        self.fixed_now.unwrap_or_else(unix_secs)
+    }
 }
 
 /// Why a request is not served, and the answer that says so.
@@ -181,7 +189,7 @@ fn admit(engine: &Engine, raw: &[u8], msg: &Message, client: IpAddr) -> Result<A
                 .transfers
                 .key(key_name)
                 .ok_or(Refusal::Rcode(ResponseCode::ServFail))?;
-            Some(verify(raw, msg, key).inspect_err(|_| {
+            Some(verify(engine, raw, msg, key).inspect_err(|_| {
                 engine.transfers.count_refused(&label, "tsig");
                 log_refusal(
                     &BAD_TSIG,
@@ -195,10 +203,10 @@ fn admit(engine: &Engine, raw: &[u8], msg: &Message, client: IpAddr) -> Result<A
         // settings file's key of its name, and answered signed.
         (None, Some(tsig)) => {
             let verified = match engine.transfers.key_named(&tsig.name) {
-                Some(key) => verify(raw, msg, key),
+                Some(key) => verify(engine, raw, msg, key),
                 None => Err(Refusal::Unsigned(TSigResponseContext::unknown_key(
                     msg.metadata.id,
-                    unix_secs(),
+                    now_for(engine),
                     tsig.name.clone(),
                 ))),
             };
@@ -222,12 +230,17 @@ fn unix_secs() -> u64 {
     crate::reload::unix_now().max(0) as u64
 }
 
+/// Now for TSIG: the clock's, or the engine's fixed time (fuzzing).
+fn now_for(engine: &Engine) -> u64 {
+    engine.transfers.tsig_now().unwrap_or_else(unix_secs)
+}
+
 /// Verify the request's TSIG against `key` (RFC 8945 §5.2).
-fn verify(raw: &[u8], msg: &Message, key: &TsigKey) -> Result<Signing, Refusal> {
+fn verify(engine: &Engine, raw: &[u8], msg: &Message, key: &TsigKey) -> Result<Signing, Refusal> {
     let Some(tsig) = msg.signature() else {
         return Err(Refusal::Rcode(ResponseCode::Refused));
     };
-    let now = unix_secs();
+    let now = now_for(engine);
     if tsig.name != key.name || tsig.data.algorithm != key.algorithm {
         return Err(Refusal::Unsigned(TSigResponseContext::unknown_key(
             msg.metadata.id,
@@ -248,6 +261,7 @@ fn verify(raw: &[u8], msg: &Message, key: &TsigKey) -> Result<Signing, Refusal> 
                 signer,
                 request_mac: mac,
                 id: msg.metadata.id,
+                fixed_now: engine.transfers.tsig_now(),
             };
             if range.start <= now && now <= range.end {
                 Ok(signing)
@@ -288,7 +302,7 @@ fn refusal_bytes(msg: &Message, refusal: Refusal) -> Vec<u8> {
         }
         Refusal::BadTime(signing, request_time) => {
             m.metadata.response_code = ResponseCode::NotAuth;
-            let now = unix_secs();
+            let now = signing.now();
             let mut other = ((now >> 32) as u16).to_be_bytes().to_vec();
             other.extend_from_slice(&(now as u32).to_be_bytes());
             let s = &signing.signer;
@@ -333,7 +347,7 @@ struct StreamSigner {
 
 impl StreamSigner {
     fn sign(&mut self, m: &mut Message) -> Result<(), String> {
-        let now = crate::reload::unix_now().max(0) as u64;
+        let now = self.signing.now();
         let unsigned = m.to_vec().map_err(|e| e.to_string())?;
         let s = &self.signing;
         let tsig = match &self.previous {
@@ -379,20 +393,12 @@ impl StreamSigner {
 /// What an IXFR from `serial` gets: the current SOA alone when the client
 /// is up to date (or ahead), the changes when the history reaches back,
 /// else `None` (send the zone whole, as AXFR does).
-fn ixfr_records(journal: &Journal, current: &Version, serial: u32) -> Option<Vec<Record>> {
+fn ixfr_body(journal: &Journal, current: &Arc<Version>, serial: u32) -> Option<Body> {
     if serial == current.serial || crate::reload::serial_gt(serial, current.serial) {
-        return Some(vec![current.soa.clone()]);
+        return Some(Body::Soa(current.clone()));
     }
     let (now, changes) = journal.changes_since(serial)?;
-    let mut out = vec![now.soa.clone()];
-    for c in &changes {
-        out.push(c.from.clone());
-        out.extend(c.removed.iter().cloned());
-        out.push(c.to.clone());
-        out.extend(c.added.iter().cloned());
-    }
-    out.push(now.soa.clone());
-    Some(out)
+    Some(Body::Changes(now, changes))
 }
 
 /// How long `r` is on the wire at most (uncompressed).
@@ -414,12 +420,18 @@ pub enum Plan<'e> {
     Stream(Box<Outgoing<'e>>),
 }
 
-/// The records a transfer sends, without copying a version's.
+/// The records a transfer sends, read in place from the version and the
+/// journal's changes (shared, never copied): a transfer's own memory is
+/// the message it is making, whatever the zone's or the change's size.
 enum Body {
     /// The zone whole: SOA, records, SOA.
     Whole(Arc<Version>),
-    /// An IXFR's changes (or its one SOA).
-    Listed(Vec<Record>),
+    /// An IXFR's changes to the version (RFC 1995 §4): its SOA, then per
+    /// change the old SOA, the records removed, the new SOA, the records
+    /// added; its SOA again.
+    Changes(Arc<Version>, Vec<Arc<super::journal::Change>>),
+    /// An IXFR of a client up to date: the version's SOA alone.
+    Soa(Arc<Version>),
 }
 
 impl Body {
@@ -431,14 +443,39 @@ impl Body {
                 Some(j) if j == v.records.len() => Some(&v.soa),
                 Some(_) => None,
             },
-            Body::Listed(r) => r.get(i),
+            Body::Soa(v) => (i == 0).then_some(&v.soa),
+            Body::Changes(v, changes) => {
+                let Some(mut j) = i.checked_sub(1) else {
+                    return Some(&v.soa);
+                };
+                for c in changes {
+                    let removed = c.removed.len();
+                    let n = removed + c.added.len() + 2;
+                    if j < n {
+                        return Some(match j {
+                            0 => &c.from,
+                            j if j <= removed => &c.removed[j - 1],
+                            j if j == removed + 1 => &c.to,
+                            j => &c.added[j - removed - 2],
+                        });
+                    }
+                    j -= n;
+                }
+                (j == 0).then_some(&v.soa)
+            }
         }
     }
 
     fn len(&self) -> usize {
         match self {
             Body::Whole(v) => v.records.len() + 2,
-            Body::Listed(r) => r.len(),
+            Body::Soa(_) => 1,
+            Body::Changes(_, changes) => {
+                2 + changes
+                    .iter()
+                    .map(|c| c.removed.len() + c.added.len() + 2)
+                    .sum::<usize>()
+            }
         }
     }
 }
@@ -536,8 +573,8 @@ pub fn plan<'e>(engine: &'e Engine, raw: &[u8], client: IpAddr) -> Plan<'e> {
         .find(|r| r.record_type() == RecordType::SOA)
         .map(soa_serial);
     let (kind, body) = match (msg.queries[0].query_type(), client_serial) {
-        (RecordType::IXFR, Some(s)) => match ixfr_records(&journal, &version, s) {
-            Some(r) => ("ixfr", Body::Listed(r)),
+        (RecordType::IXFR, Some(s)) => match ixfr_body(&journal, &version, s) {
+            Some(body) => ("ixfr", body),
             None => ("axfr", Body::Whole(version.clone())),
         },
         (RecordType::IXFR, None) => {
@@ -673,10 +710,10 @@ pub(super) fn answer_signed(
     let signing = match engine.transfers.key_named(&tsig.name) {
         None => Err(Refusal::Unsigned(TSigResponseContext::unknown_key(
             msg.metadata.id,
-            unix_secs(),
+            now_for(engine),
             tsig.name.clone(),
         ))),
-        Some(key) => verify(raw, msg, key),
+        Some(key) => verify(engine, raw, msg, key),
     };
     let signing = match signing {
         Ok(s) => s,
@@ -697,14 +734,112 @@ pub(super) fn answer_signed(
     let Ok(mut m) = Message::from_vec(out) else {
         return true;
     };
+    // The answer was cut to the client's UDP size before the TSIG was
+    // added: if the TSIG makes it too long, it goes out truncated (TC, no
+    // records), signed, and the client asks again over TCP (RFC 8945
+    // §5.3: the MAC covers the truncated message).
+    let limit = match transport {
+        Transport::Tcp => usize::from(u16::MAX),
+        Transport::Udp => engine.udp_limit(msg),
+    };
     let mut s = StreamSigner {
         signing,
         previous: None,
     };
+    let unsigned = m.clone();
     if s.sign(&mut m).is_ok()
         && let Ok(signed) = m.to_vec()
     {
-        *out = signed;
+        if signed.len() <= limit {
+            *out = signed;
+            return true;
+        }
+        let mut cut = unsigned;
+        cut.metadata.truncation = true;
+        cut.answers.clear();
+        cut.authorities.clear();
+        cut.additionals.clear();
+        s.previous = None;
+        if s.sign(&mut cut).is_ok()
+            && let Ok(signed) = cut.to_vec()
+        {
+            *out = signed;
+        }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::{Name, RData};
+
+    fn a(name: &str, last: u8) -> Record {
+        Record::from_rdata(
+            Name::from_ascii(name).unwrap(),
+            60,
+            RData::A(A::new(192, 0, 2, last)),
+        )
+    }
+
+    fn zone(records: &[Record]) -> Vec<Record> {
+        let n = Name::from_ascii("z.").unwrap();
+        let mut v = records.to_vec();
+        v.sort_by(super::super::transfer::order);
+        v.insert(
+            0,
+            Record::from_rdata(
+                n.clone(),
+                300,
+                RData::SOA(SOA::new(n.clone(), n, 1, 1, 1, 1, 1)),
+            ),
+        );
+        v
+    }
+
+    /// An IXFR's records, read in place from the journal's changes, are
+    /// RFC 1995's sequence: the new SOA, per change the old SOA, removals,
+    /// the new SOA, additions, and the new SOA again.
+    #[test]
+    fn an_ixfr_reads_the_changes_in_rfc_1995_order() {
+        let j = Journal::default();
+        j.commit(zone(&[a("a.z.", 1), a("b.z.", 1)]), None, 1000);
+        j.commit(zone(&[a("a.z.", 2), a("b.z.", 1)]), None, 2000);
+        j.commit(zone(&[a("a.z.", 2), a("c.z.", 3)]), None, 3000);
+        let current = j.current().unwrap();
+        let body = ixfr_body(&j, &current, 1000).expect("the history reaches");
+        let got: Vec<String> = (0..body.len())
+            .map(|i| {
+                let r = body.get(i).expect("in range");
+                match &r.data {
+                    RData::SOA(s) => format!("SOA {}", s.serial),
+                    d => format!("{} {d}", r.name),
+                }
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "SOA 3000",
+                "SOA 1000",
+                "a.z. 192.0.2.1",
+                "SOA 2000",
+                "a.z. 192.0.2.2",
+                "SOA 2000",
+                "b.z. 192.0.2.1",
+                "SOA 3000",
+                "c.z. 192.0.2.3",
+                "SOA 3000",
+            ]
+        );
+        assert!(body.get(body.len()).is_none());
+        // Up to date, or ahead: the SOA alone. Unknown: None (AXFR).
+        for serial in [3000, 3001] {
+            let up = ixfr_body(&j, &current, serial).unwrap();
+            assert_eq!(up.len(), 1);
+            assert!(matches!(up.get(0).map(|r| &r.data), Some(RData::SOA(_))));
+        }
+        assert!(ixfr_body(&j, &current, 7).is_none());
+    }
 }

@@ -55,12 +55,31 @@ value = "static text"
 }
 
 fn key() -> gslb::model::TsigKey {
+    key_of(TsigAlgorithm::HmacSha256)
+}
+
+/// The test key `xfr-key.` with another HMAC.
+fn key_of(algorithm: TsigAlgorithm) -> gslb::model::TsigKey {
     gslb::model::TsigKey {
         name: Name::from_ascii("xfr-key.").unwrap(),
-        algorithm: TsigAlgorithm::HmacSha256,
+        algorithm,
         secret: SECRET.to_vec(),
     }
 }
+
+/// How a secondary knows the test key: its algorithm's name and the
+/// secret (base64), or no key at all.
+#[derive(Clone, Copy)]
+struct SecondaryKey {
+    algorithm: &'static str,
+    secret_b64: &'static str,
+}
+
+/// The key gslb has: HMAC-SHA256 with the test secret.
+const GOOD: Option<SecondaryKey> = Some(SecondaryKey {
+    algorithm: "hmac-sha256",
+    secret_b64: SECRET_B64,
+});
 
 async fn start(backend: SocketAddr, notify: &[SocketAddr], state: Option<&Path>) -> TestServer {
     let state = state.map(Path::to_path_buf);
@@ -484,6 +503,17 @@ fn nsd_of(primaries: &[SocketAddr]) -> Secondary {
 /// NSD as a secondary of `primaries`, taking NOTIFY from `notifier` (else
 /// from the primaries).
 fn nsd_notified_by(primaries: &[SocketAddr], notifier: Option<&str>) -> Secondary {
+    nsd_keyed(primaries, notifier, GOOD, None)
+}
+
+/// NSD as a secondary of `primaries` with `key` (none: it asks unsigned),
+/// asking from `outgoing` when given.
+fn nsd_keyed(
+    primaries: &[SocketAddr],
+    notifier: Option<&str>,
+    key: Option<SecondaryKey>,
+    outgoing: Option<&str>,
+) -> Secondary {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_udp_tcp_addr();
     let d = dir.path().display();
@@ -503,23 +533,25 @@ fn nsd_notified_by(primaries: &[SocketAddr], notifier: Option<&str>) -> Secondar
     xfrd-reload-timeout: 0
 remote-control:
     control-enable: no
-key:
-    name: "xfr-key"
-    algorithm: hmac-sha256
-    secret: "{SECRET_B64}"
-zone:
+{key_block}zone:
     name: "{APEX}"
     zonefile: "xfr.zone"
-{primaries}"#,
+{primaries}{outgoing}"#,
         ip = addr.ip(),
         port = addr.port(),
+        outgoing = outgoing.map_or_else(String::new, |o| format!("    outgoing-interface: {o}\n")),
+        key_block = key.map_or_else(String::new, |k| format!(
+            "key:\n    name: \"xfr-key\"\n    algorithm: {}\n    secret: \"{}\"\n",
+            k.algorithm, k.secret_b64
+        )),
         primaries = primaries
             .iter()
             .map(|p| format!(
-                "    request-xfr: {}@{} xfr-key\n    allow-notify: {} xfr-key\n",
+                "    request-xfr: {}@{} {k}\n    allow-notify: {} {k}\n",
                 p.ip(),
                 p.port(),
-                notifier.map_or_else(|| p.ip().to_string(), str::to_string)
+                notifier.map_or_else(|| p.ip().to_string(), str::to_string),
+                k = if key.is_some() { "xfr-key" } else { "NOKEY" },
             ))
             .collect::<String>(),
     );
@@ -531,6 +563,11 @@ zone:
 /// Knot 3 on a free loopback port, secondary of `primary` with the test
 /// key (`master` and a notify ACL).
 fn knot(primary: SocketAddr) -> Secondary {
+    knot_keyed(primary, GOOD)
+}
+
+/// Knot as a secondary of `primary` with `key` (none: it asks unsigned).
+fn knot_keyed(primary: SocketAddr, key: Option<SecondaryKey>) -> Secondary {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_udp_tcp_addr();
     let d = dir.path().display();
@@ -543,19 +580,13 @@ log:
     any: info
 database:
     storage: "{d}"
-key:
-  - id: xfr-key
-    algorithm: hmac-sha256
-    secret: {SECRET_B64}
-remote:
+{key_block}remote:
   - id: gslb
     address: {pip}@{pport}
-    key: xfr-key
-acl:
+{key_ref}acl:
   - id: gslb-notify
     address: {pip}
-    key: xfr-key
-    action: notify
+{key_ref}    action: notify
 template:
   - id: default
     storage: "{d}"
@@ -568,6 +599,15 @@ zone:
         port = addr.port(),
         pip = primary.ip(),
         pport = primary.port(),
+        key_block = key.map_or_else(String::new, |k| format!(
+            "key:\n  - id: xfr-key\n    algorithm: {}\n    secret: {}\n",
+            k.algorithm, k.secret_b64
+        )),
+        key_ref = if key.is_some() {
+            "    key: xfr-key\n"
+        } else {
+            ""
+        },
     );
     std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
     let conf = dir.path().join("knot.conf").display().to_string();
@@ -737,6 +777,35 @@ async fn nsd_and_knot_follow_a_failover_by_notify_and_ixfr() {
     for n in notify {
         assert_eq!(n["serial"], now, "{n}");
         assert_eq!(n["acked_serial"], now, "{n}");
+    }
+    // And the metrics: the serial, bytes served, when each secondary was
+    // last sent a NOTIFY and last acknowledged one.
+    let body = s.server.metrics.render();
+    let value = |series: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{series} in\n{body}"))
+    };
+    assert_eq!(
+        value("gslb_zone_serial{zone=\"xfr.example.com\"}"),
+        f64::from(now)
+    );
+    assert!(value("gslb_transfer_bytes_total{zone=\"xfr.example.com\"}") > 1000.0);
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    for x in &secondaries {
+        for metric in [
+            "gslb_notify_last_sent_timestamp_seconds",
+            "gslb_notify_last_ack_timestamp_seconds",
+        ] {
+            let t = value(&format!(
+                "{metric}{{secondary=\"{}\",zone=\"xfr.example.com\"}}",
+                x.addr
+            ));
+            assert!((unix - 60.0..=unix + 1.0).contains(&t), "{metric} {t}");
+        }
     }
     backend.kill();
 }
@@ -1095,13 +1164,26 @@ async fn notifies_refused_by_a_secondary_are_reported_and_notifies_to_gslb_ignor
     backend.kill();
 }
 
-/// A zone with a service of every policy, besides `www`: what NSD and Knot
-/// serve for each name is exactly what gslb transferred (its AXFR).
+/// Static TXT records enough to spread an AXFR over several messages.
+const BULK: usize = 3000;
+
+/// A zone with a service of every policy, besides `www`: `east` is checked
+/// like `primary` (the same backend), `v6` is not checked and has an IPv6
+/// address; `BULK` static TXT records make the AXFR several messages.
 fn every_policy_zone(backend: SocketAddr, notify: &[SocketAddr]) -> String {
-    zone(backend, notify)
+    let mut z = zone(backend, notify)
         + r#"
 [region.cdn]
 cname = "edge.cdn.example.net."
+
+[region.east]
+endpoints = ["127.0.0.1"]
+check = "app"
+location = [39.0, -77.5]
+
+[region.v6]
+endpoints = ["127.0.0.6", "2001:db8::6"]
+location = [53.3, -6.3]
 
 [service.all]
 policy = "all-healthy"
@@ -1119,19 +1201,79 @@ policy = "geo"
 geo = "world"
 map = { office = ["secondary"], "*" = ["primary", "secondary"] }
 
+[geo.places]
+nets = { "203.0.113.0/24" = "v6" }
+
+[service.near]
+policy = "nearest"
+geo = "places"
+regions = ["east", "v6"]
+answers = 1
+
+[service.dual]
+regions = ["v6"]
+
+[service.strict]
+regions = ["east"]
+when-all-down = "nodata"
+
 [service.edge]
 regions = ["cdn", "primary"]
-"#
+"#;
+    for i in 0..BULK {
+        z.push_str(&format!(
+            "\n[[record]]\nname = \"bulk{i}\"\ntype = \"TXT\"\nvalue = \"static record number {i} of the bulk set\"\n"
+        ));
+    }
+    z
 }
 
-/// NSD and Knot answer every service as gslb's zone as transferred says:
-/// the records of each name in gslb's AXFR are the records each secondary
-/// answers for it (A and CNAME), whatever the policy.
+/// What a secondary answers for `name` (A, AAAA; a CNAME as itself), or
+/// the rcode when it is not NOERROR.
+async fn secondary_answer(x: &Secondary, name: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        let Some(m) = udp(x.addr, &request(name, rtype, true)).await else {
+            return vec!["no answer".into()];
+        };
+        if m.metadata.response_code != ResponseCode::NoError {
+            return vec![format!("{}", m.metadata.response_code)];
+        }
+        for r in m.answers.iter().filter(|r| r.name.to_string() == name) {
+            let line = format!("{} {}", r.record_type(), r.data);
+            if !got.contains(&line) {
+                got.push(line);
+            }
+        }
+    }
+    got.sort();
+    got
+}
+
+/// NSD and Knot, keyed with HMAC-SHA512, answer every service as the
+/// README's "What a secondary serves" renders it, before and after the
+/// checked regions fail: failover its first region up, all-healthy and
+/// weighted every healthy endpoint, geo the `*` entry, nearest the order
+/// of `regions`, A and AAAA, a CNAME region its CNAME, a `nodata` service
+/// absent while all down. The zone's AXFR is several messages, each
+/// signed: both secondaries verify them all.
 #[tokio::test]
-async fn secondaries_answer_every_service_as_transferred() {
-    let backend = Backend::start("127.0.0.1").await;
-    let s = start(backend.addr, &[], None).await;
-    let secondaries = [nsd(s.dns), knot(s.dns)];
+async fn secondaries_answer_every_service_as_the_readme_renders_it() {
+    let mut backend = Backend::start("127.0.0.1").await;
+    let s = TestServer::start_with(&[("xfr.toml", &zone(backend.addr, &[]))], |st| {
+        st.tsig_keys
+            .insert("xfr-key".into(), key_of(TsigAlgorithm::HmacSha512));
+    })
+    .await;
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    let sha512 = Some(SecondaryKey {
+        algorithm: "hmac-sha512",
+        secret_b64: SECRET_B64,
+    });
+    let secondaries = [
+        nsd_keyed(&[s.dns], None, sha512, None),
+        knot_keyed(s.dns, sha512),
+    ];
     let notify: Vec<SocketAddr> = secondaries.iter().map(|x| x.addr).collect();
     std::fs::write(
         s.zone_path("xfr.toml"),
@@ -1139,6 +1281,7 @@ async fn secondaries_answer_every_service_as_transferred() {
     )
     .unwrap();
     s.server.reload().await.expect("reload");
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
     wait_until(Duration::from_secs(5), "the new zone's serial", || async {
         s.server
             .engine
@@ -1148,68 +1291,134 @@ async fn secondaries_answer_every_service_as_transferred() {
             .is_some_and(|v| {
                 v.records
                     .iter()
-                    .any(|r| r.name.to_string().starts_with("split."))
+                    .any(|r| r.name.to_string().starts_with("near."))
             })
     })
     .await;
-    let serial = serial_of(&s).await;
-    let key = signer(SECRET, "xfr-key.");
+    // The AXFR is several messages, each signed with the zone's key.
+    let key = TSigner::new(
+        SECRET.to_vec(),
+        TsigAlgorithm::HmacSha512,
+        Name::from_ascii("xfr-key.").unwrap(),
+        300,
+    )
+    .unwrap();
     let msgs = transfer(s.dns, &xfr_request(RecordType::AXFR, None, Some(&key))).await;
-    let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (_, m) in &msgs {
-        for r in &m.answers {
-            if matches!(r.record_type(), RecordType::A | RecordType::CNAME) {
-                by_name.entry(r.name.to_string()).or_default().push(format!(
-                    "{} {}",
-                    r.record_type(),
-                    r.data
-                ));
-            }
+    assert!(msgs.len() >= 3, "{} messages", msgs.len());
+    assert!(msgs.iter().all(|(_, m)| m.signature().is_some()));
+
+    let n = |name: &str| format!("{name}.{APEX}");
+    let before: Vec<(String, Vec<&str>)> = vec![
+        (n("www"), vec!["A 127.0.0.1"]),
+        (n("all"), vec!["A 127.0.0.1", "A 127.0.0.2"]),
+        (n("split"), vec!["A 127.0.0.1", "A 127.0.0.2"]),
+        (n("geo"), vec!["A 127.0.0.1"]),
+        (n("near"), vec!["A 127.0.0.1"]),
+        (n("dual"), vec!["A 127.0.0.6", "AAAA 2001:db8::6"]),
+        (n("strict"), vec!["A 127.0.0.1"]),
+        (n("edge"), vec!["CNAME edge.cdn.example.net."]),
+    ];
+    let after: Vec<(String, Vec<&str>)> = vec![
+        (n("www"), vec!["A 127.0.0.2"]),
+        (n("all"), vec!["A 127.0.0.2"]),
+        (n("split"), vec!["A 127.0.0.2"]),
+        (n("geo"), vec!["A 127.0.0.2"]),
+        (n("near"), vec!["A 127.0.0.6", "AAAA 2001:db8::6"]),
+        (n("dual"), vec!["A 127.0.0.6", "AAAA 2001:db8::6"]),
+        (n("strict"), vec!["Non-Existent Domain"]),
+        (n("edge"), vec!["CNAME edge.cdn.example.net."]),
+    ];
+    let mut serials = Vec::new();
+    for (phase, want) in [("before", &before), ("after", &after)] {
+        if phase == "after" {
+            backend.set(Mode::Failing);
+            // Both checked regions (probed each on its own) are down when
+            // no record of the zone as transferred names 127.0.0.1.
+            wait_until(Duration::from_secs(5), "gslb to fail over", || async {
+                s.server
+                    .engine
+                    .transfers
+                    .journal("xfr.example.com")
+                    .current()
+                    .is_some_and(|v| !v.records.iter().any(|r| r.data.to_string() == "127.0.0.1"))
+            })
+            .await;
         }
-    }
-    for name in ["www", "all", "split", "geo", "edge"] {
-        assert!(
-            by_name.contains_key(&format!("{name}.{APEX}")),
-            "{name} in {by_name:?}"
-        );
-    }
-    assert_eq!(
-        by_name[&format!("all.{APEX}")].len(),
-        2,
-        "all-healthy: both"
-    );
-    assert_eq!(
-        by_name[&format!("split.{APEX}")].len(),
-        2,
-        "weighted: every healthy one"
-    );
-    assert_eq!(
-        by_name[&format!("edge.{APEX}")],
-        ["CNAME edge.cdn.example.net."]
-    );
-    for x in &secondaries {
-        wait_until(
-            Duration::from_secs(20),
-            &format!("{} to load serial {serial}", x.name),
-            || async { x.serial().await == Some(serial) },
-        )
-        .await;
-        for (name, want) in &by_name {
-            let m = udp(x.addr, &request(name, RecordType::A, true))
+        let serial = serial_of(&s).await;
+        serials.push(serial);
+        for x in &secondaries {
+            wait_until(
+                Duration::from_secs(20),
+                &format!("{} to load serial {serial} ({phase})", x.name),
+                || async { x.serial().await == Some(serial) },
+            )
+            .await;
+            for (name, want) in want.iter() {
+                assert_eq!(
+                    secondary_answer(x, name).await,
+                    *want,
+                    "{} for {name} {phase} the failure\n{}",
+                    x.name,
+                    x.log()
+                );
+            }
+            let m = udp(x.addr, &request(&n("bulk2999"), RecordType::TXT, true))
                 .await
                 .expect("an answer");
-            let mut got: Vec<String> = m
-                .answers
-                .iter()
-                .filter(|r| r.name.to_string() == *name)
-                .map(|r| format!("{} {}", r.record_type(), r.data))
-                .collect();
-            got.sort();
-            let mut want = want.clone();
-            want.sort();
-            assert_eq!(got, want, "{} for {name}", x.name);
+            assert_eq!(
+                answers(&m),
+                [format!(
+                    "bulk2999.{APEX} TXT static record number 2999 of the bulk set"
+                )],
+                "{}: the last message's records",
+                x.name
+            );
         }
     }
+    // NSD verified every message of every transfer with the key.
+    let nsd_log = secondaries[0].log();
+    let commits: Vec<&str> = nsd_log
+        .lines()
+        .filter(|l| l.contains("committed"))
+        .collect();
+    assert!(commits.len() >= 2, "{nsd_log}");
+    assert!(
+        commits
+            .iter()
+            .all(|l| l.contains("TSIG verified with key xfr-key")),
+        "{nsd_log}"
+    );
+    // NSD's log names no transfer kind, but gives each one's size: the
+    // first load is the whole zone (over 200 kB), the failover's update a
+    // few hundred bytes, so an IXFR.
+    let size_of = |serial: u32| -> usize {
+        let line = nsd_log
+            .lines()
+            .find(|l| {
+                l.contains(&format!("received update to serial {serial} "))
+                    && l.contains(" bytes in ")
+            })
+            .unwrap_or_else(|| panic!("NSD's update to {serial} in\n{nsd_log}"));
+        let before = line.split(" bytes in ").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(size_of(serials[0]) > 200_000, "{nsd_log}");
+    assert!(size_of(serials[1]) < 5_000, "{nsd_log}");
+    // Knot's log names it: the refresh to the failover's serial follows an
+    // IXFR.
+    let knot_log = secondaries[1].log();
+    let lines: Vec<&str> = knot_log.lines().collect();
+    let refresh = lines
+        .iter()
+        .position(|l| l.contains("refresh") && l.contains(&format!("-> {}", serials[1])))
+        .unwrap_or_else(|| panic!("Knot's refresh to {} in\n{knot_log}", serials[1]));
+    assert!(
+        lines[..refresh]
+            .last()
+            .is_some_and(|l| l.contains("IXFR, incoming") && l.contains("finished")),
+        "{knot_log}"
+    );
+    backend.kill();
 }
 
 /// A flap that changes no answer keeps the serial: the secondary region
@@ -1261,5 +1470,148 @@ async fn a_flap_that_changes_no_answer_keeps_the_serial() {
             .changes_kept()
             == 0
     );
+    // A reload that changes nothing a secondary gets (another zone added,
+    // a check's timing) keeps the serial too.
+    std::fs::write(
+        s.zone_path("other.toml"),
+        "[zone]\nname = \"other.example.com.\"\nnameservers = [\"ns1.other.example.com.\"]\nhostmaster = \"hostmaster@example.com\"\n\n[[record]]\nname = \"ns1\"\ntype = \"A\"\nvalue = \"192.0.2.1\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        s.zone_path("xfr.toml"),
+        text.replace("interval = \"200ms\"", "interval = \"300ms\""),
+    )
+    .unwrap();
+    s.server.reload().await.expect("reload");
+    assert!(
+        s.query("ns1.other.example.com.", RecordType::A)
+            .await
+            .answers
+            .len()
+            == 1
+    );
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    assert_eq!(serial_of(&s).await, serial);
     secondary.kill();
+}
+
+/// Real secondaries that may not have the zone get nothing: NSD with a
+/// wrong secret (BADSIG), Knot with no key (unsigned: REFUSED), NSD asking
+/// from an address outside `allow`. Each refusal is counted by reason and
+/// none of them serves the zone.
+#[tokio::test]
+async fn secondaries_without_the_key_or_from_outside_allow_get_nothing() {
+    let backend = Backend::start("127.0.0.1").await;
+    let text = zone(backend.addr, &[]).replace("\"127.0.0.0/8\"", "\"127.0.0.1/32\"");
+    let s = TestServer::start_with(&[("xfr.toml", &text)], |st| {
+        st.tsig_keys.insert("xfr-key".into(), key());
+    })
+    .await;
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    let refused = |reason: &str| {
+        s.server
+            .metrics
+            .transfers
+            .refused
+            .with_label_values(&["xfr.example.com", reason])
+            .get()
+    };
+    let wrong = Some(SecondaryKey {
+        algorithm: "hmac-sha256",
+        secret_b64: "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3JvbmchISE=",
+    });
+    for (reason, case) in [("tsig", 0), ("tsig", 1), ("address", 2)] {
+        let before = refused(reason);
+        let x = match case {
+            0 => nsd_keyed(&[s.dns], None, wrong, None),
+            1 => knot_keyed(s.dns, None),
+            _ => nsd_keyed(&[s.dns], None, GOOD, Some("127.0.0.77")),
+        };
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{}'s request refused ({reason})", x.name),
+            || async { refused(reason) > before },
+        )
+        .await;
+        // What it asked was refused; it has no zone to serve.
+        assert_eq!(x.serial().await, None, "{}\n{}", x.name, x.log());
+        assert!(x.www().await.is_empty(), "{}", x.name);
+    }
+    assert_eq!(
+        s.server
+            .metrics
+            .transfers
+            .served
+            .with_label_values(&["xfr.example.com", "axfr"])
+            .get(),
+        0
+    );
+}
+
+/// A secondary down through five NOTIFYs hears of the change when it is
+/// back: gslb logs and counts the failures from the fifth try on, and
+/// keeps trying (here the sixth try, 31 s after the first) until the
+/// restarted NSD acknowledges.
+#[tokio::test]
+async fn notify_is_retried_until_a_secondary_back_from_an_outage_acknowledges() {
+    let mut backend = Backend::start("127.0.0.1").await;
+    let s = start(backend.addr, &[], None).await;
+    let mut x = nsd(s.dns);
+    let first = serial_of(&s).await;
+    wait_until(Duration::from_secs(20), "NSD to load the zone", || async {
+        x.serial().await == Some(first)
+    })
+    .await;
+    x.stop();
+    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &[x.addr])).unwrap();
+    s.server.reload().await.expect("reload");
+    backend.set(Mode::Failing);
+    wait_until(Duration::from_secs(5), "the failover", || async {
+        addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.2"]
+    })
+    .await;
+    let moved = serial_of(&s).await;
+    assert_ne!(moved, first);
+    let target = x.addr.to_string();
+    let count = |result: &str| {
+        s.server
+            .metrics
+            .transfers
+            .notifies
+            .with_label_values(&["xfr.example.com", &target, result])
+            .get()
+    };
+    wait_until(
+        Duration::from_secs(40),
+        "five unanswered NOTIFYs counted as failed",
+        || async { count("failed") >= 1 },
+    )
+    .await;
+    assert_eq!(count("acked"), 0);
+    let sent = count("sent");
+    assert!(sent >= 5, "{sent} sent");
+    x.start();
+    wait_until(
+        Duration::from_secs(40),
+        "the restarted NSD to acknowledge a retry",
+        || async { count("acked") >= 1 },
+    )
+    .await;
+    assert!(count("sent") > sent, "acknowledged a try after the fifth");
+    let v = serde_json::to_value(s.server.status()).unwrap();
+    let n = &v["zones"][0]["transfer"]["notify"][0];
+    assert_eq!(n["acked_serial"], moved, "{n}");
+    assert!(n["error"].is_null(), "{n}");
+    assert!(
+        x.log().contains(&format!(
+            "notify for xfr.example.com. from 127.0.0.1 serial {moved}"
+        )),
+        "{}",
+        x.log()
+    );
+    wait_until(Duration::from_secs(10), "NSD to follow", || async {
+        x.www().await == ["127.0.0.2"]
+    })
+    .await;
+    backend.kill();
 }

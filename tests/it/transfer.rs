@@ -954,8 +954,16 @@ fn big_zone(backend: SocketAddr, n: usize) -> String {
 /// Ask for an AXFR on a connection whose receive buffer is tiny, and never
 /// read: the transfer stays in flight, its writes blocked.
 async fn stuck_transfer(server: SocketAddr, key: &TSigner) -> TcpStream {
+    stuck_transfer_from(server, key, None).await
+}
+
+/// [`stuck_transfer`] from the loopback address `source`.
+async fn stuck_transfer_from(server: SocketAddr, key: &TSigner, source: Option<&str>) -> TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
+    if let Some(ip) = source {
+        sock.bind(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+    }
     let mut s = sock.connect(server).await.unwrap();
     let bytes = xfr_request(RecordType::AXFR, None, Some(key))
         .to_vec()
@@ -968,7 +976,8 @@ async fn stuck_transfer(server: SocketAddr, key: &TSigner) -> TcpStream {
 
 /// Two transfers to one address at once, at most: a third gets SERVFAIL
 /// while they hang (their client reads nothing), and UDP and TCP queries
-/// are answered meanwhile; once they end, transfers are served again.
+/// are answered meanwhile; eight in all, at most: a ninth from a fifth
+/// address gets SERVFAIL too; once they end, transfers are served again.
 #[tokio::test]
 async fn transfers_are_bounded_and_never_hold_up_answers() {
     let backend = Backend::start("127.0.0.1").await;
@@ -1012,9 +1021,42 @@ async fn transfers_are_bounded_and_never_hold_up_answers() {
         body.contains("gslb_transfers_refused_total{reason=\"busy\",zone=\"xfr.example.com\"} 1"),
         "{body}"
     );
+    // Six more from three other addresses: eight in flight, the most in
+    // all, so a fifth address, under its own limit, is turned away.
+    let mut more = Vec::new();
+    for ip in ["127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        for _ in 0..2 {
+            more.push(stuck_transfer_from(s.dns, &key, Some(ip)).await);
+        }
+    }
+    // Each has begun (its first bytes came): eight hold their places.
+    for c in &mut more {
+        let mut len = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut len))
+            .await
+            .expect("a transfer under way")
+            .expect("read");
+    }
+    let mut c = stuck_transfer_from(s.dns, &key, Some("127.0.0.6")).await;
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut len))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    c.read_exact(&mut buf).await.unwrap();
+    let m = Message::from_vec(&buf).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "a ninth");
+    assert!(
+        s.server
+            .metrics
+            .render()
+            .contains("gslb_transfers_refused_total{reason=\"busy\",zone=\"xfr.example.com\"} 2")
+    );
     // The stuck clients go away: the next transfer is whole (1,506
     // records: the SOA twice).
     drop(stuck);
+    drop(more);
     wait_until(
         Duration::from_secs(5),
         "transfers to be served again",

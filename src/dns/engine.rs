@@ -339,10 +339,6 @@ impl Engine {
         true
     }
 
-    /// Answer a datagram that the receive buffer cut: FORMERR, as the rest
-    /// of it is unknown, or nothing when it is a response (or too short to
-    /// have a header). Never answered from what fit, even when that parses.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// The most a UDP answer to `req` may carry: its EDNS size (at least
     /// 512, at most this server's `udp-payload`), or 512 without EDNS.
     pub(crate) fn udp_limit(&self, req: &Message) -> usize {
@@ -356,6 +352,10 @@ impl Engine {
         }
     }
 
+    /// Answer a datagram that the receive buffer cut: FORMERR, as the rest
+    /// of it is unknown, or nothing when it is a response (or too short to
+    /// have a header). Never answered from what fit, even when that parses.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn respond_cut(&self, req: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
         out.clear();
         if req.len() < 12 || req[2] & 0x80 != 0 {

@@ -160,6 +160,11 @@ async fn sender(
     let mut serials = journal.subscribe();
     let metrics = &engine.transfers.metrics;
     let target = to.to_string();
+    // Every result's series from 0, so that the first failure is an
+    // increase an alert on `increase()` sees.
+    for result in ["sent", "acked", "failed"] {
+        metrics.notifies.with_label_values(&[zone, &target, result]);
+    }
     'serial: loop {
         // The current serial first: a start or a reload tells secondaries
         // too (they may have missed changes while this node was down).
@@ -232,7 +237,7 @@ async fn sender(
                             .inc();
                     }
                     if attempt == WARN_AFTER {
-                        tracing::warn!(zone, secondary = %to, serial, error = %e, "NOTIFY to {to} not acknowledged after {WARN_AFTER} tries: {e}; trying again every {}s until it is", MAX_WAIT.as_secs());
+                        tracing::warn!(zone, secondary = %to, serial, error = %e, "NOTIFY to {to} not acknowledged after {WARN_AFTER} tries: {e}; trying again, with back-off up to {}s, until it is", MAX_WAIT.as_secs());
                     }
                     // A quick failure (port unreachable: the secondary is
                     // not up yet) waits out its turn like a silent one.

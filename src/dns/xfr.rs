@@ -401,6 +401,23 @@ fn ixfr_body(journal: &Journal, current: &Arc<Version>, serial: u32) -> Option<B
     Some(Body::Changes(now, changes))
 }
 
+/// The most a TSIG record signed by `signer` takes in an answer: owner
+/// (the key name), type, class, TTL, length, then the algorithm's name,
+/// time, fudge, MAC (64 bytes at most: SHA-512), original ID, error and
+/// an empty other data.
+fn tsig_room(signer: &TSigner) -> usize {
+    (signer.signer_name().len() + 1)
+        + 10
+        + (signer.algorithm().to_name().len() + 1)
+        + 6
+        + 2
+        + 2
+        + 64
+        + 2
+        + 2
+        + 2
+}
+
 /// How long `r` is on the wire at most (uncompressed).
 fn wire_len(r: &Record) -> usize {
     let mut buf = Vec::with_capacity(128);
@@ -725,6 +742,19 @@ pub(super) fn answer_signed(
     };
     let mut plain = msg.clone();
     plain.signature = None;
+    // Over UDP the answer is made to fit the client's size less the TSIG
+    // to come, so that only what does not fit beside it is left out (RFC
+    // 2181 §9), not the whole answer.
+    let limit = match transport {
+        Transport::Tcp => usize::from(u16::MAX),
+        Transport::Udp => engine.udp_limit(msg),
+    };
+    if transport == Transport::Udp
+        && let Some(edns) = plain.edns.as_mut()
+    {
+        let room = tsig_room(&signing.signer);
+        edns.set_max_payload(u16::try_from(limit.saturating_sub(room).max(512)).unwrap_or(512));
+    }
     let Ok(bytes) = plain.to_vec() else {
         return engine.respond_cut(raw, transport, out);
     };
@@ -734,14 +764,10 @@ pub(super) fn answer_signed(
     let Ok(mut m) = Message::from_vec(out) else {
         return true;
     };
-    // The answer was cut to the client's UDP size before the TSIG was
-    // added: if the TSIG makes it too long, it goes out truncated (TC, no
-    // records), signed, and the client asks again over TCP (RFC 8945
-    // §5.3: the MAC covers the truncated message).
-    let limit = match transport {
-        Transport::Tcp => usize::from(u16::MAX),
-        Transport::Udp => engine.udp_limit(msg),
-    };
+    // Still too long with the TSIG (a client without EDNS, whose 512
+    // bytes cannot be lowered): truncated (TC, no records), signed, and
+    // the client asks again over TCP (RFC 8945 §5.3: the MAC covers the
+    // truncated message).
     let mut s = StreamSigner {
         signing,
         previous: None,

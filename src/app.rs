@@ -263,10 +263,10 @@ impl Server {
             None => None,
         };
         assign_serials(&mut config, &health);
-        let transfers = Arc::new(dns::Transfers::new(
-            settings.tsig_keys.clone(),
-            metrics.transfers.clone(),
-        ));
+        let transfers = Arc::new(
+            dns::Transfers::new(settings.tsig_keys.clone(), metrics.transfers.clone())
+                .with_notify_sources(dns_addrs.iter().map(|a| a.ip())),
+        );
         if let Some(c) = &cluster {
             let _ = transfers.cluster.set(c.clone());
         }

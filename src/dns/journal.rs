@@ -347,6 +347,10 @@ pub struct Transfers {
     /// The time TSIG is checked and signed at, when not the clock's (the
     /// transfer fuzzer, whose signed seeds must stay inside the fudge).
     fixed_now: Option<u64>,
+    /// The addresses NOTIFY is sent from: the DNS listeners' own (not a
+    /// wildcard), so that a secondary's `allow-notify` can name the
+    /// address it transfers from.
+    notify_sources: Vec<std::net::IpAddr>,
 }
 
 impl Default for Transfers {
@@ -372,7 +376,30 @@ impl Transfers {
             metrics,
             cluster: Default::default(),
             fixed_now: None,
+            notify_sources: Vec::new(),
         }
+    }
+
+    /// NOTIFY goes out from these addresses (the first of the
+    /// secondary's family; none: the system picks, as for a wildcard
+    /// listener).
+    pub fn with_notify_sources(
+        mut self,
+        listeners: impl IntoIterator<Item = std::net::IpAddr>,
+    ) -> Self {
+        self.notify_sources = listeners
+            .into_iter()
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        self
+    }
+
+    /// The address a NOTIFY to `to` is sent from, when one is set.
+    pub(super) fn notify_source(&self, to: std::net::SocketAddr) -> Option<std::net::IpAddr> {
+        self.notify_sources
+            .iter()
+            .find(|ip| ip.is_ipv4() == to.is_ipv4())
+            .copied()
     }
 
     /// TSIG checked and signed as if it were always `unix` (fuzzing).

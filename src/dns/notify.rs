@@ -193,7 +193,7 @@ async fn sender(
                 .set(unix_secs() as i64);
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
-                r = notify_once(to, apex, &version.soa, signer.as_ref(), wait) => r,
+                r = notify_once(to, engine.transfers.notify_source(to), apex, &version.soa, signer.as_ref(), wait) => r,
                 r = serials.changed() => {
                     if r.is_err() { return; }
                     continue 'serial; // a newer serial to tell
@@ -258,9 +258,11 @@ async fn sender(
     }
 }
 
-/// Send one NOTIFY to `to` and wait up to `wait` for its acknowledgement.
+/// Send one NOTIFY to `to`, from `source` when given, and wait up to
+/// `wait` for its acknowledgement.
 async fn notify_once(
     to: SocketAddr,
+    source: Option<std::net::IpAddr>,
     apex: &Name,
     soa: &hickory_proto::rr::Record,
     signer: Option<&TSigner>,
@@ -279,14 +281,14 @@ async fn notify_once(
         verifier = v;
     }
     let bytes = m.to_vec().map_err(|e| format!("cannot encode: {e}"))?;
-    let local: SocketAddr = if to.is_ipv4() {
-        "0.0.0.0:0".parse().expect("address")
-    } else {
-        "[::]:0".parse().expect("address")
+    let local: SocketAddr = match source {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if to.is_ipv4() => "0.0.0.0:0".parse().expect("address"),
+        None => "[::]:0".parse().expect("address"),
     };
-    let sock = UdpSocket::bind(local)
-        .await
-        .map_err(|e| format!("cannot open a UDP socket (a local problem of gslb): {e}"))?;
+    let sock = UdpSocket::bind(local).await.map_err(|e| {
+        format!("cannot open a UDP socket from {local} (a local problem of gslb): {e}")
+    })?;
     sock.connect(to)
         .await
         .map_err(|e| format!("cannot reach {to}: {e}"))?;

@@ -614,6 +614,103 @@ zone:
     Secondary::new("Knot", addr, dir, &["/usr/sbin/knotd", "-c", &conf])
 }
 
+/// BIND 9 on a free loopback port, secondary of `primary`, configured as
+/// the README's "Secondaries" shows (`server` with the key, `primaries`
+/// with the key, `allow-notify` by key), its log in `log`.
+fn bind(primary: SocketAddr) -> Secondary {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_udp_tcp_addr();
+    let d = dir.path().display();
+    let conf = format!(
+        r#"options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    session-keyfile "{d}/session.key";
+    managed-keys-directory "{d}";
+    listen-on port {port} {{ {ip}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    notify no;
+    dnssec-validation no;
+}};
+controls {{ }};
+logging {{
+    channel file {{ file "{d}/log"; severity info; print-time yes; }};
+    category default {{ file; }};
+    category xfer-in {{ file; }};
+    category notify {{ file; }};
+}};
+key "xfr-key" {{ algorithm hmac-sha256; secret "{SECRET_B64}"; }};
+server {pip} {{ keys {{ xfr-key; }}; }};
+zone "{APEX}" {{
+    type secondary;
+    primaries port {pport} {{ {pip} key xfr-key; }};
+    allow-notify {{ key xfr-key; }};
+    file "{d}/xfr.example.com.db";
+}};
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+        pip = primary.ip(),
+        pport = primary.port(),
+    );
+    std::fs::write(dir.path().join("named.conf"), conf).unwrap();
+    let conf = dir.path().join("named.conf").display().to_string();
+    Secondary::new("BIND", addr, dir, &["/usr/sbin/named", "-f", "-c", &conf])
+}
+
+/// BIND, configured as the README says, loads the zone, is told of a
+/// failover by NOTIFY, fetches it by IXFR (its log says so) and answers
+/// the secondary region; and back.
+#[tokio::test]
+async fn bind_follows_a_failover_as_the_readme_configures_it() {
+    let mut backend = Backend::start("127.0.0.1").await;
+    let s = start(backend.addr, &[], None).await;
+    let x = bind(s.dns);
+    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &[x.addr])).unwrap();
+    s.server.reload().await.expect("reload");
+    let first = serial_of(&s).await;
+    wait_until(Duration::from_secs(20), "BIND to load the zone", || async {
+        x.serial().await == Some(first)
+    })
+    .await;
+    assert_eq!(x.www().await, ["127.0.0.1"], "{}", x.log());
+    for (mode, want) in [(Mode::Failing, "127.0.0.2"), (Mode::Healthy, "127.0.0.1")] {
+        backend.set(mode);
+        wait_until(Duration::from_secs(5), "gslb to move", || async {
+            addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == [want]
+        })
+        .await;
+        wait_until(Duration::from_secs(10), "BIND to follow", || async {
+            x.www().await == [want]
+        })
+        .await;
+    }
+    // Told by NOTIFY, transferred with the key; BIND's log at info names
+    // no transfer kind, so gslb's count says which: after the first load,
+    // each change went by IXFR.
+    let log = x.log();
+    assert!(log.contains("notify from 127.0.0.1"), "{log}");
+    assert!(
+        log.matches("Transfer status: success").count() >= 3,
+        "{log}"
+    );
+    assert!(
+        log.contains("transferred serial") && log.contains("TSIG 'xfr-key'"),
+        "{log}"
+    );
+    assert!(!log.contains("failed"), "{log}");
+    let ixfr = s
+        .server
+        .metrics
+        .transfers
+        .served
+        .with_label_values(&["xfr.example.com", "ixfr"])
+        .get();
+    assert!(ixfr >= 2, "{ixfr} IXFRs served to BIND\n{log}");
+    backend.kill();
+}
+
 /// NSD and Knot follow gslb through a failover and back: they load the
 /// zone as transferred, are told of each change by NOTIFY, fetch it by
 /// IXFR, and answer as gslb does. Prints how long each took after gslb's
@@ -1746,4 +1843,43 @@ async fn a_signed_udp_answer_keeps_room_for_its_tsig() {
         assert_eq!(r.additionals.len(), glue, "{payload:?}");
         assert_eq!(r.edns.is_some(), payload.is_some(), "the OPT stays");
     }
+}
+
+/// NOTIFY goes out from the address gslb listens on, not whatever the
+/// system picks: gslb on 127.0.0.3, NSD taking NOTIFY only from there
+/// (the primary it transfers from) acknowledges it. From 127.0.0.1, the
+/// system's choice for a secondary on 127.0.0.1, NSD refused it.
+#[tokio::test]
+async fn notify_comes_from_the_address_gslb_listens_on() {
+    let mut backend = Backend::start("127.0.0.1").await;
+    let s = TestServer::start_with(&[("xfr.toml", &zone(backend.addr, &[]))], |st| {
+        st.tsig_keys.insert("xfr-key".into(), key());
+        st.listen = vec!["127.0.0.3:0".parse().unwrap()];
+    })
+    .await;
+    s.wait_first_verdicts(Duration::from_secs(5)).await;
+    assert_eq!(s.dns.ip().to_string(), "127.0.0.3");
+    let x = nsd(s.dns);
+    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &[x.addr])).unwrap();
+    s.server.reload().await.expect("reload");
+    backend.set(Mode::Failing);
+    wait_until(Duration::from_secs(5), "the failover", || async {
+        addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.2"]
+    })
+    .await;
+    let moved = serial_of(&s).await;
+    wait_until(Duration::from_secs(20), "NSD to acknowledge", || async {
+        let v = serde_json::to_value(s.server.status()).unwrap();
+        v["zones"][0]["transfer"]["notify"][0]["acked_serial"] == moved
+    })
+    .await;
+    let log = x.log();
+    assert!(
+        log.contains(&format!(
+            "notify for xfr.example.com. from 127.0.0.3 serial {moved}"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("refused"), "{log}");
+    backend.kill();
 }

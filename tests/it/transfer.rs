@@ -488,6 +488,21 @@ impl Secondary {
     }
 }
 
+/// NSD's log, once it shows at least `transfers` committed, each with
+/// every message's TSIG verified with the test key.
+fn nsd_verified(x: &Secondary, transfers: usize) -> String {
+    let log = x.log();
+    let commits: Vec<&str> = log.lines().filter(|l| l.contains("committed")).collect();
+    assert!(commits.len() >= transfers, "{log}");
+    assert!(
+        commits
+            .iter()
+            .all(|l| l.contains("TSIG verified with key xfr-key")),
+        "{log}"
+    );
+    log
+}
+
 /// NSD 4 on a free loopback port, secondary of `primary` with the test
 /// key (`request-xfr` and `allow-notify`), reloading at once after a
 /// transfer.
@@ -819,18 +834,7 @@ async fn nsd_and_knot_follow_a_failover_by_notify_and_ixfr() {
     ] {
         assert!(body.contains(line), "{line} in\n{body}");
     }
-    let nsd_log = secondaries[0].log();
-    let commits: Vec<&str> = nsd_log
-        .lines()
-        .filter(|l| l.contains("committed"))
-        .collect();
-    assert!(commits.len() >= 4, "{nsd_log}");
-    assert!(
-        commits
-            .iter()
-            .all(|l| l.contains("TSIG verified with key xfr-key")),
-        "{nsd_log}"
-    );
+    let nsd_log = nsd_verified(&secondaries[0], 4);
     assert!(
         nsd_log
             .matches("notify for xfr.example.com. from 127.0.0.1")
@@ -1515,18 +1519,7 @@ async fn secondaries_answer_every_service_as_the_readme_renders_it() {
         }
     }
     // NSD verified every message of every transfer with the key.
-    let nsd_log = secondaries[0].log();
-    let commits: Vec<&str> = nsd_log
-        .lines()
-        .filter(|l| l.contains("committed"))
-        .collect();
-    assert!(commits.len() >= 2, "{nsd_log}");
-    assert!(
-        commits
-            .iter()
-            .all(|l| l.contains("TSIG verified with key xfr-key")),
-        "{nsd_log}"
-    );
+    let nsd_log = nsd_verified(&secondaries[0], 2);
     // NSD's log names no transfer kind, but gives each one's size: the
     // first load is the whole zone (over 200 kB), the failover's update a
     // few hundred bytes, so an IXFR.
@@ -1699,6 +1692,23 @@ async fn secondaries_without_the_key_or_from_outside_allow_get_nothing() {
     );
 }
 
+/// Name `secondary` in the zone's `notify` (a reload), fail the primary
+/// over, and return the serial gslb then serves.
+async fn notify_then_fail_over(
+    s: &TestServer,
+    backend: &mut Backend,
+    secondary: SocketAddr,
+) -> u32 {
+    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &[secondary])).unwrap();
+    s.server.reload().await.expect("reload");
+    backend.set(Mode::Failing);
+    wait_until(Duration::from_secs(5), "the failover", || async {
+        addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.2"]
+    })
+    .await;
+    serial_of(s).await
+}
+
 /// A secondary down through five NOTIFYs hears of the change when it is
 /// back: gslb logs and counts the failures from the fifth try on, and
 /// keeps trying (here the sixth try, 31 s after the first) until the
@@ -1714,14 +1724,7 @@ async fn notify_is_retried_until_a_secondary_back_from_an_outage_acknowledges() 
     })
     .await;
     x.stop();
-    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &[x.addr])).unwrap();
-    s.server.reload().await.expect("reload");
-    backend.set(Mode::Failing);
-    wait_until(Duration::from_secs(5), "the failover", || async {
-        addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.2"]
-    })
-    .await;
-    let moved = serial_of(&s).await;
+    let moved = notify_then_fail_over(&s, &mut backend, x.addr).await;
     assert_ne!(moved, first);
     let target = x.addr.to_string();
     let count = |result: &str| {
@@ -1860,14 +1863,7 @@ async fn notify_comes_from_the_address_gslb_listens_on() {
     s.wait_first_verdicts(Duration::from_secs(5)).await;
     assert_eq!(s.dns.ip().to_string(), "127.0.0.3");
     let x = nsd(s.dns);
-    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &[x.addr])).unwrap();
-    s.server.reload().await.expect("reload");
-    backend.set(Mode::Failing);
-    wait_until(Duration::from_secs(5), "the failover", || async {
-        addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.2"]
-    })
-    .await;
-    let moved = serial_of(&s).await;
+    let moved = notify_then_fail_over(&s, &mut backend, x.addr).await;
     wait_until(Duration::from_secs(20), "NSD to acknowledge", || async {
         let v = serde_json::to_value(s.server.status()).unwrap();
         v["zones"][0]["transfer"]["notify"][0]["acked_serial"] == moved

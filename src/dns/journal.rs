@@ -394,12 +394,35 @@ impl Transfers {
         self
     }
 
-    /// The address a NOTIFY to `to` is sent from, when one is set.
+    /// The address a NOTIFY to `to` is sent from: the one the system
+    /// would pick when gslb listens on it, else a listener address of the
+    /// same family and scope (loopback for a secondary on loopback, another
+    /// for the rest: a loopback source cannot reach another host); `None`
+    /// (the system picks) when there is none such, or no listener address
+    /// was given.
     pub(super) fn notify_source(&self, to: std::net::SocketAddr) -> Option<std::net::IpAddr> {
-        self.notify_sources
+        let mut same = self
+            .notify_sources
             .iter()
-            .find(|ip| ip.is_ipv4() == to.is_ipv4())
             .copied()
+            .filter(|ip| ip.is_ipv4() == to.is_ipv4())
+            .peekable();
+        same.peek()?;
+        let unspecified = match to {
+            std::net::SocketAddr::V4(_) => std::net::IpAddr::from([0u8; 4]),
+            std::net::SocketAddr::V6(_) => std::net::IpAddr::from([0u16; 8]),
+        };
+        let routed = std::net::UdpSocket::bind((unspecified, 0))
+            .and_then(|s| s.connect(to).and_then(|()| s.local_addr()))
+            .ok()
+            .map(|a| a.ip());
+        let same: Vec<std::net::IpAddr> = same.collect();
+        match routed {
+            Some(ip) if same.contains(&ip) => Some(ip),
+            _ => same
+                .into_iter()
+                .find(|ip| ip.is_loopback() == to.ip().is_loopback()),
+        }
     }
 
     /// TSIG checked and signed as if it were always `unix` (fuzzing).
@@ -605,6 +628,41 @@ pub async fn follow(
 mod tests {
     use super::*;
     use hickory_proto::rr::Name;
+
+    /// NOTIFY's source: the system's pick when gslb listens on it, else a
+    /// listener of the secondary's family and scope, else the system's.
+    #[test]
+    fn notify_goes_from_a_listener_that_can_reach_the_secondary() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let to = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let t = |listen: &[&str]| {
+            Transfers::default().with_notify_sources(listen.iter().map(|a| ip(a)))
+        };
+        // Wildcards and no listeners: the system picks.
+        assert_eq!(
+            t(&["0.0.0.0", "::"]).notify_source(to("127.0.0.1:53")),
+            None
+        );
+        assert_eq!(t(&[]).notify_source(to("127.0.0.1:53")), None);
+        // The system would pick 127.0.0.1, a listener: that one.
+        assert_eq!(
+            t(&["127.0.0.3", "127.0.0.1"]).notify_source(to("127.0.0.1:53")),
+            Some(ip("127.0.0.1"))
+        );
+        // Not a listener: a loopback listener for a loopback secondary.
+        assert_eq!(
+            t(&["192.0.2.53", "127.0.0.3"]).notify_source(to("127.0.0.1:53")),
+            Some(ip("127.0.0.3"))
+        );
+        // A secondary elsewhere is not sent to from loopback.
+        assert_eq!(
+            t(&["127.0.0.1", "192.0.2.53"]).notify_source(to("198.51.100.7:53")),
+            Some(ip("192.0.2.53"))
+        );
+        assert_eq!(t(&["127.0.0.1"]).notify_source(to("198.51.100.7:53")), None);
+        // Of the secondary's family only.
+        assert_eq!(t(&["127.0.0.1"]).notify_source(to("[::1]:53")), None);
+    }
     use hickory_proto::rr::rdata::{A, SOA};
 
     fn soa(serial: u32) -> Record {

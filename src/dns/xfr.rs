@@ -772,7 +772,6 @@ pub(super) fn answer_signed(
         signing,
         previous: None,
     };
-    let unsigned = m.clone();
     if s.sign(&mut m).is_ok()
         && let Ok(signed) = m.to_vec()
     {
@@ -780,14 +779,16 @@ pub(super) fn answer_signed(
             *out = signed;
             return true;
         }
-        let mut cut = unsigned;
-        cut.metadata.truncation = true;
-        cut.answers.clear();
-        cut.authorities.clear();
-        cut.additionals.clear();
+        // The same answer without its records and its first TSIG, signed
+        // afresh over the request's MAC.
+        m.signature = None;
+        m.metadata.truncation = true;
+        m.answers.clear();
+        m.authorities.clear();
+        m.additionals.clear();
         s.previous = None;
-        if s.sign(&mut cut).is_ok()
-            && let Ok(signed) = cut.to_vec()
+        if s.sign(&mut m).is_ok()
+            && let Ok(signed) = m.to_vec()
         {
             *out = signed;
         }

@@ -15,9 +15,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
+use std::task::{Context, Poll};
+
 use futures_util::FutureExt;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use prometheus::IntCounter;
 use rand::RngExt;
 use tokio::sync::Semaphore;
@@ -184,7 +184,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // task allocation, a wake-up through the JoinSet's lock and a second
     // poll for every result. A probe that panics is caught here as it was
     // by its task, and gives no verdict.
-    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight = InFlight::default();
     let launch = || {
         std::panic::AssertUnwindSafe(async {
             let _permit = task
@@ -217,22 +217,34 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // intervals then, so such a backend is not probed more often.
     let mut early = false;
     let mut early_quiet_until = Instant::now();
-    // Two timers for the task's life, moved rather than made anew on every
+    // One timer for the task's life, moved rather than made anew on every
     // turn of the loop (each made and dropped timer is a wheel insertion
-    // and removal: twice a probe, for nothing). The stale timer is not
-    // moved on every result either: when it fires it looks at the last
-    // evidence, and sets itself again if there was some since.
+    // and removal). It points at the next probe or, once that is due and
+    // cannot start (probes still in flight, waiting for a permit), at the
+    // withdrawal of a stale vote: a timer of its own for that fired every
+    // three intervals on every endpoint to find evidence had come since,
+    // a task wake-up for nothing per three probes.
     let wake = tokio::time::sleep_until(next);
-    let stale = tokio::time::sleep_until(last_evidence + stale_after);
     let cancelled = cancel.cancelled();
-    tokio::pin!(wake, stale, cancelled);
+    tokio::pin!(wake, cancelled);
     // Watches the kept connection while no probe runs (it holds the
     // connection meanwhile, and gives it back when dropped): made when
     // watching starts, not on every turn of the loop.
     let mut idle = None;
     loop {
-        if wake.deadline() != next {
-            wake.as_mut().reset(next);
+        let rechecking = threshold.pending() && check.recheck.is_some();
+        let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
+        let stale_due = last_evidence + stale_after;
+        let mut at = if may_launch || Instant::now() < next {
+            next
+        } else {
+            stale_due
+        };
+        if published {
+            at = at.min(stale_due);
+        }
+        if wake.deadline() != at {
+            wake.as_mut().reset(at);
         }
         let watch = in_flight.is_empty()
             && !threshold.pending()
@@ -243,18 +255,32 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
         } else if idle.is_none() {
             idle = probe.idle_closed();
         }
-        let rechecking = threshold.pending() && check.recheck.is_some();
-        let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
         // In this order, and only until one is ready: a result first (it is
         // evidence), cancellation last (it is looked at whenever the task
         // has nothing else to do, which is most of its life).
         let result = tokio::select! {
             biased;
-            Some(joined) = in_flight.next() => match joined {
+            joined = std::future::poll_fn(|cx| in_flight.poll_next(cx)), if !in_flight.is_empty() => match joined {
                 Ok(r) => r,
                 Err(_) => continue, // a probe that panicked: no verdict
             },
-            () = &mut wake, if may_launch => {
+            () = &mut wake, if may_launch || published => {
+                let now = Instant::now();
+                // No result for too long: the vote goes; a result that
+                // comes later must confirm the verdict anew before it
+                // counts again.
+                if published && now >= last_evidence + stale_after {
+                    if let Some(table) = task.table.upgrade() {
+                        tracing::warn!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, "no probe result for {}: this node's vote on the endpoint is withdrawn until its probes decide again", humantime::format_duration(stale_after));
+                        table.withdraw(&task.key, &check);
+                    }
+                    published = false;
+                    threshold.undecide();
+                    continue;
+                }
+                if !may_launch || now < next {
+                    continue;
+                }
                 if check.probers.is_some() {
                     let Some(table) = task.table.upgrade() else { return };
                     if !table.should_probe(&task.key, &check) {
@@ -296,22 +322,6 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                 tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, "kept connection closed by the backend: probing now");
                 next = Instant::now();
                 early = true;
-                continue;
-            }
-            // No result for too long: the vote goes; a result that comes
-            // later must confirm the verdict anew before it counts again.
-            () = &mut stale, if published => {
-                let due = last_evidence + stale_after;
-                if Instant::now() < due {
-                    stale.as_mut().reset(due);
-                    continue;
-                }
-                if let Some(table) = task.table.upgrade() {
-                    tracing::warn!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, "no probe result for {}: this node's vote on the endpoint is withdrawn until its probes decide again", humantime::format_duration(stale_after));
-                    table.withdraw(&task.key, &check);
-                }
-                published = false;
-                threshold.undecide();
                 continue;
             }
             // Dropping `in_flight` aborts probes in flight.
@@ -408,6 +418,51 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             tracing::debug!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, reason = %result.reason, run = threshold.run(), "probe result toward a transition");
         }
         next = next_probe(&check, &threshold, last_start);
+    }
+}
+
+/// The probes of one endpoint under way: normally one, up to max(fall,
+/// rise) while rechecking. Polled in turn by the endpoint's task with its
+/// own waker, so a probe's readiness wakes the task itself: a
+/// `FuturesUnordered` allocated a task and went through its own ready
+/// queue and waker for every probe (a tenth of a TCP probe's user time).
+struct InFlight<F> {
+    probes: Vec<Pin<Box<F>>>,
+}
+
+impl<F> Default for InFlight<F> {
+    fn default() -> Self {
+        InFlight { probes: Vec::new() }
+    }
+}
+
+impl<F: Future> InFlight<F> {
+    fn push(&mut self, probe: F) {
+        self.probes.push(Box::pin(probe));
+    }
+
+    fn len(&self) -> usize {
+        self.probes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.probes.is_empty()
+    }
+
+    /// Drops (aborts) every probe under way.
+    fn clear(&mut self) {
+        self.probes.clear();
+    }
+
+    /// The result of a probe that finished (removed), in no order.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
+        for i in 0..self.probes.len() {
+            if let Poll::Ready(out) = self.probes[i].as_mut().poll(cx) {
+                drop(self.probes.swap_remove(i));
+                return Poll::Ready(out);
+            }
+        }
+        Poll::Pending
     }
 }
 

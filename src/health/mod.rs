@@ -126,7 +126,7 @@ struct EndpointEntry {
     cell: Arc<EndpointCell>,
     /// The check it is probed with now (a setting, not part of the key).
     check: Option<Arc<Check>>,
-    task: Option<(CancellationToken, JoinHandle<()>)>,
+    task: Option<JoinHandle<()>>,
 }
 
 /// An endpoint as the cluster indexes it: what it is, how it is probed now,
@@ -356,8 +356,8 @@ impl HealthTable {
                             // The check changed: the endpoint stays what it
                             // is (verdict, counters, overrides); only its
                             // probing restarts with the new settings.
-                            if let Some((cancel, _task)) = e.task.take() {
-                                cancel.cancel();
+                            if let Some(task) = e.task.take() {
+                                task.abort();
                             }
                             let cell = e.cell.clone();
                             e.check = region.check.clone();
@@ -499,8 +499,8 @@ impl HealthTable {
             .collect();
         for key in gone {
             if let Some(entry) = inner.endpoints.remove(&key) {
-                if let Some((cancel, _task)) = entry.task {
-                    cancel.cancel();
+                if let Some(task) = entry.task {
+                    task.abort();
                 }
                 let ep = key.addr.to_string();
                 let _ =
@@ -708,8 +708,7 @@ impl HealthTable {
         check: &Arc<Check>,
         key: &EndpointKey,
         cell: &Arc<EndpointCell>,
-    ) -> (CancellationToken, JoinHandle<()>) {
-        let cancel = self.shutdown.child_token();
+    ) -> JoinHandle<()> {
         let probe = self.probes.make(check, key);
         let ctx = scheduler::EndpointTask {
             table: Arc::downgrade(self),
@@ -720,12 +719,14 @@ impl HealthTable {
             permits: self.permits.clone(),
             region_name: region.name.clone(),
         };
-        let run = scheduler::run(ctx, probe, cancel.clone());
-        let handle = match &self.prober {
+        // Stopped by aborting it (reload, removal, `stop`), or with the
+        // prober thread's runtime at shutdown: a cancellation token polled
+        // at every turn of its loop cost two lock round trips a turn.
+        let run = scheduler::run(ctx, probe);
+        match &self.prober {
             Some(p) => p.handle.spawn(run),
             None => tokio::spawn(run),
-        };
-        (cancel, handle)
+        }
     }
 
     /// Re-derive region states after an endpoint or override change; log,
@@ -829,10 +830,7 @@ impl HealthTable {
                 .endpoints
                 .values_mut()
                 .filter_map(|e| e.task.take())
-                .map(|(cancel, task)| {
-                    cancel.cancel();
-                    task
-                })
+                .inspect(JoinHandle::abort)
                 .collect()
         };
         for t in tasks {

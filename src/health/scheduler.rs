@@ -17,12 +17,10 @@ use std::time::{Duration, SystemTime};
 
 use std::task::{Context, Poll};
 
-use futures_util::FutureExt;
 use prometheus::IntCounter;
 use rand::RngExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::probe::{CheckProber, ProbeResult};
 use super::{EndpointCell, EndpointKey, HealthTable, ProbeOutcome, Threshold};
@@ -126,8 +124,9 @@ pub(super) struct EndpointTask {
     pub region_name: String,
 }
 
-/// The probe loop of one endpoint, until cancelled.
-pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: CancellationToken) {
+/// The probe loop of one endpoint, until its task is aborted (dropping a
+/// probe in flight aborts it).
+pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>) {
     let check = task.check.clone();
     let mut threshold = Threshold::new(task.cell.local_up());
     let ep = task.key.addr.to_string();
@@ -185,17 +184,27 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // poll for every result. A probe that panics is caught here as it was
     // by its task, and gives no verdict.
     let mut in_flight = InFlight::default();
-    let launch = || {
-        std::panic::AssertUnwindSafe(async {
-            let _permit = task
-                .permits
-                .acquire()
-                .await
-                .expect("probe semaphore never closed");
-            probe.probe().await
-        })
-        .catch_unwind()
+    // A permit, then the probe. A permit free now (the normal case) is
+    // taken here, so the probe's own future is all that is allocated.
+    let launch = || match task.permits.try_acquire() {
+        Ok(permit) => Running {
+            _permit: Some(permit),
+            probe: probe.probe(),
+        },
+        Err(_) => Running {
+            _permit: None,
+            probe: Box::pin(async {
+                let _permit = task
+                    .permits
+                    .acquire()
+                    .await
+                    .expect("probe semaphore never closed");
+                probe.probe().await
+            }),
+        },
     };
+    // Whether the probe keeps a connection to watch between probes.
+    let keeps_connection = probe.idle_closed().is_some();
     let mut last_start = Instant::now();
     // The next result is the first of this task (or after a withdrawal):
     // the threshold starts from the verdict in force then.
@@ -216,7 +225,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // connections (a short keep-alive timeout): no early probe for ten
     // intervals then, so such a backend is not probed more often.
     let mut early = false;
-    let mut early_quiet_until = Instant::now();
+    let mut early_quiet_until: Option<Instant> = None;
     // One timer for the task's life, moved rather than made anew on every
     // turn of the loop (each made and dropped timer is a wheel insertion
     // and removal). It points at the next probe or, once that is due and
@@ -225,8 +234,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     // three intervals on every endpoint to find evidence had come since,
     // a task wake-up for nothing per three probes.
     let wake = tokio::time::sleep_until(next);
-    let cancelled = cancel.cancelled();
-    tokio::pin!(wake, cancelled);
+    tokio::pin!(wake);
     // Watches the kept connection while no probe runs (it holds the
     // connection meanwhile, and gives it back when dropped): made when
     // watching starts, not on every turn of the loop.
@@ -246,18 +254,18 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
         if wake.deadline() != at {
             wake.as_mut().reset(at);
         }
-        let watch = in_flight.is_empty()
+        let watch = keeps_connection
+            && in_flight.is_empty()
             && !threshold.pending()
             && !withdrawn
-            && Instant::now() >= early_quiet_until;
+            && early_quiet_until.is_none_or(|t| Instant::now() >= t);
         if !watch {
             idle = None;
         } else if idle.is_none() {
             idle = probe.idle_closed();
         }
         // In this order, and only until one is ready: a result first (it is
-        // evidence), cancellation last (it is looked at whenever the task
-        // has nothing else to do, which is most of its life).
+        // evidence).
         let result = tokio::select! {
             biased;
             joined = std::future::poll_fn(|cx| in_flight.poll_next(cx)), if !in_flight.is_empty() => match joined {
@@ -303,10 +311,10 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                         task.cell.set_local_up(task.cell.probed_up());
                         first = true;
                         withdrawn = false;
-                        last_evidence = Instant::now();
+                        last_evidence = now;
                     }
                 }
-                last_start = Instant::now();
+                last_start = now;
                 // The watch gives the kept connection back to the probe.
                 idle = None;
                 in_flight.push(launch());
@@ -324,8 +332,6 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
                 early = true;
                 continue;
             }
-            // Dropping `in_flight` aborts probes in flight.
-            () = &mut cancelled => return,
         };
         results[slot_of(result.outcome)]
             .get_or_insert_with(|| result_counter(result.outcome))
@@ -350,10 +356,11 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
             continue;
         }
         duration.observe(result.latency.as_secs_f64());
-        last_evidence = Instant::now();
+        let now = Instant::now();
+        last_evidence = now;
         let ok = result.ok();
         if std::mem::take(&mut early) && ok {
-            early_quiet_until = Instant::now() + check.interval * 10;
+            early_quiet_until = Some(now + check.interval * 10);
         }
         if std::mem::take(&mut first) {
             // Start from the verdict in force when the first result comes
@@ -421,24 +428,25 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>, cancel: Cance
     }
 }
 
+/// A probe under way, holding its permit.
+struct Running<'a> {
+    _permit: Option<SemaphorePermit<'a>>,
+    probe: Pin<Box<dyn Future<Output = ProbeResult> + Send + 'a>>,
+}
+
 /// The probes of one endpoint under way: normally one, up to max(fall,
 /// rise) while rechecking. Polled in turn by the endpoint's task with its
 /// own waker, so a probe's readiness wakes the task itself: a
 /// `FuturesUnordered` allocated a task and went through its own ready
 /// queue and waker for every probe (a tenth of a TCP probe's user time).
-struct InFlight<F> {
-    probes: Vec<Pin<Box<F>>>,
+#[derive(Default)]
+struct InFlight<'a> {
+    probes: Vec<Running<'a>>,
 }
 
-impl<F> Default for InFlight<F> {
-    fn default() -> Self {
-        InFlight { probes: Vec::new() }
-    }
-}
-
-impl<F: Future> InFlight<F> {
-    fn push(&mut self, probe: F) {
-        self.probes.push(Box::pin(probe));
+impl<'a> InFlight<'a> {
+    fn push(&mut self, probe: Running<'a>) {
+        self.probes.push(probe);
     }
 
     fn len(&self) -> usize {
@@ -454,13 +462,20 @@ impl<F: Future> InFlight<F> {
         self.probes.clear();
     }
 
-    /// The result of a probe that finished (removed), in no order.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
+    /// The result of a probe that finished (removed), in no order; `Err`
+    /// for one that panicked.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<std::thread::Result<ProbeResult>> {
         for i in 0..self.probes.len() {
-            if let Poll::Ready(out) = self.probes[i].as_mut().poll(cx) {
-                drop(self.probes.swap_remove(i));
-                return Poll::Ready(out);
-            }
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.probes[i].probe.as_mut().poll(cx)
+            }));
+            let out = match polled {
+                Ok(Poll::Pending) => continue,
+                Ok(Poll::Ready(r)) => Ok(r),
+                Err(panic) => Err(panic),
+            };
+            drop(self.probes.swap_remove(i));
+            return Poll::Ready(out);
         }
         Poll::Pending
     }

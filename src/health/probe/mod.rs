@@ -35,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpStream;
 
@@ -268,12 +268,15 @@ impl EndpointProber {
     /// scheduling jitter): connect, TLS, request, response and body read are
     /// all under one deadline.
     pub async fn probe(&self) -> ProbeResult {
-        let start = Instant::now();
+        // tokio's clock (the same as std's unless paused in a test), so the
+        // deadline is counted from `start` without reading it again.
+        let start = tokio::time::Instant::now();
         let timeout = self.shared.check.timeout;
-        let (mut outcome, mut reason) = match tokio::time::timeout(timeout, self.run()).await {
-            Ok(verdict) => verdict,
-            Err(_) => (ProbeOutcome::Timeout, timeout_reason(timeout)),
-        };
+        let (mut outcome, mut reason) =
+            match tokio::time::timeout_at(start + timeout, self.run()).await {
+                Ok(verdict) => verdict,
+                Err(_) => (ProbeOutcome::Timeout, timeout_reason(timeout)),
+            };
         let certificate_expiry = self.certificate().and_then(CertSeen::get);
         if outcome == ProbeOutcome::Success
             && let Some(fail) = self.shared.check.kind.tls().and_then(|t| t.fail_expiry)

@@ -189,7 +189,8 @@ pub struct HealthTable {
     /// stamps, status).
     decided_rev: AtomicI64,
     /// Where probe tasks run: a thread of their own, or (tests of this
-    /// module, in paused time) the caller's runtime.
+    /// module, in paused time) the caller's runtime, where only `stop`
+    /// (not the shutdown token) ends them.
     prober: Option<ProberThread>,
 }
 
@@ -720,8 +721,9 @@ impl HealthTable {
             region_name: region.name.clone(),
         };
         // Stopped by aborting it (reload, removal, `stop`), or with the
-        // prober thread's runtime at shutdown: a cancellation token polled
-        // at every turn of its loop cost two lock round trips a turn.
+        // prober thread's runtime at shutdown (without a prober thread, as
+        // in some tests, only by `stop`): a cancellation token polled at
+        // every turn of its loop cost two lock round trips a turn.
         let run = scheduler::run(ctx, probe);
         match &self.prober {
             Some(p) => p.handle.spawn(run),

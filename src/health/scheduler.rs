@@ -33,7 +33,9 @@ pub trait Probe: Send + Sync + 'static {
     fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>>;
     /// Resolves when the backend closed the connection kept between probes
     /// (then the next probe runs at once). `None`: this probe keeps no
-    /// connection (the default), so there is nothing to watch.
+    /// connection (the default), so there is nothing to watch. Asked once,
+    /// unpolled, when the endpoint's task starts: `Some` or `None` must
+    /// never change for one probe.
     fn idle_closed(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
         None
     }
@@ -185,13 +187,15 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>) {
     // by its task, and gives no verdict.
     let mut in_flight = InFlight::default();
     // A permit, then the probe. A permit free now (the normal case) is
-    // taken here, so the probe's own future is all that is allocated.
+    // taken here, so the probe's own future is all that is allocated. A
+    // probe that panics making its future gives no verdict, as one that
+    // panics while polled.
     let launch = || match task.permits.try_acquire() {
-        Ok(permit) => Running {
+        Ok(permit) => Some(Running {
+            probe: std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| probe.probe())).ok()?,
             _permit: Some(permit),
-            probe: probe.probe(),
-        },
-        Err(_) => Running {
+        }),
+        Err(_) => Some(Running {
             _permit: None,
             probe: Box::pin(async {
                 let _permit = task
@@ -201,7 +205,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>) {
                     .expect("probe semaphore never closed");
                 probe.probe().await
             }),
-        },
+        }),
     };
     // Whether the probe keeps a connection to watch between probes.
     let keeps_connection = probe.idle_closed().is_some();
@@ -229,10 +233,12 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>) {
     // One timer for the task's life, moved rather than made anew on every
     // turn of the loop (each made and dropped timer is a wheel insertion
     // and removal). It points at the next probe or, once that is due and
-    // cannot start (probes still in flight, waiting for a permit), at the
-    // withdrawal of a stale vote: a timer of its own for that fired every
-    // three intervals on every endpoint to find evidence had come since,
-    // a task wake-up for nothing per three probes.
+    // cannot start (probes still in flight, waiting for a permit, or as
+    // many rechecks as may run), at the withdrawal of a stale vote; while
+    // a vote is published, never later than that withdrawal. A timer of
+    // its own for the withdrawal fired every three intervals on every
+    // endpoint to find evidence had come since: a task wake-up for nothing
+    // per three probes.
     let wake = tokio::time::sleep_until(next);
     tokio::pin!(wake);
     // Watches the kept connection while no probe runs (it holds the
@@ -243,7 +249,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>) {
         let rechecking = threshold.pending() && check.recheck.is_some();
         let may_launch = in_flight.is_empty() || (rechecking && in_flight.len() < max_in_flight);
         let stale_due = last_evidence + stale_after;
-        let mut at = if may_launch || Instant::now() < next {
+        let mut at = if may_launch || (!rechecking && Instant::now() < next) {
             next
         } else {
             stale_due
@@ -251,7 +257,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>) {
         if published {
             at = at.min(stale_due);
         }
-        if wake.deadline() != at {
+        if (may_launch || published) && wake.deadline() != at {
             wake.as_mut().reset(at);
         }
         let watch = keeps_connection
@@ -317,7 +323,9 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>) {
                 last_start = now;
                 // The watch gives the kept connection back to the probe.
                 idle = None;
-                in_flight.push(launch());
+                if let Some(running) = launch() {
+                    in_flight.push(running);
+                }
                 next = next_probe(&check, &threshold, last_start);
                 continue;
             }
@@ -430,8 +438,9 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>) {
 
 /// A probe under way, holding its permit.
 struct Running<'a> {
-    _permit: Option<SemaphorePermit<'a>>,
+    // Dropped in this order: the probe (its sockets) before its permit.
     probe: Pin<Box<dyn Future<Output = ProbeResult> + Send + 'a>>,
+    _permit: Option<SemaphorePermit<'a>>,
 }
 
 /// The probes of one endpoint under way: normally one, up to max(fall,

@@ -765,6 +765,7 @@ async fn restart_on(path: &std::path::Path) -> (Arc<HealthTable>, Arc<ZoneHealth
     assert!(t.persist_now().await.unwrap(), "a state file is written");
     shutdown.cancel();
     writer.await.unwrap();
+    t.stop().await;
     (t, zh)
 }
 
@@ -1086,4 +1087,70 @@ async fn a_dependents_cell_follows_its_dependency_across_a_reload() {
         last,
         [("east".to_string(), "down"), ("west".to_string(), "down")]
     );
+}
+
+/// Panics making its first probe's future, then while polling the second;
+/// every later probe fails. Counts every endpoint's probes in `.1`.
+struct Panicky(
+    std::sync::atomic::AtomicU32,
+    Arc<std::sync::atomic::AtomicU32>,
+);
+
+impl Probe for Panicky {
+    fn probe(&self) -> Pin<Box<dyn Future<Output = ProbeResult> + Send + '_>> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => panic!("a probe that panics making its future"),
+            1 => Box::pin(async { panic!("a probe that panics while polled") }),
+            _ => Box::pin(async {
+                ProbeResult {
+                    outcome: ProbeOutcome::Refused,
+                    reason: "connection refused".into(),
+                    latency: Duration::ZERO,
+                    certificate_expiry: None,
+                }
+            }),
+        }
+    }
+}
+
+impl ProbeFactory for Panicky {
+    fn make(&self, _check: &Arc<Check>, _key: &EndpointKey) -> Box<dyn Probe> {
+        Box::new(Panicky(Default::default(), self.1.clone()))
+    }
+}
+
+// A probe that panics gives no verdict and the endpoint's task goes on:
+// making the future (outside the poll since the permit is taken at launch)
+// and polling it alike.
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_panics_gives_no_verdict_and_probing_goes_on() {
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let t = Arc::new(HealthTable::new(
+        Metrics::new(),
+        Arc::new(Panicky(Default::default(), calls.clone())),
+        None,
+        CancellationToken::new(),
+    ));
+    let zh = t.apply(&config("")).remove(0);
+    let n = || calls.load(std::sync::atomic::Ordering::SeqCst);
+    // Each endpoint: two panicking probes, then failures (fall = 3).
+    until(Duration::from_secs(20), || n() >= 3 * 3).await;
+    until(Duration::from_secs(30), || {
+        !zh.region_up(0) && !zh.region_up(1)
+    })
+    .await;
+    let west = t
+        .endpoints()
+        .into_iter()
+        .find(|e| e.key.addr.to_string() == "192.0.2.3")
+        .unwrap();
+    let d = west.cell.detail();
+    assert_eq!(d.last_outcome, Some(ProbeOutcome::Refused));
+    assert!(
+        d.probes >= 3,
+        "results counted after the panics: {}",
+        d.probes
+    );
+    t.stop().await;
 }

@@ -8,8 +8,10 @@
 # KIND=exec: /bin/true per probe, try N=1000; KIND=grpc: the health
 # protocol over h2c, kept connections),
 # answered by one small backend
-# process (examples/bench_backend.rs). Reports gslb's CPU (share of one core)
-# and memory per endpoint (RSS with N endpoints minus RSS with the same zone
+# process (examples/bench_backend.rs). Reports gslb's CPU (share of one core,
+# per probe, and per probe split into user space and the kernel: on
+# loopback most of a probe is the kernel's, the same for gslb and gdnsd,
+# so the user share is where their costs part) and memory per endpoint (RSS with N endpoints minus RSS with the same zone
 # and no checks), plus probes/s and failures from gslb's own metrics.
 #
 #   bench/probe-scale.sh [N] [SECONDS]      KIND=tcp bench/probe-scale.sh
@@ -59,6 +61,10 @@ pin 1 "$BACKEND"
 for i in $(seq 1 100); do [ ${#TLS[@]} = 0 ] || [ -s "$WORK/ca.pem" ] && break; sleep 0.05; done
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# User ticks alone: the split between user space and the kernel is where a
+# prober's cost differs from gdnsd's (the kernel's share of a tcp probe is
+# the same for both; stime is the total less this).
+uticks() { awk '{print $14}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 if [[ "$KIND" == gdnsd-* ]]; then
@@ -82,12 +88,12 @@ if [[ "$KIND" == gdnsd-* ]]; then
   WARMUP=${WARMUP:-5}
   echo "== gdnsd $(gdnsd -h 2>&1 | awk '/version/ {print $NF; exit}'): $N ${KIND#gdnsd-} addresses, interval $INTERVAL, timeout 1s; warming up $WARMUP s"
   sleep "$WARMUP"
-  t0=$(ticks "$GD_PID"); b0=$(ticks "$BACKEND"); s0=$(date +%s.%N); sleep "$SECS"; t1=$(ticks "$GD_PID"); b1=$(ticks "$BACKEND"); s1=$(date +%s.%N)
+  t0=$(ticks "$GD_PID"); u0=$(uticks "$GD_PID"); b0=$(ticks "$BACKEND"); s0=$(date +%s.%N); sleep "$SECS"; t1=$(ticks "$GD_PID"); u1=$(uticks "$GD_PID"); b1=$(ticks "$BACKEND"); s1=$(date +%s.%N)
   rss=$(rss_kb "$GD_PID")
   down=$(grep -c "DOWN" "$WORK/g/log" || true)
-  python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$ival" "$base" "$rss" "$down" "$b0" "$b1" <<'PY'
+  python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$ival" "$base" "$rss" "$down" "$b0" "$b1" "$u0" "$u1" <<'PY'
 import sys
-n, kind, t0, t1, s0, s1, hz, ival, base, rss, down, b0, b1 = sys.argv[1:]
+n, kind, t0, t1, s0, s1, hz, ival, base, rss, down, b0, b1, u0, u1 = sys.argv[1:]
 n = int(n); wall = float(s1) - float(s0); cpu = (int(t1) - int(t0)) / int(hz)
 probes = n / int(ival)
 print(f"endpoints {n} ({kind}), measured {wall:.1f} s")
@@ -95,6 +101,8 @@ print(f"  gdnsd CPU         {cpu / wall * 100:.1f} % of one core ({cpu / wall:.3
 print(f"  probes/s          {probes:.0f} (N / interval: gdnsd counts none)")
 print(f"  marked DOWN       {down} (log lines since start)")
 print(f"  CPU per probe     {cpu / (probes * wall) * 1e6:.1f} us")
+ucpu = (int(u1) - int(u0)) / int(hz)
+print(f"  user / system     {ucpu / (probes * wall) * 1e6:.1f} / {(cpu - ucpu) / (probes * wall) * 1e6:.1f} us")
 bcpu = (int(b1) - int(b0)) / int(hz)
 print(f"  with the backend  {(cpu + bcpu) / (probes * wall) * 1e6:.1f} us (the backend process: {bcpu / (probes * wall) * 1e6:.1f})")
 print(f"  RSS               {int(rss) / 1024:.1f} MiB (no monitored addresses: {int(base) / 1024:.1f} MiB)")
@@ -116,17 +124,17 @@ pin 0 "$GSLB_PID"
 WARMUP=${WARMUP:-5}
 echo "== $N $KIND endpoints, interval $INTERVAL, timeout ${TIMEOUT:-500ms}; warming up $WARMUP s (first probes spread over the interval)"
 sleep "$WARMUP"
-b0=$(ticks "$BACKEND"); t0=$(ticks "$GSLB_PID"); p0=$(metric gslb_probe_results_total); f0=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s0=$(date +%s.%N)
+b0=$(ticks "$BACKEND"); t0=$(ticks "$GSLB_PID"); u0=$(uticks "$GSLB_PID"); p0=$(metric gslb_probe_results_total); f0=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s0=$(date +%s.%N)
 sleep "$SECS"
-b1=$(ticks "$BACKEND"); t1=$(ticks "$GSLB_PID"); p1=$(metric gslb_probe_results_total); f1=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s1=$(date +%s.%N)
+b1=$(ticks "$BACKEND"); t1=$(ticks "$GSLB_PID"); u1=$(uticks "$GSLB_PID"); p1=$(metric gslb_probe_results_total); f1=$(metric 'gslb_probe_results_total{.*result="(timeout|refused|reset|connect|status|body|tls|protocol)"'); s1=$(date +%s.%N)
 rss=$(rss_kb "$GSLB_PID")
 # Failed probes since start, by result (timeouts here mean the machine, not a backend, is short of CPU).
 fails=$(curl -s http://127.0.0.1:9311/metrics | awk '/^gslb_probe_results_total/ && !/result="success"/ && $NF > 0 {
   match($0, /result="[a-z_]+"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $NF }
   END { for (r in n) printf "%s%s %d", (s++ ? ", " : ""), r, n[r] }')
-python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$p0" "$p1" "$f0" "$f1" "$base" "$rss" "$fails" "$b0" "$b1" <<'PY'
+python3 - "$N" "$KIND" "$t0" "$t1" "$s0" "$s1" "$hz" "$p0" "$p1" "$f0" "$f1" "$base" "$rss" "$fails" "$b0" "$b1" "$u0" "$u1" <<'PY'
 import sys
-n, kind, t0, t1, s0, s1, hz, p0, p1, f0, f1, base, rss, fails, b0, b1 = sys.argv[1:]
+n, kind, t0, t1, s0, s1, hz, p0, p1, f0, f1, base, rss, fails, b0, b1, u0, u1 = sys.argv[1:]
 n = int(n); wall = float(s1) - float(s0); cpu = (int(t1) - int(t0)) / int(hz)
 probes = (int(p1) - int(p0)) / wall
 print(f"endpoints {n} ({kind}), measured {wall:.1f} s")
@@ -137,6 +145,8 @@ ival_s = float(ival[:-2]) / 1000 if ival.endswith("ms") else float(ival[:-1])
 print(f"  probes/s          {probes:.0f} (expected {n / ival_s:.0f})")
 print(f"  failed probes/s   {(int(f1) - int(f0)) / wall:.1f}  (since start: {fails or 'none'})")
 print(f"  CPU per probe     {cpu / max(1, int(p1) - int(p0)) * 1e6:.1f} us")
+ucpu = (int(u1) - int(u0)) / int(hz)
+print(f"  user / system     {ucpu / max(1, int(p1) - int(p0)) * 1e6:.1f} / {(cpu - ucpu) / max(1, int(p1) - int(p0)) * 1e6:.1f} us")
 bcpu = (int(b1) - int(b0)) / int(hz)
 print(f"  with the backend  {(cpu + bcpu) / max(1, int(p1) - int(p0)) * 1e6:.1f} us (the backend process: {bcpu / max(1, int(p1) - int(p0)) * 1e6:.1f})")
 print(f"  RSS               {int(rss) / 1024:.1f} MiB (same zone without checks: {int(base) / 1024:.1f} MiB)")

@@ -13,9 +13,8 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
-
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use prometheus::IntCounter;
 use rand::RngExt;
@@ -283,7 +282,7 @@ pub(super) async fn run(task: EndpointTask, probe: Box<dyn Probe>) {
                 // No result for too long: the vote goes; a result that
                 // comes later must confirm the verdict anew before it
                 // counts again.
-                if published && now >= last_evidence + stale_after {
+                if published && now >= stale_due {
                     if let Some(table) = task.table.upgrade() {
                         tracing::warn!(zone = %task.zone_name, region = %task.region_name, endpoint = %ep, "no probe result for {}: this node's vote on the endpoint is withdrawn until its probes decide again", humantime::format_duration(stale_after));
                         table.withdraw(&task.key, &check);

@@ -682,13 +682,7 @@ async fn bind_follows_a_failover_as_the_readme_configures_it() {
     let mut backend = Backend::start("127.0.0.1").await;
     let s = start(backend.addr, &[], None).await;
     let x = bind(s.dns);
-    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &[x.addr])).unwrap();
-    s.server.reload().await.expect("reload");
-    let first = serial_of(&s).await;
-    wait_until(Duration::from_secs(20), "BIND to load the zone", || async {
-        x.serial().await == Some(first)
-    })
-    .await;
+    notify_and_load(&s, backend.addr, &x, "BIND").await;
     assert_eq!(x.www().await, ["127.0.0.1"], "{}", x.log());
     for (mode, want) in [(Mode::Failing, "127.0.0.2"), (Mode::Healthy, "127.0.0.1")] {
         backend.set(mode);
@@ -1254,13 +1248,7 @@ async fn notifies_refused_by_a_secondary_are_reported_and_notifies_to_gslb_ignor
     let mut backend = Backend::start("127.0.0.1").await;
     let s = start(backend.addr, &[], None).await;
     let x = nsd_notified_by(&[s.dns], Some("127.0.0.9"));
-    std::fs::write(s.zone_path("xfr.toml"), zone(backend.addr, &[x.addr])).unwrap();
-    s.server.reload().await.expect("reload");
-    let first = serial_of(&s).await;
-    wait_until(Duration::from_secs(20), "NSD to load the zone", || async {
-        x.serial().await == Some(first)
-    })
-    .await;
+    let first = notify_and_load(&s, backend.addr, &x, "NSD").await;
     backend.set(Mode::Failing);
     wait_until(Duration::from_secs(5), "the failover", || async {
         addrs(&s.query("www.xfr.example.com.", RecordType::A).await) == ["127.0.0.2"]
@@ -1690,6 +1678,21 @@ async fn secondaries_without_the_key_or_from_outside_allow_get_nothing() {
             .get(),
         0
     );
+}
+
+/// Name secondary `x` (`what`, for messages) in the zone's `notify` (a
+/// reload) and wait until it has loaded the serial gslb serves; returns
+/// that serial.
+async fn notify_and_load(s: &TestServer, backend: SocketAddr, x: &Secondary, what: &str) -> u32 {
+    std::fs::write(s.zone_path("xfr.toml"), zone(backend, &[x.addr])).unwrap();
+    s.server.reload().await.expect("reload");
+    let first = serial_of(s).await;
+    let waiting = format!("{what} to load the zone");
+    wait_until(Duration::from_secs(20), &waiting, || async {
+        x.serial().await == Some(first)
+    })
+    .await;
+    first
 }
 
 /// Name `secondary` in the zone's `notify` (a reload), fail the primary

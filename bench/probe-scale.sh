@@ -57,6 +57,20 @@ else
   "$ROOT/target/release/examples/bench_backend" "$BPORT" "${TLS[@]}" "${GRPC[@]}" 2>/dev/null & BACKEND=$!
 fi
 pin() { [ "${PIN:-0}" = 1 ] && taskset -a -p -c "$1" "$2" >/dev/null; return 0; }
+# Every run starts from the same kernel state: without the earlier runs'
+# connections to the backend's port in the connection-tracking table (the
+# container tests' Docker loads it) and in TIME_WAIT. gdnsd closes with a
+# FIN, so a run of it leaves 120 s conntrack entries behind, 5,000 a
+# second: the table (262,144 here) filled, dropped packets, and the next
+# runs failed probes and cost more ("nf_conntrack: table full" in dmesg).
+# Only this bench's port is touched.
+clean_net() {
+  if [ -e /proc/sys/net/netfilter/nf_conntrack_count ]; then
+    need conntrack conntrack
+    conntrack -D -p tcp --dport "$BPORT" >/dev/null 2>&1 || true
+  fi
+  ss -K state time-wait "( dport = :$BPORT )" >/dev/null 2>&1 || true
+}
 pin 1 "$BACKEND"
 for i in $(seq 1 100); do [ ${#TLS[@]} = 0 ] || [ -s "$WORK/ca.pem" ] && break; sleep 0.05; done
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -82,6 +96,7 @@ if [[ "$KIND" == gdnsd-* ]]; then
   printf 'options => {\n  listen => [ 127.0.0.1:@PORT@ ]\n  run_dir => @DIR@/run\n  state_dir => @DIR@/state\n}\n' > "$WORK/base.config"
   gdnsd_run "$WORK/gbase" "$WORK/base.config"; sleep 2; base=$(rss_kb "$GD_PID"); kill "$GD_PID"; wait "$GD_PID" 2>/dev/null || true
   python3 "$ROOT/bench/gen-zone.py" gdnsd "$N" "${KIND#gdnsd-}" "$BPORT" "$ival" > "$WORK/gdnsd.config"
+  clean_net
   gdnsd_run "$WORK/g" "$WORK/gdnsd.config"
   pin 0 "$GD_PID"
   trap 'kill $GD_PID 2>/dev/null || true; kill $BACKEND 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -119,6 +134,7 @@ metric() { curl -s http://127.0.0.1:9311/metrics | awk -v m="$1" '$0 ~ "^"m {s +
 start_gslb "$WORK/nocheck" 127.0.0.1:5311 127.0.0.1:9311 1
 sleep 2; base=$(rss_kb "$GSLB_PID"); stop_gslb
 
+clean_net
 start_gslb "$WORK/z" 127.0.0.1:5311 127.0.0.1:9311 1
 pin 0 "$GSLB_PID"
 WARMUP=${WARMUP:-5}

@@ -175,6 +175,7 @@ impl HealthTable {
             Some(&target.zone),
             Some(&target.region),
             &format!("override {}", state.as_str()),
+            true,
         );
         true
     }

@@ -1154,3 +1154,96 @@ async fn a_probe_that_panics_gives_no_verdict_and_probing_goes_on() {
     );
     t.stop().await;
 }
+
+/// The value of gauge `vec`'s series with these label values (zone,
+/// region, endpoint), if exported.
+fn gauge(vec: &prometheus::IntGaugeVec, labels: &[&str]) -> Option<i64> {
+    use prometheus::core::Collector;
+    let names = ["zone", "region", "endpoint"];
+    vec.collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .find_map(|m| {
+            let pairs = m.get_label();
+            let matches = pairs.len() == labels.len()
+                && names.iter().zip(labels).all(|(name, value)| {
+                    pairs
+                        .iter()
+                        .any(|l| l.name() == *name && l.value() == *value)
+                });
+            matches.then(|| m.get_gauge().get_value() as i64)
+        })
+}
+
+// A transition sets the changed endpoint's gauges and its region's (not
+// every endpoint's of the region any more); overrides and reloads set and
+// drop theirs.
+#[tokio::test(start_paused = true)]
+async fn gauges_follow_transitions_overrides_and_reloads() {
+    let fake = Fake::default();
+    let t = table(&fake, None);
+    let zh = t.apply(&config("")).remove(0);
+    let m = &t.metrics;
+    let ep = |region: &str, addr: &str| gauge(&m.endpoint_up, &["z.example", region, addr]);
+    let region = |r: &str| gauge(&m.region_up, &["z.example", r]);
+    for (r, a) in [
+        ("east", "192.0.2.1"),
+        ("east", "192.0.2.2"),
+        ("west", "192.0.2.3"),
+    ] {
+        assert_eq!(ep(r, a), Some(1), "{a}");
+    }
+    assert_eq!((region("east"), region("west")), (Some(1), Some(1)));
+
+    fake.set("192.0.2.3", false);
+    until(Duration::from_secs(10), || !zh.region_up(1)).await;
+    assert_eq!(ep("west", "192.0.2.3"), Some(0));
+    assert_eq!(region("west"), Some(0));
+    assert_eq!(ep("east", "192.0.2.1"), Some(1));
+
+    t.set_override(
+        None,
+        "east",
+        Some("192.0.2.1".parse().unwrap()),
+        Override::Down,
+    )
+    .unwrap();
+    assert_eq!(ep("east", "192.0.2.1"), Some(0));
+    assert_eq!(
+        gauge(&m.endpoint_override, &["z.example", "east", "192.0.2.1"]),
+        Some(Override::Down.gauge())
+    );
+    assert_eq!(region("east"), Some(1), "min-healthy 1: one left");
+
+    fake.set("192.0.2.3", true);
+    until(Duration::from_secs(10), || zh.region_up(1)).await;
+    assert_eq!(ep("west", "192.0.2.3"), Some(1));
+    assert_eq!(region("west"), Some(1));
+
+    // West's endpoint replaced: the old series goes, the new one is set.
+    let text = r#"[zone]
+name = "z.example."
+nameservers = ["ns1.example.net."]
+hostmaster = "h.example.net."
+[check.web]
+type = "http"
+interval = "5s"
+timeout = "2s"
+[region.east]
+endpoints = ["192.0.2.1", "192.0.2.2"]
+check = "web"
+[region.west]
+endpoints = ["192.0.2.4"]
+check = "web"
+"#;
+    let cfg = load_sources(
+        &[(PathBuf::from("z.toml"), text.into())],
+        LoadOptions::default(),
+    )
+    .expect("valid");
+    t.apply(&cfg);
+    assert_eq!(ep("west", "192.0.2.3"), None, "gone with its endpoint");
+    assert_eq!(ep("west", "192.0.2.4"), Some(1));
+    assert_eq!(ep("east", "192.0.2.1"), Some(0), "the override stays");
+    t.stop().await;
+}

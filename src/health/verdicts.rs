@@ -187,7 +187,8 @@ impl Deciding<'_> {
         t.epoch.bump();
         t.transitions
             .endpoint(key, cell, up, consecutive, reason, t.stamp());
-        t.reconcile_regions(Some(&key.zone), Some(&key.region), reason);
+        t.endpoint_gauges(&key.zone, &key.region, cell);
+        t.reconcile_regions(Some(&key.zone), Some(&key.region), reason, false);
         true
     }
 
@@ -204,6 +205,7 @@ impl Deciding<'_> {
             cell.set_probed_up(*up);
             t.transitions
                 .endpoint(key, cell, *up, None, reason, t.stamp());
+            t.endpoint_gauges(&key.zone, &key.region, cell);
             match regions
                 .iter_mut()
                 .find(|(z, r, _)| *z == key.zone && *r == key.region)
@@ -217,7 +219,7 @@ impl Deciding<'_> {
         }
         t.epoch.bump();
         for (zone, region, reason) in regions {
-            t.reconcile_regions(Some(zone), Some(region), reason);
+            t.reconcile_regions(Some(zone), Some(region), reason, false);
         }
     }
 

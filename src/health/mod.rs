@@ -766,9 +766,10 @@ impl HealthTable {
                 self.transitions.region(cell, up, reason, self.stamp());
             }
         }
-        // Only the gauges of the regions looked at (and their endpoints):
-        // refreshing every series on every transition made a failure storm
-        // across 10,000 endpoints quadratic (probe-scale benchmark).
+        // Only the gauges of the regions looked at (and, when asked, of
+        // their endpoints): refreshing every series on every transition
+        // made a failure storm across 10,000 endpoints quadratic
+        // (probe-scale benchmark).
         if endpoint_gauges {
             self.set_gauges(&cells);
         } else {

@@ -179,7 +179,7 @@ impl EndpointCell {
         }
     }
     /// Its `up` and `override` gauges (`make` makes them the first time).
-    pub fn gauges(&self, make: impl FnOnce() -> [IntGauge; 2]) -> &[IntGauge; 2] {
+    pub(super) fn gauges(&self, make: impl FnOnce() -> [IntGauge; 2]) -> &[IntGauge; 2] {
         self.gauges.get_or_init(make)
     }
     /// Whether the state came from the state file (a verdict is known).
@@ -273,7 +273,7 @@ impl RegionCell {
         }
     }
     /// Its `up` and `override` gauges (`make` makes them the first time).
-    pub fn gauges(&self, make: impl FnOnce() -> [IntGauge; 2]) -> &[IntGauge; 2] {
+    pub(super) fn gauges(&self, make: impl FnOnce() -> [IntGauge; 2]) -> &[IntGauge; 2] {
         self.gauges.get_or_init(make)
     }
     /// The region override.

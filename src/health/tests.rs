@@ -1201,6 +1201,21 @@ async fn gauges_follow_transitions_overrides_and_reloads() {
     assert_eq!(region("west"), Some(0));
     assert_eq!(ep("east", "192.0.2.1"), Some(1));
 
+    // Several verdicts decided together (a cluster's revision).
+    let e2 = t
+        .endpoints()
+        .into_iter()
+        .find(|e| e.key.addr.to_string() == "192.0.2.2")
+        .unwrap();
+    let decide = |up: bool| {
+        t.deciding()
+            .set(&[(e2.key.clone(), e2.cell.clone(), up, "decided".into())])
+    };
+    decide(false);
+    assert_eq!(ep("east", "192.0.2.2"), Some(0));
+    decide(true);
+    assert_eq!(ep("east", "192.0.2.2"), Some(1));
+
     t.set_override(
         None,
         "east",
@@ -1245,5 +1260,9 @@ check = "web"
     assert_eq!(ep("west", "192.0.2.3"), None, "gone with its endpoint");
     assert_eq!(ep("west", "192.0.2.4"), Some(1));
     assert_eq!(ep("east", "192.0.2.1"), Some(0), "the override stays");
+    // And back: a new cell makes its series again.
+    t.apply(&config(""));
+    assert_eq!(ep("west", "192.0.2.4"), None);
+    assert_eq!(ep("west", "192.0.2.3"), Some(1), "exported again");
     t.stop().await;
 }

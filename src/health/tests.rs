@@ -101,7 +101,17 @@ impl Fake {
 }
 
 fn config(extra: &str) -> Config {
-    let text = format!(
+    load(config_text(extra))
+}
+
+fn load(text: String) -> Config {
+    load_sources(&[(PathBuf::from("z.toml"), text)], LoadOptions::default()).expect("valid")
+}
+
+/// Zone z.example: east (two endpoints, min-healthy 1) and west (one),
+/// checked every 5 s with a rapid recheck, then `extra`.
+fn config_text(extra: &str) -> String {
+    format!(
         r#"[zone]
 name = "z.example."
 nameservers = ["ns1.example.net."]
@@ -125,8 +135,7 @@ endpoints = ["192.0.2.3"]
 check = "web"
 {extra}
 "#
-    );
-    load_sources(&[(PathBuf::from("z.toml"), text)], LoadOptions::default()).expect("valid")
+    )
 }
 
 fn table(fake: &Fake, state: Option<PathBuf>) -> Arc<HealthTable> {
@@ -136,6 +145,12 @@ fn table(fake: &Fake, state: Option<PathBuf>) -> Arc<HealthTable> {
         state,
         CancellationToken::new(),
     ))
+}
+
+/// Set an override on endpoint `addr` of `region` (the only zone's).
+fn override_endpoint(t: &HealthTable, region: &str, addr: &str, o: Override) {
+    t.set_override(None, region, Some(addr.parse().unwrap()), o)
+        .unwrap();
 }
 
 fn ep_up(zh: &ZoneHealth, region: usize, ep: usize) -> bool {
@@ -322,22 +337,10 @@ async fn overrides_force_regions_and_endpoints() {
     t.set_override(Some("z.example."), "west", None, Override::Auto)
         .unwrap();
     assert!(zh.region_up(1));
-    t.set_override(
-        None,
-        "east",
-        Some("192.0.2.1".parse().unwrap()),
-        Override::Down,
-    )
-    .unwrap();
+    override_endpoint(&t, "east", "192.0.2.1", Override::Down);
     assert!(!ep_up(&zh, 0, 0) && ep_up(&zh, 0, 1));
     assert!(zh.region_up(0), "one endpoint left, min-healthy 1");
-    t.set_override(
-        None,
-        "east",
-        Some("192.0.2.2".parse().unwrap()),
-        Override::Down,
-    )
-    .unwrap();
+    override_endpoint(&t, "east", "192.0.2.2", Override::Down);
     assert!(!zh.region_up(0));
     // Forced up wins over dead probes.
     fake.set("192.0.2.3", false);
@@ -468,13 +471,7 @@ async fn editing_a_check_keeps_the_verdict_override_and_counters() {
     let zh = t.apply(&config("")).remove(0);
     fake.set("192.0.2.3", false);
     until(Duration::from_secs(30), || !zh.region_up(1)).await;
-    t.set_override(
-        None,
-        "east",
-        Some("192.0.2.1".parse().unwrap()),
-        Override::Down,
-    )
-    .unwrap();
+    override_endpoint(&t, "east", "192.0.2.1", Override::Down);
     let probes_before = zh.regions[1].endpoints[0].detail().probes;
     while events.try_recv().is_ok() {}
 
@@ -558,13 +555,7 @@ async fn state_file_restores_verdicts_and_overrides_across_a_restart() {
     let writer = tokio::spawn(t.clone().persist_loop());
     let zh = t.apply(&config("")).remove(0);
     until(Duration::from_secs(10), || !zh.region_up(1)).await;
-    t.set_override(
-        None,
-        "east",
-        Some("192.0.2.2".parse().unwrap()),
-        Override::Down,
-    )
-    .unwrap();
+    override_endpoint(&t, "east", "192.0.2.2", Override::Down);
     shutdown.cancel();
     writer.await.unwrap();
     t.stop().await;
@@ -736,13 +727,7 @@ async fn saved_state_with_drains(path: &std::path::Path) -> String {
     let writer = tokio::spawn(t.clone().persist_loop());
     let zh = t.apply(&config("")).remove(0);
     until(Duration::from_secs(10), || !zh.region_up(1)).await;
-    t.set_override(
-        None,
-        "east",
-        Some("192.0.2.2".parse().unwrap()),
-        Override::Down,
-    )
-    .unwrap();
+    override_endpoint(&t, "east", "192.0.2.2", Override::Down);
     t.set_override(None, "west", None, Override::Down).unwrap();
     shutdown.cancel();
     writer.await.unwrap();
@@ -1216,13 +1201,7 @@ async fn gauges_follow_transitions_overrides_and_reloads() {
     decide(true);
     assert_eq!(ep("east", "192.0.2.2"), Some(1));
 
-    t.set_override(
-        None,
-        "east",
-        Some("192.0.2.1".parse().unwrap()),
-        Override::Down,
-    )
-    .unwrap();
+    override_endpoint(&t, "east", "192.0.2.1", Override::Down);
     assert_eq!(ep("east", "192.0.2.1"), Some(0));
     assert_eq!(
         gauge(&m.endpoint_override, &["z.example", "east", "192.0.2.1"]),
@@ -1236,27 +1215,7 @@ async fn gauges_follow_transitions_overrides_and_reloads() {
     assert_eq!(region("west"), Some(1));
 
     // West's endpoint replaced: the old series goes, the new one is set.
-    let text = r#"[zone]
-name = "z.example."
-nameservers = ["ns1.example.net."]
-hostmaster = "h.example.net."
-[check.web]
-type = "http"
-interval = "5s"
-timeout = "2s"
-[region.east]
-endpoints = ["192.0.2.1", "192.0.2.2"]
-check = "web"
-[region.west]
-endpoints = ["192.0.2.4"]
-check = "web"
-"#;
-    let cfg = load_sources(
-        &[(PathBuf::from("z.toml"), text.into())],
-        LoadOptions::default(),
-    )
-    .expect("valid");
-    t.apply(&cfg);
+    t.apply(&load(config_text("").replace("192.0.2.3", "192.0.2.4")));
     assert_eq!(ep("west", "192.0.2.3"), None, "gone with its endpoint");
     assert_eq!(ep("west", "192.0.2.4"), Some(1));
     assert_eq!(ep("east", "192.0.2.1"), Some(0), "the override stays");

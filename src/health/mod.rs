@@ -735,8 +735,8 @@ impl HealthTable {
     /// count and journal each region that flipped. The gauges of the
     /// regions looked at are set, and those of their endpoints too unless
     /// `endpoint_gauges` is false (a verdict's change: the caller sets the
-    /// changed endpoints' own, so a transition costs the same in a region of
-    /// 10 endpoints as of 1,000).
+    /// changed endpoints' own, so a transition sets no other endpoint's
+    /// gauges, whatever the size of its region).
     pub(super) fn reconcile_regions(
         &self,
         zone: Option<&str>,

@@ -10,10 +10,9 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-
-use prometheus::IntGauge;
 use std::time::{Duration, SystemTime};
 
+use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 
 /// An operator's override of the probes' verdict.

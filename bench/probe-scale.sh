@@ -11,8 +11,9 @@
 # process (examples/bench_backend.rs). Reports gslb's CPU (share of one core,
 # per probe, and per probe split into user space and the kernel: on
 # loopback most of a probe is the kernel's, the same for gslb and gdnsd,
-# so the user share is where their costs part) and memory per endpoint (RSS with N endpoints minus RSS with the same zone
-# and no checks), plus probes/s and failures from gslb's own metrics.
+# so the user share is where their costs part) and memory per endpoint
+# (RSS with N endpoints minus RSS with the same zone and no checks), plus
+# probes/s and failures from gslb's own metrics.
 #
 #   bench/probe-scale.sh [N] [SECONDS]      KIND=tcp bench/probe-scale.sh
 #   TIMEOUT=1s WARMUP=20 KIND=https bench/probe-scale.sh   (probe timeout, seconds before measuring)

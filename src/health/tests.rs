@@ -153,6 +153,14 @@ fn override_endpoint(t: &HealthTable, region: &str, addr: &str, o: Override) {
         .unwrap();
 }
 
+/// The endpoint of address `addr` (one region has it).
+fn endpoint(t: &HealthTable, addr: &str) -> EndpointRef {
+    t.endpoints()
+        .into_iter()
+        .find(|e| e.key.addr.to_string() == addr)
+        .unwrap()
+}
+
 fn ep_up(zh: &ZoneHealth, region: usize, ep: usize) -> bool {
     zh.endpoint_up(region, ep)
 }
@@ -659,11 +667,7 @@ rise = 2
 endpoints = ["192.0.2.1"]
 check = "c"
 "#;
-    let cfg = load_sources(
-        &[(PathBuf::from("z.toml"), text.into())],
-        LoadOptions::default(),
-    )
-    .unwrap();
+    let cfg = load(text.into());
     let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let starts = Arc::new(Mutex::new(Vec::new()));
     let t = Arc::new(HealthTable::new(
@@ -935,11 +939,7 @@ async fn only_the_decider_writes_effective_verdicts() {
     let zh = t.apply(&config("")).remove(0);
     let said = |what: &'static str| votes.of("192.0.2.3").last().is_some_and(|v| v.1 == what);
     until(Duration::from_secs(20), || said("up")).await;
-    let ep = t
-        .endpoints()
-        .into_iter()
-        .find(|e| e.key.addr.to_string() == "192.0.2.3")
-        .unwrap();
+    let ep = endpoint(&t, "192.0.2.3");
     t.deciding().follow_cluster(42);
     assert_eq!(t.deciding().by(), DecidedBy::Cluster(42));
 
@@ -1125,11 +1125,7 @@ async fn a_probe_that_panics_gives_no_verdict_and_probing_goes_on() {
         !zh.region_up(0) && !zh.region_up(1)
     })
     .await;
-    let west = t
-        .endpoints()
-        .into_iter()
-        .find(|e| e.key.addr.to_string() == "192.0.2.3")
-        .unwrap();
+    let west = endpoint(&t, "192.0.2.3");
     let d = west.cell.detail();
     assert_eq!(d.last_outcome, Some(ProbeOutcome::Refused));
     assert!(
@@ -1187,11 +1183,7 @@ async fn gauges_follow_transitions_overrides_and_reloads() {
     assert_eq!(ep("east", "192.0.2.1"), Some(1));
 
     // Several verdicts decided together (a cluster's revision).
-    let e2 = t
-        .endpoints()
-        .into_iter()
-        .find(|e| e.key.addr.to_string() == "192.0.2.2")
-        .unwrap();
+    let e2 = endpoint(&t, "192.0.2.2");
     let decide = |up: bool| {
         t.deciding()
             .set(&[(e2.key.clone(), e2.cell.clone(), up, "decided".into())])

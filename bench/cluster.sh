@@ -26,7 +26,7 @@ need dnsperf dnsperf
 need dig bind9-dnsutils
 need curl curl
 build_release
-(cd "$ROOT" && cargo build --release --locked --example bench_backend 2>&1 | tail -1)
+build_backend
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -96,7 +96,7 @@ if part 1 || part 2; then kill "$SPREAD" "${nodes[3]}" "${nodes[4]}" "${nodes[5]
 if part 3 || part 4; then
 
 echo "== 3. $N endpoints on 3 nodes (check interval 5s): etcd requests in steady state over ${SECS}s"
-"$ROOT/target/release/examples/bench_backend" 18090 2>/dev/null & PIDS+=($!)
+"$BACKEND_BIN" 18090 2>/dev/null & PIDS+=($!)
 mkdir -p "$WORK/scale/zones"
 python3 "$ROOT/bench/gen-zone.py" endpoints "$N" http 18090 | sed 's/^interval = "1s"$/interval = "5s"/' > "$WORK/scale/zones/scale.toml"
 node_cfg() { # node_cfg I DNS_PORT LOG_LEVEL

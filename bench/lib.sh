@@ -14,6 +14,15 @@ build_release() {
   (cd "$ROOT" && cargo build --release --locked --bin gslb 2>&1 | tail -1)
 }
 
+# The loopback backend the probe benches probe (examples/bench_backend.rs);
+# BACKEND_BIN is its path. NO_BUILD=1 uses the one already built, so that a
+# batch of runs does not rebuild (or fail to) while the tree is edited.
+BACKEND_BIN="$ROOT/target/release/examples/bench_backend"
+build_backend() {
+  if [ "${NO_BUILD:-0}" = 1 ] && [ -x "$BACKEND_BIN" ]; then return 0; fi
+  (cd "$ROOT" && cargo build --release --locked --example bench_backend 2>&1 | tail -1)
+}
+
 # start_gslb ZONES LISTEN ADMIN WORKERS [extra args...] -> sets GSLB_PID
 start_gslb() {
   local zones="$1" listen="$2" admin="$3" workers="$4"; shift 4

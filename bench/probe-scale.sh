@@ -45,7 +45,7 @@ case "$KIND" in gdnsd-*) INTERVAL=${INTERVAL:-2s};; esac
 export INTERVAL=${INTERVAL:-1s}
 need dig bind9-dnsutils
 case "$KIND" in gdnsd-*) need gdnsd gdnsd;; *) build_release;; esac
-(cd "$ROOT" && cargo build --release --locked --example bench_backend 2>&1 | tail -1)
+build_backend
 WORK=$(mktemp -d); trap 'stop_gslb; kill $BACKEND 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TLS=(); case "$KIND" in https*) TLS=(--tls "$WORK/ca.pem");; esac
@@ -55,7 +55,7 @@ if [ "$KIND" = dns ]; then
   "$GSLB" serve --zones "$ROOT/bench/zones" --listen "127.0.0.1:$BPORT" --admin off --state-file off --log-level warn 2>/dev/null & BACKEND=$!
 else
   GRPC=(); [ "$KIND" = grpc ] && GRPC=(--grpc)
-  "$ROOT/target/release/examples/bench_backend" "$BPORT" "${TLS[@]}" "${GRPC[@]}" 2>/dev/null & BACKEND=$!
+  "$BACKEND_BIN" "$BPORT" "${TLS[@]}" "${GRPC[@]}" 2>/dev/null & BACKEND=$!
 fi
 pin() { [ "${PIN:-0}" = 1 ] && taskset -a -p -c "$1" "$2" >/dev/null; return 0; }
 # Every run starts from the same kernel state: without the earlier runs'

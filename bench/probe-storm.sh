@@ -15,7 +15,7 @@ set -euo pipefail
 N=${1:-10000}; ROUNDS=${2:-1}; BPORT=${BPORT:-18090}
 export INTERVAL=${INTERVAL:-2s}
 build_release
-(cd "$ROOT" && cargo build --release --locked --example bench_backend 2>&1 | tail -1)
+build_backend
 WORK=$(mktemp -d); BACKEND=""
 trap 'stop_gslb; [ -n "$BACKEND" ] && kill $BACKEND 2>/dev/null; rm -rf "$WORK"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -25,7 +25,7 @@ hz=$(getconf CLK_TCK)
 thread_ticks() { awk '{print $14 + $15}' "$1/stat"; }
 down_count() { curl -s http://127.0.0.1:9311/metrics | awk '/^gslb_endpoint_up/ && $NF == 0 {n++} END {print n + 0}'; }
 for r in $(seq 1 "$ROUNDS"); do
-  "$ROOT/target/release/examples/bench_backend" "$BPORT" 2>/dev/null & BACKEND=$!
+  "$BACKEND_BIN" "$BPORT" 2>/dev/null & BACKEND=$!
   start_gslb "$WORK/z" 127.0.0.1:5311 127.0.0.1:9311 1
   T=$(dirname "$(grep -l '^gslb-probes$' /proc/"$GSLB_PID"/task/*/comm | head -1)")
   sleep 8   # every endpoint probed and up

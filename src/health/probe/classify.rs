@@ -82,6 +82,14 @@ pub(super) fn classify(
 
 fn classify_io(e: &io::Error) -> Option<(ProbeOutcome, String)> {
     use io::ErrorKind as K;
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<super::sock::SetEnded>())
+    {
+        return Some((
+            ProbeOutcome::Local,
+            format!("local error (gslb's, not the backend's): {e}"),
+        ));
+    }
     // This process's own resources: no socket, buffer or local port to
     // probe with. Not the backend's failure.
     if let Some(code) = e.raw_os_error()
@@ -242,6 +250,21 @@ mod tests {
             assert_eq!(outcome, ProbeOutcome::Local, "{code}: {reason}");
             assert!(reason.starts_with("local error (gslb's"), "{reason}");
         }
+    }
+
+    #[test]
+    fn a_probe_socket_set_that_ended_is_a_local_error() {
+        let e = wrap(
+            "tcp connect error",
+            io::Error::from(super::super::sock::SetEnded),
+        );
+        assert_eq!(
+            classify(&e, "x"),
+            (
+                ProbeOutcome::Local,
+                "local error (gslb's, not the backend's): the prober's socket set has ended".into()
+            )
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio_util::either::Either;
 
 use super::classify::classify;
 use super::h1::{self, BodyError, Framing, HeadError, Step};
+use super::sock::{Connector, ProbeSocket};
 use super::{EndpointProber, ProbeError, ProbeOutcome};
 use crate::model::{BODY_LIMIT, HttpCheck, StatusRange};
 
@@ -127,8 +128,9 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 /// (a close during the body is "connection closed mid-response").
 pub(super) const CLOSED_BEFORE_RESPONSE: &str = "connection closed before the response";
 
-/// The I/O under an HTTP probe: plain TCP or TLS over TCP.
-pub(super) type Io = Either<TcpStream, TlsStream<TcpStream>>;
+/// The I/O under an HTTP probe: plain TCP (on the endpoint's kept socket,
+/// see [`super::sock`]) or TLS over TCP.
+pub(super) type Io = Either<ProbeSocket, TlsStream<TcpStream>>;
 
 /// One endpoint's side of an HTTP(S) check.
 #[derive(Debug)]
@@ -144,6 +146,8 @@ pub(super) struct Target {
     idle: Mutex<Option<Box<Idle>>>,
     /// The leaf certificate of the last TLS handshake.
     pub(super) certificate: super::CertSeen,
+    /// Plain HTTP's connections, on the socket the last one left.
+    connector: Connector,
 }
 
 impl Target {
@@ -151,6 +155,7 @@ impl Target {
         check: &str,
         parts: &RequestParts,
         connect: SocketAddr,
+        source: Option<IpAddr>,
     ) -> Result<Target, ProbeError> {
         let name = parts
             .spec
@@ -171,7 +176,25 @@ impl Target {
             server_name,
             idle: Mutex::new(None),
             certificate: super::CertSeen::default(),
+            connector: Connector::new(connect, source, true),
         })
+    }
+}
+
+impl Target {
+    /// The descriptor of the socket kept between connections, for tests.
+    #[cfg(test)]
+    pub(super) fn spare_fd(&self) -> Option<i32> {
+        self.connector.spare_fd()
+    }
+
+    /// A connection that will not serve another probe: a plain one is
+    /// reset and its socket kept for the next connection; a TLS one is
+    /// closed (with a reset).
+    fn close(&self, io: Io) {
+        if let Either::Left(socket) = io {
+            self.connector.done(socket);
+        }
     }
 }
 
@@ -254,7 +277,11 @@ impl EndpointProber {
         };
         loop {
             let tcp: &TcpStream = match guard.conn.as_ref().map(|c| &c.io) {
-                Some(Either::Left(t)) => t,
+                Some(Either::Left(socket)) => {
+                    socket.closed().await;
+                    guard.conn = None;
+                    return;
+                }
                 Some(Either::Right(tls)) => tls.get_ref().0,
                 None => return,
             };
@@ -301,9 +328,12 @@ impl EndpointProber {
                 if !done.before_response {
                     if done.keep {
                         *idle() = Some(conn);
+                    } else {
+                        target.close(conn.io);
                     }
                     return done.verdict;
                 }
+                target.close(conn.io);
                 // Closed while idle (or failing before it answered): a new
                 // connection decides, within the same deadline.
             }
@@ -317,6 +347,8 @@ impl EndpointProber {
         let done = self.exchange(parts, &mut conn.io, target, false).await;
         if done.keep && reuse {
             *idle() = Some(conn);
+        } else {
+            target.close(conn.io);
         }
         done.verdict
     }
@@ -326,14 +358,17 @@ impl EndpointProber {
         parts: &RequestParts,
         target: &Target,
     ) -> Result<Io, (ProbeOutcome, String)> {
+        let Some(tls) = &parts.tls else {
+            return match target.connector.connect().await {
+                Ok(socket) => Ok(Either::Left(socket)),
+                Err(e) => Err(self.connect_failed(e)),
+            };
+        };
         // A kept connection's next request must not wait for Nagle.
         let connect = async {
             let tcp = self.connect_tcp().await?;
             let _ = tcp.set_nodelay(true);
             Ok(tcp)
-        };
-        let Some(tls) = &parts.tls else {
-            return Ok(Either::Left(connect.await?));
         };
         let stream = super::tls::connect(tls, &target.server_name, connect).await?;
         target

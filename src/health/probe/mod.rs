@@ -13,7 +13,9 @@
 //! around it are the same for every kind.
 //!
 //! - this file: set-up, the deadline, TCP connect (the `tcp` kind, and the
-//!   transport of `http`);
+//!   transport of `https`, `grpc` and DNS over TCP);
+//! - [`sock`]: the socket an endpoint keeps between its `tcp` and plain
+//!   `http` connections, on an epoll set of the prober's own;
 //! - [`http`]: the HTTP/1.1 exchange ([`h1`]: httparse and body framing) on our own
 //!   socket (no pool, connector, URL or task per probe), and the kept
 //!   connection of the last successful probe;
@@ -29,6 +31,7 @@ mod grpc;
 mod h1;
 mod http;
 mod icmp;
+mod sock;
 mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +45,7 @@ use tokio::net::TcpStream;
 use super::ProbeOutcome;
 use crate::model::{Check, CheckKind};
 use classify::classify;
+use sock::Connector;
 
 /// Result of one probe.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,7 +162,8 @@ enum KindShared {
 /// What the prober of one endpoint keeps, by kind.
 #[derive(Debug)]
 enum KindTarget {
-    Tcp,
+    /// The address, and the socket the last probe left (see [`sock`]).
+    Tcp(Connector),
     /// The `Host`, the TLS server name, the kept connection.
     Http(http::Target),
     Dns,
@@ -235,21 +240,22 @@ impl CheckProber {
         let shared = &self.shared;
         let check = &shared.check;
         let connect = check.target.unwrap_or(SocketAddr::new(addr, check.port));
+        let source = source.filter(|s| s.is_ipv4() == connect.is_ipv4());
         let kind = match &shared.kind {
-            KindShared::Tcp => KindTarget::Tcp,
+            KindShared::Tcp => KindTarget::Tcp(Connector::new(connect, source, false)),
             KindShared::Dns(_) => KindTarget::Dns,
             KindShared::Exec(_) => KindTarget::Exec,
             KindShared::Icmp(_) => KindTarget::Icmp,
             KindShared::Grpc(_) => KindTarget::Grpc(grpc::Target::default()),
             KindShared::Http(parts) => {
-                KindTarget::Http(http::Target::new(&check.name, parts, connect)?)
+                KindTarget::Http(http::Target::new(&check.name, parts, connect, source)?)
             }
         };
         Ok(EndpointProber {
             shared: shared.clone(),
             addr: connect,
             kind,
-            source: source.filter(|s| s.is_ipv4() == connect.is_ipv4()),
+            source,
             zone: String::new(),
             region: String::new(),
         })
@@ -315,15 +321,37 @@ impl EndpointProber {
             }
             (KindShared::Icmp(p), KindTarget::Icmp) => Box::pin(self.icmp(p)).await,
             (KindShared::Grpc(p), KindTarget::Grpc(t)) => Box::pin(self.grpc(p, t)).await,
-            (KindShared::Tcp, KindTarget::Tcp) => match self.connect_tcp().await {
-                // Dropping the stream closes it (with a reset, see
-                // `connect_tcp`): the handshake was the test.
-                Ok(_stream) => (ProbeOutcome::Success, "ok".to_string()),
-                Err(verdict) => verdict,
-            },
+            (KindShared::Tcp, KindTarget::Tcp(t)) => self.tcp_connect(t).await,
             // Both are built from one check together: never apart. Were
             // they, the probe would say nothing about the backend.
             _ => (ProbeOutcome::Local, "prober kinds disagree".to_string()),
+        }
+    }
+
+    /// A connect-only probe, on the socket the endpoint's last probe left
+    /// when there is one. The handshake is the test; the connection is then
+    /// reset (an RST as HAProxy closes its checks: no TIME_WAIT left behind,
+    /// no FIN handshake for the backend) and the socket kept for the next
+    /// probe. A socket that failed is closed, and the next probe makes a new
+    /// one.
+    async fn tcp_connect(&self, connector: &Connector) -> (ProbeOutcome, String) {
+        match connector.connect().await {
+            Ok(socket) => {
+                connector.done(socket);
+                (ProbeOutcome::Success, "ok".to_string())
+            }
+            Err(e) => self.connect_failed(e),
+        }
+    }
+
+    /// Why a connection could not be made, as a verdict.
+    fn connect_failed(&self, e: Connect) -> (ProbeOutcome, String) {
+        match e {
+            Connect::Bind(source, e) => (
+                ProbeOutcome::Connect,
+                format!("cannot bind probe-source {source}: {e}"),
+            ),
+            Connect::Io(e) => classify(&e, &self.server_name()),
         }
     }
 
@@ -333,13 +361,7 @@ impl EndpointProber {
     async fn connect_tcp(&self) -> Result<TcpStream, (ProbeOutcome, String)> {
         let stream = connect_from(self.addr, self.source)
             .await
-            .map_err(|e| match e {
-                Connect::Bind(source, e) => (
-                    ProbeOutcome::Connect,
-                    format!("cannot bind probe-source {source}: {e}"),
-                ),
-                Connect::Io(e) => classify(&e, &self.server_name()),
-            })?;
+            .map_err(|e| self.connect_failed(e))?;
         // Cannot fail on a connected TCP socket; if it did, the probe would
         // merely close politely.
         let _ = stream.set_zero_linger();
@@ -511,6 +533,203 @@ mod tests {
             timeout_reason(Duration::from_millis(1500)),
             "timeout after 1s 500ms"
         );
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn tcp_prober(addr: SocketAddr, source: Option<IpAddr>) -> EndpointProber {
+        let check = Arc::new(Check {
+            name: "t".into(),
+            kind: CheckKind::Tcp,
+            port: addr.port(),
+            target: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            recheck: None,
+            fall: 1,
+            rise: 1,
+            probers: None,
+        });
+        CheckProber::new(check)
+            .unwrap()
+            .for_endpoint_from(addr.ip(), source)
+            .unwrap()
+    }
+
+    /// The descriptor of the socket the endpoint keeps, if any.
+    fn kept_fd(p: &EndpointProber) -> Option<i32> {
+        let KindTarget::Tcp(c) = &p.kind else {
+            panic!("not a tcp prober")
+        };
+        c.spare_fd()
+    }
+
+    /// Accepts `n` connections on `listener`: each one's peer and what its
+    /// first read said.
+    async fn accept(listener: &TcpListener, n: usize) -> Vec<(SocketAddr, std::io::ErrorKind)> {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let (mut s, peer) = listener.accept().await.unwrap();
+            let mut byte = [0u8; 1];
+            let read = match s.read(&mut byte).await {
+                Ok(0) => std::io::ErrorKind::UnexpectedEof,
+                Ok(_) => std::io::ErrorKind::InvalidData,
+                Err(e) => e.kind(),
+            };
+            seen.push((peer, read));
+        }
+        seen
+    }
+
+    fn assert_ok(r: &ProbeResult) {
+        assert_eq!(
+            (r.outcome, r.reason.as_str()),
+            (ProbeOutcome::Success, "ok")
+        );
+    }
+
+    /// One socket serves every probe of an endpoint, each probe a new
+    /// connection (from `source` when given) that ends with a reset; a
+    /// refused probe is a refusal on a socket that connected before (no
+    /// error of its last connection is left to be taken for this one's),
+    /// and the same socket connects again once the backend is back.
+    async fn one_socket_per_endpoint(listen: &str, source: Option<IpAddr>) {
+        let listener = TcpListener::bind(listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let p = tcp_prober(addr, source);
+        assert_eq!(kept_fd(&p), None);
+        let mut fds = Vec::new();
+        for _ in 0..3 {
+            assert_ok(&p.probe().await);
+            fds.push(kept_fd(&p).expect("a socket is kept"));
+        }
+        assert!(fds.iter().all(|fd| *fd == fds[0]), "one socket: {fds:?}");
+        let seen = accept(&listener, 3).await;
+        let mut ports: Vec<u16> = seen.iter().map(|(peer, _)| peer.port()).collect();
+        ports.dedup();
+        assert_eq!(ports.len(), 3, "three connections: {seen:?}");
+        for (peer, read) in &seen {
+            assert_eq!(*read, std::io::ErrorKind::ConnectionReset, "{seen:?}");
+            if let Some(source) = source {
+                assert_eq!(peer.ip(), source, "{seen:?}");
+            }
+        }
+
+        drop(listener);
+        let r = p.probe().await;
+        assert_eq!(
+            (r.outcome, r.reason.as_str()),
+            (ProbeOutcome::Refused, "connection refused")
+        );
+        assert_eq!(kept_fd(&p), Some(fds[0]), "a refused socket is kept");
+
+        let listener = TcpListener::bind(addr).await.unwrap();
+        assert_ok(&p.probe().await);
+        assert_eq!(kept_fd(&p), Some(fds[0]));
+        let (peer, read) = accept(&listener, 1).await[0];
+        assert_eq!(read, std::io::ErrorKind::ConnectionReset);
+        if let Some(source) = source {
+            assert_eq!(peer.ip(), source);
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_probes_keep_one_socket_and_reset_each_connection() {
+        one_socket_per_endpoint("127.0.0.1:0", None).await;
+        one_socket_per_endpoint("[::1]:0", None).await;
+    }
+
+    /// A kept socket keeps its `probe-source` from connection to connection.
+    #[tokio::test]
+    async fn a_kept_socket_connects_from_the_probe_source() {
+        one_socket_per_endpoint("127.0.0.1:0", Some("127.0.0.2".parse().unwrap())).await;
+    }
+
+    /// HTTP with a new connection per probe also keeps its socket: each
+    /// probe a new connection, ended with a reset after the answer.
+    #[tokio::test]
+    async fn http_without_reuse_keeps_its_socket_between_connections() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut spec = crate::model::HttpCheck::new(None);
+        spec.reuse_connection = false;
+        let check = Arc::new(Check {
+            name: "h".into(),
+            kind: CheckKind::Http(spec),
+            port: addr.port(),
+            target: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            recheck: None,
+            fall: 1,
+            rise: 1,
+            probers: None,
+        });
+        let p = CheckProber::new(check)
+            .unwrap()
+            .for_endpoint(addr.ip())
+            .unwrap();
+        let spare = |p: &EndpointProber| match &p.kind {
+            KindTarget::Http(t) => t.spare_fd(),
+            _ => panic!("not an http prober"),
+        };
+        let server = tokio::spawn(async move {
+            let mut peers = Vec::new();
+            for _ in 0..3 {
+                let (mut s, peer) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(buf[..n].ends_with(b"\r\n\r\n"), "one request");
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                let after = s.read(&mut buf).await.map_err(|e| e.kind());
+                peers.push((peer.port(), after));
+            }
+            peers
+        });
+        let mut fds = Vec::new();
+        for _ in 0..3 {
+            let r = p.probe().await;
+            assert_eq!(
+                (r.outcome, r.reason.as_str()),
+                (ProbeOutcome::Success, "ok (200)")
+            );
+            fds.push(spare(&p).expect("the socket is kept"));
+        }
+        assert!(fds.iter().all(|fd| *fd == fds[0]), "one socket: {fds:?}");
+        let peers = server.await.unwrap();
+        let mut ports: Vec<u16> = peers.iter().map(|(port, _)| *port).collect();
+        ports.dedup();
+        assert_eq!(ports.len(), 3, "three connections: {peers:?}");
+        assert!(
+            peers
+                .iter()
+                .all(|(_, after)| *after == Err(std::io::ErrorKind::ConnectionReset)),
+            "each ended with a reset: {peers:?}"
+        );
+    }
+
+    /// Probes of one endpoint that overlap (rechecks confirming a
+    /// transition) each get a socket, and one socket is kept.
+    #[tokio::test]
+    async fn overlapping_probes_each_get_a_socket_and_one_is_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let p = tcp_prober(addr, None);
+        let (a, b, c) = tokio::join!(p.probe(), p.probe(), p.probe());
+        for r in [a, b, c] {
+            assert_ok(&r);
+        }
+        assert!(kept_fd(&p).is_some());
+        assert_eq!(accept(&listener, 3).await.len(), 3);
     }
 }
 

@@ -1,0 +1,442 @@
+//! TCP probe sockets kept from probe to probe, on an epoll set of the
+//! prober's own.
+//!
+//! A TCP probe used to make a socket, register it with tokio, connect, set
+//! SO_LINGER 0, close it and deregister it: seven system calls and a tokio
+//! registration (an aligned allocation and a lock) for every probe, 38 µs
+//! of kernel time in a loop of them. A TCP socket can be connected again
+//! once `connect` with `AF_UNSPEC` has dissolved its connection (connect(2):
+//! Linux since 2.2), and dissolving an established connection resets it, as
+//! SO_LINGER 0 does. So an endpoint keeps one socket, registered once, and
+//! a probe is `connect`, `connect` again when woken (0: connected;
+//! EALREADY: not yet; else why not) and `connect(AF_UNSPEC)`: three system
+//! calls, 28 µs of kernel time in the same loop (`bench/probe-scale.sh` has
+//! the figures at scale).
+//!
+//! Why an epoll set of its own and not tokio's: tokio takes EPOLLHUP, which
+//! epoll reports for a socket between two connections, as the end of the
+//! socket, for good; its registration cannot outlive a connection. This set
+//! is edge-triggered (mio), its own descriptor is registered with tokio, and
+//! one task per thread drains it and wakes the probes waiting on its
+//! sockets. A probe registers its waker before it tries the system call, so
+//! an event can never fall between its try and its wait, on whichever
+//! thread the task draining the set runs.
+
+use std::cell::RefCell;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use slab::Slab;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::Connect;
+
+/// Events taken from the set per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// One thread's set of probe sockets and the probes waiting on them.
+#[derive(Debug)]
+struct Reactor {
+    registry: mio::Registry,
+    /// Per socket (its token), the probe waiting on it.
+    waiting: Mutex<Slab<Option<Waker>>>,
+    /// The task draining the set has ended (its runtime shut down): the
+    /// thread's next socket makes a new set.
+    ended: AtomicBool,
+}
+
+thread_local! {
+    static REACTOR: RefCell<Option<Arc<Reactor>>> = const { RefCell::new(None) };
+}
+
+impl Reactor {
+    /// This thread's set, made (and its task spawned on the runtime the
+    /// caller runs on) when there is none or its runtime is gone.
+    fn current() -> io::Result<Arc<Reactor>> {
+        REACTOR.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if let Some(r) = cell.as_ref().filter(|r| !r.ended()) {
+                return Ok(r.clone());
+            }
+            let poll = mio::Poll::new()?;
+            let reactor = Arc::new(Reactor {
+                registry: poll.registry().try_clone()?,
+                waiting: Mutex::default(),
+                ended: AtomicBool::new(false),
+            });
+            // SAFETY: the mio Poll owns its epoll descriptor, which stays
+            // open and the same until the AsyncFd (which owns the Poll) is
+            // dropped.
+            let set =
+                unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) }
+                    .map_err(io::Error::from)?;
+            tokio::spawn(drain(set, Ends(reactor.clone())));
+            *cell = Some(reactor.clone());
+            Ok(reactor)
+        })
+    }
+
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, Slab<Option<Waker>>> {
+        // Nothing panics with the lock held; a poisoned slab is still whole.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `waker` is woken by the socket's next event.
+    fn wait(&self, token: usize, waker: &Waker) {
+        if let Some(slot) = self.waiting().get_mut(token) {
+            match slot {
+                Some(w) if w.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+    }
+
+    /// Nobody waits on the socket: its next events wake no one.
+    fn unwait(&self, token: usize) {
+        if let Some(slot) = self.waiting().get_mut(token) {
+            *slot = None;
+        }
+    }
+}
+
+/// Marks the set ended when its task goes (with its runtime), and wakes
+/// whoever still waits on it so that they find out.
+struct Ends(Arc<Reactor>);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::Release);
+        for (_, slot) in self.0.waiting().iter_mut() {
+            if let Some(w) = slot.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// Drains the set whenever tokio says its descriptor is readable, waking
+/// the probes waiting on the sockets that had events.
+async fn drain(mut set: AsyncFd<mio::Poll>, ends: Ends) {
+    let reactor = &ends.0;
+    let mut events = mio::Events::with_capacity(EVENTS);
+    loop {
+        let mut ready = match set.readable_mut().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!(error = %e, "probe sockets: the epoll set failed; the next probes make a new one");
+                return;
+            }
+        };
+        loop {
+            match ready
+                .get_inner_mut()
+                .poll(&mut events, Some(Duration::ZERO))
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "probe sockets: epoll_wait failed; the next probes make a new set");
+                    return;
+                }
+            }
+            let mut n = 0;
+            let mut waiting = reactor.waiting();
+            for event in &events {
+                n += 1;
+                if let Some(w) = waiting.get_mut(event.token().0).and_then(Option::take) {
+                    w.wake();
+                }
+            }
+            drop(waiting);
+            if n < EVENTS {
+                break;
+            }
+        }
+        // Edge-triggered: the set is empty now, and its next event makes
+        // tokio's readiness anew.
+        ready.clear_ready();
+    }
+}
+
+/// The set a socket is in has ended (its runtime is shutting down, or
+/// epoll failed): gslb's own error, never the backend's. The next socket
+/// goes into a new set.
+#[derive(Debug, thiserror::Error)]
+#[error("the prober's socket set has ended")]
+pub(super) struct SetEnded;
+
+impl From<SetEnded> for io::Error {
+    fn from(e: SetEnded) -> io::Error {
+        io::Error::other(e)
+    }
+}
+
+/// How one endpoint's probes connect: the address, the source, and the
+/// socket the last probe left, its connection dissolved, for the next.
+#[derive(Debug)]
+pub(super) struct Connector {
+    addr: SocketAddr,
+    sockaddr: SockAddr,
+    /// `probe-source`, when of the address's family.
+    source: Option<IpAddr>,
+    /// Set TCP_NODELAY on new sockets (HTTP: a kept connection's next
+    /// request must not wait for Nagle).
+    nodelay: bool,
+    spare: Mutex<Option<ProbeSocket>>,
+}
+
+impl Connector {
+    pub(super) fn new(addr: SocketAddr, source: Option<IpAddr>, nodelay: bool) -> Connector {
+        Connector {
+            addr,
+            sockaddr: addr.into(),
+            source,
+            nodelay,
+            spare: Mutex::default(),
+        }
+    }
+
+    fn spare(&self) -> MutexGuard<'_, Option<ProbeSocket>> {
+        self.spare.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new connection, on the spare socket when there is one. A refused
+    /// or failed connection leaves its socket for the next one too (the
+    /// kernel has dissolved it in reporting why); one cut short by the
+    /// timeout is closed, and the next connection makes a new socket.
+    pub(super) async fn connect(&self) -> Result<ProbeSocket, Connect> {
+        // A spare socket outlives its set only when the set ends.
+        let spare = self.spare().take().filter(|s| !s.reactor.ended());
+        let socket = match spare {
+            Some(socket) => socket,
+            None => {
+                let socket = ProbeSocket::new(&self.addr, self.source)?;
+                if self.nodelay {
+                    socket.socket.set_tcp_nodelay(true).map_err(Connect::Io)?;
+                }
+                socket
+            }
+        };
+        match socket.connect(&self.sockaddr).await {
+            Ok(()) => Ok(socket),
+            Err(e) => {
+                self.done(socket);
+                Err(Connect::Io(e))
+            }
+        }
+    }
+
+    /// Ends `socket`'s connection (with a reset, if it was established) and
+    /// keeps the socket for the next connection; probes that overlapped
+    /// close theirs.
+    pub(super) fn done(&self, socket: ProbeSocket) {
+        // Its reset's event is no news to the probe that last waited on it.
+        socket.reactor.unwait(socket.token);
+        if socket.disconnect().is_ok() {
+            self.spare().get_or_insert(socket);
+        }
+    }
+
+    /// The descriptor of the spare socket, for tests that check it is kept.
+    #[cfg(test)]
+    pub(super) fn spare_fd(&self) -> Option<i32> {
+        self.spare().as_ref().map(|s| s.socket.as_raw_fd())
+    }
+}
+
+/// A TCP socket of one endpoint's probes, kept from one connection to the
+/// next. Dropping it closes it, which takes it out of the set.
+#[derive(Debug)]
+pub(super) struct ProbeSocket {
+    socket: Socket,
+    reactor: Arc<Reactor>,
+    token: usize,
+}
+
+impl ProbeSocket {
+    /// A socket for connecting to `addr`, bound to `source` (the
+    /// `probe-source` setting) when given.
+    fn new(addr: &SocketAddr, source: Option<IpAddr>) -> Result<ProbeSocket, Connect> {
+        let reactor = Reactor::current().map_err(Connect::Io)?;
+        let socket = Socket::new(
+            Domain::for_address(*addr),
+            Type::STREAM.nonblocking(),
+            Some(Protocol::TCP),
+        )
+        .map_err(Connect::Io)?;
+        // Dropped while connected (a probe cut short, an HTTP connection
+        // not kept), it closes with a reset too.
+        socket
+            .set_linger(Some(Duration::ZERO))
+            .map_err(Connect::Io)?;
+        if let Some(source) = source {
+            socket
+                .bind(&SocketAddr::new(source, 0).into())
+                .map_err(|e| Connect::Bind(source, e))?;
+        }
+        let token = reactor.waiting().insert(None);
+        let registered = reactor.registry.register(
+            &mut SourceFd(&socket.as_raw_fd()),
+            mio::Token(token),
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+        );
+        // From here on, dropping it frees the token.
+        let socket = ProbeSocket {
+            socket,
+            reactor,
+            token,
+        };
+        registered.map_err(Connect::Io)?;
+        Ok(socket)
+    }
+
+    /// Connects to `addr`: Ok once connected, or why not.
+    async fn connect(&self, addr: &SockAddr) -> io::Result<()> {
+        match self.socket.connect(addr) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let mut asked = false;
+        std::future::poll_fn(|cx| {
+            if !asked && !self.reactor.ended() {
+                // The handshake has only just begun.
+                asked = true;
+                self.reactor.wait(self.token, cx.waker());
+                return Poll::Pending;
+            }
+            // Asking again tells how it ended, as SO_ERROR would; the
+            // first `connect` that sees it connected says 0, any later one
+            // EISCONN.
+            self.poll_io(cx, |s| match s.connect(addr) {
+                Err(e) if e.raw_os_error() == Some(libc::EISCONN) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EALREADY) => {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                r => r,
+            })
+        })
+        .await
+    }
+
+    /// Dissolves the connection, resetting it when it was established (an
+    /// RST, no FIN handshake, no TIME_WAIT), and leaves the socket ready for
+    /// the next one. Err: the socket is of no further use.
+    fn disconnect(&self) -> io::Result<()> {
+        let unspec = libc::sockaddr {
+            sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+            sa_data: [0; 14],
+        };
+        // SAFETY: a valid `sockaddr` of the length given, on our socket.
+        let rc = unsafe {
+            libc::connect(
+                self.socket.as_raw_fd(),
+                &unspec,
+                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Resolves once the idle connection has something to say: the end of
+    /// the stream, an error, or bytes nobody asked for. Either way it will
+    /// not serve the next probe. Nothing is read.
+    pub(super) async fn closed(&self) {
+        let mut byte = [MaybeUninit::<u8>::uninit()];
+        let _ = std::future::poll_fn(|cx| {
+            self.poll_io(cx, |s| s.recv_with_flags(&mut byte, libc::MSG_PEEK))
+        })
+        .await;
+    }
+
+    /// One system call on the socket, the waker registered first: an event
+    /// between the call's WouldBlock and the wait cannot be missed.
+    fn poll_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&Socket) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        if self.reactor.ended() {
+            return Poll::Ready(Err(SetEnded.into()));
+        }
+        self.reactor.wait(self.token, cx.waker());
+        loop {
+            match op(&self.socket) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => {
+                    self.reactor.unwait(self.token);
+                    return Poll::Ready(r);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ProbeSocket {
+    fn drop(&mut self) {
+        // The socket's close (after this) takes it out of the set; an event
+        // already taken for this token wakes at most its next owner, which
+        // then asks its own socket again.
+        self.reactor.waiting().try_remove(self.token);
+    }
+}
+
+impl AsyncRead for ProbeSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // SAFETY: `recv` only writes initialized bytes into what it is
+        // given, and reports how many.
+        let unfilled: &mut [MaybeUninit<u8>] = unsafe { buf.unfilled_mut() };
+        match self.poll_io(cx, |s| s.recv(unfilled)) {
+            Poll::Ready(Ok(n)) => {
+                // SAFETY: `recv` initialized `n` bytes.
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for ProbeSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // MSG_NOSIGNAL: a peer's reset is an error here, never SIGPIPE.
+        self.poll_io(cx, |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.socket.shutdown(std::net::Shutdown::Write))
+    }
+}

@@ -129,8 +129,9 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 pub(super) const CLOSED_BEFORE_RESPONSE: &str = "connection closed before the response";
 
 /// The I/O under an HTTP probe: plain TCP (on the endpoint's kept socket,
-/// see [`super::sock`]) or TLS over TCP.
-pub(super) type Io = Either<ProbeSocket, TlsStream<TcpStream>>;
+/// see [`super::sock`]) or TLS over TCP. The TLS stream is boxed: it is over
+/// a kilobyte, which every plain probe would otherwise carry and move.
+pub(super) type Io = Either<ProbeSocket, Box<TlsStream<TcpStream>>>;
 
 /// One endpoint's side of an HTTP(S) check.
 #[derive(Debug)]
@@ -141,9 +142,7 @@ pub(super) struct Target {
     /// else the address connected to.
     server_name: ServerName<'static>,
     /// The connection of the last successful probe, idle (reuse only).
-    /// Boxed: a TLS stream is over a kilobyte inline, which every endpoint
-    /// prober (TCP checks included) would carry, idle connection or not.
-    idle: Mutex<Option<Box<Idle>>>,
+    idle: Mutex<Option<Idle>>,
     /// The leaf certificate of the last TLS handshake.
     pub(super) certificate: super::CertSeen,
     /// Plain HTTP's connections, on the socket the last one left.
@@ -257,8 +256,8 @@ impl EndpointProber {
             return std::future::pending().await;
         };
         struct PutBack<'a> {
-            slot: &'a Mutex<Option<Box<Idle>>>,
-            conn: Option<Box<Idle>>,
+            slot: &'a Mutex<Option<Idle>>,
+            conn: Option<Idle>,
         }
         impl Drop for PutBack<'_> {
             fn drop(&mut self) {
@@ -321,8 +320,6 @@ impl EndpointProber {
         let idle = || target.idle.lock().expect("idle connection lock poisoned");
         if reuse {
             let reused = idle().take();
-            // The box goes back as it is: a kept TLS stream is over a
-            // kilobyte, past the allocator's per-thread cache.
             if let Some(mut conn) = reused.filter(|c| c.opened.elapsed() < MAX_CONNECTION_AGE) {
                 let done = self.exchange(parts, &mut conn.io, target, true).await;
                 if !done.before_response {
@@ -343,7 +340,7 @@ impl EndpointProber {
             Ok(io) => io,
             Err(verdict) => return verdict,
         };
-        let mut conn = Box::new(Idle { io, opened });
+        let mut conn = Idle { io, opened };
         let done = self.exchange(parts, &mut conn.io, target, false).await;
         if done.keep && reuse {
             *idle() = Some(conn);
@@ -370,11 +367,13 @@ impl EndpointProber {
             let _ = tcp.set_nodelay(true);
             Ok(tcp)
         };
-        let stream = super::tls::connect(tls, &target.server_name, connect).await?;
+        // Boxed: the handshake's future is 3 KB, which every plain probe's
+        // future (allocated per probe) would otherwise carry.
+        let stream = Box::pin(super::tls::connect(tls, &target.server_name, connect)).await?;
         target
             .certificate
             .set(super::tls::leaf_not_after(stream.get_ref().1));
-        Ok(Either::Right(stream))
+        Ok(Either::Right(Box::new(stream)))
     }
 
     /// One request on `io` and its verdict, and whether `io` is left idle,

@@ -759,4 +759,30 @@ mod size_tests {
         let size = std::mem::size_of_val(&ep.probe());
         assert!(size <= 1024, "a tcp probe's future is {size} bytes");
     }
+
+    /// The same for a plain HTTP probe's own future, boxed per probe: it
+    /// must not carry the TLS handshake's (3 KB).
+    #[test]
+    fn an_http_probe_carries_no_tls_handshake() {
+        let check = Arc::new(Check {
+            name: "h".into(),
+            kind: CheckKind::Http(crate::model::HttpCheck::new(None)),
+            port: 1,
+            target: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            recheck: None,
+            fall: 1,
+            rise: 1,
+            probers: None,
+        });
+        let p = CheckProber::new(check).unwrap();
+        let ep = p.for_endpoint("127.0.0.1".parse().unwrap()).unwrap();
+        let (KindShared::Http(parts), KindTarget::Http(target)) = (&ep.shared.kind, &ep.kind)
+        else {
+            panic!("not an http prober")
+        };
+        let size = std::mem::size_of_val(&ep.http(parts, target));
+        assert!(size <= 1024, "an http probe's future is {size} bytes");
+    }
 }

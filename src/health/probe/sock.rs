@@ -8,19 +8,21 @@
 //! once `connect` with `AF_UNSPEC` has dissolved its connection (connect(2):
 //! Linux since 2.2), and dissolving an established connection resets it, as
 //! SO_LINGER 0 does. So an endpoint keeps one socket, registered once, and
-//! a probe is `connect`, `connect` again when woken (0: connected;
-//! EALREADY: not yet; else why not) and `connect(AF_UNSPEC)`: three system
-//! calls, 28 µs of kernel time in the same loop (`bench/probe-scale.sh` has
-//! the figures at scale).
+//! a probe is `connect` and, once the event says connected,
+//! `connect(AF_UNSPEC)`: two system calls (three when the event is not
+//! plain, and `connect` is asked again how it went). A C loop of the old
+//! and new sequences took 38 and 28 µs of kernel time a probe
+//! (`bench/probe-scale.sh` has the figures at scale).
 //!
 //! Why an epoll set of its own and not tokio's: tokio takes EPOLLHUP, which
 //! epoll reports for a socket between two connections, as the end of the
 //! socket, for good; its registration cannot outlive a connection. This set
 //! is edge-triggered (mio), its own descriptor is registered with tokio, and
 //! one task per thread drains it and wakes the probes waiting on its
-//! sockets. A probe registers its waker before it tries the system call, so
-//! an event can never fall between its try and its wait, on whichever
-//! thread the task draining the set runs.
+//! sockets. A probe registers its waker before each system call it may
+//! wait on (the first `connect` too), so an event can never fall between
+//! its try and its wait, on whichever thread the task draining the set
+//! runs.
 
 use std::cell::RefCell;
 use std::io;
@@ -49,10 +51,21 @@ const EVENTS: usize = 256;
 struct Reactor {
     registry: mio::Registry,
     /// Per socket (its token), the probe waiting on it.
-    waiting: Mutex<Slab<Option<Waker>>>,
+    waiting: Mutex<Slab<Slot>>,
     /// The task draining the set has ended (its runtime shut down): the
     /// thread's next socket makes a new set.
     ended: AtomicBool,
+}
+
+/// One socket's entry in the set.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The probe to wake at the socket's next event.
+    waker: Option<Waker>,
+    /// The socket's last event said writable and nothing else (no error,
+    /// no hang-up): connected when it was taken. Cleared when a connection
+    /// begins, so that it speaks of that connection only.
+    established: bool,
 }
 
 thread_local! {
@@ -90,17 +103,21 @@ impl Reactor {
         self.ended.load(Ordering::Acquire)
     }
 
-    fn waiting(&self) -> MutexGuard<'_, Slab<Option<Waker>>> {
+    fn waiting(&self) -> MutexGuard<'_, Slab<Slot>> {
         // Nothing panics with the lock held; a poisoned slab is still whole.
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `waker` is woken by the socket's next event.
-    fn wait(&self, token: usize, waker: &Waker) {
+    /// `waker` is woken by the socket's next event. `begin`: a connection
+    /// begins, and what earlier events said no longer holds.
+    fn wait(&self, token: usize, waker: &Waker, begin: bool) {
         if let Some(slot) = self.waiting().get_mut(token) {
-            match slot {
+            match &slot.waker {
                 Some(w) if w.will_wake(waker) => {}
-                _ => *slot = Some(waker.clone()),
+                _ => slot.waker = Some(waker.clone()),
+            }
+            if begin {
+                slot.established = false;
             }
         }
     }
@@ -108,8 +125,21 @@ impl Reactor {
     /// Nobody waits on the socket: its next events wake no one.
     fn unwait(&self, token: usize) {
         if let Some(slot) = self.waiting().get_mut(token) {
-            *slot = None;
+            slot.waker = None;
         }
+    }
+
+    /// Whether the connection under way has been seen established (and
+    /// then nobody waits any more).
+    fn established(&self, token: usize) -> bool {
+        let mut waiting = self.waiting();
+        let Some(slot) = waiting.get_mut(token) else {
+            return false;
+        };
+        if slot.established {
+            slot.waker = None;
+        }
+        slot.established
     }
 }
 
@@ -121,7 +151,7 @@ impl Drop for Ends {
     fn drop(&mut self) {
         self.0.ended.store(true, Ordering::Release);
         for (_, slot) in self.0.waiting().iter_mut() {
-            if let Some(w) = slot.take() {
+            if let Some(w) = slot.waker.take() {
                 w.wake();
             }
         }
@@ -157,8 +187,14 @@ async fn drain(mut set: AsyncFd<mio::Poll>, ends: Ends) {
             let mut waiting = reactor.waiting();
             for event in &events {
                 n += 1;
-                if let Some(w) = waiting.get_mut(event.token().0).and_then(Option::take) {
-                    w.wake();
+                if let Some(slot) = waiting.get_mut(event.token().0) {
+                    slot.established = event.is_writable()
+                        && !event.is_error()
+                        && !event.is_write_closed()
+                        && !event.is_read_closed();
+                    if let Some(w) = slot.waker.take() {
+                        w.wake();
+                    }
                 }
             }
             drop(waiting);
@@ -288,7 +324,7 @@ impl ProbeSocket {
                 .bind(&SocketAddr::new(source, 0).into())
                 .map_err(|e| Connect::Bind(source, e))?;
         }
-        let token = reactor.waiting().insert(None);
+        let token = reactor.waiting().insert(Slot::default());
         let registered = reactor.registry.register(
             &mut SourceFd(&socket.as_raw_fd()),
             mio::Token(token),
@@ -305,26 +341,27 @@ impl ProbeSocket {
     }
 
     /// Connects to `addr`: Ok once connected, or why not.
+    ///
+    /// Woken by an event that said writable and nothing else, it is
+    /// connected: no socket in this set is writable without a hang-up
+    /// before its connection is established, and the flag was cleared
+    /// when this one began. Otherwise `connect` asked again tells how it
+    /// went, as SO_ERROR would (0 or EISCONN: connected; EALREADY: not
+    /// yet; else why not).
     async fn connect(&self, addr: &SockAddr) -> io::Result<()> {
-        match self.socket.connect(addr) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
-        let mut asked = false;
+        let mut begun = false;
         std::future::poll_fn(|cx| {
-            if !asked && !self.reactor.ended() {
-                // The handshake has only just begun.
-                asked = true;
-                self.reactor.wait(self.token, cx.waker());
-                return Poll::Pending;
+            if begun && self.reactor.established(self.token) {
+                return Poll::Ready(Ok(()));
             }
-            // Asking again tells how it ended, as SO_ERROR would; the
-            // first `connect` that sees it connected says 0, any later one
-            // EISCONN.
-            self.poll_io(cx, |s| match s.connect(addr) {
-                Err(e) if e.raw_os_error() == Some(libc::EISCONN) => Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EALREADY) => {
+            let begin = !begun;
+            begun = true;
+            self.poll_io(cx, begin, |s| match s.connect(addr) {
+                Err(e) if begin && e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                Err(e) if !begin && e.raw_os_error() == Some(libc::EISCONN) => Ok(()),
+                Err(e) if !begin && e.raw_os_error() == Some(libc::EALREADY) => {
                     Err(io::ErrorKind::WouldBlock.into())
                 }
                 r => r,
@@ -362,7 +399,7 @@ impl ProbeSocket {
     pub(super) async fn closed(&self) {
         let mut byte = [MaybeUninit::<u8>::uninit()];
         let _ = std::future::poll_fn(|cx| {
-            self.poll_io(cx, |s| s.recv_with_flags(&mut byte, libc::MSG_PEEK))
+            self.poll_io(cx, false, |s| s.recv_with_flags(&mut byte, libc::MSG_PEEK))
         })
         .await;
     }
@@ -372,12 +409,13 @@ impl ProbeSocket {
     fn poll_io<R>(
         &self,
         cx: &mut Context<'_>,
+        begin: bool,
         mut op: impl FnMut(&Socket) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         if self.reactor.ended() {
             return Poll::Ready(Err(SetEnded.into()));
         }
-        self.reactor.wait(self.token, cx.waker());
+        self.reactor.wait(self.token, cx.waker(), begin);
         loop {
             match op(&self.socket) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
@@ -409,7 +447,7 @@ impl AsyncRead for ProbeSocket {
         // SAFETY: `recv` only writes initialized bytes into what it is
         // given, and reports how many.
         let unfilled: &mut [MaybeUninit<u8>] = unsafe { buf.unfilled_mut() };
-        match self.poll_io(cx, |s| s.recv(unfilled)) {
+        match self.poll_io(cx, false, |s| s.recv(unfilled)) {
             Poll::Ready(Ok(n)) => {
                 // SAFETY: `recv` initialized `n` bytes.
                 unsafe { buf.assume_init(n) };
@@ -429,7 +467,7 @@ impl AsyncWrite for ProbeSocket {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         // MSG_NOSIGNAL: a peer's reset is an error here, never SIGPIPE.
-        self.poll_io(cx, |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL))
+        self.poll_io(cx, false, |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -536,6 +536,24 @@ mod tests {
     }
 }
 
+/// A check of `kind` on `port` for the tests: probed every second, a 2 s
+/// timeout, fall and rise 1.
+#[cfg(test)]
+fn test_check(kind: CheckKind, port: u16) -> Arc<Check> {
+    Arc::new(Check {
+        name: "test".into(),
+        kind,
+        port,
+        target: None,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+        recheck: None,
+        fall: 1,
+        rise: 1,
+        probers: None,
+    })
+}
+
 #[cfg(test)]
 mod socket_tests {
     use tokio::io::AsyncReadExt;
@@ -544,18 +562,7 @@ mod socket_tests {
     use super::*;
 
     fn tcp_prober(addr: SocketAddr, source: Option<IpAddr>) -> EndpointProber {
-        let check = Arc::new(Check {
-            name: "t".into(),
-            kind: CheckKind::Tcp,
-            port: addr.port(),
-            target: None,
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            recheck: None,
-            fall: 1,
-            rise: 1,
-            probers: None,
-        });
+        let check = test_check(CheckKind::Tcp, addr.port());
         CheckProber::new(check)
             .unwrap()
             .for_endpoint_from(addr.ip(), source)
@@ -660,18 +667,7 @@ mod socket_tests {
         let addr = listener.local_addr().unwrap();
         let mut spec = crate::model::HttpCheck::new(None);
         spec.reuse_connection = false;
-        let check = Arc::new(Check {
-            name: "h".into(),
-            kind: CheckKind::Http(spec),
-            port: addr.port(),
-            target: None,
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            recheck: None,
-            fall: 1,
-            rise: 1,
-            probers: None,
-        });
+        let check = test_check(CheckKind::Http(spec), addr.port());
         let p = CheckProber::new(check)
             .unwrap()
             .for_endpoint(addr.ip())
@@ -774,18 +770,7 @@ mod size_tests {
     /// bytes), not carry the largest kind's state (it was 18 KB).
     #[test]
     fn a_tcp_probe_carries_no_other_kinds_state() {
-        let check = Arc::new(Check {
-            name: "t".into(),
-            kind: CheckKind::Tcp,
-            port: 1,
-            target: None,
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            recheck: None,
-            fall: 1,
-            rise: 1,
-            probers: None,
-        });
+        let check = test_check(CheckKind::Tcp, 1);
         let p = CheckProber::new(check).unwrap();
         let ep = p.for_endpoint("127.0.0.1".parse().unwrap()).unwrap();
         let size = std::mem::size_of_val(&ep.probe());
@@ -796,18 +781,7 @@ mod size_tests {
     /// must not carry the TLS handshake's (3 KB).
     #[test]
     fn an_http_probe_carries_no_tls_handshake() {
-        let check = Arc::new(Check {
-            name: "h".into(),
-            kind: CheckKind::Http(crate::model::HttpCheck::new(None)),
-            port: 1,
-            target: None,
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            recheck: None,
-            fall: 1,
-            rise: 1,
-            probers: None,
-        });
+        let check = test_check(CheckKind::Http(crate::model::HttpCheck::new(None)), 1);
         let p = CheckProber::new(check).unwrap();
         let ep = p.for_endpoint("127.0.0.1".parse().unwrap()).unwrap();
         let (KindShared::Http(parts), KindTarget::Http(target)) = (&ep.shared.kind, &ep.kind)

@@ -187,13 +187,33 @@ impl Target {
         self.connector.spare_fd()
     }
 
+    /// Whether a connection is kept idle, for tests.
+    #[cfg(test)]
+    pub(super) fn has_idle(&self) -> bool {
+        self.idle().is_some()
+    }
+
     /// A connection that will not serve another probe: a plain one is
-    /// reset and its socket kept for the next connection; a TLS one is
-    /// closed (with a reset).
+    /// reset and its socket kept for the next connection, unless a
+    /// connection is kept idle; a TLS one is closed (with a reset). An
+    /// endpoint holds one descriptor between probes, as the budget counts
+    /// (`limits::probe_fds`): an idle connection or a spare socket.
     fn close(&self, io: Io) {
-        if let Either::Left(socket) = io {
+        if let Either::Left(socket) = io
+            && self.idle().is_none()
+        {
             self.connector.done(socket);
         }
+    }
+
+    /// Keeps `conn` idle for the next probe, in place of any spare socket.
+    fn keep(&self, conn: Idle) {
+        *self.idle() = Some(conn);
+        self.connector.forget_spare();
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Option<Idle>> {
+        self.idle.lock().expect("idle connection lock poisoned")
     }
 }
 
@@ -317,14 +337,13 @@ impl EndpointProber {
         // With an interval of a minute or more a kept connection would be
         // too old to use by the next probe: it would only hold a socket.
         let reuse = self.keeps_connections();
-        let idle = || target.idle.lock().expect("idle connection lock poisoned");
         if reuse {
-            let reused = idle().take();
+            let reused = target.idle().take();
             if let Some(mut conn) = reused.filter(|c| c.opened.elapsed() < MAX_CONNECTION_AGE) {
                 let done = self.exchange(parts, &mut conn.io, target, true).await;
                 if !done.before_response {
                     if done.keep {
-                        *idle() = Some(conn);
+                        target.keep(conn);
                     } else {
                         target.close(conn.io);
                     }
@@ -343,7 +362,7 @@ impl EndpointProber {
         let mut conn = Idle { io, opened };
         let done = self.exchange(parts, &mut conn.io, target, false).await;
         if done.keep && reuse {
-            *idle() = Some(conn);
+            target.keep(conn);
         } else {
             target.close(conn.io);
         }

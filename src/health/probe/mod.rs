@@ -332,8 +332,8 @@ impl EndpointProber {
     /// when there is one. The handshake is the test; the connection is then
     /// reset (an RST as HAProxy closes its checks: no TIME_WAIT left behind,
     /// no FIN handshake for the backend) and the socket kept for the next
-    /// probe. A socket that failed is closed, and the next probe makes a new
-    /// one.
+    /// probe. A refused socket is kept too; one cut short by the timeout is
+    /// closed, and the next probe makes a new one.
     async fn tcp_connect(&self, connector: &Connector) -> (ProbeOutcome, String) {
         match connector.connect().await {
             Ok(socket) => {
@@ -619,6 +619,7 @@ mod socket_tests {
         assert!(fds.iter().all(|fd| *fd == fds[0]), "one socket: {fds:?}");
         let seen = accept(&listener, 3).await;
         let mut ports: Vec<u16> = seen.iter().map(|(peer, _)| peer.port()).collect();
+        ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 3, "three connections: {seen:?}");
         for (peer, read) in &seen {
@@ -703,6 +704,7 @@ mod socket_tests {
         assert!(fds.iter().all(|fd| *fd == fds[0]), "one socket: {fds:?}");
         let peers = server.await.unwrap();
         let mut ports: Vec<u16> = peers.iter().map(|(port, _)| *port).collect();
+        ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 3, "three connections: {peers:?}");
         assert!(
@@ -743,6 +745,63 @@ mod socket_tests {
             assert_eq!(failed.unwrap(), Vec::<String>::new());
         }
         accepting.abort();
+    }
+
+    /// Overlapping HTTP probes with connections kept, some answered with
+    /// `Connection: close`, leave the endpoint one descriptor at most, as
+    /// the budget counts: an idle connection or a spare socket, never both.
+    #[tokio::test]
+    async fn overlapping_http_probes_leave_one_descriptor() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answered = Arc::new(AtomicU64::new(0));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let answered = answered.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        // Every other answer ends its connection.
+                        let close = answered.fetch_add(1, Ordering::Relaxed) % 2 == 1;
+                        let answer: &[u8] = if close {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        };
+                        if s.write_all(answer).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let p = CheckProber::new(test_check(
+            CheckKind::Http(crate::model::HttpCheck::new(None)),
+            addr.port(),
+        ))
+        .unwrap()
+        .for_endpoint(addr.ip())
+        .unwrap();
+        let KindTarget::Http(target) = &p.kind else {
+            panic!("not an http prober")
+        };
+        for _ in 0..10 {
+            let (a, b, c) = tokio::join!(p.probe(), p.probe(), p.probe());
+            for r in [a, b, c] {
+                assert_eq!(
+                    (r.outcome, r.reason.as_str()),
+                    (ProbeOutcome::Success, "ok (200)")
+                );
+            }
+            assert!(
+                !(target.has_idle() && target.spare_fd().is_some()),
+                "an idle connection and a spare socket"
+            );
+        }
     }
 
     /// Probes of one endpoint that overlap (rechecks confirming a

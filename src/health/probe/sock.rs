@@ -62,8 +62,8 @@ struct Reactor {
 struct Slot {
     /// The probe to wake at the socket's next event.
     waker: Option<Waker>,
-    /// The socket's last event said writable and nothing else (no error,
-    /// no hang-up): connected when it was taken. Cleared when a connection
+    /// The socket's last event said writable, with no error and no
+    /// hang-up: connected when it was taken. Cleared when a connection
     /// begins, so that it speaks of that connection only.
     established: bool,
 }
@@ -109,9 +109,15 @@ impl Reactor {
     }
 
     /// `waker` is woken by the socket's next event. `begin`: a connection
-    /// begins, and what earlier events said no longer holds.
-    fn wait(&self, token: usize, waker: &Waker, begin: bool) {
-        if let Some(slot) = self.waiting().get_mut(token) {
+    /// begins, and what earlier events said no longer holds. Err: the set
+    /// has ended (checked under the lock that [`Ends`] wakes everyone
+    /// under, so a waker is either woken by it or not registered at all).
+    fn wait(&self, token: usize, waker: &Waker, begin: bool) -> Result<(), SetEnded> {
+        let mut waiting = self.waiting();
+        if self.ended() {
+            return Err(SetEnded);
+        }
+        if let Some(slot) = waiting.get_mut(token) {
             match &slot.waker {
                 Some(w) if w.will_wake(waker) => {}
                 _ => slot.waker = Some(waker.clone()),
@@ -120,6 +126,7 @@ impl Reactor {
                 slot.established = false;
             }
         }
+        Ok(())
     }
 
     /// Nobody waits on the socket: its next events wake no one.
@@ -149,8 +156,9 @@ struct Ends(Arc<Reactor>);
 
 impl Drop for Ends {
     fn drop(&mut self) {
+        let mut waiting = self.0.waiting();
         self.0.ended.store(true, Ordering::Release);
-        for (_, slot) in self.0.waiting().iter_mut() {
+        for (_, slot) in waiting.iter_mut() {
             if let Some(w) = slot.waker.take() {
                 w.wake();
             }
@@ -172,6 +180,12 @@ async fn drain(mut set: AsyncFd<mio::Poll>, ends: Ends) {
             }
         };
         loop {
+            // Taken and applied under the lock: a connection that begins
+            // meanwhile (on another thread of a multi-threaded runtime)
+            // clears `established` before or after the whole batch, never
+            // between an event's taking and its applying, so the flag never
+            // speaks of the connection before.
+            let mut waiting = reactor.waiting();
             match ready
                 .get_inner_mut()
                 .poll(&mut events, Some(Duration::ZERO))
@@ -184,7 +198,6 @@ async fn drain(mut set: AsyncFd<mio::Poll>, ends: Ends) {
                 }
             }
             let mut n = 0;
-            let mut waiting = reactor.waiting();
             for event in &events {
                 n += 1;
                 if let Some(slot) = waiting.get_mut(event.token().0) {
@@ -287,6 +300,13 @@ impl Connector {
         }
     }
 
+    /// Closes the spare socket, if any (its endpoint keeps a connection
+    /// instead).
+    pub(super) fn forget_spare(&self) {
+        let spare = self.spare().take();
+        drop(spare);
+    }
+
     /// The descriptor of the spare socket, for tests that check it is kept.
     #[cfg(test)]
     pub(super) fn spare_fd(&self) -> Option<i32> {
@@ -342,10 +362,10 @@ impl ProbeSocket {
 
     /// Connects to `addr`: Ok once connected, or why not.
     ///
-    /// Woken by an event that said writable and nothing else, it is
-    /// connected: no socket in this set is writable without a hang-up
-    /// before its connection is established, and the flag was cleared
-    /// when this one began. Otherwise `connect` asked again tells how it
+    /// Woken by an event that said writable with no error and no hang-up,
+    /// it is connected: no socket in this set is writable without a
+    /// hang-up before its connection is established, and the flag was
+    /// cleared when this one began. Otherwise `connect` asked again tells how it
     /// went, as SO_ERROR would (0 or EISCONN: connected; EALREADY: not
     /// yet; else why not).
     async fn connect(&self, addr: &SockAddr) -> io::Result<()> {
@@ -412,10 +432,9 @@ impl ProbeSocket {
         begin: bool,
         mut op: impl FnMut(&Socket) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        if self.reactor.ended() {
-            return Poll::Ready(Err(SetEnded.into()));
+        if let Err(e) = self.reactor.wait(self.token, cx.waker(), begin) {
+            return Poll::Ready(Err(e.into()));
         }
-        self.reactor.wait(self.token, cx.waker(), begin);
         loop {
             match op(&self.socket) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
@@ -431,9 +450,16 @@ impl ProbeSocket {
 
 impl Drop for ProbeSocket {
     fn drop(&mut self) {
-        // The socket's close (after this) takes it out of the set; an event
-        // already taken for this token wakes at most its next owner, which
-        // then asks its own socket again.
+        // Out of the set before its token is freed for another socket. The
+        // close alone would not do it while a forked child (an exec check
+        // between fork and exec) holds a copy of the descriptor: a late
+        // event of this socket (the SYN-ACK of a probe cut short) would
+        // then reach the token's next owner and read as its connection
+        // established. One system call, on this rare path only.
+        let _ = self
+            .reactor
+            .registry
+            .deregister(&mut SourceFd(&self.socket.as_raw_fd()));
         self.reactor.waiting().try_remove(self.token);
     }
 }

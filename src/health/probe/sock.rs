@@ -504,3 +504,44 @@ impl AsyncWrite for ProbeSocket {
         Poll::Ready(self.socket.shutdown(std::net::Shutdown::Write))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket dropped while a copy of its descriptor lives on (an exec
+    /// check's child between fork and exec) must leave the set: its late
+    /// events would reach the next owner of its token. Here the copy
+    /// connects after the token went to a socket whose SYNs a full listener
+    /// drops; that socket must go on waiting, not read as connected.
+    #[tokio::test]
+    async fn a_dropped_socket_still_open_elsewhere_wakes_no_one() {
+        // A listener whose accept queue (backlog 0: one connection) is
+        // full drops every further SYN.
+        let full = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        full.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        full.listen(0).unwrap();
+        let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+        let _queued = std::net::TcpStream::connect(full_addr).unwrap();
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open_addr = open.local_addr().unwrap();
+
+        let old = ProbeSocket::new(&open_addr, None).unwrap();
+        let copy = old.socket.try_clone().unwrap();
+        let token = old.token;
+        drop(old);
+        let new = ProbeSocket::new(&full_addr, None).unwrap();
+        assert_eq!(new.token, token, "the token is reused");
+
+        let to: SockAddr = full_addr.into();
+        let connecting = new.connect(&to);
+        tokio::pin!(connecting);
+        assert!(futures_util::poll!(connecting.as_mut()).is_pending());
+        // The old socket's file connects (on loopback the handshake ends
+        // inside the call): an event, under the old token if still in the set.
+        let _ = copy.connect(&open_addr.into());
+        let r = tokio::time::timeout(Duration::from_millis(300), connecting).await;
+        assert!(r.is_err(), "still connecting, not {r:?}");
+    }
+}

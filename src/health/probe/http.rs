@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hyper::header::{ACCEPT, CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
@@ -178,9 +178,7 @@ impl Target {
             connector: Connector::new(connect, source, true),
         })
     }
-}
 
-impl Target {
     /// The descriptor of the socket kept between connections, for tests.
     #[cfg(test)]
     pub(super) fn spare_fd(&self) -> Option<i32> {
@@ -212,7 +210,7 @@ impl Target {
         self.connector.forget_spare();
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Option<Idle>> {
+    fn idle(&self) -> MutexGuard<'_, Option<Idle>> {
         self.idle.lock().expect("idle connection lock poisoned")
     }
 }
@@ -267,31 +265,26 @@ impl EndpointProber {
         let super::KindTarget::Http(target) = &self.kind else {
             return std::future::pending().await;
         };
-        let taken = target
-            .idle
-            .lock()
-            .expect("idle connection lock poisoned")
-            .take();
+        let taken = target.idle().take();
         let Some(conn) = taken else {
             return std::future::pending().await;
         };
         struct PutBack<'a> {
-            slot: &'a Mutex<Option<Idle>>,
+            target: &'a Target,
             conn: Option<Idle>,
         }
         impl Drop for PutBack<'_> {
             fn drop(&mut self) {
                 if let Some(c) = self.conn.take() {
-                    let mut slot = self.slot.lock().expect("idle connection lock poisoned");
                     // A probe that ran meanwhile keeps its own connection.
-                    if slot.is_none() {
-                        *slot = Some(c);
+                    if self.target.idle().is_none() {
+                        self.target.keep(c);
                     }
                 }
             }
         }
         let mut guard = PutBack {
-            slot: &target.idle,
+            target,
             conn: Some(conn),
         };
         loop {

@@ -355,7 +355,8 @@ impl EndpointProber {
         }
     }
 
-    /// Connects to the endpoint. The socket is set to close with a reset
+    /// Connects to the endpoint on tokio's socket (https and DNS over TCP).
+    /// The socket is set to close with a reset
     /// (SO_LINGER 0), as HAProxy closes its checks: a probe leaves no
     /// TIME_WAIT behind and costs the backend no FIN handshake.
     async fn connect_tcp(&self) -> Result<TcpStream, (ProbeOutcome, String)> {
@@ -461,8 +462,9 @@ impl From<Connect> for std::io::Error {
     }
 }
 
-/// A TCP connection to `addr`, from `source` when given (every kind that
-/// connects: tcp, http(s), grpc).
+/// A TCP connection to `addr` on tokio's socket, from `source` when given
+/// (https, grpc and DNS over TCP; tcp and plain http connect on the
+/// endpoint's kept socket, [`sock`]).
 pub(super) async fn connect_from(
     addr: SocketAddr,
     source: Option<IpAddr>,

@@ -315,7 +315,8 @@ impl Connector {
 }
 
 /// A TCP socket of one endpoint's probes, kept from one connection to the
-/// next. Dropping it closes it, which takes it out of the set.
+/// next. Dropping it takes it out of the set and closes it (with a reset,
+/// if connected).
 #[derive(Debug)]
 pub(super) struct ProbeSocket {
     socket: Socket,
@@ -365,9 +366,9 @@ impl ProbeSocket {
     /// Woken by an event that said writable with no error and no hang-up,
     /// it is connected: no socket in this set is writable without a
     /// hang-up before its connection is established, and the flag was
-    /// cleared when this one began. Otherwise `connect` asked again tells how it
-    /// went, as SO_ERROR would (0 or EISCONN: connected; EALREADY: not
-    /// yet; else why not).
+    /// cleared when this one began. Otherwise `connect` asked again tells
+    /// how it went, as SO_ERROR would (0 or EISCONN: connected; EALREADY:
+    /// not yet; else why not).
     async fn connect(&self, addr: &SockAddr) -> io::Result<()> {
         let mut begun = false;
         std::future::poll_fn(|cx| {
